@@ -1,0 +1,166 @@
+//! The core's configuration: every bound a peer could push against, and the priority function.
+
+use crate::types::{Advert, Priority};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the application wants done with an advert.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Decision {
+    /// Download it now, at this priority.
+    Fetch(Priority),
+    /// Keep the advert; ask again at the next re-evaluation.
+    Later,
+    /// Not wanted: forget the advert (later adverts of it are dropped while the decision holds).
+    Drop,
+}
+
+/// The application's priority function (the IC's "bouncer").
+///
+/// It must be deterministic in its inputs and the application's state for runs to be
+/// reproducible; replace it with [`Node::set_priority_fn`](crate::Node::set_priority_fn) and
+/// re-arm it with [`Input::Reevaluate`](crate::Input::Reevaluate) as the application's state moves.
+pub trait PriorityFn: Send + Sync {
+    /// Decides what to do with `advert`.
+    fn decide(&self, advert: &Advert) -> Decision;
+}
+
+impl<F> PriorityFn for F
+where
+    F: Fn(&Advert) -> Decision + Send + Sync,
+{
+    fn decide(&self, advert: &Advert) -> Decision {
+        self(advert)
+    }
+}
+
+/// A shared handle to a priority function.
+#[derive(Clone)]
+pub struct PriorityFnRef(pub Arc<dyn PriorityFn>);
+
+impl PriorityFnRef {
+    /// Wraps a priority function.
+    pub fn new(f: impl PriorityFn + 'static) -> Self {
+        PriorityFnRef(Arc::new(f))
+    }
+
+    /// The default: fetch everything at [`Priority::NORMAL`].
+    pub fn fetch_all() -> Self {
+        PriorityFnRef::new(|_: &Advert| Decision::Fetch(Priority::NORMAL))
+    }
+}
+
+impl fmt::Debug for PriorityFnRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PriorityFn")
+    }
+}
+
+/// Configuration of a [`Node`](crate::Node). Every table a peer can grow has a bound here.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seed of the node's generator (source tie-breaks, salts). Same seed and inputs, same outputs.
+    pub seed: u64,
+    /// Artifacts at or under this size are pushed whole by their origin; larger ones are advertised.
+    pub push_threshold: u64,
+    /// Maximum length of an advert's `attr`.
+    pub max_attr_len: usize,
+    /// Largest artifact accepted in an advert, push or response.
+    pub max_artifact_size: u64,
+    /// Publish every delivered artifact automatically (relay), for simple embedders.
+    pub auto_relay: bool,
+    /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
+    /// not relayed. Publishes by the application are not limited.
+    pub max_auto_relay_pool: usize,
+    /// Period of the automatic re-evaluation of `Later` and queued adverts.
+    pub reevaluate_interval: Duration,
+    /// The priority function.
+    pub priority_fn: PriorityFnRef,
+    /// Adverts tracked per peer (all kinds); a peer past it is disconnected.
+    pub max_adverts_per_peer: usize,
+    /// Adverts tracked per peer and kind; a peer past it is disconnected.
+    pub max_adverts_per_peer_per_kind: usize,
+    /// Artifacts tracked for download overall; further adverts are dropped (not fatal: a peer cannot
+    /// tell how full the table is).
+    pub max_pending_downloads: usize,
+    /// Adverts per message when sending batches.
+    pub advert_batch_size: usize,
+    /// Adverts accepted in one received batch; more is a protocol violation.
+    pub max_adverts_per_message: usize,
+    /// Requests in flight overall.
+    pub max_in_flight: usize,
+    /// Requests in flight to one peer (timed-out requests count until the peer answers).
+    pub max_in_flight_per_peer: usize,
+    /// Bytes requested and not yet received overall (an artifact larger than it may still be
+    /// fetched alone).
+    pub max_in_flight_bytes: u64,
+    /// Bytes requested from one peer and not yet received (same exception).
+    pub max_in_flight_bytes_per_peer: u64,
+    /// Artifacts at or above this size may be requested from several peers at once.
+    pub parallel_fetch_min_size: u64,
+    /// Concurrent requests for one artifact at or above `parallel_fetch_min_size` (1 = off).
+    pub max_parallel_requests: usize,
+    /// Request timeout for an empty artifact.
+    pub request_timeout_base: Duration,
+    /// Added to the timeout per MiB of artifact size.
+    pub request_timeout_per_mib: Duration,
+    /// First back-off after every source of a download has failed.
+    pub retry_backoff_initial: Duration,
+    /// Largest back-off.
+    pub retry_backoff_max: Duration,
+    /// How long a failed source is avoided for the same artifact while others remain.
+    pub failed_source_cooldown: Duration,
+    /// Bad artifacts (hash or size mismatch) tolerated from one peer before disconnecting it.
+    pub max_bad_data_per_peer: u32,
+    /// Requests from one peer held while the driver reports it congested; past it the peer is cut off.
+    pub max_queued_requests_per_peer: usize,
+    /// Delivered ids remembered to keep delivery exactly-once (and their known holders).
+    pub max_delivered_memory: usize,
+    /// Ids remembered as dropped by the priority function until the next re-evaluation.
+    pub max_dropped_memory: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 0,
+            push_threshold: 1024,
+            max_attr_len: 64,
+            max_artifact_size: 16 << 20,
+            auto_relay: false,
+            max_auto_relay_pool: 100_000,
+            reevaluate_interval: Duration::from_secs(3),
+            priority_fn: PriorityFnRef::fetch_all(),
+            max_adverts_per_peer: 100_000,
+            max_adverts_per_peer_per_kind: 50_000,
+            max_pending_downloads: 200_000,
+            advert_batch_size: 256,
+            max_adverts_per_message: 1024,
+            max_in_flight: 1024,
+            max_in_flight_per_peer: 128,
+            max_in_flight_bytes: 256 << 20,
+            max_in_flight_bytes_per_peer: 32 << 20,
+            parallel_fetch_min_size: 1 << 20,
+            max_parallel_requests: 1,
+            request_timeout_base: Duration::from_secs(2),
+            request_timeout_per_mib: Duration::from_secs(1),
+            retry_backoff_initial: Duration::from_millis(250),
+            retry_backoff_max: Duration::from_secs(30),
+            failed_source_cooldown: Duration::from_secs(10),
+            max_bad_data_per_peer: 3,
+            max_queued_requests_per_peer: 1024,
+            max_delivered_memory: 200_000,
+            max_dropped_memory: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// The request timeout for an artifact of `size` bytes.
+    pub fn request_timeout(&self, size: u64) -> Duration {
+        let per_mib = self.request_timeout_per_mib.as_nanos() as u64;
+        let extra = (size as u128 * per_mib as u128 / (1u128 << 20)) as u64;
+        self.request_timeout_base + Duration::from_nanos(extra)
+    }
+}
