@@ -109,8 +109,6 @@ pub struct Config {
     pub retry_backoff_initial: Duration,
     /// Largest back-off.
     pub retry_backoff_max: Duration,
-    /// How long a failed source is avoided for the same artifact while others remain.
-    pub failed_source_cooldown: Duration,
     /// Bad artifacts (hash or size mismatch) tolerated from one peer before disconnecting it.
     pub max_bad_data_per_peer: u32,
     /// Requests from one peer held while the driver reports it congested; past it the peer is cut off.
@@ -147,7 +145,6 @@ impl Default for Config {
             request_timeout_per_mib: Duration::from_secs(1),
             retry_backoff_initial: Duration::from_millis(250),
             retry_backoff_max: Duration::from_secs(30),
-            failed_source_cooldown: Duration::from_secs(10),
             max_bad_data_per_peer: 3,
             max_queued_requests_per_peer: 1024,
             max_delivered_memory: 200_000,

@@ -9,10 +9,14 @@
 mod config;
 mod event;
 mod message;
+mod metrics;
+mod node;
 mod types;
 
 pub use bytes::Bytes;
 pub use config::{Config, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
 pub use message::{Message, RequestId};
+pub use metrics::Metrics;
+pub use node::{Node, TableSizes};
 pub use types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};

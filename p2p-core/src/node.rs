@@ -1,0 +1,1286 @@
+//! The per-node state machine: membership, pool, adverts, downloads and serving.
+
+use crate::config::{Config, Decision, PriorityFnRef};
+use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
+use crate::message::{Message, RequestId};
+use crate::metrics::Metrics;
+use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use smallvec::SmallVec;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// Most queued downloads examined per scheduling pass, so that one input costs bounded work even
+/// when the head of the queue waits for busy peers.
+const SCAN_LIMIT: usize = 1024;
+
+/// Peers known to hold an artifact (they sent or advertised it to us).
+type Holders = SmallVec<[NodeId; 4]>;
+
+/// One node's gossip state machine.
+///
+/// Drive it with one loop, in this order:
+///
+/// 1. [`handle_input`](Node::handle_input) with the current time and one [`Input`];
+/// 2. drain [`poll_output`](Node::poll_output) until it returns `None`, carrying out every
+///    [`Output`];
+/// 3. arm a timer at [`poll_timeout`](Node::poll_timeout) and feed [`Input::Timeout`] when it fires.
+///
+/// ```
+/// use p2p_core::{Artifact, Config, Input, Kind, Message, Node, NodeId, Output, Time};
+///
+/// let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+/// let mut na = Node::new(a, Config::default());
+/// let mut nb = Node::new(b, Config::default());
+/// let now = Time::ZERO;
+/// for (n, peer) in [(&mut na, b), (&mut nb, a)] {
+///     n.handle_input(now, Input::Membership { version: 1, members: vec![a, b] }).unwrap();
+///     n.handle_input(now, Input::PeerConnected(peer)).unwrap();
+/// }
+/// let artifact = Artifact::new(Kind(0), &b""[..], vec![7u8; 4096]);
+/// na.handle_input(now, Input::Publish(artifact.clone())).unwrap();
+///
+/// // A tiny network: carry every Send to the other node until both are quiet.
+/// let mut delivered = Vec::new();
+/// loop {
+///     let mut moved = false;
+///     for (from, to) in [(a, b), (b, a)] {
+///         let (src, dst) = if from == a { (&mut na, &mut nb) } else { (&mut nb, &mut na) };
+///         while let Some(out) = src.poll_output() {
+///             match out {
+///                 Output::Send { msg, .. } => {
+///                     dst.handle_input(now, Input::Message { from, msg }).unwrap();
+///                     moved = true;
+///                 }
+///                 Output::Deliver { artifact, .. } => delivered.push((to, artifact)),
+///                 _ => {}
+///             }
+///         }
+///     }
+///     if !moved { break; }
+/// }
+/// assert_eq!(delivered.len(), 1);
+/// ```
+pub struct Node {
+    id: NodeId,
+    cfg: Config,
+    priority_fn: PriorityFnRef,
+    salt: u64,
+    members: HashSet<NodeId>,
+    peers: HashMap<NodeId, Peer>,
+    pool: HashMap<ArtifactId, PoolEntry>,
+    pool_bytes: u64,
+    downloads: HashMap<ArtifactId, Download>,
+    /// Downloads ready for another request: highest priority first, then FIFO.
+    queue: BTreeMap<(Reverse<Priority>, u64), ArtifactId>,
+    /// Downloads waiting out a back-off.
+    backoff: BTreeSet<(Time, ArtifactId)>,
+    requests: HashMap<RequestId, Req>,
+    deadlines: BTreeSet<(Time, RequestId)>,
+    delivered: HashMap<ArtifactId, Holders>,
+    delivered_order: VecDeque<ArtifactId>,
+    dropped: HashSet<ArtifactId>,
+    dropped_order: VecDeque<ArtifactId>,
+    next_req_id: RequestId,
+    next_seq: u64,
+    next_reevaluate: Time,
+    in_flight: usize,
+    in_flight_bytes: u64,
+    tracked_adverts: usize,
+    outputs: VecDeque<Output>,
+    advert_dirty: Vec<NodeId>,
+    metrics: Metrics,
+    now: Time,
+}
+
+#[derive(Default)]
+struct Peer {
+    /// Artifacts this peer advertised that we track for download.
+    adverts: HashSet<ArtifactId>,
+    /// Tracked adverts per kind.
+    per_kind: SmallVec<[(Kind, u32); 4]>,
+    /// Requests awaiting this peer's answer (timed-out ones included: the peer stays busy).
+    in_flight: usize,
+    in_flight_bytes: u64,
+    bad_data: u32,
+    /// Adverts to send at the end of the current input, batched.
+    outbox: Vec<Advert>,
+    congested: bool,
+    queued_requests: VecDeque<(RequestId, ArtifactId, Priority)>,
+}
+
+struct PoolEntry {
+    artifact: Artifact,
+    holders: Holders,
+}
+
+struct Download {
+    advert: Advert,
+    /// Peers advertising it.
+    sources: SmallVec<[NodeId; 2]>,
+    /// Sources that failed since the last back-off.
+    failed: SmallVec<[NodeId; 1]>,
+    /// `None` while the priority function says `Later`.
+    priority: Option<Priority>,
+    seq: u64,
+    queued: bool,
+    backoff_until: Option<Time>,
+    attempts: u32,
+    active: SmallVec<[RequestId; 1]>,
+}
+
+struct Req {
+    peer: NodeId,
+    id: ArtifactId,
+    size: u64,
+    /// Counted in the global in-flight limits (false once timed out or detached from its download).
+    counted: bool,
+    deadline: Option<Time>,
+}
+
+enum NoSource {
+    /// Sources exist but are at their in-flight limits now.
+    Busy,
+    /// Every source failed since the last back-off (or none is left).
+    Exhausted,
+}
+
+impl Node {
+    /// A node with identity `id` and configuration `cfg`.
+    pub fn new(id: NodeId, cfg: Config) -> Self {
+        let salt =
+            splitmix64(cfg.seed ^ u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default()));
+        Node {
+            id,
+            priority_fn: cfg.priority_fn.clone(),
+            next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
+            cfg,
+            salt,
+            members: HashSet::new(),
+            peers: HashMap::new(),
+            pool: HashMap::new(),
+            pool_bytes: 0,
+            downloads: HashMap::new(),
+            queue: BTreeMap::new(),
+            backoff: BTreeSet::new(),
+            requests: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            delivered: HashMap::new(),
+            delivered_order: VecDeque::new(),
+            dropped: HashSet::new(),
+            dropped_order: VecDeque::new(),
+            next_req_id: 1,
+            next_seq: 0,
+            in_flight: 0,
+            in_flight_bytes: 0,
+            tracked_adverts: 0,
+            outputs: VecDeque::new(),
+            advert_dirty: Vec::new(),
+            metrics: Metrics::default(),
+            now: Time::ZERO,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Replaces the priority function; it applies to adverts from now on and to kept adverts at the
+    /// next re-evaluation (feed [`Input::Reevaluate`] to re-evaluate at once).
+    pub fn set_priority_fn(&mut self, f: PriorityFnRef) {
+        self.priority_fn = f;
+    }
+
+    /// Counters and gauges.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics;
+        m.tracked_adverts = self.tracked_adverts as u64;
+        m.pending_downloads = self.downloads.len() as u64;
+        m.in_flight = self.in_flight as u64;
+        m.in_flight_bytes = self.in_flight_bytes;
+        m.pool_artifacts = self.pool.len() as u64;
+        m.pool_bytes = self.pool_bytes;
+        m.connected_peers = self.peers.len() as u64;
+        m
+    }
+
+    /// Whether the local pool holds `id`.
+    pub fn has_artifact(&self, id: &ArtifactId) -> bool {
+        self.pool.contains_key(id)
+    }
+
+    /// The artifact `id` from the local pool.
+    pub fn artifact(&self, id: &ArtifactId) -> Option<&Artifact> {
+        self.pool.get(id).map(|e| &e.artifact)
+    }
+
+    /// The connected peers.
+    pub fn connected_peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.keys()
+    }
+
+    /// Sizes of every table a peer can grow, for bound checks.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            tracked_adverts: self.tracked_adverts,
+            max_adverts_of_one_peer: self
+                .peers
+                .values()
+                .map(|p| p.adverts.len())
+                .max()
+                .unwrap_or(0),
+            max_queued_requests_of_one_peer: self
+                .peers
+                .values()
+                .map(|p| p.queued_requests.len())
+                .max()
+                .unwrap_or(0),
+            pending_downloads: self.downloads.len(),
+            requests: self.requests.len(),
+            in_flight: self.in_flight,
+            in_flight_bytes: self.in_flight_bytes,
+            delivered_memory: self.delivered.len(),
+            dropped_memory: self.dropped.len(),
+            outputs: self.outputs.len(),
+        }
+    }
+
+    /// Feeds one input at time `now`. Time must not go backwards (an earlier `now` is treated as
+    /// the latest seen). Only the application's inputs can fail; a faulty peer is disconnected.
+    pub fn handle_input(&mut self, now: Time, input: Input) -> Result<(), InputError> {
+        self.now = self.now.max(now);
+        self.advance();
+        let result = match input {
+            Input::Membership { version, members } => {
+                self.on_membership(version, members);
+                Ok(())
+            }
+            Input::PeerConnected(peer) => {
+                self.on_connected(peer);
+                Ok(())
+            }
+            Input::PeerDisconnected(peer) => {
+                self.drop_peer(peer);
+                Ok(())
+            }
+            Input::Message { from, msg } => {
+                self.on_message(from, msg);
+                Ok(())
+            }
+            Input::Publish(artifact) => self.publish(artifact),
+            Input::Remove(id) => {
+                self.remove(id);
+                Ok(())
+            }
+            Input::Reevaluate => {
+                self.reevaluate();
+                Ok(())
+            }
+            Input::Congestion { peer, congested } => {
+                self.on_congestion(peer, congested);
+                Ok(())
+            }
+            Input::Timeout => Ok(()),
+        };
+        self.schedule();
+        self.flush_adverts();
+        result
+    }
+
+    /// The next action for the driver, if any.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed [`Input::Timeout`] next, if anything waits on time.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let deadline = self.deadlines.first().map(|(t, _)| *t);
+        let backoff = self.backoff.first().map(|(t, _)| *t);
+        let reevaluate = (!self.downloads.is_empty() || !self.dropped.is_empty())
+            .then_some(self.next_reevaluate);
+        [deadline, backoff, reevaluate].into_iter().flatten().min()
+    }
+
+    // ---- time ----
+
+    fn advance(&mut self) {
+        let now = self.now;
+        while let Some(&(t, req_id)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.on_request_timeout(req_id);
+        }
+        while let Some(&(t, id)) = self.backoff.first() {
+            if t > now {
+                break;
+            }
+            self.backoff.pop_first();
+            if let Some(dl) = self.downloads.get_mut(&id) {
+                dl.backoff_until = None;
+                dl.failed.clear();
+            }
+            self.requeue(id);
+        }
+        if now >= self.next_reevaluate {
+            self.reevaluate();
+        }
+    }
+
+    // ---- membership and connections ----
+
+    fn on_membership(&mut self, version: u64, members: Vec<NodeId>) {
+        self.members = members.into_iter().collect();
+        let gone: Vec<NodeId> = self
+            .peers
+            .keys()
+            .filter(|p| !self.members.contains(*p))
+            .copied()
+            .collect();
+        for peer in gone {
+            self.disconnect(peer, DisconnectReason::NotMember);
+        }
+        self.event(Event::MembershipChanged {
+            version,
+            members: self.members.len(),
+        });
+    }
+
+    fn on_connected(&mut self, peer: NodeId) {
+        if peer == self.id || !self.members.contains(&peer) {
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::NotMember,
+            });
+            self.metrics.peers_disconnected += 1;
+            return;
+        }
+        if self.peers.contains_key(&peer) {
+            // A reconnect: the old connection's state is gone with it.
+            self.drop_peer(peer);
+        }
+        // Resync: advertise the whole pool; the peer may have lost what we sent before.
+        let state = Peer {
+            outbox: self.pool.values().map(|e| e.artifact.advert()).collect(),
+            ..Peer::default()
+        };
+        self.peers.insert(peer, state);
+        self.advert_dirty.push(peer);
+    }
+
+    /// Cuts `peer` off: tells the driver and forgets the peer.
+    fn disconnect(&mut self, peer: NodeId, reason: DisconnectReason) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        self.drop_peer(peer);
+        self.metrics.peers_disconnected += 1;
+        self.outputs.push_back(Output::Disconnect {
+            peer,
+            reason: reason.clone(),
+        });
+        self.event(Event::PeerDisconnected { peer, reason });
+    }
+
+    /// Forgets everything about `peer`: its adverts, its requests, its queued work.
+    fn drop_peer(&mut self, peer: NodeId) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        self.tracked_adverts -= state.adverts.len();
+        let reqs: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for req_id in reqs {
+            if let Some(req) = self.finish_request(req_id) {
+                self.retry(req.id, peer, req_id, RetryReason::Disconnected);
+            }
+        }
+        for id in state.adverts {
+            self.remove_source(id, peer);
+        }
+    }
+
+    fn on_congestion(&mut self, peer: NodeId, congested: bool) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.congested = congested;
+        if !congested {
+            let queued = std::mem::take(&mut state.queued_requests);
+            for (req_id, id, priority) in queued {
+                self.serve(peer, req_id, id, priority);
+            }
+        }
+    }
+
+    // ---- messages ----
+
+    fn on_message(&mut self, from: NodeId, msg: Message) {
+        if !self.peers.contains_key(&from) {
+            // Not connected (or already cut off): nothing from it is accepted.
+            return;
+        }
+        match msg {
+            Message::Push { advert, data } => self.on_push(from, advert, data),
+            Message::Adverts(adverts) => {
+                if adverts.len() > self.cfg.max_adverts_per_message {
+                    return self.violation(from, "too many adverts in one message");
+                }
+                for advert in adverts {
+                    if !self.peers.contains_key(&from) {
+                        break;
+                    }
+                    self.on_advert(from, advert);
+                }
+            }
+            Message::Withdraw(id) => self.on_withdraw(from, id),
+            Message::Request {
+                req_id,
+                id,
+                priority,
+            } => self.on_request(from, req_id, id, priority),
+            Message::Response { req_id, id, data } => {
+                self.on_response(from, req_id, id, Some(data))
+            }
+            Message::NotFound { req_id, id } => self.on_response(from, req_id, id, None),
+        }
+    }
+
+    fn violation(&mut self, peer: NodeId, what: &'static str) {
+        self.disconnect(peer, DisconnectReason::ProtocolViolation(what));
+    }
+
+    /// Checks an advert's fields against the configured limits.
+    fn check_advert(&self, advert: &Advert) -> Result<(), &'static str> {
+        if advert.attr.len() > self.cfg.max_attr_len {
+            return Err("advert attr too long");
+        }
+        if advert.size > self.cfg.max_artifact_size {
+            return Err("advertised artifact too large");
+        }
+        Ok(())
+    }
+
+    fn on_advert(&mut self, from: NodeId, advert: Advert) {
+        self.metrics.adverts_received += 1;
+        if let Err(what) = self.check_advert(&advert) {
+            return self.violation(from, what);
+        }
+        let id = advert.id;
+        if let Some(entry) = self.pool.get_mut(&id) {
+            add_holder(&mut entry.holders, from);
+            return;
+        }
+        if let Some(holders) = self.delivered.get_mut(&id) {
+            add_holder(holders, from);
+            return;
+        }
+        if self.dropped.contains(&id) {
+            return self.dropped_advert(id, from, DropReason::Unwanted);
+        }
+        if let Some(dl) = self.downloads.get(&id) {
+            if dl.sources.contains(&from) {
+                return;
+            }
+            if dl.advert.size != advert.size || dl.advert.kind != advert.kind {
+                return self.dropped_advert(id, from, DropReason::Inconsistent);
+            }
+            if !self.track_advert(from, id, advert.kind) {
+                return;
+            }
+            let dl = self.downloads.get_mut(&id).expect("checked above");
+            dl.sources.push(from);
+            // A new source need not wait out a back-off earned by the others.
+            if let Some(t) = dl.backoff_until.take() {
+                self.backoff.remove(&(t, id));
+            }
+            self.requeue(id);
+            return;
+        }
+        if self.downloads.len() >= self.cfg.max_pending_downloads {
+            return self.dropped_advert(id, from, DropReason::TableFull);
+        }
+        let priority = match self.priority_fn.0.decide(&advert) {
+            Decision::Drop => {
+                self.remember_dropped(id);
+                return self.dropped_advert(id, from, DropReason::Unwanted);
+            }
+            Decision::Later => None,
+            Decision::Fetch(p) => Some(p),
+        };
+        if !self.track_advert(from, id, advert.kind) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut sources = SmallVec::new();
+        sources.push(from);
+        self.downloads.insert(
+            id,
+            Download {
+                advert,
+                sources,
+                failed: SmallVec::new(),
+                priority,
+                seq,
+                queued: false,
+                backoff_until: None,
+                attempts: 0,
+                active: SmallVec::new(),
+            },
+        );
+        self.requeue(id);
+    }
+
+    fn dropped_advert(&mut self, id: ArtifactId, from: NodeId, reason: DropReason) {
+        self.metrics.adverts_dropped += 1;
+        self.event(Event::Dropped { id, from, reason });
+    }
+
+    /// Records that `peer` advertises `id` of `kind`, within the per-peer and per-kind limits.
+    /// Returns false (and disconnects the peer) past a limit.
+    fn track_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) -> bool {
+        let (max_all, max_kind) = (
+            self.cfg.max_adverts_per_peer,
+            self.cfg.max_adverts_per_peer_per_kind,
+        );
+        let state = self.peers.get_mut(&peer).expect("peer is connected");
+        if state.adverts.len() >= max_all {
+            self.disconnect(peer, DisconnectReason::TooManyAdverts { limit: max_all });
+            return false;
+        }
+        let slot = match state.per_kind.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                state.per_kind.push((kind, 0));
+                state.per_kind.len() - 1
+            }
+        };
+        if state.per_kind[slot].1 as usize >= max_kind {
+            self.disconnect(
+                peer,
+                DisconnectReason::TooManyAdvertsOfKind {
+                    kind,
+                    limit: max_kind,
+                },
+            );
+            return false;
+        }
+        state.per_kind[slot].1 += 1;
+        state.adverts.insert(id);
+        self.tracked_adverts += 1;
+        true
+    }
+
+    /// Forgets that `peer` advertises `id` (its per-peer record only).
+    fn untrack_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) {
+        if let Some(state) = self.peers.get_mut(&peer)
+            && state.adverts.remove(&id)
+        {
+            self.tracked_adverts -= 1;
+            if let Some(slot) = state.per_kind.iter_mut().find(|(k, _)| *k == kind) {
+                slot.1 -= 1;
+            }
+        }
+    }
+
+    /// Removes `peer` as a source of `id`; the download ends when no source is left.
+    fn remove_source(&mut self, id: ArtifactId, peer: NodeId) {
+        let Some(dl) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        dl.sources.retain(|p| *p != peer);
+        dl.failed.retain(|p| *p != peer);
+        if dl.sources.is_empty() {
+            self.end_download(id);
+        }
+    }
+
+    fn on_withdraw(&mut self, from: NodeId, id: ArtifactId) {
+        if let Some(entry) = self.pool.get_mut(&id) {
+            entry.holders.retain(|p| *p != from);
+        }
+        if let Some(holders) = self.delivered.get_mut(&id) {
+            holders.retain(|p| *p != from);
+        }
+        let Some(dl) = self.downloads.get(&id) else {
+            return;
+        };
+        let kind = dl.advert.kind;
+        let aborted: SmallVec<[RequestId; 1]> = dl
+            .active
+            .iter()
+            .copied()
+            .filter(|r| self.requests.get(r).is_some_and(|q| q.peer == from))
+            .collect();
+        for req_id in aborted {
+            self.detach_request(req_id);
+            self.retry_event(id, from, req_id, RetryReason::Withdrawn);
+        }
+        self.untrack_advert(from, id, kind);
+        self.remove_source(id, from);
+        self.requeue(id);
+    }
+
+    fn on_push(&mut self, from: NodeId, advert: Advert, data: Bytes) {
+        self.metrics.pushes_received += 1;
+        self.metrics.bytes_received += data.len() as u64;
+        if let Err(what) = self.check_advert(&advert) {
+            return self.violation(from, what);
+        }
+        // Integrity first: nothing about the artifact is trusted before its hash is checked.
+        if data.len() as u64 != advert.size || ArtifactId::of(&data) != advert.id {
+            self.penalize(from);
+            return;
+        }
+        let id = advert.id;
+        if let Some(entry) = self.pool.get_mut(&id) {
+            add_holder(&mut entry.holders, from);
+            self.metrics.duplicates += 1;
+            return;
+        }
+        if let Some(holders) = self.delivered.get_mut(&id) {
+            add_holder(holders, from);
+            self.metrics.duplicates += 1;
+            return;
+        }
+        if self.dropped.contains(&id) {
+            return self.dropped_advert(id, from, DropReason::Unwanted);
+        }
+        if self.priority_fn.0.decide(&advert) == Decision::Drop {
+            self.remember_dropped(id);
+            return self.dropped_advert(id, from, DropReason::Unwanted);
+        }
+        let artifact = Artifact {
+            id,
+            kind: advert.kind,
+            attr: advert.attr,
+            data,
+        };
+        self.deliver(artifact, from);
+    }
+
+    fn on_request(&mut self, from: NodeId, req_id: RequestId, id: ArtifactId, priority: Priority) {
+        let limit = self.cfg.max_queued_requests_per_peer;
+        let state = self.peers.get_mut(&from).expect("peer is connected");
+        if state.congested {
+            if state.queued_requests.len() >= limit {
+                return self.disconnect(from, DisconnectReason::TooManyRequests { limit });
+            }
+            state.queued_requests.push_back((req_id, id, priority));
+            return;
+        }
+        self.serve(from, req_id, id, priority);
+    }
+
+    fn serve(&mut self, to: NodeId, req_id: RequestId, id: ArtifactId, priority: Priority) {
+        let (msg, class) = match self.pool.get(&id) {
+            Some(entry) => {
+                self.metrics.requests_served += 1;
+                self.metrics.bytes_served += entry.artifact.data.len() as u64;
+                let data = entry.artifact.data.clone();
+                (Message::Response { req_id, id, data }, priority.class())
+            }
+            None => {
+                self.metrics.not_found_sent += 1;
+                (Message::NotFound { req_id, id }, Class::Control)
+            }
+        };
+        self.outputs.push_back(Output::Send { to, msg, class });
+    }
+
+    fn on_response(
+        &mut self,
+        from: NodeId,
+        req_id: RequestId,
+        id: ArtifactId,
+        data: Option<Bytes>,
+    ) {
+        self.metrics.responses_received += 1;
+        match self.requests.get(&req_id) {
+            Some(req) if req.peer == from && req.id == id => {}
+            _ => return self.violation(from, "answer to a request never made"),
+        }
+        let req = self.finish_request(req_id).expect("checked above");
+        let Some(data) = data else {
+            // Not found: the peer no longer has it; forget its advert and try elsewhere.
+            if let Some(dl) = self.downloads.get(&id) {
+                let kind = dl.advert.kind;
+                self.untrack_advert(from, id, kind);
+                self.remove_source(id, from);
+            }
+            return self.retry(id, from, req_id, RetryReason::NotFound);
+        };
+        self.metrics.bytes_received += data.len() as u64;
+        // Integrity first.
+        if data.len() as u64 != req.size || ArtifactId::of(&data) != id {
+            if let Some(dl) = self.downloads.get(&id) {
+                let kind = dl.advert.kind;
+                self.untrack_advert(from, id, kind);
+                self.remove_source(id, from);
+            }
+            self.retry(id, from, req_id, RetryReason::BadData);
+            self.penalize(from);
+            return;
+        }
+        let Some(dl) = self.downloads.get(&id) else {
+            // Delivered already (a parallel or late request), or no longer wanted.
+            self.metrics.duplicates += 1;
+            return;
+        };
+        let artifact = Artifact {
+            id,
+            kind: dl.advert.kind,
+            attr: dl.advert.attr.clone(),
+            data,
+        };
+        self.deliver(artifact, from);
+    }
+
+    fn penalize(&mut self, peer: NodeId) {
+        self.metrics.bad_data += 1;
+        let max = self.cfg.max_bad_data_per_peer;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.bad_data += 1;
+        let count = state.bad_data;
+        self.event(Event::Penalized { peer, count });
+        if count > max {
+            self.disconnect(peer, DisconnectReason::BadData { count });
+        }
+    }
+
+    // ---- delivery and the pool ----
+
+    /// Hands a verified artifact to the application, once, and ends its download.
+    fn deliver(&mut self, artifact: Artifact, from: NodeId) {
+        let id = artifact.id;
+        let mut holders: Holders = SmallVec::new();
+        holders.push(from);
+        if let Some(dl) = self.downloads.get(&id) {
+            for p in &dl.sources {
+                add_holder(&mut holders, *p);
+            }
+            self.end_download(id);
+        }
+        self.remember_delivered(id, holders);
+        self.metrics.delivered += 1;
+        self.outputs.push_back(Output::Deliver {
+            artifact: artifact.clone(),
+            from,
+        });
+        if self.cfg.auto_relay && self.pool.len() < self.cfg.max_auto_relay_pool {
+            self.add_to_pool(artifact);
+        }
+    }
+
+    fn publish(&mut self, artifact: Artifact) -> Result<(), InputError> {
+        let size = artifact.data.len() as u64;
+        if size > self.cfg.max_artifact_size {
+            return Err(InputError::ArtifactTooLarge {
+                size,
+                max: self.cfg.max_artifact_size,
+            });
+        }
+        if artifact.attr.len() > self.cfg.max_attr_len {
+            return Err(InputError::AttrTooLong {
+                len: artifact.attr.len(),
+                max: self.cfg.max_attr_len,
+            });
+        }
+        if ArtifactId::of(&artifact.data) != artifact.id {
+            return Err(InputError::IdMismatch);
+        }
+        if self.pool.contains_key(&artifact.id) {
+            return Ok(());
+        }
+        if let Some(dl) = self.downloads.get(&artifact.id) {
+            // The application got it elsewhere: stop fetching, and remember who holds it.
+            let holders: Holders = dl.sources.iter().copied().collect();
+            self.end_download(artifact.id);
+            self.remember_delivered(artifact.id, holders);
+        }
+        self.add_to_pool(artifact);
+        Ok(())
+    }
+
+    /// Adds to the pool and announces to every connected peer not known to hold it: the origin
+    /// pushes small artifacts, a relay (an artifact we received) only advertises.
+    fn add_to_pool(&mut self, artifact: Artifact) {
+        let id = artifact.id;
+        let (holders, relay) = match self.delivered.get(&id) {
+            Some(h) => (h.clone(), true),
+            None => (SmallVec::new(), false),
+        };
+        let push = !relay && artifact.data.len() as u64 <= self.cfg.push_threshold;
+        let advert = artifact.advert();
+        for (peer, state) in self.peers.iter_mut() {
+            if holders.contains(peer) {
+                continue;
+            }
+            if push {
+                self.outputs.push_back(Output::Send {
+                    to: *peer,
+                    msg: Message::Push {
+                        advert: advert.clone(),
+                        data: artifact.data.clone(),
+                    },
+                    class: Class::Urgent,
+                });
+                self.metrics.bytes_served += artifact.data.len() as u64;
+            } else {
+                if state.outbox.is_empty() {
+                    self.advert_dirty.push(*peer);
+                }
+                state.outbox.push(advert.clone());
+            }
+        }
+        self.pool_bytes += artifact.data.len() as u64;
+        self.pool.insert(id, PoolEntry { artifact, holders });
+    }
+
+    fn remove(&mut self, id: ArtifactId) {
+        let Some(entry) = self.pool.remove(&id) else {
+            return;
+        };
+        self.pool_bytes -= entry.artifact.data.len() as u64;
+        for peer in self.peers.keys() {
+            if !entry.holders.contains(peer) {
+                self.outputs.push_back(Output::Send {
+                    to: *peer,
+                    msg: Message::Withdraw(id),
+                    class: Class::Control,
+                });
+            }
+        }
+    }
+
+    fn flush_adverts(&mut self) {
+        let batch = self.cfg.advert_batch_size.max(1);
+        for peer in std::mem::take(&mut self.advert_dirty) {
+            let Some(state) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            let outbox = std::mem::take(&mut state.outbox);
+            let mut rest = outbox.as_slice();
+            while !rest.is_empty() {
+                let (head, tail) = rest.split_at(batch.min(rest.len()));
+                self.outputs.push_back(Output::Send {
+                    to: peer,
+                    msg: Message::Adverts(head.to_vec()),
+                    class: Class::Control,
+                });
+                rest = tail;
+            }
+        }
+    }
+
+    fn remember_delivered(&mut self, id: ArtifactId, holders: Holders) {
+        if self.cfg.max_delivered_memory == 0 {
+            return;
+        }
+        if self.delivered.insert(id, holders).is_none() {
+            self.delivered_order.push_back(id);
+            while self.delivered_order.len() > self.cfg.max_delivered_memory {
+                if let Some(old) = self.delivered_order.pop_front() {
+                    self.delivered.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remember_dropped(&mut self, id: ArtifactId) {
+        if self.cfg.max_dropped_memory == 0 {
+            return;
+        }
+        if self.dropped.insert(id) {
+            self.dropped_order.push_back(id);
+            while self.dropped_order.len() > self.cfg.max_dropped_memory {
+                if let Some(old) = self.dropped_order.pop_front() {
+                    self.dropped.remove(&old);
+                }
+            }
+        }
+    }
+
+    // ---- downloads ----
+
+    /// Ends a download: frees its per-peer advert records, detaches its requests (their peers stay
+    /// busy until they answer) and takes it out of the queue and back-off.
+    fn end_download(&mut self, id: ArtifactId) {
+        let Some(dl) = self.downloads.remove(&id) else {
+            return;
+        };
+        if dl.queued {
+            self.queue
+                .remove(&(Reverse(dl.priority.unwrap_or_default()), dl.seq));
+        }
+        if let Some(t) = dl.backoff_until {
+            self.backoff.remove(&(t, id));
+        }
+        for req_id in &dl.active {
+            self.uncount_request(*req_id);
+        }
+        for peer in dl.sources {
+            self.untrack_advert(peer, id, dl.advert.kind);
+        }
+    }
+
+    /// Puts a download in the ready queue if it wants another request now.
+    fn requeue(&mut self, id: ArtifactId) {
+        let parallel = self.parallelism_of(id);
+        let Some(dl) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Some(priority) = dl.priority else {
+            return;
+        };
+        if dl.queued || dl.backoff_until.is_some() || dl.active.len() >= parallel {
+            return;
+        }
+        dl.queued = true;
+        self.queue.insert((Reverse(priority), dl.seq), id);
+    }
+
+    fn unqueue(&mut self, id: ArtifactId) {
+        if let Some(dl) = self.downloads.get_mut(&id)
+            && dl.queued
+        {
+            dl.queued = false;
+            self.queue
+                .remove(&(Reverse(dl.priority.unwrap_or_default()), dl.seq));
+        }
+    }
+
+    fn parallelism_of(&self, id: ArtifactId) -> usize {
+        match self.downloads.get(&id) {
+            Some(dl) if dl.advert.size >= self.cfg.parallel_fetch_min_size => {
+                self.cfg.max_parallel_requests.max(1)
+            }
+            _ => 1,
+        }
+    }
+
+    fn global_capacity(&self) -> bool {
+        self.in_flight < self.cfg.max_in_flight
+            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
+    }
+
+    fn peer_available(&self, peer: &Peer, size: u64) -> bool {
+        peer.in_flight < self.cfg.max_in_flight_per_peer
+            && (peer.in_flight == 0
+                || peer.in_flight_bytes + size <= self.cfg.max_in_flight_bytes_per_peer)
+    }
+
+    /// Starts requests for queued downloads, highest priority first, within the limits.
+    fn schedule(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let max_per_peer = self.cfg.max_in_flight_per_peer;
+        let mut open_peers = self
+            .peers
+            .values()
+            .filter(|p| p.in_flight < max_per_peer)
+            .count();
+        let mut examined = 0;
+        let mut cursor: Option<(Reverse<Priority>, u64)> = None;
+        while open_peers > 0 && self.global_capacity() && examined < SCAN_LIMIT {
+            let next = match cursor {
+                None => self.queue.iter().next(),
+                Some(c) => self
+                    .queue
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&key, &id)) = next else {
+                break;
+            };
+            cursor = Some(key);
+            examined += 1;
+            let size = self.downloads[&id].advert.size;
+            let global_bytes_ok =
+                self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes;
+            if !global_bytes_ok {
+                continue;
+            }
+            match self.pick_source(id) {
+                Ok(peer) => {
+                    self.start_request(id, peer);
+                    if self.peers[&peer].in_flight >= max_per_peer {
+                        open_peers -= 1;
+                    }
+                    let parallel = self.parallelism_of(id);
+                    if self.downloads[&id].active.len() >= parallel {
+                        self.unqueue(id);
+                    }
+                }
+                Err(NoSource::Busy) => {}
+                Err(NoSource::Exhausted) => {
+                    self.unqueue(id);
+                    self.start_backoff(id);
+                }
+            }
+        }
+    }
+
+    /// The least loaded source that has not failed since the last back-off; ties are broken by a
+    /// keyed hash of (artifact, peer) with this node's secret salt, so no peer can win them all.
+    fn pick_source(&self, id: ArtifactId) -> Result<NodeId, NoSource> {
+        let dl = &self.downloads[&id];
+        let mut best: Option<(usize, u64, NodeId)> = None;
+        let mut any_untried = false;
+        for peer in &dl.sources {
+            if dl.failed.contains(peer) {
+                continue;
+            }
+            let already_asked = dl
+                .active
+                .iter()
+                .any(|r| self.requests.get(r).is_some_and(|q| q.peer == *peer));
+            if already_asked {
+                continue;
+            }
+            any_untried = true;
+            let Some(state) = self.peers.get(peer) else {
+                continue;
+            };
+            if !self.peer_available(state, dl.advert.size) {
+                continue;
+            }
+            let key = (state.in_flight, keyed_hash(self.salt, &id, peer), *peer);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        match best {
+            Some((_, _, peer)) => Ok(peer),
+            None if any_untried || !dl.active.is_empty() => Err(NoSource::Busy),
+            None => Err(NoSource::Exhausted),
+        }
+    }
+
+    fn start_request(&mut self, id: ArtifactId, peer: NodeId) {
+        let req_id = self.next_req_id;
+        self.next_req_id += 1;
+        let dl = self.downloads.get_mut(&id).expect("queued download exists");
+        let size = dl.advert.size;
+        let priority = dl.priority.unwrap_or_default();
+        dl.active.push(req_id);
+        dl.attempts += 1;
+        let deadline = self.now + self.cfg.request_timeout(size);
+        let state = self.peers.get_mut(&peer).expect("source is connected");
+        state.in_flight += 1;
+        state.in_flight_bytes += size;
+        self.in_flight += 1;
+        self.in_flight_bytes += size;
+        self.requests.insert(
+            req_id,
+            Req {
+                peer,
+                id,
+                size,
+                counted: true,
+                deadline: Some(deadline),
+            },
+        );
+        self.deadlines.insert((deadline, req_id));
+        self.metrics.requests_sent += 1;
+        self.outputs.push_back(Output::Send {
+            to: peer,
+            msg: Message::Request {
+                req_id,
+                id,
+                priority,
+            },
+            class: Class::Control,
+        });
+    }
+
+    /// Takes a request out of the global limits and its download (its peer stays busy).
+    fn uncount_request(&mut self, req_id: RequestId) {
+        if let Some(req) = self.requests.get_mut(&req_id) {
+            if req.counted {
+                req.counted = false;
+                self.in_flight -= 1;
+                self.in_flight_bytes -= req.size;
+            }
+            if let Some(t) = req.deadline.take() {
+                self.deadlines.remove(&(t, req_id));
+            }
+        }
+    }
+
+    /// Detaches a request from its download so that the download can go elsewhere.
+    fn detach_request(&mut self, req_id: RequestId) {
+        self.uncount_request(req_id);
+        if let Some(req) = self.requests.get(&req_id) {
+            let id = req.id;
+            if let Some(dl) = self.downloads.get_mut(&id) {
+                dl.active.retain(|r| *r != req_id);
+            }
+        }
+    }
+
+    /// Ends a request that was answered (or whose peer left), releasing every limit it held.
+    fn finish_request(&mut self, req_id: RequestId) -> Option<Req> {
+        self.detach_request(req_id);
+        let req = self.requests.remove(&req_id)?;
+        if let Some(state) = self.peers.get_mut(&req.peer) {
+            state.in_flight -= 1;
+            state.in_flight_bytes -= req.size;
+        }
+        Some(req)
+    }
+
+    fn on_request_timeout(&mut self, req_id: RequestId) {
+        self.metrics.timeouts += 1;
+        let Some(req) = self.requests.get_mut(&req_id) else {
+            return;
+        };
+        req.deadline = None;
+        let (id, peer) = (req.id, req.peer);
+        self.detach_request(req_id);
+        self.retry(id, peer, req_id, RetryReason::Timeout);
+    }
+
+    /// After a failed request: marks the source failed and queues the download again.
+    fn retry(&mut self, id: ArtifactId, peer: NodeId, req_id: RequestId, reason: RetryReason) {
+        let Some(dl) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        if dl.sources.contains(&peer) && !dl.failed.contains(&peer) {
+            dl.failed.push(peer);
+        }
+        self.retry_event(id, peer, req_id, reason);
+        self.requeue(id);
+    }
+
+    fn retry_event(
+        &mut self,
+        id: ArtifactId,
+        peer: NodeId,
+        req_id: RequestId,
+        reason: RetryReason,
+    ) {
+        self.metrics.retries += 1;
+        self.event(Event::Retry {
+            id,
+            peer,
+            req_id,
+            reason,
+        });
+    }
+
+    /// Every source failed: wait, doubling the wait each round, then try them all again.
+    fn start_backoff(&mut self, id: ArtifactId) {
+        let (initial, max) = (self.cfg.retry_backoff_initial, self.cfg.retry_backoff_max);
+        let now = self.now;
+        let Some(dl) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let rounds = (dl.attempts as usize / dl.sources.len().max(1)).saturating_sub(1);
+        let wait = initial
+            .checked_mul(1u32 << rounds.min(16))
+            .unwrap_or(max)
+            .min(max);
+        let until = now + wait.max(Duration::from_nanos(1));
+        dl.backoff_until = Some(until);
+        self.backoff.insert((until, id));
+    }
+
+    // ---- priorities ----
+
+    fn reevaluate(&mut self) {
+        self.next_reevaluate = self.now + self.cfg.reevaluate_interval;
+        self.dropped.clear();
+        self.dropped_order.clear();
+        let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+        for id in ids {
+            let decision = self.priority_fn.0.decide(&self.downloads[&id].advert);
+            match decision {
+                Decision::Drop => {
+                    self.end_download(id);
+                    self.remember_dropped(id);
+                }
+                Decision::Later => {
+                    self.unqueue(id);
+                    self.downloads.get_mut(&id).expect("exists").priority = None;
+                }
+                Decision::Fetch(p) => {
+                    let dl = &self.downloads[&id];
+                    if dl.priority != Some(p) {
+                        self.unqueue(id);
+                        let dl = self.downloads.get_mut(&id).expect("exists");
+                        dl.priority = Some(p);
+                    }
+                    self.requeue(id);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+/// Sizes of the tables a peer can grow, from [`Node::table_sizes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// (peer, artifact) advert records.
+    pub tracked_adverts: usize,
+    /// The largest per-peer advert table.
+    pub max_adverts_of_one_peer: usize,
+    /// The largest per-peer queue of requests to serve.
+    pub max_queued_requests_of_one_peer: usize,
+    /// Artifacts tracked for download.
+    pub pending_downloads: usize,
+    /// Requests awaiting an answer (timed out ones included).
+    pub requests: usize,
+    /// Requests counted in the global in-flight limit.
+    pub in_flight: usize,
+    /// Bytes counted in the global in-flight limit.
+    pub in_flight_bytes: u64,
+    /// Delivered ids remembered.
+    pub delivered_memory: usize,
+    /// Dropped ids remembered.
+    pub dropped_memory: usize,
+    /// Outputs not yet drained.
+    pub outputs: usize,
+}
+
+fn add_holder(holders: &mut Holders, peer: NodeId) {
+    if !holders.contains(&peer) {
+        holders.push(peer);
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn keyed_hash(salt: u64, id: &ArtifactId, peer: &NodeId) -> u64 {
+    let a = u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default());
+    let p = u64::from_le_bytes(peer.0[..8].try_into().unwrap_or_default());
+    splitmix64(splitmix64(salt ^ a) ^ p)
+}
