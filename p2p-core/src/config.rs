@@ -1,6 +1,6 @@
 //! The core's configuration: every bound a peer could push against, and the priority function.
 
-use crate::types::{Advert, Priority};
+use crate::types::{Advert, Kind, Priority};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,16 @@ impl PriorityFnRef {
     /// The default: fetch everything at [`Priority::NORMAL`].
     pub fn fetch_all() -> Self {
         PriorityFnRef::new(|_: &Advert| Decision::Fetch(Priority::NORMAL))
+    }
+
+    /// Fetch each kind at the priority the table gives it; other kinds get `default`.
+    pub fn by_kind(table: Vec<(Kind, Priority)>, default: Decision) -> Self {
+        PriorityFnRef::new(move |a: &Advert| {
+            table
+                .iter()
+                .find(|(k, _)| *k == a.kind)
+                .map_or(default, |(_, p)| Decision::Fetch(*p))
+        })
     }
 }
 

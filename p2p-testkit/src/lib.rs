@@ -1,0 +1,9 @@
+//! Deterministic simulation of whole p2p-core subnets under faults, property checkers, and
+//! trace record/replay of any node.
+//!
+//! Nothing here reads a wall clock, opens a socket or spawns a thread: a run is a seed.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod sim;
+pub mod trace;
