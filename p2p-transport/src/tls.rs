@@ -419,3 +419,168 @@ pub fn client_config_with_provider(
     config.enable_sni = false;
     Ok(Arc::new(config))
 }
+
+/// An in-memory client/server pair for measuring rustls' bulk throughput on this machine
+/// (used by `benches/tls.rs` and `cargo xtask bench`). Not part of any protocol path.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use rustls::crypto::CryptoProvider;
+    use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
+
+    use super::{Members, Membership, client_config_with_provider, server_config_with_provider};
+    use crate::identity::{IdentityError, NodeIdentity, server_name_for};
+
+    /// Why the in-memory pair could not be set up or could not move data.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum BenchError {
+        /// Generating an identity failed.
+        #[error(transparent)]
+        Identity(#[from] IdentityError),
+        /// Building a configuration failed.
+        #[error(transparent)]
+        Config(#[from] super::TlsConfigError),
+        /// rustls reported an error.
+        #[error("TLS error: {0}")]
+        Tls(#[from] rustls::Error),
+        /// Moving bytes in memory failed.
+        #[error("in-memory IO error: {0}")]
+        Io(#[from] std::io::Error),
+        /// A step moved no bytes although data was still expected.
+        #[error("the in-memory transfer stalled")]
+        Stalled,
+    }
+
+    /// A connected client/server pair of two member nodes, TLS 1.3 with
+    /// TLS13_AES_128_GCM_SHA256, handshake completed.
+    pub struct TlsPair {
+        /// The dialing side; it sends in [`TlsPair::transfer`].
+        pub client: ClientConnection,
+        /// The accepting side; it receives in [`TlsPair::transfer`].
+        pub server: ServerConnection,
+        wire: Vec<u8>,
+        sink: Vec<u8>,
+    }
+
+    fn move_records<A, B>(
+        from: &mut ConnectionCommon<A>,
+        to: &mut ConnectionCommon<B>,
+        wire: &mut Vec<u8>,
+        sink: &mut [u8],
+    ) -> Result<usize, BenchError> {
+        wire.clear();
+        while from.wants_write() {
+            from.write_tls(wire)?;
+        }
+        let mut rest = &wire[..];
+        let mut delivered = 0;
+        while !rest.is_empty() {
+            to.read_tls(&mut rest)?;
+            to.process_new_packets()?;
+            loop {
+                match to.reader().read(sink) {
+                    Ok(0) => break,
+                    Ok(n) => delivered += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    impl TlsPair {
+        /// Two fresh identities, both members, connected in memory.
+        pub fn new() -> Result<Self, BenchError> {
+            let provider = Arc::new(CryptoProvider {
+                cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256],
+                ..crate::identity::provider()
+            });
+            let a = NodeIdentity::generate()?;
+            let b = NodeIdentity::generate()?;
+            let membership = Membership::new(Members::new(1, [a.node_id(), b.node_id()]));
+            let client_cfg = client_config_with_provider(&a, &membership, provider.clone())?;
+            let server_cfg = server_config_with_provider(&b, &membership, provider)?;
+            let mut pair = TlsPair {
+                client: ClientConnection::new(client_cfg, server_name_for(b.node_id()))?,
+                server: ServerConnection::new(server_cfg)?,
+                wire: Vec::with_capacity(1 << 17),
+                sink: vec![0; 1 << 16],
+            };
+            for _ in 0..16 {
+                if !pair.client.is_handshaking() && !pair.server.is_handshaking() {
+                    return Ok(pair);
+                }
+                move_records(
+                    &mut pair.client,
+                    &mut pair.server,
+                    &mut pair.wire,
+                    &mut pair.sink,
+                )?;
+                move_records(
+                    &mut pair.server,
+                    &mut pair.client,
+                    &mut pair.wire,
+                    &mut pair.sink,
+                )?;
+            }
+            Err(BenchError::Stalled)
+        }
+
+        /// Sends `total` bytes from client to server, written `payload.len()` bytes at a time
+        /// (the last write may be shorter), and returns the number of bytes the server read.
+        pub fn transfer(&mut self, payload: &[u8], total: usize) -> Result<usize, BenchError> {
+            if payload.is_empty() {
+                return Ok(0);
+            }
+            let mut sent = 0;
+            let mut received = 0;
+            while sent < total {
+                let mut chunk = &payload[..payload.len().min(total - sent)];
+                while !chunk.is_empty() {
+                    let n = self.client.writer().write(chunk)?;
+                    chunk = &chunk[n..];
+                    sent += n;
+                    let got = move_records(
+                        &mut self.client,
+                        &mut self.server,
+                        &mut self.wire,
+                        &mut self.sink,
+                    )?;
+                    if n == 0 && got == 0 {
+                        return Err(BenchError::Stalled);
+                    }
+                    received += got;
+                }
+            }
+            received += move_records(
+                &mut self.client,
+                &mut self.server,
+                &mut self.wire,
+                &mut self.sink,
+            )?;
+            Ok(received)
+        }
+    }
+
+    /// This machine's single-core TLS limit: bytes of application data per second moved from
+    /// client to server in memory (TLS 1.3, AES-128-GCM, 1 MiB writes), counting both the
+    /// sender's encryption and the receiver's decryption on the calling thread. Sends 1 MiB to
+    /// warm up, then times `total_bytes`.
+    pub fn measure_tls_throughput(total_bytes: usize) -> Result<f64, BenchError> {
+        let payload = vec![0x5a; 1 << 20];
+        let mut pair = TlsPair::new()?;
+        pair.transfer(&payload, payload.len())?;
+        let start = Instant::now();
+        let received = pair.transfer(&payload, total_bytes)?;
+        let secs = start.elapsed().as_secs_f64();
+        if received != total_bytes {
+            return Err(BenchError::Stalled);
+        }
+        Ok(total_bytes as f64 / secs.max(f64::MIN_POSITIVE))
+    }
+}
