@@ -33,6 +33,36 @@
 //! After a handshake, [`peer_node_id`] tells who the authenticated peer is; when a handshake is
 //! refused by our verifier, [`rejection_reason`] recovers the typed [`PeerRejected`] from the
 //! rustls error.
+//!
+//! # Example: a handshake in memory
+//!
+//! ```
+//! use p2p_transport::identity::NodeIdentity;
+//! use p2p_transport::tls::{Members, Membership, client_config, peer_node_id, server_config,
+//!     server_name_for};
+//! use rustls::{ClientConnection, ServerConnection};
+//!
+//! let (a, b) = (NodeIdentity::generate()?, NodeIdentity::generate()?);
+//! let members = Members::new(1, [a.node_id(), b.node_id()]);
+//! let (view_a, view_b) = (Membership::new(members.clone()), Membership::new(members));
+//!
+//! // A dials B, naming the node it expects.
+//! let mut client = ClientConnection::new(client_config(&a, &view_a)?, server_name_for(b.node_id()))?;
+//! let mut server = ServerConnection::new(server_config(&b, &view_b)?)?;
+//! while client.is_handshaking() || server.is_handshaking() {
+//!     let mut wire = Vec::new();
+//!     client.write_tls(&mut wire)?;
+//!     server.read_tls(&mut &wire[..])?;
+//!     server.process_new_packets()?;
+//!     wire.clear();
+//!     server.write_tls(&mut wire)?;
+//!     client.read_tls(&mut &wire[..])?;
+//!     client.process_new_packets()?;
+//! }
+//! assert_eq!(peer_node_id(&client), Some(b.node_id()));
+//! assert_eq!(peer_node_id(&server), Some(a.node_id()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
