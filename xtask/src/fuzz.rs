@@ -159,7 +159,9 @@ fn ensure_cargo_fuzz() -> Result<(), TaskError> {
         Ok(())
     } else {
         Err(TaskError::Failed(
-            "cargo-fuzz was installed but `cargo +nightly fuzz --version` still fails".to_owned(),
+            "cargo-fuzz was installed but `cargo +nightly fuzz --version` still fails: \
+             is the nightly toolchain installed (`rustup toolchain list`)?"
+                .to_owned(),
         ))
     }
 }

@@ -777,11 +777,7 @@ fn expand_members(root: &Path, members: &[String], violations: &mut Vec<Violatio
 
 /// Whether a directory is skipped by the walk: hidden ones and build output.
 fn is_skipped_dir(name: &str) -> bool {
-    name.starts_with('.')
-        || name == "target"
-        || name.starts_with("target-")
-        || name == "corpus"
-        || name == "artifacts"
+    name.starts_with('.') || name == "target" || name.starts_with("target-")
 }
 
 /// Every `.rs` file under `dir`, sorted, outside skipped directories; symbolic links are not
