@@ -7,7 +7,10 @@ use p2p_transport::codec::{
     DecodeError, EncodeError, HELLO_LEN, Hello, Limits, LimitsError, PROTOCOL_VERSION,
     check_encodable, decode, decode_hello, encode, encode_hello, encode_parts, encoded_len,
 };
-use quickcheck::{Arbitrary, Gen, QuickCheck};
+use quickcheck::QuickCheck;
+
+mod common;
+use common::M;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -123,60 +126,6 @@ fn golden_hello() {
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));
     assert_eq!(Hello::new(7).protocol_version, PROTOCOL_VERSION);
-}
-
-/// A quickcheck wrapper: an arbitrary message of any type within the default limits.
-#[derive(Clone, Debug)]
-struct M(Message);
-
-fn arb_bytes(g: &mut Gen, max: usize) -> Bytes {
-    let len = usize::arbitrary(g) % (max + 1);
-    Bytes::from((0..len).map(|_| u8::arbitrary(g)).collect::<Vec<u8>>())
-}
-
-fn arb_id(g: &mut Gen) -> ArtifactId {
-    let mut a = [0u8; 32];
-    a.iter_mut().for_each(|b| *b = u8::arbitrary(g));
-    ArtifactId(a)
-}
-
-fn arb_advert(g: &mut Gen) -> Advert {
-    Advert {
-        id: arb_id(g),
-        kind: Kind(u16::arbitrary(g)),
-        size: u64::arbitrary(g),
-        attr: arb_bytes(g, 64),
-    }
-}
-
-impl Arbitrary for M {
-    fn arbitrary(g: &mut Gen) -> Self {
-        M(match u8::arbitrary(g) % 6 {
-            0 => Message::Push {
-                advert: arb_advert(g),
-                data: arb_bytes(g, 3000),
-            },
-            1 => {
-                let n = usize::arbitrary(g) % 20;
-                Message::Adverts((0..n).map(|_| arb_advert(g)).collect())
-            }
-            2 => Message::Withdraw(arb_id(g)),
-            3 => Message::Request {
-                req_id: u64::arbitrary(g),
-                id: arb_id(g),
-                priority: Priority(u8::arbitrary(g)),
-            },
-            4 => Message::Response {
-                req_id: u64::arbitrary(g),
-                id: arb_id(g),
-                data: arb_bytes(g, 3000),
-            },
-            _ => Message::NotFound {
-                req_id: u64::arbitrary(g),
-                id: arb_id(g),
-            },
-        })
-    }
 }
 
 #[test]
