@@ -647,9 +647,12 @@ impl Arbitrary for Scenario {
     }
 }
 
+/// A message with its class.
+type Sent = (Class, Message);
+
 /// Runs a scenario; returns the pushed messages (index = stream id), the wire bytes, and what
 /// the receiver delivered.
-fn run(s: &Scenario) -> (Vec<(Class, Message)>, Bytes, Vec<(Class, Message)>) {
+fn run(s: &Scenario) -> (Vec<Sent>, Bytes, Vec<Sent>) {
     let cfg = MuxConfig {
         frame_size: s.frame_size,
         max_active: s.max_active,
