@@ -341,7 +341,7 @@ fn arb_reason(g: &mut Gen) -> DisconnectReason {
             limit: usize::arbitrary(g),
         },
         _ => DisconnectReason::ProtocolViolation(
-            *g.choose(&["too many adverts in one message", "x"]).unwrap(),
+            g.choose(&["too many adverts in one message", "x"]).unwrap(),
         ),
     }
 }

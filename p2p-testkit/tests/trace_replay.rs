@@ -147,9 +147,9 @@ fn recorded_run(n: usize) -> Run {
                 members: ids.clone(),
             },
         );
-        for j in 0..n {
+        for (j, peer) in ids.iter().enumerate() {
             if i != j {
-                net.at(0, i, Input::PeerConnected(ids[j]));
+                net.at(0, i, Input::PeerConnected(*peer));
             }
         }
     }
@@ -267,6 +267,7 @@ fn assert_every_node_replays(n: usize) {
         );
         assert_eq!(report.outputs_matched, outputs);
         assert_eq!(report.inputs, inputs);
+        assert_eq!(report.outputs_pending, 0);
     }
     // The rejected publish, the priority change and the violation are in the traces.
     let t0 = parse(&run.traces[0]);
@@ -419,26 +420,44 @@ fn replay_with_another_priority_profile_diverges_at_the_first_reprioritized_requ
 fn a_trace_missing_an_output_record_diverges_at_that_record() {
     let run = recorded_run(2);
     let mut trace = parse(&run.traces[0]);
+    // The first output record: the node still produces it, so the next output record (the
+    // first one compared after the removal) no longer matches.
     let k = trace
+        .entries
+        .iter()
+        .position(|e| e.record.is_output())
+        .unwrap();
+    let removed = trace.entries.remove(k);
+    let next_out = k + trace.entries[k..]
+        .iter()
+        .position(|e| e.record.is_output())
+        .unwrap();
+    let d = replay(&trace)
+        .divergence
+        .expect("the node still produces the removed output");
+    assert_eq!(d.index, next_out);
+    let Record::Out { output, .. } = removed.record else {
+        unreachable!()
+    };
+    match d.kind {
+        DivergenceKind::OutputMismatch { actual, .. } => assert_eq!(actual, output),
+        other => panic!("unexpected divergence {other:?}"),
+    }
+}
+
+#[test]
+fn outputs_never_drained_by_the_recorder_are_counted_not_divergent() {
+    let run = recorded_run(2);
+    let mut trace = parse(&run.traces[0]);
+    let last = trace
         .entries
         .iter()
         .rposition(|e| e.record.is_output())
         .unwrap();
-    let removed = trace.entries.remove(k);
-    let d = replay(&trace)
-        .divergence
-        .expect("the node still produces the removed output");
-    assert_eq!(d.index, k);
-    match d.kind {
-        DivergenceKind::OutputMismatch { actual, .. }
-        | DivergenceKind::UnexpectedOutput { actual } => {
-            let Record::Out { output, .. } = removed.record else {
-                unreachable!()
-            };
-            assert_eq!(actual, output);
-        }
-        other => panic!("unexpected divergence {other:?}"),
-    }
+    trace.entries.truncate(last);
+    let report = replay(&trace);
+    assert!(report.is_identical());
+    assert_eq!(report.outputs_pending, 1);
 }
 
 #[test]

@@ -28,9 +28,8 @@ impl From<io::Error> for TraceWriteError {
 /// input error or priority change.
 ///
 /// For drivers that own a [`Node`]: call [`record_input`](Self::record_input) before
-/// `handle_input`, [`record_input_error`](Self::record_input_error) if it fails, and
-/// [`record_output`](Self::record_output) for every output drained. A replay drains the node after
-/// every input, so record every output of an input before the next input. Call
+/// `handle_input`, [`record_input_error`](Self::record_input_error) right after it if it fails, and
+/// [`record_output`](Self::record_output) for every output drained, in the order drained. Call
 /// [`flush`](Self::flush) or [`into_inner`](Self::into_inner) at the end: dropping the writer
 /// flushes too but cannot report an error.
 ///
