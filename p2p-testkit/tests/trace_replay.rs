@@ -230,11 +230,9 @@ fn parse(bytes: &[u8]) -> Trace {
     Trace::parse_bytes(bytes).unwrap()
 }
 
-// The core iterates hashbrown maps whose hasher (foldhash `RandomState`) is seeded at random per
-// map, and that order reaches its outputs once a node has several peers (pushes and adverts to
-// every peer, resync, withdraws, re-evaluation). Until p2p-core uses a fixed hasher, only runs
-// where that order cannot matter (one peer per node) are reproducible; the four-node tests pass
-// with a fixed hasher in p2p-core and are ignored until then.
+// The core's tables hash with a key derived from the configured seed, so their iteration order
+// (which reaches the outputs once a node has several peers) is the same on every run; the
+// four-node tests check it.
 
 fn assert_every_node_replays(n: usize) {
     let run = recorded_run(n);
@@ -308,7 +306,6 @@ fn every_node_of_a_two_node_run_replays_to_identical_outputs() {
 }
 
 #[test]
-#[ignore = "p2p-core output order depends on per-map random hash seeds with several peers"]
 fn every_node_of_a_four_node_run_replays_to_identical_outputs() {
     assert_every_node_replays(4);
 }
@@ -319,7 +316,6 @@ fn recording_a_two_node_run_is_deterministic_bit_for_bit() {
 }
 
 #[test]
-#[ignore = "p2p-core output order depends on per-map random hash seeds with several peers"]
 fn recording_a_four_node_run_is_deterministic_bit_for_bit() {
     assert_recording_is_deterministic(4);
 }
