@@ -390,7 +390,7 @@ impl MuxSender {
         let len = codec::check_encodable(msg, &self.cfg.limits)?;
         let cap = self.cfg.max_queued_per_class;
         let q = &self.classes[class.index()];
-        if q.queued + len > cap {
+        if q.queued.saturating_add(len) > cap {
             return Err(PushError::QueueFull {
                 class,
                 queued: q.queued,
@@ -690,7 +690,8 @@ impl MuxReceiver {
         }
     }
 
-    /// Takes all bytes of a read buffer (`buf` is left empty, keeping no capacity).
+    /// Takes all bytes of a read buffer without copying; `buf` is left empty with its spare
+    /// capacity, and can reclaim its whole allocation once the receiver drops the bytes.
     pub fn feed_buf(&mut self, buf: &mut BytesMut) {
         self.feed(buf.split().freeze());
     }
