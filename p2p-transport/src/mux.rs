@@ -18,8 +18,8 @@
 //!
 //! A message travels as one `FIRST|LAST` frame (9 header bytes) or as a `FIRST` frame that
 //! announces its total length, continuation frames, and a `LAST` frame that completes exactly
-//! `total` bytes. The concatenated payloads are the message's [`codec`](crate::codec)
-//! encoding. Frames of different messages interleave freely; every frame of a message carries
+//! `total` bytes. The concatenated payloads are the message's encoding by
+//! [`crate::codec`]. Frames of different messages interleave freely; every frame of a message carries
 //! the same class.
 //!
 //! # Scheduling
