@@ -19,6 +19,9 @@ const SCAN_LIMIT: usize = 1024;
 /// Peers known to hold an artifact (they sent or advertised it to us).
 type Holders = SmallVec<[NodeId; 4]>;
 
+/// A connected peer's index in [`Node::slots`]; reused only after every reference to it is gone.
+type Slot = u32;
+
 /// One node's gossip state machine.
 ///
 /// Drive it with one loop, in this order:
@@ -68,9 +71,11 @@ pub struct Node {
     cfg: Config,
     priority_fn: PriorityFnRef,
     salt: u64,
-    hasher: SaltedState,
     members: Set<NodeId>,
     peers: Map<NodeId, Peer>,
+    /// Slot -> peer id, for connected peers.
+    slots: Vec<NodeId>,
+    free_slots: Vec<Slot>,
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
     downloads: Map<ArtifactId, Download>,
@@ -97,8 +102,10 @@ pub struct Node {
 }
 
 struct Peer {
-    /// Artifacts this peer advertised that we track for download.
-    adverts: Set<ArtifactId>,
+    /// This peer's small index, used in the download table instead of its 32-byte id.
+    slot: Slot,
+    /// Adverts of this peer that we track for download.
+    adverts: usize,
     /// Tracked adverts per kind.
     per_kind: SmallVec<[(Kind, u32); 4]>,
     /// Requests awaiting this peer's answer (timed-out ones included: the peer stays busy).
@@ -118,10 +125,10 @@ struct PoolEntry {
 
 struct Download {
     advert: Advert,
-    /// Peers advertising it.
-    sources: SmallVec<[NodeId; 2]>,
+    /// Peers advertising it (their slots).
+    sources: SmallVec<[Slot; 4]>,
     /// Sources that failed since the last back-off.
-    failed: SmallVec<[NodeId; 1]>,
+    failed: SmallVec<[Slot; 2]>,
     /// `None` while the priority function says `Later`.
     priority: Option<Priority>,
     seq: u64,
@@ -159,9 +166,10 @@ impl Node {
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             cfg,
             salt,
-            hasher: hs,
             members: Set::with_hasher(hs),
             peers: Map::with_hasher(hs),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
             downloads: Map::with_hasher(hs),
@@ -236,7 +244,7 @@ impl Node {
             max_adverts_of_one_peer: self
                 .peers
                 .values()
-                .map(|p| p.adverts.len())
+                .map(|p| p.adverts)
                 .max()
                 .unwrap_or(0),
             max_queued_requests_of_one_peer: self
@@ -374,8 +382,19 @@ impl Node {
             self.drop_peer(peer);
         }
         // Resync: advertise the whole pool; the peer may have lost what we sent before.
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = peer;
+                slot
+            }
+            None => {
+                self.slots.push(peer);
+                (self.slots.len() - 1) as Slot
+            }
+        };
         let state = Peer {
-            adverts: Set::with_hasher(self.hasher),
+            slot,
+            adverts: 0,
             per_kind: SmallVec::new(),
             in_flight: 0,
             in_flight_bytes: 0,
@@ -407,7 +426,7 @@ impl Node {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
-        self.tracked_adverts -= state.adverts.len();
+        self.tracked_adverts -= state.adverts;
         let reqs: Vec<RequestId> = self
             .requests
             .iter()
@@ -419,9 +438,24 @@ impl Node {
                 self.retry(req.id, peer, req_id, RetryReason::Disconnected);
             }
         }
-        for id in state.adverts {
-            self.remove_source(id, peer);
+        if state.adverts > 0 {
+            // Disconnects are rare: a scan of the download table beats a per-peer index.
+            let slot = state.slot;
+            let mut orphaned = Vec::new();
+            for (id, dl) in self.downloads.iter_mut() {
+                if let Some(i) = dl.sources.iter().position(|s| *s == slot) {
+                    dl.sources.remove(i);
+                    dl.failed.retain(|s| *s != slot);
+                    if dl.sources.is_empty() {
+                        orphaned.push(*id);
+                    }
+                }
+            }
+            for id in orphaned {
+                self.end_download(id);
+            }
         }
+        self.free_slots.push(state.slot);
     }
 
     fn on_congestion(&mut self, peer: NodeId, congested: bool) {
@@ -502,18 +536,19 @@ impl Node {
         if self.dropped.contains(&id) {
             return self.dropped_advert(id, from, DropReason::Unwanted);
         }
+        let slot = self.peers[&from].slot;
         if let Some(dl) = self.downloads.get(&id) {
-            if dl.sources.contains(&from) {
+            if dl.sources.contains(&slot) {
                 return;
             }
             if dl.advert.size != advert.size || dl.advert.kind != advert.kind {
                 return self.dropped_advert(id, from, DropReason::Inconsistent);
             }
-            if !self.track_advert(from, id, advert.kind) {
+            if !self.track_advert(from, advert.kind) {
                 return;
             }
             let dl = self.downloads.get_mut(&id).expect("checked above");
-            dl.sources.push(from);
+            dl.sources.push(slot);
             // A new source need not wait out a back-off earned by the others.
             if let Some(t) = dl.backoff_until.take() {
                 self.backoff.remove(&(t, id));
@@ -532,13 +567,13 @@ impl Node {
             Decision::Later => None,
             Decision::Fetch(p) => Some(p),
         };
-        if !self.track_advert(from, id, advert.kind) {
+        if !self.track_advert(from, advert.kind) {
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut sources = SmallVec::new();
-        sources.push(from);
+        sources.push(slot);
         self.downloads.insert(
             id,
             Download {
@@ -561,15 +596,15 @@ impl Node {
         self.event(Event::Dropped { id, from, reason });
     }
 
-    /// Records that `peer` advertises `id` of `kind`, within the per-peer and per-kind limits.
+    /// Counts an advert of `kind` from `peer`, within the per-peer and per-kind limits.
     /// Returns false (and disconnects the peer) past a limit.
-    fn track_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) -> bool {
+    fn track_advert(&mut self, peer: NodeId, kind: Kind) -> bool {
         let (max_all, max_kind) = (
             self.cfg.max_adverts_per_peer,
             self.cfg.max_adverts_per_peer_per_kind,
         );
         let state = self.peers.get_mut(&peer).expect("peer is connected");
-        if state.adverts.len() >= max_all {
+        if state.adverts >= max_all {
             self.disconnect(peer, DisconnectReason::TooManyAdverts { limit: max_all });
             return false;
         }
@@ -591,31 +626,38 @@ impl Node {
             return false;
         }
         state.per_kind[slot].1 += 1;
-        state.adverts.insert(id);
+        state.adverts += 1;
         self.tracked_adverts += 1;
         true
     }
 
-    /// Forgets that `peer` advertises `id` (its per-peer record only).
-    fn untrack_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) {
-        if let Some(state) = self.peers.get_mut(&peer)
-            && state.adverts.remove(&id)
-        {
-            self.tracked_adverts -= 1;
-            if let Some(slot) = state.per_kind.iter_mut().find(|(k, _)| *k == kind) {
-                slot.1 -= 1;
-            }
+    /// Uncounts an advert of `kind` from the peer in `slot`.
+    fn untrack_advert(&mut self, slot: Slot, kind: Kind) {
+        let peer = self.slots[slot as usize];
+        let state = self.peers.get_mut(&peer).expect("sources are connected");
+        state.adverts -= 1;
+        self.tracked_adverts -= 1;
+        if let Some(k) = state.per_kind.iter_mut().find(|(k, _)| *k == kind) {
+            k.1 -= 1;
         }
     }
 
     /// Removes `peer` as a source of `id`; the download ends when no source is left.
     fn remove_source(&mut self, id: ArtifactId, peer: NodeId) {
+        let Some(slot) = self.peers.get(&peer).map(|p| p.slot) else {
+            return;
+        };
         let Some(dl) = self.downloads.get_mut(&id) else {
             return;
         };
-        dl.sources.retain(|p| *p != peer);
-        dl.failed.retain(|p| *p != peer);
-        if dl.sources.is_empty() {
+        let Some(i) = dl.sources.iter().position(|s| *s == slot) else {
+            return;
+        };
+        dl.sources.remove(i);
+        dl.failed.retain(|s| *s != slot);
+        let (kind, empty) = (dl.advert.kind, dl.sources.is_empty());
+        self.untrack_advert(slot, kind);
+        if empty {
             self.end_download(id);
         }
     }
@@ -630,7 +672,6 @@ impl Node {
         let Some(dl) = self.downloads.get(&id) else {
             return;
         };
-        let kind = dl.advert.kind;
         let aborted: SmallVec<[RequestId; 1]> = dl
             .active
             .iter()
@@ -641,7 +682,6 @@ impl Node {
             self.detach_request(req_id);
             self.retry_event(id, from, req_id, RetryReason::Withdrawn);
         }
-        self.untrack_advert(from, id, kind);
         self.remove_source(id, from);
         self.requeue(id);
     }
@@ -728,21 +768,13 @@ impl Node {
         let req = self.finish_request(req_id).expect("checked above");
         let Some(data) = data else {
             // Not found: the peer no longer has it; forget its advert and try elsewhere.
-            if let Some(dl) = self.downloads.get(&id) {
-                let kind = dl.advert.kind;
-                self.untrack_advert(from, id, kind);
-                self.remove_source(id, from);
-            }
+            self.remove_source(id, from);
             return self.retry(id, from, req_id, RetryReason::NotFound);
         };
         self.metrics.bytes_received += data.len() as u64;
         // Integrity first.
         if data.len() as u64 != req.size || ArtifactId::of(&data) != id {
-            if let Some(dl) = self.downloads.get(&id) {
-                let kind = dl.advert.kind;
-                self.untrack_advert(from, id, kind);
-                self.remove_source(id, from);
-            }
+            self.remove_source(id, from);
             self.retry(id, from, req_id, RetryReason::BadData);
             self.penalize(from);
             return;
@@ -783,8 +815,8 @@ impl Node {
         let mut holders: Holders = SmallVec::new();
         holders.push(from);
         if let Some(dl) = self.downloads.get(&id) {
-            for p in &dl.sources {
-                add_holder(&mut holders, *p);
+            for s in &dl.sources {
+                add_holder(&mut holders, self.slots[*s as usize]);
             }
             self.end_download(id);
         }
@@ -821,7 +853,7 @@ impl Node {
         }
         if let Some(dl) = self.downloads.get(&artifact.id) {
             // The application got it elsewhere: stop fetching, and remember who holds it.
-            let holders: Holders = dl.sources.iter().copied().collect();
+            let holders: Holders = dl.sources.iter().map(|s| self.slots[*s as usize]).collect();
             self.end_download(artifact.id);
             self.remember_delivered(artifact.id, holders);
         }
@@ -946,8 +978,8 @@ impl Node {
         for req_id in &dl.active {
             self.uncount_request(*req_id);
         }
-        for peer in dl.sources {
-            self.untrack_advert(peer, id, dl.advert.kind);
+        for slot in dl.sources {
+            self.untrack_advert(slot, dl.advert.kind);
         }
     }
 
@@ -1055,10 +1087,11 @@ impl Node {
         let dl = &self.downloads[&id];
         let mut best: Option<(usize, u64, NodeId)> = None;
         let mut any_untried = false;
-        for peer in &dl.sources {
-            if dl.failed.contains(peer) {
+        for slot in &dl.sources {
+            if dl.failed.contains(slot) {
                 continue;
             }
+            let peer = &self.slots[*slot as usize];
             let already_asked = dl
                 .active
                 .iter()
@@ -1171,11 +1204,15 @@ impl Node {
 
     /// After a failed request: marks the source failed and queues the download again.
     fn retry(&mut self, id: ArtifactId, peer: NodeId, req_id: RequestId, reason: RetryReason) {
+        let slot = self.peers.get(&peer).map(|p| p.slot);
         let Some(dl) = self.downloads.get_mut(&id) else {
             return;
         };
-        if dl.sources.contains(&peer) && !dl.failed.contains(&peer) {
-            dl.failed.push(peer);
+        if let Some(slot) = slot
+            && dl.sources.contains(&slot)
+            && !dl.failed.contains(&slot)
+        {
+            dl.failed.push(slot);
         }
         self.retry_event(id, peer, req_id, reason);
         self.requeue(id);
