@@ -61,7 +61,8 @@ fn node(cfg: Config) -> Node {
     )
     .unwrap();
     for p in 0..PEERS {
-        node.handle_input(Time::ZERO, Input::PeerConnected(peer(p))).unwrap();
+        node.handle_input(Time::ZERO, Input::PeerConnected(peer(p)))
+            .unwrap();
     }
     while node.poll_output().is_some() {}
     node

@@ -9,7 +9,7 @@ use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, 
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// Most queued downloads examined per scheduling pass, so that one input costs bounded work even
@@ -84,7 +84,8 @@ pub struct Node {
     /// Downloads waiting out a back-off.
     backoff: BTreeSet<(Time, ArtifactId)>,
     requests: Map<RequestId, Req>,
-    deadlines: BTreeSet<(Time, RequestId)>,
+    /// Request deadlines; entries of finished requests are skipped when they surface.
+    deadlines: BinaryHeap<Reverse<(Time, RequestId)>>,
     delivered: Map<ArtifactId, Holders>,
     delivered_order: VecDeque<ArtifactId>,
     dropped: Set<ArtifactId>,
@@ -147,6 +148,15 @@ struct Req {
     deadline: Option<Time>,
 }
 
+enum Attempt {
+    /// A request went to this peer.
+    Started(NodeId),
+    /// Limits (global or per-peer) hold it back for now.
+    Busy,
+    /// Every source failed since the last back-off.
+    Exhausted,
+}
+
 enum NoSource {
     /// Sources exist but are at their in-flight limits now.
     Busy,
@@ -176,7 +186,7 @@ impl Node {
             queue: BTreeMap::new(),
             backoff: BTreeSet::new(),
             requests: Map::with_hasher(hs),
-            deadlines: BTreeSet::new(),
+            deadlines: BinaryHeap::new(),
             delivered: Map::with_hasher(hs),
             delivered_order: VecDeque::new(),
             dropped: Set::with_hasher(hs),
@@ -241,12 +251,7 @@ impl Node {
     pub fn table_sizes(&self) -> TableSizes {
         TableSizes {
             tracked_adverts: self.tracked_adverts,
-            max_adverts_of_one_peer: self
-                .peers
-                .values()
-                .map(|p| p.adverts)
-                .max()
-                .unwrap_or(0),
+            max_adverts_of_one_peer: self.peers.values().map(|p| p.adverts).max().unwrap_or(0),
             max_queued_requests_of_one_peer: self
                 .peers
                 .values()
@@ -302,7 +307,27 @@ impl Node {
         };
         self.schedule();
         self.flush_adverts();
+        self.prune_deadlines();
         result
+    }
+
+    /// Drops deadlines of finished requests from the top of the heap (so that `poll_timeout` is
+    /// exact) and rebuilds the heap when they make up most of it.
+    fn prune_deadlines(&mut self) {
+        let live = |requests: &Map<RequestId, Req>, t: Time, r: RequestId| {
+            requests.get(&r).is_some_and(|q| q.deadline == Some(t))
+        };
+        while let Some(&Reverse((t, r))) = self.deadlines.peek() {
+            if live(&self.requests, t, r) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        if self.deadlines.len() > 2 * self.requests.len() + 64 {
+            let requests = &self.requests;
+            self.deadlines
+                .retain(|Reverse((t, r))| live(requests, *t, *r));
+        }
     }
 
     /// The next action for the driver, if any.
@@ -314,7 +339,7 @@ impl Node {
     /// When to feed [`Input::Timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        let deadline = self.deadlines.first().map(|(t, _)| *t);
+        let deadline = self.deadlines.peek().map(|Reverse((t, _))| *t);
         let backoff = self.backoff.first().map(|(t, _)| *t);
         let reevaluate = (!self.downloads.is_empty() || !self.dropped.is_empty())
             .then_some(self.next_reevaluate);
@@ -325,12 +350,18 @@ impl Node {
 
     fn advance(&mut self) {
         let now = self.now;
-        while let Some(&(t, req_id)) = self.deadlines.first() {
+        while let Some(&Reverse((t, req_id))) = self.deadlines.peek() {
             if t > now {
                 break;
             }
-            self.deadlines.pop_first();
-            self.on_request_timeout(req_id);
+            self.deadlines.pop();
+            if self
+                .requests
+                .get(&req_id)
+                .is_some_and(|r| r.deadline == Some(t))
+            {
+                self.on_request_timeout(req_id);
+            }
         }
         while let Some(&(t, id)) = self.backoff.first() {
             if t > now {
@@ -983,20 +1014,30 @@ impl Node {
         }
     }
 
-    /// Puts a download in the ready queue if it wants another request now.
+    /// Starts another request for a download if it wants one now (at once when nothing waits
+    /// ahead of it), or puts it in the ready queue.
     fn requeue(&mut self, id: ArtifactId) {
-        let parallel = self.parallelism_of(id);
-        let Some(dl) = self.downloads.get_mut(&id) else {
+        let Some(dl) = self.downloads.get(&id) else {
             return;
         };
         let Some(priority) = dl.priority else {
             return;
         };
+        let parallel = self.parallelism(dl);
         if dl.queued || dl.backoff_until.is_some() || dl.active.len() >= parallel {
             return;
         }
-        dl.queued = true;
-        self.queue.insert((Reverse(priority), dl.seq), id);
+        let seq = dl.seq;
+        if self.queue.is_empty() {
+            // Nothing waits ahead of it: starting now keeps the priority order.
+            match self.attempt(id) {
+                Attempt::Started(_) if self.downloads[&id].active.len() >= parallel => return,
+                Attempt::Exhausted => return self.start_backoff(id),
+                Attempt::Started(_) | Attempt::Busy => {}
+            }
+        }
+        self.downloads.get_mut(&id).expect("exists").queued = true;
+        self.queue.insert((Reverse(priority), seq), id);
     }
 
     fn unqueue(&mut self, id: ArtifactId) {
@@ -1009,24 +1050,37 @@ impl Node {
         }
     }
 
-    fn parallelism_of(&self, id: ArtifactId) -> usize {
-        match self.downloads.get(&id) {
-            Some(dl) if dl.advert.size >= self.cfg.parallel_fetch_min_size => {
-                self.cfg.max_parallel_requests.max(1)
-            }
-            _ => 1,
+    /// Concurrent requests allowed for a download.
+    fn parallelism(&self, dl: &Download) -> usize {
+        if dl.advert.size >= self.cfg.parallel_fetch_min_size {
+            self.cfg.max_parallel_requests.max(1)
+        } else {
+            1
         }
-    }
-
-    fn global_capacity(&self) -> bool {
-        self.in_flight < self.cfg.max_in_flight
-            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
     }
 
     fn peer_available(&self, peer: &Peer, size: u64) -> bool {
         peer.in_flight < self.cfg.max_in_flight_per_peer
             && (peer.in_flight == 0
                 || peer.in_flight_bytes + size <= self.cfg.max_in_flight_bytes_per_peer)
+    }
+
+    /// Tries to start one request for a download within the global and per-peer limits.
+    fn attempt(&mut self, id: ArtifactId) -> Attempt {
+        let size = self.downloads[&id].advert.size;
+        let global_ok = self.in_flight < self.cfg.max_in_flight
+            && (self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes);
+        if !global_ok {
+            return Attempt::Busy;
+        }
+        match self.pick_source(id) {
+            Ok(peer) => {
+                self.start_request(id, peer);
+                Attempt::Started(peer)
+            }
+            Err(NoSource::Busy) => Attempt::Busy,
+            Err(NoSource::Exhausted) => Attempt::Exhausted,
+        }
     }
 
     /// Starts requests for queued downloads, highest priority first, within the limits.
@@ -1042,7 +1096,11 @@ impl Node {
             .count();
         let mut examined = 0;
         let mut cursor: Option<(Reverse<Priority>, u64)> = None;
-        while open_peers > 0 && self.global_capacity() && examined < SCAN_LIMIT {
+        while open_peers > 0
+            && self.in_flight < self.cfg.max_in_flight
+            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
+            && examined < SCAN_LIMIT
+        {
             let next = match cursor {
                 None => self.queue.iter().next(),
                 Some(c) => self
@@ -1055,25 +1113,18 @@ impl Node {
             };
             cursor = Some(key);
             examined += 1;
-            let size = self.downloads[&id].advert.size;
-            let global_bytes_ok =
-                self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes;
-            if !global_bytes_ok {
-                continue;
-            }
-            match self.pick_source(id) {
-                Ok(peer) => {
-                    self.start_request(id, peer);
+            match self.attempt(id) {
+                Attempt::Started(peer) => {
                     if self.peers[&peer].in_flight >= max_per_peer {
                         open_peers -= 1;
                     }
-                    let parallel = self.parallelism_of(id);
-                    if self.downloads[&id].active.len() >= parallel {
+                    let dl = &self.downloads[&id];
+                    if dl.active.len() >= self.parallelism(dl) {
                         self.unqueue(id);
                     }
                 }
-                Err(NoSource::Busy) => {}
-                Err(NoSource::Exhausted) => {
+                Attempt::Busy => {}
+                Attempt::Exhausted => {
                     self.unqueue(id);
                     self.start_backoff(id);
                 }
@@ -1142,7 +1193,7 @@ impl Node {
                 deadline: Some(deadline),
             },
         );
-        self.deadlines.insert((deadline, req_id));
+        self.deadlines.push(Reverse((deadline, req_id)));
         self.metrics.requests_sent += 1;
         self.outputs.push_back(Output::Send {
             to: peer,
@@ -1163,9 +1214,8 @@ impl Node {
                 self.in_flight -= 1;
                 self.in_flight_bytes -= req.size;
             }
-            if let Some(t) = req.deadline.take() {
-                self.deadlines.remove(&(t, req_id));
-            }
+            // Its heap entry is skipped when it surfaces.
+            req.deadline = None;
         }
     }
 
