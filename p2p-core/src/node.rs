@@ -2,7 +2,7 @@
 
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-use crate::hash::{Map, SaltedState, Set};
+use crate::hash::{KeyedTable, Map, SaltedState, Set};
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
 use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
@@ -78,7 +78,7 @@ pub struct Node {
     free_slots: Vec<Slot>,
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
-    downloads: Map<ArtifactId, Download>,
+    downloads: KeyedTable<ArtifactId, Download>,
     /// Downloads ready for another request: highest priority first, then FIFO.
     queue: BTreeMap<(Reverse<Priority>, u64), ArtifactId>,
     /// Downloads waiting out a back-off.
@@ -182,7 +182,7 @@ impl Node {
             free_slots: Vec::new(),
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
-            downloads: Map::with_hasher(hs),
+            downloads: KeyedTable::new(hs, |d: &Download| &d.advert.id),
             queue: BTreeMap::new(),
             backoff: BTreeSet::new(),
             requests: Map::with_hasher(hs),
@@ -473,12 +473,12 @@ impl Node {
             // Disconnects are rare: a scan of the download table beats a per-peer index.
             let slot = state.slot;
             let mut orphaned = Vec::new();
-            for (id, dl) in self.downloads.iter_mut() {
+            for dl in self.downloads.iter_mut() {
                 if let Some(i) = dl.sources.iter().position(|s| *s == slot) {
                     dl.sources.remove(i);
                     dl.failed.retain(|s| *s != slot);
                     if dl.sources.is_empty() {
-                        orphaned.push(*id);
+                        orphaned.push(dl.advert.id);
                     }
                 }
             }
@@ -605,20 +605,17 @@ impl Node {
         self.next_seq += 1;
         let mut sources = SmallVec::new();
         sources.push(slot);
-        self.downloads.insert(
-            id,
-            Download {
-                advert,
-                sources,
-                failed: SmallVec::new(),
-                priority,
-                seq,
-                queued: false,
-                backoff_until: None,
-                attempts: 0,
-                active: SmallVec::new(),
-            },
-        );
+        self.downloads.insert_new(Download {
+            advert,
+            sources,
+            failed: SmallVec::new(),
+            priority,
+            seq,
+            queued: false,
+            backoff_until: None,
+            attempts: 0,
+            active: SmallVec::new(),
+        });
         self.requeue(id);
     }
 
@@ -1307,7 +1304,7 @@ impl Node {
         self.next_reevaluate = self.now + self.cfg.reevaluate_interval;
         self.dropped.clear();
         self.dropped_order.clear();
-        let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+        let ids: Vec<ArtifactId> = self.downloads.iter().map(|d| d.advert.id).collect();
         for id in ids {
             let decision = self.priority_fn.0.decide(&self.downloads[&id].advert);
             match decision {
