@@ -162,7 +162,7 @@ pub fn catalog() -> Vec<CatalogEntry> {
                         start: ms(0),
                         window: ms(2_000),
                     })
-                    .expect_urgent_p99(ms(80))
+                    .expect_urgent_p99(ms(150))
             },
         },
         CatalogEntry {

@@ -16,6 +16,10 @@ use std::time::Duration;
 
 /// Violations kept in detail per check.
 const DETAILS: usize = 5;
+/// Smallest per-connection window (bytes sent and not yet through the receiver's downlink).
+const MIN_WINDOW: u64 = 64 * 1024;
+/// Messages of one class examined when looking for a connection whose window is open.
+const SCAN: usize = 256;
 
 struct Ev {
     t: u64,
@@ -53,12 +57,21 @@ enum EvKind {
     UplinkDone { node: u32, inc: u32 },
     /// A frame reached `to`'s downlink; the last frame of a message carries it.
     Arrive {
+        from: u32,
         to: u32,
+        epoch: u32,
         bytes: u32,
         last: Option<Box<Delivery>>,
     },
-    /// A message is through the receiver's downlink.
-    Receive(Box<Delivery>),
+    /// A frame is through the receiver's downlink: it leaves the connection's window, and the
+    /// last frame hands its message to the receiver.
+    Through {
+        from: u32,
+        to: u32,
+        epoch: u32,
+        bytes: u32,
+        last: Option<Box<Delivery>>,
+    },
     Timer { node: u32, inc: u32 },
     ByzTick { node: u32, inc: u32 },
     Action(usize),
@@ -108,6 +121,8 @@ struct Conn {
     queued: [u64; 2],
     congested: [bool; 2],
     last_arrival: [u64; 2],
+    /// Bytes sent and not yet through the receiver's downlink (bounded by the window).
+    inflight: [u64; 2],
 }
 
 struct ArtInfo {
@@ -335,6 +350,7 @@ impl<'a> Sim<'a> {
                 queued: [0; 2],
                 congested: [false; 2],
                 last_arrival: [0; 2],
+                inflight: [0; 2],
             },
         );
         self.adj[a].push(b as u32);
@@ -557,6 +573,7 @@ impl<'a> Sim<'a> {
         conn.queued = [0; 2];
         conn.congested = [false; 2];
         conn.last_arrival = [now; 2];
+        conn.inflight = [0; 2];
         self.notify_connected(a, b);
         self.notify_connected(b, a);
     }
@@ -598,6 +615,7 @@ impl<'a> Sim<'a> {
             return;
         }
         conn.up = false;
+        conn.inflight = [0; 2];
         conn.queued = [0; 2];
         conn.congested = [false; 2];
         for (me, peer) in [(a, b), (b, a)] {
@@ -677,13 +695,15 @@ impl<'a> Sim<'a> {
         } = self;
         let slot = &mut slots[node as usize];
         for q in slot.uplink.iter_mut() {
-            while let Some(m) = q.front_mut() {
+            let mut idx = 0;
+            while idx < q.len().min(SCAN) {
+                let m = &mut q[idx];
                 let Some(conn) = conns.get_mut(&key(node, m.to)) else {
-                    q.pop_front();
+                    q.remove(idx);
                     continue;
                 };
                 if !conn.up || conn.epoch != m.epoch {
-                    q.pop_front();
+                    q.remove(idx);
                     continue;
                 }
                 let chunk = FRAME_PAYLOAD.min(m.enc - m.sent);
@@ -693,14 +713,23 @@ impl<'a> Sim<'a> {
                     FRAME_HEADER
                 };
                 let bytes = (chunk + header) as u64;
+                let d = dir(node, m.to);
+                let window = ((slot.up_bps as u128 * 2 * conn.latency as u128 / 8_000_000_000)
+                    as u64)
+                    .max(MIN_WINDOW);
+                if conn.inflight[d] > 0 && conn.inflight[d] + bytes > window {
+                    // This connection's window is full: serve another peer's message.
+                    idx += 1;
+                    continue;
+                }
+                conn.inflight[d] += bytes;
                 m.sent += chunk;
                 let (to, epoch) = (m.to, m.epoch);
                 let last = if m.sent >= m.enc {
-                    q.pop_front().map(|m| m.msg)
+                    q.remove(idx).map(|m| m.msg)
                 } else {
                     None
                 };
-                let d = dir(node, to);
                 conn.queued[d] = conn.queued[d].saturating_sub(bytes);
                 if let Some((_, low)) = sc.congestion
                     && conn.congested[d]
@@ -763,7 +792,9 @@ impl<'a> Sim<'a> {
             self.push(
                 at,
                 EvKind::Arrive {
+                    from: node,
                     to: f.to,
+                    epoch: f.epoch,
                     bytes: f.bytes,
                     last,
                 },
@@ -772,13 +803,36 @@ impl<'a> Sim<'a> {
         self.start_frame(node);
     }
 
-    fn arrive(&mut self, to: u32, bytes: u32, last: Option<Box<Delivery>>) {
+    fn arrive(&mut self, from: u32, to: u32, epoch: u32, bytes: u32, last: Option<Box<Delivery>>) {
         let slot = &mut self.slots[to as usize];
         let start = self.now.max(slot.down_free);
         let done = start + tx_nanos(bytes as u64, slot.down_bps);
         slot.down_free = done;
+        self.push(
+            done,
+            EvKind::Through {
+                from,
+                to,
+                epoch,
+                bytes,
+                last,
+            },
+        );
+    }
+
+    fn through(&mut self, from: u32, to: u32, epoch: u32, bytes: u32, last: Option<Box<Delivery>>) {
+        if let Some(conn) = self.conns.get_mut(&key(from, to))
+            && conn.up
+            && conn.epoch == epoch
+        {
+            let d = dir(from, to);
+            conn.inflight[d] = conn.inflight[d].saturating_sub(bytes as u64);
+            if self.slots[from as usize].current.is_none() {
+                self.start_frame(from);
+            }
+        }
         if let Some(d) = last {
-            self.push(done, EvKind::Receive(d));
+            self.receive(d);
         }
     }
 
@@ -1140,8 +1194,20 @@ impl<'a> Sim<'a> {
             }
             match ev.kind {
                 EvKind::UplinkDone { node, inc } => self.uplink_done(node, inc),
-                EvKind::Arrive { to, bytes, last } => self.arrive(to, bytes, last),
-                EvKind::Receive(d) => self.receive(d),
+                EvKind::Arrive {
+                    from,
+                    to,
+                    epoch,
+                    bytes,
+                    last,
+                } => self.arrive(from, to, epoch, bytes, last),
+                EvKind::Through {
+                    from,
+                    to,
+                    epoch,
+                    bytes,
+                    last,
+                } => self.through(from, to, epoch, bytes, last),
                 EvKind::Timer { node, inc } => {
                     let slot = &mut self.slots[node as usize];
                     if slot.inc == inc && slot.timer_at == Some(ev.t) {
