@@ -6,8 +6,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod check;
 mod config;
 mod event;
+mod hash;
 mod message;
 mod metrics;
 mod node;

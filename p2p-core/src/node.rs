@@ -2,11 +2,11 @@
 
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
+use crate::hash::{Map, SaltedState, Set};
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
 use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
 use bytes::Bytes;
-use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -68,20 +68,21 @@ pub struct Node {
     cfg: Config,
     priority_fn: PriorityFnRef,
     salt: u64,
-    members: HashSet<NodeId>,
-    peers: HashMap<NodeId, Peer>,
-    pool: HashMap<ArtifactId, PoolEntry>,
+    hasher: SaltedState,
+    members: Set<NodeId>,
+    peers: Map<NodeId, Peer>,
+    pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
-    downloads: HashMap<ArtifactId, Download>,
+    downloads: Map<ArtifactId, Download>,
     /// Downloads ready for another request: highest priority first, then FIFO.
     queue: BTreeMap<(Reverse<Priority>, u64), ArtifactId>,
     /// Downloads waiting out a back-off.
     backoff: BTreeSet<(Time, ArtifactId)>,
-    requests: HashMap<RequestId, Req>,
+    requests: Map<RequestId, Req>,
     deadlines: BTreeSet<(Time, RequestId)>,
-    delivered: HashMap<ArtifactId, Holders>,
+    delivered: Map<ArtifactId, Holders>,
     delivered_order: VecDeque<ArtifactId>,
-    dropped: HashSet<ArtifactId>,
+    dropped: Set<ArtifactId>,
     dropped_order: VecDeque<ArtifactId>,
     next_req_id: RequestId,
     next_seq: u64,
@@ -95,10 +96,9 @@ pub struct Node {
     now: Time,
 }
 
-#[derive(Default)]
 struct Peer {
     /// Artifacts this peer advertised that we track for download.
-    adverts: HashSet<ArtifactId>,
+    adverts: Set<ArtifactId>,
     /// Tracked adverts per kind.
     per_kind: SmallVec<[(Kind, u32); 4]>,
     /// Requests awaiting this peer's answer (timed-out ones included: the peer stays busy).
@@ -152,24 +152,26 @@ impl Node {
     pub fn new(id: NodeId, cfg: Config) -> Self {
         let salt =
             splitmix64(cfg.seed ^ u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default()));
+        let hs = SaltedState(splitmix64(salt));
         Node {
             id,
             priority_fn: cfg.priority_fn.clone(),
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             cfg,
             salt,
-            members: HashSet::new(),
-            peers: HashMap::new(),
-            pool: HashMap::new(),
+            hasher: hs,
+            members: Set::with_hasher(hs),
+            peers: Map::with_hasher(hs),
+            pool: Map::with_hasher(hs),
             pool_bytes: 0,
-            downloads: HashMap::new(),
+            downloads: Map::with_hasher(hs),
             queue: BTreeMap::new(),
             backoff: BTreeSet::new(),
-            requests: HashMap::new(),
+            requests: Map::with_hasher(hs),
             deadlines: BTreeSet::new(),
-            delivered: HashMap::new(),
+            delivered: Map::with_hasher(hs),
             delivered_order: VecDeque::new(),
-            dropped: HashSet::new(),
+            dropped: Set::with_hasher(hs),
             dropped_order: VecDeque::new(),
             next_req_id: 1,
             next_seq: 0,
@@ -341,7 +343,8 @@ impl Node {
     // ---- membership and connections ----
 
     fn on_membership(&mut self, version: u64, members: Vec<NodeId>) {
-        self.members = members.into_iter().collect();
+        self.members.clear();
+        self.members.extend(members);
         let gone: Vec<NodeId> = self
             .peers
             .keys()
@@ -372,8 +375,14 @@ impl Node {
         }
         // Resync: advertise the whole pool; the peer may have lost what we sent before.
         let state = Peer {
+            adverts: Set::with_hasher(self.hasher),
+            per_kind: SmallVec::new(),
+            in_flight: 0,
+            in_flight_bytes: 0,
+            bad_data: 0,
             outbox: self.pool.values().map(|e| e.artifact.advert()).collect(),
-            ..Peer::default()
+            congested: false,
+            queued_requests: VecDeque::new(),
         };
         self.peers.insert(peer, state);
         self.advert_dirty.push(peer);

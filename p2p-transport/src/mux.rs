@@ -1,1 +1,995 @@
-//! (in progress)
+//! The priority multiplexer: many [`Message`]s over one byte stream per peer pair.
+//!
+//! [`MuxSender`] encodes messages, splits them into frames and interleaves the frames by
+//! [`Class`] with weighted fairness; [`MuxReceiver`] reassembles frames into messages under
+//! hard bounds. Both are sans-IO: the driver moves bytes between them and a TLS stream.
+//!
+//! # Frame format
+//!
+//! The stream is a sequence of frames, each a header followed by `len` payload bytes. All
+//! integers are little-endian.
+//!
+//! | bytes  | field                                                                      |
+//! |--------|----------------------------------------------------------------------------|
+//! | 0..4   | `stream: u32`: the message's id, chosen by the sender, unique among its unfinished messages |
+//! | 4      | flags: bits 0-1 the [`Class`] (0 control, 1 urgent, 2 normal, 3 bulk); bit 2 `FIRST`; bit 3 `LAST`; bits 4-7 zero |
+//! | 5..9   | `len: u32`: the frame's payload length, at least 1                          |
+//! | 9..13  | `total: u32`: the whole message's encoded length; present only when `FIRST` is set and `LAST` is not |
+//!
+//! A message travels as one `FIRST|LAST` frame (9 header bytes) or as a `FIRST` frame that
+//! announces its total length, continuation frames, and a `LAST` frame that completes exactly
+//! `total` bytes. The concatenated payloads are the message's [`codec`](crate::codec)
+//! encoding. Frames of different messages interleave freely; every frame of a message carries
+//! the same class.
+//!
+//! # Scheduling
+//!
+//! The sender picks each frame by start-time fair queuing over classes: each class with
+//! queued data has a virtual time advanced by `frame bytes / weight`, and the class with the
+//! smallest virtual time sends next (ties to the more urgent class). With the default weights
+//! (16, 8, 4, 1) a saturated control class gets 16 times the bytes of a saturated bulk class,
+//! and bulk still progresses. A class that was idle starts at the current virtual time, so a
+//! newly pushed urgent message goes out right after the frame in flight.
+//!
+//! Within a class, up to `max_active[class]` messages are interleaved round-robin, frame by
+//! frame, so a small message is not stuck behind a large one of its class. Consequently a
+//! message is delivered before every later message of its class that has at least as many
+//! frames; with `max_active = 1` a class is strictly FIFO. The control class defaults to 1 so
+//! that, for example, a `Withdraw` never overtakes the `Adverts` batch it withdraws from.
+//!
+//! # Bounds
+//!
+//! The sender refuses a push that would take a class's queue past `max_queued_per_class`
+//! ([`PushError::QueueFull`]) and reports [`MuxSender::is_congested`] past `high_water`. The
+//! receiver reserves each multi-frame message's announced total when its first frame arrives,
+//! after checking `max_message_size`, `max_partial_messages` and `max_buffered_bytes`; any
+//! violation is a sticky [`MuxError`]. [`MuxConfig::validate`] checks that a receiver's bounds
+//! accept everything an honest sender with the same configuration produces.
+
+use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use p2p_core::{Class, Message};
+use std::collections::VecDeque;
+use thiserror::Error;
+
+/// Header length of a frame without the `total` field.
+pub const FRAME_HEADER_LEN: usize = 9;
+/// Header length of a `FIRST` frame that is not also `LAST` (it carries `total`).
+pub const FIRST_FRAME_HEADER_LEN: usize = 13;
+/// Smallest configurable frame size.
+pub const MIN_FRAME_SIZE: usize = 1 << 10;
+/// Largest configurable frame size.
+pub const MAX_FRAME_SIZE: usize = 1 << 20;
+/// The smallest `max_bytes` with which [`MuxSender::poll_transmit`] always makes progress
+/// when something is queued: a frame is cut short to fit, but not below 512 payload bytes.
+pub const MIN_TRANSMIT: usize = FIRST_FRAME_HEADER_LEN + MIN_CUT;
+
+const MIN_CUT: usize = 512;
+const FLAG_FIRST: u8 = 0x04;
+const FLAG_LAST: u8 = 0x08;
+const CLASS_MASK: u8 = 0x03;
+const RESERVED_MASK: u8 = 0xf0;
+const WEIGHT_SCALE: u128 = 1 << 16;
+
+/// Configuration of both ends of a multiplexed connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MuxConfig {
+    /// Codec limits: messages larger than `limits.max_message_size` are refused on both ends.
+    pub limits: Limits,
+    /// Largest frame payload the sender cuts (default 16 KiB, within
+    /// [`MIN_FRAME_SIZE`]..=[`MAX_FRAME_SIZE`]).
+    pub frame_size: usize,
+    /// Weight of each class in [`Class::ALL`] order (default 16, 8, 4, 1; each at least 1).
+    pub weights: [u32; Class::COUNT],
+    /// Messages of each class interleaved at once (default 1, 4, 4, 4; each at least 1).
+    pub max_active: [usize; Class::COUNT],
+    /// Total queued bytes at which [`MuxSender::is_congested`] turns true (default 8 MiB).
+    pub high_water: usize,
+    /// Queued bytes per class past which [`MuxSender::push`] fails (default 64 MiB; at least
+    /// `limits.max_message_size`).
+    pub max_queued_per_class: usize,
+    /// Messages the receiver reassembles at once (default 64).
+    pub max_partial_messages: usize,
+    /// Bytes the receiver reserves for messages under reassembly (default 256 MiB).
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        MuxConfig {
+            limits: Limits::default(),
+            frame_size: 16 << 10,
+            weights: [16, 8, 4, 1],
+            max_active: [1, 4, 4, 4],
+            high_water: 8 << 20,
+            max_queued_per_class: 64 << 20,
+            max_partial_messages: 64,
+            max_buffered_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A [`MuxConfig`] that cannot work.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MuxConfigError {
+    /// The codec limits are not representable.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// `frame_size` is outside the allowed range.
+    #[error("frame_size {0} is outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}")]
+    FrameSize(usize),
+    /// A weight is zero.
+    #[error("the weight of class {0:?} is zero")]
+    ZeroWeight(Class),
+    /// A class may have no active message.
+    #[error("max_active of class {0:?} is zero")]
+    ZeroActive(Class),
+    /// A single largest message would not fit a class's queue.
+    #[error("max_queued_per_class {queue} is below max_message_size {message}")]
+    QueueBelowMessage {
+        /// The configured queue bound.
+        queue: usize,
+        /// The configured message size limit.
+        message: usize,
+    },
+    /// The receiver would refuse what an honest sender with this configuration sends.
+    #[error(
+        "receiver bounds ({partials} partial messages, {bytes} bytes) are below what the sender \
+         interleaves ({active} messages of up to {message} bytes)"
+    )]
+    ReceiverTooSmall {
+        /// `max_partial_messages`.
+        partials: usize,
+        /// `max_buffered_bytes`.
+        bytes: usize,
+        /// The sum of `max_active`.
+        active: usize,
+        /// `limits.max_message_size`.
+        message: usize,
+    },
+}
+
+impl MuxConfig {
+    /// Checks ranges, and that the receiver's bounds accept an honest sender's traffic.
+    pub fn validate(&self) -> Result<(), MuxConfigError> {
+        self.limits.validate()?;
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.frame_size) {
+            return Err(MuxConfigError::FrameSize(self.frame_size));
+        }
+        for class in Class::ALL {
+            if self.weights[class.index()] == 0 {
+                return Err(MuxConfigError::ZeroWeight(class));
+            }
+            if self.max_active[class.index()] == 0 {
+                return Err(MuxConfigError::ZeroActive(class));
+            }
+        }
+        let message = self.limits.max_message_size;
+        if self.max_queued_per_class < message {
+            return Err(MuxConfigError::QueueBelowMessage {
+                queue: self.max_queued_per_class,
+                message,
+            });
+        }
+        let active: usize = self.max_active.iter().sum();
+        if self.max_partial_messages < active
+            || self.max_buffered_bytes < active.saturating_mul(message)
+        {
+            return Err(MuxConfigError::ReceiverTooSmall {
+                partials: self.max_partial_messages,
+                bytes: self.max_buffered_bytes,
+                active,
+                message,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`MuxSender::push`] refused a message.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The message breaks the codec limits (a peer would reject it).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The class's queue would pass its hard cap: the peer is not reading fast enough.
+    #[error("{class:?} queue full: {queued} bytes queued, {len} more would pass the cap of {cap}")]
+    QueueFull {
+        /// The class pushed to.
+        class: Class,
+        /// Bytes already queued in it.
+        queued: usize,
+        /// The message's encoded length.
+        len: usize,
+        /// `max_queued_per_class`.
+        cap: usize,
+    },
+}
+
+/// Why a received byte stream is not valid multiplexed traffic. Fatal for the connection.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MuxError {
+    /// A frame sets flag bits that this version does not define.
+    #[error("frame of stream {stream} sets reserved flag bits {flags:#04x}")]
+    ReservedFlags {
+        /// The frame's stream id.
+        stream: u32,
+        /// The flags byte.
+        flags: u8,
+    },
+    /// A frame has no payload.
+    #[error("frame of stream {stream} is empty")]
+    EmptyFrame {
+        /// The frame's stream id.
+        stream: u32,
+    },
+    /// A message announces more bytes than `max_message_size`.
+    #[error("stream {stream} announces a message of {size} bytes, over the limit of {limit}")]
+    MessageTooLarge {
+        /// The stream id.
+        stream: u32,
+        /// The announced size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A `FIRST` frame names a stream that is still being reassembled.
+    #[error("stream {stream} started again while unfinished")]
+    DuplicateStream {
+        /// The stream id.
+        stream: u32,
+    },
+    /// A continuation frame names no message under reassembly.
+    #[error("continuation frame of unknown stream {stream}")]
+    UnknownStream {
+        /// The stream id.
+        stream: u32,
+    },
+    /// A continuation frame's class differs from its first frame's.
+    #[error("stream {stream} started in {started:?} but continues in {frame:?}")]
+    ClassMismatch {
+        /// The stream id.
+        stream: u32,
+        /// The class of the first frame.
+        started: Class,
+        /// The class of this frame.
+        frame: Class,
+    },
+    /// A frame carries more bytes than its message has left.
+    #[error("frame of {frame_len} bytes on stream {stream} overruns the {remaining} bytes left")]
+    FrameOverrun {
+        /// The stream id.
+        stream: u32,
+        /// The frame's payload length.
+        frame_len: usize,
+        /// Bytes of the message not yet received before this frame.
+        remaining: usize,
+    },
+    /// A `LAST` frame ends its message short of the announced total.
+    #[error("last frame of {frame_len} bytes on stream {stream} leaves {remaining} bytes missing")]
+    LastFrameShort {
+        /// The stream id.
+        stream: u32,
+        /// The frame's payload length.
+        frame_len: usize,
+        /// Bytes of the message not yet received before this frame.
+        remaining: usize,
+    },
+    /// Starting another message would pass `max_partial_messages`.
+    #[error("more than {limit} messages under reassembly")]
+    TooManyPartial {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Reserving another message would pass `max_buffered_bytes`.
+    #[error("reserving {needed} bytes with {buffered} buffered would pass the limit of {limit}")]
+    BufferLimit {
+        /// The new message's size.
+        needed: usize,
+        /// Bytes already reserved.
+        buffered: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A reassembled message does not decode.
+    #[error("message on stream {stream} does not decode: {source}")]
+    Decode {
+        /// The stream id.
+        stream: u32,
+        /// The codec's complaint.
+        source: DecodeError,
+    },
+}
+
+/// A message queued for sending: its encoded header and payload, and how much is sent.
+struct OutMsg {
+    stream: u32,
+    header: Bytes,
+    payload: Bytes,
+    sent: usize,
+}
+
+impl OutMsg {
+    fn total(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+}
+
+#[derive(Default)]
+struct ClassQueue {
+    active: VecDeque<OutMsg>,
+    waiting: VecDeque<OutMsg>,
+    queued: usize,
+    /// Virtual time of the class's next frame (start-time fair queuing).
+    vtime: u128,
+}
+
+impl ClassQueue {
+    fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+}
+
+/// One frame cut from a message: header bytes and the ranges of the message's parts it carries.
+struct Cut {
+    hdr: [u8; FIRST_FRAME_HEADER_LEN],
+    hlen: usize,
+    header_part: std::ops::Range<usize>,
+    payload_part: std::ops::Range<usize>,
+}
+
+impl Cut {
+    fn wire_len(&self) -> usize {
+        self.hlen + self.header_part.len() + self.payload_part.len()
+    }
+}
+
+/// The sending half: queues messages by class and emits interleaved frames.
+///
+/// Drive it by [`push`](Self::push)ing messages and draining
+/// [`poll_transmit`](Self::poll_transmit) (or
+/// [`poll_transmit_parts`](Self::poll_transmit_parts) for vectored writes) whenever the stream
+/// can take bytes; watch [`is_congested`](Self::is_congested) to stop producing.
+pub struct MuxSender {
+    cfg: MuxConfig,
+    classes: [ClassQueue; Class::COUNT],
+    next_stream: u32,
+    vnow: u128,
+    total_queued: usize,
+    scratch: BytesMut,
+}
+
+impl MuxSender {
+    /// A sender with `cfg`, which must pass [`MuxConfig::validate`].
+    pub fn new(cfg: MuxConfig) -> Result<Self, MuxConfigError> {
+        cfg.validate()?;
+        Ok(MuxSender {
+            cfg,
+            classes: Default::default(),
+            next_stream: 0,
+            vnow: 0,
+            total_queued: 0,
+            scratch: BytesMut::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MuxConfig {
+        &self.cfg
+    }
+
+    /// Encodes `msg` and queues it in `class`. The payload is not copied.
+    pub fn push(&mut self, class: Class, msg: &Message) -> Result<(), PushError> {
+        let len = codec::check_encodable(msg, &self.cfg.limits)?;
+        let cap = self.cfg.max_queued_per_class;
+        let q = &self.classes[class.index()];
+        if q.queued + len > cap {
+            return Err(PushError::QueueFull {
+                class,
+                queued: q.queued,
+                len,
+                cap,
+            });
+        }
+        let (header, payload) = codec::encode_parts(msg, &mut self.scratch);
+        let stream = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(1);
+        let out = OutMsg {
+            stream,
+            header,
+            payload,
+            sent: 0,
+        };
+        let max_active = self.cfg.max_active[class.index()];
+        let vnow = self.vnow;
+        let q = &mut self.classes[class.index()];
+        if q.is_empty() {
+            q.vtime = q.vtime.max(vnow);
+        }
+        if q.active.len() < max_active {
+            q.active.push_back(out);
+        } else {
+            q.waiting.push_back(out);
+        }
+        q.queued += len;
+        self.total_queued += len;
+        Ok(())
+    }
+
+    /// Encoded message bytes queued in `class` and not yet emitted (frame headers excluded).
+    pub fn queued_bytes(&self, class: Class) -> usize {
+        self.classes[class.index()].queued
+    }
+
+    /// Encoded message bytes queued in all classes.
+    pub fn queued_bytes_total(&self) -> usize {
+        self.total_queued
+    }
+
+    /// Whether the queued bytes reached the configured `high_water`: stop producing.
+    pub fn is_congested(&self) -> bool {
+        self.total_queued >= self.cfg.high_water
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_idle(&self) -> bool {
+        self.total_queued == 0
+    }
+
+    /// The class whose frame goes next, if any.
+    fn pick_class(&self) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, q) in self.classes.iter().enumerate() {
+            if !q.is_empty() && best.is_none_or(|b| q.vtime < self.classes[b].vtime) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Cuts the next frame that fits in `room` bytes and hands it to `emit` with the message it
+    /// belongs to; returns the frame's wire length, or `None` when nothing (more) fits.
+    fn cut_next(&mut self, room: usize, emit: impl FnOnce(&Cut, &OutMsg)) -> Option<usize> {
+        let ci = self.pick_class()?;
+        let frame_size = self.cfg.frame_size;
+        let weight = self.cfg.weights[ci] as u128;
+        let q = &mut self.classes[ci];
+        let msg = q.active.front()?;
+        let total = msg.total();
+        let left = total - msg.sent;
+        let first = msg.sent == 0;
+        let mut len = left.min(frame_size);
+        let mut hlen = if first && len < left {
+            FIRST_FRAME_HEADER_LEN
+        } else {
+            FRAME_HEADER_LEN
+        };
+        if hlen + len > room {
+            // Cut the frame short to fit, unless that leaves a uselessly small frame.
+            let fit = room.saturating_sub(if first {
+                FIRST_FRAME_HEADER_LEN
+            } else {
+                FRAME_HEADER_LEN
+            });
+            if fit < MIN_CUT {
+                return None;
+            }
+            len = fit;
+            hlen = if first {
+                FIRST_FRAME_HEADER_LEN
+            } else {
+                FRAME_HEADER_LEN
+            };
+        }
+        let last = msg.sent + len == total;
+        let mut hdr = [0u8; FIRST_FRAME_HEADER_LEN];
+        hdr[0..4].copy_from_slice(&msg.stream.to_le_bytes());
+        hdr[4] = ci as u8 | if first { FLAG_FIRST } else { 0 } | if last { FLAG_LAST } else { 0 };
+        hdr[5..9].copy_from_slice(&(len as u32).to_le_bytes());
+        if hlen == FIRST_FRAME_HEADER_LEN {
+            hdr[9..13].copy_from_slice(&(total as u32).to_le_bytes());
+        }
+        let hl = msg.header.len();
+        let start = msg.sent;
+        let end = start + len;
+        let cut = Cut {
+            hdr,
+            hlen,
+            header_part: start.min(hl)..end.min(hl),
+            payload_part: start.max(hl) - hl..end.max(hl) - hl,
+        };
+        emit(&cut, msg);
+        let wire = cut.wire_len();
+
+        // Account, rotate within the class, admit a waiting message, advance virtual time.
+        let mut msg = q.active.pop_front()?;
+        msg.sent = end;
+        if last {
+            if let Some(next) = q.waiting.pop_front() {
+                q.active.push_back(next);
+            }
+        } else {
+            q.active.push_back(msg);
+        }
+        q.queued -= len;
+        self.total_queued -= len;
+        self.vnow = q.vtime;
+        q.vtime += wire as u128 * WEIGHT_SCALE / weight;
+        if self.total_queued == 0 {
+            self.vnow = 0;
+            for q in &mut self.classes {
+                q.vtime = 0;
+            }
+        }
+        Some(wire)
+    }
+
+    /// Appends whole frames to `out` while they fit in `max_bytes`; returns the bytes appended.
+    ///
+    /// A frame that does not fit is cut short when at least 512 payload bytes fit, so any
+    /// `max_bytes >= MIN_TRANSMIT` makes progress while something is queued.
+    #[must_use = "the appended bytes must be written to the stream"]
+    pub fn poll_transmit(&mut self, out: &mut BytesMut, max_bytes: usize) -> usize {
+        let mut written = 0;
+        let want = max_bytes.min(self.total_queued + self.total_queued / MIN_CUT * 13 + 13);
+        out.reserve(want);
+        while let Some(n) = self.cut_next(max_bytes - written, |cut, msg| {
+            out.put_slice(&cut.hdr[..cut.hlen]);
+            out.put_slice(&msg.header[cut.header_part.clone()]);
+            out.put_slice(&msg.payload[cut.payload_part.clone()]);
+        }) {
+            written += n;
+        }
+        written
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but appends the frames to `out` as
+    /// [`Bytes`] pieces (frame headers, and slices of the queued messages) for a vectored
+    /// write, without copying any payload. Returns the bytes appended.
+    #[must_use = "the appended pieces must be written to the stream"]
+    pub fn poll_transmit_parts(&mut self, out: &mut Vec<Bytes>, max_bytes: usize) -> usize {
+        let mut written = 0;
+        // Frame headers are written into the scratch buffer and split off, so one allocation
+        // serves many of them; it is taken out of `self` for the calls to `cut_next`.
+        let mut hdr_buf = std::mem::take(&mut self.scratch);
+        loop {
+            // Frame header, the message-header part, the payload part.
+            let mut pieces: [Option<Bytes>; 3] = [None, None, None];
+            let cut = self.cut_next(max_bytes - written, |cut, msg| {
+                if hdr_buf.capacity() - hdr_buf.len() < cut.hlen {
+                    hdr_buf.reserve(4096);
+                }
+                hdr_buf.put_slice(&cut.hdr[..cut.hlen]);
+                pieces[0] = Some(hdr_buf.split().freeze());
+                if !cut.header_part.is_empty() {
+                    pieces[1] = Some(msg.header.slice(cut.header_part.clone()));
+                }
+                if !cut.payload_part.is_empty() {
+                    pieces[2] = Some(msg.payload.slice(cut.payload_part.clone()));
+                }
+            });
+            let Some(n) = cut else { break };
+            written += n;
+            out.extend(pieces.into_iter().flatten());
+        }
+        self.scratch = hdr_buf;
+        written
+    }
+}
+
+/// A message under reassembly.
+struct Partial {
+    stream: u32,
+    class: Class,
+    buf: BytesMut,
+    total: usize,
+}
+
+/// Where the receiver is in the frame stream.
+#[derive(Clone, Copy)]
+enum RxState {
+    /// Reading a frame header; `have` bytes of it are in `hdr`.
+    Header { have: usize },
+    /// Copying `left` more payload bytes of the current frame into `partials[slot]`.
+    Payload {
+        slot: usize,
+        left: usize,
+        last: bool,
+    },
+}
+
+/// A parsed frame header.
+struct FrameHeader {
+    stream: u32,
+    class: Class,
+    first: bool,
+    last: bool,
+    len: usize,
+    total: usize,
+}
+
+/// The receiving half: reassembles frames fed from the stream into messages, under bounds.
+///
+/// Drive it by [`feed`](Self::feed)ing what the stream delivered, then draining
+/// [`poll_message`](Self::poll_message) until it returns `Ok(None)`. Input is parsed lazily
+/// by `poll_message`, so the bytes held beyond the configured bounds are only what the driver
+/// fed and has not drained. A message that fits one frame and arrives within one fed chunk is
+/// decoded from a slice of that chunk, without a copy (its payload then shares the chunk's
+/// memory); other messages are copied once into a buffer of their announced size.
+pub struct MuxReceiver {
+    cfg: MuxConfig,
+    input: VecDeque<Bytes>,
+    input_len: usize,
+    state: RxState,
+    hdr: [u8; FIRST_FRAME_HEADER_LEN],
+    partials: Vec<Partial>,
+    buffered: usize,
+    error: Option<MuxError>,
+}
+
+impl MuxReceiver {
+    /// A receiver with `cfg`, which must pass [`MuxConfig::validate`].
+    pub fn new(cfg: MuxConfig) -> Result<Self, MuxConfigError> {
+        cfg.validate()?;
+        Ok(Self::new_unchecked(cfg))
+    }
+
+    fn new_unchecked(cfg: MuxConfig) -> Self {
+        MuxReceiver {
+            cfg,
+            input: VecDeque::new(),
+            input_len: 0,
+            state: RxState::Header { have: 0 },
+            hdr: [0; FIRST_FRAME_HEADER_LEN],
+            partials: Vec::new(),
+            buffered: 0,
+            error: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MuxConfig {
+        &self.cfg
+    }
+
+    /// Hands bytes received from the stream to the receiver (no copy).
+    pub fn feed(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.input_len += data.len();
+            self.input.push_back(data);
+        }
+    }
+
+    /// Takes all bytes of a read buffer (`buf` is left empty, keeping no capacity).
+    pub fn feed_buf(&mut self, buf: &mut BytesMut) {
+        self.feed(buf.split().freeze());
+    }
+
+    /// Fed bytes not yet parsed.
+    pub fn unparsed_bytes(&self) -> usize {
+        self.input_len
+    }
+
+    /// Messages currently under reassembly (at most `max_partial_messages`).
+    pub fn partial_messages(&self) -> usize {
+        self.partials.len()
+    }
+
+    /// Bytes reserved for messages under reassembly (at most `max_buffered_bytes`).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// The next complete message with its class, `Ok(None)` when more input is needed.
+    ///
+    /// An error is fatal and sticky: the stream cannot be resynchronized, so every later call
+    /// returns it again and the driver should close the connection.
+    #[must_use = "a received message or error must be handled"]
+    pub fn poll_message(&mut self) -> Result<Option<(Class, Message)>, MuxError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.step() {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<(Class, Message)>, MuxError> {
+        loop {
+            match self.state {
+                RxState::Header { have } => {
+                    let Some(h) = self.read_header(have)? else {
+                        return Ok(None);
+                    };
+                    if let Some(done) = self.start_frame(h)? {
+                        return Ok(Some(done));
+                    }
+                }
+                RxState::Payload { slot, left, last } => {
+                    let left = self.copy_payload(slot, left);
+                    if left > 0 {
+                        self.state = RxState::Payload { slot, left, last };
+                        return Ok(None);
+                    }
+                    self.state = RxState::Header { have: 0 };
+                    if last {
+                        let p = self.partials.swap_remove(slot);
+                        self.buffered -= p.total;
+                        return self.finish(p.stream, p.class, p.buf.freeze()).map(Some);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accumulates header bytes; returns the parsed header once complete.
+    fn read_header(&mut self, mut have: usize) -> Result<Option<FrameHeader>, MuxError> {
+        let mut need = FRAME_HEADER_LEN;
+        loop {
+            if have >= FRAME_HEADER_LEN {
+                let flags = self.hdr[4];
+                if flags & FLAG_FIRST != 0 && flags & FLAG_LAST == 0 {
+                    need = FIRST_FRAME_HEADER_LEN;
+                }
+            }
+            if have >= need {
+                break;
+            }
+            let Some(front) = self.input.front_mut() else {
+                self.state = RxState::Header { have };
+                return Ok(None);
+            };
+            let n = (need - have).min(front.len());
+            self.hdr[have..have + n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                self.input.pop_front();
+            }
+            self.input_len -= n;
+            have += n;
+        }
+        self.state = RxState::Header { have: 0 };
+        let h = &self.hdr;
+        let stream = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let flags = h[4];
+        let len = u32::from_le_bytes([h[5], h[6], h[7], h[8]]) as usize;
+        if flags & RESERVED_MASK != 0 {
+            return Err(MuxError::ReservedFlags { stream, flags });
+        }
+        if len == 0 {
+            return Err(MuxError::EmptyFrame { stream });
+        }
+        let class = match flags & CLASS_MASK {
+            0 => Class::Control,
+            1 => Class::Urgent,
+            2 => Class::Normal,
+            _ => Class::Bulk,
+        };
+        let first = flags & FLAG_FIRST != 0;
+        let last = flags & FLAG_LAST != 0;
+        let total = if need == FIRST_FRAME_HEADER_LEN {
+            u32::from_le_bytes([h[9], h[10], h[11], h[12]]) as usize
+        } else {
+            len
+        };
+        Ok(Some(FrameHeader {
+            stream,
+            class,
+            first,
+            last,
+            len,
+            total,
+        }))
+    }
+
+    /// Checks a frame header against the bounds and the streams in progress. Returns a message
+    /// when the frame is a whole message available in one chunk.
+    fn start_frame(&mut self, h: FrameHeader) -> Result<Option<(Class, Message)>, MuxError> {
+        let stream = h.stream;
+        if h.first {
+            let limit = self.cfg.limits.max_message_size;
+            if h.total > limit {
+                return Err(MuxError::MessageTooLarge {
+                    stream,
+                    size: h.total,
+                    limit,
+                });
+            }
+            if !h.last && h.len >= h.total {
+                return Err(MuxError::FrameOverrun {
+                    stream,
+                    frame_len: h.len,
+                    remaining: h.total,
+                });
+            }
+            if self.partials.iter().any(|p| p.stream == stream) {
+                return Err(MuxError::DuplicateStream { stream });
+            }
+            if h.last {
+                // A whole message in one frame: zero-copy when the current chunk holds it.
+                if let Some(front) = self.input.front_mut()
+                    && front.len() >= h.len
+                {
+                    let body = front.split_to(h.len);
+                    if front.is_empty() {
+                        self.input.pop_front();
+                    }
+                    self.input_len -= h.len;
+                    return self.finish(stream, h.class, body).map(Some);
+                }
+            }
+            if self.partials.len() >= self.cfg.max_partial_messages {
+                return Err(MuxError::TooManyPartial {
+                    limit: self.cfg.max_partial_messages,
+                });
+            }
+            if self.buffered + h.total > self.cfg.max_buffered_bytes {
+                return Err(MuxError::BufferLimit {
+                    needed: h.total,
+                    buffered: self.buffered,
+                    limit: self.cfg.max_buffered_bytes,
+                });
+            }
+            self.buffered += h.total;
+            self.partials.push(Partial {
+                stream,
+                class: h.class,
+                buf: BytesMut::with_capacity(h.total),
+                total: h.total,
+            });
+            self.state = RxState::Payload {
+                slot: self.partials.len() - 1,
+                left: h.len,
+                last: h.last,
+            };
+            return Ok(None);
+        }
+        let Some(slot) = self.partials.iter().position(|p| p.stream == stream) else {
+            return Err(MuxError::UnknownStream { stream });
+        };
+        let p = &self.partials[slot];
+        if p.class != h.class {
+            return Err(MuxError::ClassMismatch {
+                stream,
+                started: p.class,
+                frame: h.class,
+            });
+        }
+        let remaining = p.total - p.buf.len();
+        if h.len > remaining {
+            return Err(MuxError::FrameOverrun {
+                stream,
+                frame_len: h.len,
+                remaining,
+            });
+        }
+        if h.last != (h.len == remaining) {
+            // A LAST frame that leaves bytes missing, or a non-LAST frame that completes the
+            // message (which would leave a zero-byte LAST frame to follow).
+            return Err(if h.last {
+                MuxError::LastFrameShort {
+                    stream,
+                    frame_len: h.len,
+                    remaining,
+                }
+            } else {
+                MuxError::FrameOverrun {
+                    stream,
+                    frame_len: h.len,
+                    remaining: remaining - 1,
+                }
+            });
+        }
+        self.state = RxState::Payload {
+            slot,
+            left: h.len,
+            last: h.last,
+        };
+        Ok(None)
+    }
+
+    /// Copies up to `left` fed bytes into the partial at `slot`; returns how many are still due.
+    fn copy_payload(&mut self, slot: usize, mut left: usize) -> usize {
+        let buf = &mut self.partials[slot].buf;
+        while left > 0 {
+            let Some(front) = self.input.front_mut() else {
+                break;
+            };
+            let n = left.min(front.len());
+            buf.put_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                self.input.pop_front();
+            }
+            self.input_len -= n;
+            left -= n;
+        }
+        left
+    }
+
+    fn finish(&self, stream: u32, class: Class, body: Bytes) -> Result<(Class, Message), MuxError> {
+        codec::decode(body, &self.cfg.limits)
+            .map(|m| (class, m))
+            .map_err(|source| MuxError::Decode { stream, source })
+    }
+}
+
+/// The per-input check of the `reassemble` fuzz target, shared with the corpus replay test.
+///
+/// Uses the first two bytes of `data` to choose how the rest is chunked, feeds the chunks to a
+/// [`MuxReceiver`] with small bounds and drains it after each chunk, checking that it never
+/// exceeds its bounds, that an error is sticky, and that every message it yields is within
+/// the codec limits.
+///
+/// # Panics
+///
+/// When one of those properties fails: that is a bug to report.
+#[doc(hidden)]
+pub fn fuzz_reassemble(data: &[u8]) {
+    let cfg = fuzz_config();
+    let (seed, body) = match data {
+        [a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]), rest),
+        _ => (0, data),
+    };
+    let mut rx = MuxReceiver::new(cfg.clone()).expect("fuzz configuration is valid");
+    let input = Bytes::copy_from_slice(body);
+    let mut state = u32::from(seed) | 1;
+    let mut at = 0;
+    while at < input.len() {
+        // A small xorshift picks chunk lengths of 1..=64 bytes, or the whole rest when seed is 0.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = if seed == 0 {
+            input.len() - at
+        } else {
+            1 + (state % 64) as usize
+        };
+        let end = (at + n).min(input.len());
+        rx.feed(input.slice(at..end));
+        at = end;
+        loop {
+            let r = rx.poll_message();
+            assert!(rx.partial_messages() <= cfg.max_partial_messages);
+            assert!(rx.buffered_bytes() <= cfg.max_buffered_bytes);
+            let reserved: usize = rx.partials.iter().map(|p| p.buf.capacity()).sum();
+            assert!(reserved <= cfg.max_buffered_bytes, "reserved {reserved}");
+            match r {
+                Ok(Some((_, msg))) => {
+                    assert!(codec::check_encodable(&msg, &cfg.limits).is_ok());
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(rx.poll_message(), Err(e), "errors must be sticky");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The small-bounds configuration that [`fuzz_reassemble`] uses (so that fuzzing reaches the
+/// bounds quickly); seed-corpus generators build valid streams with it.
+#[doc(hidden)]
+pub fn fuzz_config() -> MuxConfig {
+    MuxConfig {
+        limits: Limits {
+            max_message_size: 4096,
+            max_attr_len: 16,
+            max_adverts: 8,
+        },
+        frame_size: MIN_FRAME_SIZE,
+        max_active: [1, 1, 1, 1],
+        max_queued_per_class: 4096,
+        max_partial_messages: 8,
+        max_buffered_bytes: 16384,
+        ..MuxConfig::default()
+    }
+}

@@ -1,6 +1,83 @@
-//! `cargo xtask`: the project's own tasks.
+//! `cargo xtask`: the project's own tasks, as one small binary with no dependencies.
+//!
+//! Each subcommand is one arm in [`main`]'s match and one module. Run `cargo xtask help` for the
+//! list.
 
-fn main() {
-    eprintln!("usage: cargo xtask <ci|fuzz>");
-    std::process::exit(2);
+mod ci;
+mod fuzz;
+mod shell;
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  ci                               tidy, fmt, clippy, test and doc checks, in order
+  tidy                             only the tidy checks (also run by `cargo test`)
+  fuzz [target] [--seconds N]      run one cargo-fuzz target, or every target, for N seconds each
+                                   (default 60); installs cargo-fuzz if missing
+  help                             this text
+";
+
+/// What went wrong in a task, and so which exit code the process ends with.
+#[derive(Debug)]
+pub enum TaskError {
+    /// The command line was wrong: the usage text is printed and the exit code is 2.
+    Usage(String),
+    /// The task ran and failed: the exit code is 1.
+    Failed(String),
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskError::Usage(msg) | TaskError::Failed(msg) => f.write_str(msg),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        "ci" => no_args("ci", rest).and_then(|()| ci::run()),
+        "tidy" => no_args("tidy", rest).and_then(|()| tidy::run()),
+        "fuzz" => fuzz::FuzzArgs::parse(rest).and_then(|args| fuzz::run(&args)),
+        // Later: "bench" => bench::run(rest), "sim" => sim::run(rest), "demo" => demo::run(rest).
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(TaskError::Usage(format!("unknown command `{other}`"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(TaskError::Usage(msg)) => {
+            eprintln!("error: {msg}\n");
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(TaskError::Failed(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rejects any argument after a subcommand that takes none.
+fn no_args(command: &str, rest: &[String]) -> Result<(), TaskError> {
+    match rest.first() {
+        None => Ok(()),
+        Some(extra) => Err(TaskError::Usage(format!(
+            "`{command}` takes no arguments, got `{extra}`"
+        ))),
+    }
 }

@@ -17,7 +17,13 @@
 //!   urgent non-empty class (FIFO within a class), so an urgent message waits for at most one bulk
 //!   frame. Frames then cross the link and queue FIFO at the receiver's downlink; a message is
 //!   handed to the receiver when its last frame is through.
-//! - Message sizes are [`wire_len`]: the codec's encoding plus the multiplexer's frame headers.
+//! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
+//!   frame headers (`p2p_transport::mux`). The uplink serves classes in strict priority order,
+//!   where the real multiplexer weighs them (16, 8, 4, 1): bulk never starves there, and an urgent
+//!   frame can wait a few more bulk frames than here.
+//! - Each connection has a window (twice the bandwidth-delay product, at least 64 KiB) of bytes
+//!   sent and not yet through the receiver's downlink, as TCP would: a full window lets other
+//!   peers' messages go first, and keeps the receiver's queue (and so urgent latency) bounded.
 //! - Connections have epochs: a message queued or in flight on a connection that closes is lost,
 //!   never delivered on a later connection between the same pair.
 //! - The receiving transport closes a connection that carries a message above
@@ -63,28 +69,13 @@ pub const BULK: Kind = Kind(2);
 pub const NORMAL: Kind = Kind(3);
 
 /// Header bytes of a message's first frame when it is not also its last.
-const FIRST_FRAME_HEADER: usize = 13;
+const FIRST_FRAME_HEADER: usize = p2p_transport::mux::FIRST_FRAME_HEADER_LEN;
 /// Header bytes of every other frame.
-const FRAME_HEADER: usize = 9;
+const FRAME_HEADER: usize = p2p_transport::mux::FRAME_HEADER_LEN;
 
-/// The codec's encoded length of `msg` (mirrors p2p-transport's codec layout until its
-/// `encoded_len` is available on this branch).
+/// The codec's exact encoded length of `msg`.
 fn encoded_len(msg: &Message) -> usize {
-    const ADVERT_FIXED: usize = 32 + 2 + 8 + 2;
-    let header = 1 + match msg {
-        Message::Push { advert, .. } => ADVERT_FIXED + advert.attr.len() + 4,
-        Message::Adverts(adverts) => {
-            2 + adverts
-                .iter()
-                .map(|a| ADVERT_FIXED + a.attr.len())
-                .sum::<usize>()
-        }
-        Message::Withdraw(_) => 32,
-        Message::Request { .. } => 8 + 32 + 1,
-        Message::Response { .. } => 8 + 32 + 4,
-        Message::NotFound { .. } => 8 + 32,
-    };
-    header + msg.payload_len()
+    p2p_transport::codec::encoded_len(msg)
 }
 
 /// Bytes that `msg` occupies on the wire: its encoding split in frames of at most

@@ -1,0 +1,348 @@
+//! An input-sequence driver with invariant checks, shared by the property tests and the fuzz
+//! target: arbitrary bytes become a sequence of inputs from a handful of peers (honest, confused
+//! and malicious), and every step is checked against the node's invariants.
+//!
+//! Not part of the stable API.
+
+use crate::{
+    Advert, Artifact, ArtifactId, Bytes, Config, Decision, Input, Kind, Message, Node, NodeId,
+    Output, Priority, PriorityFnRef, RequestId, Time,
+};
+use hashbrown::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Reads the fuzz input a byte at a time; runs out into zeros.
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((b, rest)) => {
+                self.data = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// The configuration the driver uses: small limits so that they are reached.
+pub fn small_config(seed: u64) -> Config {
+    Config {
+        seed,
+        push_threshold: 64,
+        max_attr_len: 8,
+        max_artifact_size: 8192,
+        max_adverts_per_peer: 6,
+        max_adverts_per_peer_per_kind: 4,
+        max_pending_downloads: 5,
+        advert_batch_size: 2,
+        max_adverts_per_message: 5,
+        max_in_flight: 3,
+        max_in_flight_per_peer: 2,
+        max_in_flight_bytes: 6000,
+        max_in_flight_bytes_per_peer: 4000,
+        parallel_fetch_min_size: 4000,
+        max_parallel_requests: 2,
+        max_bad_data_per_peer: 2,
+        max_queued_requests_per_peer: 3,
+        max_delivered_memory: 1 << 20,
+        max_dropped_memory: 4,
+        ..Config::default()
+    }
+}
+
+const PEERS: usize = 5;
+const SIZES: [usize; 6] = [0, 10, 64, 65, 3000, 5000];
+
+fn peer(i: u8) -> NodeId {
+    NodeId([i % PEERS as u8 + 1; 32])
+}
+
+fn payload(i: u8) -> Bytes {
+    let i = i % 12;
+    Bytes::from(vec![i; SIZES[i as usize % SIZES.len()]])
+}
+
+fn artifact(i: u8) -> Artifact {
+    Artifact::new(Kind((i % 3) as u16), vec![i; (i % 4) as usize], payload(i))
+}
+
+/// Runs the input sequence encoded by `data` against a fresh node, checking the invariants after
+/// every step. Returns a description of the first violated invariant.
+pub fn run(data: &[u8]) -> Result<(), String> {
+    let mut r = Reader { data };
+    let seed = r.byte() as u64;
+    let cfg = small_config(seed);
+    let local = NodeId([0; 32]);
+    let mut h = Harness {
+        node: Node::new(local, cfg.clone()),
+        cfg,
+        now: Time::ZERO,
+        connected: HashSet::new(),
+        members: HashSet::new(),
+        sent_requests: HashMap::new(),
+        delivered: HashSet::new(),
+        steps: 0,
+    };
+    let all: Vec<NodeId> = (0..PEERS as u8).map(peer).chain([local]).collect();
+    h.input(Input::Membership {
+        version: 1,
+        members: all,
+    })?;
+    while !r.is_empty() && h.steps < 2000 {
+        let op = r.byte();
+        let p = peer(r.byte());
+        let x = r.byte();
+        let input = match op % 16 {
+            0 => Input::Membership {
+                version: x as u64,
+                members: (0..PEERS as u8)
+                    .filter(|i| x & (1 << i) != 0)
+                    .map(peer)
+                    .collect(),
+            },
+            1 => Input::PeerConnected(p),
+            2 => Input::PeerDisconnected(p),
+            3 | 4 => {
+                let n = (x % 7) as usize;
+                let adverts = (0..n)
+                    .map(|k| {
+                        let mut a = artifact(x.wrapping_add(k as u8)).advert();
+                        match r.byte() % 8 {
+                            0 => a.id = ArtifactId([r.byte(); 32]),
+                            1 => a.size += 1,
+                            2 => a.attr = Bytes::from(vec![0; 9]),
+                            3 => a.size = u64::MAX,
+                            4 => a.kind = Kind(7),
+                            _ => {}
+                        }
+                        a
+                    })
+                    .collect();
+                msg(p, Message::Adverts(adverts))
+            }
+            5 => {
+                let a = artifact(x);
+                let mut data = a.data.clone();
+                if r.byte() % 4 == 0 {
+                    data = Bytes::from(vec![0xee; data.len()]);
+                }
+                msg(
+                    p,
+                    Message::Push {
+                        advert: a.advert(),
+                        data,
+                    },
+                )
+            }
+            6 => msg(p, Message::Withdraw(artifact(x).id)),
+            7 => msg(
+                p,
+                Message::Request {
+                    req_id: x as u64,
+                    id: artifact(x).id,
+                    priority: Priority(r.byte()),
+                },
+            ),
+            8 | 9 => match h.pick_request(x) {
+                Some((req_id, to, id)) => {
+                    let data = match r.byte() % 4 {
+                        0 => Bytes::from_static(b"bad"),
+                        _ => (0..12u8)
+                            .map(artifact)
+                            .find(|a| a.id == id)
+                            .map(|a| a.data)
+                            .unwrap_or_default(),
+                    };
+                    msg(to, Message::Response { req_id, id, data })
+                }
+                None => msg(
+                    p,
+                    Message::Response {
+                        req_id: x as u64,
+                        id: artifact(x).id,
+                        data: payload(x),
+                    },
+                ),
+            },
+            10 => match h.pick_request(x) {
+                Some((req_id, to, id)) => msg(to, Message::NotFound { req_id, id }),
+                None => msg(
+                    p,
+                    Message::NotFound {
+                        req_id: x as u64,
+                        id: artifact(x).id,
+                    },
+                ),
+            },
+            11 => Input::Publish(artifact(x)),
+            12 => Input::Remove(artifact(x).id),
+            13 => {
+                h.node.set_priority_fn(match x % 4 {
+                    0 => PriorityFnRef::fetch_all(),
+                    1 => PriorityFnRef::new(|a: &Advert| {
+                        if a.id.0[0] % 2 == 0 {
+                            Decision::Drop
+                        } else {
+                            Decision::Fetch(Priority(a.id.0[1]))
+                        }
+                    }),
+                    2 => PriorityFnRef::new(|_: &Advert| Decision::Later),
+                    _ => PriorityFnRef::by_kind(vec![(Kind(0), Priority::URGENT)], Decision::Later),
+                });
+                Input::Reevaluate
+            }
+            14 => Input::Congestion {
+                peer: p,
+                congested: x % 2 == 0,
+            },
+            _ => {
+                let next = h.node.poll_timeout().unwrap_or(h.now);
+                h.now = if x % 2 == 0 {
+                    next.max(h.now)
+                } else {
+                    h.now + Duration::from_millis(x as u64 * 50)
+                };
+                Input::Timeout
+            }
+        };
+        h.input(input)?;
+    }
+    Ok(())
+}
+
+fn msg(from: NodeId, msg: Message) -> Input {
+    Input::Message { from, msg }
+}
+
+struct Harness {
+    node: Node,
+    cfg: Config,
+    now: Time,
+    connected: HashSet<NodeId>,
+    members: HashSet<NodeId>,
+    sent_requests: HashMap<RequestId, (NodeId, ArtifactId)>,
+    delivered: HashSet<ArtifactId>,
+    steps: usize,
+}
+
+impl Harness {
+    fn pick_request(&self, x: u8) -> Option<(RequestId, NodeId, ArtifactId)> {
+        if self.sent_requests.is_empty() {
+            return None;
+        }
+        let mut ids: Vec<_> = self.sent_requests.keys().copied().collect();
+        ids.sort_unstable();
+        let req_id = ids[x as usize % ids.len()];
+        let (to, id) = self.sent_requests[&req_id];
+        Some((req_id, to, id))
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), String> {
+        self.steps += 1;
+        match &input {
+            Input::Membership { members, .. } => {
+                self.members = members.iter().copied().collect();
+            }
+            Input::PeerConnected(p) => {
+                self.connected.insert(*p);
+            }
+            Input::PeerDisconnected(p) => {
+                self.connected.remove(p);
+                self.sent_requests.retain(|_, (to, _)| to != p);
+            }
+            Input::Message { from, msg } if self.connected.contains(from) => match msg {
+                Message::Response { req_id, .. } | Message::NotFound { req_id, .. } => {
+                    self.sent_requests.remove(req_id);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        let from_unconnected =
+            matches!(&input, Input::Message { from, .. } if !self.connected.contains(from));
+        if from_unconnected {
+            // The driver would never pass a message from a peer without a connection.
+            return Ok(());
+        }
+        let _ = self.node.handle_input(self.now, input);
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { to, msg, .. } => {
+                    if !self.connected.contains(&to) || !self.members.contains(&to) {
+                        return Err(format!(
+                            "sent {} to {to:?}, not a connected member",
+                            msg.name()
+                        ));
+                    }
+                    if let Message::Request { req_id, id, .. } = msg {
+                        self.sent_requests.insert(req_id, (to, id));
+                    }
+                }
+                Output::Deliver { artifact, .. } => {
+                    if ArtifactId::of(&artifact.data) != artifact.id {
+                        return Err(format!(
+                            "delivered {:?} with bytes of another hash",
+                            artifact.id
+                        ));
+                    }
+                    if !self.delivered.insert(artifact.id) {
+                        return Err(format!("delivered {:?} twice", artifact.id));
+                    }
+                }
+                Output::Disconnect { peer, .. } => {
+                    self.connected.remove(&peer);
+                    self.sent_requests.retain(|_, (to, _)| *to != peer);
+                }
+                Output::Event(_) => {}
+            }
+        }
+        self.check_bounds()
+    }
+
+    fn check_bounds(&self) -> Result<(), String> {
+        let t = self.node.table_sizes();
+        let c = &self.cfg;
+        let checks = [
+            (
+                t.max_adverts_of_one_peer <= c.max_adverts_per_peer,
+                "adverts per peer",
+            ),
+            (
+                t.pending_downloads <= c.max_pending_downloads,
+                "pending downloads",
+            ),
+            (t.in_flight <= c.max_in_flight, "requests in flight"),
+            (
+                t.in_flight_bytes <= c.max_in_flight_bytes || t.in_flight <= 1,
+                "bytes in flight",
+            ),
+            (
+                t.requests <= PEERS * c.max_in_flight_per_peer,
+                "requests awaiting an answer",
+            ),
+            (
+                t.max_queued_requests_of_one_peer <= c.max_queued_requests_per_peer,
+                "queued requests per peer",
+            ),
+            (t.dropped_memory <= c.max_dropped_memory, "dropped memory"),
+            (
+                t.tracked_adverts <= PEERS * c.max_adverts_per_peer,
+                "tracked adverts",
+            ),
+        ];
+        for (ok, what) in checks {
+            if !ok {
+                return Err(format!("bound exceeded: {what}: {t:?}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! Test support: single-node helpers and a tiny in-process network of cores.
+#![allow(dead_code)]
+
+use p2p_core::{Artifact, ArtifactId, Class, Config, Input, Message, Node, NodeId, Output, Time};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// The id of test node `i`.
+pub fn id(i: usize) -> NodeId {
+    NodeId([i as u8 + 1; 32])
+}
+
+/// A node (id 0) that is connected to `peers` members (ids 1..=peers).
+pub fn connected_node(cfg: Config, peers: usize) -> Node {
+    let mut node = Node::new(id(0), cfg);
+    node.handle_input(
+        Time::ZERO,
+        Input::Membership {
+            version: 1,
+            members: (0..=peers).map(id).collect(),
+        },
+    )
+    .unwrap();
+    for p in 1..=peers {
+        node.handle_input(Time::ZERO, Input::PeerConnected(id(p)))
+            .unwrap();
+    }
+    drain(&mut node);
+    node
+}
+
+/// Every output the node has ready.
+pub fn drain(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Feeds one input and returns the outputs.
+pub fn step(node: &mut Node, now: Time, input: Input) -> Vec<Output> {
+    node.handle_input(now, input).unwrap();
+    drain(node)
+}
+
+/// Feeds a message from `from`.
+pub fn recv(node: &mut Node, now: Time, from: NodeId, msg: Message) -> Vec<Output> {
+    step(node, now, Input::Message { from, msg })
+}
+
+/// The `Send`s among `outs`.
+pub fn sends(outs: &[Output]) -> Vec<(NodeId, Message, Class)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg, class } => Some((*to, msg.clone(), *class)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The requests among `outs`: (peer, req_id, artifact).
+pub fn requests(outs: &[Output]) -> Vec<(NodeId, u64, ArtifactId)> {
+    sends(outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::Request { req_id, id, .. } => Some((to, req_id, id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The artifacts delivered among `outs`.
+pub fn delivered(outs: &[Output]) -> Vec<Artifact> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Deliver { artifact, .. } => Some(artifact.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A tiny network: every Send goes into a per-link FIFO; links are served in a seeded random
+/// order, so messages of different links interleave arbitrarily.
+pub struct Net {
+    pub nodes: Vec<Node>,
+    pub now: Time,
+    links: BTreeMap<(usize, usize), VecDeque<Message>>,
+    connected: BTreeMap<(usize, usize), bool>,
+    pub deliveries: Vec<Vec<Artifact>>,
+    transcript: std::collections::hash_map::DefaultHasher,
+    index: HashMap<NodeId, usize>,
+}
+
+impl Net {
+    pub fn new(n: usize, seed: u64, tweak: impl Fn(&mut Config)) -> Self {
+        let members: Vec<NodeId> = (0..n).map(id).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let mut cfg = Config {
+                    seed: seed ^ i as u64,
+                    ..Config::default()
+                };
+                tweak(&mut cfg);
+                let mut node = Node::new(id(i), cfg);
+                node.handle_input(
+                    Time::ZERO,
+                    Input::Membership {
+                        version: 1,
+                        members: members.clone(),
+                    },
+                )
+                .unwrap();
+                node
+            })
+            .collect();
+        Net {
+            nodes,
+            now: Time::ZERO,
+            links: BTreeMap::new(),
+            connected: BTreeMap::new(),
+            deliveries: vec![Vec::new(); n],
+            transcript: Default::default(),
+            index: (0..n).map(|i| (id(i), i)).collect(),
+        }
+    }
+
+    pub fn connect(&mut self, a: usize, b: usize) {
+        self.connected.insert((a, b), true);
+        self.connected.insert((b, a), true);
+        self.input(a, Input::PeerConnected(id(b)));
+        self.input(b, Input::PeerConnected(id(a)));
+    }
+
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        for (x, y) in [(a, b), (b, a)] {
+            self.connected.insert((x, y), false);
+            self.links.remove(&(x, y));
+            self.input(x, Input::PeerDisconnected(id(y)));
+        }
+    }
+
+    pub fn connect_all(&mut self) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                self.connect(a, b);
+            }
+        }
+    }
+
+    pub fn publish(&mut self, node: usize, artifact: Artifact) {
+        self.input(node, Input::Publish(artifact));
+    }
+
+    pub fn input(&mut self, node: usize, input: Input) {
+        self.nodes[node].handle_input(self.now, input).unwrap();
+        while let Some(out) = self.nodes[node].poll_output() {
+            format!("{node} {out:?}").hash(&mut self.transcript);
+            match out {
+                Output::Send { to, msg, .. } => {
+                    let to = self.index[&to];
+                    if self.connected.get(&(node, to)).copied().unwrap_or(false) {
+                        self.links.entry((node, to)).or_default().push_back(msg);
+                    }
+                }
+                Output::Deliver { artifact, .. } => self.deliveries[node].push(artifact),
+                Output::Disconnect { peer, .. } => {
+                    let peer = self.index[&peer];
+                    self.disconnect(node, peer);
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// Carries messages until none is in flight and no timer is due within a minute.
+    pub fn run_until_quiet(&mut self, seed: u64) {
+        let mut rng = seed | 1;
+        for _ in 0..1_000_000 {
+            let busy: Vec<(usize, usize)> = self
+                .links
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if busy.is_empty() {
+                let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+                match next {
+                    Some(t) if t <= self.now + Duration::from_secs(60) => {
+                        self.now = t.max(self.now);
+                        for i in 0..self.nodes.len() {
+                            if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                                self.input(i, Input::Timeout);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let (from, to) = busy[rng as usize % busy.len()];
+            let msg = self
+                .links
+                .get_mut(&(from, to))
+                .unwrap()
+                .pop_front()
+                .unwrap();
+            self.now = self.now + Duration::from_micros(100);
+            self.input(
+                to,
+                Input::Message {
+                    from: id(from),
+                    msg,
+                },
+            );
+        }
+        panic!("network did not go quiet");
+    }
+
+    pub fn delivered_count(&self, node: usize, id: &ArtifactId) -> usize {
+        self.deliveries[node].iter().filter(|a| a.id == *id).count()
+    }
+
+    pub fn check_integrity(&self) -> Result<(), String> {
+        for (n, list) in self.deliveries.iter().enumerate() {
+            for a in list {
+                if ArtifactId::of(&a.data) != a.id {
+                    return Err(format!("node {n} got corrupt {:?}", a.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn transcript_hash(&self) -> u64 {
+        self.transcript.finish()
+    }
+}

@@ -1,0 +1,274 @@
+//! Trace record and replay of one p2p-core [`Node`].
+//!
+//! A trace is a JSON Lines file, readable by people and by `p2p-trace`:
+//!
+//! - line 1, the [`Header`]: `{"format":"p2p-trace","version":1,"crate_version":..,"node":..,
+//!   "seed":..,"priority":"fetch-all","output_payload_inline_max":1024,"config":{..}}` where
+//!   `config` holds every numeric and boolean [`Config`] field by name (durations as
+//!   `{"secs":..,"nanos":..}`), the seed is at top level and the priority function is named by a
+//!   [`PriorityProfile`];
+//! - then one [`Record`] per line: `{"rec":"in","t":<ns>,"input":{..}}` for every input,
+//!   `{"rec":"out","t":<ns>,"output":{..}}` for every output drained after it,
+//!   `{"rec":"error",..}` when the application's input was rejected, and
+//!   `{"rec":"priority",..}` when the driver swapped the priority function.
+//!
+//! Inputs carry all their bytes (base64); output payloads larger than the header's
+//! `output_payload_inline_max` are recorded as `{"len":..,"sha256":..}`.
+//!
+//! Record with a [`Recorder`] wrapped around a node, or with a [`TraceWriter`] from a driver that
+//! owns its node; read with [`Trace::parse`] or [`TraceReader`]; check with [`replay`].
+
+mod profile;
+mod reader;
+pub mod record;
+mod replay;
+mod writer;
+
+pub use profile::{PriorityProfile, ProfileError};
+pub use reader::{DEFAULT_MAX_LINE_LEN, Entry, Trace, TraceError, TraceReader};
+pub use record::{InputRec, MessageRec, OutputRec, Payload, Record};
+pub use replay::{Divergence, DivergenceKind, ReplayReport, replay, replay_with_node};
+pub use writer::{Recorder, TraceWriteError, TraceWriter};
+
+use p2p_core::{Config, Node, NodeId};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The `format` field of a trace header.
+pub const FORMAT_NAME: &str = "p2p-trace";
+/// The trace format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The default `output_payload_inline_max`: output payloads up to 1 KiB are recorded whole.
+pub const DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX: u64 = 1024;
+
+/// What a trace says about the node it recorded: enough to build the same node again.
+#[derive(Clone, Debug)]
+pub struct Header {
+    /// The version of p2p-testkit that wrote the trace.
+    pub crate_version: String,
+    /// The recorded node's id.
+    pub node: NodeId,
+    /// The node's configuration (including `seed`); its `priority_fn` is built from `priority`.
+    pub config: Config,
+    /// The named priority function the node started with.
+    pub priority: PriorityProfile,
+    /// Output payloads longer than this are recorded as length and SHA-256 only.
+    pub output_payload_inline_max: u64,
+}
+
+impl Header {
+    /// A header for node `node` with `config` and the priority function named by `priority`
+    /// (it replaces `config.priority_fn`), recording output payloads up to 1 KiB whole.
+    pub fn new(node: NodeId, mut config: Config, priority: PriorityProfile) -> Self {
+        config.priority_fn = priority.to_fn();
+        Header {
+            crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+            node,
+            config,
+            priority,
+            output_payload_inline_max: DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX,
+        }
+    }
+
+    /// A fresh node as the header describes it: its id, config, seed and priority function.
+    pub fn build_node(&self) -> Node {
+        let mut config = self.config.clone();
+        config.priority_fn = self.priority.to_fn();
+        Node::new(self.node, config)
+    }
+
+    /// The header as one JSON line (without the newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&HeaderRec::from(self))
+            .unwrap_or_else(|e| format!("{{\"unserializable\":\"{e}\"}}"))
+    }
+
+    /// The fields that differ between two headers, as `name: ours != theirs` lines.
+    pub fn differences(&self, other: &Header) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(HeaderRec::from(self)).unwrap_or_default(),
+            serde_json::to_value(HeaderRec::from(other)).unwrap_or_default(),
+        );
+        let mut out = Vec::new();
+        diff_values("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => diff_values(&p, u, v, out),
+                    (u, v) => out.push(format!("{p}: {u:?} != {v:?}")),
+                }
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} != {b}")),
+        _ => {}
+    }
+}
+
+/// Every numeric and boolean field of [`Config`] except `seed` (in the header) and
+/// `priority_fn` (a named profile).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigRec {
+    push_threshold: u64,
+    max_attr_len: usize,
+    max_artifact_size: u64,
+    auto_relay: bool,
+    max_auto_relay_pool: usize,
+    reevaluate_interval: Duration,
+    max_adverts_per_peer: usize,
+    max_adverts_per_peer_per_kind: usize,
+    max_pending_downloads: usize,
+    advert_batch_size: usize,
+    max_adverts_per_message: usize,
+    max_in_flight: usize,
+    max_in_flight_per_peer: usize,
+    max_in_flight_bytes: u64,
+    max_in_flight_bytes_per_peer: u64,
+    parallel_fetch_min_size: u64,
+    max_parallel_requests: usize,
+    request_timeout_base: Duration,
+    request_timeout_per_mib: Duration,
+    retry_backoff_initial: Duration,
+    retry_backoff_max: Duration,
+    max_bad_data_per_peer: u32,
+    max_queued_requests_per_peer: usize,
+    max_delivered_memory: usize,
+    max_dropped_memory: usize,
+}
+
+impl From<&Config> for ConfigRec {
+    fn from(c: &Config) -> Self {
+        ConfigRec {
+            push_threshold: c.push_threshold,
+            max_attr_len: c.max_attr_len,
+            max_artifact_size: c.max_artifact_size,
+            auto_relay: c.auto_relay,
+            max_auto_relay_pool: c.max_auto_relay_pool,
+            reevaluate_interval: c.reevaluate_interval,
+            max_adverts_per_peer: c.max_adverts_per_peer,
+            max_adverts_per_peer_per_kind: c.max_adverts_per_peer_per_kind,
+            max_pending_downloads: c.max_pending_downloads,
+            advert_batch_size: c.advert_batch_size,
+            max_adverts_per_message: c.max_adverts_per_message,
+            max_in_flight: c.max_in_flight,
+            max_in_flight_per_peer: c.max_in_flight_per_peer,
+            max_in_flight_bytes: c.max_in_flight_bytes,
+            max_in_flight_bytes_per_peer: c.max_in_flight_bytes_per_peer,
+            parallel_fetch_min_size: c.parallel_fetch_min_size,
+            max_parallel_requests: c.max_parallel_requests,
+            request_timeout_base: c.request_timeout_base,
+            request_timeout_per_mib: c.request_timeout_per_mib,
+            retry_backoff_initial: c.retry_backoff_initial,
+            retry_backoff_max: c.retry_backoff_max,
+            max_bad_data_per_peer: c.max_bad_data_per_peer,
+            max_queued_requests_per_peer: c.max_queued_requests_per_peer,
+            max_delivered_memory: c.max_delivered_memory,
+            max_dropped_memory: c.max_dropped_memory,
+        }
+    }
+}
+
+impl ConfigRec {
+    fn into_config(self, seed: u64, priority: &PriorityProfile) -> Config {
+        Config {
+            seed,
+            push_threshold: self.push_threshold,
+            max_attr_len: self.max_attr_len,
+            max_artifact_size: self.max_artifact_size,
+            auto_relay: self.auto_relay,
+            max_auto_relay_pool: self.max_auto_relay_pool,
+            reevaluate_interval: self.reevaluate_interval,
+            priority_fn: priority.to_fn(),
+            max_adverts_per_peer: self.max_adverts_per_peer,
+            max_adverts_per_peer_per_kind: self.max_adverts_per_peer_per_kind,
+            max_pending_downloads: self.max_pending_downloads,
+            advert_batch_size: self.advert_batch_size,
+            max_adverts_per_message: self.max_adverts_per_message,
+            max_in_flight: self.max_in_flight,
+            max_in_flight_per_peer: self.max_in_flight_per_peer,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            max_in_flight_bytes_per_peer: self.max_in_flight_bytes_per_peer,
+            parallel_fetch_min_size: self.parallel_fetch_min_size,
+            max_parallel_requests: self.max_parallel_requests,
+            request_timeout_base: self.request_timeout_base,
+            request_timeout_per_mib: self.request_timeout_per_mib,
+            retry_backoff_initial: self.retry_backoff_initial,
+            retry_backoff_max: self.retry_backoff_max,
+            max_bad_data_per_peer: self.max_bad_data_per_peer,
+            max_queued_requests_per_peer: self.max_queued_requests_per_peer,
+            max_delivered_memory: self.max_delivered_memory,
+            max_dropped_memory: self.max_dropped_memory,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderRec {
+    format: String,
+    version: u32,
+    crate_version: String,
+    #[serde(with = "hex_node")]
+    node: NodeId,
+    seed: u64,
+    priority: PriorityProfile,
+    output_payload_inline_max: u64,
+    config: ConfigRec,
+}
+
+mod hex_node {
+    use p2p_core::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        let s = String::deserialize(d)?;
+        NodeId::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid node id {s:?}: expected 64 hex digits"))
+        })
+    }
+}
+
+impl From<&Header> for HeaderRec {
+    fn from(h: &Header) -> Self {
+        HeaderRec {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            crate_version: h.crate_version.clone(),
+            node: h.node,
+            seed: h.config.seed,
+            priority: h.priority.clone(),
+            output_payload_inline_max: h.output_payload_inline_max,
+            config: ConfigRec::from(&h.config),
+        }
+    }
+}
+
+impl From<HeaderRec> for Header {
+    fn from(r: HeaderRec) -> Self {
+        let config = r.config.into_config(r.seed, &r.priority);
+        Header {
+            crate_version: r.crate_version,
+            node: r.node,
+            config,
+            priority: r.priority,
+            output_payload_inline_max: r.output_payload_inline_max,
+        }
+    }
+}

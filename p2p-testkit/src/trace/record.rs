@@ -1,0 +1,964 @@
+//! Serde mirrors of the core's inputs and outputs: one [`Record`] per trace line.
+//!
+//! Ids are 64 lowercase hex digits, byte strings are standard base64, times are nanoseconds
+//! ([`Time::as_nanos`](p2p_core::Time::as_nanos)), kinds and priorities are plain numbers.
+
+use super::profile::PriorityProfile;
+use base64::Engine;
+use p2p_core::{
+    Advert, Artifact, ArtifactId, Bytes, Class, DisconnectReason, DropReason, Event, Input, Kind,
+    Message, NodeId, Output, Priority, RetryReason,
+};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn parse_hex32<E: serde::de::Error>(s: &str, what: &str) -> Result<[u8; 32], E> {
+    ArtifactId::from_hex(s)
+        .map(|a| a.0)
+        .ok_or_else(|| E::custom(format!("invalid {what} {s:?}: expected 64 hex digits")))
+}
+
+mod node_hex {
+    use super::*;
+    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_hex32(&s, "node id").map(NodeId)
+    }
+}
+
+mod node_hex_vec {
+    use super::*;
+    pub fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(|i| i.to_hex()))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| parse_hex32(s, "node id").map(NodeId))
+            .collect()
+    }
+}
+
+mod art_hex {
+    use super::*;
+    pub fn serialize<S: Serializer>(id: &ArtifactId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ArtifactId, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_hex32(&s, "artifact id").map(ArtifactId)
+    }
+}
+
+mod b64 {
+    use super::*;
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| D::Error::custom(format!("invalid base64: {e}")))
+    }
+}
+
+mod class_name {
+    use super::*;
+    pub fn serialize<S: Serializer>(c: &Class, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(super::class_name(*c))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Class, D::Error> {
+        let s = String::deserialize(d)?;
+        Class::ALL
+            .into_iter()
+            .find(|c| super::class_name(*c) == s)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "unknown class {s:?}: expected control, urgent, normal or bulk"
+                ))
+            })
+    }
+}
+
+fn class_name(c: Class) -> &'static str {
+    match c {
+        Class::Control => "control",
+        Class::Urgent => "urgent",
+        Class::Normal => "normal",
+        Class::Bulk => "bulk",
+    }
+}
+
+/// A byte payload as recorded: whole, or (for outputs over the header's
+/// `output_payload_inline_max`) as its length and SHA-256.
+///
+/// In JSON: a base64 string, or `{"len": N, "sha256": "<64 hex>"}`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Payload {
+    /// The bytes themselves.
+    Inline(Bytes),
+    /// Only the length and SHA-256 of the bytes.
+    Digest {
+        /// Length in bytes.
+        len: u64,
+        /// SHA-256 of the bytes.
+        sha256: [u8; 32],
+    },
+}
+
+impl Payload {
+    /// `data` inline if it is at most `inline_max` bytes long, else its digest.
+    pub fn of(data: &Bytes, inline_max: u64) -> Self {
+        if data.len() as u64 <= inline_max {
+            Payload::Inline(data.clone())
+        } else {
+            Payload::Digest {
+                len: data.len() as u64,
+                sha256: Sha256::digest(data).into(),
+            }
+        }
+    }
+
+    /// The payload's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Inline(b) => b.len() as u64,
+            Payload::Digest { len, .. } => *len,
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if recorded inline.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Inline(b) => Some(b),
+            Payload::Digest { .. } => None,
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct DigestRepr {
+            len: u64,
+            sha256: String,
+        }
+        match self {
+            Payload::Inline(b) => s.serialize_str(&B64.encode(b)),
+            Payload::Digest { len, sha256 } => DigestRepr {
+                len: *len,
+                sha256: hex(sha256),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct DigestRepr {
+            len: u64,
+            sha256: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Inline(String),
+            Digest(DigestRepr),
+        }
+        match Repr::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "invalid payload: expected a base64 string or {\"len\":N,\"sha256\":\"<hex>\"}",
+            )
+        })? {
+            Repr::Inline(s) => B64
+                .decode(s.as_bytes())
+                .map(|v| Payload::Inline(Bytes::from(v)))
+                .map_err(|e| D::Error::custom(format!("invalid base64: {e}"))),
+            Repr::Digest(r) => Ok(Payload::Digest {
+                len: r.len,
+                sha256: parse_hex32(&r.sha256, "sha256")?,
+            }),
+        }
+    }
+}
+
+/// Mirror of [`Advert`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertRec {
+    /// The artifact id.
+    #[serde(with = "art_hex")]
+    pub id: ArtifactId,
+    /// The kind.
+    pub kind: u16,
+    /// The size in bytes.
+    pub size: u64,
+    /// The attribute bytes.
+    #[serde(with = "b64")]
+    pub attr: Bytes,
+}
+
+impl From<&Advert> for AdvertRec {
+    fn from(a: &Advert) -> Self {
+        AdvertRec {
+            id: a.id,
+            kind: a.kind.0,
+            size: a.size,
+            attr: a.attr.clone(),
+        }
+    }
+}
+
+impl From<&AdvertRec> for Advert {
+    fn from(a: &AdvertRec) -> Self {
+        Advert {
+            id: a.id,
+            kind: Kind(a.kind),
+            size: a.size,
+            attr: a.attr.clone(),
+        }
+    }
+}
+
+/// Mirror of [`Message`]; payloads may be digests in output records.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum MessageRec {
+    /// [`Message::Push`].
+    Push {
+        /// The advert.
+        advert: AdvertRec,
+        /// The bytes.
+        data: Payload,
+    },
+    /// [`Message::Adverts`].
+    Adverts {
+        /// The batch.
+        adverts: Vec<AdvertRec>,
+    },
+    /// [`Message::Withdraw`].
+    Withdraw {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+    },
+    /// [`Message::Request`].
+    Request {
+        /// The request id.
+        req_id: u64,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The requester's priority.
+        priority: u8,
+    },
+    /// [`Message::Response`].
+    Response {
+        /// The request id.
+        req_id: u64,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The bytes.
+        data: Payload,
+    },
+    /// [`Message::NotFound`].
+    NotFound {
+        /// The request id.
+        req_id: u64,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+    },
+}
+
+/// A recorded message whose payload is only a digest cannot be turned back into a [`Message`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("payload recorded as a digest: inputs must carry their bytes")]
+pub struct DigestOnly;
+
+impl MessageRec {
+    /// Mirrors `msg`, recording payloads over `inline_max` bytes as digests.
+    pub fn from_message(msg: &Message, inline_max: u64) -> Self {
+        match msg {
+            Message::Push { advert, data } => MessageRec::Push {
+                advert: advert.into(),
+                data: Payload::of(data, inline_max),
+            },
+            Message::Adverts(adverts) => MessageRec::Adverts {
+                adverts: adverts.iter().map(AdvertRec::from).collect(),
+            },
+            Message::Withdraw(id) => MessageRec::Withdraw { id: *id },
+            Message::Request {
+                req_id,
+                id,
+                priority,
+            } => MessageRec::Request {
+                req_id: *req_id,
+                id: *id,
+                priority: priority.0,
+            },
+            Message::Response { req_id, id, data } => MessageRec::Response {
+                req_id: *req_id,
+                id: *id,
+                data: Payload::of(data, inline_max),
+            },
+            Message::NotFound { req_id, id } => MessageRec::NotFound {
+                req_id: *req_id,
+                id: *id,
+            },
+        }
+    }
+
+    /// The message, if every payload was recorded inline.
+    pub fn to_message(&self) -> Result<Message, DigestOnly> {
+        let bytes = |p: &Payload| p.bytes().cloned().ok_or(DigestOnly);
+        Ok(match self {
+            MessageRec::Push { advert, data } => Message::Push {
+                advert: advert.into(),
+                data: bytes(data)?,
+            },
+            MessageRec::Adverts { adverts } => {
+                Message::Adverts(adverts.iter().map(Advert::from).collect())
+            }
+            MessageRec::Withdraw { id } => Message::Withdraw(*id),
+            MessageRec::Request {
+                req_id,
+                id,
+                priority,
+            } => Message::Request {
+                req_id: *req_id,
+                id: *id,
+                priority: Priority(*priority),
+            },
+            MessageRec::Response { req_id, id, data } => Message::Response {
+                req_id: *req_id,
+                id: *id,
+                data: bytes(data)?,
+            },
+            MessageRec::NotFound { req_id, id } => Message::NotFound {
+                req_id: *req_id,
+                id: *id,
+            },
+        })
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            MessageRec::Push { advert, data } => format!(
+                "push art:{} kind={} len={}",
+                advert.id,
+                advert.kind,
+                data.len()
+            ),
+            MessageRec::Adverts { adverts } => {
+                let mut s = format!("adverts n={}", adverts.len());
+                for a in adverts.iter().take(3) {
+                    let _ = write!(s, " art:{}({}B)", a.id, a.size);
+                }
+                if adverts.len() > 3 {
+                    s.push_str(" ...");
+                }
+                s
+            }
+            MessageRec::Withdraw { id } => format!("withdraw art:{id}"),
+            MessageRec::Request {
+                req_id,
+                id,
+                priority,
+            } => format!("request #{req_id} art:{id} prio={priority}"),
+            MessageRec::Response { req_id, id, data } => {
+                format!("response #{req_id} art:{id} len={}", data.len())
+            }
+            MessageRec::NotFound { req_id, id } => format!("not-found #{req_id} art:{id}"),
+        }
+    }
+}
+
+/// Mirror of [`Input`]; every payload is inline.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum InputRec {
+    /// [`Input::Membership`].
+    Membership {
+        /// The registry version.
+        version: u64,
+        /// The members.
+        #[serde(with = "node_hex_vec")]
+        members: Vec<NodeId>,
+    },
+    /// [`Input::PeerConnected`].
+    PeerConnected {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+    },
+    /// [`Input::PeerDisconnected`].
+    PeerDisconnected {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+    },
+    /// [`Input::Message`].
+    Message {
+        /// The sender.
+        #[serde(with = "node_hex")]
+        from: NodeId,
+        /// The message.
+        msg: MessageRec,
+    },
+    /// [`Input::Publish`]; the id is recorded as given, so a replay re-verifies it.
+    Publish {
+        /// The artifact id as given by the application.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The kind.
+        kind: u16,
+        /// The attribute bytes.
+        #[serde(with = "b64")]
+        attr: Bytes,
+        /// The artifact's bytes.
+        #[serde(with = "b64")]
+        data: Bytes,
+    },
+    /// [`Input::Remove`].
+    Remove {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+    },
+    /// [`Input::Reevaluate`].
+    Reevaluate,
+    /// [`Input::Congestion`].
+    Congestion {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+        /// Whether its send queue is full.
+        congested: bool,
+    },
+    /// [`Input::Timeout`].
+    Timeout,
+}
+
+impl From<&Input> for InputRec {
+    fn from(input: &Input) -> Self {
+        match input {
+            Input::Membership { version, members } => InputRec::Membership {
+                version: *version,
+                members: members.clone(),
+            },
+            Input::PeerConnected(peer) => InputRec::PeerConnected { peer: *peer },
+            Input::PeerDisconnected(peer) => InputRec::PeerDisconnected { peer: *peer },
+            Input::Message { from, msg } => InputRec::Message {
+                from: *from,
+                msg: MessageRec::from_message(msg, u64::MAX),
+            },
+            Input::Publish(a) => InputRec::Publish {
+                id: a.id,
+                kind: a.kind.0,
+                attr: a.attr.clone(),
+                data: a.data.clone(),
+            },
+            Input::Remove(id) => InputRec::Remove { id: *id },
+            Input::Reevaluate => InputRec::Reevaluate,
+            Input::Congestion { peer, congested } => InputRec::Congestion {
+                peer: *peer,
+                congested: *congested,
+            },
+            Input::Timeout => InputRec::Timeout,
+        }
+    }
+}
+
+impl InputRec {
+    /// The input, if every payload was recorded inline.
+    pub fn to_input(&self) -> Result<Input, DigestOnly> {
+        Ok(match self {
+            InputRec::Membership { version, members } => Input::Membership {
+                version: *version,
+                members: members.clone(),
+            },
+            InputRec::PeerConnected { peer } => Input::PeerConnected(*peer),
+            InputRec::PeerDisconnected { peer } => Input::PeerDisconnected(*peer),
+            InputRec::Message { from, msg } => Input::Message {
+                from: *from,
+                msg: msg.to_message()?,
+            },
+            InputRec::Publish {
+                id,
+                kind,
+                attr,
+                data,
+            } => Input::Publish(Artifact {
+                id: *id,
+                kind: Kind(*kind),
+                attr: attr.clone(),
+                data: data.clone(),
+            }),
+            InputRec::Remove { id } => Input::Remove(*id),
+            InputRec::Reevaluate => Input::Reevaluate,
+            InputRec::Congestion { peer, congested } => Input::Congestion {
+                peer: *peer,
+                congested: *congested,
+            },
+            InputRec::Timeout => Input::Timeout,
+        })
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            InputRec::Membership { version, members } => {
+                format!("membership v={version} members={}", members.len())
+            }
+            InputRec::PeerConnected { peer } => format!("connected {peer}"),
+            InputRec::PeerDisconnected { peer } => format!("disconnected {peer}"),
+            InputRec::Message { from, msg } => format!("from {from} {}", msg.summary()),
+            InputRec::Publish {
+                id,
+                kind,
+                attr,
+                data,
+            } => format!(
+                "publish art:{id} kind={kind} attr={}B len={}",
+                attr.len(),
+                data.len()
+            ),
+            InputRec::Remove { id } => format!("remove art:{id}"),
+            InputRec::Reevaluate => "reevaluate".to_owned(),
+            InputRec::Congestion { peer, congested } => {
+                format!(
+                    "congestion {peer} {}",
+                    if *congested { "on" } else { "off" }
+                )
+            }
+            InputRec::Timeout => "timeout".to_owned(),
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        match self {
+            InputRec::PeerConnected { peer }
+            | InputRec::PeerDisconnected { peer }
+            | InputRec::Congestion { peer, .. } => vec![*peer],
+            InputRec::Message { from, .. } => vec![*from],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Mirror of [`DisconnectReason`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DisconnectReasonRec {
+    /// [`DisconnectReason::NotMember`].
+    NotMember,
+    /// [`DisconnectReason::TooManyAdverts`].
+    TooManyAdverts {
+        /// The limit.
+        limit: u64,
+    },
+    /// [`DisconnectReason::TooManyAdvertsOfKind`].
+    TooManyAdvertsOfKind {
+        /// The kind.
+        kind: u16,
+        /// The limit.
+        limit: u64,
+    },
+    /// [`DisconnectReason::BadData`].
+    BadData {
+        /// How many bad artifacts.
+        count: u32,
+    },
+    /// [`DisconnectReason::TooManyRequests`].
+    TooManyRequests {
+        /// The limit.
+        limit: u64,
+    },
+    /// [`DisconnectReason::ProtocolViolation`].
+    ProtocolViolation {
+        /// The rule broken.
+        what: String,
+    },
+    /// A reason this trace version does not know, by its `Debug` form.
+    Other {
+        /// `Debug` of the reason.
+        debug: String,
+    },
+}
+
+impl From<&DisconnectReason> for DisconnectReasonRec {
+    fn from(r: &DisconnectReason) -> Self {
+        match r {
+            DisconnectReason::NotMember => DisconnectReasonRec::NotMember,
+            DisconnectReason::TooManyAdverts { limit } => DisconnectReasonRec::TooManyAdverts {
+                limit: *limit as u64,
+            },
+            DisconnectReason::TooManyAdvertsOfKind { kind, limit } => {
+                DisconnectReasonRec::TooManyAdvertsOfKind {
+                    kind: kind.0,
+                    limit: *limit as u64,
+                }
+            }
+            DisconnectReason::BadData { count } => DisconnectReasonRec::BadData { count: *count },
+            DisconnectReason::TooManyRequests { limit } => DisconnectReasonRec::TooManyRequests {
+                limit: *limit as u64,
+            },
+            DisconnectReason::ProtocolViolation(what) => DisconnectReasonRec::ProtocolViolation {
+                what: (*what).to_owned(),
+            },
+            other => DisconnectReasonRec::Other {
+                debug: format!("{other:?}"),
+            },
+        }
+    }
+}
+
+fn drop_reason_name(r: DropReason) -> String {
+    match r {
+        DropReason::Unwanted => "unwanted".into(),
+        DropReason::TableFull => "table-full".into(),
+        DropReason::Duplicate => "duplicate".into(),
+        DropReason::Inconsistent => "inconsistent".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn retry_reason_name(r: RetryReason) -> String {
+    match r {
+        RetryReason::Timeout => "timeout".into(),
+        RetryReason::NotFound => "not-found".into(),
+        RetryReason::BadData => "bad-data".into(),
+        RetryReason::Disconnected => "disconnected".into(),
+        RetryReason::Withdrawn => "withdrawn".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Mirror of [`Event`]. Reasons of drops and retries are kebab-case names
+/// (`unwanted`, `table-full`, `duplicate`, `inconsistent`; `timeout`, `not-found`, `bad-data`,
+/// `disconnected`, `withdrawn`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum EventRec {
+    /// [`Event::Dropped`].
+    Dropped {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The sender.
+        #[serde(with = "node_hex")]
+        from: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// [`Event::Retry`].
+    Retry {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The peer that failed.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+        /// The request.
+        req_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// [`Event::Penalized`].
+    Penalized {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+        /// Its bad-data count.
+        count: u32,
+    },
+    /// [`Event::PeerDisconnected`].
+    PeerDisconnected {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+        /// Why.
+        reason: DisconnectReasonRec,
+    },
+    /// [`Event::MembershipChanged`].
+    MembershipChanged {
+        /// The version.
+        version: u64,
+        /// Number of members.
+        members: u64,
+    },
+    /// An event this trace version does not know, by its `Debug` form.
+    Other {
+        /// `Debug` of the event.
+        debug: String,
+    },
+}
+
+impl From<&Event> for EventRec {
+    fn from(e: &Event) -> Self {
+        match e {
+            Event::Dropped { id, from, reason } => EventRec::Dropped {
+                id: *id,
+                from: *from,
+                reason: drop_reason_name(*reason),
+            },
+            Event::Retry {
+                id,
+                peer,
+                req_id,
+                reason,
+            } => EventRec::Retry {
+                id: *id,
+                peer: *peer,
+                req_id: *req_id,
+                reason: retry_reason_name(*reason),
+            },
+            Event::Penalized { peer, count } => EventRec::Penalized {
+                peer: *peer,
+                count: *count,
+            },
+            Event::PeerDisconnected { peer, reason } => EventRec::PeerDisconnected {
+                peer: *peer,
+                reason: reason.into(),
+            },
+            Event::MembershipChanged { version, members } => EventRec::MembershipChanged {
+                version: *version,
+                members: *members as u64,
+            },
+            other => EventRec::Other {
+                debug: format!("{other:?}"),
+            },
+        }
+    }
+}
+
+/// Mirror of [`Output`]; payloads over the trace's inline limit are digests.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OutputRec {
+    /// [`Output::Send`].
+    Send {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        to: NodeId,
+        /// The wire class.
+        #[serde(with = "class_name")]
+        class: Class,
+        /// The message.
+        msg: MessageRec,
+    },
+    /// [`Output::Deliver`].
+    Deliver {
+        /// The peer it came from.
+        #[serde(with = "node_hex")]
+        from: NodeId,
+        /// The artifact id.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The kind.
+        kind: u16,
+        /// The attribute bytes.
+        #[serde(with = "b64")]
+        attr: Bytes,
+        /// The artifact's bytes (or their digest).
+        data: Payload,
+    },
+    /// [`Output::Disconnect`].
+    Disconnect {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        peer: NodeId,
+        /// Why.
+        reason: DisconnectReasonRec,
+    },
+    /// [`Output::Event`].
+    Event {
+        /// The event.
+        event: EventRec,
+    },
+}
+
+impl OutputRec {
+    /// Mirrors `output`, recording payloads over `inline_max` bytes as digests.
+    pub fn from_output(output: &Output, inline_max: u64) -> Self {
+        match output {
+            Output::Send { to, msg, class } => OutputRec::Send {
+                to: *to,
+                class: *class,
+                msg: MessageRec::from_message(msg, inline_max),
+            },
+            Output::Deliver { artifact, from } => OutputRec::Deliver {
+                from: *from,
+                id: artifact.id,
+                kind: artifact.kind.0,
+                attr: artifact.attr.clone(),
+                data: Payload::of(&artifact.data, inline_max),
+            },
+            Output::Disconnect { peer, reason } => OutputRec::Disconnect {
+                peer: *peer,
+                reason: reason.into(),
+            },
+            Output::Event(e) => OutputRec::Event { event: e.into() },
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            OutputRec::Send { to, class, msg } => {
+                format!("send to {to} [{}] {}", class_name(*class), msg.summary())
+            }
+            OutputRec::Deliver {
+                from,
+                id,
+                kind,
+                data,
+                ..
+            } => format!(
+                "deliver art:{id} kind={kind} len={} from {from}",
+                data.len()
+            ),
+            OutputRec::Disconnect { peer, reason } => format!("disconnect {peer} {reason:?}"),
+            OutputRec::Event { event } => match event {
+                EventRec::Dropped { id, from, reason } => {
+                    format!("event dropped art:{id} from {from} ({reason})")
+                }
+                EventRec::Retry {
+                    id,
+                    peer,
+                    req_id,
+                    reason,
+                } => format!("event retry #{req_id} art:{id} peer {peer} ({reason})"),
+                EventRec::Penalized { peer, count } => {
+                    format!("event penalized {peer} count={count}")
+                }
+                EventRec::PeerDisconnected { peer, reason } => {
+                    format!("event peer-disconnected {peer} {reason:?}")
+                }
+                EventRec::MembershipChanged { version, members } => {
+                    format!("event membership v={version} members={members}")
+                }
+                EventRec::Other { debug } => format!("event {debug}"),
+            },
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        match self {
+            OutputRec::Send { to, .. } => vec![*to],
+            OutputRec::Deliver { from, .. } => vec![*from],
+            OutputRec::Disconnect { peer, .. } => vec![*peer],
+            OutputRec::Event { event } => match event {
+                EventRec::Dropped { from, .. } => vec![*from],
+                EventRec::Retry { peer, .. }
+                | EventRec::Penalized { peer, .. }
+                | EventRec::PeerDisconnected { peer, .. } => vec![*peer],
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// One trace line after the header.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "rec", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Record {
+    /// An input fed at time `t` (nanoseconds).
+    In {
+        /// Time in nanoseconds.
+        t: u64,
+        /// The input.
+        input: InputRec,
+    },
+    /// An output drained after the input before it; `t` is the driver's time when drained.
+    Out {
+        /// Time in nanoseconds.
+        t: u64,
+        /// The output.
+        output: OutputRec,
+    },
+    /// The preceding input was rejected with this error (its `Display` text).
+    Error {
+        /// Time in nanoseconds.
+        t: u64,
+        /// The error's message.
+        error: String,
+    },
+    /// The driver replaced the priority function with this profile.
+    Priority {
+        /// Time in nanoseconds.
+        t: u64,
+        /// The new profile.
+        profile: PriorityProfile,
+    },
+}
+
+impl Record {
+    /// The record's time in nanoseconds.
+    pub fn t(&self) -> u64 {
+        match self {
+            Record::In { t, .. }
+            | Record::Out { t, .. }
+            | Record::Error { t, .. }
+            | Record::Priority { t, .. } => *t,
+        }
+    }
+
+    /// Whether this is an input record.
+    pub fn is_input(&self) -> bool {
+        matches!(self, Record::In { .. })
+    }
+
+    /// Whether this is an output record.
+    pub fn is_output(&self) -> bool {
+        matches!(self, Record::Out { .. })
+    }
+
+    /// The peers the record names (sender, receiver or subject; not membership lists).
+    pub fn peers(&self) -> Vec<NodeId> {
+        match self {
+            Record::In { input, .. } => input.peers(),
+            Record::Out { output, .. } => output.peers(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A one-line human summary, without the time.
+    pub fn summary(&self) -> String {
+        match self {
+            Record::In { input, .. } => format!("in  {}", input.summary()),
+            Record::Out { output, .. } => format!("out {}", output.summary()),
+            Record::Error { error, .. } => format!("err {error}"),
+            Record::Priority { profile, .. } => format!("prio {profile}"),
+        }
+    }
+
+    /// The record as one JSON line (without the newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"unserializable\":\"{e}\"}}"))
+    }
+}
