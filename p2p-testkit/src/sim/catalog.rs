@@ -52,7 +52,7 @@ fn byz(seed: u64, kind: ByzKind) -> Scenario {
             c.request_timeout_per_mib = ms(200);
         })
         .workload(mixed(3, 2, 40_000, 1_000))
-        .byzantine_pace(ms(20), 400)
+        .byzantine_pace(ms(20), 150)
         .settle(Duration::from_secs(15));
     match kind {
         ByzKind::Malformed => s.reconnect_cut_off(Some(ms(200))).run_for(Duration::from_secs(10)),
