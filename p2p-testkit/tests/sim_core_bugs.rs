@@ -10,14 +10,22 @@ fn push_order(cfg: &Config) -> Vec<NodeId> {
     let mut members = peers.clone();
     members.push(me);
     let now = Time::ZERO;
-    node.handle_input(now, Input::Membership { version: 1, members })
-        .expect("membership");
+    node.handle_input(
+        now,
+        Input::Membership {
+            version: 1,
+            members,
+        },
+    )
+    .expect("membership");
     for p in &peers {
-        node.handle_input(now, Input::PeerConnected(*p)).expect("connect");
+        node.handle_input(now, Input::PeerConnected(*p))
+            .expect("connect");
     }
     while node.poll_output().is_some() {}
     let artifact = Artifact::new(Kind(1), &b""[..], vec![1u8; 100]);
-    node.handle_input(now, Input::Publish(artifact)).expect("publish");
+    node.handle_input(now, Input::Publish(artifact))
+        .expect("publish");
     std::iter::from_fn(|| node.poll_output())
         .filter_map(|o| match o {
             Output::Send { to, .. } => Some(to),

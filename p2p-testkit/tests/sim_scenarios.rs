@@ -166,7 +166,10 @@ fn malformed_messages_are_cut_off() {
             "request never made",
             "above the size limit",
         ] {
-            assert!(r.cut_off_by(8, reason) > 0, "no cut-off for {reason:?}:\n{r}");
+            assert!(
+                r.cut_off_by(8, reason) > 0,
+                "no cut-off for {reason:?}:\n{r}"
+            );
         }
     }
 }

@@ -7,7 +7,9 @@
 //! p2p-sim measure [--quick]
 //! ```
 
-use p2p_testkit::sim::{LatencyStats, NORMAL, Report, Scenario, Topology, Workload, catalog, named};
+use p2p_testkit::sim::{
+    LatencyStats, NORMAL, Report, Scenario, Topology, Workload, catalog, named,
+};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -202,7 +204,11 @@ fn measure(quick: bool) {
                 times.join(", "),
                 ms(r.latency.p50),
                 r.amplification(),
-                if r.passed() { "checks ok" } else { "CHECKS FAILED" },
+                if r.passed() {
+                    "checks ok"
+                } else {
+                    "CHECKS FAILED"
+                },
                 r.events,
                 secs
             );
@@ -235,7 +241,11 @@ fn measure(quick: bool) {
         r.artifacts.len(),
         r.delivered,
         r.expected,
-        if r.passed() { "checks ok" } else { "CHECKS FAILED" },
+        if r.passed() {
+            "checks ok"
+        } else {
+            "CHECKS FAILED"
+        },
         r.latency,
         r.amplification()
     );

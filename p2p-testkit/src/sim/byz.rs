@@ -254,8 +254,9 @@ impl Byz {
         let peers = self.peers.clone();
         match self.kind {
             ByzKind::Phantom => {
-                let adverts: Vec<Advert> =
-                    (0..BATCH).map(|_| self.fake_advert(Kind(3), 10_000)).collect();
+                let adverts: Vec<Advert> = (0..BATCH)
+                    .map(|_| self.fake_advert(Kind(3), 10_000))
+                    .collect();
                 for p in peers {
                     out.push((p, Message::Adverts(adverts.clone()), Class::Control));
                 }
@@ -296,4 +297,3 @@ impl Byz {
         }
     }
 }
-

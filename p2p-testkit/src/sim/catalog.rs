@@ -55,7 +55,9 @@ fn byz(seed: u64, kind: ByzKind) -> Scenario {
         .byzantine_pace(ms(20), 150)
         .settle(Duration::from_secs(15));
     match kind {
-        ByzKind::Malformed => s.reconnect_cut_off(Some(ms(200))).run_for(Duration::from_secs(10)),
+        ByzKind::Malformed => s
+            .reconnect_cut_off(Some(ms(200)))
+            .run_for(Duration::from_secs(10)),
         _ => s,
     }
 }

@@ -54,7 +54,10 @@ struct Delivery {
 
 enum EvKind {
     /// A frame finished leaving `node`'s uplink.
-    UplinkDone { node: u32, inc: u32 },
+    UplinkDone {
+        node: u32,
+        inc: u32,
+    },
     /// A frame reached `to`'s downlink; the last frame of a message carries it.
     Arrive {
         from: u32,
@@ -72,8 +75,14 @@ enum EvKind {
         bytes: u32,
         last: Option<Box<Delivery>>,
     },
-    Timer { node: u32, inc: u32 },
-    ByzTick { node: u32, inc: u32 },
+    Timer {
+        node: u32,
+        inc: u32,
+    },
+    ByzTick {
+        node: u32,
+        inc: u32,
+    },
     Action(usize),
     Connect(u32, u32),
     Sample,
@@ -399,11 +408,7 @@ impl<'a> Sim<'a> {
             let mut add = |node: usize, kind, size, rng: &mut Rng| {
                 let at = w.start + Duration::from_nanos(rng.below(window));
                 let i = self.publishes.len();
-                self.publishes.push(PublishSpec {
-                    node,
-                    kind,
-                    size,
-                });
+                self.publishes.push(PublishSpec { node, kind, size });
                 actions.push((at, Action::Publish(i)));
             };
             for &node in &honest {
@@ -832,17 +837,17 @@ impl<'a> Sim<'a> {
             }
         }
         if let Some(d) = last {
-            self.receive(d);
+            self.receive(*d);
         }
     }
 
-    fn receive(&mut self, d: Box<Delivery>) {
+    fn receive(&mut self, d: Delivery) {
         let Delivery {
             from,
             to,
             epoch,
             msg,
-        } = *d;
+        } = d;
         match self.conns.get(&key(from, to)) {
             Some(c) if c.up && c.epoch == epoch => {}
             _ => {
@@ -1149,7 +1154,11 @@ impl<'a> Sim<'a> {
                 ("in flight", t.in_flight as u64, c.max_in_flight as u64),
                 (
                     "in-flight bytes",
-                    if t.in_flight <= 1 { 0 } else { t.in_flight_bytes },
+                    if t.in_flight <= 1 {
+                        0
+                    } else {
+                        t.in_flight_bytes
+                    },
                     c.max_in_flight_bytes,
                 ),
                 (
@@ -1172,9 +1181,8 @@ impl<'a> Sim<'a> {
             let now = self.now;
             for (what, value, bound) in bounds {
                 if value > bound {
-                    self.v_bounds.add(|| {
-                        format!("node {i} at {now}ns: {what} = {value} > bound {bound}")
-                    });
+                    self.v_bounds
+                        .add(|| format!("node {i} at {now}ns: {what} = {value} > bound {bound}"));
                 }
             }
         }

@@ -267,11 +267,7 @@ impl Scenario {
     /// `node` publishes an artifact of `kind` and `size` random bytes at `at`.
     pub fn publish(mut self, at: Duration, node: usize, kind: Kind, size: usize) -> Self {
         let i = self.publishes.len();
-        self.publishes.push(PublishSpec {
-            node,
-            kind,
-            size,
-        });
+        self.publishes.push(PublishSpec { node, kind, size });
         self.actions.push((at, Action::Publish(i)));
         self
     }
