@@ -175,8 +175,6 @@ fn malformed_messages_are_cut_off() {
 }
 
 #[test]
-#[ignore = "core bug: p2p-core iterates per-instance randomly seeded hash maps (see \
-            sim_core_bugs.rs), so two runs of one seed diverge"]
 fn same_seed_gives_the_same_outputs() {
     let r = named("random-faults", 5)
         .expect("exists")
