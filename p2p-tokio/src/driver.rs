@@ -262,6 +262,8 @@ impl Driver {
         if let (Err(e), Some(t)) = (&result, &mut self.trace) {
             let _ = t.record_input_error(now, e);
         }
+        // Published before any delivery goes out, so the metrics never lag the deliveries.
+        self.publish_metrics();
         while let Some(out) = self.core.poll_output() {
             if let Some(t) = &mut self.trace {
                 let _ = t.record_output(now, &out);
