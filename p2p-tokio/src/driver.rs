@@ -311,7 +311,7 @@ impl Driver {
                         warn!(peer = %to, ?class, queued, "send queue full: disconnecting the slow peer");
                         self.close_conn(to, Close::Abort);
                         self.follow_up.push_back(Input::PeerDisconnected(to));
-                        self.after_close(to, false);
+                        self.after_close(to);
                     }
                     Err(e) => {
                         warn!(peer = %to, msg = msg.name(), error = %e, "message cannot be sent; dropped");
@@ -332,7 +332,7 @@ impl Driver {
                 if reason != DisconnectReason::NotMember {
                     self.ban(peer);
                 }
-                self.after_close(peer, false);
+                self.after_close(peer);
             }
             Output::Event(event) => debug!(?event, "core event"),
         }
@@ -406,7 +406,7 @@ impl Driver {
                 if existed {
                     info!(%peer, "connection dropped on request");
                     let _ = self.feed(Input::PeerDisconnected(peer));
-                    self.after_close(peer, false);
+                    self.after_close(peer);
                 }
                 let _ = reply.send(existed);
             }
@@ -494,7 +494,7 @@ impl Driver {
     }
 
     /// After a connection to `peer` ended: dial again if it is ours to dial.
-    fn after_close(&mut self, peer: NodeId, _fault: bool) {
+    fn after_close(&mut self, peer: NodeId) {
         self.publish_metrics();
         self.schedule_dial(peer);
     }
@@ -606,13 +606,13 @@ impl Driver {
                 self.schedule_dial(peer);
             }
             ConnEvent::Message { peer, conn, msg } => {
-                if self.conns.get(&peer).is_some_and(|c| c.id == conn) {
+                if self.is_current(peer, conn) {
                     inc(&self.counters.messages_received);
                     let _ = self.feed(Input::Message { from: peer, msg });
                 }
             }
             ConnEvent::Drained { peer, conn } => {
-                if self.conns.get(&peer).is_some_and(|c| c.id == conn) {
+                if self.is_current(peer, conn) {
                     debug!(%peer, "send queue drained");
                     let _ = self.feed(Input::Congestion {
                         peer,
@@ -621,11 +621,10 @@ impl Driver {
                 }
             }
             ConnEvent::Closed { peer, conn, reason } => {
-                if !self.conns.get(&peer).is_some_and(|c| c.id == conn) {
+                if !self.is_current(peer, conn) {
                     return;
                 }
                 self.close_conn(peer, Close::Abort);
-                let fault = matches!(reason, CloseReason::Protocol(_));
                 match &reason {
                     CloseReason::Protocol(_) => {
                         inc(&self.counters.protocol_errors);
@@ -639,9 +638,14 @@ impl Driver {
                     _ => info!(%peer, %reason, "connection closed"),
                 }
                 let _ = self.feed(Input::PeerDisconnected(peer));
-                self.after_close(peer, fault);
+                self.after_close(peer);
             }
         }
+    }
+
+    /// Whether `conn` is the connection to `peer` in use (events of replaced ones are stale).
+    fn is_current(&self, peer: NodeId, conn: u64) -> bool {
+        self.conns.get(&peer).is_some_and(|c| c.id == conn)
     }
 
     fn refuse(&self, est: &Established, why: &str) {
