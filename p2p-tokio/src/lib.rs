@@ -134,6 +134,12 @@ pub use error::{NodeError, StartError};
 pub use handle::{Delivered, Deliveries, NodeHandle};
 pub use metrics::NodeMetrics;
 
+/// Types of the lower crates that the embedding API takes or returns, re-exported.
+pub use bytes::Bytes;
+pub use p2p_core::{Artifact, ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
+pub use p2p_testkit::trace::PriorityProfile;
+pub use p2p_transport::identity::NodeIdentity;
+
 use conn::ConnSettings;
 use driver::{Driver, DriverParts, DriverSettings};
 use handshake::Handshaker;
