@@ -123,7 +123,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use p2p_core::Node;
-use p2p_testkit::trace::{Header, PriorityProfile, TraceWriter};
+use p2p_testkit::trace::{Header, TraceWriter};
 use p2p_transport::tls::{self, Members, Membership};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
