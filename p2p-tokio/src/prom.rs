@@ -385,14 +385,28 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
-async fn answer(mut stream: TcpStream, source: &(dyn Fn() -> String + Send + Sync)) -> io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    source: &(dyn Fn() -> String + Send + Sync),
+) -> io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "request head timed out")),
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head timed out",
+            ));
+        }
     };
     let response = match head {
         Some(head) => respond(&head, source),
-        None => reply(400, "Bad Request", "text/plain", b"bad request\n".to_vec(), false),
+        None => reply(
+            400,
+            "Bad Request",
+            "text/plain",
+            b"bad request\n".to_vec(),
+            false,
+        ),
     };
     stream.write_all(&response).await?;
     stream.shutdown().await
@@ -433,10 +447,22 @@ fn respond(head: &[u8], source: &(dyn Fn() -> String + Send + Sync)) -> Vec<u8> 
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return reply(400, "Bad Request", "text/plain", b"bad request\n".to_vec(), false);
+        return reply(
+            400,
+            "Bad Request",
+            "text/plain",
+            b"bad request\n".to_vec(),
+            false,
+        );
     };
     if !version.starts_with("HTTP/1.") {
-        return reply(400, "Bad Request", "text/plain", b"bad request\n".to_vec(), false);
+        return reply(
+            400,
+            "Bad Request",
+            "text/plain",
+            b"bad request\n".to_vec(),
+            false,
+        );
     }
     let path = target.split('?').next().unwrap_or(target);
     let head_only = method == "HEAD";
@@ -444,7 +470,13 @@ fn respond(head: &[u8], source: &(dyn Fn() -> String + Send + Sync)) -> Vec<u8> 
         ("GET" | "HEAD", "/metrics") => {
             reply(200, "OK", CONTENT_TYPE, source().into_bytes(), head_only)
         }
-        ("GET" | "HEAD", _) => reply(404, "Not Found", "text/plain", b"not found\n".to_vec(), head_only),
+        ("GET" | "HEAD", _) => reply(
+            404,
+            "Not Found",
+            "text/plain",
+            b"not found\n".to_vec(),
+            head_only,
+        ),
         _ => reply(
             405,
             "Method Not Allowed",
@@ -538,7 +570,12 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"));
         let post = String::from_utf8(respond(b"POST /metrics HTTP/1.1", &src)).unwrap();
         assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
-        for bad in [&b"garbage"[..], b"GET /metrics", b"GET /metrics SPDY/3", b""] {
+        for bad in [
+            &b"garbage"[..],
+            b"GET /metrics",
+            b"GET /metrics SPDY/3",
+            b"",
+        ] {
             let r = String::from_utf8(respond(bad, &src)).unwrap();
             assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
         }

@@ -540,12 +540,18 @@ impl fmt::Display for Report {
         row(
             f,
             "bytes on the wire",
-            format!("{:.3} MB (all nodes, TLS included)", self.wire_bytes as f64 / 1e6),
+            format!(
+                "{:.3} MB (all nodes, TLS included)",
+                self.wire_bytes as f64 / 1e6
+            ),
         )?;
         row(
             f,
             "amplification",
-            format!("{:.3} (wire / (payload x (N-1)); 1.0 is ideal)", self.amplification()),
+            format!(
+                "{:.3} (wire / (payload x (N-1)); 1.0 is ideal)",
+                self.amplification()
+            ),
         )?;
         row(
             f,
@@ -557,7 +563,10 @@ impl fmt::Display for Report {
         )?;
         row(f, "retries", self.retries.to_string())?;
         writeln!(f)?;
-        writeln!(f, "  latency from publish to delivery, per (artifact, node):")?;
+        writeln!(
+            f,
+            "  latency from publish to delivery, per (artifact, node):"
+        )?;
         writeln!(
             f,
             "  {:<14}{:>5}{:>10}{:>11}{:>12}{:>12}{:>12}{:>12}",
@@ -598,7 +607,11 @@ impl fmt::Display for Report {
                 )?;
             }
             if self.missing.len() > MISSING_SHOWN {
-                writeln!(f, "    ... and {} more artifact(s)", self.missing.len() - MISSING_SHOWN)?;
+                writeln!(
+                    f,
+                    "    ... and {} more artifact(s)",
+                    self.missing.len() - MISSING_SHOWN
+                )?;
             }
             writeln!(f, "  nodes:")?;
             for (i, id) in self.node_ids.iter().enumerate() {
@@ -652,11 +665,10 @@ impl LocalSubnet {
         let mut ids = Vec::with_capacity(nodes);
         let mut subnet_members = Vec::with_capacity(nodes);
         for node in 0..nodes {
-            let identity =
-                NodeIdentity::generate().map_err(|source| SubnetError::Identity { node, source })?;
+            let identity = NodeIdentity::generate()
+                .map_err(|source| SubnetError::Identity { node, source })?;
             let id = identity.node_id();
-            let mut cfg =
-                NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+            let mut cfg = NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
             cfg.core.priority_fn = priority_fn.clone();
             cfg.core.seed = (node as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             configure(node, &mut cfg);
@@ -793,13 +805,16 @@ impl LocalSubnet {
         let mut last_at = start;
         let mut publisher = Some(publisher);
         loop {
-            let done_publishing = published.load(std::sync::atomic::Ordering::Relaxed) == to_publish;
+            let done_publishing =
+                published.load(std::sync::atomic::Ordering::Relaxed) == to_publish;
             if done_publishing {
                 if let Some(p) = publisher.take() {
                     match p.await {
                         Ok(result) => result?,
                         Err(e) => {
-                            return Err(SubnetError::Workload(format!("publisher task failed: {e}")));
+                            return Err(SubnetError::Workload(format!(
+                                "publisher task failed: {e}"
+                            )));
                         }
                     }
                 }
@@ -812,7 +827,9 @@ impl LocalSubnet {
                     match p.await {
                         Ok(result) => result?,
                         Err(e) => {
-                            return Err(SubnetError::Workload(format!("publisher task failed: {e}")));
+                            return Err(SubnetError::Workload(format!(
+                                "publisher task failed: {e}"
+                            )));
                         }
                     }
                 }
@@ -1015,7 +1032,12 @@ mod tests {
             assert!(p.at <= Duration::from_millis(500));
         }
         assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
-        let c = Workload { seed: 8, ..w.clone() }.plan(4).unwrap();
+        let c = Workload {
+            seed: 8,
+            ..w.clone()
+        }
+        .plan(4)
+        .unwrap();
         assert_ne!(a[5].data, c[5].data);
     }
 
@@ -1118,7 +1140,10 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("INCOMPLETE"), "{text}");
         assert!(
-            text.contains(&format!("artifact {} (kind 1, 10 B, from node 0) not at node(s) 2", id.to_hex())),
+            text.contains(&format!(
+                "artifact {} (kind 1, 10 B, from node 0) not at node(s) 2",
+                id.to_hex()
+            )),
             "{text}"
         );
         assert!((r.amplification() - 2.5).abs() < 1e-9);

@@ -139,7 +139,10 @@ fn bad_address_names_the_key_and_line() {
     let body = GOOD.replace("127.0.0.1:0", "nowhere");
     let (_dir, config) = config_dir(&body);
     let line = bad_config_line(&config);
-    assert!(line.contains(&format!("{config}:1: key `listen`")), "{line}");
+    assert!(
+        line.contains(&format!("{config}:1: key `listen`")),
+        "{line}"
+    );
 }
 
 #[test]
@@ -170,7 +173,10 @@ fn invalid_registry_names_the_registry_file() {
     )
     .unwrap();
     let line = bad_config_line(&config);
-    assert!(line.contains("registry.toml:3: key `member[0].id`"), "{line}");
+    assert!(
+        line.contains("registry.toml:3: key `member[0].id`"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -210,7 +216,8 @@ fn demo_on_four_nodes_delivers_everything_and_reports_it() {
     );
     // 42 artifacts, each to the 3 nodes other than its origin.
     assert!(
-        stdout.contains("126/126 (artifact, node) pairs (100.0%): every artifact reached every node"),
+        stdout
+            .contains("126/126 (artifact, node) pairs (100.0%): every artifact reached every node"),
         "{stdout}"
     );
     for needle in [
@@ -229,10 +236,7 @@ fn demo_on_four_nodes_delivers_everything_and_reports_it() {
 
 #[test]
 fn demo_refuses_a_bad_workload_with_exit_2() {
-    let out = run(
-        &["demo", "--small-size", "9..3"],
-        Duration::from_secs(20),
-    );
+    let out = run(&["demo", "--small-size", "9..3"], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(2));
     let out = run(
         &["demo", "--small", "0", "--large", "0"],

@@ -29,7 +29,13 @@ impl Drop for Node {
 impl Node {
     fn start(config: &Path) -> Node {
         let mut child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap(), "--log-level", "info"])
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--log-level",
+                "info",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -153,9 +159,19 @@ fn metrics_endpoint_answers_in_prometheus_text_format() {
         "p2p_delivered_total",
         "p2p_peers_connected",
     ] {
-        assert!(body.contains(&format!("# HELP {name} ")), "{name} HELP in:\n{body}");
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        assert!(body.contains(&format!("# TYPE {name} {kind}\n")), "{name} TYPE in:\n{body}");
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "{name} HELP in:\n{body}"
+        );
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert!(
+            body.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} TYPE in:\n{body}"
+        );
         assert!(sample(&body, name).is_some(), "{name} sample in:\n{body}");
     }
     assert_eq!(sample(&body, "p2p_peers_connected"), Some(0));
@@ -175,7 +191,11 @@ fn registry_file_change_connects_a_new_member() {
         .collect();
     for (i, d) in dirs.iter().enumerate() {
         write_config(d.path());
-        write_registry(d.path(), 1, &[(ids[i].clone(), "127.0.0.1:9".parse().unwrap())]);
+        write_registry(
+            d.path(),
+            1,
+            &[(ids[i].clone(), "127.0.0.1:9".parse().unwrap())],
+        );
     }
     let a = Node::start(&dirs[0].path().join("node.toml"));
     let b = Node::start(&dirs[1].path().join("node.toml"));

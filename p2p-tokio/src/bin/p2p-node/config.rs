@@ -43,7 +43,11 @@ impl fmt::Display for ConfigError {
             write!(f, "key `{key}`: ")?;
         }
         // Keep it to one line whatever the underlying error says.
-        let msg = self.message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         f.write_str(&msg)
     }
 }
@@ -66,7 +70,12 @@ impl Source<'_> {
             + 1
     }
 
-    fn err(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.path.to_path_buf(),
             key: Some(key.to_owned()),
@@ -99,7 +108,8 @@ impl Source<'_> {
         }
         let table = self.text[..line_start].lines().rev().find_map(|l| {
             let l = l.trim();
-            l.starts_with('[').then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+            l.starts_with('[')
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
         });
         Some(match table {
             Some(t) if !t.is_empty() => format!("{t}.{key}"),
@@ -177,7 +187,7 @@ struct RawPriority {
     priority: Spanned<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawTuning {
     auto_relay: Option<bool>,
@@ -259,9 +269,10 @@ fn parse_priority(s: &str) -> Result<Priority, String> {
         "urgent" => Ok(Priority::URGENT),
         "normal" => Ok(Priority::NORMAL),
         "bulk" => Ok(Priority::BULK),
-        other => other.parse::<u8>().map(Priority).map_err(|_| {
-            format!("`{other}` is not a priority (urgent, normal, bulk, or 0..=255)")
-        }),
+        other => other
+            .parse::<u8>()
+            .map(Priority)
+            .map_err(|_| format!("`{other}` is not a priority (urgent, normal, bulk, or 0..=255)")),
     }
 }
 
@@ -269,9 +280,9 @@ fn parse_decision(s: &str) -> Result<Decision, String> {
     match s {
         "drop" => Ok(Decision::Drop),
         "later" => Ok(Decision::Later),
-        other => parse_priority(other)
-            .map(Decision::Fetch)
-            .map_err(|_| format!("`{other}` is not a decision (urgent, normal, bulk, 0..=255, later, drop)")),
+        other => parse_priority(other).map(Decision::Fetch).map_err(|_| {
+            format!("`{other}` is not a decision (urgent, normal, bulk, 0..=255, later, drop)")
+        }),
     }
 }
 
@@ -408,20 +419,20 @@ pub fn load_registry(path: &Path) -> Result<Registry, ConfigError> {
     let mut ids = HashSet::new();
     for (i, m) in raw.member.iter().enumerate() {
         let key = |k: &str| format!("member[{i}].{k}");
-        let addr = parse_addr(m.addr.get_ref()).map_err(|e| src.err(&key("addr"), Some(m.addr.span()), e))?;
-        let from_id = m
-            .id
-            .as_ref()
-            .map(|id| {
-                NodeId::from_hex(&id.get_ref().to_ascii_lowercase()).ok_or_else(|| {
-                    src.err(
-                        &key("id"),
-                        Some(id.span()),
-                        format!("`{}` is not a node id (64 hex digits)", id.get_ref()),
-                    )
+        let addr = parse_addr(m.addr.get_ref())
+            .map_err(|e| src.err(&key("addr"), Some(m.addr.span()), e))?;
+        let from_id =
+            m.id.as_ref()
+                .map(|id| {
+                    NodeId::from_hex(&id.get_ref().to_ascii_lowercase()).ok_or_else(|| {
+                        src.err(
+                            &key("id"),
+                            Some(id.span()),
+                            format!("`{}` is not a node id (64 hex digits)", id.get_ref()),
+                        )
+                    })
                 })
-            })
-            .transpose()?;
+                .transpose()?;
         let from_cert = m
             .cert
             .as_ref()
@@ -498,11 +509,14 @@ mod tests {
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("tuning.idle_timeout_ms"));
         let line = e.to_string();
-        assert!(line.starts_with("node.toml:3: key `tuning.idle_timeout_ms`: "), "{line}");
+        assert!(
+            line.starts_with("node.toml:3: key `tuning.idle_timeout_ms`: "),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct RawTuningFile {
@@ -608,11 +622,20 @@ mod tests {
         .unwrap();
         let e = load_registry(&path).unwrap_err();
         assert!(e.to_string().contains("listed twice"), "{e}");
-        std::fs::write(&path, "version = 1\n[[member]]\nid = \"abc\"\naddr = \"127.0.0.1:5\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "version = 1\n[[member]]\nid = \"abc\"\naddr = \"127.0.0.1:5\"\n",
+        )
+        .unwrap();
         let e = load_registry(&path).unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("member[0].id"));
         std::fs::write(&path, "version = 1\n").unwrap();
-        assert!(load_registry(&path).unwrap_err().to_string().contains("no `[[member]]`"));
+        assert!(
+            load_registry(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no `[[member]]`")
+        );
     }
 }

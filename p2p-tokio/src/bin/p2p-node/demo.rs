@@ -102,7 +102,10 @@ pub fn main(args: &DemoArgs, log_level: Option<&str>) -> u8 {
     if let Err(e) = workload.validate() {
         return fail(EXIT_CONFIG, e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the runtime: {e}")),
     };
@@ -118,10 +121,11 @@ async fn demo(args: &DemoArgs, workload: Workload) -> u8 {
     );
     let started = Instant::now();
     let mesh_timeout = Duration::from_secs(10).max(timeout / 4);
-    let subnet = match LocalSubnet::start(nodes, workload_priority_fn(), mesh_timeout, |_, _| {}).await {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_FAILURE, e),
-    };
+    let subnet =
+        match LocalSubnet::start(nodes, workload_priority_fn(), mesh_timeout, |_, _| {}).await {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_FAILURE, e),
+        };
     println!(
         "full mesh of {} connections in {:.0} ms; publishing {} small + {} large artifacts, timeout {:.0} s",
         nodes * (nodes - 1) / 2,
@@ -131,7 +135,9 @@ async fn demo(args: &DemoArgs, workload: Workload) -> u8 {
         timeout.as_secs_f64()
     );
     let result = subnet
-        .run(&workload, timeout, Duration::from_secs(1), |p| println!("{p}"))
+        .run(&workload, timeout, Duration::from_secs(1), |p| {
+            println!("{p}")
+        })
         .await;
     subnet.shutdown().await;
     match result {

@@ -28,13 +28,22 @@ pub fn run(dir: &Path, force: bool) -> u8 {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return fail(EXIT_FAILURE, format!("cannot create {}: {e}", dir.display()));
+        return fail(
+            EXIT_FAILURE,
+            format!("cannot create {}: {e}", dir.display()),
+        );
     }
     if let Err(e) = write_file(&key_path, identity.key_pem(), true) {
-        return fail(EXIT_FAILURE, format!("cannot write {}: {e}", key_path.display()));
+        return fail(
+            EXIT_FAILURE,
+            format!("cannot write {}: {e}", key_path.display()),
+        );
     }
     if let Err(e) = write_file(&cert_path, identity.cert_pem(), false) {
-        return fail(EXIT_FAILURE, format!("cannot write {}: {e}", cert_path.display()));
+        return fail(
+            EXIT_FAILURE,
+            format!("cannot write {}: {e}", cert_path.display()),
+        );
     }
     println!("{}", identity.node_id().to_hex());
     0

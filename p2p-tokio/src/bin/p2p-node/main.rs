@@ -80,7 +80,8 @@ fn init_logs(cli: Option<&str>, file: Option<&str>, default: &str) -> Result<(),
         (None, None, Some(f)) => ("log_level", f),
         (None, None, None) => ("default", default),
     };
-    let filter = EnvFilter::try_new(spec).map_err(|e| format!("{source}: invalid log filter `{spec}`: {e}"))?;
+    let filter = EnvFilter::try_new(spec)
+        .map_err(|e| format!("{source}: invalid log filter `{spec}`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

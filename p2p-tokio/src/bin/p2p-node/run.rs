@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use p2p_core::NodeId;
+use p2p_testkit::trace::PriorityProfile;
 use p2p_tokio::{NodeConfig, NodeError, NodeHandle, Registry, StartError, prom};
 use tokio::net::TcpListener;
 
@@ -28,7 +29,10 @@ pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str
     if let Err(e) = init_logs(log_level, file.log_level.as_deref(), "info") {
         return fail(EXIT_CONFIG, e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the runtime: {e}")),
     };
@@ -37,10 +41,18 @@ pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str
 
 fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     let priority_fn = file.priority_fn();
+    let profile = PriorityProfile::ByKind {
+        table: file.priorities.clone(),
+        default: file.default_decision,
+    };
     let t = &file.tuning;
     let mut cfg = NodeConfig::new(file.identity, file.listen);
     cfg.core.priority_fn = priority_fn;
     cfg.record_trace = record_trace.or(file.record_trace);
+    if cfg.record_trace.is_some() {
+        // A recorded node runs the function its trace names, so replays decide alike.
+        cfg.record_trace_profile = Some(profile);
+    }
     if let Some(v) = t.auto_relay {
         cfg.core.auto_relay = v;
     }
@@ -49,6 +61,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     }
     if let Some(v) = t.max_artifact_size {
         cfg.core.max_artifact_size = v;
+        // The wire must carry the largest artifact with its message header.
+        let message = usize::try_from(v)
+            .unwrap_or(usize::MAX)
+            .saturating_add(4096);
+        cfg.limits.max_message_size = message;
+        cfg.mux.limits.max_message_size = message;
     }
     if let Some(v) = t.connect_timeout {
         cfg.connect_timeout = v;
@@ -177,8 +195,9 @@ fn fingerprint(r: &Registry) -> Vec<(NodeId, SocketAddr)> {
     v
 }
 
-async fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = tokio::fs::metadata(path).await.ok()?;
+/// The file's modification time and size (a metadata read: cheap enough for the runtime thread).
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
@@ -191,7 +210,7 @@ async fn watch_registry(
     mut version: u64,
     mut members: Vec<(NodeId, SocketAddr)>,
 ) {
-    let mut last = stamp(&path).await;
+    let mut last = stamp(&path);
     let mut hangup = Hangup::new();
     let mut tick = tokio::time::interval(REGISTRY_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -200,7 +219,7 @@ async fn watch_registry(
             _ = tick.tick() => false,
             () = hangup.recv() => true,
         };
-        let now = stamp(&path).await;
+        let now = stamp(&path);
         if !forced && now == last {
             continue;
         }
