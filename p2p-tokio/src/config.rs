@@ -1,0 +1,194 @@
+//! The node's configuration and the embedder's registry.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use p2p_core::NodeId;
+use p2p_testkit::trace::PriorityProfile;
+use p2p_transport::codec::Limits;
+use p2p_transport::identity::NodeIdentity;
+use p2p_transport::mux::MuxConfig;
+
+use crate::error::StartError;
+
+/// One member of the subnet: its id and where it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// The member's id (SHA-256 of its TLS public key).
+    pub id: NodeId,
+    /// The address it accepts connections on.
+    pub addr: SocketAddr,
+}
+
+/// One version of the embedder's registry: the members allowed to connect.
+///
+/// Versions must not go backwards: [`NodeHandle::update_registry`](crate::NodeHandle::update_registry)
+/// refuses an older version. The local node may be listed (it is skipped when dialing).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Registry {
+    /// The registry version, announced in the connection handshake.
+    pub version: u64,
+    /// The members.
+    pub members: Vec<Member>,
+}
+
+impl Registry {
+    /// A registry of `version` with `members`.
+    pub fn new(version: u64, members: impl IntoIterator<Item = Member>) -> Self {
+        Registry {
+            version,
+            members: members.into_iter().collect(),
+        }
+    }
+
+    /// The address of `id`, if it is a member.
+    pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.members.iter().find(|m| m.id == *id).map(|m| m.addr)
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.members.iter().any(|m| m.id == *id)
+    }
+}
+
+/// Configuration of a node started with [`start`](crate::start).
+///
+/// [`NodeConfig::new`] gives working defaults for a LAN; every field can be changed before
+/// starting.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// The node's TLS identity; its id is the node's id.
+    pub identity: NodeIdentity,
+    /// The address to listen on (`127.0.0.1:0` picks a free port; see
+    /// [`NodeHandle::local_addr`](crate::NodeHandle::local_addr)).
+    pub listen: SocketAddr,
+    /// The core's configuration. Its `seed` is used as given (the core mixes the node id in, so
+    /// nodes with the same seed still draw differently); it also seeds the reconnect jitter.
+    pub core: p2p_core::Config,
+    /// The multiplexer's configuration. Its `limits` are replaced by [`limits`](Self::limits).
+    pub mux: MuxConfig,
+    /// Codec limits for both directions (authoritative over `mux.limits`).
+    /// `max_message_size` must leave room for `core.max_artifact_size` plus a message header.
+    pub limits: Limits,
+    /// Deadline of a TCP connect.
+    pub connect_timeout: Duration,
+    /// Deadline of the TLS handshake plus the [`Hello`](p2p_transport::codec::Hello) exchange.
+    pub handshake_timeout: Duration,
+    /// An empty `Adverts` message is sent after this long without writing anything.
+    pub keepalive_interval: Duration,
+    /// A peer from which nothing was read for this long is disconnected (must exceed
+    /// `keepalive_interval`).
+    pub idle_timeout: Duration,
+    /// First reconnect delay (doubled per failed attempt, with jitter).
+    pub reconnect_backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_backoff_max: Duration,
+    /// How long a peer that broke the protocol is refused (a registry update that re-adds it
+    /// after a removal lifts the ban).
+    pub misbehaviour_ban: Duration,
+    /// Capacity of the delivery channel. When it is full the node stops reading from peers
+    /// until the application takes a delivery (back-pressure, nothing is lost).
+    pub delivery_buffer: usize,
+    /// Capacity of the channel from connections to the node task (messages read ahead).
+    pub event_buffer: usize,
+    /// Inbound connections allowed in their handshake at once; more wait in the backlog.
+    pub max_pending_handshakes: usize,
+    /// Record every input and output of the core to this file (see [`p2p_testkit::trace`]).
+    pub record_trace: Option<PathBuf>,
+    /// The priority function the trace names; when recording, the node runs this profile's
+    /// function (it replaces `core.priority_fn`). `None` means
+    /// [`PriorityProfile::FetchAll`].
+    pub record_trace_profile: Option<PriorityProfile>,
+    /// Set TCP_NODELAY on every connection.
+    pub tcp_nodelay: bool,
+    /// TCP keepalive idle time (`None` leaves the OS default off).
+    pub tcp_keepalive: Option<Duration>,
+    /// SO_SNDBUF and SO_RCVBUF of every connection (`None`: the OS default).
+    pub socket_buffer: Option<usize>,
+    /// Bytes taken from the multiplexer per socket write: smaller keeps urgent frames closer
+    /// to the head of the line, larger writes bulk with fewer calls. At least
+    /// [`MIN_TRANSMIT`](p2p_transport::mux::MIN_TRANSMIT).
+    pub write_chunk: usize,
+}
+
+impl NodeConfig {
+    /// Defaults: core and mux defaults, message limit fitting the core's largest artifact,
+    /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, reconnect
+    /// back-off 100 ms to 10 s, delivery buffer 1024, TCP_NODELAY on, OS socket buffers.
+    pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
+        let core = p2p_core::Config::default();
+        let limits = Limits {
+            max_message_size: core.max_artifact_size as usize + 4096,
+            max_attr_len: core.max_attr_len,
+            max_adverts: core.max_adverts_per_message,
+        };
+        let mux = MuxConfig {
+            limits,
+            ..MuxConfig::default()
+        };
+        NodeConfig {
+            identity,
+            listen,
+            core,
+            mux,
+            limits,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(10),
+            misbehaviour_ban: Duration::from_secs(60),
+            delivery_buffer: 1024,
+            event_buffer: 1024,
+            max_pending_handshakes: 64,
+            record_trace: None,
+            record_trace_profile: None,
+            tcp_nodelay: true,
+            tcp_keepalive: Some(Duration::from_secs(30)),
+            socket_buffer: None,
+            write_chunk: 64 << 10,
+        }
+    }
+
+    /// The multiplexer configuration in force: `mux` with `limits`.
+    pub fn effective_mux(&self) -> MuxConfig {
+        MuxConfig {
+            limits: self.limits,
+            ..self.mux.clone()
+        }
+    }
+
+    /// Checks the settings that would make the node misbehave.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |what: &'static str| Err(StartError::InvalidConfig(what));
+        self.effective_mux().validate()?;
+        let needed = self.core.max_artifact_size as usize + 128 + self.core.max_attr_len;
+        if self.limits.max_message_size < needed {
+            return bad("limits.max_message_size is too small for core.max_artifact_size");
+        }
+        if self.limits.max_attr_len < self.core.max_attr_len {
+            return bad("limits.max_attr_len is below core.max_attr_len");
+        }
+        if self.limits.max_adverts < self.core.advert_batch_size {
+            return bad("limits.max_adverts is below core.advert_batch_size");
+        }
+        if self.delivery_buffer == 0 || self.event_buffer == 0 || self.max_pending_handshakes == 0 {
+            return bad("delivery_buffer, event_buffer and max_pending_handshakes must be >= 1");
+        }
+        if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {
+            return bad("idle_timeout must exceed a non-zero keepalive_interval");
+        }
+        if self.reconnect_backoff_min.is_zero()
+            || self.reconnect_backoff_max < self.reconnect_backoff_min
+        {
+            return bad("reconnect back-off must be non-zero and min <= max");
+        }
+        if self.write_chunk < p2p_transport::mux::MIN_TRANSMIT {
+            return bad("write_chunk is below mux::MIN_TRANSMIT");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,772 @@
+//! The node task: it owns the [`p2p_core::Node`], feeds it inputs, carries out its outputs and
+//! arms its one timer; and it manages the connections (dialing, admitting, closing).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use p2p_core::{
+    Artifact, ArtifactId, DisconnectReason, Input, InputError, Node, NodeId, Output, PriorityFnRef,
+    Time,
+};
+use p2p_testkit::trace::{PriorityProfile, TraceWriter};
+use p2p_transport::mux::{MuxConfig, MuxReceiver, MuxSender, PushError};
+use p2p_transport::tls::{Members, Membership};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Registry;
+use crate::conn::{self, Close, CloseReason, ConnCtx, ConnEvent, ConnSettings, ConnShared};
+use crate::error::NodeError;
+use crate::handle::Delivered;
+use crate::handshake::{Established, Handshaker};
+use crate::metrics::{Counters, inc};
+use crate::net::{self, SocketOpts};
+
+/// What the handle asks of the node task.
+pub(crate) enum Command {
+    Publish {
+        artifact: Artifact,
+        reply: oneshot::Sender<Result<ArtifactId, NodeError>>,
+    },
+    Remove {
+        id: ArtifactId,
+        reply: oneshot::Sender<()>,
+    },
+    SetPriority {
+        f: PriorityFnRef,
+        profile: Option<PriorityProfile>,
+        reply: oneshot::Sender<()>,
+    },
+    Reevaluate {
+        reply: oneshot::Sender<()>,
+    },
+    UpdateRegistry {
+        registry: Registry,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    DropConnection {
+        peer: NodeId,
+        reply: oneshot::Sender<bool>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The driver's settings, taken from the node configuration.
+pub(crate) struct DriverSettings {
+    pub mux: MuxConfig,
+    pub conn: ConnSettings,
+    pub sock: SocketOpts,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub ban: Duration,
+}
+
+/// One established connection, as the node task sees it.
+struct Conn {
+    id: u64,
+    shared: Arc<ConnShared>,
+    close: watch::Sender<Close>,
+    since: Instant,
+    tasks: [JoinHandle<()>; 2],
+}
+
+#[derive(Default)]
+struct DialState {
+    /// Failed attempts (or short-lived connections) since the last stable connection.
+    attempts: u32,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Everything the node task owns.
+pub(crate) struct Driver {
+    pub id: NodeId,
+    pub core: Node,
+    pub trace: Option<TraceWriter<File>>,
+    pub start: Instant,
+    pub settings: DriverSettings,
+    pub registry: Registry,
+    pub membership: Membership,
+    pub handshaker: Handshaker,
+    pub counters: Arc<Counters>,
+    pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
+    pub events_tx: mpsc::Sender<ConnEvent>,
+    pub deliveries_tx: mpsc::Sender<Delivered>,
+    pub accept_shutdown: watch::Sender<bool>,
+    pub accept_task: Option<JoinHandle<()>>,
+    pub rng: u64,
+    conns: HashMap<NodeId, Conn>,
+    next_conn: u64,
+    dials: HashMap<NodeId, DialState>,
+    banned: HashMap<NodeId, Instant>,
+    pending: VecDeque<Delivered>,
+    follow_up: VecDeque<Input>,
+}
+
+/// Parts of a [`Driver`] that [`Driver::new`] takes as given.
+pub(crate) struct DriverParts {
+    pub id: NodeId,
+    pub core: Node,
+    pub trace: Option<TraceWriter<File>>,
+    pub settings: DriverSettings,
+    pub registry: Registry,
+    pub membership: Membership,
+    pub handshaker: Handshaker,
+    pub counters: Arc<Counters>,
+    pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
+    pub events_tx: mpsc::Sender<ConnEvent>,
+    pub deliveries_tx: mpsc::Sender<Delivered>,
+    pub accept_shutdown: watch::Sender<bool>,
+    pub accept_task: JoinHandle<()>,
+    pub seed: u64,
+}
+
+impl Driver {
+    pub fn new(p: DriverParts) -> Self {
+        let rng = p.seed ^ u64::from_le_bytes(p.id.0[..8].try_into().unwrap_or_default());
+        Driver {
+            id: p.id,
+            core: p.core,
+            trace: p.trace,
+            start: Instant::now(),
+            settings: p.settings,
+            registry: p.registry,
+            membership: p.membership,
+            handshaker: p.handshaker,
+            counters: p.counters,
+            core_metrics: p.core_metrics,
+            events_tx: p.events_tx,
+            deliveries_tx: p.deliveries_tx,
+            accept_shutdown: p.accept_shutdown,
+            accept_task: Some(p.accept_task),
+            rng: rng | 1,
+            conns: HashMap::new(),
+            next_conn: 1,
+            dials: HashMap::new(),
+            banned: HashMap::new(),
+            pending: VecDeque::new(),
+            follow_up: VecDeque::new(),
+        }
+    }
+
+    /// The core's time: nanoseconds since the node started.
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn instant_of(&self, t: Time) -> Instant {
+        // Capped a day ahead: the core only asks for timers within its configured periods.
+        let d = Duration::from_nanos(t.as_nanos()).min(self.start.elapsed() + ONE_DAY);
+        self.start + d
+    }
+
+    /// The node task's loop: commands, connection events, deliveries and the core's timer.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<ConnEvent>,
+    ) {
+        let members: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
+        let version = self.registry.version;
+        let _ = self.feed(Input::Membership { version, members });
+        self.dial_all();
+        let deliveries = self.deliveries_tx.clone();
+        let sleep = tokio::time::sleep_until(self.start + ONE_DAY);
+        tokio::pin!(sleep);
+        let mut armed: Option<Time> = None;
+        loop {
+            let deadline = self.core.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(t) = deadline {
+                    sleep.as_mut().reset(self.instant_of(t));
+                }
+            }
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                ev = events.recv(), if self.pending.is_empty() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev);
+                    }
+                }
+                permit = deliveries.reserve(), if !self.pending.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(d) = self.pending.pop_front() {
+                            permit.send(d);
+                            inc(&self.counters.deliveries);
+                        }
+                    }
+                    Err(_) => self.discard_deliveries(),
+                },
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    let _ = self.feed(Input::Timeout);
+                }
+            }
+            self.publish_metrics();
+        }
+    }
+
+    fn publish_metrics(&self) {
+        *self
+            .core_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.core.metrics();
+        self.counters.peers_connected.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    // ---- feeding the core ----
+
+    /// Feeds `input` (recorded in the trace), carries out every output, then the follow-up
+    /// inputs the outputs caused (congestion, disconnections).
+    fn feed(&mut self, input: Input) -> Result<(), InputError> {
+        let result = self.feed_one(input);
+        while let Some(next) = self.follow_up.pop_front() {
+            let _ = self.feed_one(next);
+        }
+        result
+    }
+
+    fn feed_one(&mut self, input: Input) -> Result<(), InputError> {
+        let now = self.now();
+        if let Some(t) = &mut self.trace
+            && let Err(e) = t.record_input(now, &input)
+        {
+            warn!(error = %e, "trace recording failed; recording stops");
+            self.trace = None;
+        }
+        let result = self.core.handle_input(now, input);
+        if let (Err(e), Some(t)) = (&result, &mut self.trace) {
+            let _ = t.record_input_error(now, e);
+        }
+        // Published before any delivery goes out, so the metrics never lag the deliveries.
+        self.publish_metrics();
+        while let Some(out) = self.core.poll_output() {
+            if let Some(t) = &mut self.trace {
+                let _ = t.record_output(now, &out);
+            }
+            self.carry_out(out);
+        }
+        result
+    }
+
+    fn carry_out(&mut self, out: Output) {
+        match out {
+            Output::Send { to, msg, class } => {
+                let Some(conn) = self.conns.get(&to) else {
+                    debug!(peer = %to, msg = msg.name(), "send to a peer without connection dropped");
+                    return;
+                };
+                let pushed = {
+                    let mut st = conn.shared.lock();
+                    match st.mux.push(class, &msg) {
+                        Ok(()) => {
+                            let newly = !st.congested && st.mux.is_congested();
+                            if newly {
+                                st.congested = true;
+                            }
+                            Ok(newly)
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match pushed {
+                    Ok(newly_congested) => {
+                        inc(&self.counters.messages_sent);
+                        conn.shared.wake.notify_one();
+                        if newly_congested {
+                            inc(&self.counters.congestion_events);
+                            debug!(peer = %to, "send queue congested");
+                            self.follow_up.push_back(Input::Congestion {
+                                peer: to,
+                                congested: true,
+                            });
+                        }
+                    }
+                    Err(PushError::QueueFull { class, queued, .. }) => {
+                        inc(&self.counters.send_queue_overflows);
+                        warn!(peer = %to, ?class, queued, "send queue full: disconnecting the slow peer");
+                        self.close_conn(to, Close::Abort);
+                        self.follow_up.push_back(Input::PeerDisconnected(to));
+                        self.after_close(to);
+                    }
+                    Err(e) => {
+                        warn!(peer = %to, msg = msg.name(), error = %e, "message cannot be sent; dropped");
+                    }
+                }
+            }
+            Output::Deliver { artifact, from } => {
+                self.pending.push_back(Delivered { artifact, from });
+                self.flush_deliveries();
+            }
+            Output::Disconnect { peer, reason } => {
+                let known = self.close_conn(peer, Close::Abort);
+                if known {
+                    warn!(%peer, %reason, "disconnecting peer");
+                } else {
+                    debug!(%peer, %reason, "core refused peer");
+                }
+                if reason != DisconnectReason::NotMember {
+                    self.ban(peer);
+                }
+                self.after_close(peer);
+            }
+            Output::Event(event) => debug!(?event, "core event"),
+        }
+    }
+
+    fn flush_deliveries(&mut self) {
+        while let Some(d) = self.pending.pop_front() {
+            match self.deliveries_tx.try_send(d) {
+                Ok(()) => inc(&self.counters.deliveries),
+                Err(mpsc::error::TrySendError::Full(d)) => {
+                    self.pending.push_front(d);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    inc(&self.counters.deliveries_discarded);
+                    self.discard_deliveries();
+                }
+            }
+        }
+    }
+
+    fn discard_deliveries(&mut self) {
+        for _ in self.pending.drain(..) {
+            inc(&self.counters.deliveries_discarded);
+        }
+    }
+
+    // ---- commands ----
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish { artifact, reply } => {
+                let id = artifact.id;
+                let r = self.feed(Input::Publish(artifact));
+                let _ = reply.send(r.map(|()| id).map_err(NodeError::from));
+            }
+            Command::Remove { id, reply } => {
+                let _ = self.feed(Input::Remove(id));
+                let _ = reply.send(());
+            }
+            Command::SetPriority { f, profile, reply } => {
+                let now = self.now();
+                match (&profile, &mut self.trace) {
+                    (Some(p), Some(t)) => {
+                        let _ = t.record_priority_profile(now, p);
+                    }
+                    (None, Some(_)) => warn!(
+                        "a priority function without a profile cannot be named in the trace; \
+                         its replay will diverge"
+                    ),
+                    _ => {}
+                }
+                self.core.set_priority_fn(f);
+                let _ = self.feed(Input::Reevaluate);
+                let _ = reply.send(());
+            }
+            Command::Reevaluate { reply } => {
+                let _ = self.feed(Input::Reevaluate);
+                let _ = reply.send(());
+            }
+            Command::UpdateRegistry { registry, reply } => {
+                let _ = reply.send(self.update_registry(registry));
+            }
+            Command::Peers { reply } => {
+                let mut peers: Vec<NodeId> = self.conns.keys().copied().collect();
+                peers.sort();
+                let _ = reply.send(peers);
+            }
+            Command::DropConnection { peer, reply } => {
+                let existed = self.close_conn(peer, Close::Abort);
+                if existed {
+                    info!(%peer, "connection dropped on request");
+                    let _ = self.feed(Input::PeerDisconnected(peer));
+                    self.after_close(peer);
+                }
+                let _ = reply.send(existed);
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn update_registry(&mut self, registry: Registry) -> Result<(), NodeError> {
+        let members = Members::new(registry.version, registry.members.iter().map(|m| m.id));
+        self.membership
+            .update(members)
+            .map_err(|_| NodeError::StaleRegistry {
+                current: self.registry.version,
+                offered: registry.version,
+            })?;
+        self.handshaker
+            .registry_version
+            .store(registry.version, std::sync::atomic::Ordering::Relaxed);
+        let old = std::mem::replace(&mut self.registry, registry);
+        // A peer that left and is a member again gets a fresh start.
+        let returning: Vec<NodeId> = self
+            .registry
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !old.contains(id))
+            .collect();
+        for id in returning {
+            self.banned.remove(&id);
+            self.dials.remove(&id);
+        }
+        // Removed members: stop dialing them and close their connections at once.
+        let removed: Vec<NodeId> = old
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !self.registry.contains(id))
+            .collect();
+        for id in &removed {
+            if let Some(d) = self.dials.remove(id)
+                && let Some(t) = d.task
+            {
+                t.abort();
+            }
+            if self.close_conn(*id, Close::Abort) {
+                info!(peer = %id, "disconnected: removed from the registry");
+            }
+        }
+        info!(
+            version = self.registry.version,
+            members = self.registry.members.len(),
+            "registry updated"
+        );
+        let members: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
+        let version = self.registry.version;
+        let _ = self.feed(Input::Membership { version, members });
+        self.dial_all();
+        Ok(())
+    }
+
+    // ---- connections ----
+
+    /// Closes the connection to `peer`, if any; returns whether there was one.
+    fn close_conn(&mut self, peer: NodeId, how: Close) -> bool {
+        let Some(conn) = self.conns.remove(&peer) else {
+            return false;
+        };
+        let _ = conn.close.send(how);
+        inc(&self.counters.disconnects);
+        if how == Close::Abort {
+            for t in &conn.tasks {
+                t.abort();
+            }
+        }
+        // A connection that lived long resets the back-off; a short-lived one counts as a
+        // failed attempt, so a peer that keeps dropping us is not redialed in a tight loop.
+        let lived = conn.since.elapsed();
+        let d = self.dials.entry(peer).or_default();
+        d.attempts = if lived >= self.settings.backoff_max {
+            1
+        } else {
+            d.attempts + 1
+        };
+        true
+    }
+
+    /// After a connection to `peer` ended: dial again if it is ours to dial.
+    fn after_close(&mut self, peer: NodeId) {
+        self.publish_metrics();
+        self.schedule_dial(peer);
+    }
+
+    fn ban(&mut self, peer: NodeId) {
+        let until = Instant::now() + self.settings.ban;
+        warn!(%peer, ban = ?self.settings.ban, "peer banned for misbehaviour");
+        self.banned.insert(peer, until);
+    }
+
+    fn banned_until(&self, peer: &NodeId) -> Option<Instant> {
+        self.banned
+            .get(peer)
+            .copied()
+            .filter(|t| *t > Instant::now())
+    }
+
+    fn dial_all(&mut self) {
+        let ids: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
+        for id in ids {
+            self.schedule_dial(id);
+        }
+    }
+
+    /// Starts a dial attempt to `peer` if we are the lower id, it is a member, and neither a
+    /// connection nor an attempt exists. The attempt waits out the back-off (and any ban).
+    fn schedule_dial(&mut self, peer: NodeId) {
+        if peer <= self.id || self.conns.contains_key(&peer) {
+            return;
+        }
+        let Some(addr) = self.registry.addr_of(&peer) else {
+            return;
+        };
+        let attempts = self.dials.get(&peer).map_or(0, |d| d.attempts);
+        if self
+            .dials
+            .get(&peer)
+            .and_then(|d| d.task.as_ref())
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let mut delay = self.backoff(attempts);
+        if let Some(until) = self.banned_until(&peer) {
+            delay = delay.max(until - Instant::now());
+        }
+        let hs = self.handshaker.clone();
+        let sock = self.settings.sock;
+        let connect_timeout = self.settings.connect_timeout;
+        let events = self.events_tx.clone();
+        debug!(%peer, %addr, ?delay, attempts, "dialing");
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result = match net::dial(addr, &sock, connect_timeout).await {
+                Ok(tcp) => hs
+                    .connect(tcp, peer, addr)
+                    .await
+                    .map_err(|e| (e.to_string(), e.is_refusal())),
+                Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
+            };
+            let ev = match result {
+                Ok(est) => ConnEvent::Established(Box::new(est)),
+                Err((error, refused)) => ConnEvent::DialFailed {
+                    peer,
+                    error,
+                    refused,
+                },
+            };
+            let _ = events.send(ev).await;
+        });
+        self.dials.entry(peer).or_default().task = Some(task);
+    }
+
+    /// The delay before dial attempt number `attempts + 1`: none for the first, then the
+    /// minimum doubled per attempt up to the maximum, with jitter down to half.
+    fn backoff(&mut self, attempts: u32) -> Duration {
+        if attempts == 0 {
+            return Duration::ZERO;
+        }
+        let (min, max) = (self.settings.backoff_min, self.settings.backoff_max);
+        let full = min
+            .checked_mul(1u32 << (attempts - 1).min(20))
+            .unwrap_or(max)
+            .min(max);
+        // xorshift64: jitter needs no cryptographic quality, only spread.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        full.mul_f64(0.5 + 0.5 * frac)
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Established(est) => self.on_established(*est),
+            ConnEvent::DialFailed {
+                peer,
+                error,
+                refused,
+            } => {
+                inc(&self.counters.dial_failures);
+                if refused {
+                    inc(&self.counters.connections_refused);
+                }
+                let d = self.dials.entry(peer).or_default();
+                d.task = None;
+                d.attempts += 1;
+                debug!(%peer, %error, attempts = d.attempts, "dial failed");
+                self.schedule_dial(peer);
+            }
+            ConnEvent::Message { peer, conn, msg } => {
+                if self.is_current(peer, conn) {
+                    inc(&self.counters.messages_received);
+                    let _ = self.feed(Input::Message { from: peer, msg });
+                }
+            }
+            ConnEvent::Drained { peer, conn } => {
+                if self.is_current(peer, conn) {
+                    debug!(%peer, "send queue drained");
+                    let _ = self.feed(Input::Congestion {
+                        peer,
+                        congested: false,
+                    });
+                }
+            }
+            ConnEvent::Closed { peer, conn, reason } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
+                self.close_conn(peer, Close::Abort);
+                match &reason {
+                    CloseReason::Protocol(_) => {
+                        inc(&self.counters.protocol_errors);
+                        warn!(%peer, %reason, "peer broke the wire protocol: disconnected");
+                        self.ban(peer);
+                    }
+                    CloseReason::Idle(_) => {
+                        inc(&self.counters.idle_timeouts);
+                        info!(%peer, %reason, "peer idle: disconnected");
+                    }
+                    _ => info!(%peer, %reason, "connection closed"),
+                }
+                let _ = self.feed(Input::PeerDisconnected(peer));
+                self.after_close(peer);
+            }
+        }
+    }
+
+    /// Whether `conn` is the connection to `peer` in use (events of replaced ones are stale).
+    fn is_current(&self, peer: NodeId, conn: u64) -> bool {
+        self.conns.get(&peer).is_some_and(|c| c.id == conn)
+    }
+
+    fn refuse(&self, est: &Established, why: &str) {
+        inc(&self.counters.connections_refused);
+        info!(peer = %est.peer, remote = %est.remote, why, "connection refused");
+    }
+
+    fn on_established(&mut self, est: Established) {
+        let peer = est.peer;
+        if est.dialed
+            && let Some(d) = self.dials.get_mut(&peer)
+        {
+            d.task = None;
+        }
+        if peer == self.id {
+            return self.refuse(&est, "connection to ourselves");
+        }
+        if !self.membership.contains(&peer) {
+            return self.refuse(&est, "not a member of the current registry");
+        }
+        if self.banned_until(&peer).is_some() {
+            return self.refuse(&est, "banned for misbehaviour");
+        }
+        if !est.dialed && peer > self.id {
+            return self.refuse(&est, "the lower id dials: a higher id must not dial us");
+        }
+        if est.registry_version != self.registry.version {
+            debug!(%peer, theirs = est.registry_version, ours = self.registry.version, "registry versions differ");
+        }
+        let (sender, receiver) = match (
+            MuxSender::new(self.settings.mux.clone()),
+            MuxReceiver::new(self.settings.mux.clone()),
+        ) {
+            (Ok(s), Ok(r)) => (s, r),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "invalid multiplexer configuration; connection dropped");
+                return;
+            }
+        };
+        if self.conns.contains_key(&peer) {
+            // A duplicate (a reconnect the old side has not noticed yet): keep the newest.
+            info!(%peer, "replacing the previous connection with a newer one");
+            self.close_conn(peer, Close::Abort);
+            let _ = self.feed(Input::PeerDisconnected(peer));
+        }
+        let conn_id = self.next_conn;
+        self.next_conn += 1;
+        let shared = Arc::new(ConnShared::new(sender));
+        let (close_tx, close_rx) = watch::channel(Close::Open);
+        let ctx = |close: watch::Receiver<Close>| ConnCtx {
+            peer,
+            conn: conn_id,
+            events: self.events_tx.clone(),
+            close,
+            counters: Arc::clone(&self.counters),
+            settings: self.settings.conn,
+        };
+        let (rd, wr) = tokio::io::split(est.stream);
+        let reader = tokio::spawn(conn::reader(rd, receiver, ctx(close_rx.clone())));
+        let writer = tokio::spawn(conn::writer(wr, Arc::clone(&shared), ctx(close_rx)));
+        self.conns.insert(
+            peer,
+            Conn {
+                id: conn_id,
+                shared,
+                close: close_tx,
+                since: Instant::now(),
+                tasks: [reader, writer],
+            },
+        );
+        if est.dialed {
+            inc(&self.counters.connections_dialed);
+        } else {
+            inc(&self.counters.connections_accepted);
+        }
+        info!(%peer, remote = %est.remote, dialed = est.dialed, "peer connected");
+        self.publish_metrics();
+        let _ = self.feed(Input::PeerConnected(peer));
+    }
+
+    // ---- shutdown ----
+
+    async fn shutdown(&mut self) {
+        info!(node = %self.id, "shutting down");
+        let _ = self.accept_shutdown.send(true);
+        for (_, d) in self.dials.drain() {
+            if let Some(t) = d.task {
+                t.abort();
+            }
+        }
+        let mut tasks = Vec::new();
+        let mut closes = Vec::new();
+        for (_, conn) in self.conns.drain() {
+            let _ = conn.close.send(Close::Graceful);
+            closes.push(conn.close);
+            tasks.extend(conn.tasks);
+        }
+        if let Some(t) = self.accept_task.take() {
+            tasks.push(t);
+        }
+        let all = async {
+            for t in tasks.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), all)
+            .await
+            .is_err()
+        {
+            for t in &tasks {
+                t.abort();
+            }
+        }
+        drop(closes);
+        if let Some(mut t) = self.trace.take()
+            && let Err(e) = t.flush()
+        {
+            warn!(error = %e, "flushing the trace failed");
+        }
+        self.publish_metrics();
+    }
+}
+
+const ONE_DAY: Duration = Duration::from_secs(86_400);

@@ -1,0 +1,214 @@
+//! The embedder's handle on a running node, and the stream of deliveries.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use p2p_core::{Artifact, ArtifactId, Kind, NodeId, PriorityFnRef};
+use p2p_testkit::trace::PriorityProfile;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Registry;
+use crate::driver::Command;
+use crate::error::NodeError;
+use crate::metrics::{Counters, NodeMetrics};
+
+/// A verified artifact delivered to the application, once per artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The artifact (its bytes hash to its id).
+    pub artifact: Artifact,
+    /// The peer it came from.
+    pub from: NodeId,
+}
+
+/// The bounded stream of deliveries, taken once with [`NodeHandle::take_deliveries`].
+///
+/// While it is full the node stops reading from its peers (nothing is lost; peers are slowed
+/// by TCP back-pressure). Dropping it discards later deliveries (counted in
+/// [`NodeMetrics::deliveries_discarded`]).
+#[derive(Debug)]
+pub struct Deliveries {
+    rx: mpsc::Receiver<Delivered>,
+}
+
+impl Deliveries {
+    pub(crate) fn new(rx: mpsc::Receiver<Delivered>) -> Self {
+        Deliveries { rx }
+    }
+
+    /// The next delivery; `None` once the node has shut down and every delivery was taken.
+    pub async fn recv(&mut self) -> Option<Delivered> {
+        self.rx.recv().await
+    }
+
+    /// The next delivery if one is ready.
+    pub fn try_recv(&mut self) -> Option<Delivered> {
+        self.rx.try_recv().ok()
+    }
+}
+
+pub(crate) struct Inner {
+    pub node_id: NodeId,
+    pub local_addr: SocketAddr,
+    pub commands: mpsc::Sender<Command>,
+    pub counters: Arc<Counters>,
+    pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
+    pub deliveries: Mutex<Option<Deliveries>>,
+    pub task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A cheap, cloneable handle on a running node.
+///
+/// Every `async` method waits for the node task to carry the operation out; they fail with
+/// [`NodeError::Closed`] after [`shutdown`](Self::shutdown). When every handle is dropped the
+/// node shuts down by itself.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("node_id", &self.inner.node_id)
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    pub(crate) fn new(inner: Inner) -> Self {
+        NodeHandle {
+            inner: Arc::new(inner),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(cmd(tx))
+            .await
+            .map_err(|_| NodeError::Closed)?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The address the node listens on (the bound port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Adds an artifact of `kind` with `attr` and `data` to the pool and gossips it; returns
+    /// its id (the SHA-256 of `data`, computed in the caller's task).
+    pub async fn publish(
+        &self,
+        kind: Kind,
+        attr: Bytes,
+        data: Bytes,
+    ) -> Result<ArtifactId, NodeError> {
+        let artifact = Artifact::new(kind, attr, data);
+        self.ask(|reply| Command::Publish { artifact, reply })
+            .await?
+    }
+
+    /// Removes an artifact from the pool; peers are told to forget its advert.
+    pub async fn remove(&self, id: ArtifactId) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Remove { id, reply }).await
+    }
+
+    /// Takes the stream of deliveries; `None` if it was already taken.
+    pub fn take_deliveries(&self) -> Option<Deliveries> {
+        self.inner
+            .deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Replaces the priority function and re-evaluates every kept advert with it.
+    ///
+    /// A node recording a trace cannot name an arbitrary function in it (its replay then
+    /// diverges); use [`set_priority_profile`](Self::set_priority_profile) there.
+    pub async fn set_priority_fn(&self, f: PriorityFnRef) -> Result<(), NodeError> {
+        self.ask(|reply| Command::SetPriority {
+            f,
+            profile: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces the priority function with a named profile's (recorded in the trace) and
+    /// re-evaluates every kept advert.
+    pub async fn set_priority_profile(&self, profile: PriorityProfile) -> Result<(), NodeError> {
+        let f = profile.to_fn();
+        self.ask(|reply| Command::SetPriority {
+            f,
+            profile: Some(profile),
+            reply,
+        })
+        .await
+    }
+
+    /// Asks the priority function again about every kept advert (the application's state
+    /// moved).
+    pub async fn reevaluate(&self) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Reevaluate { reply }).await
+    }
+
+    /// Installs a new registry version: new members are dialed (when this node has the lower
+    /// id), removed members are disconnected at once and refused from then on.
+    pub async fn update_registry(&self, registry: Registry) -> Result<(), NodeError> {
+        self.ask(|reply| Command::UpdateRegistry { registry, reply })
+            .await?
+    }
+
+    /// The peers with an established connection, in ascending order.
+    pub async fn connected_peers(&self) -> Result<Vec<NodeId>, NodeError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Drops the connection to `peer` as if the network had cut it (no ban): the core is told
+    /// and the lower id reconnects after its back-off. Returns whether a connection existed.
+    /// For operators and fault-injection tests.
+    pub async fn drop_connection(&self, peer: NodeId) -> Result<bool, NodeError> {
+        self.ask(|reply| Command::DropConnection { peer, reply })
+            .await
+    }
+
+    /// A snapshot of the metrics (cheap: no round trip to the node task).
+    pub fn metrics(&self) -> NodeMetrics {
+        let core = *self
+            .inner
+            .core_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.counters.snapshot(core)
+    }
+
+    /// Shuts the node down gracefully: stops accepting and dialing, closes every connection
+    /// with a TLS close_notify, flushes the trace, and waits for the node task to end.
+    /// Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

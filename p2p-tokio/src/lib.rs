@@ -1,0 +1,244 @@
+//! Runs a p2p-core gossip node on real sockets: TCP and TLS with tokio, driving the sans-IO
+//! [`p2p_core::Node`] and the [`p2p_transport`] codec and multiplexer.
+//!
+//! This crate is a driver: it feeds the core inputs (with the time since the node started),
+//! carries out its outputs, and arms the one timer the core asks for. It holds no protocol
+//! logic: what to advertise, fetch, serve or deliver is the core's decision.
+//!
+//! # The node
+//!
+//! [`start`] binds the listening socket and spawns:
+//! - **the node task**, the only owner of the core. It receives the handle's commands and the
+//!   connections' events over bounded channels, feeds them to the core, and carries out every
+//!   output: `Send` pushes into that peer's multiplexer, `Deliver` goes to the bounded
+//!   [`Deliveries`] stream, `Disconnect` closes the connection (logged with its reason) and bans
+//!   a misbehaving peer for [`NodeConfig::misbehaviour_ban`]. It never awaits a socket.
+//! - **the accept loop**, which runs at most [`NodeConfig::max_pending_handshakes`] inbound
+//!   handshakes at once;
+//! - **a dial task per peer to dial**, with exponential back-off and jitter;
+//! - **a reader and a writer task per connection.** The writer takes frames from the peer's
+//!   [`MuxSender`](p2p_transport::mux::MuxSender) at the pace the socket accepts them; the
+//!   reader reassembles frames and forwards messages to the node task.
+//!
+//! # Connections
+//!
+//! - **TCP** with `TCP_NODELAY`, TCP keepalive and optional buffer sizes (socket2), then
+//!   **TLS 1.3** with p2p-transport's registry-pinned configurations: a handshake with a
+//!   non-member fails inside TLS, so its connection never reaches the core (it is counted in
+//!   [`NodeMetrics::connections_refused`]). Then each side sends the codec's
+//!   [`Hello`](p2p_transport::codec::Hello) (protocol and registry version); TLS and hello
+//!   together must finish within [`NodeConfig::handshake_timeout`].
+//! - **One connection per pair of members**: the lower [`NodeId`](p2p_core::NodeId) dials, the
+//!   higher accepts (an inbound connection from a higher id is refused). If a second connection
+//!   from the same peer arrives (a reconnect racing the old connection's teardown), the newest is
+//!   kept and the old one closed.
+//! - **Reconnect**: when a connection ends, the lower id dials again after a delay that starts at
+//!   [`NodeConfig::reconnect_backoff_min`], doubles per failed attempt up to
+//!   [`NodeConfig::reconnect_backoff_max`], and is jittered down to half (from a generator seeded
+//!   by the core's seed and the node id). A connection that lived longer than the maximum resets
+//!   the back-off.
+//! - **Keepalive convention**: a writer that wrote nothing for
+//!   [`NodeConfig::keepalive_interval`] sends an empty `Message::Adverts(vec![])`. Readers drop
+//!   empty advert batches before the core (they mean nothing else), and a peer from which
+//!   nothing at all was read for [`NodeConfig::idle_timeout`] is disconnected.
+//! - **Membership**: [`NodeHandle::update_registry`] installs a new registry version at any
+//!   time. The TLS verifiers read it on every handshake; removed members are disconnected at
+//!   once and refused from then on; new members are dialed (when this node has the lower id).
+//! - **Flow control**: each peer has its own bounded multiplexer queue and writer, so a slow
+//!   peer is fed at its own pace and never slows the others. When its queue passes the
+//!   multiplexer's `high_water`, the core is told (`Input::Congestion`) and holds that peer's
+//!   requests; when the writer drains it to half of that, the core is told again. A queue that
+//!   reaches its hard cap (`max_queued_per_class`) disconnects the peer. On the reading side,
+//!   messages go to the node task over a bounded channel ([`NodeConfig::event_buffer`]): a busy
+//!   node task slows reading, which TCP turns into back-pressure on the senders.
+//! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
+//!   with a logged reason (`tracing`) and ban the peer; the node keeps serving everyone else.
+//!
+//! # Deliveries
+//!
+//! Verified artifacts arrive once each on the stream from [`NodeHandle::take_deliveries`], of
+//! capacity [`NodeConfig::delivery_buffer`]. When it is full the node task stops reading peer
+//! events until the application takes one: nothing is lost, and peers are slowed by
+//! back-pressure. Commands still work meanwhile. If the [`Deliveries`] are dropped, later
+//! deliveries are discarded and counted.
+//!
+//! # Traces
+//!
+//! With [`NodeConfig::record_trace`] set, every input fed to the core and every output it
+//! produced is written with [`p2p_testkit::trace::TraceWriter`]; the header names the priority
+//! profile [`NodeConfig::record_trace_profile`] (the node runs that profile's function). The
+//! trace is flushed on shutdown and replays with [`p2p_testkit::trace::replay`].
+//!
+//! # Example
+//!
+//! Two nodes on loopback: they start with an empty registry, learn each other's addresses
+//! through a registry update, and one artifact travels from the first to the second.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use p2p_core::Kind;
+//! use p2p_tokio::{Member, NodeConfig, Registry, start};
+//! use p2p_transport::identity::NodeIdentity;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let localhost = "127.0.0.1:0".parse()?;
+//! let a = start(NodeConfig::new(NodeIdentity::generate()?, localhost), Registry::default()).await?;
+//! let b = start(NodeConfig::new(NodeIdentity::generate()?, localhost), Registry::default()).await?;
+//! let registry = Registry::new(1, [
+//!     Member { id: a.node_id(), addr: a.local_addr() },
+//!     Member { id: b.node_id(), addr: b.local_addr() },
+//! ]);
+//! a.update_registry(registry.clone()).await?;
+//! b.update_registry(registry).await?;
+//!
+//! let mut deliveries = b.take_deliveries().expect("taken once");
+//! let id = a.publish(Kind(1), Bytes::new(), Bytes::from(vec![7u8; 100_000])).await?;
+//! let got = tokio::time::timeout(std::time::Duration::from_secs(20), deliveries.recv())
+//!     .await?
+//!     .expect("a delivery");
+//! assert_eq!(got.artifact.id, id);
+//! assert_eq!(got.from, a.node_id());
+//!
+//! a.shutdown().await;
+//! b.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod accept;
+mod config;
+mod conn;
+mod driver;
+mod error;
+mod handle;
+mod handshake;
+mod metrics;
+mod net;
+
+use std::fs::File;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use p2p_core::Node;
+use p2p_testkit::trace::{Header, PriorityProfile, TraceWriter};
+use p2p_transport::tls::{self, Members, Membership};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::info;
+
+pub use config::{Member, NodeConfig, Registry};
+pub use error::{NodeError, StartError};
+pub use handle::{Delivered, Deliveries, NodeHandle};
+pub use metrics::NodeMetrics;
+
+use conn::ConnSettings;
+use driver::{Driver, DriverParts, DriverSettings};
+use handshake::Handshaker;
+use metrics::Counters;
+use net::SocketOpts;
+
+/// Capacity of the command channel from handles to the node task.
+const COMMAND_BUFFER: usize = 256;
+
+/// Starts a node: binds `cfg.listen`, then dials the members of `registry` with a higher id
+/// and accepts the others. Must be called inside a tokio runtime.
+pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, StartError> {
+    cfg.validate()?;
+    let id = cfg.identity.node_id();
+    let members = Members::new(registry.version, registry.members.iter().map(|m| m.id));
+    let membership = Membership::new(members);
+    let server = tls::server_config(&cfg.identity, &membership)?;
+    let client = tls::client_config(&cfg.identity, &membership)?;
+    let counters = Arc::new(Counters::default());
+    let handshaker = Handshaker {
+        acceptor: TlsAcceptor::from(server),
+        connector: TlsConnector::from(client),
+        counters: Arc::clone(&counters),
+        timeout: cfg.handshake_timeout,
+        registry_version: Arc::new(AtomicU64::new(registry.version)),
+    };
+    let sock = SocketOpts {
+        nodelay: cfg.tcp_nodelay,
+        keepalive: cfg.tcp_keepalive,
+        buffer: cfg.socket_buffer,
+    };
+    let listen_err = |source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    };
+    let listener = net::listen(cfg.listen, &sock).map_err(listen_err)?;
+    let local_addr = listener.local_addr().map_err(listen_err)?;
+
+    let (core, trace) = match &cfg.record_trace {
+        Some(path) => {
+            let profile = cfg
+                .record_trace_profile
+                .clone()
+                .unwrap_or(PriorityProfile::FetchAll);
+            let header = Header::new(id, cfg.core.clone(), profile);
+            let file = File::create(path).map_err(|source| StartError::TraceFile {
+                path: path.clone(),
+                source,
+            })?;
+            let writer = TraceWriter::new(file, &header)?;
+            (header.build_node(), Some(writer))
+        }
+        None => (Node::new(id, cfg.core.clone()), None),
+    };
+
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
+    let (deliveries_tx, deliveries_rx) = mpsc::channel(cfg.delivery_buffer);
+    let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
+    let accept_task = tokio::spawn(accept::accept_loop(
+        listener,
+        handshaker.clone(),
+        sock,
+        events_tx.clone(),
+        cfg.max_pending_handshakes,
+        accept_shutdown_rx,
+    ));
+    let core_metrics = Arc::new(Mutex::new(core.metrics()));
+    let driver = Driver::new(DriverParts {
+        id,
+        core,
+        trace,
+        settings: DriverSettings {
+            mux: cfg.effective_mux(),
+            conn: ConnSettings {
+                idle_timeout: cfg.idle_timeout,
+                keepalive_interval: cfg.keepalive_interval,
+                write_chunk: cfg.write_chunk,
+            },
+            sock,
+            connect_timeout: cfg.connect_timeout,
+            backoff_min: cfg.reconnect_backoff_min,
+            backoff_max: cfg.reconnect_backoff_max,
+            ban: cfg.misbehaviour_ban,
+        },
+        registry,
+        membership,
+        handshaker,
+        counters: Arc::clone(&counters),
+        core_metrics: Arc::clone(&core_metrics),
+        events_tx,
+        deliveries_tx,
+        accept_shutdown,
+        accept_task,
+        seed: cfg.core.seed,
+    });
+    info!(node = %id, addr = %local_addr, "node started");
+    let task = tokio::spawn(driver.run(commands_rx, events_rx));
+    Ok(NodeHandle::new(handle::Inner {
+        node_id: id,
+        local_addr,
+        commands: commands_tx,
+        counters,
+        core_metrics,
+        deliveries: Mutex::new(Some(Deliveries::new(deliveries_rx))),
+        task: Mutex::new(Some(task)),
+    }))
+}

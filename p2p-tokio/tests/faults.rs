@@ -1,0 +1,230 @@
+//! Faults on real sockets: non-members, removed members, killed connections, garbage.
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use p2p_core::Kind;
+use p2p_tokio::Member;
+use p2p_transport::codec::{self, HELLO_LEN, Hello};
+use p2p_transport::identity::NodeIdentity;
+use p2p_transport::tls::{self, Members, Membership, server_name_for};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_member_with_a_valid_certificate_is_refused_in_tls() {
+    init_log();
+    let mut ids = identities(3).into_iter();
+    // The outsider has the lowest id, so it is the one that dials.
+    let outsider_id = ids.next().unwrap();
+    let nodes = subnet(ids.map(config).collect()).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_connected(&nodes, 1).await;
+
+    // The outsider believes it is a member and dials both.
+    let mut reg = registry(1, &[a, b]);
+    reg.members.push(Member {
+        id: outsider_id.node_id(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    });
+    let outsider = p2p_tokio::start(config(outsider_id), reg).await.unwrap();
+    outsider
+        .publish(Kind(1), Bytes::new(), bytes(5, 200))
+        .await
+        .unwrap();
+    wait_metrics(a, "refusal", |m| m.connections_refused >= 1).await;
+    wait_metrics(b, "refusal", |m| m.connections_refused >= 1).await;
+    wait_metrics(&outsider, "failed dials", |m| m.dial_failures >= 2).await;
+
+    // The members keep serving each other.
+    let mut rx_b = b.take_deliveries().unwrap();
+    let id = a
+        .publish(Kind(1), Bytes::new(), bytes(6, 300_000))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&receive(&mut rx_b, 1).await), vec![id]);
+
+    // The outsider never reached a core: no connection, no delivery, no accepted connection.
+    assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
+    assert_eq!(a.metrics().core.delivered, 0);
+    assert_eq!(b.metrics().core.delivered, 1);
+    for n in [a, b] {
+        let m = n.metrics();
+        assert_eq!(m.connections_accepted + m.connections_dialed, 1);
+        assert_eq!(m.core.connected_peers, 1);
+    }
+    let m = outsider.metrics();
+    assert_eq!(m.peers_connected, 0);
+    assert_eq!(m.connections_dialed, 0);
+    outsider.shutdown().await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_removed_at_run_time_is_disconnected_refused_and_welcome_back_when_readded() {
+    init_log();
+    // The removed node has the lowest id: after the removal it keeps dialing the others.
+    let nodes = subnet(identities(3).into_iter().map(config).collect()).await;
+    let (c, a, b) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_connected(&nodes, 2).await;
+
+    let v2 = registry(2, &[a, b]);
+    a.update_registry(v2.clone()).await.unwrap();
+    b.update_registry(v2).await.unwrap();
+    wait_metrics(a, "removal", |m| m.peers_connected == 1).await;
+    wait_metrics(b, "removal", |m| m.peers_connected == 1).await;
+    assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
+    wait_metrics(a, "refused redial", |m| m.connections_refused >= 1).await;
+    wait_metrics(b, "refused redial", |m| m.connections_refused >= 1).await;
+    wait_metrics(c, "no peers", |m| m.peers_connected == 0).await;
+
+    // An older registry version is refused.
+    assert!(a.update_registry(registry(1, &[a, b, c])).await.is_err());
+
+    // Re-added, it reconnects and gossip reaches it again.
+    let v3 = registry(3, &[a, b, c]);
+    a.update_registry(v3.clone()).await.unwrap();
+    b.update_registry(v3).await.unwrap();
+    wait_connected(&nodes, 2).await;
+    let mut rx_c = c.take_deliveries().unwrap();
+    let id = a
+        .publish(Kind(1), Bytes::new(), bytes(7, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&receive(&mut rx_c, 1).await), vec![id]);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_killed_mid_transfer_is_reestablished_and_the_transfer_completes() {
+    init_log();
+    let configs = identities(2)
+        .into_iter()
+        .map(|id| {
+            let mut cfg = config(id);
+            cfg.socket_buffer = Some(16 << 10);
+            cfg
+        })
+        .collect();
+    let nodes = subnet(configs).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_connected(&nodes, 1).await;
+    let mut rx = b.take_deliveries().unwrap();
+
+    let id = b
+        .publish(Kind(1), Bytes::new(), bytes(8, 12 << 20))
+        .await
+        .unwrap();
+    let mut rx_a = a.take_deliveries().unwrap();
+    wait_metrics(a, "transfer under way", |m| m.bytes_read > 1 << 20).await;
+    assert_eq!(
+        a.metrics().core.delivered,
+        0,
+        "the transfer ended before the kill"
+    );
+    assert!(a.drop_connection(b.node_id()).await.unwrap());
+
+    let got = receive(&mut rx_a, 1).await;
+    assert_eq!(got[0].artifact.id, id);
+    assert_eq!(got[0].artifact.data.len(), 12 << 20);
+    wait_connected(&nodes, 1).await;
+    let m = a.metrics();
+    assert_eq!(m.connections_dialed + m.connections_accepted, 2, "{m:#?}");
+    assert!(m.core.retries >= 1, "the cut request was retried: {m:#?}");
+    assert_eq!(m.core.delivered, 1);
+    assert!(rx.try_recv().is_none());
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A raw TLS client with a member's identity: TLS handshake, then our hello and the node's.
+async fn raw_member_connection(
+    identity: &NodeIdentity,
+    members: Members,
+    target: &p2p_tokio::NodeHandle,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    std::io::Result<Hello>,
+) {
+    let cfg = tls::client_config(identity, &Membership::new(members)).unwrap();
+    let tcp = TcpStream::connect(target.local_addr()).await.unwrap();
+    let mut tls = TlsConnector::from(cfg)
+        .connect(server_name_for(target.node_id()), tcp)
+        .await
+        .unwrap();
+    let mut hello = BytesMut::new();
+    codec::encode_hello(&Hello::new(1), &mut hello);
+    tls.write_all(&hello).await.unwrap();
+    let mut theirs = [0u8; HELLO_LEN];
+    let hello = match tls.read_exact(&mut theirs).await {
+        Ok(_) => codec::decode_hello(&theirs)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) => Err(e),
+    };
+    (tls, hello)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() {
+    init_log();
+    let mut ids = identities(3).into_iter();
+    // The garbage peer has the lowest id, so dialing is its role.
+    let rogue = ids.next().unwrap();
+    let nodes = subnet(ids.map(config).collect()).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut reg = registry(2, &[a, b]);
+    reg.members.push(Member {
+        id: rogue.node_id(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    });
+    for n in &nodes {
+        n.update_registry(reg.clone()).await.unwrap();
+    }
+    wait_connected(&nodes, 1).await;
+    let members = Members::new(2, reg.members.iter().map(|m| m.id));
+    let mut rx_b = b.take_deliveries().unwrap();
+    let id = a
+        .publish(Kind(1), Bytes::new(), bytes(9, 4 << 20))
+        .await
+        .unwrap();
+
+    let (mut tls, hello) = raw_member_connection(&rogue, members.clone(), a).await;
+    assert_eq!(hello.unwrap().registry_version, 2);
+    wait_metrics(a, "rogue admitted", |m| m.peers_connected == 2).await;
+    // A frame with reserved flag bits set, then noise.
+    let mut junk = vec![0u8, 0, 0, 0, 0xf4, 4, 0, 0, 0];
+    junk.extend_from_slice(&[0xab; 64]);
+    tls.write_all(&junk).await.unwrap();
+    let mut sink = Vec::new();
+    let end = within(1, "the node cuts the rogue", tls.read_to_end(&mut sink)).await;
+    // Either a clean close or a reset: the connection is gone.
+    let _ = end;
+    wait_metrics(a, "protocol error", |m| m.protocol_errors == 1).await;
+    wait_metrics(a, "rogue gone", |m| m.peers_connected == 1).await;
+
+    // Banned: a new connection completes TLS (it is a member) but is refused after it.
+    let refused_before = a.metrics().connections_refused;
+    let (mut again, _) = raw_member_connection(&rogue, members, a).await;
+    let mut sink = Vec::new();
+    let _ = within(
+        1,
+        "the banned rogue is dropped",
+        again.read_to_end(&mut sink),
+    )
+    .await;
+    assert!(a.metrics().connections_refused > refused_before);
+
+    // The honest transfer completed regardless.
+    assert_eq!(ids_of(&receive(&mut rx_b, 1).await), vec![id]);
+    assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

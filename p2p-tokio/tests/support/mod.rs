@@ -1,0 +1,144 @@
+//! Helpers shared by the integration tests: identities, fast configurations, subnets, waits.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use p2p_core::{ArtifactId, NodeId};
+use p2p_tokio::{Delivered, Deliveries, Member, NodeConfig, NodeHandle, NodeMetrics, Registry};
+use p2p_transport::identity::NodeIdentity;
+
+/// Upper bound of any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// `n` fresh identities in ascending node-id order (the first dials all others).
+pub fn identities(n: usize) -> Vec<NodeIdentity> {
+    let mut ids: Vec<NodeIdentity> = (0..n)
+        .map(|_| NodeIdentity::generate().expect("identity"))
+        .collect();
+    ids.sort_by_key(|i| i.node_id());
+    ids
+}
+
+/// A configuration on 127.0.0.1:0 with short back-off and keepalive, for tests.
+pub fn config(identity: NodeIdentity) -> NodeConfig {
+    let mut cfg = NodeConfig::new(identity, "127.0.0.1:0".parse().expect("addr"));
+    cfg.reconnect_backoff_min = Duration::from_millis(20);
+    cfg.reconnect_backoff_max = Duration::from_millis(500);
+    cfg.keepalive_interval = Duration::from_millis(500);
+    cfg.idle_timeout = Duration::from_secs(5);
+    cfg.core.retry_backoff_initial = Duration::from_millis(50);
+    cfg.core.retry_backoff_max = Duration::from_millis(500);
+    cfg
+}
+
+/// The registry of `version` listing `nodes`.
+pub fn registry(version: u64, nodes: &[&NodeHandle]) -> Registry {
+    Registry::new(
+        version,
+        nodes.iter().map(|n| Member {
+            id: n.node_id(),
+            addr: n.local_addr(),
+        }),
+    )
+}
+
+/// Starts one node per configuration (with an empty registry), then installs the registry of
+/// all of them (version 1) everywhere.
+pub async fn subnet(configs: Vec<NodeConfig>) -> Vec<NodeHandle> {
+    let mut nodes = Vec::new();
+    for cfg in configs {
+        nodes.push(
+            p2p_tokio::start(cfg, Registry::default())
+                .await
+                .expect("start"),
+        );
+    }
+    let refs: Vec<&NodeHandle> = nodes.iter().collect();
+    let reg = registry(1, &refs);
+    for n in &nodes {
+        n.update_registry(reg.clone()).await.expect("registry");
+    }
+    nodes
+}
+
+/// Polls `cond` on `node`'s metrics until it holds, failing the test after [`WAIT`].
+pub async fn wait_metrics(node: &NodeHandle, what: &str, cond: impl Fn(&NodeMetrics) -> bool) {
+    let r = tokio::time::timeout(WAIT, async {
+        loop {
+            if cond(&node.metrics()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "timed out waiting for {what} on {:?}: {:#?}",
+        node.node_id(),
+        node.metrics()
+    );
+}
+
+/// Waits until every node has `n` connected peers.
+pub async fn wait_connected(nodes: &[NodeHandle], n: u64) {
+    for node in nodes {
+        wait_metrics(node, "connections", |m| m.peers_connected == n).await;
+    }
+}
+
+/// Receives `n` deliveries within [`WAIT`].
+pub async fn receive(deliveries: &mut Deliveries, n: usize) -> Vec<Delivered> {
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(WAIT, async {
+        while got.len() < n {
+            match deliveries.recv().await {
+                Some(d) => got.push(d),
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out with {} of {n} deliveries", got.len());
+    assert_eq!(got.len(), n, "the delivery stream ended early");
+    got
+}
+
+/// The ids of `deliveries`, sorted.
+pub fn ids_of(deliveries: &[Delivered]) -> Vec<ArtifactId> {
+    let mut ids: Vec<ArtifactId> = deliveries.iter().map(|d| d.artifact.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Runs `f` within [`WAIT`] times `factor`, failing with `what` on timeout.
+pub async fn within<T>(factor: u32, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT * factor, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// Deterministic filler bytes, distinct per `tag`.
+pub fn bytes(tag: u8, len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// The node ids of `nodes`.
+pub fn node_ids(nodes: &[&NodeHandle]) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    v.sort();
+    v
+}
