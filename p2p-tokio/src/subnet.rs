@@ -693,7 +693,11 @@ impl LocalSubnet {
             collectors: Vec::with_capacity(nodes),
         };
         for (node, handle) in subnet.handles.iter().enumerate() {
-            let mut deliveries = handle.deliveries();
+            let Some(mut deliveries) = handle.take_deliveries() else {
+                return Err(SubnetError::Workload(format!(
+                    "the deliveries of node {node} were already taken"
+                )));
+            };
             let tracker = Arc::clone(&subnet.tracker);
             subnet.collectors.push(tokio::spawn(async move {
                 while let Some(d) = deliveries.recv().await {

@@ -84,6 +84,7 @@ fn init_logs(cli: Option<&str>, file: Option<&str>, default: &str) -> Result<(),
         .map_err(|e| format!("{source}: invalid log filter `{spec}`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init()
         .map_err(|e| format!("cannot set up logging: {e}"))

@@ -22,6 +22,8 @@ pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str
         Ok(f) => f,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
+    // Stamped before reading: a change made while the node starts is picked up by the watcher.
+    let registry_stamp = stamp(&file.registry);
     let registry = match load_registry(&file.registry) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_CONFIG, e),
@@ -36,7 +38,7 @@ pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(node(file, registry, record_trace))
+    runtime.block_on(node(file, registry, registry_stamp, record_trace))
 }
 
 fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
@@ -98,7 +100,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     cfg
 }
 
-async fn node(file: NodeFile, registry: Registry, record_trace: Option<PathBuf>) -> u8 {
+async fn node(
+    file: NodeFile,
+    registry: Registry,
+    registry_stamp: Option<Stamp>,
+    record_trace: Option<PathBuf>,
+) -> u8 {
     let config_path = file.path.clone();
     let registry_path = file.registry.clone();
     let metrics_addr = file.metrics;
@@ -149,6 +156,7 @@ async fn node(file: NodeFile, registry: Registry, record_trace: Option<PathBuf>)
         registry_path,
         version,
         members,
+        registry_stamp,
     )));
 
     let signal = shutdown_signal().await;
@@ -176,7 +184,10 @@ async fn serve_metrics(
 
 /// Consumes the node's deliveries: this binary has no application, it logs and counts them.
 async fn drain_deliveries(handle: NodeHandle) {
-    let mut deliveries = handle.deliveries();
+    let Some(mut deliveries) = handle.take_deliveries() else {
+        tracing::error!("the node's deliveries were already taken");
+        return;
+    };
     while let Some(d) = deliveries.recv().await {
         tracing::debug!(
             artifact = %d.artifact.id.to_hex(),
@@ -195,8 +206,11 @@ fn fingerprint(r: &Registry) -> Vec<(NodeId, SocketAddr)> {
     v
 }
 
+/// What identifies a version of a file cheaply: its modification time and size.
+type Stamp = (SystemTime, u64);
+
 /// The file's modification time and size (a metadata read: cheap enough for the runtime thread).
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -209,8 +223,8 @@ async fn watch_registry(
     path: PathBuf,
     mut version: u64,
     mut members: Vec<(NodeId, SocketAddr)>,
+    mut last: Option<Stamp>,
 ) {
-    let mut last = stamp(&path);
     let mut hangup = Hangup::new();
     let mut tick = tokio::time::interval(REGISTRY_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
