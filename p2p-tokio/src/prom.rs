@@ -510,12 +510,16 @@ mod tests {
     use std::collections::HashSet;
 
     fn sample() -> NodeMetrics {
-        let mut m = NodeMetrics::default();
-        m.bytes_written = 12345;
-        m.peers_connected = 3;
-        m.core.delivered = 7;
-        m.core.pool_bytes = 99;
-        m
+        NodeMetrics {
+            bytes_written: 12345,
+            peers_connected: 3,
+            core: p2p_core::Metrics {
+                delivered: 7,
+                pool_bytes: 99,
+                ..p2p_core::Metrics::default()
+            },
+            ..NodeMetrics::default()
+        }
     }
 
     #[test]

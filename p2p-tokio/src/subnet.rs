@@ -443,9 +443,9 @@ impl Report {
 }
 
 fn fmt_bytes(b: u64) -> String {
-    if b >= 1 << 20 && b % (1 << 20) == 0 {
+    if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
         format!("{} MiB", b >> 20)
-    } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+    } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
         format!("{} KiB", b >> 10)
     } else {
         format!("{b} B")
@@ -934,7 +934,7 @@ impl LocalSubnet {
             .filter_map(|id| {
                 let p = &t.published[id];
                 let nodes: Vec<usize> = (0..t.nodes).filter(|&n| !p.got[n]).collect();
-                (!nodes.is_empty()).then(|| Missing {
+                (!nodes.is_empty()).then_some(Missing {
                     id: *id,
                     kind: p.kind,
                     size: p.size,
