@@ -125,7 +125,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use p2p_core::Node;
-use p2p_testkit::trace::{Header, PriorityProfile, TraceWriter};
+use p2p_testkit::trace::{Header, TraceWriter};
 use p2p_transport::tls::{self, Members, Membership};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -135,6 +135,12 @@ pub use config::{Member, NodeConfig, Registry};
 pub use error::{NodeError, StartError};
 pub use handle::{Delivered, Deliveries, NodeHandle};
 pub use metrics::NodeMetrics;
+
+/// Types of the lower crates that the embedding API takes or returns, re-exported.
+pub use bytes::Bytes;
+pub use p2p_core::{Artifact, ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
+pub use p2p_testkit::trace::PriorityProfile;
+pub use p2p_transport::identity::NodeIdentity;
 
 use conn::ConnSettings;
 use driver::{Driver, DriverParts, DriverSettings};

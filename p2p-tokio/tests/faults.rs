@@ -3,10 +3,11 @@
 mod support;
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::Kind;
-use p2p_tokio::Member;
+use p2p_core::{Kind, Message};
+use p2p_tokio::{Member, Registry};
 use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
+use p2p_transport::mux::{MuxConfig, MuxReceiver};
 use p2p_transport::tls::{self, Members, Membership, server_name_for};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -227,4 +228,60 @@ async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() 
     for n in &nodes {
         n.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_gets_keepalives_and_is_cut_after_the_idle_timeout() {
+    init_log();
+    let mut ids = identities(2).into_iter();
+    let silent = ids.next().unwrap();
+    let mut cfg = config(ids.next().unwrap());
+    cfg.keepalive_interval = std::time::Duration::from_millis(100);
+    cfg.idle_timeout = std::time::Duration::from_millis(600);
+    cfg.handshake_timeout = std::time::Duration::from_millis(300);
+    let a = p2p_tokio::start(cfg, Registry::default()).await.unwrap();
+    let mut reg = registry(1, &[&a]);
+    reg.members.push(Member {
+        id: silent.node_id(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    });
+    a.update_registry(reg.clone()).await.unwrap();
+
+    // A TCP client that never starts TLS is dropped at the handshake timeout.
+    let mut mute = TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = within(1, "handshake timeout", mute.read_to_end(&mut sink)).await;
+    wait_metrics(&a, "handshake failure", |m| m.handshake_failures >= 1).await;
+
+    // A member that completes the handshake and then says nothing.
+    let members = Members::new(1, reg.members.iter().map(|m| m.id));
+    let (mut tls, hello) = raw_member_connection(&silent, members, &a).await;
+    hello.unwrap();
+    let mut rx = MuxReceiver::new(MuxConfig::default()).unwrap();
+    let mut keepalives = 0;
+    let mut buf = vec![0u8; 4096];
+    let ended = within(1, "idle cut", async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => rx.feed(Bytes::copy_from_slice(&buf[..n])),
+            }
+            while let Ok(Some((_, msg))) = rx.poll_message() {
+                assert_eq!(
+                    msg,
+                    Message::Adverts(Vec::new()),
+                    "only keepalives expected"
+                );
+                keepalives += 1;
+            }
+        }
+    });
+    ended.await;
+    assert!(keepalives >= 2, "{keepalives} keepalives before the cut");
+    wait_metrics(&a, "idle cut", |m| {
+        m.idle_timeouts == 1 && m.peers_connected == 0
+    })
+    .await;
+    assert!(a.metrics().keepalives_sent >= 2);
+    a.shutdown().await;
 }

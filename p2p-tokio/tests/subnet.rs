@@ -92,10 +92,9 @@ async fn urgent_artifact_overtakes_bulk_artifacts_saturating_the_link() {
             cfg.socket_buffer = Some(16 << 10);
             cfg.mux.high_water = 56 << 20;
             cfg.core.max_in_flight_bytes_per_peer = 64 << 20;
-            cfg.core.priority_fn = PriorityFnRef::by_kind(
-                vec![(Kind(1), Priority::URGENT), (Kind(2), Priority::BULK)],
-                Decision::Drop,
-            );
+            // Bulk waits (`Later`) until every bulk artifact is advertised.
+            cfg.core.priority_fn =
+                PriorityFnRef::by_kind(vec![(Kind(1), Priority::URGENT)], Decision::Later);
             cfg
         })
         .collect();
@@ -110,6 +109,16 @@ async fn urgent_artifact_overtakes_bulk_artifacts_saturating_the_link() {
     for d in data {
         bulk.push(a.publish(Kind(2), Bytes::new(), d).await.unwrap());
     }
+    wait_metrics(b, "bulk adverts kept", |m| {
+        m.core.pending_downloads == BULK as u64
+    })
+    .await;
+    b.set_priority_fn(PriorityFnRef::by_kind(
+        vec![(Kind(1), Priority::URGENT), (Kind(2), Priority::BULK)],
+        Decision::Drop,
+    ))
+    .await
+    .unwrap();
     // Once every bulk response is queued, publish the urgent artifact (larger than the push
     // threshold, so it is advertised, requested and answered in the urgent class).
     wait_metrics(a, "bulk requests served", |m| {
@@ -185,4 +194,56 @@ async fn live_trace_of_a_real_transfer_replays_to_identical_outputs() {
         "only {} outputs",
         report.outputs_matched
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_peer_is_fed_at_its_own_pace_and_does_not_slow_the_others() {
+    init_log();
+    const COUNT: usize = 12;
+    let mut ids = identities(3).into_iter();
+    let mut configs = Vec::new();
+    for i in 0..3 {
+        let mut cfg = config(ids.next().unwrap());
+        cfg.socket_buffer = Some(64 << 10);
+        if i == 0 {
+            // The sender: congested towards a peer past 1 MiB queued.
+            cfg.mux.high_water = 1 << 20;
+        }
+        if i == 1 {
+            // The slow peer: its application takes nothing for now, and it reads no further
+            // ahead than one message.
+            cfg.delivery_buffer = 1;
+            cfg.event_buffer = 1;
+        }
+        configs.push(cfg);
+    }
+    let nodes = subnet(configs).await;
+    let (a, slow, fast) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_connected(&nodes, 2).await;
+    let mut rx_slow = slow.take_deliveries().unwrap();
+    let mut rx_fast = fast.take_deliveries().unwrap();
+
+    let data: Vec<Bytes> = (0..COUNT).map(|i| bytes(40 + i as u8, 1 << 20)).collect();
+    let mut ids = Vec::new();
+    for d in data {
+        ids.push(a.publish(Kind(1), Bytes::new(), d).await.unwrap());
+    }
+    ids.sort();
+    // The fast peer gets everything while the slow one holds back.
+    assert_eq!(ids_of(&receive(&mut rx_fast, COUNT).await), ids);
+    wait_metrics(a, "congestion towards the slow peer", |m| {
+        m.congestion_events >= 1
+    })
+    .await;
+    // The slow node stopped reading once one delivery waited in its full channel.
+    let stalled = slow.metrics().core.delivered;
+    assert!(stalled <= 2, "the slow peer took {stalled} deliveries");
+    // Nothing was lost or cut: once the slow application reads, everything arrives.
+    assert_eq!(ids_of(&receive(&mut rx_slow, COUNT).await), ids);
+    let m = a.metrics();
+    assert_eq!(m.send_queue_overflows, 0);
+    assert_eq!(m.disconnects, 0);
+    for n in &nodes {
+        n.shutdown().await;
+    }
 }
