@@ -117,6 +117,8 @@ mod handle;
 mod handshake;
 mod metrics;
 mod net;
+pub mod prom;
+pub mod subnet;
 
 use std::fs::File;
 use std::sync::atomic::AtomicU64;

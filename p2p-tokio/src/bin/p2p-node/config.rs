@@ -1,0 +1,641 @@
+//! The node's configuration file and the registry file: parsing, validation, and one-line errors
+//! that name the file, the key and the line.
+//!
+//! See `p2p-tokio/examples/node.toml` and `p2p-tokio/examples/registry.toml` for the formats.
+//! Relative paths in a file are resolved against the directory of that file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use p2p_core::{Decision, Kind, NodeId, Priority, PriorityFnRef};
+use p2p_tokio::{Member, Registry};
+use p2p_transport::identity::{NodeIdentity, node_id_of_cert};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration problem, rendered as one line: `file:line: key `k`: what is wrong`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// The key at fault, dotted (`tuning.idle_timeout_ms`), if known.
+    pub key: Option<String>,
+    /// The 1-based line, if known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        // Keep it to one line whatever the underlying error says.
+        let msg = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        f.write_str(&msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The text of one file, for locating spans.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            key: Some(key.to_owned()),
+            line: span.map(|s| self.line_of(s.start)),
+            message: message.into(),
+        }
+    }
+
+    fn file_err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            key: None,
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// The dotted key assigned on the line containing `offset`, with its enclosing table header.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[line_start..line_end];
+        let (lhs, _) = line.split_once('=')?;
+        let key = lhs.trim().trim_matches('"');
+        if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+            return None;
+        }
+        let table = self.text[..line_start].lines().rev().find_map(|l| {
+            let l = l.trim();
+            l.starts_with('[')
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        });
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_owned(),
+        })
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ConfigError> {
+        toml::from_str(self.text).map_err(|e| {
+            let span = e.span();
+            ConfigError {
+                file: self.path.to_path_buf(),
+                key: span.clone().and_then(|s| self.key_at(s.start)),
+                line: span.map(|s| self.line_of(s.start)),
+                message: e.message().to_owned(),
+            }
+        })
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: None,
+        line: None,
+        message: format!("cannot read the file: {e}"),
+    })
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!("`{s}` is not an address of the form host:port"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`{s}` resolves to no address")),
+        Err(e) => Err(format!("cannot resolve `{s}`: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    listen: Spanned<String>,
+    key: Spanned<String>,
+    cert: Spanned<String>,
+    registry: Spanned<String>,
+    metrics: Option<Spanned<String>>,
+    record_trace: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    priority: Vec<RawPriority>,
+    default_priority: Option<Spanned<String>>,
+    #[serde(default)]
+    tuning: RawTuning,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPriority {
+    kind: u16,
+    priority: Spanned<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawTuning {
+    auto_relay: Option<bool>,
+    push_threshold: Option<u64>,
+    max_artifact_size: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    keepalive_interval_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    reconnect_backoff_min_ms: Option<u64>,
+    reconnect_backoff_max_ms: Option<u64>,
+    delivery_buffer: Option<usize>,
+    tcp_nodelay: Option<bool>,
+    socket_buffer: Option<usize>,
+}
+
+/// Optional settings of the node; unset ones keep the library's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Relay every delivered artifact.
+    pub auto_relay: Option<bool>,
+    /// Push threshold in bytes.
+    pub push_threshold: Option<u64>,
+    /// Largest artifact accepted.
+    pub max_artifact_size: Option<u64>,
+    /// Dial timeout.
+    pub connect_timeout: Option<Duration>,
+    /// TLS + hello timeout.
+    pub handshake_timeout: Option<Duration>,
+    /// Keepalive period.
+    pub keepalive_interval: Option<Duration>,
+    /// Dead-peer timeout.
+    pub idle_timeout: Option<Duration>,
+    /// First reconnect back-off.
+    pub reconnect_backoff_min: Option<Duration>,
+    /// Largest reconnect back-off.
+    pub reconnect_backoff_max: Option<Duration>,
+    /// Bound of the delivery stream.
+    pub delivery_buffer: Option<usize>,
+    /// TCP_NODELAY.
+    pub tcp_nodelay: Option<bool>,
+    /// SO_SNDBUF / SO_RCVBUF.
+    pub socket_buffer: Option<usize>,
+}
+
+/// A validated node configuration.
+pub struct NodeFile {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The node's identity, loaded from `key` and `cert`.
+    pub identity: NodeIdentity,
+    /// The registry file (resolved).
+    pub registry: PathBuf,
+    /// Prometheus endpoint address.
+    pub metrics: Option<SocketAddr>,
+    /// Trace file.
+    pub record_trace: Option<PathBuf>,
+    /// Log filter from the file.
+    pub log_level: Option<String>,
+    /// The priority table.
+    pub priorities: Vec<(Kind, Priority)>,
+    /// What to do with kinds not in the table.
+    pub default_decision: Decision,
+    /// Tuning.
+    pub tuning: Tuning,
+}
+
+impl NodeFile {
+    /// The priority function of the table.
+    pub fn priority_fn(&self) -> PriorityFnRef {
+        PriorityFnRef::by_kind(self.priorities.clone(), self.default_decision)
+    }
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    match s {
+        "urgent" => Ok(Priority::URGENT),
+        "normal" => Ok(Priority::NORMAL),
+        "bulk" => Ok(Priority::BULK),
+        other => other
+            .parse::<u8>()
+            .map(Priority)
+            .map_err(|_| format!("`{other}` is not a priority (urgent, normal, bulk, or 0..=255)")),
+    }
+}
+
+fn parse_decision(s: &str) -> Result<Decision, String> {
+    match s {
+        "drop" => Ok(Decision::Drop),
+        "later" => Ok(Decision::Later),
+        other => parse_priority(other).map(Decision::Fetch).map_err(|_| {
+            format!("`{other}` is not a decision (urgent, normal, bulk, 0..=255, later, drop)")
+        }),
+    }
+}
+
+fn ms(v: Option<u64>) -> Option<Duration> {
+    v.map(Duration::from_millis)
+}
+
+/// Loads and validates the node configuration at `path`, with its identity files.
+pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
+    let text = read(path)?;
+    let src = Source { path, text: &text };
+    let raw: RawNode = src.parse()?;
+    let listen = parse_addr(raw.listen.get_ref())
+        .map_err(|m| src.err("listen", Some(raw.listen.span()), m))?;
+    let metrics = raw
+        .metrics
+        .as_ref()
+        .map(|m| parse_addr(m.get_ref()).map_err(|e| src.err("metrics", Some(m.span()), e)))
+        .transpose()?;
+    let key_path = src.resolve(raw.key.get_ref());
+    let cert_path = src.resolve(raw.cert.get_ref());
+    let key_pem = std::fs::read_to_string(&key_path).map_err(|e| {
+        src.err(
+            "key",
+            Some(raw.key.span()),
+            format!("cannot read {}: {e}", key_path.display()),
+        )
+    })?;
+    let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| {
+        src.err(
+            "cert",
+            Some(raw.cert.span()),
+            format!("cannot read {}: {e}", cert_path.display()),
+        )
+    })?;
+    let identity = NodeIdentity::from_pem(&cert_pem, &key_pem).map_err(|e| {
+        src.err(
+            "key",
+            Some(raw.key.span()),
+            format!(
+                "the identity in {} and {} cannot be used: {e}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        )
+    })?;
+    let registry = src.resolve(raw.registry.get_ref());
+    let record_trace = raw.record_trace.as_ref().map(|p| src.resolve(p.get_ref()));
+    let log_level = raw.log_level.as_ref().map(|l| l.get_ref().clone());
+    if let Some(l) = &raw.log_level {
+        tracing_subscriber::EnvFilter::try_new(l.get_ref())
+            .map_err(|e| src.err("log_level", Some(l.span()), format!("invalid filter: {e}")))?;
+    }
+    let mut priorities = Vec::with_capacity(raw.priority.len());
+    let mut seen = HashSet::new();
+    for p in &raw.priority {
+        let prio = parse_priority(p.priority.get_ref())
+            .map_err(|m| src.err("priority.priority", Some(p.priority.span()), m))?;
+        if !seen.insert(p.kind) {
+            return Err(src.err(
+                "priority.kind",
+                Some(p.priority.span()),
+                format!("kind {} is listed twice", p.kind),
+            ));
+        }
+        priorities.push((Kind(p.kind), prio));
+    }
+    let default_decision = match &raw.default_priority {
+        Some(d) => parse_decision(d.get_ref())
+            .map_err(|m| src.err("default_priority", Some(d.span()), m))?,
+        None => Decision::Fetch(Priority::NORMAL),
+    };
+    let t = raw.tuning;
+    let tuning = Tuning {
+        auto_relay: t.auto_relay,
+        push_threshold: t.push_threshold,
+        max_artifact_size: t.max_artifact_size,
+        connect_timeout: ms(t.connect_timeout_ms),
+        handshake_timeout: ms(t.handshake_timeout_ms),
+        keepalive_interval: ms(t.keepalive_interval_ms),
+        idle_timeout: ms(t.idle_timeout_ms),
+        reconnect_backoff_min: ms(t.reconnect_backoff_min_ms),
+        reconnect_backoff_max: ms(t.reconnect_backoff_max_ms),
+        delivery_buffer: t.delivery_buffer,
+        tcp_nodelay: t.tcp_nodelay,
+        socket_buffer: t.socket_buffer,
+    };
+    Ok(NodeFile {
+        path: path.to_path_buf(),
+        listen,
+        identity,
+        registry,
+        metrics,
+        record_trace,
+        log_level,
+        priorities,
+        default_decision,
+        tuning,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    version: u64,
+    #[serde(default)]
+    member: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: Option<Spanned<String>>,
+    addr: Spanned<String>,
+    cert: Option<Spanned<String>>,
+}
+
+fn cert_node_id(path: &Path) -> Result<NodeId, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .map_err(|e| format!("{} holds no PEM certificate: {e}", path.display()))?;
+    node_id_of_cert(&der).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Loads and validates the registry file at `path`.
+///
+/// Each `[[member]]` gives `addr` and its identity as `id` (64 hex digits), `cert` (a PEM file
+/// whose key the id is derived from), or both (which must agree). Ids must be distinct.
+pub fn load_registry(path: &Path) -> Result<Registry, ConfigError> {
+    let text = read(path)?;
+    let src = Source { path, text: &text };
+    let raw: RawRegistry = src.parse()?;
+    let mut members = Vec::with_capacity(raw.member.len());
+    let mut ids = HashSet::new();
+    for (i, m) in raw.member.iter().enumerate() {
+        let key = |k: &str| format!("member[{i}].{k}");
+        let addr = parse_addr(m.addr.get_ref())
+            .map_err(|e| src.err(&key("addr"), Some(m.addr.span()), e))?;
+        let from_id =
+            m.id.as_ref()
+                .map(|id| {
+                    NodeId::from_hex(&id.get_ref().to_ascii_lowercase()).ok_or_else(|| {
+                        src.err(
+                            &key("id"),
+                            Some(id.span()),
+                            format!("`{}` is not a node id (64 hex digits)", id.get_ref()),
+                        )
+                    })
+                })
+                .transpose()?;
+        let from_cert = m
+            .cert
+            .as_ref()
+            .map(|c| {
+                cert_node_id(&src.resolve(c.get_ref()))
+                    .map_err(|e| src.err(&key("cert"), Some(c.span()), e))
+            })
+            .transpose()?;
+        let id = match (from_id, from_cert) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(src.err(
+                    &key("id"),
+                    m.id.as_ref().map(|s| s.span()),
+                    format!(
+                        "id {} does not match the certificate's key, whose id is {}",
+                        a.to_hex(),
+                        b.to_hex()
+                    ),
+                ));
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => {
+                return Err(src.err(
+                    &key("id"),
+                    Some(m.addr.span()),
+                    "a member needs `id` or `cert`",
+                ));
+            }
+        };
+        if !ids.insert(id) {
+            return Err(src.err(
+                &key("id"),
+                Some(m.addr.span()),
+                format!("node {} is listed twice", id.to_hex()),
+            ));
+        }
+        members.push(Member { id, addr });
+    }
+    if members.is_empty() {
+        return Err(src.file_err("the registry lists no `[[member]]`"));
+    }
+    Ok(Registry {
+        version: raw.version,
+        members,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source<'_> {
+        Source {
+            path: Path::new("node.toml"),
+            text,
+        }
+    }
+
+    #[test]
+    fn key_at_names_the_table_and_key() {
+        let text = "listen = \"x\"\n[tuning]\nidle_timeout_ms = \"a\"\n";
+        let s = src(text);
+        let off = text.find("\"a\"").unwrap();
+        assert_eq!(s.key_at(off).as_deref(), Some("tuning.idle_timeout_ms"));
+        assert_eq!(s.line_of(off), 3);
+        assert_eq!(s.key_at(1).as_deref(), Some("listen"));
+    }
+
+    #[test]
+    fn type_errors_name_key_and_line() {
+        let text = "listen = \"127.0.0.1:1\"\n[tuning]\nidle_timeout_ms = \"soon\"\n";
+        let e = src(text).parse::<RawTuningFile>().unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("tuning.idle_timeout_ms"));
+        let line = e.to_string();
+        assert!(
+            line.starts_with("node.toml:3: key `tuning.idle_timeout_ms`: "),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct RawTuningFile {
+        listen: String,
+        tuning: RawTuning,
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = src("lisen = \"x\"\n").parse::<RawTuningFile>().unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn priorities_and_decisions_parse() {
+        assert_eq!(parse_priority("urgent"), Ok(Priority::URGENT));
+        assert_eq!(parse_priority("7"), Ok(Priority(7)));
+        assert!(parse_priority("256").is_err());
+        assert_eq!(parse_decision("drop"), Ok(Decision::Drop));
+        assert_eq!(parse_decision("bulk"), Ok(Decision::Fetch(Priority::BULK)));
+        assert!(parse_decision("soon").is_err());
+    }
+
+    #[test]
+    fn addresses_need_a_port() {
+        assert!(parse_addr("127.0.0.1:80").is_ok());
+        assert!(parse_addr("[::1]:80").is_ok());
+        assert!(parse_addr("localhost:80").is_ok());
+        assert!(parse_addr("127.0.0.1").is_err());
+    }
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+    }
+
+    #[test]
+    fn example_registry_loads() {
+        let r = load_registry(&examples().join("registry.toml")).unwrap();
+        assert_eq!(r.version, 1);
+        assert_eq!(r.members.len(), 3);
+    }
+
+    #[test]
+    fn example_node_config_loads_with_generated_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeIdentity::generate().unwrap();
+        std::fs::write(dir.path().join("key.pem"), id.key_pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), id.cert_pem()).unwrap();
+        for f in ["node.toml", "registry.toml"] {
+            std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
+        }
+        let n = load_node(&dir.path().join("node.toml")).unwrap();
+        assert_eq!(n.identity.node_id(), id.node_id());
+        assert_eq!(n.listen, "0.0.0.0:4100".parse().unwrap());
+        assert_eq!(n.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(n.registry, dir.path().join("registry.toml"));
+        assert_eq!(
+            n.priorities,
+            vec![(Kind(0), Priority::URGENT), (Kind(1), Priority::BULK)]
+        );
+        assert_eq!(n.tuning.idle_timeout, Some(Duration::from_secs(10)));
+        load_registry(&n.registry).unwrap();
+    }
+
+    #[test]
+    fn registry_member_by_cert_gets_the_cert_id_and_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeIdentity::generate().unwrap();
+        std::fs::write(dir.path().join("n.pem"), id.cert_pem()).unwrap();
+        let path = dir.path().join("registry.toml");
+        std::fs::write(
+            &path,
+            "version = 4\n[[member]]\ncert = \"n.pem\"\naddr = \"127.0.0.1:5\"\n",
+        )
+        .unwrap();
+        let r = load_registry(&path).unwrap();
+        assert_eq!(r.members[0].id, id.node_id());
+        let other = NodeId([7; 32]).to_hex();
+        std::fs::write(
+            &path,
+            format!(
+                "version = 4\n[[member]]\ncert = \"n.pem\"\nid = \"{other}\"\naddr = \"127.0.0.1:5\"\n"
+            ),
+        )
+        .unwrap();
+        let e = load_registry(&path).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("member[0].id"));
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn registry_refuses_duplicates_and_bad_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.toml");
+        let id = NodeId([1; 32]).to_hex();
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:5\"\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:6\"\n"
+            ),
+        )
+        .unwrap();
+        let e = load_registry(&path).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        std::fs::write(
+            &path,
+            "version = 1\n[[member]]\nid = \"abc\"\naddr = \"127.0.0.1:5\"\n",
+        )
+        .unwrap();
+        let e = load_registry(&path).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("member[0].id"));
+        std::fs::write(&path, "version = 1\n").unwrap();
+        assert!(
+            load_registry(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no `[[member]]`")
+        );
+    }
+}
