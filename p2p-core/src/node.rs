@@ -1151,6 +1151,10 @@ impl Node {
             let Some(state) = self.peers.get(peer) else {
                 continue;
             };
+            if !self.members.contains(peer) {
+                // Being disconnected by a membership change that is still in progress.
+                continue;
+            }
             if !self.peer_available(state, dl.advert.size) {
                 continue;
             }

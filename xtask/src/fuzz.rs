@@ -121,17 +121,21 @@ pub fn run(args: &FuzzArgs) -> Result<(), TaskError> {
 }
 
 fn run_target(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<(), TaskError> {
-    let corpus = fuzz_dir.join("corpus").join(target);
-    fs::create_dir_all(&corpus).map_err(|e| {
-        TaskError::Failed(format!(
-            "cannot create corpus dir {}: {e}",
-            corpus.display()
-        ))
-    })?;
+    // New inputs go to an ignored work corpus; the committed seed corpus is only read, so a
+    // campaign never floods the repository. Promote a finding by copying it into
+    // fuzz/corpus/<target>/ with a name that says what it caught.
+    let seeds = fuzz_dir.join("corpus").join(target);
+    let work = fuzz_dir.join("corpus-work").join(target);
+    for dir in [&seeds, &work] {
+        fs::create_dir_all(dir).map_err(|e| {
+            TaskError::Failed(format!("cannot create corpus dir {}: {e}", dir.display()))
+        })?;
+    }
     let mut cmd = shell::rustup_cargo();
     cmd.current_dir(fuzz_dir)
         .args(["+nightly", "fuzz", "run", target])
-        .arg(&corpus)
+        .arg(&work)
+        .arg(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"));
     shell::run(&mut cmd)
