@@ -3,6 +3,44 @@
 //! This crate never performs IO, never reads a clock, never spawns a thread and draws no hidden
 //! randomness: time comes in with every input and randomness from the seed in [`Config`], so the
 //! same inputs always give the same outputs.
+//!
+//! One [`Node`] is the whole protocol of one node. Drive it with
+//! [`Node::handle_input`]`(now, input)`, drain [`Node::poll_output`] until it returns `None`, and
+//! feed [`Input::Timeout`] at [`Node::poll_timeout`]; the example on [`Node`] is that loop,
+//! tested. What the node does, in the order of an artifact's life:
+//!
+//! - **Membership**: [`Input::Membership`] sets who may be talked to; connected peers that left
+//!   are disconnected and forgotten. [`Input::PeerConnected`] from a non-member is refused.
+//! - **Publishing**: [`Input::Publish`] pools an artifact and pushes it (at most
+//!   [`Config::push_threshold`], only by its origin) or advertises it to every connected peer;
+//!   [`Input::Remove`] withdraws it; a new connection gets adverts of the whole pool (resync).
+//! - **Adverts**: each advertiser of an artifact is a source; the application's
+//!   [`PriorityFn`] decides `Fetch(priority)`, `Later` or `Drop`, again every
+//!   [`Config::reevaluate_interval`] and on [`Input::Reevaluate`]. Adverts are bounded per peer
+//!   and per [`Kind`], so a flood of one kind cannot crowd out another.
+//! - **Downloads**: highest priority first, FIFO within a priority; the least loaded source not
+//!   failed since the last back-off, ties by a keyed hash; bounded in flight per peer and overall
+//!   (count and bytes); timeout scaled by size; retries on timeout, not-found, bad data,
+//!   disconnect and withdraw, with exponential back-off once every source failed.
+//! - **Delivery**: SHA-256 and size are checked before anything else; each artifact is
+//!   delivered once ([`Output::Deliver`]); relaying is the application's call (it publishes what
+//!   it accepted) or [`Config::auto_relay`]; a relay advertises, never pushes, and skips peers
+//!   known to hold the artifact.
+//! - **Serving**: requests are answered from the pool; while the driver reports a peer
+//!   congested ([`Input::Congestion`]) its requests wait in a bounded queue.
+//! - **Bounds**: every table a peer can grow has a limit in [`Config`]; a peer past one is
+//!   disconnected with a [`DisconnectReason`]; [`Node::table_sizes`] shows them.
+//!
+//! # Cost
+//!
+//! Measured with `cargo bench -p p2p-core --bench core` (criterion) on the 2-core development
+//! machine while other builds shared it, so wall-clock figures are lower bounds:
+//!
+//! | measure | figure |
+//! | --- | --- |
+//! | state per tracked advert (100,000 adverts kept) | 242 bytes |
+//! | advert in -> priority decision -> request out | ~1,800 instructions per advert (callgrind); 0.39 M adverts/s on the shared machine |
+//! | a duplicate advert of a tracked artifact | 2.8 M adverts/s on the shared machine |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
