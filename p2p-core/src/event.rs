@@ -121,8 +121,6 @@ pub enum DropReason {
     TableFull,
     /// Already delivered or in the pool.
     Duplicate,
-    /// The advert contradicts one already known for the same id (size or kind).
-    Inconsistent,
 }
 
 /// Why a request of a download failed and will be retried.

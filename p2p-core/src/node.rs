@@ -10,6 +10,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 /// Most queued downloads examined per scheduling pass, so that one input costs bounded work even
@@ -88,8 +89,11 @@ pub struct Node {
     deadlines: BinaryHeap<Reverse<(Time, RequestId)>>,
     delivered: Map<ArtifactId, Holders>,
     delivered_order: VecDeque<ArtifactId>,
-    dropped: Set<ArtifactId>,
+    /// Adverts the priority function dropped: id -> digest of the advert's metadata, so that an
+    /// advert of the same id with other metadata (a peer lying first) is still evaluated.
+    dropped: Map<ArtifactId, u64>,
     dropped_order: VecDeque<ArtifactId>,
+    hasher: SaltedState,
     next_req_id: RequestId,
     next_seq: u64,
     next_reevaluate: Time,
@@ -189,8 +193,9 @@ impl Node {
             deadlines: BinaryHeap::new(),
             delivered: Map::with_hasher(hs),
             delivered_order: VecDeque::new(),
-            dropped: Set::with_hasher(hs),
+            dropped: Map::with_hasher(hs),
             dropped_order: VecDeque::new(),
+            hasher: hs,
             next_req_id: 1,
             next_seq: 0,
             in_flight: 0,
@@ -564,7 +569,7 @@ impl Node {
             add_holder(holders, from);
             return;
         }
-        if self.dropped.contains(&id) {
+        if self.is_dropped(&advert) {
             return self.dropped_advert(id, from, DropReason::Unwanted);
         }
         let slot = self.peers[&from].slot;
@@ -572,9 +577,8 @@ impl Node {
             if dl.sources.contains(&slot) {
                 return;
             }
-            if dl.advert.size != advert.size || dl.advert.kind != advert.kind {
-                return self.dropped_advert(id, from, DropReason::Inconsistent);
-            }
+            // Metadata that differs from the first advert's is not grounds to ignore a source:
+            // the first advertiser may be the liar, and the hash decides what is delivered.
             if !self.track_advert(from, advert.kind) {
                 return;
             }
@@ -592,7 +596,7 @@ impl Node {
         }
         let priority = match self.priority_fn.0.decide(&advert) {
             Decision::Drop => {
-                self.remember_dropped(id);
+                self.remember_dropped(&advert);
                 return self.dropped_advert(id, from, DropReason::Unwanted);
             }
             Decision::Later => None,
@@ -736,11 +740,11 @@ impl Node {
             self.metrics.duplicates += 1;
             return;
         }
-        if self.dropped.contains(&id) {
+        if self.is_dropped(&advert) {
             return self.dropped_advert(id, from, DropReason::Unwanted);
         }
         if self.priority_fn.0.decide(&advert) == Decision::Drop {
-            self.remember_dropped(id);
+            self.remember_dropped(&advert);
             return self.dropped_advert(id, from, DropReason::Unwanted);
         }
         let artifact = Artifact {
@@ -793,15 +797,16 @@ impl Node {
             Some(req) if req.peer == from && req.id == id => {}
             _ => return self.violation(from, "answer to a request never made"),
         }
-        let req = self.finish_request(req_id).expect("checked above");
+        self.finish_request(req_id);
         let Some(data) = data else {
             // Not found: the peer no longer has it; forget its advert and try elsewhere.
             self.remove_source(id, from);
             return self.retry(id, from, req_id, RetryReason::NotFound);
         };
         self.metrics.bytes_received += data.len() as u64;
-        // Integrity first.
-        if data.len() as u64 != req.size || ArtifactId::of(&data) != id {
+        // Integrity first. The hash alone decides: an advert's size is a hint, and the first
+        // advertiser may have lied about it.
+        if ArtifactId::of(&data) != id {
             self.remove_source(id, from);
             self.retry(id, from, req_id, RetryReason::BadData);
             self.penalize(from);
@@ -974,11 +979,21 @@ impl Node {
         }
     }
 
-    fn remember_dropped(&mut self, id: ArtifactId) {
+    fn advert_digest(&self, advert: &Advert) -> u64 {
+        self.hasher
+            .hash_one((advert.kind, advert.size, &advert.attr[..]))
+    }
+
+    fn is_dropped(&self, advert: &Advert) -> bool {
+        self.dropped.get(&advert.id) == Some(&self.advert_digest(advert))
+    }
+
+    fn remember_dropped(&mut self, advert: &Advert) {
         if self.cfg.max_dropped_memory == 0 {
             return;
         }
-        if self.dropped.insert(id) {
+        let (id, digest) = (advert.id, self.advert_digest(advert));
+        if self.dropped.insert(id, digest).is_none() {
             self.dropped_order.push_back(id);
             while self.dropped_order.len() > self.cfg.max_dropped_memory {
                 if let Some(old) = self.dropped_order.pop_front() {
@@ -1313,8 +1328,9 @@ impl Node {
             let decision = self.priority_fn.0.decide(&self.downloads[&id].advert);
             match decision {
                 Decision::Drop => {
+                    let advert = self.downloads[&id].advert.clone();
                     self.end_download(id);
-                    self.remember_dropped(id);
+                    self.remember_dropped(&advert);
                 }
                 Decision::Later => {
                     self.unqueue(id);

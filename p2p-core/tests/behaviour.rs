@@ -1084,3 +1084,63 @@ fn new_node_reports_no_timeout_until_it_waits_on_something() {
     let node = Node::new(id(0), Config::default());
     assert_eq!(node.poll_timeout(), None);
 }
+
+// ---- adversarial metadata ----
+
+#[test]
+fn a_lying_first_advertiser_cannot_shut_out_honest_sources() {
+    let mut node = connected_node(Config::default(), 2);
+    let a = art(1, 5000);
+    let mut lie = a.advert();
+    lie.size = 4000;
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![lie]));
+    let (_, req, _) = requests(&outs)[0];
+    // The honest advert disagrees with the first one; it is still a source.
+    recv(&mut node, t(0), id(2), advert_of(&a));
+    assert_eq!(node.table_sizes().tracked_adverts, 2);
+    let outs = recv(
+        &mut node,
+        t(1),
+        id(1),
+        Message::Response {
+            req_id: req,
+            id: a.id,
+            data: Bytes::from(vec![0u8; 4000]),
+        },
+    );
+    let r = requests(&outs);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, id(2));
+    let outs = recv(&mut node, t(2), id(2), response(r[0].1, &a));
+    assert_eq!(
+        delivered(&outs),
+        vec![a],
+        "the hash decides, not the advertised size"
+    );
+}
+
+#[test]
+fn a_dropped_advert_does_not_hide_a_different_advert_of_the_same_id() {
+    let cfg = Config {
+        priority_fn: PriorityFnRef::new(|a: &Advert| {
+            if a.kind == Kind(9) {
+                Decision::Drop
+            } else {
+                Decision::Fetch(Priority::NORMAL)
+            }
+        }),
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 2);
+    let a = art(1, 5000);
+    let mut lie = a.advert();
+    lie.kind = Kind(9);
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![lie.clone()]));
+    assert!(requests(&outs).is_empty());
+    // The same lie again is dropped cheaply...
+    let outs = recv(&mut node, t(0), id(2), Message::Adverts(vec![lie]));
+    assert!(requests(&outs).is_empty());
+    // ...but the honest advert is evaluated on its own and fetched.
+    let outs = recv(&mut node, t(0), id(2), advert_of(&a));
+    assert_eq!(requests(&outs).len(), 1);
+}

@@ -405,7 +405,6 @@ impl Arbitrary for ArbOutput {
                         DropReason::Unwanted,
                         DropReason::TableFull,
                         DropReason::Duplicate,
-                        DropReason::Inconsistent,
                     ])
                     .unwrap(),
             }),

@@ -643,7 +643,6 @@ fn drop_reason_name(r: DropReason) -> String {
         DropReason::Unwanted => "unwanted".into(),
         DropReason::TableFull => "table-full".into(),
         DropReason::Duplicate => "duplicate".into(),
-        DropReason::Inconsistent => "inconsistent".into(),
         other => format!("{other:?}"),
     }
 }
