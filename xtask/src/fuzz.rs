@@ -1,7 +1,8 @@
 //! `cargo xtask fuzz [target] [--seconds N]`: runs cargo-fuzz targets for a bounded time each.
 //!
 //! Installs cargo-fuzz when it is missing, lists the targets of the `fuzz/` crate, and runs the
-//! chosen one (or all of them in turn) on its corpus `fuzz/corpus/<target>`, on nightly.
+//! chosen one (or all of them in turn) on nightly, seeded from the committed corpus
+//! `fuzz/corpus/<target>`; new inputs go to the ignored `fuzz/corpus-work/<target>`.
 
 use std::fs;
 use std::path::Path;
@@ -97,7 +98,7 @@ pub fn run(args: &FuzzArgs) -> Result<(), TaskError> {
     let mut failed = Vec::new();
     for target in &targets {
         println!(
-            "\n==> fuzz {target} for {}s (corpus fuzz/corpus/{target})",
+            "\n==> fuzz {target} for {}s (seeds fuzz/corpus/{target}, new inputs fuzz/corpus-work/{target})",
             args.seconds
         );
         if let Err(e) = run_target(&fuzz_dir, target, args.seconds) {
