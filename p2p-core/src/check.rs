@@ -131,7 +131,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             5 => {
                 let a = artifact(x);
                 let mut data = a.data.clone();
-                if r.byte() % 4 == 0 {
+                if r.byte().is_multiple_of(4) {
                     data = Bytes::from(vec![0xee; data.len()]);
                 }
                 msg(
@@ -188,7 +188,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 h.node.set_priority_fn(match x % 4 {
                     0 => PriorityFnRef::fetch_all(),
                     1 => PriorityFnRef::new(|a: &Advert| {
-                        if a.id.0[0] % 2 == 0 {
+                        if a.id.0[0].is_multiple_of(2) {
                             Decision::Drop
                         } else {
                             Decision::Fetch(Priority(a.id.0[1]))
@@ -201,11 +201,11 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             }
             14 => Input::Congestion {
                 peer: p,
-                congested: x % 2 == 0,
+                congested: x.is_multiple_of(2),
             },
             _ => {
                 let next = h.node.poll_timeout().unwrap_or(h.now);
-                h.now = if x % 2 == 0 {
+                h.now = if x.is_multiple_of(2) {
                     next.max(h.now)
                 } else {
                     h.now + Duration::from_millis(x as u64 * 50)
@@ -258,12 +258,12 @@ impl Harness {
                 self.connected.remove(p);
                 self.sent_requests.retain(|_, (to, _)| to != p);
             }
-            Input::Message { from, msg } if self.connected.contains(from) => match msg {
-                Message::Response { req_id, .. } | Message::NotFound { req_id, .. } => {
-                    self.sent_requests.remove(req_id);
-                }
-                _ => {}
-            },
+            Input::Message {
+                from,
+                msg: Message::Response { req_id, .. } | Message::NotFound { req_id, .. },
+            } if self.connected.contains(from) => {
+                self.sent_requests.remove(req_id);
+            }
             _ => {}
         }
         let from_unconnected =

@@ -62,3 +62,74 @@ impl Hasher for SaltedHasher {
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, SaltedState>;
 /// A hash set with the core's keyed, deterministic hasher.
 pub(crate) type Set<K> = hashbrown::HashSet<K, SaltedState>;
+
+/// A table of values keyed by an id that the value itself holds, so the 32-byte key is stored
+/// once.
+pub(crate) struct KeyedTable<K, V> {
+    table: hashbrown::HashTable<V>,
+    hasher: SaltedState,
+    key: fn(&V) -> &K,
+}
+
+impl<K: std::hash::Hash + Eq, V> KeyedTable<K, V> {
+    pub(crate) fn new(hasher: SaltedState, key: fn(&V) -> &K) -> Self {
+        KeyedTable {
+            table: hashbrown::HashTable::new(),
+            hasher,
+            key,
+        }
+    }
+
+    fn hash(&self, k: &K) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    pub(crate) fn get(&self, k: &K) -> Option<&V> {
+        let key = self.key;
+        self.table.find(self.hash(k), |v| key(v) == k)
+    }
+
+    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let (h, key) = (self.hash(k), self.key);
+        self.table.find_mut(h, |v| key(v) == k)
+    }
+
+    /// Inserts a value whose key is not in the table yet.
+    pub(crate) fn insert_new(&mut self, v: V) {
+        let (hasher, key) = (self.hasher, self.key);
+        let h = hasher.hash_one(key(&v));
+        self.table
+            .insert_unique(h, v, move |v| hasher.hash_one(key(v)));
+    }
+
+    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+        let (h, key) = (self.hash(k), self.key);
+        match self.table.find_entry(h, |v| key(v) == k) {
+            Ok(entry) => Some(entry.remove().0),
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &V> {
+        self.table.iter()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.table.iter_mut()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> std::ops::Index<&K> for KeyedTable<K, V> {
+    type Output = V;
+    fn index(&self, k: &K) -> &V {
+        self.get(k).expect("key present")
+    }
+}

@@ -2,14 +2,14 @@
 
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-use crate::hash::{Map, SaltedState, Set};
+use crate::hash::{KeyedTable, Map, SaltedState, Set};
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
 use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// Most queued downloads examined per scheduling pass, so that one input costs bounded work even
@@ -18,6 +18,9 @@ const SCAN_LIMIT: usize = 1024;
 
 /// Peers known to hold an artifact (they sent or advertised it to us).
 type Holders = SmallVec<[NodeId; 4]>;
+
+/// A connected peer's index in [`Node::slots`]; reused only after every reference to it is gone.
+type Slot = u32;
 
 /// One node's gossip state machine.
 ///
@@ -68,18 +71,21 @@ pub struct Node {
     cfg: Config,
     priority_fn: PriorityFnRef,
     salt: u64,
-    hasher: SaltedState,
     members: Set<NodeId>,
     peers: Map<NodeId, Peer>,
+    /// Slot -> peer id, for connected peers.
+    slots: Vec<NodeId>,
+    free_slots: Vec<Slot>,
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
-    downloads: Map<ArtifactId, Download>,
+    downloads: KeyedTable<ArtifactId, Download>,
     /// Downloads ready for another request: highest priority first, then FIFO.
     queue: BTreeMap<(Reverse<Priority>, u64), ArtifactId>,
     /// Downloads waiting out a back-off.
     backoff: BTreeSet<(Time, ArtifactId)>,
     requests: Map<RequestId, Req>,
-    deadlines: BTreeSet<(Time, RequestId)>,
+    /// Request deadlines; entries of finished requests are skipped when they surface.
+    deadlines: BinaryHeap<Reverse<(Time, RequestId)>>,
     delivered: Map<ArtifactId, Holders>,
     delivered_order: VecDeque<ArtifactId>,
     dropped: Set<ArtifactId>,
@@ -97,8 +103,10 @@ pub struct Node {
 }
 
 struct Peer {
-    /// Artifacts this peer advertised that we track for download.
-    adverts: Set<ArtifactId>,
+    /// This peer's small index, used in the download table instead of its 32-byte id.
+    slot: Slot,
+    /// Adverts of this peer that we track for download.
+    adverts: usize,
     /// Tracked adverts per kind.
     per_kind: SmallVec<[(Kind, u32); 4]>,
     /// Requests awaiting this peer's answer (timed-out ones included: the peer stays busy).
@@ -118,10 +126,10 @@ struct PoolEntry {
 
 struct Download {
     advert: Advert,
-    /// Peers advertising it.
-    sources: SmallVec<[NodeId; 2]>,
+    /// Peers advertising it (their slots).
+    sources: SmallVec<[Slot; 4]>,
     /// Sources that failed since the last back-off.
-    failed: SmallVec<[NodeId; 1]>,
+    failed: SmallVec<[Slot; 2]>,
     /// `None` while the priority function says `Later`.
     priority: Option<Priority>,
     seq: u64,
@@ -138,6 +146,15 @@ struct Req {
     /// Counted in the global in-flight limits (false once timed out or detached from its download).
     counted: bool,
     deadline: Option<Time>,
+}
+
+enum Attempt {
+    /// A request went to this peer.
+    Started(NodeId),
+    /// Limits (global or per-peer) hold it back for now.
+    Busy,
+    /// Every source failed since the last back-off.
+    Exhausted,
 }
 
 enum NoSource {
@@ -159,16 +176,17 @@ impl Node {
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             cfg,
             salt,
-            hasher: hs,
             members: Set::with_hasher(hs),
             peers: Map::with_hasher(hs),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
-            downloads: Map::with_hasher(hs),
+            downloads: KeyedTable::new(hs, |d: &Download| &d.advert.id),
             queue: BTreeMap::new(),
             backoff: BTreeSet::new(),
             requests: Map::with_hasher(hs),
-            deadlines: BTreeSet::new(),
+            deadlines: BinaryHeap::new(),
             delivered: Map::with_hasher(hs),
             delivered_order: VecDeque::new(),
             dropped: Set::with_hasher(hs),
@@ -233,12 +251,7 @@ impl Node {
     pub fn table_sizes(&self) -> TableSizes {
         TableSizes {
             tracked_adverts: self.tracked_adverts,
-            max_adverts_of_one_peer: self
-                .peers
-                .values()
-                .map(|p| p.adverts.len())
-                .max()
-                .unwrap_or(0),
+            max_adverts_of_one_peer: self.peers.values().map(|p| p.adverts).max().unwrap_or(0),
             max_queued_requests_of_one_peer: self
                 .peers
                 .values()
@@ -294,7 +307,27 @@ impl Node {
         };
         self.schedule();
         self.flush_adverts();
+        self.prune_deadlines();
         result
+    }
+
+    /// Drops deadlines of finished requests from the top of the heap (so that `poll_timeout` is
+    /// exact) and rebuilds the heap when they make up most of it.
+    fn prune_deadlines(&mut self) {
+        let live = |requests: &Map<RequestId, Req>, t: Time, r: RequestId| {
+            requests.get(&r).is_some_and(|q| q.deadline == Some(t))
+        };
+        while let Some(&Reverse((t, r))) = self.deadlines.peek() {
+            if live(&self.requests, t, r) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        if self.deadlines.len() > 2 * self.requests.len() + 64 {
+            let requests = &self.requests;
+            self.deadlines
+                .retain(|Reverse((t, r))| live(requests, *t, *r));
+        }
     }
 
     /// The next action for the driver, if any.
@@ -306,7 +339,7 @@ impl Node {
     /// When to feed [`Input::Timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        let deadline = self.deadlines.first().map(|(t, _)| *t);
+        let deadline = self.deadlines.peek().map(|Reverse((t, _))| *t);
         let backoff = self.backoff.first().map(|(t, _)| *t);
         let reevaluate = (!self.downloads.is_empty() || !self.dropped.is_empty())
             .then_some(self.next_reevaluate);
@@ -317,12 +350,18 @@ impl Node {
 
     fn advance(&mut self) {
         let now = self.now;
-        while let Some(&(t, req_id)) = self.deadlines.first() {
+        while let Some(&Reverse((t, req_id))) = self.deadlines.peek() {
             if t > now {
                 break;
             }
-            self.deadlines.pop_first();
-            self.on_request_timeout(req_id);
+            self.deadlines.pop();
+            if self
+                .requests
+                .get(&req_id)
+                .is_some_and(|r| r.deadline == Some(t))
+            {
+                self.on_request_timeout(req_id);
+            }
         }
         while let Some(&(t, id)) = self.backoff.first() {
             if t > now {
@@ -374,8 +413,19 @@ impl Node {
             self.drop_peer(peer);
         }
         // Resync: advertise the whole pool; the peer may have lost what we sent before.
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = peer;
+                slot
+            }
+            None => {
+                self.slots.push(peer);
+                (self.slots.len() - 1) as Slot
+            }
+        };
         let state = Peer {
-            adverts: Set::with_hasher(self.hasher),
+            slot,
+            adverts: 0,
             per_kind: SmallVec::new(),
             in_flight: 0,
             in_flight_bytes: 0,
@@ -407,7 +457,7 @@ impl Node {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
-        self.tracked_adverts -= state.adverts.len();
+        self.tracked_adverts -= state.adverts;
         let reqs: Vec<RequestId> = self
             .requests
             .iter()
@@ -419,9 +469,24 @@ impl Node {
                 self.retry(req.id, peer, req_id, RetryReason::Disconnected);
             }
         }
-        for id in state.adverts {
-            self.remove_source(id, peer);
+        if state.adverts > 0 {
+            // Disconnects are rare: a scan of the download table beats a per-peer index.
+            let slot = state.slot;
+            let mut orphaned = Vec::new();
+            for dl in self.downloads.iter_mut() {
+                if let Some(i) = dl.sources.iter().position(|s| *s == slot) {
+                    dl.sources.remove(i);
+                    dl.failed.retain(|s| *s != slot);
+                    if dl.sources.is_empty() {
+                        orphaned.push(dl.advert.id);
+                    }
+                }
+            }
+            for id in orphaned {
+                self.end_download(id);
+            }
         }
+        self.free_slots.push(state.slot);
     }
 
     fn on_congestion(&mut self, peer: NodeId, congested: bool) {
@@ -502,18 +567,19 @@ impl Node {
         if self.dropped.contains(&id) {
             return self.dropped_advert(id, from, DropReason::Unwanted);
         }
+        let slot = self.peers[&from].slot;
         if let Some(dl) = self.downloads.get(&id) {
-            if dl.sources.contains(&from) {
+            if dl.sources.contains(&slot) {
                 return;
             }
             if dl.advert.size != advert.size || dl.advert.kind != advert.kind {
                 return self.dropped_advert(id, from, DropReason::Inconsistent);
             }
-            if !self.track_advert(from, id, advert.kind) {
+            if !self.track_advert(from, advert.kind) {
                 return;
             }
             let dl = self.downloads.get_mut(&id).expect("checked above");
-            dl.sources.push(from);
+            dl.sources.push(slot);
             // A new source need not wait out a back-off earned by the others.
             if let Some(t) = dl.backoff_until.take() {
                 self.backoff.remove(&(t, id));
@@ -532,27 +598,24 @@ impl Node {
             Decision::Later => None,
             Decision::Fetch(p) => Some(p),
         };
-        if !self.track_advert(from, id, advert.kind) {
+        if !self.track_advert(from, advert.kind) {
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut sources = SmallVec::new();
-        sources.push(from);
-        self.downloads.insert(
-            id,
-            Download {
-                advert,
-                sources,
-                failed: SmallVec::new(),
-                priority,
-                seq,
-                queued: false,
-                backoff_until: None,
-                attempts: 0,
-                active: SmallVec::new(),
-            },
-        );
+        sources.push(slot);
+        self.downloads.insert_new(Download {
+            advert,
+            sources,
+            failed: SmallVec::new(),
+            priority,
+            seq,
+            queued: false,
+            backoff_until: None,
+            attempts: 0,
+            active: SmallVec::new(),
+        });
         self.requeue(id);
     }
 
@@ -561,15 +624,15 @@ impl Node {
         self.event(Event::Dropped { id, from, reason });
     }
 
-    /// Records that `peer` advertises `id` of `kind`, within the per-peer and per-kind limits.
+    /// Counts an advert of `kind` from `peer`, within the per-peer and per-kind limits.
     /// Returns false (and disconnects the peer) past a limit.
-    fn track_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) -> bool {
+    fn track_advert(&mut self, peer: NodeId, kind: Kind) -> bool {
         let (max_all, max_kind) = (
             self.cfg.max_adverts_per_peer,
             self.cfg.max_adverts_per_peer_per_kind,
         );
         let state = self.peers.get_mut(&peer).expect("peer is connected");
-        if state.adverts.len() >= max_all {
+        if state.adverts >= max_all {
             self.disconnect(peer, DisconnectReason::TooManyAdverts { limit: max_all });
             return false;
         }
@@ -591,31 +654,38 @@ impl Node {
             return false;
         }
         state.per_kind[slot].1 += 1;
-        state.adverts.insert(id);
+        state.adverts += 1;
         self.tracked_adverts += 1;
         true
     }
 
-    /// Forgets that `peer` advertises `id` (its per-peer record only).
-    fn untrack_advert(&mut self, peer: NodeId, id: ArtifactId, kind: Kind) {
-        if let Some(state) = self.peers.get_mut(&peer)
-            && state.adverts.remove(&id)
-        {
-            self.tracked_adverts -= 1;
-            if let Some(slot) = state.per_kind.iter_mut().find(|(k, _)| *k == kind) {
-                slot.1 -= 1;
-            }
+    /// Uncounts an advert of `kind` from the peer in `slot`.
+    fn untrack_advert(&mut self, slot: Slot, kind: Kind) {
+        let peer = self.slots[slot as usize];
+        let state = self.peers.get_mut(&peer).expect("sources are connected");
+        state.adverts -= 1;
+        self.tracked_adverts -= 1;
+        if let Some(k) = state.per_kind.iter_mut().find(|(k, _)| *k == kind) {
+            k.1 -= 1;
         }
     }
 
     /// Removes `peer` as a source of `id`; the download ends when no source is left.
     fn remove_source(&mut self, id: ArtifactId, peer: NodeId) {
+        let Some(slot) = self.peers.get(&peer).map(|p| p.slot) else {
+            return;
+        };
         let Some(dl) = self.downloads.get_mut(&id) else {
             return;
         };
-        dl.sources.retain(|p| *p != peer);
-        dl.failed.retain(|p| *p != peer);
-        if dl.sources.is_empty() {
+        let Some(i) = dl.sources.iter().position(|s| *s == slot) else {
+            return;
+        };
+        dl.sources.remove(i);
+        dl.failed.retain(|s| *s != slot);
+        let (kind, empty) = (dl.advert.kind, dl.sources.is_empty());
+        self.untrack_advert(slot, kind);
+        if empty {
             self.end_download(id);
         }
     }
@@ -630,7 +700,6 @@ impl Node {
         let Some(dl) = self.downloads.get(&id) else {
             return;
         };
-        let kind = dl.advert.kind;
         let aborted: SmallVec<[RequestId; 1]> = dl
             .active
             .iter()
@@ -641,7 +710,6 @@ impl Node {
             self.detach_request(req_id);
             self.retry_event(id, from, req_id, RetryReason::Withdrawn);
         }
-        self.untrack_advert(from, id, kind);
         self.remove_source(id, from);
         self.requeue(id);
     }
@@ -728,21 +796,13 @@ impl Node {
         let req = self.finish_request(req_id).expect("checked above");
         let Some(data) = data else {
             // Not found: the peer no longer has it; forget its advert and try elsewhere.
-            if let Some(dl) = self.downloads.get(&id) {
-                let kind = dl.advert.kind;
-                self.untrack_advert(from, id, kind);
-                self.remove_source(id, from);
-            }
+            self.remove_source(id, from);
             return self.retry(id, from, req_id, RetryReason::NotFound);
         };
         self.metrics.bytes_received += data.len() as u64;
         // Integrity first.
         if data.len() as u64 != req.size || ArtifactId::of(&data) != id {
-            if let Some(dl) = self.downloads.get(&id) {
-                let kind = dl.advert.kind;
-                self.untrack_advert(from, id, kind);
-                self.remove_source(id, from);
-            }
+            self.remove_source(id, from);
             self.retry(id, from, req_id, RetryReason::BadData);
             self.penalize(from);
             return;
@@ -783,8 +843,8 @@ impl Node {
         let mut holders: Holders = SmallVec::new();
         holders.push(from);
         if let Some(dl) = self.downloads.get(&id) {
-            for p in &dl.sources {
-                add_holder(&mut holders, *p);
+            for s in &dl.sources {
+                add_holder(&mut holders, self.slots[*s as usize]);
             }
             self.end_download(id);
         }
@@ -821,7 +881,7 @@ impl Node {
         }
         if let Some(dl) = self.downloads.get(&artifact.id) {
             // The application got it elsewhere: stop fetching, and remember who holds it.
-            let holders: Holders = dl.sources.iter().copied().collect();
+            let holders: Holders = dl.sources.iter().map(|s| self.slots[*s as usize]).collect();
             self.end_download(artifact.id);
             self.remember_delivered(artifact.id, holders);
         }
@@ -946,25 +1006,35 @@ impl Node {
         for req_id in &dl.active {
             self.uncount_request(*req_id);
         }
-        for peer in dl.sources {
-            self.untrack_advert(peer, id, dl.advert.kind);
+        for slot in dl.sources {
+            self.untrack_advert(slot, dl.advert.kind);
         }
     }
 
-    /// Puts a download in the ready queue if it wants another request now.
+    /// Starts another request for a download if it wants one now (at once when nothing waits
+    /// ahead of it), or puts it in the ready queue.
     fn requeue(&mut self, id: ArtifactId) {
-        let parallel = self.parallelism_of(id);
-        let Some(dl) = self.downloads.get_mut(&id) else {
+        let Some(dl) = self.downloads.get(&id) else {
             return;
         };
         let Some(priority) = dl.priority else {
             return;
         };
+        let parallel = self.parallelism(dl);
         if dl.queued || dl.backoff_until.is_some() || dl.active.len() >= parallel {
             return;
         }
-        dl.queued = true;
-        self.queue.insert((Reverse(priority), dl.seq), id);
+        let seq = dl.seq;
+        if self.queue.is_empty() {
+            // Nothing waits ahead of it: starting now keeps the priority order.
+            match self.attempt(id) {
+                Attempt::Started(_) if self.downloads[&id].active.len() >= parallel => return,
+                Attempt::Exhausted => return self.start_backoff(id),
+                Attempt::Started(_) | Attempt::Busy => {}
+            }
+        }
+        self.downloads.get_mut(&id).expect("exists").queued = true;
+        self.queue.insert((Reverse(priority), seq), id);
     }
 
     fn unqueue(&mut self, id: ArtifactId) {
@@ -977,24 +1047,37 @@ impl Node {
         }
     }
 
-    fn parallelism_of(&self, id: ArtifactId) -> usize {
-        match self.downloads.get(&id) {
-            Some(dl) if dl.advert.size >= self.cfg.parallel_fetch_min_size => {
-                self.cfg.max_parallel_requests.max(1)
-            }
-            _ => 1,
+    /// Concurrent requests allowed for a download.
+    fn parallelism(&self, dl: &Download) -> usize {
+        if dl.advert.size >= self.cfg.parallel_fetch_min_size {
+            self.cfg.max_parallel_requests.max(1)
+        } else {
+            1
         }
-    }
-
-    fn global_capacity(&self) -> bool {
-        self.in_flight < self.cfg.max_in_flight
-            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
     }
 
     fn peer_available(&self, peer: &Peer, size: u64) -> bool {
         peer.in_flight < self.cfg.max_in_flight_per_peer
             && (peer.in_flight == 0
                 || peer.in_flight_bytes + size <= self.cfg.max_in_flight_bytes_per_peer)
+    }
+
+    /// Tries to start one request for a download within the global and per-peer limits.
+    fn attempt(&mut self, id: ArtifactId) -> Attempt {
+        let size = self.downloads[&id].advert.size;
+        let global_ok = self.in_flight < self.cfg.max_in_flight
+            && (self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes);
+        if !global_ok {
+            return Attempt::Busy;
+        }
+        match self.pick_source(id) {
+            Ok(peer) => {
+                self.start_request(id, peer);
+                Attempt::Started(peer)
+            }
+            Err(NoSource::Busy) => Attempt::Busy,
+            Err(NoSource::Exhausted) => Attempt::Exhausted,
+        }
     }
 
     /// Starts requests for queued downloads, highest priority first, within the limits.
@@ -1010,7 +1093,11 @@ impl Node {
             .count();
         let mut examined = 0;
         let mut cursor: Option<(Reverse<Priority>, u64)> = None;
-        while open_peers > 0 && self.global_capacity() && examined < SCAN_LIMIT {
+        while open_peers > 0
+            && self.in_flight < self.cfg.max_in_flight
+            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
+            && examined < SCAN_LIMIT
+        {
             let next = match cursor {
                 None => self.queue.iter().next(),
                 Some(c) => self
@@ -1023,25 +1110,18 @@ impl Node {
             };
             cursor = Some(key);
             examined += 1;
-            let size = self.downloads[&id].advert.size;
-            let global_bytes_ok =
-                self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes;
-            if !global_bytes_ok {
-                continue;
-            }
-            match self.pick_source(id) {
-                Ok(peer) => {
-                    self.start_request(id, peer);
+            match self.attempt(id) {
+                Attempt::Started(peer) => {
                     if self.peers[&peer].in_flight >= max_per_peer {
                         open_peers -= 1;
                     }
-                    let parallel = self.parallelism_of(id);
-                    if self.downloads[&id].active.len() >= parallel {
+                    let dl = &self.downloads[&id];
+                    if dl.active.len() >= self.parallelism(dl) {
                         self.unqueue(id);
                     }
                 }
-                Err(NoSource::Busy) => {}
-                Err(NoSource::Exhausted) => {
+                Attempt::Busy => {}
+                Attempt::Exhausted => {
                     self.unqueue(id);
                     self.start_backoff(id);
                 }
@@ -1055,10 +1135,11 @@ impl Node {
         let dl = &self.downloads[&id];
         let mut best: Option<(usize, u64, NodeId)> = None;
         let mut any_untried = false;
-        for peer in &dl.sources {
-            if dl.failed.contains(peer) {
+        for slot in &dl.sources {
+            if dl.failed.contains(slot) {
                 continue;
             }
+            let peer = &self.slots[*slot as usize];
             let already_asked = dl
                 .active
                 .iter()
@@ -1109,7 +1190,7 @@ impl Node {
                 deadline: Some(deadline),
             },
         );
-        self.deadlines.insert((deadline, req_id));
+        self.deadlines.push(Reverse((deadline, req_id)));
         self.metrics.requests_sent += 1;
         self.outputs.push_back(Output::Send {
             to: peer,
@@ -1130,9 +1211,8 @@ impl Node {
                 self.in_flight -= 1;
                 self.in_flight_bytes -= req.size;
             }
-            if let Some(t) = req.deadline.take() {
-                self.deadlines.remove(&(t, req_id));
-            }
+            // Its heap entry is skipped when it surfaces.
+            req.deadline = None;
         }
     }
 
@@ -1171,11 +1251,15 @@ impl Node {
 
     /// After a failed request: marks the source failed and queues the download again.
     fn retry(&mut self, id: ArtifactId, peer: NodeId, req_id: RequestId, reason: RetryReason) {
+        let slot = self.peers.get(&peer).map(|p| p.slot);
         let Some(dl) = self.downloads.get_mut(&id) else {
             return;
         };
-        if dl.sources.contains(&peer) && !dl.failed.contains(&peer) {
-            dl.failed.push(peer);
+        if let Some(slot) = slot
+            && dl.sources.contains(&slot)
+            && !dl.failed.contains(&slot)
+        {
+            dl.failed.push(slot);
         }
         self.retry_event(id, peer, req_id, reason);
         self.requeue(id);
@@ -1220,7 +1304,7 @@ impl Node {
         self.next_reevaluate = self.now + self.cfg.reevaluate_interval;
         self.dropped.clear();
         self.dropped_order.clear();
-        let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+        let ids: Vec<ArtifactId> = self.downloads.iter().map(|d| d.advert.id).collect();
         for id in ids {
             let decision = self.priority_fn.0.decide(&self.downloads[&id].advert);
             match decision {

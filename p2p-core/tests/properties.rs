@@ -89,3 +89,19 @@ fn same_seed_and_inputs_give_same_outputs() {
         .tests(100)
         .quickcheck(prop as fn(u64, Vec<(u8, u16)>) -> bool);
 }
+
+/// The core fuzz target's seed corpus is replayed here so CI keeps it alive.
+#[test]
+fn core_fuzz_corpus_keeps_every_invariant() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/core");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        if let Err(e) = p2p_core::check::run(&data) {
+            panic!("{}: {e}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n >= 10, "the corpus has {n} files");
+}

@@ -481,3 +481,26 @@ fn a_trace_missing_an_input_error_diverges_at_that_input() {
         other => panic!("unexpected divergence {other:?}"),
     }
 }
+
+/// The trace fuzz target's seed corpus is replayed here so CI keeps it alive. Set
+/// `P2P_WRITE_TRACE_CORPUS=1` to regenerate the corpus from a recorded two-node run.
+#[test]
+fn trace_fuzz_corpus_parses_and_round_trips() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/trace");
+    if std::env::var_os("P2P_WRITE_TRACE_CORPUS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, t) in recorded_run(2).traces.iter().enumerate() {
+            // Small seeds: the header and the first records, and a copy cut mid-record.
+            let head: Vec<&[u8]> = t.split_inclusive(|b| *b == b'\n').take(12).collect();
+            std::fs::write(dir.join(format!("head-{i}.jsonl")), head.concat()).unwrap();
+            std::fs::write(dir.join(format!("cut-{i}.jsonl")), &t[..3000.min(t.len())]).unwrap();
+        }
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        p2p_testkit::trace::fuzz_parse(&data);
+        n += 1;
+    }
+    assert!(n >= 4, "the corpus has {n} files");
+}

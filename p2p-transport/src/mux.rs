@@ -18,8 +18,8 @@
 //!
 //! A message travels as one `FIRST|LAST` frame (9 header bytes) or as a `FIRST` frame that
 //! announces its total length, continuation frames, and a `LAST` frame that completes exactly
-//! `total` bytes. The concatenated payloads are the message's [`codec`](crate::codec)
-//! encoding. Frames of different messages interleave freely; every frame of a message carries
+//! `total` bytes. The concatenated payloads are the message's encoding by
+//! [`crate::codec`]. Frames of different messages interleave freely; every frame of a message carries
 //! the same class.
 //!
 //! # Scheduling
@@ -50,6 +50,7 @@ use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use p2p_core::{Class, Message};
 use std::collections::VecDeque;
+use std::ops::Range;
 use thiserror::Error;
 
 /// Header length of a frame without the `total` field.
@@ -69,7 +70,8 @@ const FLAG_FIRST: u8 = 0x04;
 const FLAG_LAST: u8 = 0x08;
 const CLASS_MASK: u8 = 0x03;
 const RESERVED_MASK: u8 = 0xf0;
-const WEIGHT_SCALE: u128 = 1 << 16;
+/// Virtual time advances by `bytes * (WEIGHT_SCALE / weight)`: a multiplication per frame.
+const WEIGHT_SCALE: u64 = 1 << 32;
 
 /// Configuration of both ends of a multiplexed connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,10 +320,12 @@ impl OutMsg {
     }
 }
 
+/// A class's queue. Its first `max_active` messages are active and served round-robin by the
+/// cursor `rr`; the rest wait in push order and move up as active messages finish.
 #[derive(Default)]
 struct ClassQueue {
-    active: VecDeque<OutMsg>,
-    waiting: VecDeque<OutMsg>,
+    msgs: VecDeque<OutMsg>,
+    rr: usize,
     queued: usize,
     /// Virtual time of the class's next frame (start-time fair queuing).
     vtime: u128,
@@ -329,7 +333,7 @@ struct ClassQueue {
 
 impl ClassQueue {
     fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.msgs.is_empty()
     }
 }
 
@@ -337,8 +341,8 @@ impl ClassQueue {
 struct Cut {
     hdr: [u8; FIRST_FRAME_HEADER_LEN],
     hlen: usize,
-    header_part: std::ops::Range<usize>,
-    payload_part: std::ops::Range<usize>,
+    header_part: Range<usize>,
+    payload_part: Range<usize>,
 }
 
 impl Cut {
@@ -386,7 +390,7 @@ impl MuxSender {
         let len = codec::check_encodable(msg, &self.cfg.limits)?;
         let cap = self.cfg.max_queued_per_class;
         let q = &self.classes[class.index()];
-        if q.queued + len > cap {
+        if q.queued.saturating_add(len) > cap {
             return Err(PushError::QueueFull {
                 class,
                 queued: q.queued,
@@ -403,17 +407,12 @@ impl MuxSender {
             payload,
             sent: 0,
         };
-        let max_active = self.cfg.max_active[class.index()];
         let vnow = self.vnow;
         let q = &mut self.classes[class.index()];
         if q.is_empty() {
             q.vtime = q.vtime.max(vnow);
         }
-        if q.active.len() < max_active {
-            q.active.push_back(out);
-        } else {
-            q.waiting.push_back(out);
-        }
+        q.msgs.push_back(out);
         q.queued += len;
         self.total_queued += len;
         Ok(())
@@ -455,9 +454,11 @@ impl MuxSender {
     fn cut_next(&mut self, room: usize, emit: impl FnOnce(&Cut, &OutMsg)) -> Option<usize> {
         let ci = self.pick_class()?;
         let frame_size = self.cfg.frame_size;
-        let weight = self.cfg.weights[ci] as u128;
+        let step = u128::from(WEIGHT_SCALE / u64::from(self.cfg.weights[ci]));
+        let active = self.cfg.max_active[ci];
         let q = &mut self.classes[ci];
-        let msg = q.active.front()?;
+        let slot = q.rr;
+        let msg = q.msgs.get(slot)?;
         let total = msg.total();
         let left = total - msg.sent;
         let first = msg.sent == 0;
@@ -504,20 +505,21 @@ impl MuxSender {
         emit(&cut, msg);
         let wire = cut.wire_len();
 
-        // Account, rotate within the class, admit a waiting message, advance virtual time.
-        let mut msg = q.active.pop_front()?;
-        msg.sent = end;
+        // Account; drop a finished message (the first waiting one becomes active) or move the
+        // cursor on; advance the class's virtual time.
         if last {
-            if let Some(next) = q.waiting.pop_front() {
-                q.active.push_back(next);
-            }
+            q.msgs.remove(slot);
         } else {
-            q.active.push_back(msg);
+            q.msgs[slot].sent = end;
+            q.rr += 1;
+        }
+        if q.rr >= active.min(q.msgs.len()) {
+            q.rr = 0;
         }
         q.queued -= len;
         self.total_queued -= len;
         self.vnow = q.vtime;
-        q.vtime += wire as u128 * WEIGHT_SCALE / weight;
+        q.vtime += wire as u128 * step;
         if self.total_queued == 0 {
             self.vnow = 0;
             for q in &mut self.classes {
@@ -547,36 +549,61 @@ impl MuxSender {
     }
 
     /// Like [`poll_transmit`](Self::poll_transmit), but appends the frames to `out` as
-    /// [`Bytes`] pieces (frame headers, and slices of the queued messages) for a vectored
-    /// write, without copying any payload. Returns the bytes appended.
+    /// [`Bytes`] pieces for a vectored write, without copying large payloads. Returns the
+    /// bytes appended.
+    ///
+    /// Frame headers, and message parts under [`COALESCE_BELOW`] bytes, are copied into one
+    /// shared buffer so that runs of small frames form a single piece (few iovecs, and a
+    /// receiver gets each small frame contiguous); larger parts are slices of the queued
+    /// messages' own bytes.
     #[must_use = "the appended pieces must be written to the stream"]
     pub fn poll_transmit_parts(&mut self, out: &mut Vec<Bytes>, max_bytes: usize) -> usize {
         let mut written = 0;
-        // Frame headers are written into the scratch buffer and split off, so one allocation
-        // serves many of them; it is taken out of `self` for the calls to `cut_next`.
-        let mut hdr_buf = std::mem::take(&mut self.scratch);
+        // Taken out of `self` for the calls to `cut_next`, which borrow `self` mutably.
+        let mut buf = std::mem::take(&mut self.scratch);
         loop {
-            // Frame header, the message-header part, the payload part.
-            let mut pieces: [Option<Bytes>; 3] = [None, None, None];
             let cut = self.cut_next(max_bytes - written, |cut, msg| {
-                if hdr_buf.capacity() - hdr_buf.len() < cut.hlen {
-                    hdr_buf.reserve(4096);
-                }
-                hdr_buf.put_slice(&cut.hdr[..cut.hlen]);
-                pieces[0] = Some(hdr_buf.split().freeze());
-                if !cut.header_part.is_empty() {
-                    pieces[1] = Some(msg.header.slice(cut.header_part.clone()));
-                }
-                if !cut.payload_part.is_empty() {
-                    pieces[2] = Some(msg.payload.slice(cut.payload_part.clone()));
-                }
+                put_small(&mut buf, out, &cut.hdr[..cut.hlen]);
+                put_part(&mut buf, out, &msg.header, cut.header_part.clone());
+                put_part(&mut buf, out, &msg.payload, cut.payload_part.clone());
             });
             let Some(n) = cut else { break };
             written += n;
-            out.extend(pieces.into_iter().flatten());
         }
-        self.scratch = hdr_buf;
+        flush(&mut buf, out);
+        self.scratch = buf;
         written
+    }
+}
+
+/// Message parts shorter than this are copied by [`MuxSender::poll_transmit_parts`] next to
+/// their frame header instead of being sent as a separate slice.
+pub const COALESCE_BELOW: usize = 4096;
+const COALESCE_BUF: usize = 64 << 10;
+
+/// Appends `bytes` to the coalescing buffer, flushing it first if it is full.
+fn put_small(buf: &mut BytesMut, out: &mut Vec<Bytes>, bytes: &[u8]) {
+    if buf.capacity() - buf.len() < bytes.len() {
+        flush(buf, out);
+        buf.reserve(COALESCE_BUF.max(bytes.len()));
+    }
+    buf.put_slice(bytes);
+}
+
+/// Appends `range` of `bytes`: copied when small, else as a slice piece of its own.
+fn put_part(buf: &mut BytesMut, out: &mut Vec<Bytes>, bytes: &Bytes, range: Range<usize>) {
+    if range.len() < COALESCE_BELOW {
+        put_small(buf, out, &bytes[range]);
+    } else {
+        flush(buf, out);
+        out.push(bytes.slice(range));
+    }
+}
+
+/// Moves the bytes written into `buf` to `out` as one piece.
+fn flush(buf: &mut BytesMut, out: &mut Vec<Bytes>) {
+    if !buf.is_empty() {
+        out.push(buf.split().freeze());
     }
 }
 
@@ -663,7 +690,8 @@ impl MuxReceiver {
         }
     }
 
-    /// Takes all bytes of a read buffer (`buf` is left empty, keeping no capacity).
+    /// Takes all bytes of a read buffer without copying; `buf` is left empty with its spare
+    /// capacity, and can reclaim its whole allocation once the receiver drops the bytes.
     pub fn feed_buf(&mut self, buf: &mut BytesMut) {
         self.feed(buf.split().freeze());
     }

@@ -272,3 +272,23 @@ impl From<HeaderRec> for Header {
         }
     }
 }
+
+/// The fuzz target's check, shared with the corpus replay test: parsing arbitrary bytes never
+/// panics, and a trace that parses writes back to text that parses to the same trace.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let Ok(trace) = Trace::parse_bytes(data) else {
+        return;
+    };
+    let mut text = Vec::new();
+    trace.write_to(&mut text).expect("writing to memory");
+    let again = Trace::parse_bytes(&text).expect("a written trace parses");
+    assert_eq!(again.header.to_json(), trace.header.to_json());
+    let records = |t: &Trace| {
+        t.entries
+            .iter()
+            .map(|e| e.record.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(records(&again), records(&trace));
+}

@@ -1,0 +1,9 @@
+//! Trace parsing on arbitrary bytes: never panics; what parses writes back and parses again to
+//! the same trace.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    p2p_testkit::trace::fuzz_parse(data);
+});

@@ -1,0 +1,274 @@
+//! Named scenarios: what the tests and `p2p-sim run <name>` execute.
+
+use super::byz::ByzKind;
+use super::scenario::{Scenario, Topology, Workload};
+use super::{BULK, URGENT};
+use std::time::Duration;
+
+/// A named scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct CatalogEntry {
+    /// The name, as given to `p2p-sim run`.
+    pub name: &'static str,
+    /// One line on what it checks.
+    pub about: &'static str,
+    /// Builds it for a seed.
+    pub build: fn(u64) -> Scenario,
+}
+
+const fn ms(x: u64) -> Duration {
+    Duration::from_millis(x)
+}
+
+fn base(seed: u64, name: &str, nodes: usize) -> Scenario {
+    Scenario::new(seed)
+        .name(name)
+        .nodes(nodes)
+        .link(ms(10), 100_000_000)
+        .jitter(ms(2))
+        .settle(Duration::from_secs(20))
+}
+
+fn mixed(urgent_per_node: usize, bulk_count: usize, bulk_size: usize, window: u64) -> Workload {
+    Workload {
+        urgent_per_node,
+        urgent_size: 600,
+        bulk_count,
+        bulk_size,
+        start: ms(10),
+        window: ms(window),
+    }
+}
+
+fn byz(seed: u64, kind: ByzKind) -> Scenario {
+    let name = format!("byz-{}", kind.name());
+    let s = base(seed, &name, 9)
+        .byzantine(8, kind)
+        .config(|c| {
+            c.max_adverts_per_peer = 3_000;
+            c.max_adverts_per_peer_per_kind = 2_000;
+            c.max_pending_downloads = 20_000;
+            c.request_timeout_base = ms(500);
+            c.request_timeout_per_mib = ms(200);
+        })
+        .workload(mixed(3, 2, 40_000, 1_000))
+        .byzantine_pace(ms(20), 150)
+        .settle(Duration::from_secs(15));
+    match kind {
+        ByzKind::Malformed => s
+            .reconnect_cut_off(Some(ms(200)))
+            .run_for(Duration::from_secs(10)),
+        _ => s,
+    }
+}
+
+/// Every named scenario.
+pub fn catalog() -> Vec<CatalogEntry> {
+    vec![
+        CatalogEntry {
+            name: "mesh",
+            about: "13 honest nodes, full mesh, urgent from all plus bulk: delivery, once, integrity",
+            build: |seed| base(seed, "mesh", 13).workload(mixed(4, 3, 300_000, 2_000)),
+        },
+        CatalogEntry {
+            name: "relay",
+            about: "60 nodes on a random graph of degree 6 with auto-relay: delivery through relays",
+            build: |seed| {
+                base(seed, "relay", 60)
+                    .topology(Topology::Random { degree: 6 })
+                    .workload(mixed(1, 2, 100_000, 1_000))
+            },
+        },
+        CatalogEntry {
+            name: "line",
+            about: "8 nodes on a line with auto-relay: delivery over 7 hops",
+            build: |seed| {
+                base(seed, "line", 8)
+                    .topology(Topology::Links((0..7).map(|i| (i, i + 1)).collect()))
+                    .workload(mixed(1, 1, 50_000, 500))
+            },
+        },
+        CatalogEntry {
+            name: "partition-heal",
+            about: "a third of 12 nodes cut off while both sides publish, then healed",
+            build: |seed| {
+                base(seed, "partition-heal", 12)
+                    .partition(ms(5), vec![0, 1, 2, 3])
+                    .workload(mixed(2, 2, 60_000, 1_500))
+                    .heal(ms(3_000))
+            },
+        },
+        CatalogEntry {
+            name: "crash-restart",
+            about: "origins and receivers crash mid-transfer and restart with fresh state",
+            build: |seed| {
+                base(seed, "crash-restart", 10)
+                    .publish(ms(0), 0, BULK, 2_000_000)
+                    .publish(ms(0), 1, URGENT, 700)
+                    .crash(ms(60), 5)
+                    .crash(ms(80), 1)
+                    .publish(ms(100), 2, BULK, 500_000)
+                    .restart(ms(1_500), 5)
+                    .restart(ms(2_000), 1)
+                    .publish(ms(2_100), 1, URGENT, 800)
+            },
+        },
+        CatalogEntry {
+            name: "slow-node",
+            about: "one node at 2 Mbit/s among 100 Mbit/s nodes: everyone still gets everything",
+            build: |seed| {
+                base(seed, "slow-node", 8)
+                    .node_bandwidth(3, 2_000_000)
+                    .workload(mixed(2, 2, 200_000, 1_000))
+                    .settle(Duration::from_secs(40))
+            },
+        },
+        CatalogEntry {
+            name: "conn-drop",
+            about: "connections drop mid-transfer and come back; nothing is delivered on a stale connection",
+            build: |seed| {
+                let mut s = base(seed, "conn-drop", 8)
+                    .workload(mixed(3, 3, 500_000, 2_000))
+                    .reconnect_dropped(ms(300));
+                for k in 0..12u64 {
+                    let a = (k as usize * 3) % 8;
+                    let b = (a + 1 + k as usize % 7) % 8;
+                    s = s.drop_connection(ms(50 + k * 150), a, b);
+                }
+                s
+            },
+        },
+        CatalogEntry {
+            name: "membership",
+            about: "a node joins late and another leaves mid-run; the joiner catches up",
+            build: |seed| {
+                base(seed, "membership", 10)
+                    .initial_members((0..9).collect())
+                    .workload(mixed(2, 2, 100_000, 1_000))
+                    .add_member(ms(1_500), 9)
+                    .remove_member(ms(700), 4)
+                    .add_member(ms(2_500), 4)
+            },
+        },
+        CatalogEntry {
+            name: "priority",
+            about: "urgent artifacts under a saturating bulk load stay near their idle latency",
+            build: |seed| {
+                base(seed, "priority", 6)
+                    .link(ms(10), 50_000_000)
+                    .workload(Workload {
+                        urgent_per_node: 20,
+                        urgent_size: 500,
+                        bulk_count: 12,
+                        bulk_size: 2_000_000,
+                        start: ms(0),
+                        window: ms(2_000),
+                    })
+                    .expect_urgent_p99(ms(150))
+            },
+        },
+        CatalogEntry {
+            name: "congestion",
+            about: "a slow receiver congests its peers' queues; requests wait in bounded queues",
+            build: |seed| {
+                base(seed, "congestion", 6)
+                    .node_bandwidth(0, 5_000_000)
+                    .congestion(256 * 1024, 64 * 1024)
+                    .workload(mixed(3, 6, 300_000, 500))
+                    .settle(Duration::from_secs(40))
+            },
+        },
+        CatalogEntry {
+            name: "random-faults",
+            about: "16 nodes, random partitions, crashes, drops, slow periods and membership changes",
+            build: |seed| {
+                base(seed, "random-faults", 16)
+                    .workload(mixed(2, 3, 150_000, 4_000))
+                    .random_faults(6, ms(100), ms(4_000))
+            },
+        },
+        CatalogEntry {
+            name: "random-faults-relay",
+            about: "40 nodes on a random graph with relays under random faults",
+            build: |seed| {
+                base(seed, "random-faults-relay", 40)
+                    .topology(Topology::Random { degree: 8 })
+                    .workload(mixed(1, 2, 100_000, 3_000))
+                    .random_faults(6, ms(100), ms(3_000))
+            },
+        },
+        CatalogEntry {
+            name: "random",
+            about: "a random subnet, topology, workload, fault plan and byzantine actor per seed",
+            build: random,
+        },
+        CatalogEntry {
+            name: "byz-bad-data",
+            about: "a peer serving and pushing bytes that do not match: penalized and cut off",
+            build: |seed| byz(seed, ByzKind::BadData),
+        },
+        CatalogEntry {
+            name: "byz-silent",
+            about: "a peer advertising everything and answering nothing: fetched elsewhere",
+            build: |seed| byz(seed, ByzKind::Silent),
+        },
+        CatalogEntry {
+            name: "byz-phantom",
+            about: "a peer advertising artifacts it does not have: state stays bounded",
+            build: |seed| byz(seed, ByzKind::Phantom),
+        },
+        CatalogEntry {
+            name: "byz-flood",
+            about: "a peer flooding adverts past the limits: cut off, state bounded",
+            build: |seed| byz(seed, ByzKind::Flood),
+        },
+        CatalogEntry {
+            name: "byz-churn",
+            about: "a peer churning adverts and withdraws: state bounded",
+            build: |seed| byz(seed, ByzKind::Churn),
+        },
+        CatalogEntry {
+            name: "byz-malformed",
+            about: "a peer sending oversized attrs, sizes, batches, unsolicited answers and messages: cut off",
+            build: |seed| byz(seed, ByzKind::Malformed),
+        },
+    ]
+}
+
+/// The named scenario `name` for `seed`, if it exists.
+pub fn named(name: &str, seed: u64) -> Option<Scenario> {
+    catalog()
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| (e.build)(seed))
+}
+
+/// A random scenario drawn from `seed`: size, topology, workload, faults and byzantine actors.
+pub fn random(seed: u64) -> Scenario {
+    let mut r = super::rng::Rng::new(super::rng::derive(seed, 99));
+    let nodes = r.range(4, 24) as usize;
+    let mut s = base(seed, "random", nodes);
+    if r.chance(0.5) {
+        s = s.topology(Topology::Random {
+            degree: r.range(3, 8) as usize,
+        });
+    }
+    s = s.workload(mixed(
+        r.range(1, 4) as usize,
+        r.range(0, 3) as usize,
+        r.range(2_000, 400_000) as usize,
+        r.range(200, 3_000),
+    ));
+    if r.chance(0.7) {
+        s = s.random_faults(r.range(1, 6) as usize, ms(50), ms(r.range(500, 4_000)));
+    }
+    if nodes >= 6 && r.chance(0.5) {
+        let kind = ByzKind::ALL[r.below(ByzKind::ALL.len() as u64) as usize];
+        s = s.byzantine(nodes - 1, kind).config(|c| {
+            c.max_adverts_per_peer = 3_000;
+            c.max_adverts_per_peer_per_kind = 2_000;
+            c.request_timeout_base = ms(500);
+        });
+    }
+    s
+}

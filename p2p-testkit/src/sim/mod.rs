@@ -1,0 +1,111 @@
+//! A deterministic discrete-event simulator of many [`p2p_core::Node`]s.
+//!
+//! A run is a [`Scenario`] (built with a seed and a few builder calls) and gives a [`Report`]:
+//! the results of the property checks (eventual delivery, exactly-once, integrity, bounded state,
+//! urgent latency, optionally determinism) and the figures of the run (delivery times,
+//! amplification, per-node state, events simulated).
+//!
+//! Everything is virtual: time is [`p2p_core::Time`], the event queue is ordered by (time,
+//! sequence number), and every random draw comes from the scenario's seed. Nothing reads a clock,
+//! opens a socket or spawns a thread, so the same seed replays the same run bit for bit.
+//!
+//! # The network model
+//! - A topology ([`Topology`]): full mesh, random graph of a given degree, or explicit links. Each
+//!   link has a one-way latency with uniform jitter; frames on one connection never reorder.
+//! - Each node has an uplink and a downlink of given bandwidth. The uplink holds one queue per
+//!   [`p2p_core::Class`] and sends frames of at most [`FRAME_PAYLOAD`] bytes, always from the most
+//!   urgent non-empty class (FIFO within a class), so an urgent message waits for at most one bulk
+//!   frame. Frames then cross the link and queue FIFO at the receiver's downlink; a message is
+//!   handed to the receiver when its last frame is through.
+//! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
+//!   frame headers (`p2p_transport::mux`). The uplink serves classes in strict priority order,
+//!   where the real multiplexer weighs them (16, 8, 4, 1): bulk never starves there, and an urgent
+//!   frame can wait a few more bulk frames than here.
+//! - Each connection has a window (twice the bandwidth-delay product, at least 64 KiB) of bytes
+//!   sent and not yet through the receiver's downlink, as TCP would: a full window lets other
+//!   peers' messages go first, and keeps the receiver's queue (and so urgent latency) bounded.
+//! - Connections have epochs: a message queued or in flight on a connection that closes is lost,
+//!   never delivered on a later connection between the same pair.
+//! - The receiving transport closes a connection that carries a message above
+//!   [`Scenario::max_message_size`] (the codec's limit); every other rule is the core's to enforce.
+//!
+//! # Example
+//! ```
+//! use p2p_testkit::sim::{Scenario, URGENT};
+//! use std::time::Duration;
+//!
+//! let report = Scenario::new(7)
+//!     .nodes(5)
+//!     .link(Duration::from_millis(10), 100_000_000)
+//!     .publish(Duration::ZERO, 0, URGENT, 500)
+//!     .publish(Duration::from_millis(5), 3, URGENT, 20_000)
+//!     .run();
+//! report.assert_passed();
+//! assert_eq!(report.delivered, 2 * 4);
+//! ```
+
+mod byz;
+mod catalog;
+mod engine;
+mod report;
+pub mod rng;
+mod scenario;
+
+pub use byz::ByzKind;
+pub use catalog::{CatalogEntry, catalog, named, random};
+pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, Report};
+pub use scenario::{Fault, LinkSpec, Scenario, Topology, Workload};
+
+use p2p_core::{Kind, Message};
+
+/// Largest payload of one multiplexer frame.
+pub const FRAME_PAYLOAD: usize = 16 * 1024;
+
+/// The kind the default priority table fetches urgently.
+pub const URGENT: Kind = Kind(1);
+/// The kind the default priority table fetches in bulk.
+pub const BULK: Kind = Kind(2);
+/// A kind the default priority table fetches at normal priority (as any other kind).
+pub const NORMAL: Kind = Kind(3);
+
+/// Header bytes of a message's first frame when it is not also its last.
+const FIRST_FRAME_HEADER: usize = p2p_transport::mux::FIRST_FRAME_HEADER_LEN;
+/// Header bytes of every other frame.
+const FRAME_HEADER: usize = p2p_transport::mux::FRAME_HEADER_LEN;
+
+/// The codec's exact encoded length of `msg`.
+fn encoded_len(msg: &Message) -> usize {
+    p2p_transport::codec::encoded_len(msg)
+}
+
+/// Bytes that `msg` occupies on the wire: its encoding split in frames of at most
+/// [`FRAME_PAYLOAD`] bytes, each with its multiplexer header.
+pub fn wire_len(msg: &Message) -> usize {
+    framed_len(encoded_len(msg))
+}
+
+/// Wire bytes of an encoding of `len` bytes once framed.
+fn framed_len(len: usize) -> usize {
+    let frames = len.div_ceil(FRAME_PAYLOAD).max(1);
+    let first = if frames > 1 {
+        FIRST_FRAME_HEADER
+    } else {
+        FRAME_HEADER
+    };
+    len + first + (frames - 1) * FRAME_HEADER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_adds_one_header_per_frame() {
+        assert_eq!(framed_len(10), 10 + FRAME_HEADER);
+        assert_eq!(framed_len(FRAME_PAYLOAD), FRAME_PAYLOAD + FRAME_HEADER);
+        assert_eq!(
+            framed_len(FRAME_PAYLOAD + 1),
+            FRAME_PAYLOAD + 1 + FIRST_FRAME_HEADER + FRAME_HEADER
+        );
+    }
+}

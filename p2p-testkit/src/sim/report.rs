@@ -1,0 +1,242 @@
+//! What a run found: the checks' results and the figures.
+
+use p2p_core::{Kind, TableSizes, Time};
+use std::fmt;
+use std::time::Duration;
+
+/// One property check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The property.
+    pub name: &'static str,
+    /// Whether it held.
+    pub ok: bool,
+    /// What was seen (the first violations when it failed).
+    pub detail: String,
+}
+
+/// Percentiles of a set of durations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyStats {
+    /// How many samples.
+    pub count: usize,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Largest.
+    pub max: Duration,
+}
+
+impl LatencyStats {
+    /// Statistics of `samples` (sorted in place).
+    pub fn of(samples: &mut [Duration]) -> Self {
+        if samples.is_empty() {
+            return LatencyStats::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        LatencyStats {
+            count: samples.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+impl fmt::Display for LatencyStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            self.count,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// One published artifact's fate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactFigure {
+    /// Index of the publish (scripted ones first, then generated ones).
+    pub index: usize,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its size in bytes.
+    pub size: usize,
+    /// The publishing node.
+    pub origin: usize,
+    /// When it was published.
+    pub published_at: Time,
+    /// Honest nodes expected to hold it at the end.
+    pub expected: usize,
+    /// Of those, how many had it delivered (or held it).
+    pub holders: usize,
+    /// Time from publish until the last expected node got it, if all did.
+    pub complete_after: Option<Duration>,
+}
+
+/// An honest node closing its connection to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cutoff {
+    /// When.
+    pub at: Time,
+    /// The honest node.
+    pub by: usize,
+    /// The peer cut off.
+    pub peer: usize,
+    /// The reason: the core's [`p2p_core::DisconnectReason`] or the transport's.
+    pub reason: String,
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub name: String,
+    /// The seed.
+    pub seed: u64,
+    /// The command that reproduces the run.
+    pub repro: String,
+    /// Node slots.
+    pub nodes: usize,
+    /// Property checks.
+    pub checks: Vec<Check>,
+    /// Per-artifact figures.
+    pub artifacts: Vec<ArtifactFigure>,
+    /// (artifact, honest node) pairs expected to be delivered at the end.
+    pub expected: usize,
+    /// Of those, how many were.
+    pub delivered: usize,
+    /// Delivery latency (publish to first delivery) over all deliveries.
+    pub latency: LatencyStats,
+    /// Delivery latency per kind.
+    pub latency_by_kind: Vec<(Kind, LatencyStats)>,
+    /// Bytes sent on the wire by honest nodes (frames and headers included).
+    pub wire_bytes: u64,
+    /// The ideal: each artifact's size times the number of other honest nodes expected to get it.
+    pub ideal_bytes: u64,
+    /// Field-wise maximum of every honest node's [`TableSizes`] over the samples.
+    pub max_state: TableSizes,
+    /// Connections cut off by honest nodes.
+    pub cutoffs: Vec<Cutoff>,
+    /// Simulator events processed.
+    pub events: u64,
+    /// Inputs fed to cores.
+    pub inputs: u64,
+    /// Virtual time at the end of the run.
+    pub end: Time,
+    /// Hash of every output of every node, with its time.
+    pub output_hash: u64,
+}
+
+impl Report {
+    /// Wire bytes over the ideal bytes (1.0 is perfect; framing and control add a little).
+    pub fn amplification(&self) -> f64 {
+        if self.ideal_bytes == 0 {
+            return 0.0;
+        }
+        self.wire_bytes as f64 / self.ideal_bytes as f64
+    }
+
+    /// Fraction of expected deliveries that happened.
+    pub fn completeness(&self) -> f64 {
+        if self.expected == 0 {
+            return 1.0;
+        }
+        self.delivered as f64 / self.expected as f64
+    }
+
+    /// Whether every check held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The check named `name`, if it ran.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// Distinct honest nodes that cut off `peer`, with reasons containing `reason`.
+    pub fn cut_off_by(&self, peer: usize, reason: &str) -> usize {
+        let mut by: Vec<usize> = self
+            .cutoffs
+            .iter()
+            .filter(|c| c.peer == peer && c.reason.contains(reason))
+            .map(|c| c.by)
+            .collect();
+        by.sort_unstable();
+        by.dedup();
+        by.len()
+    }
+
+    /// Panics with the failed checks, the seed and the command that reproduces the run, unless
+    /// every check held.
+    pub fn assert_passed(&self) {
+        if !self.passed() {
+            panic!("{self}");
+        }
+    }
+
+    pub(crate) fn add_determinism(&mut self, other_hash: u64, other_events: u64) {
+        let ok = other_hash == self.output_hash && other_events == self.events;
+        self.checks.push(Check {
+            name: "determinism",
+            ok,
+            detail: format!(
+                "run 1: hash {:016x}, {} events; run 2: hash {:016x}, {} events",
+                self.output_hash, self.events, other_hash, other_events
+            ),
+        });
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "scenario {} seed {}: {}",
+            self.name,
+            self.seed,
+            if self.passed() { "PASSED" } else { "FAILED" }
+        )?;
+        for c in &self.checks {
+            writeln!(
+                f,
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
+        }
+        writeln!(
+            f,
+            "  delivered {}/{} ({:.2}%), latency {}",
+            self.delivered,
+            self.expected,
+            self.completeness() * 100.0,
+            self.latency
+        )?;
+        for (k, s) in &self.latency_by_kind {
+            writeln!(f, "    kind {}: {}", k.0, s)?;
+        }
+        writeln!(
+            f,
+            "  amplification {:.3} ({} wire bytes / {} ideal), cut-offs {}, events {}, end {:.3}s",
+            self.amplification(),
+            self.wire_bytes,
+            self.ideal_bytes,
+            self.cutoffs.len(),
+            self.events,
+            self.end.as_nanos() as f64 / 1e9
+        )?;
+        writeln!(f, "  max state {:?}", self.max_state)?;
+        if !self.passed() {
+            writeln!(f, "  reproduce with: {}", self.repro)?;
+        }
+        Ok(())
+    }
+}

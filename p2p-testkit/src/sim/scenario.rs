@@ -1,0 +1,445 @@
+//! The scenario builder: the subnet, its network, its workload, its faults and its expectations.
+
+use super::byz::ByzKind;
+use super::report::Report;
+use super::{BULK, URGENT};
+use p2p_core::{Config, Decision, Kind, Priority, PriorityFnRef};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One-way latency, jitter and bandwidth of links and nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// One-way latency of a link.
+    pub latency: Duration,
+    /// Uniform extra latency drawn per frame in `0..=jitter` (frames on one connection keep
+    /// their order).
+    pub jitter: Duration,
+    /// Upload and download bandwidth of every node, in bits per second.
+    pub bandwidth_bps: u64,
+}
+
+impl Default for LinkSpec {
+    fn default() -> Self {
+        LinkSpec {
+            latency: Duration::from_millis(10),
+            jitter: Duration::from_millis(1),
+            bandwidth_bps: 1_000_000_000,
+        }
+    }
+}
+
+/// Which pairs of nodes have a link (and so a connection when both are members).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Every pair.
+    FullMesh,
+    /// Each node links to `degree` random others (links are symmetric, so degrees vary a bit);
+    /// a ring is added first so the graph is connected.
+    Random {
+        /// Links drawn per node.
+        degree: usize,
+    },
+    /// Exactly these links (node indices).
+    Links(Vec<(usize, usize)>),
+}
+
+/// A scripted fault or change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Cuts every connection between `side` and the other nodes and refuses new ones until a
+    /// [`Fault::Heal`].
+    Partition(Vec<usize>),
+    /// Ends the partition and reconnects the links it cut.
+    Heal,
+    /// The node crashes: its state is lost and its connections close.
+    Crash(usize),
+    /// A crashed node restarts as a fresh core and reconnects.
+    Restart(usize),
+    /// Sets a node's upload and download bandwidth (bits per second).
+    Bandwidth(usize, u64),
+    /// Closes the connection between two nodes; it comes back after the scenario's
+    /// reconnect delay for dropped connections.
+    DropConnection(usize, usize),
+    /// Adds a node to the membership (starting it if it never ran).
+    AddMember(usize),
+    /// Removes a node from the membership.
+    RemoveMember(usize),
+}
+
+/// A generated workload, drawn from the seed at the start of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Small urgent artifacts published by every honest initial member.
+    pub urgent_per_node: usize,
+    /// Size of each urgent artifact.
+    pub urgent_size: usize,
+    /// Large bulk artifacts published by random honest members.
+    pub bulk_count: usize,
+    /// Size of each bulk artifact.
+    pub bulk_size: usize,
+    /// Publish times are uniform in `start..start + window`.
+    pub start: Duration,
+    /// Length of the publishing window.
+    pub window: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PublishSpec {
+    pub node: usize,
+    pub kind: Kind,
+    pub size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    Publish(usize),
+    Remove { node: usize, publish: usize },
+    Fault(Fault),
+}
+
+type ConfigFn = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
+/// A simulated run, built step by step; [`Scenario::run`] executes it.
+#[derive(Clone)]
+pub struct Scenario {
+    pub(crate) seed: u64,
+    pub(crate) name: String,
+    pub(crate) repro: Option<String>,
+    pub(crate) nodes: usize,
+    pub(crate) initial_members: Option<Vec<usize>>,
+    pub(crate) link: LinkSpec,
+    pub(crate) link_latency: Vec<((usize, usize), Duration)>,
+    pub(crate) bandwidth: Vec<(usize, u64)>,
+    pub(crate) topology: Topology,
+    pub(crate) config_fn: Option<ConfigFn>,
+    pub(crate) priorities: Vec<(Kind, Priority)>,
+    pub(crate) default_decision: Decision,
+    pub(crate) auto_relay: Option<bool>,
+    pub(crate) publishes: Vec<PublishSpec>,
+    pub(crate) actions: Vec<(Duration, Action)>,
+    pub(crate) workload: Option<Workload>,
+    pub(crate) random_faults: Option<(usize, Duration, Duration)>,
+    pub(crate) byzantine: Vec<(usize, ByzKind)>,
+    pub(crate) reconnect_dropped: Duration,
+    pub(crate) reconnect_cut_off: Option<Duration>,
+    pub(crate) congestion: Option<(u64, u64)>,
+    pub(crate) max_message_size: usize,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) settle: Duration,
+    pub(crate) sample_interval: Duration,
+    pub(crate) urgent_p99_max: Option<Duration>,
+    pub(crate) check_determinism: bool,
+    pub(crate) byz_period: Duration,
+    pub(crate) byz_budget: u32,
+}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .field("seed", &self.seed)
+            .field("nodes", &self.nodes)
+            .field("topology", &self.topology)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scenario {
+    /// A scenario of 4 fully meshed honest nodes, 10 ms links at 1 Gbit/s and no workload.
+    pub fn new(seed: u64) -> Self {
+        Scenario {
+            seed,
+            name: "custom".into(),
+            repro: None,
+            nodes: 4,
+            initial_members: None,
+            link: LinkSpec::default(),
+            link_latency: Vec::new(),
+            bandwidth: Vec::new(),
+            topology: Topology::FullMesh,
+            config_fn: None,
+            priorities: vec![(URGENT, Priority::URGENT), (BULK, Priority::BULK)],
+            default_decision: Decision::Fetch(Priority::NORMAL),
+            auto_relay: None,
+            publishes: Vec::new(),
+            actions: Vec::new(),
+            workload: None,
+            random_faults: None,
+            byzantine: Vec::new(),
+            reconnect_dropped: Duration::from_millis(500),
+            reconnect_cut_off: None,
+            congestion: None,
+            max_message_size: (16 << 20) + (1 << 16),
+            duration: None,
+            settle: Duration::from_secs(30),
+            sample_interval: Duration::from_millis(100),
+            urgent_p99_max: None,
+            check_determinism: false,
+            byz_period: Duration::from_millis(20),
+            byz_budget: 2_000,
+        }
+    }
+
+    /// The scenario's name (shown in reports).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The command that reproduces this run, printed when a check fails.
+    pub fn repro(mut self, command: &str) -> Self {
+        self.repro = Some(command.into());
+        self
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Number of node slots (members, byzantine actors and nodes added later).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// Only these nodes are members at the start (the others can join with
+    /// [`Scenario::add_member`]); by default every node is.
+    pub fn initial_members(mut self, members: Vec<usize>) -> Self {
+        self.initial_members = Some(members);
+        self
+    }
+
+    /// Latency of every link and bandwidth of every node (bits per second).
+    pub fn link(mut self, latency: Duration, bandwidth_bps: u64) -> Self {
+        self.link.latency = latency;
+        self.link.bandwidth_bps = bandwidth_bps;
+        self
+    }
+
+    /// Jitter of every link.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.link.jitter = jitter;
+        self
+    }
+
+    /// Latency of one link.
+    pub fn link_latency(mut self, a: usize, b: usize, latency: Duration) -> Self {
+        self.link_latency.push(((a.min(b), a.max(b)), latency));
+        self
+    }
+
+    /// Upload and download bandwidth of one node (a slow node).
+    pub fn node_bandwidth(mut self, node: usize, bandwidth_bps: u64) -> Self {
+        self.bandwidth.push((node, bandwidth_bps));
+        self
+    }
+
+    /// The topology.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// Adjusts every honest node's [`Config`] (its seed is set afterwards, per node).
+    pub fn config(mut self, f: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        self.config_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The priority table by kind (default: [`URGENT`] urgent, [`BULK`] bulk) and the decision
+    /// for other kinds (default: fetch at normal priority).
+    pub fn priorities(mut self, table: Vec<(Kind, Priority)>, default: Decision) -> Self {
+        self.priorities = table;
+        self.default_decision = default;
+        self
+    }
+
+    /// Whether honest nodes relay what they receive (default: on unless the topology is a full
+    /// mesh).
+    pub fn auto_relay(mut self, on: bool) -> Self {
+        self.auto_relay = Some(on);
+        self
+    }
+
+    /// `node` publishes an artifact of `kind` and `size` random bytes at `at`.
+    pub fn publish(mut self, at: Duration, node: usize, kind: Kind, size: usize) -> Self {
+        let i = self.publishes.len();
+        self.publishes.push(PublishSpec { node, kind, size });
+        self.actions.push((at, Action::Publish(i)));
+        self
+    }
+
+    /// `node` removes the artifact of the `publish`-th publish call from its pool at `at`.
+    pub fn remove(mut self, at: Duration, node: usize, publish: usize) -> Self {
+        self.actions.push((at, Action::Remove { node, publish }));
+        self
+    }
+
+    /// A generated workload, added to the scripted publishes.
+    pub fn workload(mut self, w: Workload) -> Self {
+        self.workload = Some(w);
+        self
+    }
+
+    /// A fault at `at`.
+    pub fn fault(mut self, at: Duration, fault: Fault) -> Self {
+        self.actions.push((at, Action::Fault(fault)));
+        self
+    }
+
+    /// Partitions `side` from the rest at `at`.
+    pub fn partition(self, at: Duration, side: Vec<usize>) -> Self {
+        self.fault(at, Fault::Partition(side))
+    }
+
+    /// Heals the partition at `at`.
+    pub fn heal(self, at: Duration) -> Self {
+        self.fault(at, Fault::Heal)
+    }
+
+    /// Crashes `node` at `at`.
+    pub fn crash(self, at: Duration, node: usize) -> Self {
+        self.fault(at, Fault::Crash(node))
+    }
+
+    /// Restarts `node` (fresh state) at `at`.
+    pub fn restart(self, at: Duration, node: usize) -> Self {
+        self.fault(at, Fault::Restart(node))
+    }
+
+    /// Sets `node`'s bandwidth at `at`.
+    pub fn slow(self, at: Duration, node: usize, bandwidth_bps: u64) -> Self {
+        self.fault(at, Fault::Bandwidth(node, bandwidth_bps))
+    }
+
+    /// Drops the connection between `a` and `b` at `at`.
+    pub fn drop_connection(self, at: Duration, a: usize, b: usize) -> Self {
+        self.fault(at, Fault::DropConnection(a, b))
+    }
+
+    /// Adds `node` to the membership at `at`.
+    pub fn add_member(self, at: Duration, node: usize) -> Self {
+        self.fault(at, Fault::AddMember(node))
+    }
+
+    /// Removes `node` from the membership at `at`.
+    pub fn remove_member(self, at: Duration, node: usize) -> Self {
+        self.fault(at, Fault::RemoveMember(node))
+    }
+
+    /// `count` random faults (partitions, crashes with restarts, dropped connections, slow
+    /// periods, membership leaves and re-joins) starting in `start..start + window`, each undone
+    /// within the window.
+    pub fn random_faults(mut self, count: usize, start: Duration, window: Duration) -> Self {
+        self.random_faults = Some((count, start, window));
+        self
+    }
+
+    /// Makes `node` a scripted byzantine actor of `kind` instead of an honest core.
+    pub fn byzantine(mut self, node: usize, kind: ByzKind) -> Self {
+        self.byzantine.push((node, kind));
+        self
+    }
+
+    /// Period of byzantine actors' actions and their budget of actions.
+    pub fn byzantine_pace(mut self, period: Duration, budget: u32) -> Self {
+        self.byz_period = period;
+        self.byz_budget = budget;
+        self
+    }
+
+    /// Delay before a connection dropped by a fault comes back (default 500 ms).
+    pub fn reconnect_dropped(mut self, delay: Duration) -> Self {
+        self.reconnect_dropped = delay;
+        self
+    }
+
+    /// Whether (and after what delay) a connection that a core cut off is re-established while
+    /// both ends are members (default: never).
+    pub fn reconnect_cut_off(mut self, delay: Option<Duration>) -> Self {
+        self.reconnect_cut_off = delay;
+        self
+    }
+
+    /// Feeds [`p2p_core::Input::Congestion`] when a node's queued bytes to one peer pass `high`
+    /// and again when they fall under `low`.
+    pub fn congestion(mut self, high: u64, low: u64) -> Self {
+        self.congestion = Some((high, low));
+        self
+    }
+
+    /// The transport's largest accepted message (default 16 MiB + 64 KiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Stops the run at this virtual time (default: last scripted action + settle time).
+    pub fn run_for(mut self, d: Duration) -> Self {
+        self.duration = Some(d);
+        self
+    }
+
+    /// Time left after the last scripted action for the subnet to settle (default 30 s).
+    pub fn settle(mut self, d: Duration) -> Self {
+        self.settle = d;
+        self
+    }
+
+    /// Period of the bounded-state sampling of every honest node (default 100 ms).
+    pub fn sample_interval(mut self, d: Duration) -> Self {
+        self.sample_interval = d;
+        self
+    }
+
+    /// Fails the run if the p99 delivery latency of [`URGENT`] artifacts exceeds `max`.
+    pub fn expect_urgent_p99(mut self, max: Duration) -> Self {
+        self.urgent_p99_max = Some(max);
+        self
+    }
+
+    /// Runs the scenario twice and checks that both runs hash every output identically.
+    pub fn check_determinism(mut self) -> Self {
+        self.check_determinism = true;
+        self
+    }
+
+    /// The priority function that honest nodes use.
+    pub fn priority_fn(&self) -> PriorityFnRef {
+        PriorityFnRef::by_kind(self.priorities.clone(), self.default_decision)
+    }
+
+    /// Whether honest nodes auto-relay in this scenario.
+    pub(crate) fn relays(&self) -> bool {
+        self.auto_relay
+            .unwrap_or(!matches!(self.topology, Topology::FullMesh))
+    }
+
+    /// The command that reproduces this run.
+    pub fn repro_command(&self) -> String {
+        self.repro.clone().unwrap_or_else(|| {
+            format!(
+                "cargo run -p p2p-testkit --bin p2p-sim -- run {} --seeds {}..{}",
+                self.name,
+                self.seed,
+                self.seed + 1
+            )
+        })
+    }
+
+    /// Runs the scenario to its end and checks every property.
+    pub fn run(self) -> Report {
+        if self.check_determinism {
+            let first = super::engine::run(&self);
+            let second = super::engine::run(&self);
+            let mut report = first;
+            report.add_determinism(second.output_hash, second.events);
+            report
+        } else {
+            super::engine::run(&self)
+        }
+    }
+}
