@@ -55,7 +55,14 @@ fn target_dir() -> PathBuf {
 /// Builds p2p-bench in release, then runs it with `args` from the workspace root.
 pub fn run(args: &[String]) -> Result<(), TaskError> {
     let mut build = shell::cargo();
-    build.args(["build", "--release", "-p", "p2p-tokio", "--bin", "p2p-bench"]);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "p2p-tokio",
+        "--bin",
+        "p2p-bench",
+    ]);
     println!("==> {}", shell::display(&build));
     shell::run(&mut build)?;
     let mut bench = Command::new(target_dir().join("release").join("p2p-bench"));

@@ -44,6 +44,10 @@ struct Cli {
     /// nodes in this process.
     #[arg(long)]
     process_per_node: bool,
+    /// SO_SNDBUF and SO_RCVBUF of every node's connections, bytes (default: the OS's, which
+    /// autotunes up to megabytes on loopback).
+    #[arg(long)]
+    socket_buffer: Option<usize>,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -74,7 +78,11 @@ enum Cmd {
     },
     /// One node of a `--process-per-node` run, driven over stdin/stdout by the parent.
     #[command(hide = true)]
-    Node,
+    Node {
+        /// SO_SNDBUF/SO_RCVBUF of the node's connections.
+        #[arg(long)]
+        socket_buffer: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,7 +94,9 @@ fn main() -> ExitCode {
                 print!("{}", results::compare(&a, &b));
                 ExitCode::SUCCESS
             }),
-        Some(Cmd::Node) => process::node_main().map(|()| ExitCode::SUCCESS),
+        Some(Cmd::Node { socket_buffer }) => {
+            process::node_main(*socket_buffer).map(|()| ExitCode::SUCCESS)
+        }
         None => run(&cli),
     };
     match result {
@@ -133,6 +143,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let sizes = Sizes {
         quick,
         block_size: cli.block_size as usize,
+        socket_buffer: cli.socket_buffer,
     };
     let specs: Vec<_> = workloads::specs(sizes)
         .into_iter()

@@ -129,13 +129,17 @@ struct Procs {
 }
 
 impl Procs {
-    fn spawn(n: usize) -> Result<Self, String> {
+    fn spawn(n: usize, socket_buffer: Option<usize>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let (tx, lines) = mpsc::channel();
         let mut procs = Vec::with_capacity(n);
         for i in 0..n {
-            let mut child = Command::new(&exe)
-                .arg("node")
+            let mut cmd = Command::new(&exe);
+            cmd.arg("node");
+            if let Some(size) = socket_buffer {
+                cmd.arg("--socket-buffer").arg(size.to_string());
+            }
+            let mut child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -210,7 +214,7 @@ impl Drop for Procs {
 pub fn run(spec: &Spec) -> Result<Outcome, String> {
     let n = spec.nodes;
     let plan = spec.workload.plan(n).map_err(|e| e.to_string())?;
-    let mut procs = Procs::spawn(n)?;
+    let mut procs = Procs::spawn(n, spec.socket_buffer)?;
     let setup = Instant::now() + Duration::from_secs(60);
     let ready = procs.gather("ready", setup)?;
     let members: Vec<String> = ready.iter().map(|r| r.replace(' ', "@")).collect();
@@ -303,7 +307,7 @@ fn join(
         nodes: n,
         artifacts: plan.len(),
         payload_bytes: payload,
-        full_delivery_s: complete.then(|| full.as_secs_f64()),
+        full_delivery_s: complete.then_some(full.as_secs_f64()),
         elapsed_s: elapsed.as_secs_f64(),
         goodput_mb_s: if secs > 0.0 {
             delivered_bytes as f64 / secs / 1e6
@@ -326,12 +330,12 @@ fn join(
 // ---------------------------------------------------------------- child side
 
 /// The hidden `node` command: one node, driven over stdin and stdout.
-pub fn node_main() -> Result<(), String> {
+pub fn node_main(socket_buffer: Option<usize>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(node_async());
+    let result = runtime.block_on(node_async(socket_buffer));
     if let Err(e) = &result {
         println!("error {e}");
     }
@@ -360,12 +364,13 @@ struct Record {
     unexpected: u64,
 }
 
-async fn node_async() -> Result<(), String> {
+async fn node_async(socket_buffer: Option<usize>) -> Result<(), String> {
     let mut input = stdin_lines();
     let identity = NodeIdentity::generate().map_err(|e| e.to_string())?;
     let my_id = identity.node_id();
     let mut cfg = NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     cfg.core.priority_fn = workload_priority_fn();
+    cfg.socket_buffer = socket_buffer;
     let handle = p2p_tokio::start(cfg, Registry::default())
         .await
         .map_err(|e| e.to_string())?;

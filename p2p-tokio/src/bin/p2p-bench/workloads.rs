@@ -23,6 +23,8 @@ pub struct Spec {
     pub workload: Workload,
     /// Give up waiting for full delivery after this long.
     pub timeout: Duration,
+    /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
+    pub socket_buffer: Option<usize>,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -32,6 +34,8 @@ pub struct Sizes {
     pub quick: bool,
     /// Size of a W2 block (bytes).
     pub block_size: usize,
+    /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
+    pub socket_buffer: Option<usize>,
 }
 
 const KIB: usize = 1 << 10;
@@ -81,6 +85,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             nodes: w1_nodes,
             workload: small(w1_count, KIB, Duration::ZERO),
             timeout,
+            socket_buffer: sizes.socket_buffer,
         },
         Spec {
             name: "W4-idle",
@@ -90,6 +95,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             nodes: w4_nodes,
             workload: urgent_load,
             timeout,
+            socket_buffer: sizes.socket_buffer,
         },
         Spec {
             name: "W2",
@@ -105,6 +111,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
                 ..small(0, KIB, Duration::ZERO)
             },
             timeout,
+            socket_buffer: sizes.socket_buffer,
         },
         Spec {
             name: "W3",
@@ -112,6 +119,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             nodes: w3_nodes,
             workload: small(w3_count, KIB, Duration::ZERO),
             timeout,
+            socket_buffer: sizes.socket_buffer,
         },
         Spec {
             name: "W4-bulk",
@@ -121,6 +129,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             nodes: w4_nodes,
             workload: bulk_load,
             timeout,
+            socket_buffer: sizes.socket_buffer,
         },
     ]
 }
@@ -253,7 +262,7 @@ pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
         spec.nodes,
         workload_priority_fn(),
         Duration::from_secs(60),
-        |_, _| {},
+        |_, cfg| cfg.socket_buffer = spec.socket_buffer,
     )
     .await
     .map_err(|e| format!("{}: {e}", spec.name))?;
@@ -288,6 +297,7 @@ mod tests {
         let specs = specs(Sizes {
             quick: false,
             block_size: 4 * MIB,
+            socket_buffer: None,
         });
         let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
         let w1 = by("W1");
@@ -324,6 +334,7 @@ mod tests {
         for s in specs(Sizes {
             quick: true,
             block_size: 4 * MIB,
+            socket_buffer: None,
         }) {
             assert!(s.nodes <= 6, "{}", s.name);
             assert!(
