@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{TaskError, shell, tidy};
+use crate::{TaskError, bench, shell, tidy};
 
 /// How a step does its work.
 enum Action {
@@ -70,9 +70,15 @@ fn steps() -> Vec<Step> {
                 cmd
             }),
         },
+        Step {
+            // `cargo xtask bench --quick` on the debug build: tiny counts, every workload on
+            // real TLS nodes; fails if any artifact is missing or delivered twice, asserts no
+            // timing.
+            name: "bench",
+            action: Action::Command(bench::quick_command),
+        },
         // Later steps go here, each as one more entry, for example:
         //   `sim`:   `cargo xtask sim --ci`      (the deterministic simulator's seed sweep)
-        //   `bench`: `cargo xtask bench --quick` (criterion benches with short settings)
         // An xtask subcommand as a step: `Action::InProcess(sim::run_ci)` or an
         // `Action::Command` that runs `shell::cargo()` with `["xtask", "sim", "--ci"]`.
     ]

@@ -3,6 +3,7 @@
 //! Each subcommand is one arm in [`main`]'s match and one module. Run `cargo xtask help` for the
 //! list.
 
+mod bench;
 mod ci;
 mod fuzz;
 mod shell;
@@ -16,6 +17,9 @@ usage: cargo xtask <command> [args]
 commands:
   ci                               tidy, fmt, clippy, test and doc checks, in order
   tidy                             only the tidy checks (also run by `cargo test`)
+  bench [args]                     build p2p-bench in release and run it (see BENCHMARKS.md):
+                                   --quick, --out PATH, --block-size N, --process-per-node,
+                                   --only PARTS; `bench compare A.json B.json` prints ratios
   fuzz [target] [--seconds N]      run one cargo-fuzz target, or every target, for N seconds each
                                    (default 60); installs cargo-fuzz if missing
   help                             this text
@@ -51,7 +55,8 @@ fn main() -> ExitCode {
         "ci" => no_args("ci", rest).and_then(|()| ci::run()),
         "tidy" => no_args("tidy", rest).and_then(|()| tidy::run()),
         "fuzz" => fuzz::FuzzArgs::parse(rest).and_then(|args| fuzz::run(&args)),
-        // Later: "bench" => bench::run(rest), "sim" => sim::run(rest), "demo" => demo::run(rest).
+        "bench" => bench::run(rest),
+        // Later: "sim" => sim::run(rest), "demo" => demo::run(rest).
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,202 @@
+//! `p2p-bench`: measures, in one run, the machine's limits (rustls on one core, loopback TCP),
+//! the core's and the wire's costs, and end-to-end workloads on real p2p-tokio nodes over TLS
+//! on 127.0.0.1; prints one table and writes the same figures as JSON. `p2p-bench compare A B`
+//! prints the ratio of every figure of two such files.
+//!
+//! Run it through `cargo xtask bench` (release build, malloc settings); BENCHMARKS.md at the
+//! workspace root explains every workload and measure.
+
+mod limits;
+mod machine;
+mod micro;
+mod process;
+mod results;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+
+use crate::results::Results;
+use crate::workloads::Sizes;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "p2p-bench",
+    about = "Benchmarks of p2p-tokio nodes on 127.0.0.1 against the machine's limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Tiny counts (4 to 6 nodes, 200 small, 4 large): checks that every part still works,
+    /// in seconds. Fails if anything is missing or duplicated, like the full run.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+    /// Size of a W2 block in bytes (1 MiB by default; 4194304 for 4 MiB blocks).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(16..=(15 << 20)))]
+    block_size: u64,
+    /// Run every node in its own process (this binary's hidden `node` command) instead of all
+    /// nodes in this process.
+    #[arg(long)]
+    process_per_node: bool,
+    /// SO_SNDBUF and SO_RCVBUF of every node's connections, bytes (default: the OS's, which
+    /// autotunes up to megabytes on loopback).
+    #[arg(long)]
+    socket_buffer: Option<usize>,
+    /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Limits,
+    Micro,
+    #[value(name = "W1", alias = "w1")]
+    W1,
+    #[value(name = "W2", alias = "w2")]
+    W2,
+    #[value(name = "W3", alias = "w3")]
+    W3,
+    #[value(name = "W4", alias = "w4")]
+    W4,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Prints, figure by figure, B's value over A's and whether B is better.
+    Compare {
+        /// The baseline JSON.
+        a: PathBuf,
+        /// The JSON compared with it.
+        b: PathBuf,
+    },
+    /// One node of a `--process-per-node` run, driven over stdin/stdout by the parent.
+    #[command(hide = true)]
+    Node {
+        /// SO_SNDBUF/SO_RCVBUF of the node's connections.
+        #[arg(long)]
+        socket_buffer: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Cmd::Compare { a, b }) => Results::read(a)
+            .and_then(|a| Results::read(b).map(|b| (a, b)))
+            .map(|(a, b)| {
+                print!("{}", results::compare(&a, &b));
+                ExitCode::SUCCESS
+            }),
+        Some(Cmd::Node { socket_buffer }) => {
+            process::node_main(*socket_buffer).map(|()| ExitCode::SUCCESS)
+        }
+        None => run(&cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("p2p-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wants(cli: &Cli, part: Part) -> bool {
+    cli.only.is_empty() || cli.only.contains(&part)
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    let quick = cli.quick;
+    let machine = machine::Machine::detect();
+    eprintln!("p2p-bench on {machine}");
+    let limits = if wants(cli, Part::Limits) {
+        eprintln!("measuring the machine's limits (rustls, loopback TCP)");
+        let (tls_bytes, loop_bytes, runs) = if quick {
+            (16 << 20, 64 << 20, 1)
+        } else {
+            (256 << 20, 1 << 30, 3)
+        };
+        Some(results::Limits {
+            tls_bytes_per_s: limits::tls(tls_bytes, runs)?,
+            loopback_bytes_per_s: limits::loopback(loop_bytes, runs)?,
+        })
+    } else {
+        None
+    };
+    let micro = if wants(cli, Part::Micro) {
+        eprintln!("timing the core and the wire path");
+        Some(if quick {
+            micro::measure(20, 1)?
+        } else {
+            micro::measure(1, 5)?
+        })
+    } else {
+        None
+    };
+    let sizes = Sizes {
+        quick,
+        block_size: cli.block_size as usize,
+        socket_buffer: cli.socket_buffer,
+    };
+    let specs: Vec<_> = workloads::specs(sizes)
+        .into_iter()
+        .filter(|s| {
+            let part = match s.name {
+                "W1" => Part::W1,
+                "W2" => Part::W2,
+                "W3" => Part::W3,
+                _ => Part::W4,
+            };
+            wants(cli, part)
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    let mut outcomes = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        eprintln!("running {}: {}", spec.name, spec.title);
+        let outcome = if cli.process_per_node {
+            process::run(spec)?
+        } else {
+            runtime.block_on(workloads::run_in_process(spec))?
+        };
+        outcomes.push(outcome);
+    }
+    drop(runtime);
+    let mut results = Results {
+        schema: results::SCHEMA,
+        commit: machine::git_commit(),
+        unix_time: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        machine,
+        quick,
+        malloc_env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("MALLOC_"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        limits,
+        micro,
+        workloads: outcomes,
+        targets: Vec::new(),
+        figures: Vec::new(),
+    };
+    results.finish();
+    print!("{}", results::table(&results));
+    results.write(&cli.out)?;
+    println!("\nwritten to {}", cli.out.display());
+    if results.lost_or_duplicated() {
+        eprintln!("p2p-bench: an artifact was missing or delivered twice (see the table)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

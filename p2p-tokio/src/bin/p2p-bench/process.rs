@@ -1,0 +1,561 @@
+//! `--process-per-node`: every node in its own process (this binary's hidden `node` command),
+//! driven by the parent over the child's stdin and stdout, one line per message:
+//!
+//! ```text
+//! child  -> parent   ready <node id hex> <listen addr>
+//! parent -> child    registry <id>@<addr> <id>@<addr> ...
+//! child  -> parent   meshed                          (connected to every other node)
+//! parent -> child    run <index> <nodes> <start unix ns> <workload fields>
+//! child  -> parent   done                            (it holds every artifact)
+//! parent -> child    report
+//! child  -> parent   result <JSON of NodeResult>
+//! parent closes stdin: the child shuts its node down and exits
+//! ```
+//!
+//! Every child computes the same deterministic plan ([`Workload::plan`]), publishes its own
+//! share at the planned instants of a common start time, and records when each artifact was
+//! published and delivered in wall-clock nanoseconds (one machine, one clock). The parent joins
+//! the records into the same [`Outcome`] as an in-process run. CPU time and peak RSS are each
+//! child's own (from its /proc), summed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use p2p_core::{ArtifactId, Kind, NodeId};
+use p2p_tokio::subnet::{SMALL_KIND, Workload, workload_priority_fn};
+use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
+use serde::{Deserialize, Serialize};
+
+use crate::machine;
+use crate::workloads::{Latency, Outcome, Spec, class_of};
+
+/// What one node process reports at the end of a workload.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeResult {
+    /// (tag, unix ns) of each artifact it published.
+    pub published: Vec<(u64, u64)>,
+    /// (tag, unix ns) of each artifact delivered to it, first delivery only.
+    pub delivered: Vec<(u64, u64)>,
+    /// Deliveries of an artifact it already had.
+    pub duplicates: u64,
+    /// Deliveries of artifacts not in the plan.
+    pub unexpected: u64,
+    /// Bytes its node wrote to sockets during the workload.
+    pub wire_bytes: u64,
+    /// CPU time of the process during the workload, ns.
+    pub cpu_ns: u64,
+    /// Peak RSS of the process, bytes.
+    pub peak_rss: u64,
+    /// Whether the peak was reset before the workload.
+    pub peak_reset: bool,
+    /// Requests its core retried.
+    pub retries: u64,
+    /// Artifacts its core received again after delivering them.
+    pub duplicate_receipts: u64,
+}
+
+/// The first 8 bytes of a planned artifact: its index in the plan's making order.
+fn tag(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The workload's fields as they travel on the `run` line.
+fn encode_workload(w: &Workload) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {}",
+        w.small,
+        w.small_size.start(),
+        w.small_size.end(),
+        w.large,
+        w.large_size,
+        w.large_origins,
+        w.spread.as_nanos(),
+        w.seed
+    )
+}
+
+fn decode_workload(fields: &[&str]) -> Result<Workload, String> {
+    let n = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("bad workload field {i} in {fields:?}"))
+    };
+    Ok(Workload {
+        small: n(0)? as usize,
+        small_size: n(1)? as usize..=n(2)? as usize,
+        large: n(3)? as usize,
+        large_size: n(4)? as usize,
+        large_origins: n(5)? as usize,
+        spread: Duration::from_nanos(n(6)?),
+        seed: n(7)?,
+    })
+}
+
+// ---------------------------------------------------------------- parent side
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn send(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("the child's stdin is closed")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot write to a node process: {e}"))
+    }
+}
+
+/// The node processes of one run; killed if the run fails half-way.
+struct Procs {
+    procs: Vec<Proc>,
+    lines: mpsc::Receiver<(usize, String)>,
+}
+
+impl Procs {
+    fn spawn(n: usize, socket_buffer: Option<usize>) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        let (tx, lines) = mpsc::channel();
+        let mut procs = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("node");
+            if let Some(size) = socket_buffer {
+                cmd.arg("--socket-buffer").arg(size.to_string());
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot start node process {i}: {e}"))?;
+            let stdout = child.stdout.take().ok_or("no stdout of a node process")?;
+            let stdin = child.stdin.take();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((i, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+            procs.push(Proc { child, stdin });
+        }
+        Ok(Procs { procs, lines })
+    }
+
+    /// Waits for one line starting with `word` from every process; returns their rests.
+    fn gather(&self, word: &str, deadline: Instant) -> Result<Vec<String>, String> {
+        let mut got: Vec<Option<String>> = vec![None; self.procs.len()];
+        while got.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (i, line) = self.lines.recv_timeout(left).map_err(|_| {
+                let waiting: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_none()).collect();
+                format!("node processes {waiting:?} did not say `{word}` in time")
+            })?;
+            if let Some(msg) = line.strip_prefix("error ") {
+                return Err(format!("node process {i}: {msg}"));
+            }
+            match line.split_once(' ') {
+                Some((w, rest)) if w == word => got[i] = Some(rest.to_owned()),
+                None if line == word => got[i] = Some(String::new()),
+                _ => {}
+            }
+        }
+        Ok(got.into_iter().flatten().collect())
+    }
+
+    fn broadcast(&mut self, line: &str) -> Result<(), String> {
+        self.procs.iter_mut().try_for_each(|p| p.send(line))
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            // Closing stdin asks the child to shut down; kill it if it has not within 10 s.
+            p.stdin = None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for p in &mut self.procs {
+            loop {
+                match p.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `spec` with one process per node.
+pub fn run(spec: &Spec) -> Result<Outcome, String> {
+    let n = spec.nodes;
+    let plan = spec.workload.plan(n).map_err(|e| e.to_string())?;
+    let mut procs = Procs::spawn(n, spec.socket_buffer)?;
+    let setup = Instant::now() + Duration::from_secs(60);
+    let ready = procs.gather("ready", setup)?;
+    let members: Vec<String> = ready.iter().map(|r| r.replace(' ', "@")).collect();
+    procs.broadcast(&format!("registry {}", members.join(" ")))?;
+    procs.gather("meshed", setup)?;
+    let start = unix_ns() + 200_000_000;
+    let fields = encode_workload(&spec.workload);
+    for (i, p) in procs.procs.iter_mut().enumerate() {
+        p.send(&format!("run {i} {n} {start} {fields}"))?;
+    }
+    let wall = Instant::now();
+    let done = procs.gather(
+        "done",
+        Instant::now() + spec.timeout + Duration::from_millis(200),
+    );
+    let elapsed = wall.elapsed().saturating_sub(Duration::from_millis(200));
+    if let Err(e) = &done {
+        eprintln!("  {}: {e}; collecting what arrived", spec.name);
+    }
+    procs.broadcast("report")?;
+    let reports = procs.gather("result", Instant::now() + Duration::from_secs(60))?;
+    let results: Vec<NodeResult> = reports
+        .iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| format!("bad node result: {e}")))
+        .collect::<Result<_, _>>()?;
+    drop(procs);
+    Ok(join(spec, &plan, &results, elapsed))
+}
+
+/// Joins the children's records into one outcome.
+fn join(
+    spec: &Spec,
+    plan: &[p2p_tokio::subnet::Planned],
+    results: &[NodeResult],
+    elapsed: Duration,
+) -> Outcome {
+    let n = spec.nodes;
+    let info: HashMap<u64, (usize, Kind, u64)> = plan
+        .iter()
+        .map(|p| (tag(&p.data), (p.origin, p.kind, p.data.len() as u64)))
+        .collect();
+    let published: HashMap<u64, u64> = results
+        .iter()
+        .flat_map(|r| r.published.iter().copied())
+        .collect();
+    let first = published.values().copied().min().unwrap_or(0);
+    let mut last = first;
+    let mut delivered = 0u64;
+    let mut delivered_bytes = 0u64;
+    let mut lat: HashMap<Kind, Vec<u64>> = HashMap::new();
+    for r in results {
+        for &(t, at) in &r.delivered {
+            let (Some(&(_, kind, size)), Some(&p)) = (info.get(&t), published.get(&t)) else {
+                continue;
+            };
+            delivered += 1;
+            delivered_bytes += size;
+            last = last.max(at);
+            lat.entry(kind).or_default().push(at.saturating_sub(p));
+        }
+    }
+    let expected = plan.len() as u64 * (n as u64 - 1);
+    let complete = delivered == expected;
+    let full = Duration::from_nanos(last.saturating_sub(first));
+    let secs = if complete { full } else { elapsed }.as_secs_f64();
+    let wire: u64 = results.iter().map(|r| r.wire_bytes).sum();
+    let payload: u64 = plan.iter().map(|p| p.data.len() as u64).sum();
+    let mut latency: Vec<Latency> = lat
+        .into_iter()
+        .map(|(kind, mut v)| {
+            v.sort_unstable();
+            let pct = |q: f64| {
+                let rank = (q * v.len() as f64).ceil() as usize;
+                v[rank.clamp(1, v.len()) - 1] as f64 / 1e6
+            };
+            Latency {
+                class: class_of(kind).into(),
+                deliveries: v.len(),
+                p50_ms: pct(0.5),
+                p99_ms: pct(0.99),
+                max_ms: v.last().copied().unwrap_or(0) as f64 / 1e6,
+            }
+        })
+        .collect();
+    latency.sort_by_key(|l| l.class != class_of(SMALL_KIND));
+    Outcome {
+        name: spec.name.into(),
+        title: spec.title.clone(),
+        mode: "process-per-node".into(),
+        nodes: n,
+        artifacts: plan.len(),
+        payload_bytes: payload,
+        full_delivery_s: complete.then_some(full.as_secs_f64()),
+        elapsed_s: elapsed.as_secs_f64(),
+        goodput_mb_s: if secs > 0.0 {
+            delivered_bytes as f64 / secs / 1e6
+        } else {
+            0.0
+        },
+        wire_bytes: wire,
+        amplification: wire as f64 / (payload as f64 * (n as f64 - 1.0)).max(1.0),
+        cpu_s: results.iter().map(|r| r.cpu_ns).sum::<u64>() as f64 / 1e9,
+        peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
+        peak_rss_reset: results.iter().all(|r| r.peak_reset),
+        missing: expected.saturating_sub(delivered),
+        duplicates: results.iter().map(|r| r.duplicates + r.unexpected).sum(),
+        duplicate_receipts: results.iter().map(|r| r.duplicate_receipts).sum(),
+        retries: results.iter().map(|r| r.retries).sum(),
+        latency,
+    }
+}
+
+// ---------------------------------------------------------------- child side
+
+/// The hidden `node` command: one node, driven over stdin and stdout.
+pub fn node_main(socket_buffer: Option<usize>) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    let result = runtime.block_on(node_async(socket_buffer));
+    if let Err(e) = &result {
+        println!("error {e}");
+    }
+    result
+}
+
+/// Lines from stdin, read by a thread (stdin has no non-blocking form in std).
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+struct Record {
+    expected: usize,
+    have: HashSet<u64>,
+    delivered: Vec<(u64, u64)>,
+    duplicates: u64,
+    unexpected: u64,
+}
+
+async fn node_async(socket_buffer: Option<usize>) -> Result<(), String> {
+    let mut input = stdin_lines();
+    let identity = NodeIdentity::generate().map_err(|e| e.to_string())?;
+    let my_id = identity.node_id();
+    let mut cfg = NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    cfg.core.priority_fn = workload_priority_fn();
+    cfg.socket_buffer = socket_buffer;
+    let handle = p2p_tokio::start(cfg, Registry::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut deliveries = handle.take_deliveries().ok_or("deliveries taken")?;
+    println!("ready {} {}", my_id.to_hex(), handle.local_addr());
+
+    let mut record: Option<Record> = None;
+    let mut published: Vec<(u64, u64)> = Vec::new();
+    let mut ids: HashMap<u64, ArtifactId> = HashMap::new();
+    let mut before = (Duration::ZERO, 0u64, false, (0u64, 0u64));
+    let mut said_done = false;
+    let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    loop {
+        tokio::select! {
+            line = input.recv() => {
+                let Some(line) = line else { break };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.first().copied() {
+                    Some("registry") => {
+                        let members = words[1..]
+                            .iter()
+                            .map(|m| {
+                                let (id, addr) = m.split_once('@').ok_or("bad member")?;
+                                Ok(Member {
+                                    id: NodeId::from_hex(id).ok_or("bad node id")?,
+                                    addr: addr.parse().map_err(|_| "bad address")?,
+                                })
+                            })
+                            .collect::<Result<Vec<_>, &str>>()?;
+                        let want = members.len() as u64 - 1;
+                        handle
+                            .update_registry(Registry::new(1, members))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        while handle.metrics().peers_connected < want {
+                            if Instant::now() >= deadline {
+                                return Err("the mesh did not form within 60 s".into());
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        println!("meshed");
+                    }
+                    Some("run") => {
+                        let num = |i: usize| -> Result<u64, String> {
+                            words.get(i).and_then(|w| w.parse().ok()).ok_or_else(|| format!("bad run line: {line}"))
+                        };
+                        let (index, nodes, start) = (num(1)? as usize, num(2)? as usize, num(3)?);
+                        let workload = decode_workload(&words[4..])?;
+                        let plan = workload.plan(nodes).map_err(|e| e.to_string())?;
+                        let mine: Vec<_> = plan.iter().filter(|p| p.origin == index).cloned().collect();
+                        ids = plan.iter().map(|p| (tag(&p.data), ArtifactId::of(&p.data))).collect();
+                        record = Some(Record {
+                            expected: plan.len() - mine.len(),
+                            have: HashSet::new(),
+                            delivered: Vec::new(),
+                            duplicates: 0,
+                            unexpected: 0,
+                        });
+                        drop(plan);
+                        let m = handle.metrics();
+                        let reset = machine::reset_peak_rss();
+                        before = (
+                            machine::cpu_time("self").unwrap_or_default(),
+                            m.bytes_written,
+                            reset,
+                            (m.core.retries, m.core.duplicates),
+                        );
+                        let h = handle.clone();
+                        let tx = pub_tx.clone();
+                        tokio::spawn(async move {
+                            let offset = start.saturating_sub(unix_ns());
+                            let t0 = Instant::now() + Duration::from_nanos(offset);
+                            for p in mine {
+                                let due = t0 + p.at;
+                                if due > Instant::now() {
+                                    tokio::time::sleep_until(due.into()).await;
+                                }
+                                let t = tag(&p.data);
+                                let at = unix_ns();
+                                if h.publish(p.kind, Bytes::new(), p.data).await.is_err() {
+                                    break;
+                                }
+                                let _ = tx.send((t, at));
+                            }
+                        });
+                    }
+                    Some("report") => {
+                        let m = handle.metrics();
+                        let r = record.take().unwrap_or(Record {
+                            expected: 0,
+                            have: HashSet::new(),
+                            delivered: Vec::new(),
+                            duplicates: 0,
+                            unexpected: 0,
+                        });
+                        while let Ok(p) = pub_rx.try_recv() {
+                            published.push(p);
+                        }
+                        let result = NodeResult {
+                            published: std::mem::take(&mut published),
+                            delivered: r.delivered,
+                            duplicates: r.duplicates,
+                            unexpected: r.unexpected,
+                            wire_bytes: m.bytes_written.saturating_sub(before.1),
+                            cpu_ns: machine::cpu_time("self")
+                                .unwrap_or_default()
+                                .saturating_sub(before.0)
+                                .as_nanos() as u64,
+                            peak_rss: machine::peak_rss("self").unwrap_or(0),
+                            peak_reset: before.2,
+                            retries: m.core.retries.saturating_sub(before.3.0),
+                            duplicate_receipts: m.core.duplicates.saturating_sub(before.3.1),
+                        };
+                        let json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+                        println!("result {json}");
+                    }
+                    _ => return Err(format!("unknown command: {line}")),
+                }
+            }
+            p = pub_rx.recv() => {
+                if let Some(p) = p {
+                    published.push(p);
+                }
+            }
+            d = deliveries.recv() => {
+                let Some(d) = d else { break };
+                let at = unix_ns();
+                let t = tag(&d.artifact.data);
+                match record.as_mut() {
+                    Some(r) if ids.get(&t) == Some(&d.artifact.id) => {
+                        if r.have.insert(t) {
+                            r.delivered.push((t, at));
+                        } else {
+                            r.duplicates += 1;
+                        }
+                        if r.have.len() == r.expected && !said_done {
+                            said_done = true;
+                            println!("done");
+                        }
+                    }
+                    Some(r) => r.unexpected += 1,
+                    None => {}
+                }
+            }
+        }
+        if let Some(r) = &record
+            && r.expected == 0
+            && !said_done
+        {
+            said_done = true;
+            println!("done");
+        }
+    }
+    handle.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_fields_survive_the_run_line() {
+        let w = Workload {
+            small: 7,
+            small_size: 100..=300,
+            large: 2,
+            large_size: 5000,
+            large_origins: 3,
+            spread: Duration::from_millis(1500),
+            seed: 9,
+        };
+        let line = encode_workload(&w);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(decode_workload(&fields).unwrap(), w);
+        assert!(decode_workload(&fields[..3]).is_err());
+    }
+
+    #[test]
+    fn tags_are_the_plan_index() {
+        let w = Workload::default();
+        let plan = w.plan(4).unwrap();
+        let tags: HashSet<u64> = plan.iter().map(|p| tag(&p.data)).collect();
+        assert_eq!(tags.len(), plan.len());
+        assert!(tags.iter().all(|&t| t < plan.len() as u64));
+    }
+}

@@ -1,0 +1,348 @@
+//! The end-to-end workloads W1..W4 on real nodes over TLS on 127.0.0.1, and what is measured
+//! of each run.
+
+use std::time::Duration;
+
+use p2p_tokio::subnet::{
+    LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::machine;
+
+/// One workload to run: its name, subnet size and what is published.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Short name (`W1`, `W4-bulk`, ...), the prefix of its figures.
+    pub name: &'static str,
+    /// One line for the table.
+    pub title: String,
+    /// Nodes in the subnet.
+    pub nodes: usize,
+    /// What is published.
+    pub workload: Workload,
+    /// Give up waiting for full delivery after this long.
+    pub timeout: Duration,
+    /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
+    pub socket_buffer: Option<usize>,
+}
+
+/// The sizes of the workloads: full, or the quick form that CI runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Quick form: tiny counts.
+    pub quick: bool,
+    /// Size of a W2 block (bytes).
+    pub block_size: usize,
+    /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
+    pub socket_buffer: Option<usize>,
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// The workloads in the order they run (smallest memory footprint first, so that a peak RSS
+/// that cannot be reset stays meaningful).
+pub fn specs(sizes: Sizes) -> Vec<Spec> {
+    let q = sizes.quick;
+    let small = |count: usize, size: usize, spread: Duration| Workload {
+        small: count,
+        small_size: size..=size,
+        large: 0,
+        large_size: MIB,
+        large_origins: 1,
+        spread,
+        seed: 1,
+    };
+    let timeout = Duration::from_secs(if q { 60 } else { 180 });
+    let (w1_nodes, w1_count) = if q { (4, 200) } else { (13, 20_000) };
+    let (w3_nodes, w3_count) = if q { (6, 200) } else { (40, 5_000) };
+    let (w2_nodes, w2_count) = if q { (4, 4) } else { (13, 50) };
+    let block = if q {
+        sizes.block_size.min(MIB)
+    } else {
+        sizes.block_size
+    };
+    let (w4_nodes, urgent, urgent_spread, bulk_per_node) = if q {
+        (4, 40, Duration::from_millis(400), 1)
+    } else {
+        (13, 400, Duration::from_secs(4), 8)
+    };
+    let urgent_load = small(urgent, 256, urgent_spread);
+    let bulk_load = Workload {
+        large: bulk_per_node * w4_nodes,
+        large_size: MIB,
+        large_origins: w4_nodes,
+        ..urgent_load.clone()
+    };
+    let rate = urgent as f64 / urgent_spread.as_secs_f64();
+    vec![
+        Spec {
+            name: "W1",
+            title: format!(
+                "small: {w1_nodes} nodes, {w1_count} x 1 KiB from every node round-robin"
+            ),
+            nodes: w1_nodes,
+            workload: small(w1_count, KIB, Duration::ZERO),
+            timeout,
+            socket_buffer: sizes.socket_buffer,
+        },
+        Spec {
+            name: "W4-idle",
+            title: format!(
+                "priority baseline: {w4_nodes} nodes, {urgent} x 256 B urgent at {rate:.0}/s, no bulk"
+            ),
+            nodes: w4_nodes,
+            workload: urgent_load,
+            timeout,
+            socket_buffer: sizes.socket_buffer,
+        },
+        Spec {
+            name: "W2",
+            title: format!(
+                "blocks: {w2_nodes} nodes, {w2_count} x {} from one node",
+                fmt_size(block)
+            ),
+            nodes: w2_nodes,
+            workload: Workload {
+                large: w2_count,
+                large_size: block,
+                large_origins: 1,
+                ..small(0, KIB, Duration::ZERO)
+            },
+            timeout,
+            socket_buffer: sizes.socket_buffer,
+        },
+        Spec {
+            name: "W3",
+            title: format!("scale: {w3_nodes} nodes, {w3_count} x 1 KiB from every node"),
+            nodes: w3_nodes,
+            workload: small(w3_count, KIB, Duration::ZERO),
+            timeout,
+            socket_buffer: sizes.socket_buffer,
+        },
+        Spec {
+            name: "W4-bulk",
+            title: format!(
+                "priority under load: as W4-idle, plus {bulk_per_node} x 1 MiB bulk from every node at t=0"
+            ),
+            nodes: w4_nodes,
+            workload: bulk_load,
+            timeout,
+            socket_buffer: sizes.socket_buffer,
+        },
+    ]
+}
+
+fn fmt_size(b: usize) -> String {
+    if b.is_multiple_of(MIB) {
+        format!("{} MiB", b / MIB)
+    } else if b.is_multiple_of(KIB) {
+        format!("{} KiB", b / KIB)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// Latency percentiles of one class of a workload, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// `urgent` (the small kind) or `bulk` (the large kind).
+    pub class: String,
+    /// (artifact, node) deliveries measured.
+    pub deliveries: usize,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
+}
+
+/// What one workload run measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    /// The spec's name.
+    pub name: String,
+    /// The spec's title.
+    pub title: String,
+    /// `in-process` or `process-per-node`.
+    pub mode: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Artifacts published.
+    pub artifacts: usize,
+    /// Payload bytes published (each artifact once).
+    pub payload_bytes: u64,
+    /// Time from the first publish until every node held every artifact (`None`: not reached).
+    pub full_delivery_s: Option<f64>,
+    /// Time the run lasted.
+    pub elapsed_s: f64,
+    /// Artifact bytes delivered per second over all receivers, in MB/s (10^6 bytes).
+    pub goodput_mb_s: f64,
+    /// Bytes written to sockets by every node during the run (TLS records included).
+    pub wire_bytes: u64,
+    /// wire_bytes / (payload_bytes x (nodes - 1)).
+    pub amplification: f64,
+    /// CPU time (user + system) of the node process(es) during the run, seconds.
+    pub cpu_s: f64,
+    /// Peak resident memory during the run, bytes (the bench process, or the sum of the
+    /// node processes' peaks).
+    pub peak_rss_bytes: u64,
+    /// Whether the peak was reset before the run (otherwise it is the process's peak so far).
+    pub peak_rss_reset: bool,
+    /// (artifact, node) pairs never delivered.
+    pub missing: u64,
+    /// Deliveries of an artifact to a node that already had it, or of unknown artifacts.
+    pub duplicates: u64,
+    /// Artifacts the cores received again after delivering them (wasted transfers).
+    pub duplicate_receipts: u64,
+    /// Requests the cores retried.
+    pub retries: u64,
+    /// Latency per class.
+    pub latency: Vec<Latency>,
+}
+
+impl Outcome {
+    /// The latency of `class`, if measured.
+    pub fn latency(&self, class: &str) -> Option<&Latency> {
+        self.latency.iter().find(|l| l.class == class)
+    }
+
+    /// Builds the outcome of an in-process run from the subnet's report.
+    fn from_report(spec: &Spec, r: &Report, cpu: Duration, peak: u64, reset: bool) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Outcome {
+            name: spec.name.into(),
+            title: spec.title.clone(),
+            mode: "in-process".into(),
+            nodes: r.nodes,
+            artifacts: r.artifacts,
+            payload_bytes: r.payload_bytes,
+            full_delivery_s: r.full_delivery.map(|d| d.as_secs_f64()),
+            elapsed_s: r.elapsed.as_secs_f64(),
+            goodput_mb_s: r.goodput_mb_per_s(),
+            wire_bytes: r.wire_bytes,
+            amplification: r.amplification(),
+            cpu_s: cpu.as_secs_f64(),
+            peak_rss_bytes: peak,
+            peak_rss_reset: reset,
+            missing: r.expected.saturating_sub(r.delivered),
+            duplicates: r.duplicate_deliveries + r.unexpected_deliveries,
+            duplicate_receipts: r.duplicate_receipts,
+            retries: r.retries,
+            latency: r
+                .latency
+                .iter()
+                .map(|l| Latency {
+                    class: class_of(l.kind).into(),
+                    deliveries: l.deliveries,
+                    p50_ms: ms(l.p50),
+                    p99_ms: ms(l.p99),
+                    max_ms: ms(l.max),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The class name of a workload kind.
+pub fn class_of(kind: p2p_core::Kind) -> &'static str {
+    match kind {
+        SMALL_KIND => "urgent",
+        LARGE_KIND => "bulk",
+        _ => "other",
+    }
+}
+
+/// Runs `spec` on a subnet of nodes in this process. Only the workload is measured: the
+/// nodes' start and TLS handshakes happen before, their shutdown after.
+pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
+    let subnet = LocalSubnet::start(
+        spec.nodes,
+        workload_priority_fn(),
+        Duration::from_secs(60),
+        |_, cfg| cfg.socket_buffer = spec.socket_buffer,
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", spec.name))?;
+    let reset = machine::reset_peak_rss();
+    let cpu_before = machine::cpu_time("self").unwrap_or_default();
+    let name = spec.name;
+    let report = subnet
+        .run(&spec.workload, spec.timeout, Duration::from_secs(2), |p| {
+            eprintln!("  {name} {p}")
+        })
+        .await
+        .map_err(|e| format!("{}: {e}", spec.name));
+    let cpu = machine::cpu_time("self")
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let peak = machine::peak_rss("self").unwrap_or(0);
+    subnet.shutdown().await;
+    let report = report?;
+    if !report.is_complete() {
+        // The subnet's own report lists what is missing, artifact by artifact.
+        eprintln!("{report}");
+    }
+    Ok(Outcome::from_report(spec, &report, cpu, peak, reset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_specs_match_the_brief() {
+        let specs = specs(Sizes {
+            quick: false,
+            block_size: 4 * MIB,
+            socket_buffer: None,
+        });
+        let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
+        let w1 = by("W1");
+        assert_eq!(
+            (w1.nodes, w1.workload.small, w1.workload.large),
+            (13, 20_000, 0)
+        );
+        assert_eq!(w1.workload.small_size, KIB..=KIB);
+        let w2 = by("W2");
+        assert_eq!(
+            (w2.nodes, w2.workload.large, w2.workload.small),
+            (13, 50, 0)
+        );
+        assert_eq!(
+            (w2.workload.large_size, w2.workload.large_origins),
+            (4 * MIB, 1)
+        );
+        let w3 = by("W3");
+        assert_eq!((w3.nodes, w3.workload.small), (40, 5_000));
+        let (idle, bulk) = (by("W4-idle"), by("W4-bulk"));
+        assert_eq!(idle.workload.small, bulk.workload.small);
+        assert_eq!(idle.workload.spread, bulk.workload.spread);
+        assert_eq!(idle.workload.large, 0);
+        assert_eq!(bulk.workload.large_origins, bulk.nodes);
+        for s in &specs {
+            s.workload
+                .plan(s.nodes)
+                .expect("every spec is a valid workload");
+        }
+    }
+
+    #[test]
+    fn quick_specs_are_tiny() {
+        for s in specs(Sizes {
+            quick: true,
+            block_size: 4 * MIB,
+            socket_buffer: None,
+        }) {
+            assert!(s.nodes <= 6, "{}", s.name);
+            assert!(
+                s.workload.small <= 200 && s.workload.large <= 4,
+                "{}",
+                s.name
+            );
+            assert!(s.workload.large_size <= MIB, "{}", s.name);
+        }
+    }
+}
