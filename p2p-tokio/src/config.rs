@@ -93,6 +93,11 @@ pub struct NodeConfig {
     pub delivery_buffer: usize,
     /// Capacity of the channel from connections to the node task (messages read ahead).
     pub event_buffer: usize,
+    /// Bytes of messages one connection may have read ahead of the node task. Past it the
+    /// connection stops reading (TCP back-pressure on that peer alone), so memory is bounded in
+    /// bytes, and a small urgent message waits behind at most this much bulk. A larger message
+    /// takes the whole budget.
+    pub read_ahead_bytes: usize,
     /// Inbound connections allowed in their handshake at once; more wait in the backlog.
     pub max_pending_handshakes: usize,
     /// Record every input and output of the core to this file (see [`p2p_testkit::trace`]).
@@ -107,6 +112,10 @@ pub struct NodeConfig {
     pub tcp_keepalive: Option<Duration>,
     /// SO_SNDBUF and SO_RCVBUF of every connection (`None`: the OS default).
     pub socket_buffer: Option<usize>,
+    /// TCP_NOTSENT_LOWAT of every connection: the most bytes the kernel holds not yet sent.
+    /// Keeping it small keeps the queue in the multiplexer, where urgent frames overtake bulk
+    /// ones, instead of in the kernel, where they cannot (`None`: the OS default, unlimited).
+    pub tcp_notsent_lowat: Option<u32>,
     /// Bytes taken from the multiplexer per socket write: smaller keeps urgent frames closer
     /// to the head of the line, larger writes bulk with fewer calls. At least
     /// [`MIN_TRANSMIT`](p2p_transport::mux::MIN_TRANSMIT).
@@ -143,12 +152,14 @@ impl NodeConfig {
             misbehaviour_ban: Duration::from_secs(60),
             delivery_buffer: 1024,
             event_buffer: 1024,
+            read_ahead_bytes: 4 << 20,
             max_pending_handshakes: 64,
             record_trace: None,
             record_trace_profile: None,
             tcp_nodelay: true,
             tcp_keepalive: Some(Duration::from_secs(30)),
             socket_buffer: None,
+            tcp_notsent_lowat: Some(128 << 10),
             write_chunk: 64 << 10,
         }
     }
@@ -175,8 +186,14 @@ impl NodeConfig {
         if self.limits.max_adverts < self.core.advert_batch_size {
             return bad("limits.max_adverts is below core.advert_batch_size");
         }
-        if self.delivery_buffer == 0 || self.event_buffer == 0 || self.max_pending_handshakes == 0 {
-            return bad("delivery_buffer, event_buffer and max_pending_handshakes must be >= 1");
+        if self.delivery_buffer == 0
+            || self.event_buffer == 0
+            || self.read_ahead_bytes == 0
+            || self.max_pending_handshakes == 0
+        {
+            return bad(
+                "delivery_buffer, event_buffer, read_ahead_bytes and max_pending_handshakes must be >= 1",
+            );
         }
         if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {
             return bad("idle_timeout must exceed a non-zero keepalive_interval");

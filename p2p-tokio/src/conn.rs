@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use p2p_core::{Class, Message, NodeId};
 use p2p_transport::mux::{MuxError, MuxReceiver, MuxSender};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::handshake::{Established, Stream};
@@ -30,11 +30,13 @@ pub(crate) enum ConnEvent {
         error: String,
         refused: bool,
     },
-    /// A message from a peer (keepalives are not forwarded).
+    /// A message from a peer (keepalives are not forwarded). The permit holds the message's
+    /// share of the connection's read-ahead budget until the node task has handled it.
     Message {
         peer: NodeId,
         conn: u64,
         msg: Message,
+        permit: OwnedSemaphorePermit,
     },
     /// The peer's send queue fell below the low-water mark after being congested.
     Drained { peer: NodeId, conn: u64 },
@@ -114,6 +116,7 @@ pub(crate) struct ConnSettings {
     pub idle_timeout: Duration,
     pub keepalive_interval: Duration,
     pub write_chunk: usize,
+    pub read_ahead_bytes: usize,
 }
 
 /// Who a connection task reports to.
@@ -148,6 +151,8 @@ impl ConnCtx {
 /// task closes the connection.
 pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ctx: ConnCtx) {
     let idle = ctx.settings.idle_timeout;
+    let budget = ctx.settings.read_ahead_bytes.min(u32::MAX as usize);
+    let read_ahead = Arc::new(Semaphore::new(budget));
     let mut buf = BytesMut::new();
     let reason = 'conn: loop {
         buf.reserve(64 << 10);
@@ -168,10 +173,20 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ct
                 // The keepalive convention: an empty advert batch only proves liveness.
                 Ok(Some((_, Message::Adverts(adverts)))) if adverts.is_empty() => {}
                 Ok(Some((_, msg))) => {
+                    // Wait until the node task has handled enough of what was read before.
+                    let cost = (p2p_transport::codec::encoded_len(&msg).clamp(1, budget)) as u32;
+                    let permit = tokio::select! {
+                        p = Arc::clone(&read_ahead).acquire_many_owned(cost) => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                        _ = ctx.close.changed() => return,
+                    };
                     let ev = ConnEvent::Message {
                         peer: ctx.peer,
                         conn: ctx.conn,
                         msg,
+                        permit,
                     };
                     tokio::select! {
                         r = ctx.events.send(ev) => if r.is_err() { return },

@@ -605,11 +605,17 @@ impl Driver {
                 debug!(%peer, %error, attempts = d.attempts, "dial failed");
                 self.schedule_dial(peer);
             }
-            ConnEvent::Message { peer, conn, msg } => {
+            ConnEvent::Message {
+                peer,
+                conn,
+                msg,
+                permit,
+            } => {
                 if self.is_current(peer, conn) {
                     inc(&self.counters.messages_received);
                     let _ = self.feed(Input::Message { from: peer, msg });
                 }
+                drop(permit);
             }
             ConnEvent::Drained { peer, conn } => {
                 if self.is_current(peer, conn) {

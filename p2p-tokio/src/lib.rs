@@ -28,7 +28,7 @@
 //!   [`NodeMetrics::connections_refused`]). Then each side sends the codec's
 //!   [`Hello`](p2p_transport::codec::Hello) (protocol and registry version); TLS and hello
 //!   together must finish within [`NodeConfig::handshake_timeout`].
-//! - **One connection per pair of members**: the lower [`NodeId`](p2p_core::NodeId) dials, the
+//! - **One connection per pair of members**: the lower [`NodeId`] dials, the
 //!   higher accepts (an inbound connection from a higher id is refused). If a second connection
 //!   from the same peer arrives (a reconnect racing the old connection's teardown), the newest is
 //!   kept and the old one closed.
@@ -172,6 +172,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         nodelay: cfg.tcp_nodelay,
         keepalive: cfg.tcp_keepalive,
         buffer: cfg.socket_buffer,
+        notsent_lowat: cfg.tcp_notsent_lowat,
     };
     let listen_err = |source| StartError::Listen {
         addr: cfg.listen,
@@ -220,6 +221,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
                 idle_timeout: cfg.idle_timeout,
                 keepalive_interval: cfg.keepalive_interval,
                 write_chunk: cfg.write_chunk,
+                read_ahead_bytes: cfg.read_ahead_bytes,
             },
             sock,
             connect_timeout: cfg.connect_timeout,

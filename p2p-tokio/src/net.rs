@@ -20,6 +20,7 @@ pub(crate) struct SocketOpts {
     pub nodelay: bool,
     pub keepalive: Option<Duration>,
     pub buffer: Option<usize>,
+    pub notsent_lowat: Option<u32>,
 }
 
 impl SocketOpts {
@@ -38,6 +39,9 @@ impl SocketOpts {
         sock.set_tcp_nodelay(self.nodelay)?;
         if let Some(idle) = self.keepalive {
             sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+        }
+        if let Some(lowat) = self.notsent_lowat {
+            sock.set_tcp_notsent_lowat(lowat)?;
         }
         self.apply_buffers(sock)
     }

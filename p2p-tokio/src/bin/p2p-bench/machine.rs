@@ -87,7 +87,7 @@ pub fn git_commit() -> String {
     }
 }
 
-/// Clock ticks per second of /proc/<pid>/stat's times: USER_HZ, which the kernel fixes at 100
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: USER_HZ, which the kernel fixes at 100
 /// for user space on every architecture Linux supports.
 const USER_HZ: u64 = 100;
 
@@ -98,7 +98,7 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     parse_stat_cpu(&stat)
 }
 
-/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15, counted after the command name,
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15, counted after the command name,
 /// which may itself contain spaces and parentheses).
 fn parse_stat_cpu(stat: &str) -> Option<Duration> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
