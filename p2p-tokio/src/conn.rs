@@ -124,6 +124,8 @@ pub(crate) struct ConnCtx {
     pub peer: NodeId,
     pub conn: u64,
     pub events: mpsc::Sender<ConnEvent>,
+    /// Where control and urgent messages go: the node task serves this channel first.
+    pub urgent: mpsc::Sender<ConnEvent>,
     pub close: watch::Receiver<Close>,
     pub counters: Arc<Counters>,
     pub settings: ConnSettings,
@@ -152,7 +154,9 @@ impl ConnCtx {
 pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ctx: ConnCtx) {
     let idle = ctx.settings.idle_timeout;
     let budget = ctx.settings.read_ahead_bytes.min(u32::MAX as usize);
-    let read_ahead = Arc::new(Semaphore::new(budget));
+    // One budget per lane, so urgent messages never wait for bulk ones to be handled.
+    let urgent_budget = Arc::new(Semaphore::new(budget));
+    let bulk_budget = Arc::new(Semaphore::new(budget));
     let mut buf = BytesMut::new();
     let reason = 'conn: loop {
         buf.reserve(64 << 10);
@@ -172,11 +176,15 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ct
                 Ok(None) => break,
                 // The keepalive convention: an empty advert batch only proves liveness.
                 Ok(Some((_, Message::Adverts(adverts)))) if adverts.is_empty() => {}
-                Ok(Some((_, msg))) => {
+                Ok(Some((class, msg))) => {
+                    let (to, lane) = match class {
+                        Class::Control | Class::Urgent => (&ctx.urgent, &urgent_budget),
+                        Class::Normal | Class::Bulk => (&ctx.events, &bulk_budget),
+                    };
                     // Wait until the node task has handled enough of what was read before.
                     let cost = (p2p_transport::codec::encoded_len(&msg).clamp(1, budget)) as u32;
                     let permit = tokio::select! {
-                        p = Arc::clone(&read_ahead).acquire_many_owned(cost) => match p {
+                        p = Arc::clone(lane).acquire_many_owned(cost) => match p {
                             Ok(p) => p,
                             Err(_) => return,
                         },
@@ -189,7 +197,7 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ct
                         permit,
                     };
                     tokio::select! {
-                        r = ctx.events.send(ev) => if r.is_err() { return },
+                        r = to.send(ev) => if r.is_err() { return },
                         _ = ctx.close.changed() => return,
                     }
                 }

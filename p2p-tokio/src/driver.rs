@@ -100,6 +100,7 @@ pub(crate) struct Driver {
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<ConnEvent>,
+    pub urgent_tx: mpsc::Sender<ConnEvent>,
     pub deliveries_tx: mpsc::Sender<Delivered>,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: Option<JoinHandle<()>>,
@@ -124,6 +125,7 @@ pub(crate) struct DriverParts {
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<ConnEvent>,
+    pub urgent_tx: mpsc::Sender<ConnEvent>,
     pub deliveries_tx: mpsc::Sender<Delivered>,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
@@ -145,6 +147,7 @@ impl Driver {
             counters: p.counters,
             core_metrics: p.core_metrics,
             events_tx: p.events_tx,
+            urgent_tx: p.urgent_tx,
             deliveries_tx: p.deliveries_tx,
             accept_shutdown: p.accept_shutdown,
             accept_task: Some(p.accept_task),
@@ -174,6 +177,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<ConnEvent>,
+        mut urgent: mpsc::Receiver<ConnEvent>,
     ) {
         let members: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
         let version = self.registry.version;
@@ -192,6 +196,9 @@ impl Driver {
                 }
             }
             tokio::select! {
+                // Priorities hold inside the node too: control and urgent messages from any
+                // peer are handled before the bulk messages read ahead of them.
+                biased;
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.shutdown().await;
@@ -204,6 +211,11 @@ impl Driver {
                         return;
                     }
                 },
+                ev = urgent.recv(), if self.pending.is_empty() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev);
+                    }
+                }
                 ev = events.recv(), if self.pending.is_empty() => {
                     if let Some(ev) = ev {
                         self.on_event(ev);
@@ -705,6 +717,7 @@ impl Driver {
             peer,
             conn: conn_id,
             events: self.events_tx.clone(),
+            urgent: self.urgent_tx.clone(),
             close,
             counters: Arc::clone(&self.counters),
             settings: self.settings.conn,

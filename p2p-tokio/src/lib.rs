@@ -200,6 +200,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
+    let (urgent_tx, urgent_rx) = mpsc::channel(cfg.event_buffer);
     let (deliveries_tx, deliveries_rx) = mpsc::channel(cfg.delivery_buffer);
     let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(accept::accept_loop(
@@ -235,13 +236,14 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         counters: Arc::clone(&counters),
         core_metrics: Arc::clone(&core_metrics),
         events_tx,
+        urgent_tx,
         deliveries_tx,
         accept_shutdown,
         accept_task,
         seed: cfg.core.seed,
     });
     info!(node = %id, addr = %local_addr, "node started");
-    let task = tokio::spawn(driver.run(commands_rx, events_rx));
+    let task = tokio::spawn(driver.run(commands_rx, events_rx, urgent_rx));
     Ok(NodeHandle::new(handle::Inner {
         node_id: id,
         local_addr,
