@@ -578,8 +578,10 @@ impl Node {
                 return;
             }
             // Metadata that differs from the first advert's is not grounds to ignore a source:
-            // the first advertiser may be the liar, and the hash decides what is delivered.
-            if !self.track_advert(from, advert.kind) {
+            // the first advertiser may be the liar, and the hash decides what is delivered. The
+            // advert counts against the download's kind, so that it is uncounted the same way.
+            let kind = dl.advert.kind;
+            if !self.track_advert(from, kind) {
                 return;
             }
             let dl = self.downloads.get_mut(&id).expect("checked above");
