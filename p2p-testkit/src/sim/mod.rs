@@ -53,8 +53,8 @@ mod scenario;
 
 pub use byz::ByzKind;
 pub use catalog::{CatalogEntry, catalog, named, random};
-pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, Report};
-pub use scenario::{Fault, LinkSpec, Scenario, Topology, Workload};
+pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, Report};
+pub use scenario::{Fault, LinkSpec, Scenario, Topology, TraceSink, Workload, WriterFn};
 
 use p2p_core::{Kind, Message};
 
