@@ -386,3 +386,59 @@ fn restart_files_are_named_after_the_first_incarnations_file() {
         PathBuf::from("t-restart1")
     );
 }
+
+#[test]
+fn p2p_sim_run_writes_the_trace_files_and_prints_their_replay_commands() {
+    let dir = scratch_dir("cli");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p2p-sim"))
+        .args([
+            "run",
+            "crash-restart",
+            "--seeds",
+            "3..4",
+            "--record-node",
+            "1",
+        ])
+        .arg("--trace-dir")
+        .arg(&dir)
+        .output()
+        .expect("p2p-sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Node 1 crashes and restarts in crash-restart: two incarnations, two files.
+    for file in [
+        "crash-restart-3-node1.jsonl",
+        "crash-restart-3-node1-restart1.jsonl",
+    ] {
+        let path = dir.join(file);
+        let command = format!(
+            "cargo run -p p2p-testkit --bin p2p-trace -- replay {}",
+            path.display()
+        );
+        assert!(stdout.contains(&command), "no `{command}` in:\n{stdout}");
+        let replayed = std::process::Command::new(env!("CARGO_BIN_EXE_p2p-trace"))
+            .arg("replay")
+            .arg(&path)
+            .output()
+            .expect("p2p-trace runs");
+        assert!(
+            replayed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&replayed.stdout)
+        );
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_p2p-sim"))
+        .args(["run", "mesh", "--record-node", "1"])
+        .output()
+        .expect("p2p-sim runs");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "--record-node needs --trace-dir"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

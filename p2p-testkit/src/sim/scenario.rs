@@ -282,6 +282,17 @@ impl Scenario {
         self
     }
 
+    /// The number of node slots.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    /// Whether `node` is a slot of this scenario run by an honest core (not a byzantine actor):
+    /// the nodes that [`Scenario::record`] can record.
+    pub fn is_honest_node(&self, node: usize) -> bool {
+        node < self.nodes && !self.byzantine.iter().any(|(n, _)| *n == node)
+    }
+
     /// Only these nodes are members at the start (the others can join with
     /// [`Scenario::add_member`]); by default every node is.
     pub fn initial_members(mut self, members: Vec<usize>) -> Self {
