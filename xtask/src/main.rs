@@ -7,6 +7,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod shell;
+mod sim;
 mod tidy;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ commands:
                                    --only PARTS; `bench compare A.json B.json` prints ratios
   fuzz [target] [--seconds N]      run one cargo-fuzz target, or every target, for N seconds each
                                    (default 60); installs cargo-fuzz if missing
+  sim [args...]                    the simulator: `cargo run --release -p p2p-testkit --bin p2p-sim --
+                                   <args>` (default `run all --seeds 0..5`; `sim list` names the scenarios),
+                                   ending with p2p-sim's exit code (1: a check failed, 2: usage)
   help                             this text
 ";
 
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
+        "sim" => sim::run(rest),
         "ci" => no_args("ci", rest).and_then(|()| ci::run()),
         "tidy" => no_args("tidy", rest).and_then(|()| tidy::run()),
         "fuzz" => fuzz::FuzzArgs::parse(rest).and_then(|args| fuzz::run(&args)),

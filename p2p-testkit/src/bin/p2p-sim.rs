@@ -4,18 +4,25 @@
 //! ```text
 //! p2p-sim list
 //! p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose]
+//!                        [--record-node I --trace-dir DIR]
 //! p2p-sim measure [--quick]
 //! ```
+//!
+//! With `--record-node I --trace-dir DIR`, every run records node `I`'s core to
+//! `DIR/<name>-<seed>-node<I>.jsonl` (each restart after a crash to
+//! `DIR/<name>-<seed>-node<I>-restart<k>.jsonl`) and prints the `p2p-trace replay` command for
+//! each file. A run whose node `I` is not an honest node is run without recording, with a note.
 
 use p2p_testkit::sim::{
     LatencyStats, NORMAL, Report, Scenario, Topology, Workload, catalog, named,
 };
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  p2p-sim list\n  p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose]\n  p2p-sim measure [--quick]"
+        "usage:\n  p2p-sim list\n  p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose] [--record-node I --trace-dir DIR]\n  p2p-sim measure [--quick]\n\n--record-node I --trace-dir DIR: record node I's core in every run to DIR/<name>-<seed>-node<I>.jsonl\n  (a restart after a crash starts DIR/<name>-<seed>-node<I>-restart<k>.jsonl) and print the replay command"
     );
     ExitCode::from(2)
 }
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
             };
             let mut seeds = 0..10;
             let (mut determinism, mut verbose) = (false, false);
+            let (mut record_node, mut trace_dir) = (None::<usize>, None::<PathBuf>);
             let mut i = 2;
             while i < args.len() {
                 match args[i].as_str() {
@@ -59,12 +67,42 @@ fn main() -> ExitCode {
                         seeds = r;
                         i += 1;
                     }
+                    "--record-node" => {
+                        let Some(n) = args.get(i + 1).and_then(|s| s.parse().ok()) else {
+                            eprintln!("--record-node takes a node index");
+                            return usage();
+                        };
+                        record_node = Some(n);
+                        i += 1;
+                    }
+                    "--trace-dir" => {
+                        let Some(d) = args.get(i + 1) else {
+                            eprintln!("--trace-dir takes a directory");
+                            return usage();
+                        };
+                        trace_dir = Some(PathBuf::from(d));
+                        i += 1;
+                    }
                     "--determinism" => determinism = true,
                     "--verbose" => verbose = true,
                     _ => return usage(),
                 }
                 i += 1;
             }
+            let record = match (record_node, trace_dir) {
+                (None, None) => None,
+                (Some(node), Some(dir)) => {
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        eprintln!("cannot create the trace directory {}: {e}", dir.display());
+                        return ExitCode::from(2);
+                    }
+                    Some((node, dir))
+                }
+                _ => {
+                    eprintln!("--record-node and --trace-dir go together");
+                    return usage();
+                }
+            };
             let names: Vec<&'static str> = if name == "all" {
                 catalog().iter().map(|e| e.name).collect()
             } else if let Some(e) = catalog().into_iter().find(|e| e.name == name) {
@@ -75,7 +113,7 @@ fn main() -> ExitCode {
             };
             let mut failed = 0;
             for n in names {
-                failed += run_many(n, seeds.clone(), determinism, verbose);
+                failed += run_many(n, seeds.clone(), determinism, verbose, record.as_ref());
             }
             if failed == 0 {
                 ExitCode::SUCCESS
@@ -91,8 +129,49 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `name` over `seeds`; prints a summary and every failing seed. Returns the failures.
-fn run_many(name: &str, seeds: std::ops::Range<u64>, determinism: bool, verbose: bool) -> usize {
+/// The trace file of node `node` in scenario `name` run with `seed`, in `dir`.
+fn trace_path(dir: &Path, name: &str, seed: u64, node: usize) -> PathBuf {
+    dir.join(format!("{name}-{seed}-node{node}.jsonl"))
+}
+
+/// Prints where `r`'s traces went and the command that replays each.
+fn print_traces(r: &Report) {
+    for t in &r.traces {
+        let Some(path) = &t.path else { continue };
+        match &t.error {
+            Some(e) => println!("  trace of node {} FAILED: {e}", t.node),
+            None => {
+                let end = if t.ended_by_crash {
+                    format!(
+                        ", ended by the node's crash at {:.3}s",
+                        t.ended_at.as_nanos() as f64 / 1e9
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  trace of {} seed {} node {} (incarnation {}): {} records{end}\n    replay: cargo run -p p2p-testkit --bin p2p-trace -- replay {}",
+                    r.name,
+                    r.seed,
+                    t.node,
+                    t.incarnation,
+                    t.records,
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Runs `name` over `seeds`; prints a summary and every failing seed, and records node `I` to
+/// `DIR` when `record` is `Some((I, DIR))`. Returns the failures.
+fn run_many(
+    name: &str,
+    seeds: std::ops::Range<u64>,
+    determinism: bool,
+    verbose: bool,
+    record: Option<&(usize, PathBuf)>,
+) -> usize {
     let started = Instant::now();
     let (mut runs, mut failed, mut events) = (0usize, 0usize, 0u64);
     let (mut expected, mut delivered) = (0usize, 0usize);
@@ -104,6 +183,16 @@ fn run_many(name: &str, seeds: std::ops::Range<u64>, determinism: bool, verbose:
         let mut sc = named(name, seed).expect("listed scenario");
         if determinism {
             sc = sc.check_determinism();
+        }
+        if let Some((node, dir)) = record {
+            if sc.is_honest_node(*node) {
+                sc = sc.record(*node, trace_path(dir, name, seed, *node));
+            } else {
+                println!(
+                    "  note: node {node} is not an honest node of {name} seed {seed} ({} nodes): not recorded",
+                    sc.node_count()
+                );
+            }
         }
         let r = sc.run();
         runs += 1;
@@ -121,6 +210,7 @@ fn run_many(name: &str, seeds: std::ops::Range<u64>, determinism: bool, verbose:
         } else if verbose {
             print!("{r}");
         }
+        print_traces(&r);
     }
     let secs = started.elapsed().as_secs_f64();
     let s = LatencyStats::of(&mut lat);

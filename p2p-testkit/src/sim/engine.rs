@@ -1,10 +1,11 @@
 //! The event loop: nodes, network, faults and checks.
 
 use super::byz::{Byz, ByzKind, Limits, Sends};
-use super::report::{ArtifactFigure, Check, Cutoff, LatencyStats, Report};
+use super::report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, Report};
 use super::rng::{Rng, RunHash, derive};
-use super::scenario::{Action, Fault, PublishSpec, Scenario, Topology};
+use super::scenario::{Action, Fault, PublishSpec, Scenario, Topology, TraceSink};
 use super::{FIRST_FRAME_HEADER, FRAME_HEADER, FRAME_PAYLOAD, URGENT, encoded_len, wire_len};
+use crate::trace::{Header, PriorityProfile, TraceWriteError, TraceWriter};
 use hashbrown::HashMap;
 use p2p_core::{
     Artifact, ArtifactId, Class, Config, Decision, Input, Message, Node, NodeId, Output,
@@ -12,6 +13,8 @@ use p2p_core::{
 };
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Violations kept in detail per check.
@@ -121,6 +124,61 @@ struct Slot {
     timer_at: Option<u64>,
     delivered: HashMap<ArtifactId, u32>,
     ticking: bool,
+    /// The trace of this incarnation, when the node is recorded.
+    trace: Option<Box<ActiveTrace>>,
+}
+
+/// The writer of a recorded incarnation.
+enum TraceOut {
+    Memory(TraceWriter<Vec<u8>>),
+    Stream(TraceWriter<Box<dyn Write + Send>>),
+}
+
+/// A recorded incarnation: its writer and its entry in `Sim::traces`.
+struct ActiveTrace {
+    out: TraceOut,
+    index: usize,
+}
+
+impl ActiveTrace {
+    // Write errors are sticky in the writer and reported when the trace ends.
+    fn input(&mut self, now: Time, input: &Input) {
+        let _ = match &mut self.out {
+            TraceOut::Memory(w) => w.record_input(now, input),
+            TraceOut::Stream(w) => w.record_input(now, input),
+        };
+    }
+
+    fn input_error(&mut self, now: Time, e: &p2p_core::InputError) {
+        let _ = match &mut self.out {
+            TraceOut::Memory(w) => w.record_input_error(now, e),
+            TraceOut::Stream(w) => w.record_input_error(now, e),
+        };
+    }
+
+    fn output(&mut self, now: Time, o: &Output) {
+        let _ = match &mut self.out {
+            TraceOut::Memory(w) => w.record_output(now, o),
+            TraceOut::Stream(w) => w.record_output(now, o),
+        };
+    }
+
+    /// Flushes and closes the writer: the records written, the in-memory trace and the error.
+    fn finish(self) -> (u64, Option<Vec<u8>>, Option<TraceWriteError>) {
+        match self.out {
+            TraceOut::Memory(w) => {
+                let n = w.records_written();
+                match w.into_inner() {
+                    Ok(data) => (n, Some(data), None),
+                    Err(e) => (n, None, Some(e)),
+                }
+            }
+            TraceOut::Stream(w) => {
+                let n = w.records_written();
+                (n, None, w.into_inner().err())
+            }
+        }
+    }
 }
 
 struct Conn {
@@ -206,6 +264,11 @@ struct Sim<'a> {
     v_app: Violations,
     lost: u64,
     sends: Sends,
+    /// The profile naming the honest nodes' priority function; `None` when the scenario's
+    /// config replaced it with a function no profile names.
+    profile: Option<PriorityProfile>,
+    traces: Vec<RecordedTrace>,
+    v_trace: Violations,
 }
 
 fn key(a: u32, b: u32) -> (u32, u32) {
@@ -234,14 +297,16 @@ pub(crate) fn run(sc: &Scenario) -> Report {
 
 impl<'a> Sim<'a> {
     fn new(sc: &'a Scenario) -> Self {
+        let pfn = sc.priority_fn();
         let mut cfg = Config {
-            priority_fn: sc.priority_fn(),
+            priority_fn: pfn.clone(),
             auto_relay: sc.relays(),
             ..Config::default()
         };
         if let Some(f) = &sc.config_fn {
             f(&mut cfg);
         }
+        let profile = Arc::ptr_eq(&cfg.priority_fn.0, &pfn.0).then(|| sc.priority_profile());
         let n = sc.nodes;
         let ids: Vec<NodeId> = (0..n)
             .map(|i| {
@@ -276,6 +341,7 @@ impl<'a> Sim<'a> {
                 timer_at: None,
                 delivered: HashMap::new(),
                 ticking: false,
+                trace: None,
             });
         }
         Sim {
@@ -312,6 +378,9 @@ impl<'a> Sim<'a> {
             v_app: Violations::default(),
             lost: 0,
             sends: Vec::new(),
+            profile,
+            traces: Vec::new(),
+            v_trace: Violations::default(),
         }
     }
 
@@ -520,7 +589,8 @@ impl<'a> Sim<'a> {
             None => {
                 let mut cfg = self.cfg.clone();
                 cfg.seed = seed;
-                slot.actor = Actor::Honest(Box::new(Node::new(self.ids[i], cfg)));
+                slot.actor = Actor::Honest(Box::new(Node::new(self.ids[i], cfg.clone())));
+                self.open_trace(i, cfg);
                 let members = self.member_ids();
                 self.pending.push_back((
                     i as u32,
@@ -530,6 +600,88 @@ impl<'a> Sim<'a> {
                     },
                 ));
             }
+        }
+    }
+
+    /// Opens the trace of node `i`'s incarnation that just started with `cfg`, if `i` is
+    /// recorded.
+    fn open_trace(&mut self, i: usize, cfg: Config) {
+        let sc = self.sc;
+        let Some((_, sink)) = sc.records.iter().rev().find(|(n, _)| *n == i) else {
+            return;
+        };
+        let incarnation = self.traces.iter().filter(|t| t.node == i).count() as u32 + 1;
+        let now = Time::from_nanos(self.now);
+        let mut rec = RecordedTrace {
+            node: i,
+            incarnation,
+            started_at: now,
+            ended_at: now,
+            ended_by_crash: false,
+            records: 0,
+            path: None,
+            data: None,
+            error: None,
+        };
+        let index = self.traces.len();
+        let Some(profile) = self.profile.clone() else {
+            let e = "the scenario's config replaces the priority function with one that no trace \
+                     profile names, so a replay could not rebuild it";
+            self.v_trace.add(|| format!("node {i}: {e}"));
+            rec.error = Some(e.into());
+            self.traces.push(rec);
+            return;
+        };
+        let header = Header::new(self.ids[i], cfg, profile);
+        let out = match sink {
+            TraceSink::Memory => TraceWriter::new(Vec::new(), &header)
+                .map(TraceOut::Memory)
+                .map_err(|e| e.to_string()),
+            TraceSink::File(path) => {
+                let path = TraceSink::incarnation_path(path, incarnation);
+                let out = std::fs::File::create(&path)
+                    .map_err(TraceWriteError::from)
+                    .and_then(|f| TraceWriter::new(Box::new(f) as Box<dyn Write + Send>, &header))
+                    .map(TraceOut::Stream)
+                    .map_err(|e| format!("{}: {e}", path.display()));
+                rec.path = Some(path);
+                out
+            }
+            TraceSink::Writer(open) => open(i, incarnation)
+                .map_err(TraceWriteError::from)
+                .and_then(|w| TraceWriter::new(w, &header))
+                .map(TraceOut::Stream)
+                .map_err(|e| e.to_string()),
+        };
+        match out {
+            Ok(out) => self.slots[i].trace = Some(Box::new(ActiveTrace { out, index })),
+            Err(e) => {
+                self.v_trace
+                    .add(|| format!("node {i} incarnation {incarnation}: {e}"));
+                rec.error = Some(e);
+            }
+        }
+        self.traces.push(rec);
+    }
+
+    /// Closes a recorded incarnation's trace, at a crash or at the end of the run.
+    fn end_trace(&mut self, t: ActiveTrace, crash: bool) {
+        let index = t.index;
+        let (records, data, error) = t.finish();
+        let rec = &mut self.traces[index];
+        rec.ended_at = Time::from_nanos(self.now);
+        rec.ended_by_crash = crash;
+        rec.records = records;
+        rec.data = data;
+        if let Some(e) = error {
+            let e = match &rec.path {
+                Some(p) => format!("{}: {e}", p.display()),
+                None => e.to_string(),
+            };
+            let (node, inc) = (rec.node, rec.incarnation);
+            self.v_trace
+                .add(|| format!("node {node} incarnation {inc}: {e}"));
+            rec.error = Some(e);
         }
     }
 
@@ -894,11 +1046,21 @@ impl<'a> Sim<'a> {
             };
             self.inputs += 1;
             let was_timeout = matches!(input, Input::Timeout);
-            if let Err(e) = node.handle_input(Time::from_nanos(now), input) {
+            let t = Time::from_nanos(now);
+            if let Some(trace) = &mut slot.trace {
+                trace.input(t, &input);
+            }
+            if let Err(e) = node.handle_input(t, input) {
+                if let Some(trace) = &mut slot.trace {
+                    trace.input_error(t, &e);
+                }
                 self.v_app
                     .add(|| format!("node {i} at {now}ns rejected an application input: {e}"));
             }
             while let Some(o) = node.poll_output() {
+                if let Some(trace) = &mut slot.trace {
+                    trace.output(t, &o);
+                }
                 outs.push(o);
             }
             let next = node.poll_timeout().map(|t| t.as_nanos());
@@ -1072,6 +1234,9 @@ impl<'a> Sim<'a> {
                 slot.timer_at = None;
                 slot.delivered.clear();
                 slot.ticking = false;
+                if let Some(t) = slot.trace.take() {
+                    self.end_trace(*t, true);
+                }
             }
             Fault::Restart(i) if i < n && !self.alive(i) && self.members[i] => {
                 self.start(i);
@@ -1257,6 +1422,23 @@ impl<'a> Sim<'a> {
     fn finish(mut self) -> Report {
         let n = self.slots.len();
         let sc = self.sc;
+        for i in 0..n {
+            if let Some(t) = self.slots[i].trace.take() {
+                self.end_trace(*t, false);
+            }
+        }
+        let mut never_ran = Vec::new();
+        for &(node, _) in &sc.records {
+            if node >= n {
+                self.v_trace
+                    .add(|| format!("node {node} does not exist (the scenario has {n} nodes)"));
+            } else if !self.honest(node) {
+                self.v_trace
+                    .add(|| format!("node {node} is a byzantine actor: it has no core to record"));
+            } else if !self.traces.iter().any(|t| t.node == node) {
+                never_ran.push(node);
+            }
+        }
         // Components of the final graph of up connections between live honest members.
         let mut parent: Vec<usize> = (0..n).collect();
         fn find(p: &mut [usize], mut x: usize) -> usize {
@@ -1372,6 +1554,14 @@ impl<'a> Sim<'a> {
             self.v_app
                 .check("application-inputs", "every publish accepted".into()),
         ];
+        if !sc.records.is_empty() {
+            let records: u64 = self.traces.iter().map(|t| t.records).sum();
+            let mut ok = format!("{} traces, {records} records", self.traces.len());
+            if !never_ran.is_empty() {
+                ok.push_str(&format!("; never started: nodes {never_ran:?}"));
+            }
+            checks.push(self.v_trace.check("trace-recording", ok));
+        }
         if let Some(max) = sc.urgent_p99_max {
             let s = latency_by_kind
                 .iter()
@@ -1403,6 +1593,7 @@ impl<'a> Sim<'a> {
             inputs: self.inputs,
             end: Time::from_nanos(self.now),
             output_hash: self.hash.value(),
+            traces: std::mem::take(&mut self.traces),
         }
     }
 }

@@ -29,6 +29,15 @@
 //! - The receiving transport closes a connection that carries a message above
 //!   [`Scenario::max_message_size`] (the codec's limit); every other rule is the core's to enforce.
 //!
+//! # Recording a node
+//! [`Scenario::record`] records any honest node's core with a [`crate::trace::TraceWriter`]:
+//! every input the simulator feeds it, at its virtual time, and every output drained after it,
+//! under a header with the node's id, config, seed and [`Scenario::priority_profile`]. Each
+//! incarnation is its own trace: a crash ends the current one ([`RecordedTrace::ended_by_crash`])
+//! and the restart, a fresh core with a fresh seed, starts the next ([`TraceSink`] says where it
+//! goes). Recording changes nothing in the run. `p2p-trace replay` or [`crate::trace::replay`]
+//! then feeds the trace to a fresh core and shows the first output that differs.
+//!
 //! # Example
 //! ```
 //! use p2p_testkit::sim::{Scenario, URGENT};
@@ -53,8 +62,8 @@ mod scenario;
 
 pub use byz::ByzKind;
 pub use catalog::{CatalogEntry, catalog, named, random};
-pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, Report};
-pub use scenario::{Fault, LinkSpec, Scenario, Topology, Workload};
+pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, Report};
+pub use scenario::{Fault, LinkSpec, Scenario, Topology, TraceSink, Workload, WriterFn};
 
 use p2p_core::{Kind, Message};
 

@@ -2,6 +2,7 @@
 
 use p2p_core::{Kind, TableSizes, Time};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One property check.
@@ -92,6 +93,29 @@ pub struct Cutoff {
     pub reason: String,
 }
 
+/// The trace of one incarnation of a recorded node (see [`Scenario::record`](super::Scenario::record)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedTrace {
+    /// The recorded node's index.
+    pub node: usize,
+    /// Which start of the node this trace covers: 1 for the first, 2 after the first restart, ...
+    pub incarnation: u32,
+    /// When this incarnation started.
+    pub started_at: Time,
+    /// When the trace ended: the node's crash or the end of the run.
+    pub ended_at: Time,
+    /// Whether a crash ended it (otherwise the run's end did).
+    pub ended_by_crash: bool,
+    /// Records written after the header.
+    pub records: u64,
+    /// The file written, for a [`TraceSink::File`](super::TraceSink::File).
+    pub path: Option<PathBuf>,
+    /// The whole trace, for a [`TraceSink::Memory`](super::TraceSink::Memory).
+    pub data: Option<Vec<u8>>,
+    /// Why the trace could not be written in full, if it could not.
+    pub error: Option<String>,
+}
+
 /// What a run found.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -131,6 +155,8 @@ pub struct Report {
     pub end: Time,
     /// Hash of every output of every node, with its time.
     pub output_hash: u64,
+    /// The traces of recorded nodes, one per incarnation, in the order they started.
+    pub traces: Vec<RecordedTrace>,
 }
 
 impl Report {
@@ -234,6 +260,27 @@ impl fmt::Display for Report {
             self.end.as_nanos() as f64 / 1e9
         )?;
         writeln!(f, "  max state {:?}", self.max_state)?;
+        for t in &self.traces {
+            write!(
+                f,
+                "  trace of node {} (incarnation {}): {} records",
+                t.node, t.incarnation, t.records
+            )?;
+            if let Some(p) = &t.path {
+                write!(f, " in {}", p.display())?;
+            }
+            if t.ended_by_crash {
+                write!(
+                    f,
+                    ", ended by its crash at {:.3}s",
+                    t.ended_at.as_nanos() as f64 / 1e9
+                )?;
+            }
+            if let Some(e) = &t.error {
+                write!(f, ", FAILED: {e}")?;
+            }
+            writeln!(f)?;
+        }
         if !self.passed() {
             writeln!(f, "  reproduce with: {}", self.repro)?;
         }

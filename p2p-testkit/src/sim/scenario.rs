@@ -3,8 +3,11 @@
 use super::byz::ByzKind;
 use super::report::Report;
 use super::{BULK, URGENT};
+use crate::trace::PriorityProfile;
 use p2p_core::{Config, Decision, Kind, Priority, PriorityFnRef};
 use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +104,78 @@ pub(crate) enum Action {
 
 type ConfigFn = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
+/// Opens the writer of one recorded incarnation: called with the node's index and its
+/// incarnation (1 for its first start, 2 after its first restart, ...).
+pub type WriterFn = Arc<dyn Fn(usize, u32) -> io::Result<Box<dyn Write + Send>> + Send + Sync>;
+
+/// Where [`Scenario::record`] writes a node's trace.
+///
+/// Each incarnation of the node (its first start, then each restart after a crash) is a trace of
+/// its own, because a restarted node is a fresh core with a fresh seed: a trace describes one
+/// core from its creation. A crash ends the current incarnation's trace; the restart opens the
+/// next one.
+#[derive(Clone)]
+pub enum TraceSink {
+    /// Kept in memory and returned in [`Report::traces`](super::Report::traces).
+    Memory,
+    /// Written to this file (created or truncated when the node starts); later incarnations
+    /// go to [`TraceSink::incarnation_path`] of it.
+    File(PathBuf),
+    /// Written to the writer this function opens for each incarnation.
+    Writer(WriterFn),
+}
+
+impl TraceSink {
+    /// A sink that opens its writers with `open(node, incarnation)`.
+    pub fn writer(
+        open: impl Fn(usize, u32) -> io::Result<Box<dyn Write + Send>> + Send + Sync + 'static,
+    ) -> Self {
+        TraceSink::Writer(Arc::new(open))
+    }
+
+    /// The file of incarnation `incarnation` for a [`TraceSink::File`] of `path`: `path` itself
+    /// for the first; `<stem>-restart<k>.<ext>` for the `k`-th restart (incarnation `k + 1`).
+    pub fn incarnation_path(path: &Path, incarnation: u32) -> PathBuf {
+        if incarnation <= 1 {
+            return path.to_path_buf();
+        }
+        let stem = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let name = match path.extension() {
+            Some(ext) => format!(
+                "{stem}-restart{}.{}",
+                incarnation - 1,
+                ext.to_string_lossy()
+            ),
+            None => format!("{stem}-restart{}", incarnation - 1),
+        };
+        path.with_file_name(name)
+    }
+}
+
+impl fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TraceSink::Memory => f.write_str("Memory"),
+            TraceSink::File(p) => f.debug_tuple("File").field(p).finish(),
+            TraceSink::Writer(_) => f.write_str("Writer(..)"),
+        }
+    }
+}
+
+impl From<PathBuf> for TraceSink {
+    fn from(path: PathBuf) -> Self {
+        TraceSink::File(path)
+    }
+}
+
+impl From<&Path> for TraceSink {
+    fn from(path: &Path) -> Self {
+        TraceSink::File(path.to_path_buf())
+    }
+}
+
 /// A simulated run, built step by step; [`Scenario::run`] executes it.
 #[derive(Clone)]
 pub struct Scenario {
@@ -133,6 +208,7 @@ pub struct Scenario {
     pub(crate) check_determinism: bool,
     pub(crate) byz_period: Duration,
     pub(crate) byz_budget: u32,
+    pub(crate) records: Vec<(usize, TraceSink)>,
 }
 
 impl fmt::Debug for Scenario {
@@ -179,6 +255,7 @@ impl Scenario {
             check_determinism: false,
             byz_period: Duration::from_millis(20),
             byz_budget: 2_000,
+            records: Vec::new(),
         }
     }
 
@@ -203,6 +280,17 @@ impl Scenario {
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self
+    }
+
+    /// The number of node slots.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    /// Whether `node` is a slot of this scenario run by an honest core (not a byzantine actor):
+    /// the nodes that [`Scenario::record`] can record.
+    pub fn is_honest_node(&self, node: usize) -> bool {
+        node < self.nodes && !self.byzantine.iter().any(|(n, _)| *n == node)
     }
 
     /// Only these nodes are members at the start (the others can join with
@@ -407,9 +495,44 @@ impl Scenario {
         self
     }
 
+    /// Records honest node `node`'s core to a trace: every input the simulator feeds it, at its
+    /// virtual time, and every output drained from it, under a [`crate::trace::Header`] with its
+    /// id, config, seed and [`Scenario::priority_profile`]. A crash ends the trace; a restart
+    /// starts the next incarnation's (see [`TraceSink`]). Call once per node to record several;
+    /// a second call for the same node replaces the first. The report lists what was written in
+    /// [`Report::traces`](super::Report::traces) and fails its `trace-recording` check if a trace
+    /// could not be written or `node` is not an honest node.
+    ///
+    /// With [`Scenario::check_determinism`], only the first of the two runs records.
+    pub fn record(mut self, node: usize, sink: impl Into<TraceSink>) -> Self {
+        self.records.retain(|(n, _)| *n != node);
+        self.records.push((node, sink.into()));
+        self
+    }
+
     /// The priority function that honest nodes use.
     pub fn priority_fn(&self) -> PriorityFnRef {
         PriorityFnRef::by_kind(self.priorities.clone(), self.default_decision)
+    }
+
+    /// The [`PriorityProfile`] naming [`Scenario::priority_fn`]: `FetchAll` for an empty table
+    /// with the default decision `Fetch(NORMAL)`, otherwise `ByKind` with the table (a kind listed
+    /// twice keeps its first entry, the one the function uses) and the default decision.
+    pub fn priority_profile(&self) -> PriorityProfile {
+        let mut table: Vec<(Kind, Priority)> = Vec::new();
+        for &(k, p) in &self.priorities {
+            if !table.iter().any(|(seen, _)| *seen == k) {
+                table.push((k, p));
+            }
+        }
+        if table.is_empty() && self.default_decision == Decision::Fetch(Priority::NORMAL) {
+            PriorityProfile::FetchAll
+        } else {
+            PriorityProfile::ByKind {
+                table,
+                default: self.default_decision,
+            }
+        }
     }
 
     /// Whether honest nodes auto-relay in this scenario.
@@ -434,7 +557,9 @@ impl Scenario {
     pub fn run(self) -> Report {
         if self.check_determinism {
             let first = super::engine::run(&self);
-            let second = super::engine::run(&self);
+            let mut again = self.clone();
+            again.records.clear();
+            let second = super::engine::run(&again);
             let mut report = first;
             report.add_determinism(second.output_hash, second.events);
             report
