@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         "tidy" => no_args("tidy", rest).and_then(|()| tidy::run()),
         "fuzz" => fuzz::FuzzArgs::parse(rest).and_then(|args| fuzz::run(&args)),
         "bench" => bench::run(rest),
-        // Later: "sim" => sim::run(rest), "demo" => demo::run(rest).
+        // A new task is one more arm here and one module.
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
