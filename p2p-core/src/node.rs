@@ -17,8 +17,12 @@ use std::time::Duration;
 /// when the head of the queue waits for busy peers.
 const SCAN_LIMIT: usize = 1024;
 
-/// Peers known to hold an artifact (they sent or advertised it to us).
-type Holders = SmallVec<[NodeId; 4]>;
+/// Peers known to hold an artifact (they sent or advertised it to us), as [`PeerKey`]s.
+type Holders = SmallVec<[PeerKey; 4]>;
+
+/// A peer's stable small number: given on first connection and never reused, so that holder
+/// lists (which outlive connections) cost 4 bytes a peer instead of 32.
+type PeerKey = u32;
 
 /// A connected peer's index in [`Node::slots`]; reused only after every reference to it is gone.
 type Slot = u32;
@@ -77,6 +81,8 @@ pub struct Node {
     /// Slot -> peer id, for connected peers.
     slots: Vec<NodeId>,
     free_slots: Vec<Slot>,
+    /// Peer id -> its stable key (one entry per member ever connected).
+    keys: Map<NodeId, PeerKey>,
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
     downloads: KeyedTable<ArtifactId, Download>,
@@ -109,6 +115,8 @@ pub struct Node {
 struct Peer {
     /// This peer's small index, used in the download table instead of its 32-byte id.
     slot: Slot,
+    /// This peer's stable key, used in holder lists.
+    key: PeerKey,
     /// Adverts of this peer that we track for download.
     adverts: usize,
     /// Tracked adverts per kind.
@@ -184,6 +192,7 @@ impl Node {
             peers: Map::with_hasher(hs),
             slots: Vec::new(),
             free_slots: Vec::new(),
+            keys: Map::with_hasher(hs),
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
             downloads: KeyedTable::new(hs, |d: &Download| &d.advert.id),
@@ -428,8 +437,11 @@ impl Node {
                 (self.slots.len() - 1) as Slot
             }
         };
+        let next_key = self.keys.len() as PeerKey;
+        let key = *self.keys.entry(peer).or_insert(next_key);
         let state = Peer {
             slot,
+            key,
             adverts: 0,
             per_kind: SmallVec::new(),
             in_flight: 0,
@@ -561,12 +573,13 @@ impl Node {
             return self.violation(from, what);
         }
         let id = advert.id;
+        let key = self.peers[&from].key;
         if let Some(entry) = self.pool.get_mut(&id) {
-            add_holder(&mut entry.holders, from);
+            add_holder(&mut entry.holders, key);
             return;
         }
         if let Some(holders) = self.delivered.get_mut(&id) {
-            add_holder(holders, from);
+            add_holder(holders, key);
             return;
         }
         if self.is_dropped(&advert) {
@@ -665,6 +678,11 @@ impl Node {
         true
     }
 
+    /// The stable key of the connected peer in `slot`.
+    fn key_of_slot(&self, slot: Slot) -> PeerKey {
+        self.peers[&self.slots[slot as usize]].key
+    }
+
     /// Uncounts an advert of `kind` from the peer in `slot`.
     fn untrack_advert(&mut self, slot: Slot, kind: Kind) {
         let peer = self.slots[slot as usize];
@@ -697,11 +715,12 @@ impl Node {
     }
 
     fn on_withdraw(&mut self, from: NodeId, id: ArtifactId) {
+        let key = self.peers[&from].key;
         if let Some(entry) = self.pool.get_mut(&id) {
-            entry.holders.retain(|p| *p != from);
+            entry.holders.retain(|p| *p != key);
         }
         if let Some(holders) = self.delivered.get_mut(&id) {
-            holders.retain(|p| *p != from);
+            holders.retain(|p| *p != key);
         }
         let Some(dl) = self.downloads.get(&id) else {
             return;
@@ -732,13 +751,14 @@ impl Node {
             return;
         }
         let id = advert.id;
+        let key = self.peers[&from].key;
         if let Some(entry) = self.pool.get_mut(&id) {
-            add_holder(&mut entry.holders, from);
+            add_holder(&mut entry.holders, key);
             self.metrics.duplicates += 1;
             return;
         }
         if let Some(holders) = self.delivered.get_mut(&id) {
-            add_holder(holders, from);
+            add_holder(holders, key);
             self.metrics.duplicates += 1;
             return;
         }
@@ -848,10 +868,12 @@ impl Node {
     fn deliver(&mut self, artifact: Artifact, from: NodeId) {
         let id = artifact.id;
         let mut holders: Holders = SmallVec::new();
-        holders.push(from);
+        if let Some(state) = self.peers.get(&from) {
+            holders.push(state.key);
+        }
         if let Some(dl) = self.downloads.get(&id) {
             for s in &dl.sources {
-                add_holder(&mut holders, self.slots[*s as usize]);
+                add_holder(&mut holders, self.key_of_slot(*s));
             }
             self.end_download(id);
         }
@@ -888,7 +910,7 @@ impl Node {
         }
         if let Some(dl) = self.downloads.get(&artifact.id) {
             // The application got it elsewhere: stop fetching, and remember who holds it.
-            let holders: Holders = dl.sources.iter().map(|s| self.slots[*s as usize]).collect();
+            let holders: Holders = dl.sources.iter().map(|s| self.key_of_slot(*s)).collect();
             self.end_download(artifact.id);
             self.remember_delivered(artifact.id, holders);
         }
@@ -907,7 +929,7 @@ impl Node {
         let push = !relay && artifact.data.len() as u64 <= self.cfg.push_threshold;
         let advert = artifact.advert();
         for (peer, state) in self.peers.iter_mut() {
-            if holders.contains(peer) {
+            if holders.contains(&state.key) {
                 continue;
             }
             if push {
@@ -936,8 +958,8 @@ impl Node {
             return;
         };
         self.pool_bytes -= entry.artifact.data.len() as u64;
-        for peer in self.peers.keys() {
-            if !entry.holders.contains(peer) {
+        for (peer, state) in self.peers.iter() {
+            if !entry.holders.contains(&state.key) {
                 self.outputs.push_back(Output::Send {
                     to: *peer,
                     msg: Message::Withdraw(id),
@@ -1381,7 +1403,7 @@ pub struct TableSizes {
     pub outputs: usize,
 }
 
-fn add_holder(holders: &mut Holders, peer: NodeId) {
+fn add_holder(holders: &mut Holders, peer: PeerKey) {
     if !holders.contains(&peer) {
         holders.push(peer);
     }
