@@ -33,14 +33,15 @@
 //!
 //! # Cost
 //!
-//! Measured with `cargo bench -p p2p-core --bench core` (criterion) on the 2-core development
-//! machine while other builds shared it, so wall-clock figures are lower bounds:
+//! Measured on the 2-core development machine (AMD EPYC): `cargo xtask bench` times a fixed loop
+//! of the same operations as the criterion bench (`cargo bench -p p2p-core --bench core`), which
+//! also prints the state figure.
 //!
 //! | measure | figure |
 //! | --- | --- |
+//! | advert in -> priority decision -> request out | 1.94 M adverts/s on one core; ~1,800 instructions per advert (callgrind) |
 //! | state per tracked advert (100,000 adverts kept) | 242 bytes |
-//! | advert in -> priority decision -> request out | ~1,800 instructions per advert (callgrind); 0.39 M adverts/s on the shared machine |
-//! | a duplicate advert of a tracked artifact | 2.8 M adverts/s on the shared machine |
+//! | a duplicate advert of a tracked artifact | 2.8 M adverts/s (criterion, on a loaded machine) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
