@@ -309,40 +309,11 @@ impl Harness {
 
     fn check_bounds(&self) -> Result<(), String> {
         let t = self.node.table_sizes();
-        let c = &self.cfg;
-        let checks = [
-            (
-                t.max_adverts_of_one_peer <= c.max_adverts_per_peer,
-                "adverts per peer",
-            ),
-            (
-                t.pending_downloads <= c.max_pending_downloads,
-                "pending downloads",
-            ),
-            (t.in_flight <= c.max_in_flight, "requests in flight"),
-            (
-                t.in_flight_bytes <= c.max_in_flight_bytes || t.in_flight <= 1,
-                "bytes in flight",
-            ),
-            (
-                t.requests <= PEERS * c.max_in_flight_per_peer,
-                "requests awaiting an answer",
-            ),
-            (
-                t.max_queued_requests_of_one_peer <= c.max_queued_requests_per_peer,
-                "queued requests per peer",
-            ),
-            (t.dropped_memory <= c.max_dropped_memory, "dropped memory"),
-            (
-                t.tracked_adverts <= PEERS * c.max_adverts_per_peer,
-                "tracked adverts",
-            ),
-        ];
-        for (ok, what) in checks {
-            if !ok {
-                return Err(format!("bound exceeded: {what}: {t:?}"));
+        match t.exceeded(&self.cfg, PEERS).first() {
+            None => Ok(()),
+            Some((what, size, bound)) => {
+                Err(format!("bound exceeded: {what} = {size} > {bound}: {t:?}"))
             }
         }
-        Ok(())
     }
 }

@@ -1403,6 +1403,67 @@ pub struct TableSizes {
     pub outputs: usize,
 }
 
+impl TableSizes {
+    /// Every table past the bound that `cfg` sets for a node with `peers` connected peers, as
+    /// (table, size, bound). Empty for a node that keeps its bounds, which it always should:
+    /// the property tests, the fuzz target and the simulator all check it.
+    pub fn exceeded(&self, cfg: &Config, peers: usize) -> Vec<(&'static str, u64, u64)> {
+        // Bytes in flight may pass the limit by one artifact larger than the limit itself.
+        let in_flight_bytes = if self.in_flight <= 1 {
+            0
+        } else {
+            self.in_flight_bytes
+        };
+        let bounds = [
+            (
+                "adverts of one peer",
+                self.max_adverts_of_one_peer,
+                cfg.max_adverts_per_peer,
+            ),
+            (
+                "tracked adverts",
+                self.tracked_adverts,
+                cfg.max_adverts_per_peer.saturating_mul(peers),
+            ),
+            (
+                "pending downloads",
+                self.pending_downloads,
+                cfg.max_pending_downloads,
+            ),
+            (
+                "queued requests of one peer",
+                self.max_queued_requests_of_one_peer,
+                cfg.max_queued_requests_per_peer,
+            ),
+            ("requests in flight", self.in_flight, cfg.max_in_flight),
+            (
+                "requests awaiting an answer",
+                self.requests,
+                cfg.max_in_flight_per_peer.saturating_mul(peers),
+            ),
+            (
+                "delivered memory",
+                self.delivered_memory,
+                cfg.max_delivered_memory,
+            ),
+            (
+                "dropped memory",
+                self.dropped_memory,
+                cfg.max_dropped_memory,
+            ),
+        ];
+        let mut out: Vec<(&'static str, u64, u64)> = bounds
+            .into_iter()
+            .filter(|(_, size, bound)| size > bound)
+            .map(|(what, size, bound)| (what, size as u64, bound as u64))
+            .collect();
+        if in_flight_bytes > cfg.max_in_flight_bytes {
+            out.push(("bytes in flight", in_flight_bytes, cfg.max_in_flight_bytes));
+        }
+        out
+    }
+}
+
 fn add_holder(holders: &mut Holders, peer: PeerKey) {
     if !holders.contains(&peer) {
         holders.push(peer);

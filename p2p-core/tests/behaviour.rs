@@ -1144,3 +1144,32 @@ fn a_dropped_advert_does_not_hide_a_different_advert_of_the_same_id() {
     let outs = recv(&mut node, t(0), id(2), advert_of(&a));
     assert_eq!(requests(&outs).len(), 1);
 }
+
+#[test]
+fn table_bounds_report_exactly_the_tables_past_their_limit() {
+    let cfg = Config {
+        max_pending_downloads: 3,
+        max_in_flight_bytes: 100,
+        ..Config::default()
+    };
+    let ok = p2p_core::TableSizes {
+        pending_downloads: 3,
+        in_flight: 1,
+        in_flight_bytes: 5000,
+        ..Default::default()
+    };
+    assert!(
+        ok.exceeded(&cfg, 2).is_empty(),
+        "one large artifact may pass the byte limit"
+    );
+    let bad = p2p_core::TableSizes {
+        pending_downloads: 4,
+        in_flight: 2,
+        in_flight_bytes: 101,
+        ..Default::default()
+    };
+    assert_eq!(
+        bad.exceeded(&cfg, 2),
+        vec![("pending downloads", 4, 3), ("bytes in flight", 101, 100)]
+    );
+}

@@ -1295,60 +1295,14 @@ impl<'a> Sim<'a> {
             m.delivered_memory = m.delivered_memory.max(t.delivered_memory);
             m.dropped_memory = m.dropped_memory.max(t.dropped_memory);
             m.outputs = m.outputs.max(t.outputs);
-            let bounds: [(&str, u64, u64); 10] = [
-                (
-                    "adverts of one peer",
-                    t.max_adverts_of_one_peer as u64,
-                    c.max_adverts_per_peer as u64,
-                ),
-                (
-                    "tracked adverts",
-                    t.tracked_adverts as u64,
-                    (c.max_adverts_per_peer * peers) as u64,
-                ),
-                (
-                    "pending downloads",
-                    t.pending_downloads as u64,
-                    c.max_pending_downloads as u64,
-                ),
-                (
-                    "queued requests of one peer",
-                    t.max_queued_requests_of_one_peer as u64,
-                    c.max_queued_requests_per_peer as u64,
-                ),
-                ("in flight", t.in_flight as u64, c.max_in_flight as u64),
-                (
-                    "in-flight bytes",
-                    if t.in_flight <= 1 {
-                        0
-                    } else {
-                        t.in_flight_bytes
-                    },
-                    c.max_in_flight_bytes,
-                ),
-                (
-                    "requests",
-                    t.requests as u64,
-                    (c.max_in_flight_per_peer * peers) as u64,
-                ),
-                (
-                    "delivered memory",
-                    t.delivered_memory as u64,
-                    c.max_delivered_memory as u64,
-                ),
-                (
-                    "dropped memory",
-                    t.dropped_memory as u64,
-                    c.max_dropped_memory as u64,
-                ),
-                ("undrained outputs", t.outputs as u64, 0),
-            ];
+            let mut bounds = t.exceeded(c, peers);
+            if t.outputs > 0 {
+                bounds.push(("undrained outputs", t.outputs as u64, 0));
+            }
             let now = self.now;
             for (what, value, bound) in bounds {
-                if value > bound {
-                    self.v_bounds
-                        .add(|| format!("node {i} at {now}ns: {what} = {value} > bound {bound}"));
-                }
+                self.v_bounds
+                    .add(|| format!("node {i} at {now}ns: {what} = {value} > bound {bound}"));
             }
         }
     }
