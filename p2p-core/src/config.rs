@@ -73,6 +73,8 @@ pub struct Config {
     /// Seed of the node's generator (source tie-breaks, salts). Same seed and inputs, same outputs.
     pub seed: u64,
     /// Artifacts at or under this size are pushed whole by their origin; larger ones are advertised.
+    /// A push above it from a peer is a protocol violation, so every member of a subnet must use
+    /// the same value.
     pub push_threshold: u64,
     /// Maximum length of an advert's `attr`.
     pub max_attr_len: usize,
@@ -83,6 +85,8 @@ pub struct Config {
     /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
     /// not relayed. Publishes by the application are not limited.
     pub max_auto_relay_pool: usize,
+    /// Bound on the local pool's bytes when auto-relaying (same rule as the count).
+    pub max_auto_relay_pool_bytes: u64,
     /// Period of the automatic re-evaluation of `Later` and queued adverts.
     pub reevaluate_interval: Duration,
     /// The priority function.
@@ -92,18 +96,21 @@ pub struct Config {
     /// Adverts tracked per peer and kind; a peer past it is disconnected.
     pub max_adverts_per_peer_per_kind: usize,
     /// Artifacts tracked for download overall; further adverts are dropped (not fatal: a peer cannot
-    /// tell how full the table is).
+    /// tell how full the table is). Half of it is reserved in equal shares for the other members
+    /// (each download is charged to its first advertiser), so peers that fill the table cannot
+    /// keep out the adverts of the others.
     pub max_pending_downloads: usize,
     /// Adverts per message when sending batches.
     pub advert_batch_size: usize,
     /// Adverts accepted in one received batch; more is a protocol violation.
     pub max_adverts_per_message: usize,
-    /// Requests in flight overall.
+    /// Requests in flight overall. Half of it is reserved in equal shares for the connected
+    /// peers, so peers that answer slowly cannot hold every slot.
     pub max_in_flight: usize,
     /// Requests in flight to one peer (timed-out requests count until the peer answers).
     pub max_in_flight_per_peer: usize,
     /// Bytes requested and not yet received overall (an artifact larger than it may still be
-    /// fetched alone).
+    /// fetched alone). Shared like `max_in_flight`.
     pub max_in_flight_bytes: u64,
     /// Bytes requested from one peer and not yet received (same exception).
     pub max_in_flight_bytes_per_peer: u64,
@@ -138,6 +145,7 @@ impl Default for Config {
             max_artifact_size: 16 << 20,
             auto_relay: false,
             max_auto_relay_pool: 100_000,
+            max_auto_relay_pool_bytes: 1 << 30,
             reevaluate_interval: Duration::from_secs(3),
             priority_fn: PriorityFnRef::fetch_all(),
             max_adverts_per_peer: 100_000,

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 #[doc(hidden)]
 pub mod check;
 mod config;
@@ -53,6 +54,7 @@ mod hash;
 mod message;
 mod metrics;
 mod node;
+mod ready;
 mod types;
 
 pub use bytes::Bytes;

@@ -1,21 +1,19 @@
 //! The per-node state machine: membership, pool, adverts, downloads and serving.
 
+use crate::budget::FairShare;
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-use crate::hash::{KeyedTable, Map, SaltedState, Set};
+use crate::hash::{KeyedTable, Map, SaltedState, Set, keyed_hash};
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
+use crate::ready::{Ready, ReadyKey, Slot};
 use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::Duration;
-
-/// Most queued downloads examined per scheduling pass, so that one input costs bounded work even
-/// when the head of the queue waits for busy peers.
-const SCAN_LIMIT: usize = 1024;
 
 /// Peers known to hold an artifact (they sent or advertised it to us), as [`PeerKey`]s.
 type Holders = SmallVec<[PeerKey; 4]>;
@@ -23,9 +21,6 @@ type Holders = SmallVec<[PeerKey; 4]>;
 /// A peer's stable small number: given on first connection and never reused, so that holder
 /// lists (which outlive connections) cost 4 bytes a peer instead of 32.
 type PeerKey = u32;
-
-/// A connected peer's index in [`Node::slots`]; reused only after every reference to it is gone.
-type Slot = u32;
 
 /// One node's gossip state machine.
 ///
@@ -75,7 +70,6 @@ pub struct Node {
     id: NodeId,
     cfg: Config,
     priority_fn: PriorityFnRef,
-    salt: u64,
     members: Set<NodeId>,
     peers: Map<NodeId, Peer>,
     /// Slot -> peer id, for connected peers.
@@ -86,8 +80,11 @@ pub struct Node {
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
     downloads: KeyedTable<ArtifactId, Download>,
-    /// Downloads ready for another request: highest priority first, then FIFO.
-    queue: BTreeMap<(Reverse<Priority>, u64), ArtifactId>,
+    /// The download table's bound, with a reserved share per member (charged to each download's
+    /// owner), so that squatters cannot fill it.
+    table: FairShare,
+    /// Downloads ready for another request, in priority order, per source.
+    ready: Ready,
     /// Downloads waiting out a back-off.
     backoff: BTreeSet<(Time, ArtifactId)>,
     requests: Map<RequestId, Req>,
@@ -103,8 +100,10 @@ pub struct Node {
     next_req_id: RequestId,
     next_seq: u64,
     next_reevaluate: Time,
-    in_flight: usize,
-    in_flight_bytes: u64,
+    /// Requests in flight (counted ones), with a reserved share per connected peer.
+    flight_n: FairShare,
+    /// Bytes in flight (counted ones), with a reserved share per connected peer.
+    flight_bytes: FairShare,
     tracked_adverts: usize,
     outputs: VecDeque<Output>,
     advert_dirty: Vec<NodeId>,
@@ -124,6 +123,11 @@ struct Peer {
     /// Requests awaiting this peer's answer (timed-out ones included: the peer stays busy).
     in_flight: usize,
     in_flight_bytes: u64,
+    /// This peer's requests counted in the global limits (not timed out).
+    counted: u64,
+    counted_bytes: u64,
+    /// Downloads charged to this peer in the download table's fair share.
+    owned: u64,
     bad_data: u32,
     /// Adverts to send at the end of the current input, batched.
     outbox: Vec<Advert>,
@@ -140,6 +144,11 @@ struct Download {
     advert: Advert,
     /// Peers advertising it (their slots).
     sources: SmallVec<[Slot; 4]>,
+    /// The source charged for this download in the table's fair share: the first advertiser,
+    /// then another source if it leaves.
+    owner: Slot,
+    /// Sources under which the download is listed as ready.
+    listed: SmallVec<[Slot; 4]>,
     /// Sources that failed since the last back-off.
     failed: SmallVec<[Slot; 2]>,
     /// `None` while the priority function says `Later`.
@@ -161,8 +170,8 @@ struct Req {
 }
 
 enum Attempt {
-    /// A request went to this peer.
-    Started(NodeId),
+    /// A request went out.
+    Started,
     /// Limits (global or per-peer) hold it back for now.
     Busy,
     /// Every source failed since the last back-off.
@@ -181,13 +190,15 @@ impl Node {
     pub fn new(id: NodeId, cfg: Config) -> Self {
         let salt =
             splitmix64(cfg.seed ^ u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default()));
-        let hs = SaltedState(splitmix64(salt));
+        let hs = SaltedState::new(splitmix64(salt));
+        let table = FairShare::new(cfg.max_pending_downloads as u64);
+        let flight_n = FairShare::new(cfg.max_in_flight as u64);
+        let flight_bytes = FairShare::new(cfg.max_in_flight_bytes);
         Node {
             id,
             priority_fn: cfg.priority_fn.clone(),
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             cfg,
-            salt,
             members: Set::with_hasher(hs),
             peers: Map::with_hasher(hs),
             slots: Vec::new(),
@@ -196,7 +207,8 @@ impl Node {
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
             downloads: KeyedTable::new(hs, |d: &Download| &d.advert.id),
-            queue: BTreeMap::new(),
+            table,
+            ready: Ready::default(),
             backoff: BTreeSet::new(),
             requests: Map::with_hasher(hs),
             deadlines: BinaryHeap::new(),
@@ -207,8 +219,8 @@ impl Node {
             hasher: hs,
             next_req_id: 1,
             next_seq: 0,
-            in_flight: 0,
-            in_flight_bytes: 0,
+            flight_n,
+            flight_bytes,
             tracked_adverts: 0,
             outputs: VecDeque::new(),
             advert_dirty: Vec::new(),
@@ -238,8 +250,8 @@ impl Node {
         let mut m = self.metrics;
         m.tracked_adverts = self.tracked_adverts as u64;
         m.pending_downloads = self.downloads.len() as u64;
-        m.in_flight = self.in_flight as u64;
-        m.in_flight_bytes = self.in_flight_bytes;
+        m.in_flight = self.flight_n.used();
+        m.in_flight_bytes = self.flight_bytes.used();
         m.pool_artifacts = self.pool.len() as u64;
         m.pool_bytes = self.pool_bytes;
         m.connected_peers = self.peers.len() as u64;
@@ -274,8 +286,8 @@ impl Node {
                 .unwrap_or(0),
             pending_downloads: self.downloads.len(),
             requests: self.requests.len(),
-            in_flight: self.in_flight,
-            in_flight_bytes: self.in_flight_bytes,
+            in_flight: self.flight_n.used() as usize,
+            in_flight_bytes: self.flight_bytes.used(),
             delivered_memory: self.delivered.len(),
             dropped_memory: self.dropped.len(),
             outputs: self.outputs.len(),
@@ -407,6 +419,7 @@ impl Node {
         for peer in gone {
             self.disconnect(peer, DisconnectReason::NotMember);
         }
+        self.reshare();
         self.event(Event::MembershipChanged {
             version,
             members: self.members.len(),
@@ -446,6 +459,9 @@ impl Node {
             per_kind: SmallVec::new(),
             in_flight: 0,
             in_flight_bytes: 0,
+            counted: 0,
+            counted_bytes: 0,
+            owned: 0,
             bad_data: 0,
             outbox: self.pool.values().map(|e| e.artifact.advert()).collect(),
             congested: false,
@@ -453,6 +469,30 @@ impl Node {
         };
         self.peers.insert(peer, state);
         self.advert_dirty.push(peer);
+        self.reshare();
+    }
+
+    /// Recomputes the fair shares after the set of peers or members changed: in-flight limits
+    /// are shared among connected peers, the download table among the other members.
+    fn reshare(&mut self) {
+        let peers = self.peers.len();
+        let cfg = &self.cfg;
+        self.flight_n.reshare(
+            peers,
+            cfg.max_in_flight_per_peer as u64,
+            self.peers.values().map(|p| p.counted),
+        );
+        self.flight_bytes.reshare(
+            peers,
+            cfg.max_in_flight_bytes_per_peer,
+            self.peers.values().map(|p| p.counted_bytes),
+        );
+        let others = self.members.len() - usize::from(self.members.contains(&self.id));
+        self.table.reshare(
+            others.max(peers),
+            cfg.max_adverts_per_peer as u64,
+            self.peers.values().map(|p| p.owned),
+        );
     }
 
     /// Cuts `peer` off: tells the driver and forgets the peer.
@@ -471,39 +511,68 @@ impl Node {
 
     /// Forgets everything about `peer`: its adverts, its requests, its queued work.
     fn drop_peer(&mut self, peer: NodeId) {
-        let Some(state) = self.peers.remove(&peer) else {
+        let Some(state) = self.peers.get(&peer) else {
             return;
         };
-        self.tracked_adverts -= state.adverts;
+        let (slot, adverts) = (state.slot, state.adverts);
         let reqs: Vec<RequestId> = self
             .requests
             .iter()
             .filter(|(_, r)| r.peer == peer)
             .map(|(id, _)| *id)
             .collect();
-        for req_id in reqs {
-            if let Some(req) = self.finish_request(req_id) {
-                self.retry(req.id, peer, req_id, RetryReason::Disconnected);
-            }
+        // Give back the peer's share of the in-flight limits while it is still known.
+        for req_id in &reqs {
+            self.uncount_request(*req_id);
         }
-        if state.adverts > 0 {
+        if adverts > 0 {
             // Disconnects are rare: a scan of the download table beats a per-peer index.
-            let slot = state.slot;
             let mut orphaned = Vec::new();
+            let mut handed_over = Vec::new();
             for dl in self.downloads.iter_mut() {
                 if let Some(i) = dl.sources.iter().position(|s| *s == slot) {
                     dl.sources.remove(i);
                     dl.failed.retain(|s| *s != slot);
+                    dl.listed.retain(|s| *s != slot);
                     if dl.sources.is_empty() {
                         orphaned.push(dl.advert.id);
+                    } else if dl.owner == slot {
+                        dl.owner = dl.sources[0];
+                        handed_over.push(dl.owner);
                     }
                 }
             }
             for id in orphaned {
                 self.end_download(id);
             }
+            for new_owner in handed_over {
+                self.charge_owner(slot, new_owner);
+            }
         }
-        self.free_slots.push(state.slot);
+        let state = self.peers.remove(&peer).expect("checked above");
+        self.tracked_adverts -= state.adverts;
+        self.ready.clear_slot(slot);
+        for req_id in reqs {
+            if let Some(req) = self.finish_request(req_id) {
+                self.retry(req.id, peer, req_id, RetryReason::Disconnected);
+            }
+        }
+        self.free_slots.push(slot);
+        self.reshare();
+    }
+
+    /// Moves the charge of one download in the table's fair share from `from` to `to`.
+    fn charge_owner(&mut self, from: Slot, to: Slot) {
+        let from = self.slots[from as usize];
+        if let Some(p) = self.peers.get_mut(&from) {
+            self.table.give(p.owned, 1);
+            p.owned -= 1;
+        }
+        let to = self.slots[to as usize];
+        if let Some(p) = self.peers.get_mut(&to) {
+            self.table.take(p.owned, 1);
+            p.owned += 1;
+        }
     }
 
     fn on_congestion(&mut self, peer: NodeId, congested: bool) {
@@ -603,10 +672,13 @@ impl Node {
             if let Some(t) = dl.backoff_until.take() {
                 self.backoff.remove(&(t, id));
             }
+            self.sync_ready(id);
             self.requeue(id);
             return;
         }
-        if self.downloads.len() >= self.cfg.max_pending_downloads {
+        // Each member has a reserved share of the table: others filling theirs cannot keep
+        // this peer's adverts out.
+        if !self.table.admits(self.peers[&from].owned, 1) {
             return self.dropped_advert(id, from, DropReason::TableFull);
         }
         let priority = match self.priority_fn.0.decide(&advert) {
@@ -624,9 +696,14 @@ impl Node {
         self.next_seq += 1;
         let mut sources = SmallVec::new();
         sources.push(slot);
+        let owner = self.peers.get_mut(&from).expect("peer is connected");
+        self.table.take(owner.owned, 1);
+        owner.owned += 1;
         self.downloads.insert_new(Download {
             advert,
             sources,
+            owner: slot,
+            listed: SmallVec::new(),
             failed: SmallVec::new(),
             priority,
             seq,
@@ -708,10 +785,15 @@ impl Node {
         dl.sources.remove(i);
         dl.failed.retain(|s| *s != slot);
         let (kind, empty) = (dl.advert.kind, dl.sources.is_empty());
-        self.untrack_advert(slot, kind);
         if empty {
             self.end_download(id);
+        } else if dl.owner == slot {
+            dl.owner = dl.sources[0];
+            let to = dl.owner;
+            self.charge_owner(slot, to);
         }
+        self.untrack_advert(slot, kind);
+        self.sync_ready(id);
     }
 
     fn on_withdraw(&mut self, from: NodeId, id: ArtifactId) {
@@ -744,6 +826,11 @@ impl Node {
         self.metrics.bytes_received += data.len() as u64;
         if let Err(what) = self.check_advert(&advert) {
             return self.violation(from, what);
+        }
+        // Only small artifacts may be pushed: a larger one would bypass every in-flight limit
+        // and cost its full size before any check.
+        if data.len() as u64 > self.cfg.push_threshold || advert.size > self.cfg.push_threshold {
+            return self.violation(from, "push above the push threshold");
         }
         // Integrity first: nothing about the artifact is trusted before its hash is checked.
         if data.len() as u64 != advert.size || ArtifactId::of(&data) != advert.id {
@@ -883,7 +970,11 @@ impl Node {
             artifact: artifact.clone(),
             from,
         });
-        if self.cfg.auto_relay && self.pool.len() < self.cfg.max_auto_relay_pool {
+        let size = artifact.data.len() as u64;
+        if self.cfg.auto_relay
+            && self.pool.len() < self.cfg.max_auto_relay_pool
+            && self.pool_bytes + size <= self.cfg.max_auto_relay_pool_bytes
+        {
             self.add_to_pool(artifact);
         }
     }
@@ -1029,15 +1120,15 @@ impl Node {
 
     // ---- downloads ----
 
-    /// Ends a download: frees its per-peer advert records, detaches its requests (their peers stay
-    /// busy until they answer) and takes it out of the queue and back-off.
+    /// Ends a download: frees its per-peer advert records and its charge in the table, detaches
+    /// its requests (their peers stay busy until they answer) and takes it out of the ready
+    /// queues and back-off.
     fn end_download(&mut self, id: ArtifactId) {
         let Some(dl) = self.downloads.remove(&id) else {
             return;
         };
         if dl.queued {
-            self.queue
-                .remove(&(Reverse(dl.priority.unwrap_or_default()), dl.seq));
+            self.ready.remove(ready_key(&dl), &dl.listed);
         }
         if let Some(t) = dl.backoff_until {
             self.backoff.remove(&(t, id));
@@ -1045,35 +1136,41 @@ impl Node {
         for req_id in &dl.active {
             self.uncount_request(*req_id);
         }
+        if let Some(owner) = self.peers.get_mut(&self.slots[dl.owner as usize]) {
+            self.table.give(owner.owned, 1);
+            owner.owned -= 1;
+        }
         for slot in dl.sources {
             self.untrack_advert(slot, dl.advert.kind);
         }
     }
 
     /// Starts another request for a download if it wants one now (at once when nothing waits
-    /// ahead of it), or puts it in the ready queue.
+    /// ahead of it), or puts it in the ready queues.
     fn requeue(&mut self, id: ArtifactId) {
         let Some(dl) = self.downloads.get(&id) else {
             return;
         };
-        let Some(priority) = dl.priority else {
+        if dl.priority.is_none() {
             return;
-        };
+        }
         let parallel = self.parallelism(dl);
         if dl.queued || dl.backoff_until.is_some() || dl.active.len() >= parallel {
             return;
         }
-        let seq = dl.seq;
-        if self.queue.is_empty() {
+        if self.ready.is_empty() {
             // Nothing waits ahead of it: starting now keeps the priority order.
             match self.attempt(id) {
-                Attempt::Started(_) if self.downloads[&id].active.len() >= parallel => return,
+                Attempt::Started if self.downloads[&id].active.len() >= parallel => return,
                 Attempt::Exhausted => return self.start_backoff(id),
-                Attempt::Started(_) | Attempt::Busy => {}
+                Attempt::Started | Attempt::Busy => {}
             }
         }
-        self.downloads.get_mut(&id).expect("exists").queued = true;
-        self.queue.insert((Reverse(priority), seq), id);
+        let dl = self.downloads.get_mut(&id).expect("exists");
+        dl.queued = true;
+        let key = ready_key(dl);
+        self.ready.insert(key, id);
+        self.sync_ready(id);
     }
 
     fn unqueue(&mut self, id: ArtifactId) {
@@ -1081,9 +1178,42 @@ impl Node {
             && dl.queued
         {
             dl.queued = false;
-            self.queue
-                .remove(&(Reverse(dl.priority.unwrap_or_default()), dl.seq));
+            let listed = std::mem::take(&mut dl.listed);
+            self.ready.remove(ready_key(dl), &listed);
         }
+    }
+
+    /// Lists a ready download under exactly the sources that may be asked for it now: not
+    /// failed since the last back-off, not already asked.
+    fn sync_ready(&mut self, id: ArtifactId) {
+        let Some(dl) = self.downloads.get(&id) else {
+            return;
+        };
+        if !dl.queued {
+            return;
+        }
+        let eligible: SmallVec<[Slot; 4]> = dl
+            .sources
+            .iter()
+            .copied()
+            .filter(|s| !dl.failed.contains(s) && !self.asked(dl, *s))
+            .collect();
+        let key = ready_key(dl);
+        for slot in dl.listed.iter().filter(|s| !eligible.contains(s)) {
+            self.ready.unlist(key, *slot);
+        }
+        for slot in eligible.iter().filter(|s| !dl.listed.contains(s)) {
+            self.ready.list(key, *slot);
+        }
+        self.downloads.get_mut(&id).expect("exists").listed = eligible;
+    }
+
+    /// Whether a request of `dl` to the peer in `slot` is awaiting its answer.
+    fn asked(&self, dl: &Download, slot: Slot) -> bool {
+        let peer = &self.slots[slot as usize];
+        dl.active
+            .iter()
+            .any(|r| self.requests.get(r).is_some_and(|q| q.peer == *peer))
     }
 
     /// Concurrent requests allowed for a download.
@@ -1095,71 +1225,58 @@ impl Node {
         }
     }
 
+    /// Whether `peer` may be sent a request of `size` bytes now: within its own limits and
+    /// within its fair share of the global ones.
     fn peer_available(&self, peer: &Peer, size: u64) -> bool {
         peer.in_flight < self.cfg.max_in_flight_per_peer
             && (peer.in_flight == 0
                 || peer.in_flight_bytes + size <= self.cfg.max_in_flight_bytes_per_peer)
+            && self.flight_n.admits(peer.counted, 1)
+            && self.flight_bytes.admits(peer.counted_bytes, size)
     }
 
     /// Tries to start one request for a download within the global and per-peer limits.
     fn attempt(&mut self, id: ArtifactId) -> Attempt {
-        let size = self.downloads[&id].advert.size;
-        let global_ok = self.in_flight < self.cfg.max_in_flight
-            && (self.in_flight == 0 || self.in_flight_bytes + size <= self.cfg.max_in_flight_bytes);
-        if !global_ok {
-            return Attempt::Busy;
-        }
         match self.pick_source(id) {
             Ok(peer) => {
                 self.start_request(id, peer);
-                Attempt::Started(peer)
+                Attempt::Started
             }
             Err(NoSource::Busy) => Attempt::Busy,
             Err(NoSource::Exhausted) => Attempt::Exhausted,
         }
     }
 
-    /// Starts requests for queued downloads, highest priority first, within the limits.
+    /// Starts requests for ready downloads within the limits.
+    ///
+    /// Each step takes the best head among the sources not found busy in this pass: a source
+    /// whose head cannot be requested (it is at its own limits or its share of the global ones)
+    /// is set aside for the pass, and the others go on. So a peer that never answers, or
+    /// advertises thousands of artifacts, blocks only the downloads that it alone can serve:
+    /// every step either starts a request or sets a source aside, and no peer's queue is
+    /// scanned past its head.
     fn schedule(&mut self) {
-        if self.queue.is_empty() {
+        if self.ready.is_empty() {
             return;
         }
-        let max_per_peer = self.cfg.max_in_flight_per_peer;
-        let mut open_peers = self
-            .peers
-            .values()
-            .filter(|p| p.in_flight < max_per_peer)
-            .count();
-        let mut examined = 0;
-        let mut cursor: Option<(Reverse<Priority>, u64)> = None;
-        while open_peers > 0
-            && self.in_flight < self.cfg.max_in_flight
-            && self.in_flight_bytes < self.cfg.max_in_flight_bytes
-            && examined < SCAN_LIMIT
-        {
-            let next = match cursor {
-                None => self.queue.iter().next(),
-                Some(c) => self
-                    .queue
-                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .next(),
-            };
-            let Some((&key, &id)) = next else {
+        let mut aside: SmallVec<[Slot; 16]> = SmallVec::new();
+        while self.flight_n.used() < self.cfg.max_in_flight as u64 {
+            let Some((key, slot)) = self.ready.best_head(|s| !aside.contains(&s)) else {
                 break;
             };
-            cursor = Some(key);
-            examined += 1;
+            let Some(id) = self.ready.id(&key) else {
+                // Not reachable while the per-source sets mirror the ready set.
+                self.ready.unlist(key, slot);
+                continue;
+            };
             match self.attempt(id) {
-                Attempt::Started(peer) => {
-                    if self.peers[&peer].in_flight >= max_per_peer {
-                        open_peers -= 1;
-                    }
+                Attempt::Started => {
                     let dl = &self.downloads[&id];
                     if dl.active.len() >= self.parallelism(dl) {
                         self.unqueue(id);
                     }
                 }
-                Attempt::Busy => {}
+                Attempt::Busy => aside.push(slot),
                 Attempt::Exhausted => {
                     self.unqueue(id);
                     self.start_backoff(id);
@@ -1168,24 +1285,24 @@ impl Node {
         }
     }
 
-    /// The least loaded source that has not failed since the last back-off; ties are broken by a
-    /// keyed hash of (artifact, peer) with this node's secret salt, so no peer can win them all.
+    /// The source to ask next for a download, among those not failed since the last back-off
+    /// and available now.
+    ///
+    /// A first request goes to the least loaded source, ties broken by a keyed hash of
+    /// (artifact, peer) with this node's secret salt, so no peer can win them all. Once a source
+    /// has failed, the retries ignore load and follow the keyed hash alone: a colluding source
+    /// cannot make itself the next choice by keeping its load low, so each retry reaches an
+    /// honest source with the probability of honest sources among those left.
     fn pick_source(&self, id: ArtifactId) -> Result<NodeId, NoSource> {
         let dl = &self.downloads[&id];
+        let retrying = !dl.failed.is_empty();
         let mut best: Option<(usize, u64, NodeId)> = None;
         let mut any_untried = false;
         for slot in &dl.sources {
-            if dl.failed.contains(slot) {
+            if dl.failed.contains(slot) || self.asked(dl, *slot) {
                 continue;
             }
             let peer = &self.slots[*slot as usize];
-            let already_asked = dl
-                .active
-                .iter()
-                .any(|r| self.requests.get(r).is_some_and(|q| q.peer == *peer));
-            if already_asked {
-                continue;
-            }
             any_untried = true;
             let Some(state) = self.peers.get(peer) else {
                 continue;
@@ -1197,7 +1314,12 @@ impl Node {
             if !self.peer_available(state, dl.advert.size) {
                 continue;
             }
-            let key = (state.in_flight, keyed_hash(self.salt, &id, peer), *peer);
+            let load = if retrying { 0 } else { state.in_flight };
+            let key = (
+                load,
+                keyed_hash(&self.hasher, (&id, peer, dl.attempts)),
+                *peer,
+            );
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
             }
@@ -1221,8 +1343,10 @@ impl Node {
         let state = self.peers.get_mut(&peer).expect("source is connected");
         state.in_flight += 1;
         state.in_flight_bytes += size;
-        self.in_flight += 1;
-        self.in_flight_bytes += size;
+        self.flight_n.take(state.counted, 1);
+        self.flight_bytes.take(state.counted_bytes, size);
+        state.counted += 1;
+        state.counted_bytes += size;
         self.requests.insert(
             req_id,
             Req {
@@ -1244,6 +1368,7 @@ impl Node {
             },
             class: Class::Control,
         });
+        self.sync_ready(id);
     }
 
     /// Takes a request out of the global limits and its download (its peer stays busy).
@@ -1251,8 +1376,12 @@ impl Node {
         if let Some(req) = self.requests.get_mut(&req_id) {
             if req.counted {
                 req.counted = false;
-                self.in_flight -= 1;
-                self.in_flight_bytes -= req.size;
+                if let Some(state) = self.peers.get_mut(&req.peer) {
+                    self.flight_n.give(state.counted, 1);
+                    self.flight_bytes.give(state.counted_bytes, req.size);
+                    state.counted -= 1;
+                    state.counted_bytes -= req.size;
+                }
             }
             // Its heap entry is skipped when it surfaces.
             req.deadline = None;
@@ -1304,6 +1433,7 @@ impl Node {
         {
             dl.failed.push(slot);
         }
+        self.sync_ready(id);
         self.retry_event(id, peer, req_id, reason);
         self.requeue(id);
     }
@@ -1470,15 +1600,14 @@ fn add_holder(holders: &mut Holders, peer: PeerKey) {
     }
 }
 
+/// A ready download's place in the ready queues.
+fn ready_key(dl: &Download) -> ReadyKey {
+    (Reverse(dl.priority.unwrap_or_default()), dl.seq)
+}
+
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-fn keyed_hash(salt: u64, id: &ArtifactId, peer: &NodeId) -> u64 {
-    let a = u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default());
-    let p = u64::from_le_bytes(peer.0[..8].try_into().unwrap_or_default());
-    splitmix64(splitmix64(salt ^ a) ^ p)
 }
