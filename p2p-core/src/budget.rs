@@ -67,11 +67,15 @@ impl FairShare {
         self.owed = owed + parties.saturating_sub(seen) * self.share;
     }
 
-    /// Whether a party using `usage` may take `amount` more. Something larger than the whole
-    /// limit is admitted when nothing else is in use, so it can still be had alone.
+    /// Whether a party using `usage` may take `amount` more. Anything is admitted when nothing
+    /// is in use, so that an amount larger than the limit (or than the shares leave free) can
+    /// still be had alone.
     pub(crate) fn admits(&self, usage: u64, amount: u64) -> bool {
+        if self.used == 0 {
+            return true;
+        }
         if self.used + amount > self.max {
-            return self.used == 0;
+            return false;
         }
         if usage + amount <= self.share {
             return true;
@@ -107,8 +111,11 @@ mod tests {
     /// A reference model: the same rule computed from scratch over explicit usages.
     fn admits_model(max: u64, share: u64, uses: &[u64], party: usize, amount: u64) -> bool {
         let used: u64 = uses.iter().sum();
+        if used == 0 {
+            return true;
+        }
         if used + amount > max {
-            return used == 0;
+            return false;
         }
         if uses[party] + amount <= share {
             return true;

@@ -2,11 +2,18 @@
 //! target: arbitrary bytes become a sequence of inputs from a handful of peers (honest, confused
 //! and malicious), and every step is checked against the node's invariants.
 //!
+//! After the sequence, a progress oracle runs: every peer turns honest (answers each request with
+//! the artifact's bytes, or not-found) and time moves on past every timeout, back-off and
+//! re-evaluation. Then every advert the node accepted from a peer that is still connected must
+//! have led to a request to that peer or to the artifact's delivery, unless the priority
+//! function no longer wants it. This is the model check of the scheduler: no source that stays
+//! reachable is passed over for ever, whatever was sent before.
+//!
 //! Not part of the stable API.
 
 use crate::{
-    Advert, Artifact, ArtifactId, Bytes, Config, Decision, Input, Kind, Message, Node, NodeId,
-    Output, Priority, PriorityFnRef, RequestId, Time,
+    Advert, Artifact, ArtifactId, Bytes, Config, Decision, Event, Input, Kind, Message, Node,
+    NodeId, Output, Priority, PriorityFnRef, RequestId, Time,
 };
 use hashbrown::{HashMap, HashSet};
 use std::time::Duration;
@@ -83,12 +90,16 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     let local = NodeId([0; 32]);
     let mut h = Harness {
         node: Node::new(local, cfg.clone()),
+        priority: cfg.priority_fn.clone(),
         cfg,
         now: Time::ZERO,
         connected: HashSet::new(),
         members: HashSet::new(),
         sent_requests: HashMap::new(),
         delivered: HashSet::new(),
+        pooled: HashSet::new(),
+        offers: HashMap::new(),
+        asked: HashSet::new(),
         steps: 0,
     };
     let all: Vec<NodeId> = (0..PEERS as u8).map(peer).chain([local]).collect();
@@ -185,7 +196,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             11 => Input::Publish(artifact(x)),
             12 => Input::Remove(artifact(x).id),
             13 => {
-                h.node.set_priority_fn(match x % 4 {
+                h.set_priority_fn(match x % 4 {
                     0 => PriorityFnRef::fetch_all(),
                     1 => PriorityFnRef::new(|a: &Advert| {
                         if a.id.0[0].is_multiple_of(2) {
@@ -215,7 +226,8 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         };
         h.input(input)?;
     }
-    Ok(())
+    h.settle()?;
+    h.check_progress()
 }
 
 fn msg(from: NodeId, msg: Message) -> Input {
@@ -225,12 +237,25 @@ fn msg(from: NodeId, msg: Message) -> Input {
 struct Harness {
     node: Node,
     cfg: Config,
+    /// The priority function in effect (mirrors the node's).
+    priority: PriorityFnRef,
     now: Time,
     connected: HashSet<NodeId>,
     members: HashSet<NodeId>,
     sent_requests: HashMap<RequestId, (NodeId, ArtifactId)>,
     delivered: HashSet<ArtifactId>,
+    /// Artifacts the application published and has not removed.
+    pooled: HashSet<ArtifactId>,
+    /// Adverts the node accepted and may still act on: (peer, artifact) -> the advert as sent.
+    offers: HashMap<(NodeId, ArtifactId), Advert>,
+    /// (peer, artifact) pairs the node has sent a request for.
+    asked: HashSet<(NodeId, ArtifactId)>,
     steps: usize,
+}
+
+/// The artifacts whose bytes the harness knows (every id `artifact(x)` can have).
+fn known_artifact(id: &ArtifactId) -> Option<Artifact> {
+    (0..12u8).map(artifact).find(|a| a.id == *id)
 }
 
 impl Harness {
@@ -245,18 +270,78 @@ impl Harness {
         Some((req_id, to, id))
     }
 
+    fn set_priority_fn(&mut self, f: PriorityFnRef) {
+        // A `Drop` at re-evaluation ends the download for every source without an event: the
+        // oracle forgets those offers too.
+        let dropped: HashSet<ArtifactId> = self
+            .offers
+            .values()
+            .filter(|a| f.0.decide(a) == Decision::Drop)
+            .map(|a| a.id)
+            .collect();
+        self.offers.retain(|(_, id), _| !dropped.contains(id));
+        self.node.set_priority_fn(f.clone());
+        self.priority = f;
+    }
+
+    fn forget_peer(&mut self, p: &NodeId) {
+        self.offers.retain(|(q, _), _| q != p);
+        self.asked.retain(|(q, _)| q != p);
+        self.sent_requests.retain(|_, (to, _)| to != p);
+    }
+
+    fn forget_artifact(&mut self, id: &ArtifactId) {
+        self.offers.retain(|(_, a), _| a != id);
+    }
+
+    /// Records the adverts of an input before the node sees it (the node's events then say
+    /// which it did not keep).
+    fn note_offers(&mut self, input: &Input) {
+        let Input::Message {
+            from,
+            msg: Message::Adverts(adverts),
+        } = input
+        else {
+            return;
+        };
+        if !self.connected.contains(from) {
+            return;
+        }
+        for a in adverts {
+            if self.delivered.contains(&a.id) || self.pooled.contains(&a.id) {
+                continue;
+            }
+            self.offers.entry((*from, a.id)).or_insert_with(|| a.clone());
+        }
+    }
+
     fn input(&mut self, input: Input) -> Result<(), String> {
         self.steps += 1;
+        self.note_offers(&input);
         match &input {
             Input::Membership { members, .. } => {
                 self.members = members.iter().copied().collect();
             }
             Input::PeerConnected(p) => {
+                self.forget_peer(p);
                 self.connected.insert(*p);
             }
             Input::PeerDisconnected(p) => {
                 self.connected.remove(p);
-                self.sent_requests.retain(|_, (to, _)| to != p);
+                self.forget_peer(p);
+            }
+            Input::Publish(a) => {
+                self.pooled.insert(a.id);
+                self.forget_artifact(&a.id);
+            }
+            Input::Remove(id) => {
+                self.pooled.remove(id);
+            }
+            Input::Message {
+                from,
+                msg: Message::Withdraw(id),
+            } => {
+                self.offers.remove(&(*from, *id));
             }
             Input::Message {
                 from,
@@ -284,6 +369,7 @@ impl Harness {
                     }
                     if let Message::Request { req_id, id, .. } = msg {
                         self.sent_requests.insert(req_id, (to, id));
+                        self.asked.insert((to, id));
                     }
                 }
                 Output::Deliver { artifact, .. } => {
@@ -296,15 +382,88 @@ impl Harness {
                     if !self.delivered.insert(artifact.id) {
                         return Err(format!("delivered {:?} twice", artifact.id));
                     }
+                    self.forget_artifact(&artifact.id);
                 }
                 Output::Disconnect { peer, .. } => {
                     self.connected.remove(&peer);
-                    self.sent_requests.retain(|_, (to, _)| *to != peer);
+                    self.forget_peer(&peer);
+                }
+                Output::Event(Event::Dropped { id, from, .. }) => {
+                    self.offers.remove(&(from, id));
                 }
                 Output::Event(_) => {}
             }
         }
         self.check_bounds()
+    }
+
+    /// Every peer turns honest and time moves on: each request is answered with the artifact's
+    /// bytes (or not-found), and the timer fires until nothing is left to do or ten minutes of
+    /// virtual time have passed (past every back-off).
+    fn settle(&mut self) -> Result<(), String> {
+        let end = self.now + Duration::from_secs(600);
+        for _ in 0..400 {
+            let mut pending: Vec<_> = self.sent_requests.iter().map(|(r, v)| (*r, *v)).collect();
+            pending.sort_unstable();
+            for (req_id, (to, id)) in pending {
+                if !self.connected.contains(&to) {
+                    continue;
+                }
+                let msg = match known_artifact(&id) {
+                    Some(a) => Message::Response {
+                        req_id,
+                        id,
+                        data: a.data,
+                    },
+                    None => Message::NotFound { req_id, id },
+                };
+                self.input(Input::Message { from: to, msg })?;
+            }
+            if !self.sent_requests.is_empty() {
+                continue;
+            }
+            match self.node.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.input(Input::Timeout)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The progress oracle: an accepted advert from a peer still connected was acted on.
+    fn check_progress(&self) -> Result<(), String> {
+        let mut missed: Vec<_> = self
+            .offers
+            .iter()
+            .filter(|((peer, id), _)| {
+                self.connected.contains(peer)
+                    && self.members.contains(peer)
+                    && !self.asked.contains(&(*peer, *id))
+                    && !self.delivered.contains(id)
+                    && !self.pooled.contains(id)
+            })
+            .filter(|((_, id), _)| {
+                // Wanted now by every advert of it that was seen (the node keeps the first).
+                self.offers
+                    .values()
+                    .filter(|a| a.id == *id)
+                    .all(|a| matches!(self.priority.0.decide(a), Decision::Fetch(_)))
+            })
+            .map(|((peer, id), _)| (*peer, *id))
+            .collect();
+        missed.sort_unstable();
+        match missed.first() {
+            None => Ok(()),
+            Some((peer, id)) => Err(format!(
+                "progress: {peer:?} advertised {id:?}, stayed connected and was never asked \
+                 ({} such offers): {:?}",
+                missed.len(),
+                self.node.table_sizes()
+            )),
+        }
     }
 
     fn check_bounds(&self) -> Result<(), String> {

@@ -129,6 +129,8 @@ struct ConfigRec {
     max_artifact_size: u64,
     auto_relay: bool,
     max_auto_relay_pool: usize,
+    #[serde(default = "default_relay_pool_bytes")]
+    max_auto_relay_pool_bytes: u64,
     reevaluate_interval: Duration,
     max_adverts_per_peer: usize,
     max_adverts_per_peer_per_kind: usize,
@@ -151,6 +153,11 @@ struct ConfigRec {
     max_dropped_memory: usize,
 }
 
+/// Traces written before the relay pool had a byte bound replay with the default.
+fn default_relay_pool_bytes() -> u64 {
+    Config::default().max_auto_relay_pool_bytes
+}
+
 impl From<&Config> for ConfigRec {
     fn from(c: &Config) -> Self {
         ConfigRec {
@@ -159,6 +166,7 @@ impl From<&Config> for ConfigRec {
             max_artifact_size: c.max_artifact_size,
             auto_relay: c.auto_relay,
             max_auto_relay_pool: c.max_auto_relay_pool,
+            max_auto_relay_pool_bytes: c.max_auto_relay_pool_bytes,
             reevaluate_interval: c.reevaluate_interval,
             max_adverts_per_peer: c.max_adverts_per_peer,
             max_adverts_per_peer_per_kind: c.max_adverts_per_peer_per_kind,
@@ -192,6 +200,7 @@ impl ConfigRec {
             max_artifact_size: self.max_artifact_size,
             auto_relay: self.auto_relay,
             max_auto_relay_pool: self.max_auto_relay_pool,
+            max_auto_relay_pool_bytes: self.max_auto_relay_pool_bytes,
             reevaluate_interval: self.reevaluate_interval,
             priority_fn: priority.to_fn(),
             max_adverts_per_peer: self.max_adverts_per_peer,
