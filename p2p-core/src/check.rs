@@ -311,7 +311,9 @@ impl Harness {
             if self.delivered.contains(&a.id) || self.pooled.contains(&a.id) {
                 continue;
             }
-            self.offers.entry((*from, a.id)).or_insert_with(|| a.clone());
+            self.offers
+                .entry((*from, a.id))
+                .or_insert_with(|| a.clone());
         }
     }
 

@@ -120,7 +120,10 @@ fn a_lower_push_threshold_diverges_at_the_first_push() {
     let d = r
         .divergence
         .expect("a lower push threshold changes the outputs");
-    assert!(d.index >= first_push, "diverged before the first push:\n{d}");
+    assert!(
+        d.index >= first_push,
+        "diverged before the first push:\n{d}"
+    );
     let outputs_before = trace.entries[..first_push]
         .iter()
         .filter(|e| e.record.is_output())

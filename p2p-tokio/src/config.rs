@@ -64,8 +64,11 @@ pub struct NodeConfig {
     /// The address to listen on (`127.0.0.1:0` picks a free port; see
     /// [`NodeHandle::local_addr`](crate::NodeHandle::local_addr)).
     pub listen: SocketAddr,
-    /// The core's configuration. Its `seed` is used as given (the core mixes the node id in, so
-    /// nodes with the same seed still draw differently); it also seeds the reconnect jitter.
+    /// The core's configuration. [`NodeConfig::new`] draws its `seed` from the operating system:
+    /// the seed keys the core's tables and source choices, so it must stay secret from peers
+    /// (a known key lets a member craft advert ids that collide in the node's tables). A trace
+    /// records it, so replay stays exact; set it by hand only to reproduce a run. It also seeds
+    /// the reconnect jitter.
     pub core: p2p_core::Config,
     /// The multiplexer's configuration. Its `limits` are replaced by [`limits`](Self::limits).
     pub mux: MuxConfig,
@@ -91,6 +94,9 @@ pub struct NodeConfig {
     /// Capacity of the delivery channel. When it is full the node stops reading from peers
     /// until the application takes a delivery (back-pressure, nothing is lost).
     pub delivery_buffer: usize,
+    /// Bytes of artifacts the delivery channel holds (an artifact larger than this goes through
+    /// alone); full in bytes behaves as full in count.
+    pub delivery_buffer_bytes: u64,
     /// Capacity of the channel from connections to the node task (messages read ahead).
     pub event_buffer: usize,
     /// Bytes of messages one connection may have read ahead of the node task. Past it the
@@ -122,12 +128,27 @@ pub struct NodeConfig {
     pub write_chunk: usize,
 }
 
+/// A secret seed from the operating system's secure random source (through the TLS crypto
+/// provider the node already uses).
+pub fn os_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .expect("the operating system's random source is available");
+    u64::from_le_bytes(buf)
+}
+
 impl NodeConfig {
-    /// Defaults: core and mux defaults, message limit fitting the core's largest artifact,
+    /// Defaults: core and mux defaults (with a seed from the operating system's secure random
+    /// source), message limit fitting the core's largest artifact,
     /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, reconnect
-    /// back-off 100 ms to 10 s, delivery buffer 1024, TCP_NODELAY on, OS socket buffers.
+    /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
-        let core = p2p_core::Config::default();
+        let core = p2p_core::Config {
+            seed: os_seed(),
+            ..p2p_core::Config::default()
+        };
         let limits = Limits {
             max_message_size: core.max_artifact_size as usize + 4096,
             max_attr_len: core.max_attr_len,
@@ -151,6 +172,7 @@ impl NodeConfig {
             reconnect_backoff_max: Duration::from_secs(10),
             misbehaviour_ban: Duration::from_secs(60),
             delivery_buffer: 1024,
+            delivery_buffer_bytes: 256 << 20,
             event_buffer: 1024,
             read_ahead_bytes: 4 << 20,
             max_pending_handshakes: 64,
@@ -187,12 +209,13 @@ impl NodeConfig {
             return bad("limits.max_adverts is below core.advert_batch_size");
         }
         if self.delivery_buffer == 0
+            || self.delivery_buffer_bytes == 0
             || self.event_buffer == 0
             || self.read_ahead_bytes == 0
             || self.max_pending_handshakes == 0
         {
             return bad(
-                "delivery_buffer, event_buffer, read_ahead_bytes and max_pending_handshakes must be >= 1",
+                "delivery_buffer, delivery_buffer_bytes, event_buffer, read_ahead_bytes and max_pending_handshakes must be >= 1",
             );
         }
         if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {

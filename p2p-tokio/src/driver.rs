@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::config::Registry;
 use crate::conn::{self, Close, CloseReason, ConnCtx, ConnEvent, ConnSettings, ConnShared};
 use crate::error::NodeError;
-use crate::handle::Delivered;
+use crate::handle::{Delivered, DeliveryQueue, QueueError};
 use crate::handshake::{Established, Handshaker};
 use crate::metrics::{Counters, inc};
 use crate::net::{self, SocketOpts};
@@ -101,7 +101,7 @@ pub(crate) struct Driver {
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<ConnEvent>,
     pub urgent_tx: mpsc::Sender<ConnEvent>,
-    pub deliveries_tx: mpsc::Sender<Delivered>,
+    pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: Option<JoinHandle<()>>,
     pub rng: u64,
@@ -126,7 +126,7 @@ pub(crate) struct DriverParts {
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<ConnEvent>,
     pub urgent_tx: mpsc::Sender<ConnEvent>,
-    pub deliveries_tx: mpsc::Sender<Delivered>,
+    pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
     pub seed: u64,
@@ -221,15 +221,13 @@ impl Driver {
                         self.on_event(ev);
                     }
                 }
-                permit = deliveries.reserve(), if !self.pending.is_empty() => match permit {
-                    Ok(permit) => {
-                        if let Some(d) = self.pending.pop_front() {
-                            permit.send(d);
-                            inc(&self.counters.deliveries);
-                        }
+                sent = deliver_first(&deliveries, &mut self.pending), if !self.pending.is_empty() => {
+                    if sent {
+                        inc(&self.counters.deliveries);
+                    } else {
+                        self.discard_deliveries();
                     }
-                    Err(_) => self.discard_deliveries(),
-                },
+                }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                     let _ = self.feed(Input::Timeout);
@@ -354,11 +352,11 @@ impl Driver {
         while let Some(d) = self.pending.pop_front() {
             match self.deliveries_tx.try_send(d) {
                 Ok(()) => inc(&self.counters.deliveries),
-                Err(mpsc::error::TrySendError::Full(d)) => {
+                Err(QueueError::Full(d)) => {
                     self.pending.push_front(d);
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(QueueError::Closed) => {
                     inc(&self.counters.deliveries_discarded);
                     self.discard_deliveries();
                 }
@@ -789,3 +787,19 @@ impl Driver {
 }
 
 const ONE_DAY: Duration = Duration::from_secs(86_400);
+
+/// Waits until the first pending delivery fits in the channel and sends it: true if sent, false
+/// if the application dropped its stream (the delivery is put back to be discarded). Cancel-safe:
+/// the delivery leaves `pending` only once it is sent.
+async fn deliver_first(queue: &DeliveryQueue, pending: &mut VecDeque<Delivered>) -> bool {
+    let Some(first) = pending.front().cloned() else {
+        return true;
+    };
+    match queue.send(first).await {
+        Ok(()) => {
+            pending.pop_front();
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use p2p_core::{Artifact, ArtifactId, Kind, NodeId, PriorityFnRef};
 use p2p_testkit::trace::PriorityProfile;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Registry;
@@ -23,29 +23,112 @@ pub struct Delivered {
     pub from: NodeId,
 }
 
+/// A delivery in the channel, holding its share of the byte budget until the application
+/// takes it.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    delivered: Delivered,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The sending side of the delivery channel: bounded in count and in bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct DeliveryQueue {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
+    max_bytes: u32,
+}
+
+/// Why a delivery could not be queued without waiting.
+pub(crate) enum QueueError {
+    /// The channel is full (in count or in bytes); the delivery is handed back.
+    Full(Delivered),
+    /// The application dropped its [`Deliveries`].
+    Closed,
+}
+
+impl DeliveryQueue {
+    /// A channel of `count` deliveries and `max_bytes` bytes, and its receiving side.
+    pub(crate) fn channel(count: usize, max_bytes: u64) -> (Self, Deliveries) {
+        let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX).max(1);
+        let (tx, rx) = mpsc::channel(count);
+        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        let queue = DeliveryQueue {
+            tx,
+            bytes,
+            max_bytes,
+        };
+        (queue, Deliveries { rx })
+    }
+
+    /// The bytes a delivery holds: its size, capped at the budget so that an artifact larger
+    /// than the budget still goes through alone.
+    fn permits(&self, d: &Delivered) -> u32 {
+        u32::try_from(d.artifact.data.len())
+            .unwrap_or(u32::MAX)
+            .min(self.max_bytes)
+    }
+
+    /// Queues `d` if there is room in count and bytes now.
+    pub(crate) fn try_send(&self, d: Delivered) -> Result<(), QueueError> {
+        let slot = match self.tx.try_reserve() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full(d)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::Closed),
+        };
+        match Arc::clone(&self.bytes).try_acquire_many_owned(self.permits(&d)) {
+            Ok(bytes) => {
+                slot.send(Queued {
+                    delivered: d,
+                    _bytes: bytes,
+                });
+                Ok(())
+            }
+            Err(_) => Err(QueueError::Full(d)),
+        }
+    }
+
+    /// Waits until `d` fits (in count and bytes) and queues it; hands it back if the
+    /// application dropped its [`Deliveries`].
+    pub(crate) async fn send(&self, d: Delivered) -> Result<(), Delivered> {
+        let Ok(slot) = self.tx.reserve().await else {
+            return Err(d);
+        };
+        let Ok(bytes) = Arc::clone(&self.bytes)
+            .acquire_many_owned(self.permits(&d))
+            .await
+        else {
+            return Err(d);
+        };
+        slot.send(Queued {
+            delivered: d,
+            _bytes: bytes,
+        });
+        Ok(())
+    }
+}
+
 /// The bounded stream of deliveries, taken once with [`NodeHandle::take_deliveries`].
 ///
-/// While it is full the node stops reading from its peers (nothing is lost; peers are slowed
-/// by TCP back-pressure). Dropping it discards later deliveries (counted in
-/// [`NodeMetrics::deliveries_discarded`]).
+/// It holds at most [`NodeConfig::delivery_buffer`](crate::NodeConfig::delivery_buffer)
+/// deliveries and [`NodeConfig::delivery_buffer_bytes`](crate::NodeConfig::delivery_buffer_bytes)
+/// bytes of them (an artifact larger than that goes through alone). While it is full the node
+/// stops reading from its peers (nothing is lost; peers are slowed by TCP back-pressure).
+/// Dropping it discards later deliveries (counted in [`NodeMetrics::deliveries_discarded`]).
 #[derive(Debug)]
 pub struct Deliveries {
-    rx: mpsc::Receiver<Delivered>,
+    rx: mpsc::Receiver<Queued>,
 }
 
 impl Deliveries {
-    pub(crate) fn new(rx: mpsc::Receiver<Delivered>) -> Self {
-        Deliveries { rx }
-    }
-
     /// The next delivery; `None` once the node has shut down and every delivery was taken.
     pub async fn recv(&mut self) -> Option<Delivered> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|q| q.delivered)
     }
 
     /// The next delivery if one is ready.
     pub fn try_recv(&mut self) -> Option<Delivered> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|q| q.delivered)
     }
 }
 

@@ -57,7 +57,8 @@
 //! # Deliveries
 //!
 //! Verified artifacts arrive once each on the stream from [`NodeHandle::take_deliveries`], of
-//! capacity [`NodeConfig::delivery_buffer`]. When it is full the node task stops reading peer
+//! capacity [`NodeConfig::delivery_buffer`] deliveries and [`NodeConfig::delivery_buffer_bytes`]
+//! bytes. When it is full the node task stops reading peer
 //! events until the application takes one: nothing is lost, and peers are slowed by
 //! back-pressure. Commands still work meanwhile. If the [`Deliveries`] are dropped, later
 //! deliveries are discarded and counted.
@@ -201,7 +202,8 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
     let (urgent_tx, urgent_rx) = mpsc::channel(cfg.event_buffer);
-    let (deliveries_tx, deliveries_rx) = mpsc::channel(cfg.delivery_buffer);
+    let (deliveries_tx, deliveries_rx) =
+        handle::DeliveryQueue::channel(cfg.delivery_buffer, cfg.delivery_buffer_bytes);
     let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(accept::accept_loop(
         listener,
@@ -250,7 +252,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         commands: commands_tx,
         counters,
         core_metrics,
-        deliveries: Mutex::new(Some(Deliveries::new(deliveries_rx))),
+        deliveries: Mutex::new(Some(deliveries_rx)),
         task: Mutex::new(Some(task)),
     }))
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use p2p_core::{Decision, Kind, Priority, PriorityFnRef};
 use p2p_testkit::trace::{PriorityProfile, Trace, replay};
 use p2p_tokio::NodeHandle;
+use std::time::Duration;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +159,9 @@ async fn live_trace_of_a_real_transfer_replays_to_identical_outputs() {
     let mut b_cfg = config(ids.next().unwrap());
     b_cfg.record_trace = Some(path.clone());
     b_cfg.record_trace_profile = Some(PriorityProfile::FetchAll);
+    // Each node draws its secret seed from the operating system; the trace keeps it.
+    let (a_seed, b_seed) = (a_cfg.core.seed, b_cfg.core.seed);
+    assert_ne!(a_seed, b_seed, "seeds are drawn, not fixed");
     let nodes = subnet(vec![a_cfg, b_cfg]).await;
     let (a, b): (&NodeHandle, &NodeHandle) = (&nodes[0], &nodes[1]);
     wait_connected(&nodes, 1).await;
@@ -181,6 +185,10 @@ async fn live_trace_of_a_real_transfer_replays_to_identical_outputs() {
 
     let trace = Trace::read_file(&path).unwrap();
     assert_eq!(trace.header.node, b.node_id());
+    assert_eq!(
+        trace.header.config.seed, b_seed,
+        "the trace records the secret seed"
+    );
     let report = replay(&trace);
     assert!(
         report.is_identical(),
@@ -243,6 +251,40 @@ async fn slow_peer_is_fed_at_its_own_pace_and_does_not_slow_the_others() {
     let m = a.metrics();
     assert_eq!(m.send_queue_overflows, 0);
     assert_eq!(m.disconnects, 0);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_channel_is_bounded_in_bytes_and_loses_nothing() {
+    init_log();
+    const COUNT: usize = 10;
+    let mut ids = identities(2).into_iter();
+    let a_cfg = config(ids.next().unwrap());
+    let mut b_cfg = config(ids.next().unwrap());
+    // Room for a thousand deliveries by count, but only two 1 MiB artifacts by bytes.
+    b_cfg.delivery_buffer = 1000;
+    b_cfg.delivery_buffer_bytes = 2 << 20;
+    let nodes = subnet(vec![a_cfg, b_cfg]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_connected(&nodes, 1).await;
+    let mut rx = b.take_deliveries().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..COUNT {
+        let data = bytes(60 + i as u8, 1 << 20);
+        ids.push(a.publish(Kind(1), Bytes::new(), data).await.unwrap());
+    }
+    ids.sort();
+    wait_metrics(b, "two deliveries queued", |m| m.core.delivered >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two fill the byte budget, one more waits in the node task, which then stops reading.
+    let held = b.metrics().core.delivered;
+    assert!(
+        held <= 4,
+        "the node took {held} MiB of deliveries ahead of the application"
+    );
+    assert_eq!(ids_of(&receive(&mut rx, COUNT).await), ids);
     for n in &nodes {
         n.shutdown().await;
     }
