@@ -349,16 +349,16 @@ impl Driver {
     }
 
     fn flush_deliveries(&mut self) {
-        while let Some(d) = self.pending.pop_front() {
+        while let Some(d) = self.pending.front() {
             match self.deliveries_tx.try_send(d) {
-                Ok(()) => inc(&self.counters.deliveries),
-                Err(QueueError::Full(d)) => {
-                    self.pending.push_front(d);
-                    return;
+                Ok(()) => {
+                    self.pending.pop_front();
+                    inc(&self.counters.deliveries);
                 }
+                Err(QueueError::Full) => return,
                 Err(QueueError::Closed) => {
-                    inc(&self.counters.deliveries_discarded);
                     self.discard_deliveries();
+                    return;
                 }
             }
         }

@@ -41,8 +41,8 @@ pub(crate) struct DeliveryQueue {
 
 /// Why a delivery could not be queued without waiting.
 pub(crate) enum QueueError {
-    /// The channel is full (in count or in bytes); the delivery is handed back.
-    Full(Delivered),
+    /// The channel is full (in count or in bytes).
+    Full,
     /// The application dropped its [`Deliveries`].
     Closed,
 }
@@ -69,22 +69,22 @@ impl DeliveryQueue {
             .min(self.max_bytes)
     }
 
-    /// Queues `d` if there is room in count and bytes now.
-    pub(crate) fn try_send(&self, d: Delivered) -> Result<(), QueueError> {
+    /// Queues a copy of `d` (its bytes are shared) if there is room in count and bytes now.
+    pub(crate) fn try_send(&self, d: &Delivered) -> Result<(), QueueError> {
         let slot = match self.tx.try_reserve() {
             Ok(slot) => slot,
-            Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full(d)),
+            Err(mpsc::error::TrySendError::Full(())) => return Err(QueueError::Full),
             Err(mpsc::error::TrySendError::Closed(())) => return Err(QueueError::Closed),
         };
-        match Arc::clone(&self.bytes).try_acquire_many_owned(self.permits(&d)) {
+        match Arc::clone(&self.bytes).try_acquire_many_owned(self.permits(d)) {
             Ok(bytes) => {
                 slot.send(Queued {
-                    delivered: d,
+                    delivered: d.clone(),
                     _bytes: bytes,
                 });
                 Ok(())
             }
-            Err(_) => Err(QueueError::Full(d)),
+            Err(_) => Err(QueueError::Full),
         }
     }
 
