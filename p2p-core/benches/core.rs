@@ -140,6 +140,65 @@ fn bench_adverts(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` ids whose table hash at node 0 with seed `seed` has its low `bits` bits zero: what an
+/// attacker who knows the seed can send to pile adverts into a few buckets.
+fn crafted_adverts(n: usize, seed: u64, bits: u32) -> Vec<Advert> {
+    let mask = (1u64 << bits) - 1;
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u64;
+    while out.len() < n {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&i.to_le_bytes());
+        id[31] = 0xc0;
+        i += 1;
+        let id = ArtifactId(id);
+        if p2p_core::check::table_hash(seed, NodeId([0; 32]), &id) & mask == 0 {
+            out.push(Advert {
+                id,
+                kind: Kind((i % 4) as u16),
+                size: 4096,
+                attr: Bytes::from_static(b"height"),
+            });
+        }
+    }
+    out
+}
+
+/// 50,000 adverts kept (`Later`) by a node: random ids, ids crafted against the node's own seed
+/// (as if it were known), and the same crafted ids at a node whose seed is secret.
+fn bench_crafted(c: &mut Criterion) {
+    let n = 50_000;
+    let known_seed = 0;
+    let crafted = crafted_adverts(n, known_seed, 12);
+    let random = adverts(n, 3);
+    let keep = |seed: u64| Config {
+        seed,
+        priority_fn: PriorityFnRef::new(|_: &Advert| Decision::Later),
+        ..roomy()
+    };
+    let mut g = c.benchmark_group("core_crafted_ids");
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(10);
+    let cases = [
+        ("random_ids", &random, known_seed),
+        ("crafted_ids_known_seed", &crafted, known_seed),
+        ("crafted_ids_secret_seed", &crafted, 0x6a09_e667_f3bc_c908),
+    ];
+    for (name, ads, seed) in cases {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || (node(keep(seed)), ads.clone()),
+                |(mut node, ads)| {
+                    feed(&mut node, &ads);
+                    node
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn report_state_per_advert() {
     let n = 100_000;
     let ads = adverts(n, 2);
@@ -176,5 +235,5 @@ fn bench_state(_c: &mut Criterion) {
     report_state_per_advert();
 }
 
-criterion_group!(benches, bench_adverts, bench_state);
+criterion_group!(benches, bench_adverts, bench_crafted, bench_state);
 criterion_main!(benches);

@@ -188,9 +188,7 @@ enum NoSource {
 impl Node {
     /// A node with identity `id` and configuration `cfg`.
     pub fn new(id: NodeId, cfg: Config) -> Self {
-        let salt =
-            splitmix64(cfg.seed ^ u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default()));
-        let hs = SaltedState::new(splitmix64(salt));
+        let hs = table_hasher(cfg.seed, id);
         let table = FairShare::new(cfg.max_pending_downloads as u64);
         let flight_n = FairShare::new(cfg.max_in_flight as u64);
         let flight_bytes = FairShare::new(cfg.max_in_flight_bytes);
@@ -1598,6 +1596,12 @@ fn add_holder(holders: &mut Holders, peer: PeerKey) {
     if !holders.contains(&peer) {
         holders.push(peer);
     }
+}
+
+/// The keyed hasher of the tables of node `id` with seed `seed`: secret as long as the seed is.
+pub(crate) fn table_hasher(seed: u64, id: NodeId) -> SaltedState {
+    let salt = splitmix64(seed ^ u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default()));
+    SaltedState::new(splitmix64(salt))
 }
 
 /// A ready download's place in the ready queues.
