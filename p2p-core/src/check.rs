@@ -106,6 +106,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         pooled: HashSet::new(),
         offers: HashMap::new(),
         asked: HashSet::new(),
+        variants: HashMap::new(),
         steps: 0,
     };
     let all: Vec<NodeId> = (0..PEERS as u8).map(peer).chain([local]).collect();
@@ -256,6 +257,8 @@ struct Harness {
     offers: HashMap<(NodeId, ArtifactId), Advert>,
     /// (peer, artifact) pairs the node has sent a request for.
     asked: HashSet<(NodeId, ArtifactId)>,
+    /// Every advert of an artifact the node accepted, whichever peer sent it.
+    variants: HashMap<ArtifactId, Vec<Advert>>,
     steps: usize,
 }
 
@@ -320,6 +323,10 @@ impl Harness {
             self.offers
                 .entry((*from, a.id))
                 .or_insert_with(|| a.clone());
+            let seen = self.variants.entry(a.id).or_default();
+            if !seen.contains(a) {
+                seen.push(a.clone());
+            }
         }
     }
 
@@ -454,10 +461,11 @@ impl Harness {
                     && !self.pooled.contains(id)
             })
             .filter(|((_, id), _)| {
-                // Wanted now by every advert of it that was seen (the node keeps the first).
-                self.offers
-                    .values()
-                    .filter(|a| a.id == *id)
+                // Wanted now by every advert of it ever accepted: the node keeps one of them.
+                self.variants
+                    .get(id)
+                    .into_iter()
+                    .flatten()
                     .all(|a| matches!(self.priority.0.decide(a), Decision::Fetch(_)))
             })
             .map(|((peer, id), _)| (*peer, *id))

@@ -1,11 +1,13 @@
 //! Deterministic, keyed hashing for the core's tables.
 //!
 //! A random per-process hasher would make iteration order (and so the order of outputs) differ
-//! between runs; an unkeyed or weakly keyed one would let a peer choose advert ids that collide
-//! in our tables, turning every lookup into a scan. The core's tables therefore hash with
-//! SipHash-1-3, a keyed function built to resist chosen collisions while its key is secret, with
-//! the key derived from the configured seed. A live node must draw that seed from the operating
-//! system (the drivers do) and record it in its trace, so replay stays exact.
+//! between runs, so every table hashes with a key derived from the configured seed. Tables keyed
+//! by what a peer chooses (artifact ids) hash with SipHash-1-3, a keyed function built to resist
+//! chosen collisions while its key is secret: with a weak or known key a peer could craft advert
+//! ids that collide and turn every lookup into a scan. A live node must draw that seed from the
+//! operating system (the drivers do) and record it in its trace, so replay stays exact. Tables
+//! keyed by what the node itself or the registry chooses (request ids, member ids) use a fast
+//! word mixer instead.
 
 use std::hash::{BuildHasher, Hash};
 
@@ -35,15 +37,70 @@ impl BuildHasher for SaltedState {
     }
 }
 
+/// Builds [`FastHasher`]s: for keys no peer chooses (request ids, the registry's member ids).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastState(pub u64);
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+/// A multiply-xorshift hasher over 8-byte words, seeded. Fast, deterministic, and no defence
+/// against chosen keys: only for keys that no peer chooses.
+pub(crate) struct FastHasher(u64);
+
+#[inline]
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93) ^ (x >> 29)
+}
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = mix(self.0 ^ w);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.0 = mix(self.0 ^ u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0 ^ n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A keyed hash of `value`: the source tie-break and advert digests use it.
 pub(crate) fn keyed_hash(state: &SaltedState, value: impl Hash) -> u64 {
     state.hash_one(value)
 }
 
-/// A hash map with the core's keyed, deterministic hasher.
+/// A hash map keyed by what a peer chooses: SipHash-1-3 with the node's secret key.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, SaltedState>;
-/// A hash set with the core's keyed, deterministic hasher.
-pub(crate) type Set<K> = hashbrown::HashSet<K, SaltedState>;
+/// A hash map keyed by what no peer chooses: the fast deterministic hasher.
+pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, FastState>;
+/// A hash set keyed by what no peer chooses.
+pub(crate) type FastSet<K> = hashbrown::HashSet<K, FastState>;
 
 /// A table of values keyed by an id that the value itself holds, so the 32-byte key is stored
 /// once.

@@ -3,7 +3,7 @@
 use crate::budget::FairShare;
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-use crate::hash::{KeyedTable, Map, SaltedState, Set, keyed_hash};
+use crate::hash::{FastMap, FastSet, FastState, KeyedTable, Map, SaltedState, keyed_hash};
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
 use crate::ready::{Ready, ReadyKey, Slot};
@@ -70,13 +70,13 @@ pub struct Node {
     id: NodeId,
     cfg: Config,
     priority_fn: PriorityFnRef,
-    members: Set<NodeId>,
-    peers: Map<NodeId, Peer>,
+    members: FastSet<NodeId>,
+    peers: FastMap<NodeId, Peer>,
     /// Slot -> peer id, for connected peers.
     slots: Vec<NodeId>,
     free_slots: Vec<Slot>,
     /// Peer id -> its stable key (one entry per member ever connected).
-    keys: Map<NodeId, PeerKey>,
+    keys: FastMap<NodeId, PeerKey>,
     pool: Map<ArtifactId, PoolEntry>,
     pool_bytes: u64,
     downloads: KeyedTable<ArtifactId, Download>,
@@ -87,7 +87,7 @@ pub struct Node {
     ready: Ready,
     /// Downloads waiting out a back-off.
     backoff: BTreeSet<(Time, ArtifactId)>,
-    requests: Map<RequestId, Req>,
+    requests: FastMap<RequestId, Req>,
     /// Request deadlines; entries of finished requests are skipped when they surface.
     deadlines: BinaryHeap<Reverse<(Time, RequestId)>>,
     delivered: Map<ArtifactId, Holders>,
@@ -189,6 +189,7 @@ impl Node {
     /// A node with identity `id` and configuration `cfg`.
     pub fn new(id: NodeId, cfg: Config) -> Self {
         let hs = table_hasher(cfg.seed, id);
+        let fast = FastState(splitmix64(cfg.seed ^ 0x243f_6a88_85a3_08d3));
         let table = FairShare::new(cfg.max_pending_downloads as u64);
         let flight_n = FairShare::new(cfg.max_in_flight as u64);
         let flight_bytes = FairShare::new(cfg.max_in_flight_bytes);
@@ -197,18 +198,18 @@ impl Node {
             priority_fn: cfg.priority_fn.clone(),
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             cfg,
-            members: Set::with_hasher(hs),
-            peers: Map::with_hasher(hs),
+            members: FastSet::with_hasher(fast),
+            peers: FastMap::with_hasher(fast),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            keys: Map::with_hasher(hs),
+            keys: FastMap::with_hasher(fast),
             pool: Map::with_hasher(hs),
             pool_bytes: 0,
             downloads: KeyedTable::new(hs, |d: &Download| &d.advert.id),
             table,
             ready: Ready::default(),
             backoff: BTreeSet::new(),
-            requests: Map::with_hasher(hs),
+            requests: FastMap::with_hasher(fast),
             deadlines: BinaryHeap::new(),
             delivered: Map::with_hasher(hs),
             delivered_order: VecDeque::new(),
@@ -338,7 +339,7 @@ impl Node {
     /// Drops deadlines of finished requests from the top of the heap (so that `poll_timeout` is
     /// exact) and rebuilds the heap when they make up most of it.
     fn prune_deadlines(&mut self) {
-        let live = |requests: &Map<RequestId, Req>, t: Time, r: RequestId| {
+        let live = |requests: &FastMap<RequestId, Req>, t: Time, r: RequestId| {
             requests.get(&r).is_some_and(|q| q.deadline == Some(t))
         };
         while let Some(&Reverse((t, r))) = self.deadlines.peek() {
@@ -660,7 +661,7 @@ impl Node {
             // Metadata that differs from the first advert's is not grounds to ignore a source:
             // the first advertiser may be the liar, and the hash decides what is delivered. The
             // advert counts against the download's kind, so that it is uncounted the same way.
-            let kind = dl.advert.kind;
+            let (kind, differs) = (dl.advert.kind, dl.advert != advert);
             if !self.track_advert(from, kind) {
                 return;
             }
@@ -669,6 +670,9 @@ impl Node {
             // A new source need not wait out a back-off earned by the others.
             if let Some(t) = dl.backoff_until.take() {
                 self.backoff.remove(&(t, id));
+            }
+            if differs {
+                self.adopt_if_better(id, advert);
             }
             self.sync_ready(id);
             self.requeue(id);
@@ -711,6 +715,38 @@ impl Node {
             active: SmallVec::new(),
         });
         self.requeue(id);
+    }
+
+    /// Another source's advert of a download, with other metadata: the download takes it if the
+    /// priority function wants it more (fetch rather than later, or at a higher priority). So a
+    /// peer that advertises an artifact first with metadata the application does not want cannot
+    /// hold back the honest adverts of it; the hash still decides what is delivered.
+    fn adopt_if_better(&mut self, id: ArtifactId, advert: Advert) {
+        let current = self.downloads[&id].priority;
+        let p = match self.priority_fn.0.decide(&advert) {
+            Decision::Fetch(p) if current.is_none_or(|c| p > c) => p,
+            _ => return,
+        };
+        self.unqueue(id);
+        let dl = self.downloads.get_mut(&id).expect("exists");
+        let (old_kind, new_kind) = (dl.advert.kind, advert.kind);
+        dl.advert = advert;
+        dl.priority = Some(p);
+        if old_kind != new_kind {
+            // Every source's advert counts against the download's kind: move the counts.
+            let sources = dl.sources.clone();
+            for slot in sources {
+                let peer = self.slots[slot as usize];
+                let state = self.peers.get_mut(&peer).expect("sources are connected");
+                if let Some(k) = state.per_kind.iter_mut().find(|(k, _)| *k == old_kind) {
+                    k.1 -= 1;
+                }
+                match state.per_kind.iter_mut().find(|(k, _)| *k == new_kind) {
+                    Some(k) => k.1 += 1,
+                    None => state.per_kind.push((new_kind, 1)),
+                }
+            }
+        }
     }
 
     fn dropped_advert(&mut self, id: ArtifactId, from: NodeId, reason: DropReason) {
@@ -1098,7 +1134,11 @@ impl Node {
     }
 
     fn is_dropped(&self, advert: &Advert) -> bool {
-        self.dropped.get(&advert.id) == Some(&self.advert_digest(advert))
+        !self.dropped.is_empty()
+            && self
+                .dropped
+                .get(&advert.id)
+                .is_some_and(|d| *d == self.advert_digest(advert))
     }
 
     fn remember_dropped(&mut self, advert: &Advert) {
@@ -1313,6 +1353,10 @@ impl Node {
                 continue;
             }
             let load = if retrying { 0 } else { state.in_flight };
+            if best.is_some_and(|b| load > b.0) {
+                continue;
+            }
+            // The keyed hash only matters between equally loaded sources.
             let key = (
                 load,
                 keyed_hash(&self.hasher, (&id, peer, dl.attempts)),

@@ -14,8 +14,22 @@ fn fmt_hex_prefix(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 /// A node's identity: the SHA-256 of its TLS public key (SubjectPublicKeyInfo DER).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct NodeId(pub [u8; 32]);
+
+/// Feeds a 32-byte id to a hasher as four words: the core's keyed hasher takes whole words in
+/// one step each, a byte slice (with its length prefix) in several.
+fn hash_words<H: std::hash::Hasher>(bytes: &[u8; 32], state: &mut H) {
+    for w in bytes.chunks_exact(8) {
+        state.write_u64(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_words(&self.0, state);
+    }
+}
 
 impl NodeId {
     /// The node id of a public key given as SubjectPublicKeyInfo DER.
@@ -48,8 +62,14 @@ impl fmt::Display for NodeId {
 }
 
 /// An artifact's name: the SHA-256 of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ArtifactId(pub [u8; 32]);
+
+impl std::hash::Hash for ArtifactId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_words(&self.0, state);
+    }
+}
 
 impl ArtifactId {
     /// The id of `data`: its SHA-256.

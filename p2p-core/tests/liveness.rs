@@ -446,3 +446,30 @@ fn honest_delivery_bound_holds_for_arbitrary_attacks() {
         .tests(20)
         .quickcheck(prop as fn(u8, u8, Vec<u8>, u16, u8, u8) -> TestResult);
 }
+
+#[test]
+fn a_first_advert_with_unwanted_metadata_does_not_hold_back_the_honest_one() {
+    // The liar advertises the honest artifact first with a priority byte the application says
+    // `Later` to; the honest advert of the same id is wanted now.
+    let cfg = Config {
+        priority_fn: PriorityFnRef::new(|a: &Advert| match a.attr.first() {
+            Some(0) => Decision::Later,
+            _ => Decision::Fetch(Priority::NORMAL),
+        }),
+        ..config()
+    };
+    let mut b = Bench::new(cfg, 3, &[(1, Attack::Silent)]);
+    let x = honest_artifact(3, Priority::NORMAL);
+    let mut lie = x.advert();
+    lie.attr = Bytes::from_static(&[0]);
+    b.advertise(id(1), vec![lie]);
+    let t0 = b.honest_advert(id(2), &x);
+    // The liar is a source too: it may be asked first and time out once.
+    let bound = b.cfg.request_timeout(x.data.len() as u64);
+    b.run_until(t0 + bound + Duration::from_millis(100));
+    let asked = b
+        .first_honest_request(&x.id)
+        .map(|t| t.saturating_since(t0));
+    assert!(asked.is_some_and(|d| d <= bound), "asked after {asked:?}");
+    assert!(b.delivered.contains(&x.id));
+}
