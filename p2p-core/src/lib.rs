@@ -18,10 +18,16 @@
 //!   [`PriorityFn`] decides `Fetch(priority)`, `Later` or `Drop`, again every
 //!   [`Config::reevaluate_interval`] and on [`Input::Reevaluate`]. Adverts are bounded per peer
 //!   and per [`Kind`], so a flood of one kind cannot crowd out another.
-//! - **Downloads**: highest priority first, FIFO within a priority; the least loaded source not
-//!   failed since the last back-off, ties by a keyed hash; bounded in flight per peer and overall
-//!   (count and bytes); timeout scaled by size; retries on timeout, not-found, bad data,
-//!   disconnect and withdraw, with exponential back-off once every source failed.
+//! - **Downloads**: highest priority first, FIFO within a priority, taken from the head of each
+//!   source's own ready queue, so a peer that never answers or floods adverts holds back only
+//!   what it alone can serve; the least loaded source not failed since the last back-off, ties
+//!   by a keyed hash (after a failure, the keyed hash alone); bounded in flight per peer and
+//!   overall (count and bytes), with half of each global limit reserved in fair shares per
+//!   peer; timeout scaled by size; retries on timeout, not-found, bad data, disconnect and
+//!   withdraw, with exponential back-off once every source failed.
+//! - **Liveness**: an honest artifact is requested from an honest advertiser within one request
+//!   timeout (of the largest artifact others hold in flight), at every priority, whatever other
+//!   members advertise: see `ARCHITECTURE.md` and `tests/liveness.rs`.
 //! - **Delivery**: SHA-256 and size are checked before anything else; each artifact is
 //!   delivered once ([`Output::Deliver`]); relaying is the application's call (it publishes what
 //!   it accepted) or [`Config::auto_relay`]; a relay advertises, never pushes, and skips peers
@@ -29,7 +35,11 @@
 //! - **Serving**: requests are answered from the pool; while the driver reports a peer
 //!   congested ([`Input::Congestion`]) its requests wait in a bounded queue.
 //! - **Bounds**: every table a peer can grow has a limit in [`Config`]; a peer past one is
-//!   disconnected with a [`DisconnectReason`]; [`Node::table_sizes`] shows them.
+//!   disconnected with a [`DisconnectReason`]; [`Node::table_sizes`] shows them. The download
+//!   table reserves half of its room in fair shares per member; a push above
+//!   [`Config::push_threshold`] is a protocol violation.
+//! - **Secrets**: tables keyed by artifact id hash with SipHash-1-3 keyed from
+//!   [`Config::seed`]; a live node must draw the seed at random and keep it from its peers.
 //!
 //! # Cost
 //!

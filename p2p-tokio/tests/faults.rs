@@ -285,3 +285,112 @@ async fn silent_peer_gets_keepalives_and_is_cut_after_the_idle_timeout() {
     assert!(a.metrics().keepalives_sent >= 2);
     a.shutdown().await;
 }
+
+/// Encodes `msgs` as the multiplexer would send them.
+fn frames(msgs: &[(p2p_core::Class, Message)]) -> BytesMut {
+    let mut mux = p2p_transport::mux::MuxSender::new(MuxConfig::default()).unwrap();
+    let mut out = BytesMut::new();
+    for (class, msg) in msgs {
+        mux.push(*class, msg).unwrap();
+        while mux.poll_transmit(&mut out, 1 << 20) > 0 {}
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_advertising_thousands_it_never_serves_does_not_delay_honest_artifacts() {
+    init_log();
+    let mut ids = identities(3).into_iter();
+    let rogue = ids.next().unwrap();
+    let nodes = subnet(ids.map(config).collect()).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut reg = registry(2, &[a, b]);
+    reg.members.push(Member {
+        id: rogue.node_id(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    });
+    for n in &nodes {
+        n.update_registry(reg.clone()).await.unwrap();
+    }
+    wait_connected(&nodes, 1).await;
+    let members = Members::new(2, reg.members.iter().map(|m| m.id));
+    let (mut tls, hello) = raw_member_connection(&rogue, members.clone(), a).await;
+    hello.unwrap();
+    wait_metrics(a, "rogue admitted", |m| m.peers_connected == 2).await;
+
+    // 5,000 adverts of artifacts that do not exist, inside the per-peer limits, all urgent.
+    let adverts: Vec<(p2p_core::Class, Message)> = (0..5u32)
+        .map(|batch| {
+            let list = (0..1000u32)
+                .map(|i| {
+                    let mut id = [0xeeu8; 32];
+                    id[..4].copy_from_slice(&(batch * 1000 + i).to_le_bytes());
+                    p2p_core::Advert {
+                        id: p2p_core::ArtifactId(id),
+                        kind: Kind(1),
+                        size: 2000,
+                        attr: Bytes::new(),
+                    }
+                })
+                .collect();
+            (p2p_core::Class::Control, Message::Adverts(list))
+        })
+        .collect();
+    tls.write_all(&frames(&adverts)).await.unwrap();
+    wait_metrics(a, "the rogue's adverts tracked", |m| {
+        m.core.tracked_adverts >= 5000
+    })
+    .await;
+    // The rogue reads what it is sent (requests) and never answers. Honest artifacts from b
+    // still reach a at once: they do not wait behind the rogue's queue.
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 1 << 16];
+        while let Ok(n) = tls.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+        tls
+    });
+    let mut rx_a = a.take_deliveries().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            b.publish(Kind(1), Bytes::new(), bytes(70 + i, 50_000))
+                .await
+                .unwrap(),
+        );
+    }
+    ids.sort();
+    assert_eq!(ids_of(&receive(&mut rx_a, 5).await), ids);
+    let m = a.metrics();
+    assert_eq!(
+        m.core.retries, 0,
+        "each honest artifact came from b at the first request"
+    );
+    assert!(m.core.tracked_adverts >= 5000, "the attack was still on");
+    drain.abort();
+
+    // An unsolicited 4 MiB push is a protocol violation: cut off, nothing delivered.
+    let (mut tls, hello) = raw_member_connection(&rogue, members, b).await;
+    hello.unwrap();
+    wait_metrics(b, "rogue admitted", |m| m.peers_connected == 2).await;
+    let big = bytes(99, 4 << 20);
+    let push = Message::Push {
+        advert: p2p_core::Advert {
+            id: p2p_core::ArtifactId::of(&big),
+            kind: Kind(1),
+            size: big.len() as u64,
+            attr: Bytes::new(),
+        },
+        data: big,
+    };
+    tls.write_all(&frames(&[(p2p_core::Class::Urgent, push)]))
+        .await
+        .unwrap();
+    wait_metrics(b, "rogue cut off", |m| m.peers_connected == 1).await;
+    assert_eq!(b.metrics().core.delivered, 0);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

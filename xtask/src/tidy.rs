@@ -17,7 +17,14 @@ use std::path::{Path, PathBuf};
 use crate::{TaskError, shell};
 
 /// The only crates p2p-core may depend on (normal dependencies; dev-dependencies are free).
-pub const CORE_ALLOWED_DEPS: &[&str] = &["bytes", "sha2", "hashbrown", "smallvec", "thiserror"];
+pub const CORE_ALLOWED_DEPS: &[&str] = &[
+    "bytes",
+    "sha2",
+    "hashbrown",
+    "smallvec",
+    "siphasher",
+    "thiserror",
+];
 
 /// Crates that perform IO, named in their own error message when p2p-core depends on them.
 pub const IO_CRATES: &[&str] = &["tokio", "rustls", "socket2", "mio", "async-std"];
