@@ -1,6 +1,6 @@
 //! The protocol messages that peers exchange; `p2p-transport` encodes them on the wire.
 
-use crate::types::{Advert, ArtifactId, Class, Priority};
+use crate::types::{Advert, ArtifactId, Priority};
 use bytes::Bytes;
 
 /// A request's identifier, unique per requesting node.
@@ -65,17 +65,6 @@ impl Message {
         match self {
             Message::Push { data, .. } | Message::Response { data, .. } => data.len(),
             _ => 0,
-        }
-    }
-
-    /// The class a node sends this message in when it has no better knowledge: control messages
-    /// in [`Class::Control`], pushes in [`Class::Urgent`]; responses in the class of the
-    /// request's priority, which the core sets itself.
-    pub fn default_class(&self) -> Class {
-        match self {
-            Message::Push { .. } => Class::Urgent,
-            Message::Response { .. } => Class::Normal,
-            _ => Class::Control,
         }
     }
 }

@@ -175,11 +175,6 @@ impl Class {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// The class with the given index, if any.
-    pub fn from_index(i: usize) -> Option<Class> {
-        Class::ALL.get(i).copied()
-    }
 }
 
 /// The small announcement of an artifact: what a peer reads before deciding to fetch it.
