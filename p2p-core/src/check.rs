@@ -251,7 +251,7 @@ struct Harness {
     members: HashSet<NodeId>,
     sent_requests: HashMap<RequestId, (NodeId, ArtifactId)>,
     delivered: HashSet<ArtifactId>,
-    /// Artifacts the application published and has not removed.
+    /// Artifacts the application published (removed or not).
     pooled: HashSet<ArtifactId>,
     /// Adverts the node accepted and may still act on: (peer, artifact) -> the advert as sent.
     offers: HashMap<(NodeId, ArtifactId), Advert>,
@@ -349,8 +349,9 @@ impl Harness {
                 self.pooled.insert(a.id);
                 self.forget_artifact(&a.id);
             }
-            Input::Remove(id) => {
-                self.pooled.remove(id);
+            Input::Remove(_) => {
+                // Still known: a node that held an artifact remembers it as delivered and
+                // ignores later adverts of it.
             }
             Input::Message {
                 from,
