@@ -2,6 +2,7 @@
 //! purpose, so the checks can see the honest nodes bound their state and cut them off.
 
 use super::rng::Rng;
+use super::{BULK, NORMAL, URGENT};
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use p2p_core::{Advert, ArtifactId, Class, Kind, Message};
@@ -27,17 +28,41 @@ pub enum ByzKind {
     /// many adverts in one message, an answer to a request never made, or a message above the
     /// transport's size limit (one per connection, in turn). Honest nodes must cut it off.
     Malformed,
+    /// Advertises fresh fake ids of the [`URGENT`] kind (the highest priority the honest priority
+    /// function gives) at a steady pace, keeping count of what each peer holds from it and
+    /// stopping just under the per-peer and per-kind advert limits, and never answers a request
+    /// (not even `NotFound`). The attack: adverts for ids that will never be served hold honest
+    /// downloads back. Honest nodes must keep fetching everything else at full speed.
+    NeverServe,
+    /// Advertises as many distinct fake ids as the per-peer limits allow (just under
+    /// `max_adverts_per_peer`, spread over kinds so each stays just under
+    /// `max_adverts_per_peer_per_kind`) as soon as it connects, to fill the shared download table,
+    /// and never answers a request. Honest nodes must keep room for the other members' adverts.
+    Squatter,
+    /// Pushes artifacts whose bytes do hash to their id but are larger than the push threshold
+    /// (one byte over it, or 64 KiB; sometimes with an advert claiming a size under it), never
+    /// advertised nor requested. Honest nodes must cut it off as a protocol violation and never
+    /// deliver them.
+    Pusher,
+    /// Advertises many random ids of the [`URGENT`] kind up to just under the per-kind limit,
+    /// then, at every tick, withdraws its oldest ones and advertises as many fresh ones: a churn
+    /// inside the limits that costs the honest nodes hash-table work. Never answers a request.
+    HashFlood,
 }
 
 impl ByzKind {
     /// Every kind.
-    pub const ALL: [ByzKind; 6] = [
+    pub const ALL: [ByzKind; 10] = [
         ByzKind::BadData,
         ByzKind::Silent,
         ByzKind::Phantom,
         ByzKind::Flood,
         ByzKind::Churn,
         ByzKind::Malformed,
+        ByzKind::NeverServe,
+        ByzKind::Squatter,
+        ByzKind::Pusher,
+        ByzKind::HashFlood,
     ];
 
     /// A short name.
@@ -49,23 +74,100 @@ impl ByzKind {
             ByzKind::Flood => "flood",
             ByzKind::Churn => "churn",
             ByzKind::Malformed => "malformed",
+            ByzKind::NeverServe => "never-serve",
+            ByzKind::Squatter => "squatter",
+            ByzKind::Pusher => "pusher",
+            ByzKind::HashFlood => "hash-flood",
         }
     }
 }
 
-/// The honest nodes' limits, which the actor aims just past.
+/// The honest nodes' limits, which the actor aims just past (or just under).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub max_attr_len: usize,
     pub max_artifact_size: u64,
     pub max_adverts_per_message: usize,
     pub max_message_size: usize,
+    /// Adverts an honest node tracks from one peer before cutting it off.
+    pub max_adverts_per_peer: usize,
+    /// Adverts of one kind an honest node tracks from one peer before cutting it off.
+    pub max_adverts_per_peer_per_kind: usize,
+    /// Largest artifact an honest node accepts in a push.
+    pub push_threshold: u64,
+}
+
+impl Limits {
+    /// Adverts in all that a peer may hold from us while staying just under the limit.
+    fn advert_cap(&self) -> usize {
+        self.max_adverts_per_peer.saturating_sub(1)
+    }
+
+    /// Adverts of one kind that a peer may hold from us while staying just under the limit.
+    fn kind_cap(&self) -> usize {
+        self.max_adverts_per_peer_per_kind.saturating_sub(1)
+    }
 }
 
 /// Remembered adverts, bounded.
 const MEMORY: usize = 4096;
 /// Fake adverts sent per batch.
 const BATCH: usize = 16;
+/// Ids withdrawn and advertised afresh per tick by a [`ByzKind::HashFlood`] actor.
+const HASH_FLOOD_BATCH: usize = 16;
+/// Ticks before a [`ByzKind::HashFlood`] actor withdraws an id it advertised. A withdraw is
+/// small and may overtake a large advert batch still waiting for its connection's window; if it
+/// did, the peer would keep an advert we no longer count. Withdrawing only ids advertised long
+/// before (the uplink drains far faster) keeps the count an upper bound.
+const HASH_FLOOD_MIN_AGE: u64 = 10;
+/// Size of the largest oversized push of a [`ByzKind::Pusher`].
+const BIG_PUSH: usize = 64 * 1024;
+/// Size advertised for fake urgent ids: over the push threshold (a real artifact of that size
+/// would be advertised too), small enough to be urgent.
+const URGENT_FAKE_SIZE: u64 = 2_000;
+
+/// What one peer holds from us: adverts we sent on the current connection and did not withdraw.
+/// An honest node counts at most these (it skips ids it already has, and adverts it drops for a
+/// full table), so staying under its limits here keeps us under them there.
+#[derive(Default)]
+struct Held {
+    total: usize,
+    per_kind: Vec<(Kind, usize)>,
+    /// For [`ByzKind::HashFlood`]: the ids the peer holds with the tick they were advertised
+    /// at, oldest first.
+    ids: VecDeque<(ArtifactId, u64)>,
+}
+
+impl Held {
+    fn of_kind(&self, kind: Kind) -> usize {
+        self.per_kind
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// How many more adverts of `kind` the peer can take under `limits`.
+    fn room(&self, kind: Kind, limits: &Limits) -> usize {
+        let all = limits.advert_cap().saturating_sub(self.total);
+        let of_kind = limits.kind_cap().saturating_sub(self.of_kind(kind));
+        all.min(of_kind)
+    }
+
+    fn add(&mut self, kind: Kind, n: usize) {
+        self.total += n;
+        match self.per_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, c)) => *c += n,
+            None => self.per_kind.push((kind, n)),
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, n: usize) {
+        self.total = self.total.saturating_sub(n);
+        if let Some((_, c)) = self.per_kind.iter_mut().find(|(k, _)| *k == kind) {
+            *c = c.saturating_sub(n);
+        }
+    }
+}
 
 pub(crate) type Sends = Vec<(u32, Message, Class)>;
 
@@ -81,6 +183,12 @@ pub(crate) struct Byz {
     churn: Vec<ArtifactId>,
     budget: u32,
     connections: u64,
+    /// Ticks acted on so far.
+    ticks: u64,
+    /// Per connected peer, what it holds from us (for the kinds that stay under the limits).
+    held: HashMap<u32, Held>,
+    /// A [`ByzKind::Squatter`]'s ids: drawn once, advertised to every peer on every connection.
+    squat: Vec<Advert>,
 }
 
 impl Byz {
@@ -97,6 +205,9 @@ impl Byz {
             churn: Vec::new(),
             budget,
             connections: 0,
+            ticks: 0,
+            held: HashMap::new(),
+            squat: Vec::new(),
         }
     }
 
@@ -106,7 +217,12 @@ impl Byz {
             && !self.peers.is_empty()
             && matches!(
                 self.kind,
-                ByzKind::Phantom | ByzKind::Flood | ByzKind::Churn
+                ByzKind::Phantom
+                    | ByzKind::Flood
+                    | ByzKind::Churn
+                    | ByzKind::NeverServe
+                    | ByzKind::Pusher
+                    | ByzKind::HashFlood
             )
     }
 
@@ -134,10 +250,76 @@ impl Byz {
         }
     }
 
+    /// An advert of a random id that nothing will ever serve (not remembered).
+    fn unserved_advert(&mut self, kind: Kind, size: u64) -> Advert {
+        Advert {
+            id: self.random_id(),
+            kind,
+            size,
+            attr: Bytes::new(),
+        }
+    }
+
+    /// A push of an artifact over the push threshold whose bytes hash to its id. `variant`
+    /// picks one byte over the threshold, [`BIG_PUSH`] bytes, or [`BIG_PUSH`] bytes under an
+    /// advert that claims the threshold as its size.
+    fn oversized_push(&mut self, variant: u64) -> Message {
+        let threshold = usize::try_from(self.limits.push_threshold).unwrap_or(usize::MAX - 1);
+        let size = match variant % 3 {
+            0 => threshold + 1,
+            _ => BIG_PUSH.max(threshold + 1),
+        };
+        // Random head, constant tail: distinct ids without drawing every byte.
+        let mut data = vec![0xa5u8; size];
+        self.rng.fill(&mut data[..size.min(32)]);
+        let data = Bytes::from(data);
+        let claimed = match variant % 3 {
+            2 => self.limits.push_threshold,
+            _ => size as u64,
+        };
+        Message::Push {
+            advert: Advert {
+                id: ArtifactId::of(&data),
+                kind: URGENT,
+                size: claimed,
+                attr: Bytes::new(),
+            },
+            data,
+        }
+    }
+
+    /// Sends `adverts` (all of `kind`) to `peer`, as many as its room under the limits allows,
+    /// in messages of at most `max_adverts_per_message`; returns how many were sent.
+    fn advertise_within(
+        &mut self,
+        peer: u32,
+        kind: Kind,
+        adverts: &[Advert],
+        out: &mut Sends,
+    ) -> usize {
+        let limits = self.limits;
+        let held = self.held.entry(peer).or_default();
+        let n = held.room(kind, &limits).min(adverts.len());
+        if n == 0 {
+            return 0;
+        }
+        held.add(kind, n);
+        if self.kind == ByzKind::HashFlood {
+            let tick = self.ticks;
+            held.ids.extend(adverts[..n].iter().map(|a| (a.id, tick)));
+        }
+        for chunk in adverts[..n].chunks(limits.max_adverts_per_message.max(1)) {
+            out.push((peer, Message::Adverts(chunk.to_vec()), Class::Control));
+        }
+        n
+    }
+
     pub fn on_connect(&mut self, peer: u32, out: &mut Sends) {
         if !self.peers.contains(&peer) {
             self.peers.push(peer);
         }
+        // A new connection: the peer forgot every advert of the last one.
+        self.held.remove(&peer);
         let variant = self.connections.wrapping_add(peer as u64);
         self.connections += 1;
         match self.kind {
@@ -195,12 +377,54 @@ impl Byz {
                 };
                 out.push((peer, msg, Class::Control));
             }
-            ByzKind::Phantom | ByzKind::Flood | ByzKind::Churn => {}
+            ByzKind::Squatter => {
+                if self.squat.is_empty() {
+                    self.squat = self.squat_set();
+                }
+                let squat = std::mem::take(&mut self.squat);
+                for kind in [URGENT, NORMAL, BULK] {
+                    let of_kind: Vec<Advert> =
+                        squat.iter().filter(|a| a.kind == kind).cloned().collect();
+                    self.advertise_within(peer, kind, &of_kind, out);
+                }
+                self.squat = squat;
+            }
+            ByzKind::Pusher => {
+                let msg = self.oversized_push(variant);
+                out.push((peer, msg, Class::Urgent));
+            }
+            ByzKind::Phantom
+            | ByzKind::Flood
+            | ByzKind::Churn
+            | ByzKind::NeverServe
+            | ByzKind::HashFlood => {}
         }
+    }
+
+    /// A [`ByzKind::Squatter`]'s ids: just under the per-peer limit in all, spread evenly over
+    /// the urgent, normal and bulk kinds (each just under the per-kind limit), all fetched by the
+    /// honest priority function.
+    fn squat_set(&mut self) -> Vec<Advert> {
+        let kinds = [
+            (URGENT, URGENT_FAKE_SIZE),
+            (NORMAL, 10_000),
+            (BULK, 200_000),
+        ];
+        let total = self
+            .limits
+            .advert_cap()
+            .min(self.limits.kind_cap() * kinds.len());
+        (0..total)
+            .map(|i| {
+                let (kind, size) = kinds[i % kinds.len()];
+                self.unserved_advert(kind, size)
+            })
+            .collect()
     }
 
     pub fn on_disconnect(&mut self, peer: u32) {
         self.peers.retain(|p| *p != peer);
+        self.held.remove(&peer);
     }
 
     pub fn on_message(&mut self, from: u32, msg: Message, out: &mut Sends) {
@@ -251,6 +475,7 @@ impl Byz {
             return;
         }
         self.budget -= 1;
+        self.ticks += 1;
         let peers = self.peers.clone();
         match self.kind {
             ByzKind::Phantom => {
@@ -293,7 +518,57 @@ impl Byz {
                     out.push((p, Message::Adverts(adverts.clone()), Class::Control));
                 }
             }
-            ByzKind::BadData | ByzKind::Silent | ByzKind::Malformed => {}
+            ByzKind::NeverServe => {
+                let adverts: Vec<Advert> = (0..BATCH)
+                    .map(|_| self.unserved_advert(URGENT, URGENT_FAKE_SIZE))
+                    .collect();
+                for p in peers {
+                    self.advertise_within(p, URGENT, &adverts, out);
+                }
+            }
+            ByzKind::Pusher => {
+                let variant = self.connections.wrapping_add(self.budget as u64);
+                let msg = self.oversized_push(variant);
+                for p in peers {
+                    out.push((p, msg.clone(), Class::Urgent));
+                }
+            }
+            ByzKind::HashFlood => {
+                // A new connection is filled to just under the per-kind limit at once; from then
+                // on, each tick withdraws the oldest ids and advertises as many fresh ones.
+                let cap = self.limits.advert_cap().min(self.limits.kind_cap());
+                let fill = peers
+                    .iter()
+                    .map(|p| {
+                        let held = self.held.get(p).map_or(0, |h| h.ids.len());
+                        cap.saturating_sub(held)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let adverts: Vec<Advert> = (0..fill.max(HASH_FLOOD_BATCH))
+                    .map(|_| self.unserved_advert(URGENT, URGENT_FAKE_SIZE))
+                    .collect();
+                for p in peers {
+                    // Withdraw the oldest ids to make room for the fresh ones (only ids old
+                    // enough: see HASH_FLOOD_MIN_AGE); a withdraw goes before the adverts it
+                    // makes room for, in the same class.
+                    let held = self.held.entry(p).or_default();
+                    let over = (held.ids.len() + HASH_FLOOD_BATCH).saturating_sub(cap);
+                    let old = held
+                        .ids
+                        .iter()
+                        .take(over)
+                        .take_while(|(_, t)| t + HASH_FLOOD_MIN_AGE <= self.ticks)
+                        .count();
+                    let gone: Vec<(ArtifactId, u64)> = held.ids.drain(..old).collect();
+                    held.remove(URGENT, gone.len());
+                    for (id, _) in gone {
+                        out.push((p, Message::Withdraw(id), Class::Control));
+                    }
+                    self.advertise_within(p, URGENT, &adverts, out);
+                }
+            }
+            ByzKind::BadData | ByzKind::Silent | ByzKind::Malformed | ByzKind::Squatter => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Named scenarios: what the tests and `p2p-sim run <name>` execute.
 
 use super::byz::ByzKind;
+use super::rng::{Rng, derive};
 use super::scenario::{Scenario, Topology, Workload};
 use super::{BULK, URGENT};
 use std::time::Duration;
@@ -60,6 +61,97 @@ fn byz(seed: u64, kind: ByzKind) -> Scenario {
             .run_for(Duration::from_secs(10)),
         _ => s,
     }
+}
+
+/// Nodes of a `byz-f-*` subnet.
+const BYZ_F_NODES: usize = 13;
+/// Attackers of a `byz-f-*` subnet: the most a BFT subnet of [`BYZ_F_NODES`] tolerates,
+/// f = floor((n - 1) / 3).
+const BYZ_F: usize = (BYZ_F_NODES - 1) / 3;
+
+/// The attacker slots of a `byz-f-*` run: [`BYZ_F`] distinct node indices drawn from the seed.
+fn byz_f_slots(seed: u64) -> [usize; BYZ_F] {
+    let mut r = Rng::new(derive(seed, 98));
+    let mut all: Vec<usize> = (0..BYZ_F_NODES).collect();
+    let mut slots = [0; BYZ_F];
+    for (k, slot) in slots.iter_mut().enumerate() {
+        let j = k + r.below((all.len() - k) as u64) as usize;
+        all.swap(k, j);
+        *slot = all[k];
+    }
+    slots
+}
+
+/// The attackers of `byz-f-mixed`: one each of never-serve, squatter, pusher and bad-data, in an
+/// order drawn from the seed (so which slot runs which kind depends on the seed).
+fn byz_f_mixed(seed: u64) -> [ByzKind; BYZ_F] {
+    let mut kinds = [
+        ByzKind::NeverServe,
+        ByzKind::Squatter,
+        ByzKind::Pusher,
+        ByzKind::BadData,
+    ];
+    let mut r = Rng::new(derive(seed, 97));
+    for k in 0..kinds.len() {
+        let j = k + r.below((kinds.len() - k) as u64) as usize;
+        kinds.swap(k, j);
+    }
+    kinds
+}
+
+/// A `byz-f-*` run: [`BYZ_F_NODES`] full-meshed slots, [`BYZ_F`] of them (drawn from the seed)
+/// running `attackers` in collusion; with `None`, those slots stay empty (never members), which
+/// gives the same honest nodes and the same workload without any attack.
+///
+/// The honest nodes publish urgent artifacts of 2,000 bytes (over the 1 KiB push threshold, so
+/// they are advertised and downloaded at urgent priority, the class never-serve and hash-flood
+/// attack), one pushed urgent artifact of 600 bytes each, and 3 bulk artifacts of 100 kB, all
+/// in the first second. The limits are small so that attackers reach them quickly: 3,000
+/// adverts per peer, 2,000 per kind, and a download table of 10,000, which f squatters at just
+/// under 3,000 each overfill. Request timeouts are 500 ms; a cut-off attacker reconnects after
+/// 500 ms and starts again.
+fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario {
+    let slots = byz_f_slots(seed);
+    let mut s = base(seed, name, BYZ_F_NODES)
+        .config(|c| {
+            c.max_adverts_per_peer = 3_000;
+            c.max_adverts_per_peer_per_kind = 2_000;
+            c.max_pending_downloads = 10_000;
+            c.request_timeout_base = ms(500);
+            c.request_timeout_per_mib = ms(200);
+        })
+        .workload(Workload {
+            urgent_per_node: 3,
+            urgent_size: 2_000,
+            bulk_count: 3,
+            bulk_size: 100_000,
+            start: ms(10),
+            window: ms(1_000),
+        })
+        .reconnect_cut_off(Some(ms(500)))
+        .byzantine_pace(ms(20), 150)
+        .settle(Duration::from_secs(5));
+    match attackers {
+        Some(kinds) => {
+            for (node, kind) in slots.into_iter().zip(kinds) {
+                s = s.byzantine(node, kind);
+            }
+        }
+        None => {
+            let honest = (0..BYZ_F_NODES).filter(|i| !slots.contains(i)).collect();
+            s = s.initial_members(honest);
+        }
+    }
+    let mut r = Rng::new(derive(seed, 96));
+    for node in (0..BYZ_F_NODES).filter(|i| !slots.contains(i)) {
+        s = s.publish(ms(10 + r.below(1_000)), node, URGENT, 600);
+    }
+    s
+}
+
+/// A `byz-f-*` run with f attackers of one kind.
+fn byz_f_all(seed: u64, kind: ByzKind) -> Scenario {
+    byz_f(seed, &format!("byz-f-{}", kind.name()), Some([kind; BYZ_F]))
 }
 
 /// Every named scenario.
@@ -231,6 +323,51 @@ pub fn catalog() -> Vec<CatalogEntry> {
             name: "byz-malformed",
             about: "a peer sending oversized attrs, sizes, batches, unsolicited answers and messages: cut off",
             build: |seed| byz(seed, ByzKind::Malformed),
+        },
+        CatalogEntry {
+            name: "byz-f-baseline",
+            about: "the byz-f workload on 9 of 13 slots with the 4 attacker slots empty: the no-attack latency",
+            build: |seed| byz_f(seed, "byz-f-baseline", None),
+        },
+        CatalogEntry {
+            name: "byz-f-never-serve",
+            about: "f = 4 of 13 advertise urgent ids just under the limits and never answer: honest downloads keep pace",
+            build: |seed| byz_f_all(seed, ByzKind::NeverServe),
+        },
+        CatalogEntry {
+            name: "byz-f-squatter",
+            about: "f = 4 of 13 fill the download table with ids they never serve: the others keep their share",
+            build: |seed| byz_f_all(seed, ByzKind::Squatter),
+        },
+        CatalogEntry {
+            name: "byz-f-pusher",
+            about: "f = 4 of 13 push valid artifacts over the push threshold: cut off, never delivered",
+            build: |seed| byz_f_all(seed, ByzKind::Pusher),
+        },
+        CatalogEntry {
+            name: "byz-f-hash-flood",
+            about: "f = 4 of 13 churn urgent adverts and withdraws inside the limits: honest latency holds",
+            build: |seed| byz_f_all(seed, ByzKind::HashFlood),
+        },
+        CatalogEntry {
+            name: "byz-f-bad-data",
+            about: "f = 4 of 13 serve and push bytes that do not match: cut off, everything delivered",
+            build: |seed| byz_f_all(seed, ByzKind::BadData),
+        },
+        CatalogEntry {
+            name: "byz-f-silent",
+            about: "f = 4 of 13 advertise everything they hear and answer nothing: fetched from honest nodes",
+            build: |seed| byz_f_all(seed, ByzKind::Silent),
+        },
+        CatalogEntry {
+            name: "byz-f-phantom",
+            about: "f = 4 of 13 advertise ids they do not have and answer NotFound: delivery and bounds hold",
+            build: |seed| byz_f_all(seed, ByzKind::Phantom),
+        },
+        CatalogEntry {
+            name: "byz-f-mixed",
+            about: "f = 4 of 13 colluding: never-serve, squatter, pusher and bad-data on seed-drawn slots",
+            build: |seed| byz_f(seed, "byz-f-mixed", Some(byz_f_mixed(seed))),
         },
     ]
 }

@@ -583,6 +583,9 @@ impl<'a> Sim<'a> {
                     max_artifact_size: self.cfg.max_artifact_size,
                     max_adverts_per_message: self.cfg.max_adverts_per_message,
                     max_message_size: sc.max_message_size,
+                    max_adverts_per_peer: self.cfg.max_adverts_per_peer,
+                    max_adverts_per_peer_per_kind: self.cfg.max_adverts_per_peer_per_kind,
+                    push_threshold: self.cfg.push_threshold,
                 };
                 slot.actor = Actor::Byz(Box::new(Byz::new(kind, seed, limits, sc.byz_budget)));
             }
