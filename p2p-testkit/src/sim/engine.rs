@@ -1135,6 +1135,12 @@ impl<'a> Sim<'a> {
             self.v_once
                 .add(|| format!("node {i} got {id:?} delivered {count} times (at {now}ns)"));
         }
+        if !self.art_by_id.contains_key(&id) {
+            // Byzantine actors publish nothing: whatever they push or serve must not arrive.
+            self.v_integrity.add(|| {
+                format!("node {i} delivered {id:?} (from {from:?}), which no honest node published")
+            });
+        }
         if let Some(&k) = self.art_by_id.get(&id)
             && let Some(a) = &mut self.arts[k]
         {
@@ -1500,8 +1506,10 @@ impl<'a> Sim<'a> {
             ),
             self.v_once
                 .check("exactly-once", "no artifact delivered twice".into()),
-            self.v_integrity
-                .check("integrity", "every delivery hashes to its id".into()),
+            self.v_integrity.check(
+                "integrity",
+                "every delivery hashes to its id and was published by an honest node".into(),
+            ),
             self.v_bounds.check(
                 "bounded-state",
                 "every sampled table within its configured bound".into(),
