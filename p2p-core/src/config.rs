@@ -171,11 +171,125 @@ impl Default for Config {
     }
 }
 
+/// A [`Config`] that a node cannot run with, from [`Config::validate`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or period that must be at least one (or non-zero) is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// Two settings contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+}
+
 impl Config {
+    /// Checks the settings a node cannot work with: zero limits and periods, and settings that
+    /// contradict each other. Drivers call it before starting a node; a node given an invalid
+    /// configuration still never panics, but may refuse every advert or request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero: [(&'static str, u64); 11] = [
+            ("advert_batch_size", self.advert_batch_size as u64),
+            (
+                "max_adverts_per_message",
+                self.max_adverts_per_message as u64,
+            ),
+            ("max_adverts_per_peer", self.max_adverts_per_peer as u64),
+            (
+                "max_adverts_per_peer_per_kind",
+                self.max_adverts_per_peer_per_kind as u64,
+            ),
+            ("max_pending_downloads", self.max_pending_downloads as u64),
+            ("max_in_flight", self.max_in_flight as u64),
+            ("max_in_flight_per_peer", self.max_in_flight_per_peer as u64),
+            ("max_in_flight_bytes", self.max_in_flight_bytes),
+            (
+                "max_in_flight_bytes_per_peer",
+                self.max_in_flight_bytes_per_peer,
+            ),
+            ("max_parallel_requests", self.max_parallel_requests as u64),
+            (
+                "max_queued_requests_per_peer",
+                self.max_queued_requests_per_peer as u64,
+            ),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        let periods = [
+            ("reevaluate_interval", self.reevaluate_interval),
+            ("request_timeout_base", self.request_timeout_base),
+            ("retry_backoff_initial", self.retry_backoff_initial),
+        ];
+        if let Some((name, _)) = periods.iter().find(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.advert_batch_size > self.max_adverts_per_message {
+            return Err(ConfigError::Inconsistent(
+                "advert_batch_size exceeds max_adverts_per_message: peers with this config would cut each other off",
+            ));
+        }
+        if self.retry_backoff_initial > self.retry_backoff_max {
+            return Err(ConfigError::Inconsistent(
+                "retry_backoff_initial exceeds retry_backoff_max",
+            ));
+        }
+        if self.push_threshold > self.max_artifact_size {
+            return Err(ConfigError::Inconsistent(
+                "push_threshold exceeds max_artifact_size",
+            ));
+        }
+        Ok(())
+    }
+
     /// The request timeout for an artifact of `size` bytes.
     pub fn request_timeout(&self, size: u64) -> Duration {
         let per_mib = self.request_timeout_per_mib.as_nanos() as u64;
         let extra = (size as u128 * per_mib as u128 / (1u128 << 20)) as u64;
         self.request_timeout_base + Duration::from_nanos(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, ConfigError};
+    use std::time::Duration;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_limits_and_contradictions_are_typed_errors() {
+        let zero = Config {
+            max_in_flight: 0,
+            ..Config::default()
+        };
+        assert_eq!(zero.validate(), Err(ConfigError::Zero("max_in_flight")));
+        let no_period = Config {
+            reevaluate_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_period.validate(),
+            Err(ConfigError::Zero("reevaluate_interval"))
+        );
+        let batch = Config {
+            advert_batch_size: 2000,
+            ..Config::default()
+        };
+        assert!(matches!(
+            batch.validate(),
+            Err(ConfigError::Inconsistent(_))
+        ));
+        let backoff = Config {
+            retry_backoff_initial: Duration::from_secs(60),
+            ..Config::default()
+        };
+        assert!(matches!(
+            backoff.validate(),
+            Err(ConfigError::Inconsistent(_))
+        ));
     }
 }

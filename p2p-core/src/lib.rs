@@ -68,7 +68,7 @@ mod ready;
 mod types;
 
 pub use bytes::Bytes;
-pub use config::{Config, Decision, PriorityFn, PriorityFnRef};
+pub use config::{Config, ConfigError, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
 pub use message::{Message, RequestId};
 pub use metrics::Metrics;
