@@ -1298,8 +1298,17 @@ impl Node {
             return;
         }
         let mut aside: SmallVec<[Slot; 16]> = SmallVec::new();
+        let max_per_peer = self.cfg.max_in_flight_per_peer;
         while self.flight_n.used() < self.cfg.max_in_flight as u64 {
-            let Some((key, slot)) = self.ready.best_head(|s| !aside.contains(&s)) else {
+            // A source at its own request limit is skipped without a look at its head.
+            let open = |s: Slot| {
+                !aside.contains(&s)
+                    && self
+                        .peers
+                        .get(&self.slots[s as usize])
+                        .is_some_and(|p| p.in_flight < max_per_peer)
+            };
+            let Some((key, slot)) = self.ready.best_head(open) else {
                 break;
             };
             let Some(id) = self.ready.id(&key) else {
