@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    p2p_testkit::trace::fuzz_parse(data);
+    p2p_trace::fuzz_parse(data);
 });

@@ -26,7 +26,7 @@ pub enum Message {
         req_id: RequestId,
         /// The artifact wanted.
         id: ArtifactId,
-        /// The requester's priority: the answer travels in its [`Class`].
+        /// The requester's priority: the answer travels in its [`Class`](crate::Class).
         priority: Priority,
     },
     /// The bytes of a requested artifact.

@@ -553,7 +553,12 @@ impl Node {
         self.ready.clear_slot(slot);
         for req_id in reqs {
             if let Some(req) = self.finish_request(req_id) {
-                self.retry(req.id, peer, req_id, RetryReason::Disconnected);
+                if self.downloads.get(&req.id).is_some() {
+                    self.retry(req.id, peer, req_id, RetryReason::Disconnected);
+                } else {
+                    // Its only source left: the download waits for a new advert.
+                    self.retry_event(req.id, peer, req_id, RetryReason::Disconnected);
+                }
             }
         }
         self.free_slots.push(slot);

@@ -2,8 +2,11 @@
 //! trace record/replay of any node.
 //!
 //! Nothing here reads a wall clock, opens a socket or spawns a thread: a run is a seed.
+//!
+//! The trace format, its recorder, reader and replay are the [`p2p_trace`] crate, re-exported
+//! here as [`trace`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod sim;
-pub mod trace;
+pub use p2p_trace as trace;

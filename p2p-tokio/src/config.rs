@@ -1,11 +1,13 @@
 //! The node's configuration and the embedder's registry.
 
 use std::net::SocketAddr;
+#[cfg(feature = "trace")]
 use std::path::PathBuf;
 use std::time::Duration;
 
 use p2p_core::NodeId;
-use p2p_testkit::trace::PriorityProfile;
+#[cfg(feature = "trace")]
+use p2p_trace::PriorityProfile;
 use p2p_transport::codec::Limits;
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::MuxConfig;
@@ -106,11 +108,13 @@ pub struct NodeConfig {
     pub read_ahead_bytes: usize,
     /// Inbound connections allowed in their handshake at once; more wait in the backlog.
     pub max_pending_handshakes: usize,
-    /// Record every input and output of the core to this file (see [`p2p_testkit::trace`]).
+    /// Record every input and output of the core to this file (see [`p2p_trace`]).
+    #[cfg(feature = "trace")]
     pub record_trace: Option<PathBuf>,
     /// The priority function the trace names; when recording, the node runs this profile's
     /// function (it replaces `core.priority_fn`). `None` means
     /// [`PriorityProfile::FetchAll`].
+    #[cfg(feature = "trace")]
     pub record_trace_profile: Option<PriorityProfile>,
     /// Set TCP_NODELAY on every connection.
     pub tcp_nodelay: bool,
@@ -176,7 +180,9 @@ impl NodeConfig {
             event_buffer: 1024,
             read_ahead_bytes: 4 << 20,
             max_pending_handshakes: 64,
+            #[cfg(feature = "trace")]
             record_trace: None,
+            #[cfg(feature = "trace")]
             record_trace_profile: None,
             tcp_nodelay: true,
             tcp_keepalive: Some(Duration::from_secs(30)),
@@ -197,6 +203,7 @@ impl NodeConfig {
     /// Checks the settings that would make the node misbehave.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |what: &'static str| Err(StartError::InvalidConfig(what));
+        self.core.validate()?;
         self.effective_mux().validate()?;
         let needed = self.core.max_artifact_size as usize + 128 + self.core.max_attr_len;
         if self.limits.max_message_size < needed {

@@ -2,6 +2,7 @@
 //! arms its one timer; and it manages the connections (dialing, admitting, closing).
 
 use std::collections::{HashMap, VecDeque};
+#[cfg(feature = "trace")]
 use std::fs::File;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use p2p_core::{
     Artifact, ArtifactId, DisconnectReason, Input, InputError, Node, NodeId, Output, PriorityFnRef,
     Time,
 };
-use p2p_testkit::trace::{PriorityProfile, TraceWriter};
+#[cfg(feature = "trace")]
+use p2p_trace::{PriorityProfile, TraceWriter};
 use p2p_transport::mux::{MuxConfig, MuxReceiver, MuxSender, PushError};
 use p2p_transport::tls::{Members, Membership};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +40,7 @@ pub(crate) enum Command {
     },
     SetPriority {
         f: PriorityFnRef,
+        #[cfg(feature = "trace")]
         profile: Option<PriorityProfile>,
         reply: oneshot::Sender<()>,
     },
@@ -91,6 +94,7 @@ struct DialState {
 pub(crate) struct Driver {
     pub id: NodeId,
     pub core: Node,
+    #[cfg(feature = "trace")]
     pub trace: Option<TraceWriter<File>>,
     pub start: Instant,
     pub settings: DriverSettings,
@@ -117,6 +121,7 @@ pub(crate) struct Driver {
 pub(crate) struct DriverParts {
     pub id: NodeId,
     pub core: Node,
+    #[cfg(feature = "trace")]
     pub trace: Option<TraceWriter<File>>,
     pub settings: DriverSettings,
     pub registry: Registry,
@@ -138,6 +143,7 @@ impl Driver {
         Driver {
             id: p.id,
             core: p.core,
+            #[cfg(feature = "trace")]
             trace: p.trace,
             start: Instant::now(),
             settings: p.settings,
@@ -262,6 +268,7 @@ impl Driver {
 
     fn feed_one(&mut self, input: Input) -> Result<(), InputError> {
         let now = self.now();
+        #[cfg(feature = "trace")]
         if let Some(t) = &mut self.trace
             && let Err(e) = t.record_input(now, &input)
         {
@@ -269,12 +276,14 @@ impl Driver {
             self.trace = None;
         }
         let result = self.core.handle_input(now, input);
+        #[cfg(feature = "trace")]
         if let (Err(e), Some(t)) = (&result, &mut self.trace) {
             let _ = t.record_input_error(now, e);
         }
         // Published before any delivery goes out, so the metrics never lag the deliveries.
         self.publish_metrics();
         while let Some(out) = self.core.poll_output() {
+            #[cfg(feature = "trace")]
             if let Some(t) = &mut self.trace {
                 let _ = t.record_output(now, &out);
             }
@@ -383,17 +392,25 @@ impl Driver {
                 let _ = self.feed(Input::Remove(id));
                 let _ = reply.send(());
             }
-            Command::SetPriority { f, profile, reply } => {
-                let now = self.now();
-                match (&profile, &mut self.trace) {
-                    (Some(p), Some(t)) => {
-                        let _ = t.record_priority_profile(now, p);
+            Command::SetPriority {
+                f,
+                #[cfg(feature = "trace")]
+                profile,
+                reply,
+            } => {
+                #[cfg(feature = "trace")]
+                {
+                    let now = self.now();
+                    match (&profile, &mut self.trace) {
+                        (Some(p), Some(t)) => {
+                            let _ = t.record_priority_profile(now, p);
+                        }
+                        (None, Some(_)) => warn!(
+                            "a priority function without a profile cannot be named in the trace; \
+                             its replay will diverge"
+                        ),
+                        _ => {}
                     }
-                    (None, Some(_)) => warn!(
-                        "a priority function without a profile cannot be named in the trace; \
-                         its replay will diverge"
-                    ),
-                    _ => {}
                 }
                 self.core.set_priority_fn(f);
                 let _ = self.feed(Input::Reevaluate);
@@ -777,6 +794,7 @@ impl Driver {
             }
         }
         drop(closes);
+        #[cfg(feature = "trace")]
         if let Some(mut t) = self.trace.take()
             && let Err(e) = t.flush()
         {

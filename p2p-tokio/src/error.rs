@@ -1,7 +1,8 @@
 //! Errors of starting a node and of the handle's operations.
 
-use p2p_core::InputError;
-use p2p_testkit::trace::TraceWriteError;
+use p2p_core::{ConfigError, InputError};
+#[cfg(feature = "trace")]
+use p2p_trace::TraceWriteError;
 use p2p_transport::mux::MuxConfigError;
 use p2p_transport::tls::TlsConfigError;
 
@@ -12,6 +13,9 @@ pub enum StartError {
     /// A setting is out of range or inconsistent with another.
     #[error("invalid node configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The core's configuration is invalid.
+    #[error("invalid core configuration: {0}")]
+    Core(#[from] ConfigError),
     /// The multiplexer configuration is invalid.
     #[error("invalid multiplexer configuration: {0}")]
     Mux(#[from] MuxConfigError),
@@ -27,6 +31,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The trace file could not be created.
+    #[cfg(feature = "trace")]
     #[error("cannot create the trace file {path}: {source}")]
     TraceFile {
         /// The configured path.
@@ -35,6 +40,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The trace header could not be written.
+    #[cfg(feature = "trace")]
     #[error(transparent)]
     TraceWrite(#[from] TraceWriteError),
 }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use p2p_core::{Artifact, ArtifactId, Kind, NodeId, PriorityFnRef};
-use p2p_testkit::trace::PriorityProfile;
+#[cfg(feature = "trace")]
+use p2p_trace::PriorityProfile;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -221,10 +222,11 @@ impl NodeHandle {
     /// Replaces the priority function and re-evaluates every kept advert with it.
     ///
     /// A node recording a trace cannot name an arbitrary function in it (its replay then
-    /// diverges); use [`set_priority_profile`](Self::set_priority_profile) there.
+    /// diverges); use `set_priority_profile` (feature `trace`) there.
     pub async fn set_priority_fn(&self, f: PriorityFnRef) -> Result<(), NodeError> {
         self.ask(|reply| Command::SetPriority {
             f,
+            #[cfg(feature = "trace")]
             profile: None,
             reply,
         })
@@ -233,6 +235,7 @@ impl NodeHandle {
 
     /// Replaces the priority function with a named profile's (recorded in the trace) and
     /// re-evaluates every kept advert.
+    #[cfg(feature = "trace")]
     pub async fn set_priority_profile(&self, profile: PriorityProfile) -> Result<(), NodeError> {
         let f = profile.to_fn();
         self.ask(|reply| Command::SetPriority {

@@ -63,12 +63,14 @@
 //! back-pressure. Commands still work meanwhile. If the [`Deliveries`] are dropped, later
 //! deliveries are discarded and counted.
 //!
-//! # Traces
+//! # Traces (feature `trace`)
 //!
-//! With [`NodeConfig::record_trace`] set, every input fed to the core and every output it
-//! produced is written with [`p2p_testkit::trace::TraceWriter`]; the header names the priority
-//! profile [`NodeConfig::record_trace_profile`] (the node runs that profile's function). The
-//! trace is flushed on shutdown and replays with [`p2p_testkit::trace::replay`].
+//! With the `trace` feature, which adds a dependency on `p2p-trace`, and
+//! `NodeConfig::record_trace` set, every input fed to the core and every output it produced is
+//! written with `p2p_trace::TraceWriter`; the header names the priority profile
+//! `NodeConfig::record_trace_profile` (the node runs that profile's function), and
+//! `NodeHandle::set_priority_profile` records a change of profile. The trace is flushed on
+//! shutdown and replays with `p2p_trace::replay`.
 //!
 //! # Example
 //!
@@ -118,15 +120,15 @@ mod handle;
 mod handshake;
 mod metrics;
 mod net;
-pub mod prom;
-pub mod subnet;
 
+#[cfg(feature = "trace")]
 use std::fs::File;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use p2p_core::Node;
-use p2p_testkit::trace::{Header, TraceWriter};
+#[cfg(feature = "trace")]
+use p2p_trace::{Header, TraceWriter};
 use p2p_transport::tls::{self, Members, Membership};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -140,7 +142,8 @@ pub use metrics::NodeMetrics;
 /// Types of the lower crates that the embedding API takes or returns, re-exported.
 pub use bytes::Bytes;
 pub use p2p_core::{Artifact, ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
-pub use p2p_testkit::trace::PriorityProfile;
+#[cfg(feature = "trace")]
+pub use p2p_trace::PriorityProfile;
 pub use p2p_transport::identity::NodeIdentity;
 
 use conn::ConnSettings;
@@ -182,6 +185,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let listener = net::listen(cfg.listen, &sock).map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
 
+    #[cfg(feature = "trace")]
     let (core, trace) = match &cfg.record_trace {
         Some(path) => {
             let profile = cfg
@@ -198,6 +202,8 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         }
         None => (Node::new(id, cfg.core.clone()), None),
     };
+    #[cfg(not(feature = "trace"))]
+    let core = Node::new(id, cfg.core.clone());
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
@@ -217,6 +223,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let driver = Driver::new(DriverParts {
         id,
         core,
+        #[cfg(feature = "trace")]
         trace,
         settings: DriverSettings {
             mux: cfg.effective_mux(),

@@ -5,8 +5,8 @@ mod support;
 
 use bytes::Bytes;
 use p2p_core::{Decision, Kind, Priority, PriorityFnRef};
-use p2p_testkit::trace::{PriorityProfile, Trace, replay};
 use p2p_tokio::NodeHandle;
+use p2p_trace::{PriorityProfile, Trace, replay};
 use std::time::Duration;
 use support::*;
 

@@ -34,7 +34,7 @@ pub fn quick_command() -> Command {
         "run",
         "--quiet",
         "-p",
-        "p2p-tokio",
+        "p2p-bench",
         "--bin",
         "p2p-bench",
         "--",
@@ -59,7 +59,7 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
         "build",
         "--release",
         "-p",
-        "p2p-tokio",
+        "p2p-bench",
         "--bin",
         "p2p-bench",
     ]);

@@ -54,6 +54,16 @@ fn steps() -> Vec<Step> {
             }),
         },
         Step {
+            // The driver library as an embedder builds it: default features, so without the
+            // `trace` feature that the workspace build turns on.
+            name: "clippy-driver",
+            action: Action::Command(|| {
+                let mut cmd = shell::cargo();
+                cmd.args(["clippy", "-p", "p2p-tokio", "--", "-D", "warnings"]);
+                cmd
+            }),
+        },
+        Step {
             name: "test",
             action: Action::Tests(|| {
                 let mut cmd = shell::cargo();

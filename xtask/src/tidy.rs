@@ -4,11 +4,13 @@
 //! - p2p-core's sources never read a clock, draw OS randomness, touch the network, files or
 //!   threads, or print (comments are exempt);
 //! - no placeholder macro is left in any `.rs` file of the repository;
-//! - every workspace library warns (or denies) on missing docs.
+//! - every workspace library warns (or denies) on missing docs;
+//! - the driver library, p2p-tokio with its default features, pulls in none of the crates of the
+//!   binaries and harnesses ([`DRIVER_EXCLUDED_DEPS`]), as `cargo tree` resolves it.
 //!
 //! `cargo xtask tidy` and `cargo xtask ci` run them, and so does `cargo test` through the tests at
-//! the bottom of this file. Each checker is a pure function over one file's text, so the unit
-//! tests show on small examples that it fails when it should.
+//! the bottom of this file. Each checker is a pure function over one file's text (or one command's
+//! output), so the unit tests show on small examples that it fails when it should.
 
 use std::fmt;
 use std::fs;
@@ -45,6 +47,16 @@ pub const CORE_FORBIDDEN: &[&str] = &[
     "eprintln!",
     "print!",
     "eprint!",
+];
+
+/// Crates that must not be anywhere in p2p-tokio's normal dependency tree (default features):
+/// those of the command-line binaries, the benchmark harness and the simulator.
+pub const DRIVER_EXCLUDED_DEPS: &[&str] = &[
+    "clap",
+    "toml",
+    "serde_json",
+    "tracing-subscriber",
+    "p2p-testkit",
 ];
 
 /// Modules of `std` that p2p-core must not import through a `use std::{...}` group either.
@@ -95,7 +107,7 @@ impl fmt::Display for Violation {
 /// Runs every check on the repository, prints what it finds, and fails if anything is wrong.
 pub fn run() -> Result<(), TaskError> {
     let root = shell::workspace_root();
-    let checks: [(&str, RepoCheck); 4] = [
+    let checks: [(&str, RepoCheck); 5] = [
         ("p2p-core depends on no IO crate", repo_core_manifest),
         (
             "p2p-core sources: no clock, randomness, IO or printing",
@@ -105,6 +117,10 @@ pub fn run() -> Result<(), TaskError> {
         (
             "every library warns on missing docs",
             repo_missing_docs_lints,
+        ),
+        (
+            "p2p-tokio depends on no binary or harness crate",
+            repo_driver_tree,
         ),
     ];
     let mut failed = 0;
@@ -214,6 +230,38 @@ pub fn repo_missing_docs_lints(root: &Path) -> Vec<Violation> {
         ));
     }
     violations
+}
+
+/// Check (e): `cargo tree -p p2p-tokio -e normal`, default features, names no
+/// [`DRIVER_EXCLUDED_DEPS`] crate.
+pub fn repo_driver_tree(root: &Path) -> Vec<Violation> {
+    let what = "cargo tree -p p2p-tokio -e normal";
+    let mut cmd = shell::cargo();
+    cmd.current_dir(root).args([
+        "tree",
+        "--quiet",
+        "-p",
+        "p2p-tokio",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ]);
+    match cmd.output() {
+        Ok(out) if out.status.success() => {
+            check_driver_tree(what, &String::from_utf8_lossy(&out.stdout))
+        }
+        Ok(out) => vec![Violation::new(
+            what,
+            0,
+            format!(
+                "failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )],
+        Err(e) => vec![Violation::new(what, 0, format!("cannot run: {e}"))],
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,6 +751,42 @@ fn has_missing_docs_lint(code: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (e) the driver's dependency tree.
+
+/// Checks the output of `cargo tree --prefix none` (one `name vX.Y.Z ...` per line) of p2p-tokio
+/// for [`DRIVER_EXCLUDED_DEPS`]; each crate is reported once. `source` names the command.
+pub fn check_driver_tree(source: &str, tree: &str) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut packages = 0;
+    for line in tree.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        packages += 1;
+        if DRIVER_EXCLUDED_DEPS.contains(&name) && !seen.contains(&name) {
+            seen.push(name);
+            violations.push(Violation::new(
+                source,
+                0,
+                format!(
+                    "p2p-tokio's library depends on `{name}`; binaries and harnesses belong in \
+                     their own packages (p2p-node, p2p-bench) or behind a non-default feature"
+                ),
+            ));
+        }
+    }
+    if packages == 0 {
+        violations.push(Violation::new(
+            source,
+            0,
+            "the dependency tree is empty: is the command right?",
+        ));
+    }
+    violations
+}
+
+// ---------------------------------------------------------------------------------------------
 // Walking the repository.
 
 /// The entries of `members = [...]` in the `[workspace]` section of a root manifest.
@@ -864,6 +948,12 @@ mod tests {
     #[test]
     fn repository_libraries_warn_on_missing_docs() {
         let v = repo_missing_docs_lints(&shell::workspace_root());
+        assert!(v.is_empty(), "tidy violations:\n{}", messages(&v));
+    }
+
+    #[test]
+    fn repository_driver_depends_on_no_binary_or_harness_crate() {
+        let v = repo_driver_tree(&shell::workspace_root());
         assert!(v.is_empty(), "tidy violations:\n{}", messages(&v));
     }
 
@@ -1123,6 +1213,33 @@ harness = false
             let v = check_missing_docs_lint("src/lib.rs", text);
             assert_eq!(v.len(), 1, "{text:?} passed but must fail");
         }
+    }
+
+    // --- (e) The driver tree check fails when it should. ---
+
+    #[test]
+    fn driver_tree_without_excluded_crates_passes() {
+        let tree = "p2p-tokio v0.1.0 (/w/p2p-tokio)\nbytes v1.12.2\np2p-core v0.1.0 (/w/p2p-core)\n\
+                    bytes v1.12.2\ntokio v1.54.1\ntracing v0.1.44\nserde_core v1.0.0\n";
+        let v = check_driver_tree("tree", tree);
+        assert!(v.is_empty(), "{}", messages(&v));
+    }
+
+    #[test]
+    fn driver_tree_with_each_excluded_crate_fails_once() {
+        for name in DRIVER_EXCLUDED_DEPS {
+            let tree = format!(
+                "p2p-tokio v0.1.0 (/w/p2p-tokio)\n{name} v1.0.0\nbytes v1.12.2\n{name} v1.0.0 (*)\n"
+            );
+            let v = check_driver_tree("tree", &tree);
+            assert_eq!(v.len(), 1, "{name}: {}", messages(&v));
+            assert!(v[0].message.contains(&format!("`{name}`")), "{}", v[0]);
+        }
+    }
+
+    #[test]
+    fn driver_tree_that_is_empty_fails() {
+        assert_eq!(check_driver_tree("tree", "\n").len(), 1);
     }
 
     #[test]

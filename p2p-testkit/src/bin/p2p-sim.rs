@@ -150,7 +150,7 @@ fn print_traces(r: &Report) {
                     String::new()
                 };
                 println!(
-                    "  trace of {} seed {} node {} (incarnation {}): {} records{end}\n    replay: cargo run -p p2p-testkit --bin p2p-trace -- replay {}",
+                    "  trace of {} seed {} node {} (incarnation {}): {} records{end}\n    replay: cargo run -p p2p-trace -- replay {}",
                     r.name,
                     r.seed,
                     t.node,

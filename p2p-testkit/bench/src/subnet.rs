@@ -22,7 +22,7 @@ use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
 use p2p_transport::identity::{IdentityError, NodeIdentity};
 use tokio::task::JoinHandle;
 
-use crate::{Member, NodeConfig, NodeError, NodeHandle, NodeMetrics, Registry, StartError};
+use p2p_tokio::{Member, NodeConfig, NodeError, NodeHandle, NodeMetrics, Registry, StartError};
 
 /// The kind of the workload's small artifacts, fetched at [`Priority::URGENT`].
 pub const SMALL_KIND: Kind = Kind(0);
@@ -676,7 +676,7 @@ impl LocalSubnet {
                 version: 0,
                 members: Vec::new(),
             };
-            let handle = crate::start(cfg, registry)
+            let handle = p2p_tokio::start(cfg, registry)
                 .await
                 .map_err(|source| SubnetError::Start { node, source })?;
             subnet_members.push(Member {

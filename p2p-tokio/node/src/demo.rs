@@ -1,13 +1,13 @@
 //! `p2p-node demo`: a local subnet under a mixed workload, with progress and a report.
 //!
 //! Everything it needs is built in: fresh identities, 127.0.0.1 sockets, real TLS. The engine is
-//! [`p2p_tokio::subnet`]; this module only parses flags and prints.
+//! [`p2p_bench::subnet`]; this module only parses flags and prints.
 
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use p2p_tokio::subnet::{LocalSubnet, Workload, workload_priority_fn};
+use p2p_bench::subnet::{LocalSubnet, Workload, workload_priority_fn};
 
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail, init_logs};
 

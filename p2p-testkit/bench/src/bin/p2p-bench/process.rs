@@ -26,8 +26,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
 use p2p_core::{ArtifactId, Kind, NodeId};
-use p2p_tokio::subnet::{SMALL_KIND, Workload, workload_priority_fn};
 use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
 use serde::{Deserialize, Serialize};
 
@@ -247,7 +247,7 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
 /// Joins the children's records into one outcome.
 fn join(
     spec: &Spec,
-    plan: &[p2p_tokio::subnet::Planned],
+    plan: &[p2p_bench::subnet::Planned],
     results: &[NodeResult],
     elapsed: Duration,
 ) -> Outcome {

@@ -16,7 +16,10 @@
 //! `output_payload_inline_max` are recorded as `{"len":..,"sha256":..}`.
 //!
 //! Record with a [`Recorder`] wrapped around a node, or with a [`TraceWriter`] from a driver that
-//! owns its node; read with [`Trace::parse`] or [`TraceReader`]; check with [`replay`].
+//! owns its node; read with [`Trace::parse`] or [`TraceReader`]; check with [`replay`]. The
+//! `p2p-trace` binary of this package shows, filters, replays and compares trace files.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod profile;
 mod reader;
@@ -44,7 +47,7 @@ pub const DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX: u64 = 1024;
 /// What a trace says about the node it recorded: enough to build the same node again.
 #[derive(Clone, Debug)]
 pub struct Header {
-    /// The version of p2p-testkit that wrote the trace.
+    /// The version of p2p-trace that wrote the trace.
     pub crate_version: String,
     /// The recorded node's id.
     pub node: NodeId,

@@ -4,7 +4,7 @@
 use p2p_core::{
     Artifact, ArtifactId, Config, Input, Kind, Message, NodeId, Output, Priority, RequestId, Time,
 };
-use p2p_testkit::trace::{
+use p2p_trace::{
     DivergenceKind, MessageRec, OutputRec, PriorityProfile, Record, Recorder, Trace, replay,
 };
 use std::collections::BTreeMap;
@@ -337,7 +337,7 @@ fn replay_with_a_larger_push_threshold_diverges_at_the_first_output_of_the_publi
         .entries
         .iter()
         .position(|e| {
-            matches!(&e.record, Record::In { input: p2p_testkit::trace::InputRec::Publish { id, .. }, .. } if *id == run.medium.id)
+            matches!(&e.record, Record::In { input: p2p_trace::InputRec::Publish { id, .. }, .. } if *id == run.medium.id)
         })
         .unwrap();
     let expected_at = publish + 1;
@@ -486,7 +486,7 @@ fn a_trace_missing_an_input_error_diverges_at_that_input() {
 /// `P2P_WRITE_TRACE_CORPUS=1` to regenerate the corpus from a recorded two-node run.
 #[test]
 fn trace_fuzz_corpus_parses_and_round_trips() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/trace");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/trace");
     if std::env::var_os("P2P_WRITE_TRACE_CORPUS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();
         for (i, t) in recorded_run(2).traces.iter().enumerate() {
@@ -499,7 +499,7 @@ fn trace_fuzz_corpus_parses_and_round_trips() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
-        p2p_testkit::trace::fuzz_parse(&data);
+        p2p_trace::fuzz_parse(&data);
         n += 1;
     }
     assert!(n >= 4, "the corpus has {n} files");

@@ -1,7 +1,7 @@
 //! The `p2p-trace` command line: show, filter, replay and diff on trace files.
 
 use p2p_core::{Artifact, Config, Input, Kind, NodeId, Output, Time};
-use p2p_testkit::trace::{PriorityProfile, Recorder, Trace};
+use p2p_trace::{PriorityProfile, Recorder, Trace};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -5,7 +5,7 @@ use p2p_core::{
     Advert, Artifact, ArtifactId, Bytes, Class, Config, DisconnectReason, DropReason, Event, Input,
     Kind, Message, Node, NodeId, Output, Priority, RetryReason, Time,
 };
-use p2p_testkit::trace::{
+use p2p_trace::{
     Header, InputRec, OutputRec, Payload, PriorityProfile, Record, Recorder, Trace, TraceError,
     TraceReader, TraceWriter,
 };

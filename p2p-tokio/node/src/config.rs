@@ -1,7 +1,8 @@
 //! The node's configuration file and the registry file: parsing, validation, and one-line errors
 //! that name the file, the key and the line.
 //!
-//! See `p2p-tokio/examples/node.toml` and `p2p-tokio/examples/registry.toml` for the formats.
+//! See `p2p-tokio/node/examples/node.toml` and `p2p-tokio/node/examples/registry.toml` for the
+//! formats.
 //! Relative paths in a file are resolved against the directory of that file.
 
 use std::collections::HashSet;

@@ -10,6 +10,7 @@
 mod config;
 mod demo;
 mod keygen;
+mod prom;
 mod run;
 
 use std::path::PathBuf;

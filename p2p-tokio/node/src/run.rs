@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use p2p_core::NodeId;
-use p2p_testkit::trace::PriorityProfile;
-use p2p_tokio::{NodeConfig, NodeError, NodeHandle, Registry, StartError, prom};
+use p2p_tokio::{NodeConfig, NodeError, NodeHandle, PriorityProfile, Registry, StartError};
 use tokio::net::TcpListener;
 
 use crate::config::{NodeFile, load_node, load_registry};
+use crate::prom;
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail, init_logs};
 
 /// How often the registry file's modification time is checked.

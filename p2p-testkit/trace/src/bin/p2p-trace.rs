@@ -10,7 +10,7 @@
 //! Exit status: 0 on success (for `replay` and `diff`: identical), 1 when `replay` diverges or
 //! `diff` finds a difference, 2 on a usage error or an unreadable trace.
 
-use p2p_testkit::trace::{Entry, Header, Trace, TraceError, TraceReader, replay};
+use p2p_trace::{Entry, Header, Trace, TraceError, TraceReader, replay};
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::process::ExitCode;
@@ -156,7 +156,7 @@ fn open(file: &str) -> Result<TraceReader<BufReader<File>>, Fail> {
 
 fn describe(h: &Header) -> String {
     format!(
-        "trace of node {} (p2p-testkit {}), seed {}, priority {}, output payloads inline up to {} B",
+        "trace of node {} (p2p-trace {}), seed {}, priority {}, output payloads inline up to {} B",
         h.node.to_hex(),
         h.crate_version,
         h.config.seed,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use p2p_tokio::subnet::{
+use p2p_bench::subnet::{
     LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
 };
 use serde::{Deserialize, Serialize};
