@@ -436,3 +436,39 @@ fn p2p_sim_run_writes_the_trace_files_and_prints_their_replay_commands() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The scenario `conn-drop` with a priority function no profile names: a closure over a call
+/// counter shared by every honest node (state no trace can know).
+fn conn_drop_with_a_closure() -> Scenario {
+    named("conn-drop", 0)
+        .expect("conn-drop is in the catalog")
+        .config(|c| {
+            let calls = std::sync::atomic::AtomicU64::new(0);
+            c.priority_fn = p2p_core::PriorityFnRef::new(move |_: &p2p_core::Advert| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Decision::Fetch(Priority(100 + (n % 50) as u8))
+            });
+        })
+}
+
+#[test]
+fn a_node_whose_priority_function_no_profile_names_is_recorded_by_its_decisions() {
+    let plain = conn_drop_with_a_closure().run();
+    plain.assert_passed();
+    let report = conn_drop_with_a_closure()
+        .record(0, TraceSink::Memory)
+        .run();
+    report.assert_passed();
+    assert_eq!(
+        report.output_hash, plain.output_hash,
+        "recording decisions changed the run"
+    );
+    let trace = parse(&report.traces[0]);
+    assert!(trace.header.decisions);
+    assert!(count(&trace, |r| matches!(r, Record::Decisions { .. })) > 0);
+    let r = replay(&trace);
+    if let Some(d) = &r.divergence {
+        panic!("replay diverged:\n{d}");
+    }
+    assert_eq!(r.outputs_matched, count(&trace, Record::is_output));
+}

@@ -108,12 +108,13 @@ pub struct NodeConfig {
     pub read_ahead_bytes: usize,
     /// Inbound connections allowed in their handshake at once; more wait in the backlog.
     pub max_pending_handshakes: usize,
-    /// Record every input and output of the core to this file (see [`p2p_trace`]).
+    /// Record every input and output of the core, and every decision of the priority function,
+    /// to this file (see [`p2p_trace`]). The node runs `core.priority_fn` as it would unrecorded.
     #[cfg(feature = "trace")]
     pub record_trace: Option<PathBuf>,
-    /// The priority function the trace names; when recording, the node runs this profile's
-    /// function (it replaces `core.priority_fn`). `None` means
-    /// [`PriorityProfile::FetchAll`].
+    /// Not needed: a profile to name in the trace's header, for information only (`None`:
+    /// [`PriorityProfile::FetchAll`]). The node runs `core.priority_fn` whatever this says, and
+    /// replays answer from the recorded decisions. Kept for compatibility.
     #[cfg(feature = "trace")]
     pub record_trace_profile: Option<PriorityProfile>,
     /// Set TCP_NODELAY on every connection.

@@ -12,7 +12,7 @@ use p2p_core::{
     Time,
 };
 #[cfg(feature = "trace")]
-use p2p_trace::{PriorityProfile, TraceWriter};
+use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
 use p2p_transport::mux::{MuxConfig, MuxReceiver, MuxSender, PushError};
 use p2p_transport::tls::{Members, Membership};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -96,6 +96,10 @@ pub(crate) struct Driver {
     pub core: Node,
     #[cfg(feature = "trace")]
     pub trace: Option<TraceWriter<File>>,
+    /// The log of the recording wrapper around the core's priority function, while recording
+    /// (kept, and drained after every input, even if writing the trace failed).
+    #[cfg(feature = "trace")]
+    pub decisions: Option<DecisionLog>,
     pub start: Instant,
     pub settings: DriverSettings,
     pub registry: Registry,
@@ -121,8 +125,9 @@ pub(crate) struct Driver {
 pub(crate) struct DriverParts {
     pub id: NodeId,
     pub core: Node,
+    /// The trace writer and the log of the wrapper already around the core's priority function.
     #[cfg(feature = "trace")]
-    pub trace: Option<TraceWriter<File>>,
+    pub trace: Option<(TraceWriter<File>, DecisionLog)>,
     pub settings: DriverSettings,
     pub registry: Registry,
     pub membership: Membership,
@@ -140,11 +145,15 @@ pub(crate) struct DriverParts {
 impl Driver {
     pub fn new(p: DriverParts) -> Self {
         let rng = p.seed ^ u64::from_le_bytes(p.id.0[..8].try_into().unwrap_or_default());
+        #[cfg(feature = "trace")]
+        let (trace, decisions) = p.trace.map(|(w, l)| (Some(w), Some(l))).unwrap_or_default();
         Driver {
             id: p.id,
             core: p.core,
             #[cfg(feature = "trace")]
-            trace: p.trace,
+            trace,
+            #[cfg(feature = "trace")]
+            decisions,
             start: Instant::now(),
             settings: p.settings,
             registry: p.registry,
@@ -280,6 +289,13 @@ impl Driver {
         if let (Err(e), Some(t)) = (&result, &mut self.trace) {
             let _ = t.record_input_error(now, e);
         }
+        #[cfg(feature = "trace")]
+        if let Some(log) = &self.decisions {
+            let decisions = log.take();
+            if let Some(t) = &mut self.trace {
+                let _ = t.record_decisions(now, &decisions);
+            }
+        }
         // Published before any delivery goes out, so the metrics never lag the deliveries.
         self.publish_metrics();
         while let Some(out) = self.core.poll_output() {
@@ -398,20 +414,19 @@ impl Driver {
                 profile,
                 reply,
             } => {
+                // While recording, the new function is wrapped like the first one, so the
+                // trace keeps recording what the embedder decided.
                 #[cfg(feature = "trace")]
-                {
+                let f = {
                     let now = self.now();
-                    match (&profile, &mut self.trace) {
-                        (Some(p), Some(t)) => {
-                            let _ = t.record_priority_profile(now, p);
-                        }
-                        (None, Some(_)) => warn!(
-                            "a priority function without a profile cannot be named in the trace; \
-                             its replay will diverge"
-                        ),
-                        _ => {}
+                    if let (Some(p), Some(t)) = (&profile, &mut self.trace) {
+                        let _ = t.record_priority_profile(now, p);
                     }
-                }
+                    match &self.decisions {
+                        Some(log) => log.wrap(f),
+                        None => f,
+                    }
+                };
                 self.core.set_priority_fn(f);
                 let _ = self.feed(Input::Reevaluate);
                 let _ = reply.send(());

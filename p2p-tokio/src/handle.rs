@@ -221,8 +221,8 @@ impl NodeHandle {
 
     /// Replaces the priority function and re-evaluates every kept advert with it.
     ///
-    /// A node recording a trace cannot name an arbitrary function in it (its replay then
-    /// diverges); use `set_priority_profile` (feature `trace`) there.
+    /// A node recording a trace (feature `trace`) records the new function's decisions like the
+    /// first one's, so any function replays.
     pub async fn set_priority_fn(&self, f: PriorityFnRef) -> Result<(), NodeError> {
         self.ask(|reply| Command::SetPriority {
             f,
@@ -233,8 +233,9 @@ impl NodeHandle {
         .await
     }
 
-    /// Replaces the priority function with a named profile's (recorded in the trace) and
-    /// re-evaluates every kept advert.
+    /// Replaces the priority function with a named profile's and re-evaluates every kept
+    /// advert. The same as [`set_priority_fn`](Self::set_priority_fn) with the profile's
+    /// function, except that the trace also notes the profile's name; kept for compatibility.
     #[cfg(feature = "trace")]
     pub async fn set_priority_profile(&self, profile: PriorityProfile) -> Result<(), NodeError> {
         let f = profile.to_fn();

@@ -67,10 +67,16 @@
 //!
 //! With the `trace` feature, which adds a dependency on `p2p-trace`, and
 //! `NodeConfig::record_trace` set, every input fed to the core and every output it produced is
-//! written with `p2p_trace::TraceWriter`; the header names the priority profile
-//! `NodeConfig::record_trace_profile` (the node runs that profile's function), and
-//! `NodeHandle::set_priority_profile` records a change of profile. The trace is flushed on
-//! shutdown and replays with `p2p_trace::replay`.
+//! written with `p2p_trace::TraceWriter`, together with every decision of the priority function:
+//! the node runs the embedder's own `core.priority_fn` (and every function given later to
+//! [`NodeHandle::set_priority_fn`]) wrapped in a `p2p_trace::DecisionLog`, which changes nothing
+//! of what it decides. Recording therefore never changes how the node behaves, and any priority
+//! function, a closure over application state included, replays bit for bit: the replay answers
+//! from the recorded decisions. `NodeConfig::record_trace_profile` and
+//! `NodeHandle::set_priority_profile` remain for compatibility and are not needed: the first only
+//! names a profile in the trace's header, for information, and the second is
+//! `set_priority_fn` with that profile's function, also noted in the trace. The trace is flushed
+//! on shutdown and replays with `p2p_trace::replay`.
 //!
 //! # Example
 //!
@@ -128,7 +134,7 @@ use std::sync::{Arc, Mutex};
 
 use p2p_core::Node;
 #[cfg(feature = "trace")]
-use p2p_trace::{Header, TraceWriter};
+use p2p_trace::{DecisionLog, Header, TraceWriter};
 use p2p_transport::tls::{self, Members, Membership};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -185,20 +191,22 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let listener = net::listen(cfg.listen, &sock).map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
 
+    // A recorded node runs the embedder's own priority function, wrapped to record its
+    // decisions; the trace's header only names `record_trace_profile`, if given.
     #[cfg(feature = "trace")]
     let (core, trace) = match &cfg.record_trace {
         Some(path) => {
-            let profile = cfg
-                .record_trace_profile
-                .clone()
-                .unwrap_or(PriorityProfile::FetchAll);
-            let header = Header::new(id, cfg.core.clone(), profile);
+            let header =
+                Header::with_decisions(id, cfg.core.clone(), cfg.record_trace_profile.clone());
             let file = File::create(path).map_err(|source| StartError::TraceFile {
                 path: path.clone(),
                 source,
             })?;
             let writer = TraceWriter::new(file, &header)?;
-            (header.build_node(), Some(writer))
+            let log = DecisionLog::new();
+            let mut core_cfg = cfg.core.clone();
+            core_cfg.priority_fn = log.wrap(core_cfg.priority_fn);
+            (Node::new(id, core_cfg), Some((writer, log)))
         }
         None => (Node::new(id, cfg.core.clone()), None),
     };

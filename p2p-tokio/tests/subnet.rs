@@ -4,9 +4,13 @@
 mod support;
 
 use bytes::Bytes;
-use p2p_core::{Decision, Kind, Priority, PriorityFnRef};
+use p2p_core::{Advert, ArtifactId, Decision, Kind, Priority, PriorityFnRef};
 use p2p_tokio::NodeHandle;
-use p2p_trace::{PriorityProfile, Trace, replay};
+use p2p_trace::{PriorityProfile, Record, Trace, replay};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 use support::*;
 
@@ -202,6 +206,138 @@ async fn live_trace_of_a_real_transfer_replays_to_identical_outputs() {
         "only {} outputs",
         report.outputs_matched
     );
+}
+
+/// What the receiving node of [`custom_priority_run`] delivered: before the priority function
+/// was swapped, and after.
+struct CustomRun {
+    before_swap: Vec<ArtifactId>,
+    after_swap: Vec<ArtifactId>,
+    kinds: HashMap<ArtifactId, u16>,
+}
+
+/// Two nodes; the second runs priority closures over state no trace can know (a captured table,
+/// a call counter, an atomic priority): kind 1 is fetched at the table's priority, kind 2 is kept
+/// for later and kind 3 dropped; then `set_priority_fn` swaps in a closure that fetches kind 2
+/// too. Records the second node's trace to `record` if given.
+async fn custom_priority_run(record: Option<PathBuf>) -> CustomRun {
+    let mut ids = identities(2).into_iter();
+    let a_cfg = config(ids.next().unwrap());
+    let mut b_cfg = config(ids.next().unwrap());
+    let table: Arc<HashMap<u16, Priority>> = Arc::new([(1, Priority(200))].into());
+    let calls = Arc::new(AtomicU64::new(0));
+    let first = {
+        let (table, calls) = (Arc::clone(&table), Arc::clone(&calls));
+        move |a: &Advert| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            match a.kind.0 {
+                k if table.contains_key(&k) => Decision::Fetch(table[&k]),
+                2 => Decision::Later,
+                _ => Decision::Drop,
+            }
+        }
+    };
+    b_cfg.core.priority_fn = PriorityFnRef::new(first);
+    b_cfg.record_trace = record;
+    let nodes = subnet(vec![a_cfg, b_cfg]).await;
+    let (a, b): (&NodeHandle, &NodeHandle) = (&nodes[0], &nodes[1]);
+    wait_connected(&nodes, 1).await;
+    let mut rx = b.take_deliveries().unwrap();
+    let mut kinds = HashMap::new();
+    let mut publish = async |kind: u16, tag: u8, len: usize| {
+        let id = a
+            .publish(Kind(kind), Bytes::new(), bytes(tag, len))
+            .await
+            .unwrap();
+        kinds.insert(id, kind);
+    };
+    // Kinds 2 and 3 first: their adverts reach b before the kind 1 artifacts are delivered.
+    // Kind 2 is advertised (over the push threshold): a push is refused only when dropped.
+    publish(2, 20, 3000).await;
+    publish(2, 21, 50_000).await;
+    publish(3, 30, 400).await;
+    publish(3, 31, 60_000).await;
+    publish(1, 10, 500).await;
+    publish(1, 11, 200_000).await;
+    let before_swap = ids_of(&receive(&mut rx, 2).await);
+    assert_eq!(
+        b.metrics().core.delivered,
+        2,
+        "only kind 1 is fetched at first"
+    );
+    assert!(calls.load(Ordering::Relaxed) >= 6);
+
+    let prio2 = Arc::new(AtomicU8::new(90));
+    let second = {
+        let (table, prio2) = (Arc::clone(&table), Arc::clone(&prio2));
+        move |a: &Advert| match a.kind.0 {
+            k if table.contains_key(&k) => Decision::Fetch(table[&k]),
+            2 => Decision::Fetch(Priority(prio2.load(Ordering::Relaxed))),
+            _ => Decision::Drop,
+        }
+    };
+    b.set_priority_fn(PriorityFnRef::new(second)).await.unwrap();
+    let after_swap = ids_of(&receive(&mut rx, 2).await);
+    // Kind 3 was dropped: a last kind 1 artifact arrives, and nothing of kind 3 before it.
+    publish(1, 12, 3000).await;
+    let last = ids_of(&receive(&mut rx, 1).await);
+    assert_eq!(kinds[&last[0]], 1);
+    assert_eq!(b.metrics().core.delivered, 5);
+    b.shutdown().await;
+    a.shutdown().await;
+    CustomRun {
+        before_swap,
+        after_swap,
+        kinds,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_trace_of_custom_priority_closures_swapped_mid_run_replays_bit_for_bit() {
+    init_log();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.trace");
+    let run = custom_priority_run(Some(path.clone())).await;
+    assert!(run.before_swap.iter().all(|id| run.kinds[id] == 1));
+    assert!(run.after_swap.iter().all(|id| run.kinds[id] == 2));
+
+    let trace = Trace::read_file(&path).unwrap();
+    assert!(trace.header.decisions, "a live trace records decisions");
+    let decided: Vec<Decision> = trace
+        .entries
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Decisions { decisions, .. } => Some(decisions.iter().map(|d| d.decision)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for want in [
+        Decision::Fetch(Priority(200)),
+        Decision::Fetch(Priority(90)),
+        Decision::Later,
+        Decision::Drop,
+    ] {
+        assert!(decided.contains(&want), "no {want:?} in {decided:?}");
+    }
+    let report = replay(&trace);
+    assert!(
+        report.is_identical(),
+        "{}",
+        report.divergence.map(|d| d.to_string()).unwrap_or_default()
+    );
+    assert!(report.outputs_matched >= 10, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_a_trace_does_not_change_what_a_custom_priority_function_gets_delivered() {
+    init_log();
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = custom_priority_run(Some(dir.path().join("b.trace"))).await;
+    let plain = custom_priority_run(None).await;
+    assert_eq!(recorded.before_swap, plain.before_swap);
+    assert_eq!(recorded.after_swap, plain.after_swap);
+    assert_eq!(recorded.kinds, plain.kinds);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

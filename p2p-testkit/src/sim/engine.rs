@@ -5,7 +5,7 @@ use super::report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, 
 use super::rng::{Rng, RunHash, derive};
 use super::scenario::{Action, Fault, PublishSpec, Scenario, Topology, TraceSink};
 use super::{FIRST_FRAME_HEADER, FRAME_HEADER, FRAME_PAYLOAD, URGENT, encoded_len, wire_len};
-use crate::trace::{Header, PriorityProfile, TraceWriteError, TraceWriter};
+use crate::trace::{DecisionLog, Header, PriorityProfile, TraceWriteError, TraceWriter};
 use hashbrown::HashMap;
 use p2p_core::{
     Artifact, ArtifactId, Class, Config, Decision, Input, Message, Node, NodeId, Output,
@@ -134,13 +134,27 @@ enum TraceOut {
     Stream(TraceWriter<Box<dyn Write + Send>>),
 }
 
-/// A recorded incarnation: its writer and its entry in `Sim::traces`.
+/// A recorded incarnation: its writer, its entry in `Sim::traces`, and the log of the wrapper
+/// around its priority function when it is recorded by its decisions.
 struct ActiveTrace {
     out: TraceOut,
     index: usize,
+    decisions: Option<DecisionLog>,
 }
 
 impl ActiveTrace {
+    /// Writes the decisions the priority function took during the input just fed.
+    fn decisions(&mut self, now: Time) {
+        let Some(log) = &self.decisions else {
+            return;
+        };
+        let d = log.take();
+        let _ = match &mut self.out {
+            TraceOut::Memory(w) => w.record_decisions(now, &d),
+            TraceOut::Stream(w) => w.record_decisions(now, &d),
+        };
+    }
+
     // Write errors are sticky in the writer and reported when the trace ends.
     fn input(&mut self, now: Time, input: &Input) {
         let _ = match &mut self.out {
@@ -265,7 +279,7 @@ struct Sim<'a> {
     lost: u64,
     sends: Sends,
     /// The profile naming the honest nodes' priority function; `None` when the scenario's
-    /// config replaced it with a function no profile names.
+    /// config replaced it with a function no profile names (recorded by its decisions then).
     profile: Option<PriorityProfile>,
     traces: Vec<RecordedTrace>,
     v_trace: Violations,
@@ -627,15 +641,15 @@ impl<'a> Sim<'a> {
             error: None,
         };
         let index = self.traces.len();
-        let Some(profile) = self.profile.clone() else {
-            let e = "the scenario's config replaces the priority function with one that no trace \
-                     profile names, so a replay could not rebuild it";
-            self.v_trace.add(|| format!("node {i}: {e}"));
-            rec.error = Some(e.into());
-            self.traces.push(rec);
-            return;
+        // A function no profile names is recorded by its decisions: the node runs it wrapped,
+        // deciding exactly as it would unrecorded.
+        let (header, decisions) = match self.profile.clone() {
+            Some(profile) => (Header::new(self.ids[i], cfg, profile), None),
+            None => (
+                Header::with_decisions(self.ids[i], cfg, None),
+                Some(DecisionLog::new()),
+            ),
         };
-        let header = Header::new(self.ids[i], cfg, profile);
         let out = match sink {
             TraceSink::Memory => TraceWriter::new(Vec::new(), &header)
                 .map(TraceOut::Memory)
@@ -657,7 +671,16 @@ impl<'a> Sim<'a> {
                 .map_err(|e| e.to_string()),
         };
         match out {
-            Ok(out) => self.slots[i].trace = Some(Box::new(ActiveTrace { out, index })),
+            Ok(out) => {
+                if let (Some(log), Actor::Honest(node)) = (&decisions, &mut self.slots[i].actor) {
+                    node.set_priority_fn(log.wrap(header.config.priority_fn.clone()));
+                }
+                self.slots[i].trace = Some(Box::new(ActiveTrace {
+                    out,
+                    index,
+                    decisions,
+                }));
+            }
             Err(e) => {
                 self.v_trace
                     .add(|| format!("node {i} incarnation {incarnation}: {e}"));
@@ -1059,6 +1082,9 @@ impl<'a> Sim<'a> {
                 }
                 self.v_app
                     .add(|| format!("node {i} at {now}ns rejected an application input: {e}"));
+            }
+            if let Some(trace) = &mut slot.trace {
+                trace.decisions(t);
             }
             while let Some(o) = node.poll_output() {
                 if let Some(trace) = &mut slot.trace {

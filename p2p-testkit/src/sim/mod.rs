@@ -32,7 +32,9 @@
 //! # Recording a node
 //! [`Scenario::record`] records any honest node's core with a [`crate::trace::TraceWriter`]:
 //! every input the simulator feeds it, at its virtual time, and every output drained after it,
-//! under a header with the node's id, config, seed and [`Scenario::priority_profile`]. Each
+//! under a header with the node's id, config, seed and [`Scenario::priority_profile`] (or, when
+//! [`Scenario::config`] installs a priority function no profile names, with that function's
+//! decisions: the node runs it wrapped in a [`crate::trace::DecisionLog`]). Each
 //! incarnation is its own trace: a crash ends the current one ([`RecordedTrace::ended_by_crash`])
 //! and the restart, a fresh core with a fresh seed, starts the next ([`TraceSink`] says where it
 //! goes). Recording changes nothing in the run. `p2p-trace replay` or [`crate::trace::replay`]

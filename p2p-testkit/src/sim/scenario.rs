@@ -497,7 +497,9 @@ impl Scenario {
 
     /// Records honest node `node`'s core to a trace: every input the simulator feeds it, at its
     /// virtual time, and every output drained from it, under a [`crate::trace::Header`] with its
-    /// id, config, seed and [`Scenario::priority_profile`]. A crash ends the trace; a restart
+    /// id, config, seed and [`Scenario::priority_profile`], or with the decisions of a priority
+    /// function that [`Scenario::config`] installed and no profile names. A crash ends the
+    /// trace; a restart
     /// starts the next incarnation's (see [`TraceSink`]). Call once per node to record several;
     /// a second call for the same node replaces the first. The report lists what was written in
     /// [`Report::traces`](super::Report::traces) and fails its `trace-recording` check if a trace

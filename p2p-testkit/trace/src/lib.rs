@@ -2,15 +2,34 @@
 //!
 //! A trace is a JSON Lines file, readable by people and by `p2p-trace`:
 //!
-//! - line 1, the [`Header`]: `{"format":"p2p-trace","version":1,"crate_version":..,"node":..,
-//!   "seed":..,"priority":"fetch-all","output_payload_inline_max":1024,"config":{..}}` where
-//!   `config` holds every numeric and boolean [`Config`] field by name (durations as
-//!   `{"secs":..,"nanos":..}`), the seed is at top level and the priority function is named by a
-//!   [`PriorityProfile`];
+//! - line 1, the [`Header`]: `{"format":"p2p-trace","version":2,"crate_version":..,"node":..,
+//!   "seed":..,"priority":"fetch-all","decisions":true,"output_payload_inline_max":1024,
+//!   "config":{..}}` where `config` holds every numeric and boolean [`Config`] field by name
+//!   (durations as `{"secs":..,"nanos":..}`) and the seed is at top level;
 //! - then one [`Record`] per line: `{"rec":"in","t":<ns>,"input":{..}}` for every input,
-//!   `{"rec":"out","t":<ns>,"output":{..}}` for every output drained after it,
-//!   `{"rec":"error",..}` when the application's input was rejected, and
-//!   `{"rec":"priority",..}` when the driver swapped the priority function.
+//!   `{"rec":"error",..}` right after it when the application's input was rejected,
+//!   `{"rec":"decisions","t":<ns>,"decisions":[{"id":..,"decision":"fetch:<p>"|"later"|"drop"},..]}`
+//!   next when the trace records decisions and the priority function was asked during the input
+//!   (its answers in call order), `{"rec":"out","t":<ns>,"output":{..}}` for every output
+//!   drained after it, and `{"rec":"priority",..}` when the driver swapped in a named profile.
+//!
+//! # The priority function
+//!
+//! The priority function belongs to the embedder, so a trace records what it decided rather than
+//! what it is. When the header says `"decisions":true`, the recorder ran the node's own function
+//! wrapped in a [`DecisionLog`] (see [`DecisionLog::wrap`]; also every function swapped in later),
+//! and wrote each input's answers in a `decisions` record; a replay answers from those records
+//! with a [`ReplayPriorityFn`] and reports a divergence when the node asks about another advert
+//! than recorded, asks more often, or asks less often. Recording decisions never changes what
+//! the node does, and any function, closures with private state included, replays bit for bit.
+//!
+//! Without decisions (`"decisions":false`, and every version 1 trace) the node ran the function
+//! that the header's [`PriorityProfile`] names, as do replays, and `priority` records name the
+//! profiles swapped in. With decisions, `priority` is informational and `priority` records are
+//! not replayed.
+//!
+//! Version 1 traces (no `decisions` field and no `decisions` records) are still read and
+//! replayed; this build writes version 2.
 //!
 //! Inputs carry all their bytes (base64); output payloads larger than the header's
 //! `output_payload_inline_max` are recorded as `{"len":..,"sha256":..}`.
@@ -21,15 +40,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod decisions;
 mod profile;
 mod reader;
 pub mod record;
 mod replay;
 mod writer;
 
+pub use decisions::{DecisionDivergence, DecisionLog, RecordingPriorityFn, ReplayPriorityFn};
 pub use profile::{PriorityProfile, ProfileError};
 pub use reader::{DEFAULT_MAX_LINE_LEN, Entry, Trace, TraceError, TraceReader};
-pub use record::{InputRec, MessageRec, OutputRec, Payload, Record};
+pub use record::{DecisionRec, InputRec, MessageRec, OutputRec, Payload, Record};
 pub use replay::{Divergence, DivergenceKind, ReplayReport, replay, replay_with_node};
 pub use writer::{Recorder, TraceWriteError, TraceWriter};
 
@@ -39,8 +60,10 @@ use std::time::Duration;
 
 /// The `format` field of a trace header.
 pub const FORMAT_NAME: &str = "p2p-trace";
-/// The trace format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The trace format version this build writes; it also reads [`FORMAT_VERSION_1`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format version: the priority function is always a named profile.
+pub const FORMAT_VERSION_1: u32 = 1;
 /// The default `output_payload_inline_max`: output payloads up to 1 KiB are recorded whole.
 pub const DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX: u64 = 1024;
 
@@ -51,10 +74,16 @@ pub struct Header {
     pub crate_version: String,
     /// The recorded node's id.
     pub node: NodeId,
-    /// The node's configuration (including `seed`); its `priority_fn` is built from `priority`.
+    /// The node's configuration (including `seed`). Without `decisions` its `priority_fn` is
+    /// built from `priority`; with them it is the recorded node's own function in a header made
+    /// by [`Header::with_decisions`], and the function `priority` names in a parsed one.
     pub config: Config,
-    /// The named priority function the node started with.
+    /// Without `decisions`, the named priority function the node started with (and ran). With
+    /// `decisions`, informational only: what the embedder said it started with, if anything.
     pub priority: PriorityProfile,
+    /// Whether the trace records the priority function's decisions (`decisions` records), which
+    /// a replay answers from instead of running `priority`'s function.
+    pub decisions: bool,
     /// Output payloads longer than this are recorded as length and SHA-256 only.
     pub output_payload_inline_max: u64,
 }
@@ -69,11 +98,28 @@ impl Header {
             node,
             config,
             priority,
+            decisions: false,
             output_payload_inline_max: DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX,
         }
     }
 
-    /// A fresh node as the header describes it: its id, config, seed and priority function.
+    /// A header for node `node` with `config`, whose priority function (whatever it is) is
+    /// recorded by its decisions: `config.priority_fn` is kept as it is. `priority` is written
+    /// for information only ([`PriorityProfile::FetchAll`] when the embedder names none).
+    pub fn with_decisions(node: NodeId, config: Config, priority: Option<PriorityProfile>) -> Self {
+        Header {
+            crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+            node,
+            config,
+            priority: priority.unwrap_or(PriorityProfile::FetchAll),
+            decisions: true,
+            output_payload_inline_max: DEFAULT_OUTPUT_PAYLOAD_INLINE_MAX,
+        }
+    }
+
+    /// A fresh node as the header describes it: its id, config, seed and the priority function
+    /// `priority` names. For a trace with `decisions`, [`replay`] replaces that function with a
+    /// [`ReplayPriorityFn`].
     pub fn build_node(&self) -> Node {
         let mut config = self.config.clone();
         config.priority_fn = self.priority.to_fn();
@@ -123,7 +169,7 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
 }
 
 /// Every numeric and boolean field of [`Config`] except `seed` (in the header) and
-/// `priority_fn` (a named profile).
+/// `priority_fn` (a named profile or recorded decisions).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigRec {
@@ -239,6 +285,9 @@ struct HeaderRec {
     node: NodeId,
     seed: u64,
     priority: PriorityProfile,
+    /// Absent in version 1.
+    #[serde(default)]
+    decisions: bool,
     output_payload_inline_max: u64,
     config: ConfigRec,
 }
@@ -266,6 +315,7 @@ impl From<&Header> for HeaderRec {
             node: h.node,
             seed: h.config.seed,
             priority: h.priority.clone(),
+            decisions: h.decisions,
             output_payload_inline_max: h.output_payload_inline_max,
             config: ConfigRec::from(&h.config),
         }
@@ -280,6 +330,7 @@ impl From<HeaderRec> for Header {
             node: r.node,
             config,
             priority: r.priority,
+            decisions: r.decisions,
             output_payload_inline_max: r.output_payload_inline_max,
         }
     }

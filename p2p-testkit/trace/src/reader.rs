@@ -1,7 +1,7 @@
 //! Reading traces: typed errors with line numbers, bounded lines, never a panic.
 
 use super::record::{InputRec, Record};
-use super::{FORMAT_NAME, FORMAT_VERSION, Header, HeaderRec};
+use super::{FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_1, Header, HeaderRec};
 use std::io::{self, BufRead};
 use std::path::Path;
 
@@ -42,7 +42,7 @@ pub enum TraceError {
     },
     /// The trace has a format version this build cannot read.
     #[error(
-        "line {line}: trace format version {found} is not supported (this build reads {FORMAT_VERSION})"
+        "line {line}: trace format version {found} is not supported (this build reads {FORMAT_VERSION_1} and {FORMAT_VERSION})"
     )]
     UnsupportedVersion {
         /// 1-based line number.
@@ -229,8 +229,17 @@ impl<R: BufRead> TraceReader<R> {
             column: e.column(),
             reason: reason_of(&e),
         })?;
-        if let Record::In { input, .. } = &record {
-            check_input(line, input)?;
+        match &record {
+            Record::In { input, .. } => check_input(line, input)?,
+            Record::Decisions { .. } if !self.header.decisions => {
+                return Err(TraceError::Invalid {
+                    line,
+                    reason: "a decisions record in a trace whose header does not record \
+                             decisions"
+                        .to_owned(),
+                });
+            }
+            _ => {}
         }
         let entry = Entry {
             index: self.index,
@@ -274,8 +283,9 @@ fn parse_header(line: usize, buf: &[u8]) -> Result<Header, TraceError> {
             });
         }
     }
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+    let version = value.get("version").and_then(|v| v.as_u64());
+    match version {
+        Some(v) if v == u64::from(FORMAT_VERSION) || v == u64::from(FORMAT_VERSION_1) => {}
         Some(found) => return Err(TraceError::UnsupportedVersion { line, found }),
         None => {
             return Err(TraceError::Header {
@@ -290,6 +300,13 @@ fn parse_header(line: usize, buf: &[u8]) -> Result<Header, TraceError> {
         column: e.column(),
         reason: reason_of(&e),
     })?;
+    if rec.decisions && version == Some(u64::from(FORMAT_VERSION_1)) {
+        return Err(TraceError::Header {
+            line,
+            column: 1,
+            reason: format!("`decisions` needs format version {FORMAT_VERSION}"),
+        });
+    }
     Ok(rec.into())
 }
 

@@ -6,8 +6,8 @@
 use super::profile::PriorityProfile;
 use base64::Engine;
 use p2p_core::{
-    Advert, Artifact, ArtifactId, Bytes, Class, DisconnectReason, DropReason, Event, Input, Kind,
-    Message, NodeId, Output, Priority, RetryReason,
+    Advert, Artifact, ArtifactId, Bytes, Class, Decision, DisconnectReason, DropReason, Event,
+    Input, Kind, Message, NodeId, Output, Priority, RetryReason,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -882,6 +882,53 @@ impl OutputRec {
     }
 }
 
+mod decision_text {
+    use super::*;
+    pub fn serialize<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Decision::Fetch(p) => s.collect_str(&format_args!("fetch:{}", p.0)),
+            Decision::Later => s.serialize_str("later"),
+            Decision::Drop => s.serialize_str("drop"),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decision, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "later" => Ok(Decision::Later),
+            "drop" => Ok(Decision::Drop),
+            other => other
+                .strip_prefix("fetch:")
+                .and_then(|p| p.parse::<u8>().ok())
+                .map(|p| Decision::Fetch(Priority(p)))
+                .ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "invalid decision {s:?}: expected fetch:<0-255>, later or drop"
+                    ))
+                }),
+        }
+    }
+}
+
+/// One answer of the priority function: the advert it was asked about and what it decided.
+///
+/// In JSON: `{"id":"<64 hex>","decision":"fetch:<0-255>"|"later"|"drop"}`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRec {
+    /// The advert's artifact id.
+    #[serde(with = "art_hex")]
+    pub id: ArtifactId,
+    /// The decision.
+    #[serde(with = "decision_text")]
+    pub decision: Decision,
+}
+
+impl From<(ArtifactId, Decision)> for DecisionRec {
+    fn from((id, decision): (ArtifactId, Decision)) -> Self {
+        DecisionRec { id, decision }
+    }
+}
+
 /// One trace line after the header.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "rec", rename_all = "kebab-case", deny_unknown_fields)]
@@ -914,6 +961,15 @@ pub enum Record {
         /// The new profile.
         profile: PriorityProfile,
     },
+    /// What the priority function answered during the preceding input, in call order (only in
+    /// traces whose header has `decisions`). It follows the input and its error record, before
+    /// the outputs; an input during which the function was not asked has none.
+    Decisions {
+        /// Time in nanoseconds (the input's).
+        t: u64,
+        /// The answers, in call order.
+        decisions: Vec<DecisionRec>,
+    },
 }
 
 impl Record {
@@ -923,7 +979,8 @@ impl Record {
             Record::In { t, .. }
             | Record::Out { t, .. }
             | Record::Error { t, .. }
-            | Record::Priority { t, .. } => *t,
+            | Record::Priority { t, .. }
+            | Record::Decisions { t, .. } => *t,
         }
     }
 
@@ -953,6 +1010,20 @@ impl Record {
             Record::Out { output, .. } => format!("out {}", output.summary()),
             Record::Error { error, .. } => format!("err {error}"),
             Record::Priority { profile, .. } => format!("prio {profile}"),
+            Record::Decisions { decisions, .. } => {
+                let mut s = format!("dec n={}", decisions.len());
+                for d in decisions.iter().take(3) {
+                    let _ = match d.decision {
+                        Decision::Fetch(p) => write!(s, " art:{}=fetch:{}", d.id, p.0),
+                        Decision::Later => write!(s, " art:{}=later", d.id),
+                        Decision::Drop => write!(s, " art:{}=drop", d.id),
+                    };
+                }
+                if decisions.len() > 3 {
+                    s.push_str(" ...");
+                }
+                s
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Replay: feed a trace's inputs to a fresh node and compare its outputs with the recorded ones.
 
+use super::decisions::{DecisionDivergence, ReplayPriorityFn};
 use super::reader::{Entry, Trace};
 use super::record::{OutputRec, Record};
 use p2p_core::{Node, Time};
@@ -72,6 +73,9 @@ pub enum DivergenceKind {
         /// Why.
         reason: String,
     },
+    /// The node asked its priority function other questions than the trace recorded (traces
+    /// with decisions only): about another advert, more often, or less often.
+    Decision(DecisionDivergence),
 }
 
 impl fmt::Display for Divergence {
@@ -99,6 +103,9 @@ impl fmt::Display for Divergence {
             DivergenceKind::UnreplayableInput { reason } => {
                 writeln!(f, "  cannot feed the input: {reason}")?;
             }
+            DivergenceKind::Decision(d) => {
+                writeln!(f, "  {d}")?;
+            }
         }
         if let Some(input) = &self.preceding_input {
             writeln!(f, "  after input: {}", input.summary())?;
@@ -113,7 +120,8 @@ impl fmt::Display for Divergence {
     }
 }
 
-/// Replays `trace` on a fresh node built from its header (id, config, seed, priority profile).
+/// Replays `trace` on a fresh node built from its header (id, config, seed, priority profile;
+/// recorded decisions instead of the profile when the header has `decisions`).
 pub fn replay(trace: &Trace) -> ReplayReport {
     replay_with_node(trace, trace.header.build_node())
 }
@@ -123,7 +131,17 @@ pub fn replay(trace: &Trace) -> ReplayReport {
 /// compared). The node's outputs form one ordered queue, so a recorder may drain after every
 /// input or less often: the order of the whole output sequence is what must match. An input's
 /// error must be recorded right after it. Stops at the first divergence.
+///
+/// When the header has `decisions`, the node's priority function is replaced by a
+/// [`ReplayPriorityFn`] that answers from the trace's `decisions` records: each input's
+/// decisions follow it (after its error record, if any), and the node must ask about exactly
+/// those adverts in that order. `priority` records are then not replayed.
 pub fn replay_with_node(trace: &Trace, mut node: Node) -> ReplayReport {
+    let answers = trace.header.decisions.then(|| {
+        let r = ReplayPriorityFn::new();
+        node.set_priority_fn(r.to_fn());
+        r
+    });
     let inline_max = trace.header.output_payload_inline_max;
     let entries = &trace.entries;
     let mut report = ReplayReport {
@@ -162,10 +180,27 @@ pub fn replay_with_node(trace: &Trace, mut node: Node) -> ReplayReport {
                 };
                 preceding = Some(i);
                 report.inputs += 1;
+                // This input's recorded decisions: right after it, or after its error.
+                let errored = matches!(
+                    entries.get(i + 1).map(|e| &e.record),
+                    Some(Record::Error { .. })
+                );
+                let at = i + 1 + usize::from(errored);
+                let decided = match (&answers, entries.get(at).map(|e| &e.record)) {
+                    (Some(r), Some(Record::Decisions { decisions, .. })) => {
+                        r.load(decisions.iter().map(|d| (d.id, d.decision)));
+                        true
+                    }
+                    _ => false,
+                };
                 let actual = node
                     .handle_input(Time::from_nanos(*t), input)
                     .err()
                     .map(|e| e.to_string());
+                if let Some(Err(d)) = answers.as_ref().map(ReplayPriorityFn::finish_input) {
+                    report.divergence = Some(diverge(at, preceding, DivergenceKind::Decision(d)));
+                    return report;
+                }
                 i += 1;
                 let expected = match entries.get(i).map(|e| &e.record) {
                     Some(Record::Error { error, .. }) => Some(error.clone()),
@@ -177,6 +212,9 @@ pub fn replay_with_node(trace: &Trace, mut node: Node) -> ReplayReport {
                     return report;
                 }
                 if expected.is_some() {
+                    i += 1;
+                }
+                if decided {
                     i += 1;
                 }
             }
@@ -210,8 +248,25 @@ pub fn replay_with_node(trace: &Trace, mut node: Node) -> ReplayReport {
                 return report;
             }
             Record::Priority { profile, .. } => {
-                node.set_priority_fn(profile.to_fn());
+                if answers.is_none() {
+                    node.set_priority_fn(profile.to_fn());
+                }
                 i += 1;
+            }
+            Record::Decisions { decisions, .. } => {
+                // Decisions not right after an input: nothing asked for them.
+                let kind = match decisions.first() {
+                    Some(d) => DivergenceKind::Decision(DecisionDivergence::Unused {
+                        next: d.id,
+                        remaining: decisions.len(),
+                    }),
+                    None => {
+                        i += 1;
+                        continue;
+                    }
+                };
+                report.divergence = Some(diverge(i, preceding, kind));
+                return report;
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Writing traces: [`TraceWriter`] for drivers that own their node, [`Recorder`] around a node.
 
-use super::record::{InputRec, OutputRec, Record};
-use super::{Header, PriorityProfile};
-use p2p_core::{Config, Input, InputError, Node, NodeId, Output, Time};
+use super::record::{DecisionRec, InputRec, OutputRec, Record};
+use super::{DecisionLog, Header, PriorityProfile};
+use p2p_core::{
+    ArtifactId, Config, Decision, Input, InputError, Node, NodeId, Output, PriorityFnRef, Time,
+};
 use std::io::{self, BufWriter, Write};
 
 /// Writing a trace failed. The first failure is sticky: every later call returns it again.
@@ -25,10 +27,12 @@ impl From<io::Error> for TraceWriteError {
 }
 
 /// Writes a trace, buffered: the header at creation, then one line per recorded input, output,
-/// input error or priority change.
+/// input error, set of decisions or priority change.
 ///
 /// For drivers that own a [`Node`]: call [`record_input`](Self::record_input) before
-/// `handle_input`, [`record_input_error`](Self::record_input_error) right after it if it fails, and
+/// `handle_input`, [`record_input_error`](Self::record_input_error) right after it if it fails,
+/// then (for a header with `decisions`) [`record_decisions`](Self::record_decisions) with what the
+/// [`DecisionLog`] wrapping the node's priority function took during the input, and
 /// [`record_output`](Self::record_output) for every output drained, in the order drained. Call
 /// [`flush`](Self::flush) or [`into_inner`](Self::into_inner) at the end: dropping the writer
 /// flushes too but cannot report an error.
@@ -80,6 +84,22 @@ impl<W: Write> TraceWriter<W> {
         self.write_record(&Record::Error {
             t: now.as_nanos(),
             error: error.to_string(),
+        })
+    }
+
+    /// Records the priority function's answers during the input just recorded, in call order
+    /// (nothing when it was not asked). Only for traces whose header has `decisions`.
+    pub fn record_decisions(
+        &mut self,
+        now: Time,
+        decisions: &[(ArtifactId, Decision)],
+    ) -> Result<(), TraceWriteError> {
+        if decisions.is_empty() {
+            return self.check();
+        }
+        self.write_record(&Record::Decisions {
+            t: now.as_nanos(),
+            decisions: decisions.iter().copied().map(DecisionRec::from).collect(),
         })
     }
 
@@ -163,10 +183,15 @@ impl<W: Write> TraceWriter<W> {
 /// recorded with the time of the last input. The node keeps running if the trace cannot be
 /// written; the failure is reported by [`write_error`](Self::write_error),
 /// [`flush`](Self::flush) and [`finish`](Self::finish).
+///
+/// [`with_decisions`](Self::with_decisions) records any priority function by its decisions and
+/// leaves the node's behaviour as it is; [`new`](Self::new) and [`create`](Self::create) install
+/// a named profile's function instead.
 pub struct Recorder<W: Write> {
     node: Node,
     writer: TraceWriter<W>,
     now: Time,
+    log: Option<DecisionLog>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -193,6 +218,18 @@ impl<W: Write> Recorder<W> {
         Self::with_header(header.build_node(), &header, writer)
     }
 
+    /// A fresh node `id` with `config`, whose own priority function (`config.priority_fn`, any
+    /// function) is recorded by its decisions; the node runs exactly as it would unrecorded.
+    pub fn with_decisions(id: NodeId, config: Config, writer: W) -> Result<Self, TraceWriteError> {
+        let log = DecisionLog::new();
+        let header = Header::with_decisions(id, config, None);
+        let mut config = header.config.clone();
+        config.priority_fn = log.wrap(config.priority_fn);
+        let mut r = Self::with_header(Node::new(id, config), &header, writer)?;
+        r.log = Some(log);
+        Ok(r)
+    }
+
     /// Records a fresh `node` under a header given in full (for example with another
     /// `output_payload_inline_max`). The header must describe the node.
     pub fn with_header(node: Node, header: &Header, writer: W) -> Result<Self, TraceWriteError> {
@@ -200,6 +237,7 @@ impl<W: Write> Recorder<W> {
             node,
             writer: TraceWriter::new(writer, header)?,
             now: Time::ZERO,
+            log: None,
         })
     }
 
@@ -210,6 +248,9 @@ impl<W: Write> Recorder<W> {
         let result = self.node.handle_input(now, input);
         if let Err(e) = &result {
             let _ = self.writer.record_input_error(now, e);
+        }
+        if let Some(log) = &self.log {
+            let _ = self.writer.record_decisions(now, &log.take());
         }
         result
     }
@@ -231,7 +272,21 @@ impl<W: Write> Recorder<W> {
     /// Replaces the node's priority function with `profile`'s, and records it.
     pub fn set_priority_profile(&mut self, profile: &PriorityProfile) {
         let _ = self.writer.record_priority_profile(self.now, profile);
-        self.node.set_priority_fn(profile.to_fn());
+        match &self.log {
+            Some(log) => self.node.set_priority_fn(log.wrap(profile.to_fn())),
+            None => self.node.set_priority_fn(profile.to_fn()),
+        }
+    }
+
+    /// Replaces the node's priority function with `f`, any function. A recorder made by
+    /// [`with_decisions`](Self::with_decisions) records its decisions like the first one's; a
+    /// recorder of a named profile cannot name `f`, so its trace will diverge from here (use
+    /// [`set_priority_profile`](Self::set_priority_profile) there).
+    pub fn set_priority_fn(&mut self, f: PriorityFnRef) {
+        match &self.log {
+            Some(log) => self.node.set_priority_fn(log.wrap(f)),
+            None => self.node.set_priority_fn(f),
+        }
     }
 
     /// The recorded node.

@@ -137,12 +137,67 @@ fn a_header_that_is_not_a_trace_is_an_error_on_line_1() {
 #[test]
 fn a_newer_format_version_is_refused() {
     let mut l = lines(&valid_trace());
-    l[0] = l[0].replace("\"version\":1", "\"version\":2");
+    l[0] = l[0].replace("\"version\":2", "\"version\":3");
     let e = parse_err(&join(&l));
     assert!(
-        matches!(e, TraceError::UnsupportedVersion { line: 1, found: 2 }),
+        matches!(e, TraceError::UnsupportedVersion { line: 1, found: 3 }),
         "{e}"
     );
+}
+
+#[test]
+fn a_version_1_header_parses_without_decisions_but_refuses_them() {
+    let mut l = lines(&valid_trace());
+    assert!(l[0].contains("\"version\":2") && l[0].contains("\"decisions\":false"));
+    l[0] = l[0]
+        .replace("\"version\":2", "\"version\":1")
+        .replace("\"decisions\":false,", "");
+    let trace = Trace::parse_bytes(&join(&l)).unwrap();
+    assert!(!trace.header.decisions);
+    assert_eq!(trace.entries.len(), 5);
+    l[0] = l[0].replace("\"priority\":", "\"decisions\":true,\"priority\":");
+    let e = parse_err(&join(&l));
+    assert!(matches!(e, TraceError::Header { line: 1, .. }), "{e}");
+}
+
+#[test]
+fn decisions_records_parse_only_in_traces_that_record_decisions() {
+    let id = ArtifactId([7; 32]).to_hex();
+    let rec = format!(
+        "{{\"rec\":\"decisions\",\"t\":5,\"decisions\":[{{\"id\":\"{id}\",\"decision\":\"fetch:9\"}},\
+         {{\"id\":\"{id}\",\"decision\":\"later\"}},{{\"id\":\"{id}\",\"decision\":\"drop\"}}]}}"
+    );
+    let mut l = lines(&valid_trace());
+    l.insert(4, rec.clone());
+    let e = parse_err(&join(&l));
+    assert!(matches!(e, TraceError::Invalid { line: 5, .. }), "{e}");
+
+    l[0] = l[0].replace("\"decisions\":false", "\"decisions\":true");
+    let trace = Trace::parse_bytes(&join(&l)).unwrap();
+    let Record::Decisions { t, decisions } = &trace.entries[3].record else {
+        panic!("{:?}", trace.entries[3]);
+    };
+    assert_eq!(*t, 5);
+    let got: Vec<_> = decisions.iter().map(|d| (d.id, d.decision)).collect();
+    assert_eq!(
+        got,
+        [
+            (ArtifactId([7; 32]), p2p_core::Decision::Fetch(Priority(9))),
+            (ArtifactId([7; 32]), p2p_core::Decision::Later),
+            (ArtifactId([7; 32]), p2p_core::Decision::Drop),
+        ]
+    );
+    assert_eq!(trace.entries[3].record.to_json(), rec.replace(' ', ""));
+
+    for bad in ["fetch:256", "fetch", "maybe"] {
+        l[4] = rec.replacen("later", bad, 1);
+        let e = parse_err(&join(&l));
+        assert!(
+            matches!(e, TraceError::Record { line: 5, .. }),
+            "{bad}: {e}"
+        );
+        assert!(e.to_string().contains("decision"), "{e}");
+    }
 }
 
 #[test]

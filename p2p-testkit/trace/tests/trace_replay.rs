@@ -2,12 +2,16 @@
 //! where they start.
 
 use p2p_core::{
-    Artifact, ArtifactId, Config, Input, Kind, Message, NodeId, Output, Priority, RequestId, Time,
+    Advert, Artifact, ArtifactId, Config, Decision, Input, Kind, Message, NodeId, Output, Priority,
+    PriorityFnRef, RequestId, Time,
 };
 use p2p_trace::{
-    DivergenceKind, MessageRec, OutputRec, PriorityProfile, Record, Recorder, Trace, replay,
+    DecisionDivergence, DivergenceKind, MessageRec, OutputRec, PriorityProfile, Record, Recorder,
+    Trace, replay,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MS: u64 = 1_000_000;
 
@@ -36,6 +40,32 @@ impl Net {
                     ..Config::default()
                 };
                 Recorder::create(*id, cfg, p.clone(), Vec::new()).unwrap()
+            })
+            .collect();
+        Net {
+            ids,
+            nodes,
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: 0,
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Nodes that record their own priority functions (any closures) by their decisions.
+    fn with_decisions(fns: Vec<PriorityFnRef>) -> Net {
+        let ids: Vec<NodeId> = (0..fns.len()).map(|i| NodeId([i as u8 + 1; 32])).collect();
+        let nodes = ids
+            .iter()
+            .zip(fns)
+            .enumerate()
+            .map(|(i, (id, f))| {
+                let cfg = Config {
+                    seed: 42 + i as u64,
+                    priority_fn: f,
+                    ..Config::default()
+                };
+                Recorder::with_decisions(*id, cfg, Vec::new()).unwrap()
             })
             .collect();
         Net {
@@ -130,13 +160,46 @@ struct Run {
     artifacts: Vec<ArtifactId>,
 }
 
+/// How the priority functions of [`recorded_run_with`] are recorded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Named profiles: node 1 runs `by-kind:1=255,2=0;default=fetch:128`, the others fetch all;
+    /// node 0 changes to `by-kind:1=200;default=fetch:100` at 100 ms.
+    Profiles,
+    /// Closures recorded by their decisions. Node 1's decides kind 1 at 255 and kind 2 at 0 like
+    /// the profile, but other kinds by how often it was called before (state no trace names),
+    /// between 120 and 135; node 0 swaps in a closure over an atomic priority at 100 ms.
+    Decisions,
+}
+
 /// `n` nodes (2 to 4) over ten seconds of virtual time: publishes of every size, a removal,
 /// congestion, a rejected publish, a priority change, timers, and a protocol violation at the
 /// end; with four nodes also a disconnect and reconnect.
 fn recorded_run(n: usize) -> Run {
-    let mut profiles = vec![PriorityProfile::FetchAll; n];
-    profiles[1] = "by-kind:1=255,2=0;default=fetch:128".parse().unwrap();
-    let mut net = Net::new(&profiles);
+    recorded_run_with(n, Mode::Profiles)
+}
+
+fn recorded_run_with(n: usize, mode: Mode) -> Run {
+    let mut net = match mode {
+        Mode::Profiles => {
+            let mut profiles = vec![PriorityProfile::FetchAll; n];
+            profiles[1] = "by-kind:1=255,2=0;default=fetch:128".parse().unwrap();
+            Net::new(&profiles)
+        }
+        Mode::Decisions => {
+            let mut fns = vec![PriorityFnRef::fetch_all(); n];
+            let calls = AtomicU64::new(0);
+            fns[1] = PriorityFnRef::new(move |a: &Advert| {
+                let c = calls.fetch_add(1, Ordering::Relaxed);
+                match a.kind.0 {
+                    1 => Decision::Fetch(Priority::URGENT),
+                    2 => Decision::Fetch(Priority(0)),
+                    _ => Decision::Fetch(Priority(120 + (c % 16) as u8)),
+                }
+            });
+            Net::with_decisions(fns)
+        }
+    };
     let ids = net.ids.clone();
     for i in 0..n {
         net.at(
@@ -190,8 +253,28 @@ fn recorded_run(n: usize) -> Run {
     }
     net.at(300 * MS, 0, Input::Remove(small.id));
     net.run_until(100 * MS);
-    net.nodes[0].set_priority_profile(&"by-kind:1=200;default=fetch:100".parse().unwrap());
+    match mode {
+        Mode::Profiles => {
+            net.nodes[0].set_priority_profile(&"by-kind:1=200;default=fetch:100".parse().unwrap())
+        }
+        Mode::Decisions => {
+            let high = Arc::new(AtomicU64::new(200));
+            net.nodes[0].set_priority_fn(PriorityFnRef::new(move |a: &Advert| {
+                if a.kind.0 == 1 {
+                    Decision::Fetch(Priority(high.load(Ordering::Relaxed) as u8))
+                } else {
+                    Decision::Fetch(Priority(100))
+                }
+            }));
+        }
+    }
     net.at(400 * MS, 0, Input::Publish(late.clone()));
+    // In decisions mode node 1 publishes one more kind 1 artifact, so node 0's new function
+    // decides after the swap.
+    let after_swap = artifact(1, 2500, 7);
+    if mode == Mode::Decisions {
+        net.at(500 * MS, 1, Input::Publish(after_swap.clone()));
+    }
     // Node 0 "answers" a request node 1 never made: a protocol violation.
     net.at(
         9_000 * MS,
@@ -209,7 +292,17 @@ fn recorded_run(n: usize) -> Run {
     Run {
         traces: net.finish(),
         delivered,
-        artifacts: vec![small.id, urgent.id, medium.id, bulk.id, late.id],
+        artifacts: match mode {
+            Mode::Profiles => vec![small.id, urgent.id, medium.id, bulk.id, late.id],
+            Mode::Decisions => vec![
+                small.id,
+                urgent.id,
+                medium.id,
+                bulk.id,
+                late.id,
+                after_swap.id,
+            ],
+        },
         medium,
         urgent,
     }
@@ -235,7 +328,11 @@ fn parse(bytes: &[u8]) -> Trace {
 // four-node tests check it.
 
 fn assert_every_node_replays(n: usize) {
-    let run = recorded_run(n);
+    assert_every_node_replays_with(n, Mode::Profiles);
+}
+
+fn assert_every_node_replays_with(n: usize, mode: Mode) {
+    let run = recorded_run_with(n, mode);
     // The run is worth replaying: every node got every artifact it did not publish.
     for id in &run.artifacts {
         let holders = run.delivered.iter().filter(|(_, a)| a == id).count();
@@ -267,18 +364,23 @@ fn assert_every_node_replays(n: usize) {
         assert_eq!(report.inputs, inputs);
         assert_eq!(report.outputs_pending, 0);
     }
-    // The rejected publish, the priority change and the violation are in the traces.
+    // The rejected publish, the priority change (or the decisions) and the violation are in
+    // the traces.
     let t0 = parse(&run.traces[0]);
     assert!(
         t0.entries
             .iter()
             .any(|e| matches!(e.record, Record::Error { .. }))
     );
-    assert!(
-        t0.entries
+    assert_eq!(t0.header.decisions, mode == Mode::Decisions);
+    let swapped = |e: &p2p_trace::Entry| match (&e.record, mode) {
+        (Record::Priority { .. }, Mode::Profiles) => true,
+        (Record::Decisions { decisions, .. }, Mode::Decisions) => decisions
             .iter()
-            .any(|e| matches!(e.record, Record::Priority { .. }))
-    );
+            .any(|d| d.decision == Decision::Fetch(Priority(200))),
+        _ => false,
+    };
+    assert!(t0.entries.iter().any(swapped));
     let t1 = parse(&run.traces[1]);
     assert!(t1.entries.iter().any(|e| matches!(
         e.record,
@@ -308,6 +410,145 @@ fn every_node_of_a_two_node_run_replays_to_identical_outputs() {
 #[test]
 fn every_node_of_a_four_node_run_replays_to_identical_outputs() {
     assert_every_node_replays(4);
+}
+
+#[test]
+fn every_node_of_runs_with_closures_recorded_by_their_decisions_replays_identically() {
+    assert_every_node_replays_with(2, Mode::Decisions);
+    assert_every_node_replays_with(4, Mode::Decisions);
+}
+
+#[test]
+fn recording_decisions_is_deterministic_and_changes_nothing_the_nodes_do() {
+    let (a, b) = (
+        recorded_run_with(4, Mode::Decisions),
+        recorded_run_with(4, Mode::Decisions),
+    );
+    for (i, (x, y)) in a.traces.iter().zip(&b.traces).enumerate() {
+        assert_eq!(first_difference(x, y), None, "node {i}: traces differ");
+    }
+    // The same closures unrecorded: the same outputs as the recorded run, one by one.
+    let trace = parse(&a.traces[1]);
+    let mut cfg = trace.header.config.clone();
+    let calls = AtomicU64::new(0);
+    cfg.priority_fn = PriorityFnRef::new(move |a: &Advert| {
+        let c = calls.fetch_add(1, Ordering::Relaxed);
+        match a.kind.0 {
+            1 => Decision::Fetch(Priority::URGENT),
+            2 => Decision::Fetch(Priority(0)),
+            _ => Decision::Fetch(Priority(120 + (c % 16) as u8)),
+        }
+    });
+    let mut node = p2p_core::Node::new(trace.header.node, cfg);
+    let mut outputs = 0;
+    for e in &trace.entries {
+        match &e.record {
+            Record::In { t, input } => {
+                let _ = node.handle_input(Time::from_nanos(*t), input.to_input().unwrap());
+            }
+            Record::Out { output, .. } => {
+                let out = node
+                    .poll_output()
+                    .expect("the unrecorded node produces it too");
+                let inline_max = trace.header.output_payload_inline_max;
+                assert_eq!(&OutputRec::from_output(&out, inline_max), output);
+                outputs += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(outputs > 8);
+}
+
+/// Node 1's trace of a decisions run, and the index of its first decisions record.
+fn decisions_trace() -> (Trace, usize) {
+    let run = recorded_run_with(2, Mode::Decisions);
+    let trace = parse(&run.traces[1]);
+    let k = trace
+        .entries
+        .iter()
+        .position(
+            |e| matches!(&e.record, Record::Decisions { decisions, .. } if !decisions.is_empty()),
+        )
+        .expect("a decisions record");
+    (trace, k)
+}
+
+fn decisions_mut(trace: &mut Trace, k: usize) -> &mut Vec<p2p_trace::DecisionRec> {
+    match &mut trace.entries[k].record {
+        Record::Decisions { decisions, .. } => decisions,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_tampered_decision_is_a_divergence_not_a_panic() {
+    // Another answer: the node then does something else, found at that output.
+    let (mut trace, k) = decisions_trace();
+    decisions_mut(&mut trace, k)[0].decision = Decision::Drop;
+    let d = replay(&trace)
+        .divergence
+        .expect("a dropped advert changes outputs");
+    assert!(d.index > k, "{d}");
+    assert!(
+        matches!(
+            d.kind,
+            DivergenceKind::OutputMismatch { .. } | DivergenceKind::MissingOutput { .. }
+        ),
+        "{d}"
+    );
+
+    // Another advert id: found at the decisions record.
+    let (mut trace, k) = decisions_trace();
+    let asked = decisions_mut(&mut trace, k)[0].id;
+    decisions_mut(&mut trace, k)[0].id = ArtifactId([0xee; 32]);
+    let d = replay(&trace).divergence.expect("another advert");
+    assert_eq!(d.index, k, "{d}");
+    assert_eq!(
+        d.kind,
+        DivergenceKind::Decision(DecisionDivergence::Mismatch {
+            expected: ArtifactId([0xee; 32]),
+            actual: asked
+        })
+    );
+    assert!(d.to_string().contains("priority function"), "{d}");
+
+    // One answer fewer, and one more.
+    let (mut trace, k) = decisions_trace();
+    let last = decisions_mut(&mut trace, k).pop().unwrap();
+    let d = replay(&trace).divergence.expect("an answer missing");
+    assert_eq!(d.index, k);
+    assert_eq!(
+        d.kind,
+        DivergenceKind::Decision(DecisionDivergence::Missing { actual: last.id })
+    );
+    let (mut trace, k) = decisions_trace();
+    decisions_mut(&mut trace, k).push(last);
+    let d = replay(&trace).divergence.expect("an answer too many");
+    assert_eq!(d.index, k);
+    assert!(matches!(
+        d.kind,
+        DivergenceKind::Decision(DecisionDivergence::Unused { remaining: 1, .. })
+    ));
+
+    // The whole record gone: the node asks with nothing recorded.
+    let (mut trace, k) = decisions_trace();
+    trace.entries.remove(k);
+    let d = replay(&trace).divergence.expect("no answers");
+    assert!(matches!(
+        d.kind,
+        DivergenceKind::Decision(DecisionDivergence::Missing { .. })
+    ));
+}
+
+#[test]
+fn a_decisions_trace_written_back_parses_and_replays_identically() {
+    let run = recorded_run_with(2, Mode::Decisions);
+    let trace = parse(&run.traces[1]);
+    let mut out = Vec::new();
+    trace.write_to(&mut out).unwrap();
+    assert_eq!(first_difference(&out, &run.traces[1]), None);
+    assert!(replay(&parse(&out)).is_identical());
 }
 
 #[test]
@@ -482,18 +723,31 @@ fn a_trace_missing_an_input_error_diverges_at_that_input() {
     }
 }
 
+fn corpus_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/trace")
+}
+
 /// The trace fuzz target's seed corpus is replayed here so CI keeps it alive. Set
-/// `P2P_WRITE_TRACE_CORPUS=1` to regenerate the corpus from a recorded two-node run.
+/// `P2P_WRITE_TRACE_CORPUS=1` to regenerate its version 2 seeds (`decisions-*`) from a
+/// recorded two-node run; the version 1 seeds (`head-*`, `cut-*`) stay as written by version 1.
 #[test]
 fn trace_fuzz_corpus_parses_and_round_trips() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/trace");
+    let dir = corpus_dir();
     if std::env::var_os("P2P_WRITE_TRACE_CORPUS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();
-        for (i, t) in recorded_run(2).traces.iter().enumerate() {
+        for (i, t) in recorded_run_with(2, Mode::Decisions)
+            .traces
+            .iter()
+            .enumerate()
+        {
             // Small seeds: the header and the first records, and a copy cut mid-record.
-            let head: Vec<&[u8]> = t.split_inclusive(|b| *b == b'\n').take(12).collect();
-            std::fs::write(dir.join(format!("head-{i}.jsonl")), head.concat()).unwrap();
-            std::fs::write(dir.join(format!("cut-{i}.jsonl")), &t[..3000.min(t.len())]).unwrap();
+            let head: Vec<&[u8]> = t.split_inclusive(|b| *b == b'\n').take(16).collect();
+            std::fs::write(dir.join(format!("decisions-head-{i}.jsonl")), head.concat()).unwrap();
+            std::fs::write(
+                dir.join(format!("decisions-cut-{i}.jsonl")),
+                &t[..3000.min(t.len())],
+            )
+            .unwrap();
         }
     }
     let mut n = 0;
@@ -502,5 +756,29 @@ fn trace_fuzz_corpus_parses_and_round_trips() {
         p2p_trace::fuzz_parse(&data);
         n += 1;
     }
-    assert!(n >= 4, "the corpus has {n} files");
+    assert!(n >= 8, "the corpus has {n} files");
+}
+
+/// Traces of format version 1 (named profiles, no decisions) still parse and replay.
+#[test]
+fn version_1_traces_of_the_corpus_parse_and_replay_identically() {
+    for i in 0..2 {
+        let path = corpus_dir().join(format!("head-{i}.jsonl"));
+        let text = std::fs::read(&path).unwrap();
+        assert!(text.starts_with(b"{\"format\":\"p2p-trace\",\"version\":1,"));
+        let trace = Trace::parse_bytes(&text).unwrap();
+        assert!(!trace.header.decisions);
+        assert!(trace.entries.len() >= 8);
+        let report = replay(&trace);
+        assert!(
+            report.is_identical(),
+            "{}: {}",
+            path.display(),
+            report.divergence.unwrap()
+        );
+        assert!(
+            report.inputs >= 1 && report.outputs_matched >= 1,
+            "{report:?}"
+        );
+    }
 }

@@ -52,7 +52,7 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     cfg.core.priority_fn = priority_fn;
     cfg.record_trace = record_trace.or(file.record_trace);
     if cfg.record_trace.is_some() {
-        // A recorded node runs the function its trace names, so replays decide alike.
+        // For information in the trace's header: replays answer from the recorded decisions.
         cfg.record_trace_profile = Some(profile);
     }
     if let Some(v) = t.auto_relay {

@@ -160,7 +160,11 @@ fn describe(h: &Header) -> String {
         h.node.to_hex(),
         h.crate_version,
         h.config.seed,
-        h.priority,
+        if h.decisions {
+            format!("recorded decisions (named {})", h.priority)
+        } else {
+            h.priority.to_string()
+        },
         h.output_payload_inline_max
     )
 }
