@@ -127,6 +127,7 @@ async fn node(
         }
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the node: {e}")),
     };
+    let shutdown = Shutdown::install();
     println!("node {} listening on {}", id.to_hex(), handle.local_addr());
     tracing::info!(node = %id.to_hex(), listen = %handle.local_addr(), registry_version = version, "node started");
 
@@ -159,7 +160,7 @@ async fn node(
         registry_stamp,
     )));
 
-    let signal = shutdown_signal().await;
+    let signal = shutdown.wait().await;
     tracing::info!(signal, "shutting down");
     handle.shutdown().await;
     for t in tasks {
@@ -312,23 +313,46 @@ impl Hangup {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and names it.
-async fn shutdown_signal() -> &'static str {
+/// SIGINT and SIGTERM handlers, installed before the node announces itself so that a signal
+/// sent right after the announcement stops it cleanly instead of killing it.
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                _ => None,
+            };
+            Shutdown { streams }
+        }
+        #[cfg(not(unix))]
+        Shutdown {}
+    }
+
+    /// Waits for SIGINT or SIGTERM and names it.
+    async fn wait(self) -> &'static str {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.streams {
             return tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
         }
-    }
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => "SIGINT",
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for signals; running until killed");
-            std::future::pending::<&'static str>().await
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "SIGINT",
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for signals; running until killed");
+                std::future::pending::<&'static str>().await
+            }
         }
     }
 }
