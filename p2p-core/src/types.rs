@@ -39,7 +39,7 @@ impl NodeId {
 
     /// The full id as lowercase hex.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        to_hex32(&self.0)
     }
 
     /// Parses 64 hex digits.
@@ -79,7 +79,7 @@ impl ArtifactId {
 
     /// The full id as lowercase hex.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        to_hex32(&self.0)
     }
 
     /// Parses 64 hex digits.
@@ -99,6 +99,10 @@ impl fmt::Display for ArtifactId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt_hex_prefix(&self.0, f)
     }
+}
+
+fn to_hex32(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {

@@ -12,10 +12,6 @@ use quickcheck::QuickCheck;
 mod common;
 use common::M;
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn enc(msg: &Message) -> Bytes {
     let mut out = BytesMut::new();
     encode(msg, &mut out);
@@ -43,7 +39,7 @@ const KIND_SIZE: &str = "02010807060504030201";
 /// Checks the golden encoding, and that it decodes back to the message.
 fn golden(msg: Message, expected: String) {
     let bytes = enc(&msg);
-    assert_eq!(hex(&bytes), expected, "encoding of {}", msg.name());
+    assert_eq!(hex::encode(&bytes), expected, "encoding of {}", msg.name());
     assert_eq!(encoded_len(&msg), bytes.len());
     assert_eq!(decode(bytes, &Limits::default()), Ok(msg));
 }
@@ -57,8 +53,8 @@ fn golden_push() {
         },
         format!(
             "01{ID_AA}{KIND_SIZE}0200{}03000000{}",
-            hex(b"hi"),
-            hex(b"xyz")
+            hex::encode(b"hi"),
+            hex::encode(b"xyz")
         ),
     );
 }
@@ -120,7 +116,7 @@ fn golden_hello() {
     let mut out = BytesMut::new();
     encode_hello(&hello, &mut out);
     assert_eq!(
-        hex(&out),
+        hex::encode(&out),
         "5032504701".to_string() + "0100" + "0b0a000000000000"
     );
     assert_eq!(out.len(), HELLO_LEN);

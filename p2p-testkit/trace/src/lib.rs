@@ -281,7 +281,7 @@ struct HeaderRec {
     format: String,
     version: u32,
     crate_version: String,
-    #[serde(with = "hex_node")]
+    #[serde(with = "record::node_hex")]
     node: NodeId,
     seed: u64,
     priority: PriorityProfile,
@@ -290,20 +290,6 @@ struct HeaderRec {
     decisions: bool,
     output_payload_inline_max: u64,
     config: ConfigRec,
-}
-
-mod hex_node {
-    use p2p_core::NodeId;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&id.to_hex())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
-        let s = String::deserialize(d)?;
-        NodeId::from_hex(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid node id {s:?}: expected 64 hex digits"))
-        })
-    }
 }
 
 impl From<&Header> for HeaderRec {

@@ -16,28 +16,18 @@ use std::fmt::Write as _;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+fn not_hex32<E: serde::de::Error>(what: &str, s: &str) -> E {
+    E::custom(format!("invalid {what} {s:?}: expected 64 hex digits"))
 }
 
-fn parse_hex32<E: serde::de::Error>(s: &str, what: &str) -> Result<[u8; 32], E> {
-    ArtifactId::from_hex(s)
-        .map(|a| a.0)
-        .ok_or_else(|| E::custom(format!("invalid {what} {s:?}: expected 64 hex digits")))
-}
-
-mod node_hex {
+pub(crate) mod node_hex {
     use super::*;
     pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&id.to_hex())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
         let s = String::deserialize(d)?;
-        parse_hex32(&s, "node id").map(NodeId)
+        NodeId::from_hex(&s).ok_or_else(|| not_hex32("node id", &s))
     }
 }
 
@@ -49,7 +39,7 @@ mod node_hex_vec {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
         v.iter()
-            .map(|s| parse_hex32(s, "node id").map(NodeId))
+            .map(|s| NodeId::from_hex(s).ok_or_else(|| not_hex32("node id", s)))
             .collect()
     }
 }
@@ -61,7 +51,7 @@ mod art_hex {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ArtifactId, D::Error> {
         let s = String::deserialize(d)?;
-        parse_hex32(&s, "artifact id").map(ArtifactId)
+        ArtifactId::from_hex(&s).ok_or_else(|| not_hex32("artifact id", &s))
     }
 }
 
@@ -168,7 +158,7 @@ impl Serialize for Payload {
             Payload::Inline(b) => s.serialize_str(&B64.encode(b)),
             Payload::Digest { len, sha256 } => DigestRepr {
                 len: *len,
-                sha256: hex(sha256),
+                sha256: hex::encode(sha256),
             }
             .serialize(s),
         }
@@ -198,10 +188,12 @@ impl<'de> Deserialize<'de> for Payload {
                 .decode(s.as_bytes())
                 .map(|v| Payload::Inline(Bytes::from(v)))
                 .map_err(|e| D::Error::custom(format!("invalid base64: {e}"))),
-            Repr::Digest(r) => Ok(Payload::Digest {
-                len: r.len,
-                sha256: parse_hex32(&r.sha256, "sha256")?,
-            }),
+            Repr::Digest(r) => {
+                let mut sha256 = [0u8; 32];
+                hex::decode_to_slice(&r.sha256, &mut sha256)
+                    .map_err(|_| not_hex32("sha256", &r.sha256))?;
+                Ok(Payload::Digest { len: r.len, sha256 })
+            }
         }
     }
 }
@@ -1030,5 +1022,53 @@ impl Record {
     /// The record as one JSON line (without the newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"unserializable\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_is_written_as_lowercase_hex_and_read_back_in_either_case() {
+        let sha256: [u8; 32] = core::array::from_fn(|i| (i as u8).wrapping_mul(0x1f) ^ 0xa5);
+        let digest = Payload::Digest { len: 7, sha256 };
+        let json = serde_json::to_string(&digest).unwrap();
+        let expected: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(json, format!("{{\"len\":7,\"sha256\":\"{expected}\"}}"));
+        assert_eq!(serde_json::from_str::<Payload>(&json).unwrap(), digest);
+        let upper = json.replace(&expected, &expected.to_uppercase());
+        assert_eq!(serde_json::from_str::<Payload>(&upper).unwrap(), digest);
+    }
+
+    #[test]
+    fn a_digest_that_is_not_64_hex_digits_is_refused() {
+        for bad in [
+            "ab".repeat(31),
+            "ab".repeat(33),
+            format!("{}zz", "ab".repeat(31)),
+        ] {
+            let json = format!("{{\"len\":7,\"sha256\":\"{bad}\"}}");
+            let e = serde_json::from_str::<Payload>(&json).unwrap_err();
+            assert!(e.to_string().contains("expected 64 hex digits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ids_are_written_as_lowercase_hex_and_bad_ones_are_named() {
+        let id = NodeId(core::array::from_fn(|i| i as u8 * 8));
+        let json = serde_json::to_string(&Rec(id)).unwrap();
+        assert_eq!(json, format!("\"{}\"", NodeId::to_hex(&id)));
+        assert_eq!(json, json.to_lowercase());
+        assert_eq!(serde_json::from_str::<Rec>(&json).unwrap().0, id);
+        let e = serde_json::from_str::<Rec>("\"abc\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("invalid node id \"abc\": expected 64 hex digits"),
+            "{e}"
+        );
+
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Rec(#[serde(with = "node_hex")] NodeId);
     }
 }
