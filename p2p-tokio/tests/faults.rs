@@ -172,15 +172,13 @@ async fn raw_member_connection(
     (tls, hello)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() {
-    init_log();
+/// Two honest nodes, connected, and a registry (version 2) that also lists a rogue member with
+/// the lowest id (so dialing is its role) that no node runs: the test speaks for it.
+async fn two_nodes_and_a_rogue_member() -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
     let mut ids = identities(3).into_iter();
-    // The garbage peer has the lowest id, so dialing is its role.
     let rogue = ids.next().unwrap();
     let nodes = subnet(ids.map(config).collect()).await;
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let mut reg = registry(2, &[a, b]);
+    let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
     reg.members.push(Member {
         id: rogue.node_id(),
         addr: "127.0.0.1:9".parse().unwrap(),
@@ -190,6 +188,14 @@ async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() 
     }
     wait_connected(&nodes, 1).await;
     let members = Members::new(2, reg.members.iter().map(|m| m.id));
+    (rogue, members, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() {
+    init_log();
+    let (rogue, members, nodes) = two_nodes_and_a_rogue_member().await;
+    let (a, b) = (&nodes[0], &nodes[1]);
     let mut rx_b = b.take_deliveries().unwrap();
     let id = a
         .publish(Kind(1), Bytes::new(), bytes(9, 4 << 20))
@@ -300,20 +306,8 @@ fn frames(msgs: &[(p2p_core::Class, Message)]) -> BytesMut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_advertising_thousands_it_never_serves_does_not_delay_honest_artifacts() {
     init_log();
-    let mut ids = identities(3).into_iter();
-    let rogue = ids.next().unwrap();
-    let nodes = subnet(ids.map(config).collect()).await;
+    let (rogue, members, nodes) = two_nodes_and_a_rogue_member().await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut reg = registry(2, &[a, b]);
-    reg.members.push(Member {
-        id: rogue.node_id(),
-        addr: "127.0.0.1:9".parse().unwrap(),
-    });
-    for n in &nodes {
-        n.update_registry(reg.clone()).await.unwrap();
-    }
-    wait_connected(&nodes, 1).await;
-    let members = Members::new(2, reg.members.iter().map(|m| m.id));
     let (mut tls, hello) = raw_member_connection(&rogue, members.clone(), a).await;
     hello.unwrap();
     wait_metrics(a, "rogue admitted", |m| m.peers_connected == 2).await;
