@@ -66,6 +66,7 @@ mod message;
 mod metrics;
 mod node;
 mod ready;
+pub mod rng;
 mod types;
 
 pub use bytes::Bytes;

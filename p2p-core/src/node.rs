@@ -7,6 +7,7 @@ use crate::hash::{FastMap, FastSet, FastState, KeyedTable, Map, SaltedState, key
 use crate::message::{Message, RequestId};
 use crate::metrics::Metrics;
 use crate::ready::{Ready, ReadyKey, Slot};
+use crate::rng::splitmix64;
 use crate::types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -1665,11 +1666,4 @@ pub(crate) fn table_hasher(seed: u64, id: NodeId) -> SaltedState {
 /// A ready download's place in the ready queues.
 fn ready_key(dl: &Download) -> ReadyKey {
     (Reverse(dl.priority.unwrap_or_default()), dl.seq)
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
