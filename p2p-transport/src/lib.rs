@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod conn;
 pub mod identity;
 pub mod mux;
+pub mod peers;
 pub mod tls;

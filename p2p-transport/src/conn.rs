@@ -1,0 +1,425 @@
+//! One peer connection as a sans-IO state machine: the hello exchange, the multiplexer,
+//! keepalives, the idle timeout and the congestion marks.
+//!
+//! A connection is two independent halves, so that a driver may run its reading and its
+//! writing on different tasks or threads without sharing a lock between them:
+//! - [`ConnSender`] emits our [`Hello`] before any frame, queues messages in the
+//!   [`MuxSender`], queues a keepalive when nothing was transmitted for
+//!   [`ConnConfig::keepalive_interval`], and marks the peer congested when its queue passes the
+//!   multiplexer's `high_water` and drained when it falls back to [`ConnConfig::low_water`].
+//! - [`ConnReceiver`] reads the peer's hello (it must arrive within
+//!   [`ConnConfig::hello_timeout`]), then reassembles messages with the [`MuxReceiver`], drops
+//!   keepalives, and fails the connection when nothing arrived for [`ConnConfig::idle_timeout`].
+//!
+//! Both take the time as an argument and never read a clock. The TLS record layer below them
+//! is the driver's: these halves see plaintext.
+//!
+//! # Driving a connection
+//!
+//! On the sending side: [`ConnSender::push`] messages; whenever the stream can take bytes, call
+//! [`ConnSender::poll_transmit`] and write what it appended; after either, read
+//! [`ConnSender::poll_congestion`] and tell the core about a change; arm a timer at
+//! [`ConnSender::poll_timeout`] and call [`ConnSender::handle_timeout`] when it fires (it may
+//! queue a keepalive, so transmit afterwards).
+//!
+//! On the receiving side: feed what the stream delivered with [`ConnReceiver::handle_input`],
+//! then drain [`ConnReceiver::poll_event`] until it returns `Ok(None)`; arm a timer at
+//! [`ConnReceiver::poll_timeout`] and call [`ConnReceiver::handle_timeout`] when it fires. An
+//! error is sticky: the connection is over and the driver closes it with that reason.
+//!
+//! # Keepalive convention
+//!
+//! A keepalive is an empty `Message::Adverts` batch in the control class. It means nothing
+//! else, so the receiver drops every empty advert batch before the core.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use p2p_core::{Class, Message, Time};
+use thiserror::Error;
+
+use crate::codec::{self, DecodeError, HELLO_LEN, Hello};
+use crate::mux::{MuxConfig, MuxConfigError, MuxError, MuxReceiver, MuxSender, PushError};
+
+/// Settings of both halves of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// The multiplexer's settings, the same on both ends.
+    pub mux: MuxConfig,
+    /// Nothing transmitted for this long queues a keepalive (default 5 s).
+    pub keepalive_interval: Duration,
+    /// Nothing received for this long ends the connection (default 30 s; more than
+    /// `keepalive_interval`).
+    pub idle_timeout: Duration,
+    /// The peer's hello must arrive within this long of the connection's start (default 5 s).
+    pub hello_timeout: Duration,
+    /// Queued bytes at or below which a congested peer is marked drained (default half of
+    /// `mux.high_water`; below it).
+    pub low_water: usize,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        let mux = MuxConfig::default();
+        let low_water = mux.high_water / 2;
+        ConnConfig {
+            mux,
+            keepalive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(5),
+            low_water,
+        }
+    }
+}
+
+/// A [`ConnConfig`] that cannot work.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnConfigError {
+    /// The multiplexer settings are invalid.
+    #[error(transparent)]
+    Mux(#[from] MuxConfigError),
+    /// A zero keepalive interval, or an idle timeout not above it.
+    #[error("idle_timeout ({idle:?}) must exceed a non-zero keepalive_interval ({keepalive:?})")]
+    Timers {
+        /// The keepalive interval.
+        keepalive: Duration,
+        /// The idle timeout.
+        idle: Duration,
+    },
+    /// A zero hello timeout.
+    #[error("hello_timeout must be positive")]
+    HelloTimeout,
+    /// A low-water mark at or above the high-water mark.
+    #[error("low_water ({low}) must be below mux.high_water ({high})")]
+    LowWater {
+        /// The low-water mark.
+        low: usize,
+        /// The multiplexer's high-water mark.
+        high: usize,
+    },
+}
+
+impl ConnConfig {
+    /// A configuration with `mux` and default timers, the low-water mark at half its
+    /// `high_water`.
+    pub fn with_mux(mux: MuxConfig) -> Self {
+        let low_water = mux.high_water / 2;
+        ConnConfig {
+            mux,
+            low_water,
+            ..ConnConfig::default()
+        }
+    }
+
+    /// Checks that the settings can work.
+    pub fn validate(&self) -> Result<(), ConnConfigError> {
+        self.mux.validate()?;
+        if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {
+            return Err(ConnConfigError::Timers {
+                keepalive: self.keepalive_interval,
+                idle: self.idle_timeout,
+            });
+        }
+        if self.hello_timeout.is_zero() {
+            return Err(ConnConfigError::HelloTimeout);
+        }
+        if self.low_water >= self.mux.high_water {
+            return Err(ConnConfigError::LowWater {
+                low: self.low_water,
+                high: self.mux.high_water,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a connection ended. Every variant is final: the driver closes the connection.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The peer's hello is malformed or of another protocol version.
+    #[error("bad hello: {0}")]
+    Hello(DecodeError),
+    /// The peer's hello did not arrive in time.
+    #[error("no hello within {0:?}")]
+    HelloTimeout(Duration),
+    /// Nothing arrived for the idle timeout.
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    /// The peer's bytes are not valid multiplexed traffic.
+    #[error("protocol error: {0}")]
+    Protocol(MuxError),
+}
+
+impl ConnError {
+    /// Whether the peer broke the protocol (as opposed to going quiet): a misbehaviour.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(self, ConnError::Hello(_) | ConnError::Protocol(_))
+    }
+}
+
+/// What the receiving half produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The peer's hello: messages follow.
+    Hello(Hello),
+    /// A message (never a keepalive), with the class its frames carried.
+    Message(Class, Message),
+}
+
+/// Builds both halves of a connection that starts at `now` and announces `hello`.
+pub fn connection(
+    cfg: &ConnConfig,
+    hello: Hello,
+    now: Time,
+) -> Result<(ConnSender, ConnReceiver), ConnConfigError> {
+    cfg.validate()?;
+    Ok((
+        ConnSender::new(cfg, hello, now)?,
+        ConnReceiver::new(cfg, now)?,
+    ))
+}
+
+/// The sending half of a connection.
+pub struct ConnSender {
+    mux: MuxSender,
+    hello: Option<BytesMut>,
+    keepalive_interval: Duration,
+    low_water: usize,
+    last_transmit: Time,
+    congested: bool,
+    reported: bool,
+    keepalives: u64,
+}
+
+impl ConnSender {
+    fn new(cfg: &ConnConfig, hello: Hello, now: Time) -> Result<Self, MuxConfigError> {
+        let mut bytes = BytesMut::with_capacity(HELLO_LEN);
+        codec::encode_hello(&hello, &mut bytes);
+        Ok(ConnSender {
+            mux: MuxSender::new(cfg.mux.clone())?,
+            hello: Some(bytes),
+            keepalive_interval: cfg.keepalive_interval,
+            low_water: cfg.low_water,
+            last_transmit: now,
+            congested: false,
+            reported: false,
+            keepalives: 0,
+        })
+    }
+
+    /// Queues `msg` in `class`. [`PushError::QueueFull`] means the peer does not keep up:
+    /// drivers end such a connection.
+    pub fn push(&mut self, class: Class, msg: &Message) -> Result<(), PushError> {
+        self.mux.push(class, msg)?;
+        if !self.congested && self.mux.is_congested() {
+            self.congested = true;
+        }
+        Ok(())
+    }
+
+    /// Appends our hello (first) and then whole frames to `out` while they fit in `max_bytes`
+    /// (at least [`crate::mux::MIN_TRANSMIT`]); returns the bytes appended.
+    #[must_use = "the appended bytes must be written to the stream"]
+    pub fn poll_transmit(&mut self, now: Time, out: &mut BytesMut, max_bytes: usize) -> usize {
+        let mut n = 0;
+        if let Some(hello) = self.hello.take() {
+            out.extend_from_slice(&hello);
+            n = hello.len();
+        }
+        n += self.mux.poll_transmit(out, max_bytes.saturating_sub(n));
+        self.after_transmit(now, n);
+        n
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), as [`Bytes`] pieces for a vectored write
+    /// (see [`MuxSender::poll_transmit_parts`]).
+    #[must_use = "the appended pieces must be written to the stream"]
+    pub fn poll_transmit_parts(
+        &mut self,
+        now: Time,
+        out: &mut Vec<Bytes>,
+        max_bytes: usize,
+    ) -> usize {
+        let mut n = 0;
+        if let Some(hello) = self.hello.take() {
+            n = hello.len();
+            out.push(hello.freeze());
+        }
+        n += self
+            .mux
+            .poll_transmit_parts(out, max_bytes.saturating_sub(n));
+        self.after_transmit(now, n);
+        n
+    }
+
+    fn after_transmit(&mut self, now: Time, n: usize) {
+        if n > 0 {
+            self.last_transmit = now;
+        }
+        if self.congested && self.mux.queued_bytes_total() <= self.low_water {
+            self.congested = false;
+        }
+    }
+
+    /// A change of the congestion mark since the last call: `Some(true)` when the peer became
+    /// congested (stop producing for it), `Some(false)` when it drained.
+    pub fn poll_congestion(&mut self) -> Option<bool> {
+        (self.congested != self.reported).then(|| {
+            self.reported = self.congested;
+            self.congested
+        })
+    }
+
+    /// Whether anything (the hello or frames) waits to be transmitted.
+    pub fn wants_transmit(&self) -> bool {
+        self.hello.is_some() || !self.mux.is_idle()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run: a keepalive interval after
+    /// the last transmission.
+    pub fn poll_timeout(&self) -> Time {
+        self.last_transmit + self.keepalive_interval
+    }
+
+    /// Queues a keepalive if nothing was transmitted for the keepalive interval and nothing is
+    /// queued; returns whether it did.
+    pub fn handle_timeout(&mut self, now: Time) -> bool {
+        if now < self.poll_timeout() || self.wants_transmit() {
+            return false;
+        }
+        // An empty batch is always encodable and the queue is empty: the push cannot fail.
+        let queued = self
+            .mux
+            .push(Class::Control, &Message::Adverts(Vec::new()))
+            .is_ok();
+        if queued {
+            self.keepalives += 1;
+            // The timer restarts now, even before the keepalive is transmitted.
+            self.last_transmit = now;
+        }
+        queued
+    }
+
+    /// Keepalives queued so far.
+    pub fn keepalives(&self) -> u64 {
+        self.keepalives
+    }
+
+    /// The multiplexer, for its queue figures.
+    pub fn mux(&self) -> &MuxSender {
+        &self.mux
+    }
+}
+
+/// The receiving half of a connection.
+pub struct ConnReceiver {
+    mux: MuxReceiver,
+    /// The peer's hello bytes read so far; `None` once the hello was decoded.
+    hello: Option<Vec<u8>>,
+    hello_deadline: Time,
+    hello_timeout: Duration,
+    idle_timeout: Duration,
+    last_input: Time,
+    error: Option<ConnError>,
+}
+
+impl ConnReceiver {
+    fn new(cfg: &ConnConfig, now: Time) -> Result<Self, MuxConfigError> {
+        Ok(ConnReceiver {
+            mux: MuxReceiver::new(cfg.mux.clone())?,
+            hello: Some(Vec::with_capacity(HELLO_LEN)),
+            hello_deadline: now + cfg.hello_timeout,
+            hello_timeout: cfg.hello_timeout,
+            idle_timeout: cfg.idle_timeout,
+            last_input: now,
+            error: None,
+        })
+    }
+
+    /// Takes bytes the stream delivered at `now` (all of `buf`, which is left empty).
+    pub fn handle_input(&mut self, now: Time, buf: &mut BytesMut) {
+        if buf.is_empty() || self.error.is_some() {
+            buf.clear();
+            return;
+        }
+        self.last_input = now;
+        if let Some(hello) = &mut self.hello {
+            let take = (HELLO_LEN - hello.len()).min(buf.len());
+            hello.extend_from_slice(&buf.split_to(take));
+            if hello.len() < HELLO_LEN {
+                return;
+            }
+        }
+        self.mux.feed_buf(buf);
+    }
+
+    /// The next event, `Ok(None)` when more input is needed, or the error that ended the
+    /// connection (returned again on every later call).
+    pub fn poll_event(&mut self) -> Result<Option<ConnEvent>, ConnError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if let Some(hello) = &self.hello {
+            if hello.len() < HELLO_LEN {
+                return Ok(None);
+            }
+            let decoded = codec::decode_hello(hello);
+            self.hello = None;
+            return match decoded {
+                Ok(h) => Ok(Some(ConnEvent::Hello(h))),
+                Err(e) => Err(self.fail(ConnError::Hello(e))),
+            };
+        }
+        loop {
+            match self.mux.poll_message() {
+                Ok(None) => return Ok(None),
+                Ok(Some((_, Message::Adverts(a)))) if a.is_empty() => continue,
+                Ok(Some((class, msg))) => return Ok(Some(ConnEvent::Message(class, msg))),
+                Err(e) => return Err(self.fail(ConnError::Protocol(e))),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ConnError) -> ConnError {
+        self.error = Some(e.clone());
+        e
+    }
+
+    /// Whether the peer's hello was received.
+    pub fn has_hello(&self) -> bool {
+        self.hello.is_none()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run: the hello deadline until the
+    /// hello arrived, then the idle deadline. `None` once the connection failed.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if self.error.is_some() {
+            return None;
+        }
+        let idle = self.last_input + self.idle_timeout;
+        Some(if self.hello.is_some() {
+            idle.min(self.hello_deadline)
+        } else {
+            idle
+        })
+    }
+
+    /// Fails the connection if its hello or idle deadline passed at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.hello.is_some() && now >= self.hello_deadline {
+            self.fail(ConnError::HelloTimeout(self.hello_timeout));
+        } else if now >= self.last_input + self.idle_timeout {
+            self.fail(ConnError::Idle(self.idle_timeout));
+        }
+    }
+
+    /// The multiplexer, for its buffer figures.
+    pub fn mux(&self) -> &MuxReceiver {
+        &self.mux
+    }
+}

@@ -1,0 +1,406 @@
+//! The node's connection policy as a sans-IO state machine: whom to dial and when, which
+//! connection to admit, and whom to ban.
+//!
+//! [`PeerPolicy`] knows the current members and, per member, the connection state. It decides:
+//! - **the dial rule**: of two members, the one with the lower [`NodeId`] dials; an inbound
+//!   connection from a higher id is refused, so a pair has one connection;
+//! - **duplicates**: a second connection from a connected peer (a reconnect that raced the old
+//!   connection's teardown) replaces the old one ([`Admit::Replace`]);
+//! - **reconnect back-off**: the first dial goes out at once; after a failed attempt or a
+//!   short-lived connection the next waits `backoff_min` doubled per attempt, up to
+//!   `backoff_max`, jittered down to half from the seeded generator. A connection that lived at
+//!   least `backoff_max` resets the back-off;
+//! - **bans**: a peer that misbehaved is refused and not dialed for `ban_base`, doubled for
+//!   every offence within `forgive_after` of the previous one, up to `ban_max`;
+//! - **membership**: a new registry version dials the new members (when ours to dial) and
+//!   closes the connections of removed ones; a member that leaves and returns starts afresh.
+//!
+//! The driver carries out [`PolicyAction`]s (dial, close) and reports what happened: dial
+//! failures, established connections (which it admits or refuses as told), closed connections
+//! with their [`CloseCause`]. Time comes in with every call; randomness from the seed.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use p2p_core::rng::{Rng, derive};
+use p2p_core::{NodeId, Time};
+use thiserror::Error;
+
+/// Settings of the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Delay before the second attempt (default 100 ms).
+    pub backoff_min: Duration,
+    /// Largest delay between attempts, and the lifetime after which a connection counts as
+    /// stable (default 10 s).
+    pub backoff_max: Duration,
+    /// Ban after a first offence (default 60 s).
+    pub ban_base: Duration,
+    /// Longest ban (default 1 h).
+    pub ban_max: Duration,
+    /// An offence this long after the previous one counts as a first offence (default 1 h).
+    pub forgive_after: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            ban_base: Duration::from_secs(60),
+            ban_max: Duration::from_secs(3600),
+            forgive_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A [`PolicyConfig`] that cannot work.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyConfigError {
+    /// A zero minimum back-off, or a maximum below the minimum.
+    #[error("reconnect back-off needs 0 < min ({min:?}) <= max ({max:?})")]
+    Backoff {
+        /// The minimum.
+        min: Duration,
+        /// The maximum.
+        max: Duration,
+    },
+    /// A ban maximum below the base.
+    #[error("ban_max ({max:?}) must be at least ban_base ({base:?})")]
+    Ban {
+        /// The base ban.
+        base: Duration,
+        /// The longest ban.
+        max: Duration,
+    },
+}
+
+impl PolicyConfig {
+    /// Checks that the settings can work.
+    pub fn validate(&self) -> Result<(), PolicyConfigError> {
+        if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
+            return Err(PolicyConfigError::Backoff {
+                min: self.backoff_min,
+                max: self.backoff_max,
+            });
+        }
+        if self.ban_max < self.ban_base {
+            return Err(PolicyConfigError::Ban {
+                base: self.ban_base,
+                max: self.ban_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// Open a connection to this member (then report [`PeerPolicy::dial_failed`] or
+    /// [`PeerPolicy::admit`]).
+    Dial(NodeId),
+    /// Close the connection to this peer: it is no longer a member.
+    Close(NodeId),
+}
+
+/// How to admit an established connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Use it.
+    New,
+    /// Use it and close the peer's previous connection (without reporting it closed).
+    Replace,
+}
+
+/// Why an established connection is refused.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer is this node.
+    #[error("connection to ourselves")]
+    Ourselves,
+    /// The peer is not in the current registry.
+    #[error("not a member of the current registry")]
+    NotMember,
+    /// The peer is banned.
+    #[error("banned for misbehaviour until {until:?}")]
+    Banned {
+        /// When the ban ends.
+        until: Time,
+    },
+    /// A higher id dialed us: the lower id dials.
+    #[error("the lower id dials: a higher id must not dial us")]
+    WrongDirection,
+}
+
+/// Why a connection ended, as the policy needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The peer broke the protocol or the core cut it off: ban it.
+    Misbehaviour,
+    /// The connection failed or went quiet, or the peer closed it.
+    Lost,
+    /// The application asked for it.
+    Requested,
+}
+
+/// The policy's record of one member.
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    /// Since when it is connected, if it is.
+    connected: Option<Time>,
+    /// A dial was handed to the driver and its outcome is not reported yet.
+    dialing: bool,
+    /// When to dial next (only for peers we dial).
+    dial_at: Option<Time>,
+    /// Failed attempts (or short-lived connections) since the last stable connection.
+    attempts: u32,
+    /// Offences counted towards the ban length, and the last one's time.
+    offences: u32,
+    last_offence: Option<Time>,
+    banned_until: Option<Time>,
+}
+
+/// The node's connection policy; see the [module documentation](self).
+pub struct PeerPolicy {
+    me: NodeId,
+    cfg: PolicyConfig,
+    rng: Rng,
+    version: Option<u64>,
+    peers: BTreeMap<NodeId, Peer>,
+    actions: VecDeque<PolicyAction>,
+}
+
+impl PeerPolicy {
+    /// The policy of node `me`; `seed` drives the jitter.
+    pub fn new(me: NodeId, cfg: PolicyConfig, seed: u64) -> Result<Self, PolicyConfigError> {
+        cfg.validate()?;
+        let stream = u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default());
+        Ok(PeerPolicy {
+            me,
+            cfg,
+            rng: Rng::new(derive(seed, stream)),
+            version: None,
+            peers: BTreeMap::new(),
+            actions: VecDeque::new(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    /// Whether this node dials `peer` (rather than waiting for it).
+    pub fn dials(&self, peer: &NodeId) -> bool {
+        self.me < *peer
+    }
+
+    /// Installs the members of registry `version`: new members we dial are dialed at once,
+    /// removed members' connections are closed and their records (bans included) forgotten.
+    pub fn set_members(
+        &mut self,
+        now: Time,
+        version: u64,
+        members: impl IntoIterator<Item = NodeId>,
+    ) {
+        self.version = Some(version);
+        let mut next: BTreeMap<NodeId, Peer> = BTreeMap::new();
+        for id in members {
+            if id == self.me {
+                continue;
+            }
+            let dial_at = (self.me < id).then_some(now);
+            let peer = self.peers.remove(&id).unwrap_or_else(|| Peer {
+                dial_at,
+                ..Peer::default()
+            });
+            next.insert(id, peer);
+        }
+        for (id, old) in std::mem::replace(&mut self.peers, next) {
+            if old.connected.is_some() {
+                self.actions.push_back(PolicyAction::Close(id));
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    /// The registry version installed last.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// Whether `peer` is a current member.
+    pub fn is_member(&self, peer: &NodeId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// When `peer`'s ban ends, if it is banned at `now`.
+    pub fn banned_until(&self, now: Time, peer: &NodeId) -> Option<Time> {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.banned_until)
+            .filter(|t| *t > now)
+    }
+
+    /// Whether a connection from or to `peer` may start at `now` (a member, not banned, not us):
+    /// what a driver can check before the TLS handshake.
+    pub fn may_connect(&self, now: Time, peer: &NodeId) -> bool {
+        *peer != self.me && self.is_member(peer) && self.banned_until(now, peer).is_none()
+    }
+
+    /// Decides on a connection to `peer` that completed its handshake at `now`; `dialed` says
+    /// whether we opened it. An admitted connection is recorded as `peer`'s connection.
+    pub fn admit(&mut self, now: Time, peer: NodeId, dialed: bool) -> Result<Admit, Refusal> {
+        if peer == self.me {
+            return Err(Refusal::Ourselves);
+        }
+        let dials = self.dials(&peer);
+        let banned = self.banned_until(now, &peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(Refusal::NotMember);
+        };
+        if dialed {
+            p.dialing = false;
+        }
+        if let Some(until) = banned {
+            if dialed {
+                p.dial_at = Some(until);
+            }
+            return Err(Refusal::Banned { until });
+        }
+        if !dialed && dials {
+            return Err(Refusal::WrongDirection);
+        }
+        p.dial_at = None;
+        let replaced = p.connected.replace(now).is_some();
+        Ok(if replaced { Admit::Replace } else { Admit::New })
+    }
+
+    /// A dial to `peer` failed at `now`: it is tried again after the back-off.
+    pub fn dial_failed(&mut self, now: Time, peer: NodeId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.dialing = false;
+        p.attempts = p.attempts.saturating_add(1);
+        if p.connected.is_none() && self.me < peer {
+            let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
+            p.dial_at = Some(later(now + delay, p.banned_until));
+        }
+    }
+
+    /// `peer`'s connection ended at `now` because of `cause`. A misbehaving peer is banned;
+    /// a peer we dial is dialed again after the back-off (and the ban).
+    pub fn closed(&mut self, now: Time, peer: NodeId, cause: CloseCause) {
+        let dials = self.dials(&peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(since) = p.connected.take() {
+            // A connection that lived long resets the back-off; a short-lived one counts as a
+            // failed attempt, so a peer that keeps dropping us is not redialed in a tight loop.
+            p.attempts = if now.saturating_since(since) >= self.cfg.backoff_max {
+                1
+            } else {
+                p.attempts.saturating_add(1)
+            };
+        }
+        if cause == CloseCause::Misbehaviour {
+            ban(&self.cfg, p, now);
+        }
+        if dials && !p.dialing {
+            let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
+            p.dial_at = Some(later(now + delay, p.banned_until));
+        }
+    }
+
+    /// `peer` misbehaved at `now` outside a connection's end (e.g. during a handshake): ban it.
+    pub fn misbehaved(&mut self, now: Time, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            ban(&self.cfg, p, now);
+            if let Some(at) = &mut p.dial_at {
+                *at = later(*at, p.banned_until);
+            }
+        }
+    }
+
+    /// Whether `peer` is connected.
+    pub fn is_connected(&self, peer: &NodeId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.connected.is_some())
+    }
+
+    /// The connected peers, in id order.
+    pub fn connected(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected.is_some())
+            .map(|(id, _)| *id)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next: the earliest due dial.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.peers
+            .values()
+            .filter(|p| !p.dialing && p.connected.is_none())
+            .filter_map(|p| p.dial_at)
+            .min()
+    }
+
+    /// Queues a [`PolicyAction::Dial`] for every dial due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        for (id, p) in &mut self.peers {
+            if p.connected.is_none() && !p.dialing && p.dial_at.is_some_and(|t| t <= now) {
+                p.dialing = true;
+                p.dial_at = None;
+                self.actions.push_back(PolicyAction::Dial(*id));
+            }
+        }
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<PolicyAction> {
+        self.actions.pop_front()
+    }
+}
+
+/// The later of `t` and the end of a ban.
+fn later(t: Time, banned_until: Option<Time>) -> Time {
+    banned_until.map_or(t, |b| b.max(t))
+}
+
+/// Records an offence of `p` at `now` and bans it for the escalated length.
+fn ban(cfg: &PolicyConfig, p: &mut Peer, now: Time) {
+    let forgiven = p
+        .last_offence
+        .is_some_and(|t| now.saturating_since(t) >= cfg.forgive_after);
+    p.offences = if forgiven {
+        1
+    } else {
+        p.offences.saturating_add(1)
+    };
+    p.last_offence = Some(now);
+    let length = cfg
+        .ban_base
+        .checked_mul(1u32 << (p.offences - 1).min(20))
+        .unwrap_or(cfg.ban_max)
+        .min(cfg.ban_max);
+    p.banned_until = Some(now + length);
+}
+
+/// The delay before attempt number `attempts + 1`: none for the first, then the minimum doubled
+/// per attempt up to the maximum, with jitter down to half.
+fn backoff(cfg: &PolicyConfig, rng: &mut Rng, attempts: u32) -> Duration {
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    let full = cfg
+        .backoff_min
+        .checked_mul(1u32 << (attempts - 1).min(20))
+        .unwrap_or(cfg.backoff_max)
+        .min(cfg.backoff_max);
+    let frac = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    full.mul_f64(0.5 + 0.5 * frac)
+}
