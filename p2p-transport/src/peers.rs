@@ -11,7 +11,7 @@
 //!   `backoff_max`, jittered down to half from the seeded generator. A connection that lived at
 //!   least `backoff_max` resets the back-off;
 //! - **bans**: a peer that misbehaved is refused and not dialed for `ban_base`, doubled for
-//!   every offence within `forgive_after` of the previous one, up to `ban_max`;
+//!   every offence within `forgive_after` of the end of its previous ban, up to `ban_max`;
 //! - **membership**: a new registry version dials the new members (when ours to dial) and
 //!   closes the connections of removed ones; a member that leaves and returns starts afresh.
 //!
@@ -39,7 +39,8 @@ pub struct PolicyConfig {
     pub ban_base: Duration,
     /// Longest ban (default 1 h).
     pub ban_max: Duration,
-    /// An offence this long after the previous one counts as a first offence (default 1 h).
+    /// An offence this long after the end of the previous ban counts as a first offence
+    /// (default 1 h).
     pub forgive_after: Duration,
 }
 
@@ -157,9 +158,9 @@ struct Peer {
     dial_at: Option<Time>,
     /// Failed attempts (or short-lived connections) since the last stable connection.
     attempts: u32,
-    /// Offences counted towards the ban length, and the last one's time.
+    /// Offences counted towards the ban length.
     offences: u32,
-    last_offence: Option<Time>,
+    /// The end of the last ban.
     banned_until: Option<Time>,
 }
 
@@ -224,6 +225,12 @@ impl PeerPolicy {
                 self.actions.push_back(PolicyAction::Close(id));
             }
         }
+        // Dials not yet carried out to members that left are dropped.
+        let peers = &self.peers;
+        self.actions.retain(|a| match a {
+            PolicyAction::Dial(id) => peers.contains_key(id),
+            PolicyAction::Close(_) => true,
+        });
         self.handle_timeout(now);
     }
 
@@ -373,15 +380,15 @@ fn later(t: Time, banned_until: Option<Time>) -> Time {
 
 /// Records an offence of `p` at `now` and bans it for the escalated length.
 fn ban(cfg: &PolicyConfig, p: &mut Peer, now: Time) {
+    // Good behaviour counts from the end of the last ban.
     let forgiven = p
-        .last_offence
+        .banned_until
         .is_some_and(|t| now.saturating_since(t) >= cfg.forgive_after);
     p.offences = if forgiven {
         1
     } else {
         p.offences.saturating_add(1)
     };
-    p.last_offence = Some(now);
     let length = cfg
         .ban_base
         .checked_mul(1u32 << (p.offences - 1).min(20))

@@ -1,0 +1,446 @@
+//! The sans-IO connection layer: one connection's halves back to back, and the node's peer
+//! policy, driven with explicit times.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use p2p_core::{Advert, ArtifactId, Class, Kind, Message, NodeId, Time};
+use p2p_transport::codec::{DecodeError, Hello};
+use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
+use p2p_transport::mux::MuxConfig;
+use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction, PolicyConfig, Refusal};
+use quickcheck::{QuickCheck, TestResult};
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn advert(i: u8) -> Message {
+    Message::Adverts(vec![Advert {
+        id: ArtifactId([i; 32]),
+        kind: Kind(1),
+        size: 1000,
+        attr: Bytes::new(),
+    }])
+}
+
+/// A push of `len` bytes, named `i`.
+fn push(i: u8, len: usize) -> Message {
+    Message::Push {
+        advert: Advert {
+            id: ArtifactId([i; 32]),
+            kind: Kind(2),
+            size: len as u64,
+            attr: Bytes::new(),
+        },
+        data: Bytes::from(vec![i; len]),
+    }
+}
+
+/// `t` less `d`.
+fn before(t: Time, d: Duration) -> Time {
+    Time::from_nanos(t.as_nanos() - d.as_nanos() as u64)
+}
+
+/// Moves everything `tx` transmits at `now` into `rx`, in chunks of `chunk` bytes.
+fn pump(tx: &mut ConnSender, rx: &mut ConnReceiver, now: Time, chunk: usize) -> usize {
+    let mut out = BytesMut::new();
+    let mut total = 0;
+    loop {
+        let n = tx.poll_transmit(now, &mut out, 64 << 10);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    while !out.is_empty() {
+        let mut piece = out.split_to(chunk.min(out.len()));
+        rx.handle_input(now, &mut piece);
+    }
+    total
+}
+
+fn events(rx: &mut ConnReceiver) -> Result<Vec<ConnEvent>, ConnError> {
+    let mut v = Vec::new();
+    while let Some(e) = rx.poll_event()? {
+        v.push(e);
+    }
+    Ok(v)
+}
+
+#[test]
+fn hello_comes_first_then_messages_in_order_and_keepalives_stay_below_the_core() {
+    let cfg = ConnConfig::default();
+    let (mut tx, _) = connection(&cfg, Hello::new(7), t(0)).unwrap();
+    let (_, mut rx) = connection(&cfg, Hello::new(9), t(0)).unwrap();
+    tx.push(Class::Normal, &advert(1)).unwrap();
+    tx.push(Class::Normal, &advert(2)).unwrap();
+    pump(&mut tx, &mut rx, t(1), 3);
+    assert_eq!(
+        events(&mut rx).unwrap(),
+        vec![
+            ConnEvent::Hello(Hello::new(7)),
+            ConnEvent::Message(Class::Normal, advert(1)),
+            ConnEvent::Message(Class::Normal, advert(2)),
+        ]
+    );
+    // Nothing transmitted for the keepalive interval: a keepalive is queued, which the
+    // receiver takes as proof of life but does not surface.
+    assert_eq!(tx.poll_timeout(), t(1) + cfg.keepalive_interval);
+    assert!(!tx.handle_timeout(t(1) + cfg.keepalive_interval / 2));
+    let at = t(1) + cfg.keepalive_interval;
+    assert!(tx.handle_timeout(at));
+    assert_eq!(tx.keepalives(), 1);
+    assert!(pump(&mut tx, &mut rx, at, 1000) > 0);
+    assert_eq!(events(&mut rx).unwrap(), vec![]);
+    assert_eq!(rx.poll_timeout(), Some(at + cfg.idle_timeout));
+}
+
+#[test]
+fn a_silent_peer_fails_the_hello_deadline_then_a_quiet_one_the_idle_timeout() {
+    let cfg = ConnConfig::default();
+    let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    assert_eq!(rx.poll_timeout(), Some(t(0) + cfg.hello_timeout));
+    rx.handle_timeout(t(0) + cfg.hello_timeout);
+    assert_eq!(
+        rx.poll_event(),
+        Err(ConnError::HelloTimeout(cfg.hello_timeout))
+    );
+    assert_eq!(rx.poll_timeout(), None, "a failed connection has no timer");
+
+    let (mut tx, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    pump(&mut tx, &mut rx, t(100), 64);
+    assert!(matches!(
+        events(&mut rx).unwrap()[..],
+        [ConnEvent::Hello(_)]
+    ));
+    let idle_at = t(100) + cfg.idle_timeout;
+    assert_eq!(rx.poll_timeout(), Some(idle_at));
+    rx.handle_timeout(before(idle_at, Duration::from_millis(1)));
+    assert!(rx.poll_event().is_ok());
+    rx.handle_timeout(idle_at);
+    let e = rx.poll_event().unwrap_err();
+    assert_eq!(e, ConnError::Idle(cfg.idle_timeout));
+    assert!(!e.is_misbehaviour());
+}
+
+#[test]
+fn a_bad_hello_or_a_bad_frame_is_a_misbehaviour_and_sticky() {
+    let cfg = ConnConfig::default();
+    let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    rx.handle_input(t(1), &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]));
+    let e = rx.poll_event().unwrap_err();
+    assert!(matches!(e, ConnError::Hello(DecodeError::BadMagic { .. })));
+    assert!(e.is_misbehaviour());
+    assert_eq!(rx.poll_event().unwrap_err(), e);
+
+    let (mut tx, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    pump(&mut tx, &mut rx, t(1), 64);
+    let mut garbage = BytesMut::from(&[0xffu8; 32][..]);
+    rx.handle_input(t(2), &mut garbage);
+    assert!(matches!(
+        events(&mut rx).unwrap_err(),
+        ConnError::Protocol(_)
+    ));
+}
+
+#[test]
+fn congestion_is_marked_once_past_high_water_and_cleared_at_low_water() {
+    let mux = MuxConfig {
+        high_water: 64 << 10,
+        ..MuxConfig::default()
+    };
+    let cfg = ConnConfig::with_mux(mux);
+    let (mut tx, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    let big = push(1, 40 << 10);
+    tx.push(Class::Bulk, &big).unwrap();
+    assert_eq!(tx.poll_congestion(), None);
+    tx.push(Class::Bulk, &big).unwrap();
+    assert_eq!(tx.poll_congestion(), Some(true));
+    assert_eq!(tx.poll_congestion(), None, "an edge is reported once");
+    let mut out = BytesMut::new();
+    // Drain in small steps: the mark clears only at or below the low-water mark.
+    while tx.mux().queued_bytes_total() > cfg.low_water {
+        assert_eq!(tx.poll_congestion(), None);
+        let _ = tx.poll_transmit(t(1), &mut out, 4 << 10);
+    }
+    assert_eq!(tx.poll_congestion(), Some(false));
+}
+
+#[test]
+fn invalid_settings_are_typed_errors() {
+    let mut cfg = ConnConfig::default();
+    cfg.idle_timeout = cfg.keepalive_interval;
+    assert!(connection(&cfg, Hello::new(1), t(0)).is_err());
+    let mut cfg = ConnConfig::default();
+    cfg.low_water = cfg.mux.high_water;
+    assert!(cfg.validate().is_err());
+    let cfg = PolicyConfig {
+        backoff_min: Duration::ZERO,
+        ..PolicyConfig::default()
+    };
+    assert!(PeerPolicy::new(NodeId([1; 32]), cfg, 0).is_err());
+}
+
+/// Messages of random classes and sizes, transmitted in random slices, arrive whole, each
+/// class in order, after the hello.
+#[test]
+fn prop_messages_survive_any_chunking() {
+    fn prop(sizes: Vec<(u8, u16)>, chunk: u16) -> TestResult {
+        let chunk = usize::from(chunk % 3000) + 16;
+        let cfg = ConnConfig::default();
+        let (mut tx, _) = connection(&cfg, Hello::new(3), t(0)).unwrap();
+        let (_, mut rx) = connection(&cfg, Hello::new(3), t(0)).unwrap();
+        let mut sent: Vec<(Class, Message)> = Vec::new();
+        for (i, (c, size)) in sizes.iter().take(40).enumerate() {
+            let class = Class::ALL[usize::from(*c) % Class::COUNT];
+            let msg = push(i as u8, usize::from(*size % 4096) * 8);
+            tx.push(class, &msg).unwrap();
+            sent.push((class, msg));
+        }
+        pump(&mut tx, &mut rx, t(1), chunk);
+        let got = events(&mut rx).unwrap();
+        if got.first() != Some(&ConnEvent::Hello(Hello::new(3))) || got.len() != sent.len() + 1 {
+            return TestResult::failed();
+        }
+        for class in Class::ALL {
+            let want: Vec<&Message> = sent
+                .iter()
+                .filter(|(c, _)| *c == class)
+                .map(|(_, m)| m)
+                .collect();
+            let have: Vec<&Message> = got[1..]
+                .iter()
+                .filter_map(|e| match e {
+                    ConnEvent::Message(c, m) if *c == class => Some(m),
+                    _ => None,
+                })
+                .collect();
+            // Within a class, round-robin interleaving may reorder messages of different
+            // lengths; the set must match exactly.
+            let mut w: Vec<_> = want.iter().map(|m| format!("{m:?}")).collect();
+            let mut h: Vec<_> = have.iter().map(|m| format!("{m:?}")).collect();
+            w.sort();
+            h.sort();
+            if w != h {
+                return TestResult::failed();
+            }
+        }
+        TestResult::passed()
+    }
+    QuickCheck::new()
+        .tests(60)
+        .quickcheck(prop as fn(Vec<(u8, u16)>, u16) -> TestResult);
+}
+
+// ---- the peer policy ----
+
+fn id(b: u8) -> NodeId {
+    NodeId([b; 32])
+}
+
+fn actions(p: &mut PeerPolicy) -> Vec<PolicyAction> {
+    std::iter::from_fn(|| p.poll_action()).collect()
+}
+
+fn policy(me: u8) -> PeerPolicy {
+    PeerPolicy::new(id(me), PolicyConfig::default(), 42).unwrap()
+}
+
+#[test]
+fn the_lower_id_dials_at_once_and_refuses_the_higher_ids_dial() {
+    let mut p = policy(5);
+    p.set_members(t(0), 1, [id(1), id(5), id(7), id(9)]);
+    assert_eq!(
+        actions(&mut p),
+        vec![PolicyAction::Dial(id(7)), PolicyAction::Dial(id(9))]
+    );
+    assert_eq!(p.admit(t(1), id(9), false), Err(Refusal::WrongDirection));
+    assert_eq!(p.admit(t(1), id(1), false), Ok(Admit::New));
+    assert_eq!(p.admit(t(1), id(7), true), Ok(Admit::New));
+    assert_eq!(p.admit(t(1), id(5), false), Err(Refusal::Ourselves));
+    assert_eq!(p.admit(t(1), id(3), false), Err(Refusal::NotMember));
+    // A reconnect that raced the old connection's teardown replaces it.
+    assert_eq!(p.admit(t(2), id(1), false), Ok(Admit::Replace));
+    assert_eq!(p.connected().collect::<Vec<_>>(), vec![id(1), id(7)]);
+    assert_eq!(
+        p.poll_timeout(),
+        None,
+        "id 9 is being dialed; nothing else is due"
+    );
+}
+
+#[test]
+fn failed_dials_back_off_exponentially_with_jitter_up_to_the_maximum() {
+    let cfg = PolicyConfig::default();
+    let mut p = policy(1);
+    p.set_members(t(0), 1, [id(1), id(2)]);
+    assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(2))]);
+    let mut now = t(0);
+    for attempt in 1..=12u32 {
+        p.dial_failed(now, id(2));
+        let due = p.poll_timeout().expect("a redial is scheduled");
+        let full = cfg
+            .backoff_min
+            .saturating_mul(1 << (attempt - 1))
+            .min(cfg.backoff_max);
+        let delay = due.saturating_since(now);
+        assert!(
+            delay >= full / 2 && delay <= full,
+            "attempt {attempt}: {delay:?} vs {full:?}"
+        );
+        p.handle_timeout(before(due, Duration::from_nanos(1)));
+        assert_eq!(actions(&mut p), vec![], "not before it is due");
+        p.handle_timeout(due);
+        assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(2))]);
+        now = due;
+    }
+    // A connection that lived for the maximum back-off resets it.
+    assert_eq!(p.admit(now, id(2), true), Ok(Admit::New));
+    let later = now + cfg.backoff_max;
+    p.closed(later, id(2), CloseCause::Lost);
+    let delay = p.poll_timeout().unwrap().saturating_since(later);
+    assert!(delay <= cfg.backoff_min, "{delay:?}");
+}
+
+#[test]
+fn bans_escalate_for_repeat_offenders_and_are_forgiven_after_a_quiet_period() {
+    let cfg = PolicyConfig::default();
+    let mut p = policy(9);
+    p.set_members(t(0), 1, [id(2), id(9)]);
+    let mut now = t(0);
+    let mut lengths = Vec::new();
+    for _ in 0..8 {
+        assert_eq!(p.admit(now, id(2), false), Ok(Admit::New));
+        p.closed(now, id(2), CloseCause::Misbehaviour);
+        let until = p.banned_until(now, &id(2)).expect("banned");
+        lengths.push(until.saturating_since(now));
+        assert_eq!(p.admit(now, id(2), false), Err(Refusal::Banned { until }));
+        assert!(!p.may_connect(now, &id(2)));
+        now = until;
+        assert!(p.may_connect(now, &id(2)));
+    }
+    let expected: Vec<Duration> = (0..8)
+        .map(|k| cfg.ban_base.saturating_mul(1 << k).min(cfg.ban_max))
+        .collect();
+    assert_eq!(lengths, expected);
+    // Long good behaviour after the last ban: the next offence counts as a first one.
+    now = now + cfg.forgive_after;
+    p.misbehaved(now, id(2));
+    assert_eq!(p.banned_until(now, &id(2)), Some(now + cfg.ban_base));
+}
+
+#[test]
+fn a_banned_peer_we_dial_is_not_dialed_before_its_ban_ends() {
+    let mut p = policy(1);
+    p.set_members(t(0), 1, [id(1), id(2)]);
+    assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(2))]);
+    assert_eq!(p.admit(t(10), id(2), true), Ok(Admit::New));
+    p.closed(t(20), id(2), CloseCause::Misbehaviour);
+    let until = p.banned_until(t(20), &id(2)).unwrap();
+    assert!(p.poll_timeout().unwrap() >= until);
+    p.handle_timeout(before(until, Duration::from_millis(1)));
+    assert_eq!(actions(&mut p), vec![]);
+    p.handle_timeout(p.poll_timeout().unwrap());
+    assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(2))]);
+}
+
+#[test]
+fn removed_members_are_closed_and_forgotten_and_return_with_a_clean_slate() {
+    let mut p = policy(1);
+    p.set_members(t(0), 1, [id(1), id(2), id(3)]);
+    actions(&mut p);
+    assert_eq!(p.admit(t(1), id(2), true), Ok(Admit::New));
+    assert_eq!(p.admit(t(1), id(3), true), Ok(Admit::New));
+    p.closed(t(2), id(3), CloseCause::Misbehaviour);
+    p.set_members(t(3), 2, [id(1)]);
+    assert_eq!(actions(&mut p), vec![PolicyAction::Close(id(2))]);
+    assert!(!p.may_connect(t(3), &id(2)));
+    assert_eq!(p.admit(t(3), id(2), true), Err(Refusal::NotMember));
+    p.set_members(t(4), 3, [id(1), id(2), id(3)]);
+    assert_eq!(
+        actions(&mut p),
+        vec![PolicyAction::Dial(id(2)), PolicyAction::Dial(id(3))],
+        "returning members are dialed at once, the ban forgotten"
+    );
+    assert_eq!(p.version(), Some(3));
+}
+
+/// Under any sequence of events the policy never dials a connected peer, a non-member, a peer
+/// it does not dial, or a peer already being dialed; and every member it dials that is
+/// neither connected nor banned has a dial due within the maximum back-off.
+#[test]
+fn prop_the_policy_keeps_its_rules_and_always_redials() {
+    fn prop(ops: Vec<(u8, u8, u16)>) -> bool {
+        let cfg = PolicyConfig::default();
+        let me = 4u8;
+        let mut p = PeerPolicy::new(id(me), cfg.clone(), 7).unwrap();
+        let mut members: Vec<u8> = vec![1, 2, 3, 4, 5, 6, 7];
+        let mut version = 1;
+        p.set_members(t(0), version, members.iter().map(|b| id(*b)));
+        let mut now = t(0);
+        let mut dialing: Vec<NodeId> = Vec::new();
+        for (op, who, dt) in ops.into_iter().take(200) {
+            now = now + Duration::from_millis(u64::from(dt % 5000));
+            let peer = id(who % 9);
+            match op % 7 {
+                0 => p.dial_failed(now, peer),
+                1 => {
+                    let dialed = dialing.contains(&peer);
+                    let _ = p.admit(now, peer, dialed);
+                }
+                2 => p.closed(now, peer, CloseCause::Lost),
+                3 => p.closed(now, peer, CloseCause::Misbehaviour),
+                4 => {
+                    version += 1;
+                    if members.contains(&(who % 9)) {
+                        members.retain(|m| *m != who % 9);
+                    } else {
+                        members.push(who % 9);
+                    }
+                    p.set_members(now, version, members.iter().map(|b| id(*b)));
+                }
+                _ => {
+                    if let Some(due) = p.poll_timeout() {
+                        now = now.max(due);
+                    }
+                    p.handle_timeout(now);
+                }
+            }
+            while let Some(a) = p.poll_action() {
+                match a {
+                    PolicyAction::Dial(d) => {
+                        if p.is_connected(&d) || !p.is_member(&d) || !p.dials(&d) {
+                            return false;
+                        }
+                        dialing.push(d);
+                    }
+                    PolicyAction::Close(c) => {
+                        if p.is_member(&c) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            dialing.retain(|d| !p.is_connected(d) && p.is_member(d));
+            // Liveness: a member we dial, not connected, not being dialed, has a timer.
+            for m in &members {
+                let m = id(*m);
+                if p.dials(&m) && !p.is_connected(&m) && !dialing.contains(&m) {
+                    let limit = now + cfg.backoff_max;
+                    let limit = p.banned_until(now, &m).map_or(limit, |b| b.max(limit));
+                    match p.poll_timeout() {
+                        Some(due) if due <= limit => {}
+                        _ => return false,
+                    }
+                }
+            }
+        }
+        true
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(Vec<(u8, u8, u16)>) -> bool);
+}
