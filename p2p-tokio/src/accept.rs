@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::conn::ConnEvent;
+use crate::conn::Event;
 use crate::handshake::Handshaker;
 use crate::metrics::inc;
 use crate::net::SocketOpts;
@@ -19,7 +19,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     hs: Handshaker,
     sock: SocketOpts,
-    events: mpsc::Sender<ConnEvent>,
+    events: mpsc::Sender<Event>,
     max_pending: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -55,7 +55,7 @@ pub(crate) async fn accept_loop(
             let _permit = permit;
             match hs.accept(tcp, remote).await {
                 Ok(est) => {
-                    let _ = events.send(ConnEvent::Established(Box::new(est))).await;
+                    let _ = events.send(Event::Established(Box::new(est))).await;
                 }
                 Err(e) if e.is_refusal() => {
                     inc(&hs.counters.connections_refused);

@@ -90,9 +90,15 @@ pub struct NodeConfig {
     pub reconnect_backoff_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_backoff_max: Duration,
-    /// How long a peer that broke the protocol is refused (a registry update that re-adds it
-    /// after a removal lifts the ban).
+    /// How long a peer that broke the protocol is refused after a first offence (a registry
+    /// update that re-adds it after a removal lifts the ban). The ban doubles for each further
+    /// offence, up to `misbehaviour_ban_max`.
     pub misbehaviour_ban: Duration,
+    /// The longest ban of a repeat offender (default 1 h).
+    pub misbehaviour_ban_max: Duration,
+    /// An offence this long after the end of the previous ban counts as a first offence again
+    /// (default 1 h).
+    pub misbehaviour_forgive_after: Duration,
     /// Capacity of the delivery channel. When it is full the node stops reading from peers
     /// until the application takes a delivery (back-pressure, nothing is lost).
     pub delivery_buffer: usize,
@@ -176,6 +182,8 @@ impl NodeConfig {
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(10),
             misbehaviour_ban: Duration::from_secs(60),
+            misbehaviour_ban_max: Duration::from_secs(3600),
+            misbehaviour_forgive_after: Duration::from_secs(3600),
             delivery_buffer: 1024,
             delivery_buffer_bytes: 256 << 20,
             event_buffer: 1024,

@@ -1,18 +1,20 @@
 //! The tasks of one established connection: a reader and a writer, each on its half of the
 //! TLS stream.
 //!
-//! The node task pushes messages into the connection's [`MuxSender`] (behind a mutex shared
-//! with the writer) and wakes the writer; it never awaits a socket. The writer moves frames to
-//! the socket at the peer's pace; the reader reassembles frames and forwards messages over a
-//! bounded channel, so a slow node task slows reading (TCP back-pressure), never buffering.
+//! Both run the sans-IO connection layer ([`p2p_transport::conn`]) and only move bytes and
+//! arm its timers. The node task pushes messages into the connection's [`ConnSender`] (behind a
+//! mutex shared with the writer) and wakes the writer; it never awaits a socket. The writer
+//! moves frames to the socket at the peer's pace; the reader feeds the [`ConnReceiver`] and
+//! forwards messages over a bounded channel, so a slow node task slows reading (TCP
+//! back-pressure), never buffering.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use p2p_core::{Class, Message, NodeId};
-use p2p_transport::mux::{MuxError, MuxReceiver, MuxSender};
+use p2p_core::{Class, Message, NodeId, Time};
+use p2p_transport::conn::{ConnError, ConnEvent, ConnReceiver, ConnSender};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -21,7 +23,7 @@ use crate::handshake::{Established, Stream};
 use crate::metrics::{Counters, inc};
 
 /// What the connection, dial and accept tasks tell the node task.
-pub(crate) enum ConnEvent {
+pub(crate) enum Event {
     /// A handshake completed (inbound or outbound).
     Established(Box<Established>),
     /// A dial attempt failed.
@@ -57,12 +59,9 @@ pub(crate) enum CloseReason {
     /// Reading or writing failed.
     #[error("IO error: {0}")]
     Io(io::Error),
-    /// Nothing was read for the idle timeout.
-    #[error("nothing received for {0:?}")]
-    Idle(Duration),
-    /// The peer's bytes are not valid multiplexed traffic.
-    #[error("protocol error: {0}")]
-    Protocol(MuxError),
+    /// The connection layer ended it: the peer went quiet or broke the protocol.
+    #[error("{0}")]
+    Conn(ConnError),
 }
 
 /// How the node task ends a connection.
@@ -76,45 +75,30 @@ pub(crate) enum Close {
     Graceful,
 }
 
-/// The sending state shared by the node task and the writer.
-pub(crate) struct SendState {
-    pub mux: MuxSender,
-    /// Whether the core was told the peer is congested.
-    pub congested: bool,
-}
-
-/// The part of a connection the node task and the writer share.
+/// The part of a connection the node task and the writer share: the sending half behind a
+/// lock (the node task pushes, the writer transmits; neither holds it across an await).
 pub(crate) struct ConnShared {
-    pub send: Mutex<SendState>,
+    pub send: Mutex<ConnSender>,
     pub wake: Notify,
-    /// Queued bytes at or below which a congested peer is reported drained.
-    pub low_water: usize,
 }
 
 impl ConnShared {
-    pub fn new(mux: MuxSender) -> Self {
-        let low_water = mux.config().high_water / 2;
+    pub fn new(sender: ConnSender) -> Self {
         ConnShared {
-            send: Mutex::new(SendState {
-                mux,
-                congested: false,
-            }),
+            send: Mutex::new(sender),
             wake: Notify::new(),
-            low_water,
         }
     }
 
-    /// Locks the send state; a poisoned lock (a panicked writer) still holds a usable sender.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {
+    /// Locks the sending half; a poisoned lock (a panicked writer) still holds a usable sender.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ConnSender> {
         self.send.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Settings of the connection tasks.
+/// Settings of the connection tasks (the connection layer's own are in its `ConnConfig`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnSettings {
-    pub idle_timeout: Duration,
-    pub keepalive_interval: Duration,
     pub write_chunk: usize,
     pub read_ahead_bytes: usize,
 }
@@ -123,12 +107,13 @@ pub(crate) struct ConnSettings {
 pub(crate) struct ConnCtx {
     pub peer: NodeId,
     pub conn: u64,
-    pub events: mpsc::Sender<ConnEvent>,
+    pub events: mpsc::Sender<Event>,
     /// Where control and urgent messages go: the node task serves this channel first.
-    pub urgent: mpsc::Sender<ConnEvent>,
+    pub urgent: mpsc::Sender<Event>,
     pub close: watch::Receiver<Close>,
     pub counters: Arc<Counters>,
     pub settings: ConnSettings,
+    pub clock: Clock,
 }
 
 impl ConnCtx {
@@ -137,7 +122,7 @@ impl ConnCtx {
         if *self.close.borrow() != Close::Open {
             return;
         }
-        let ev = ConnEvent::Closed {
+        let ev = Event::Closed {
             peer: self.peer,
             conn: self.conn,
             reason,
@@ -149,72 +134,73 @@ impl ConnCtx {
     }
 }
 
-/// Reads frames until the stream ends, the peer idles or breaks the protocol, or the node
-/// task closes the connection.
-pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: MuxReceiver, mut ctx: ConnCtx) {
-    let idle = ctx.settings.idle_timeout;
+/// Reads until the stream ends, the connection layer ends the connection (idle peer, broken
+/// protocol), or the node task closes it.
+pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut ctx: ConnCtx) {
     let budget = ctx.settings.read_ahead_bytes.min(u32::MAX as usize);
     // One budget per lane, so urgent messages never wait for bulk ones to be handled.
     let urgent_budget = Arc::new(Semaphore::new(budget));
     let bulk_budget = Arc::new(Semaphore::new(budget));
     let mut buf = BytesMut::new();
     let reason = 'conn: loop {
-        buf.reserve(64 << 10);
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => r,
-            _ = ctx.close.changed() => return,
-        };
-        match read {
-            Err(_) => break CloseReason::Idle(idle),
-            Ok(Err(e)) => break CloseReason::Io(e),
-            Ok(Ok(0)) => break CloseReason::Eof,
-            Ok(Ok(_)) => {}
-        }
-        rx.feed_buf(&mut buf);
         loop {
-            match rx.poll_message() {
+            let (class, msg) = match rx.poll_event() {
                 Ok(None) => break,
-                // The keepalive convention: an empty advert batch only proves liveness.
-                Ok(Some((_, Message::Adverts(adverts)))) if adverts.is_empty() => {}
-                Ok(Some((class, msg))) => {
-                    let (to, lane) = match class {
-                        Class::Control | Class::Urgent => (&ctx.urgent, &urgent_budget),
-                        Class::Normal | Class::Bulk => (&ctx.events, &bulk_budget),
-                    };
-                    // Wait until the node task has handled enough of what was read before.
-                    let cost = (p2p_transport::codec::encoded_len(&msg).clamp(1, budget)) as u32;
-                    let permit = tokio::select! {
-                        p = Arc::clone(lane).acquire_many_owned(cost) => match p {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
-                        _ = ctx.close.changed() => return,
-                    };
-                    let ev = ConnEvent::Message {
-                        peer: ctx.peer,
-                        conn: ctx.conn,
-                        msg,
-                        permit,
-                    };
-                    tokio::select! {
-                        r = to.send(ev) => if r.is_err() { return },
-                        _ = ctx.close.changed() => return,
-                    }
-                }
-                Err(e) => break 'conn CloseReason::Protocol(e),
+                Ok(Some(ConnEvent::Message(class, msg))) => (class, msg),
+                // The hello was read during the handshake; there is no second one.
+                Ok(Some(ConnEvent::Hello(_))) => continue,
+                Err(e) => break 'conn CloseReason::Conn(e),
+            };
+            let (to, lane) = match class {
+                Class::Control | Class::Urgent => (&ctx.urgent, &urgent_budget),
+                Class::Normal | Class::Bulk => (&ctx.events, &bulk_budget),
+            };
+            // Wait until the node task has handled enough of what was read before.
+            let cost = (p2p_transport::codec::encoded_len(&msg).clamp(1, budget)) as u32;
+            let permit = tokio::select! {
+                p = Arc::clone(lane).acquire_many_owned(cost) => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = ctx.close.changed() => return,
+            };
+            let ev = Event::Message {
+                peer: ctx.peer,
+                conn: ctx.conn,
+                msg,
+                permit,
+            };
+            tokio::select! {
+                r = to.send(ev) => if r.is_err() { return },
+                _ = ctx.close.changed() => return,
             }
+        }
+        buf.reserve(64 << 10);
+        let deadline = rx.poll_timeout().map(|t| ctx.clock.instant(t));
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Err(e) => break CloseReason::Io(e),
+                Ok(0) => break CloseReason::Eof,
+                Ok(_) => rx.handle_input(ctx.clock.now(), &mut buf),
+            },
+            () = timer => rx.handle_timeout(ctx.clock.now()),
+            _ = ctx.close.changed() => return,
         }
     };
     ctx.report_closed(reason).await;
 }
 
-/// Moves frames from the shared sender to the socket at the peer's pace; sends a keepalive
-/// when nothing was written for the keepalive interval.
+/// Moves frames from the shared sender to the socket at the peer's pace; lets the connection
+/// layer queue a keepalive when its timer fires.
 pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, mut ctx: ConnCtx) {
-    let keepalive = ctx.settings.keepalive_interval;
     let chunk = ctx.settings.write_chunk;
     let mut out = BytesMut::new();
-    let mut last_write = Instant::now();
     loop {
         let close = *ctx.close.borrow();
         match close {
@@ -225,17 +211,13 @@ pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, m
                 return;
             }
         }
-        let (n, drained) = {
-            let mut st = shared.lock();
-            let n = st.mux.poll_transmit(&mut out, chunk);
-            let drained = st.congested && st.mux.queued_bytes_total() <= shared.low_water;
-            if drained {
-                st.congested = false;
-            }
-            (n, drained)
+        let (n, drained, keepalive_at) = {
+            let mut tx = shared.lock();
+            let n = tx.poll_transmit(ctx.clock.now(), &mut out, chunk);
+            (n, tx.poll_congestion() == Some(false), tx.poll_timeout())
         };
         if drained {
-            let ev = ConnEvent::Drained {
+            let ev = Event::Drained {
                 peer: ctx.peer,
                 conn: ctx.conn,
             };
@@ -245,15 +227,12 @@ pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, m
             }
         }
         if n == 0 {
-            let until = last_write + keepalive;
             tokio::select! {
                 _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep_until(until) => {
-                    let pushed = shared.lock().mux.push(Class::Control, &Message::Adverts(Vec::new()));
-                    if pushed.is_ok() {
+                _ = tokio::time::sleep_until(ctx.clock.instant(keepalive_at)) => {
+                    if shared.lock().handle_timeout(ctx.clock.now()) {
                         inc(&ctx.counters.keepalives_sent);
                     }
-                    last_write = Instant::now();
                 }
                 r = ctx.close.changed() => if r.is_err() { return },
             }
@@ -272,10 +251,38 @@ pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, m
             },
         };
         out.clear();
-        last_write = Instant::now();
         if let Err(e) = result {
             ctx.report_closed(CloseReason::Io(e)).await;
             return;
         }
     }
 }
+
+/// The driver's clock: the core's and the connection layer's [`Time`] is the time since the
+/// node started.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    /// Now, as the core's time.
+    pub fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant of core time `t`, capped a day ahead (the core and the connection layer only
+    /// ask for timers within their configured periods).
+    pub fn instant(&self, t: Time) -> Instant {
+        let d = Duration::from_nanos(t.as_nanos()).min(self.start.elapsed() + ONE_DAY);
+        self.start + d
+    }
+}
+
+const ONE_DAY: Duration = Duration::from_secs(86_400);

@@ -1,5 +1,6 @@
-//! The node task: it owns the [`p2p_core::Node`], feeds it inputs, carries out its outputs and
-//! arms its one timer; and it manages the connections (dialing, admitting, closing).
+//! The node task: it owns the [`p2p_core::Node`] and the [`PeerPolicy`], feeds them inputs,
+//! carries out their outputs (sends, deliveries, dials, closes) and arms their timers. Every
+//! decision about peers and connections is the policy's; this task only carries them out.
 
 use std::collections::{HashMap, VecDeque};
 #[cfg(feature = "trace")]
@@ -13,15 +14,16 @@ use p2p_core::{
 };
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
-use p2p_transport::mux::{MuxConfig, MuxReceiver, MuxSender, PushError};
+use p2p_transport::conn::ConnError;
+use p2p_transport::mux::PushError;
+use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
 use p2p_transport::tls::{Members, Membership};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::Registry;
-use crate::conn::{self, Close, CloseReason, ConnCtx, ConnEvent, ConnSettings, ConnShared};
+use crate::conn::{self, Clock, Close, CloseReason, ConnCtx, ConnSettings, ConnShared, Event};
 use crate::error::NodeError;
 use crate::handle::{Delivered, DeliveryQueue, QueueError};
 use crate::handshake::{Established, Handshaker};
@@ -65,13 +67,9 @@ pub(crate) enum Command {
 
 /// The driver's settings, taken from the node configuration.
 pub(crate) struct DriverSettings {
-    pub mux: MuxConfig,
     pub conn: ConnSettings,
     pub sock: SocketOpts,
     pub connect_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub ban: Duration,
 }
 
 /// One established connection, as the node task sees it.
@@ -79,15 +77,7 @@ struct Conn {
     id: u64,
     shared: Arc<ConnShared>,
     close: watch::Sender<Close>,
-    since: Instant,
     tasks: [JoinHandle<()>; 2],
-}
-
-#[derive(Default)]
-struct DialState {
-    /// Failed attempts (or short-lived connections) since the last stable connection.
-    attempts: u32,
-    task: Option<JoinHandle<()>>,
 }
 
 /// Everything the node task owns.
@@ -100,23 +90,23 @@ pub(crate) struct Driver {
     /// (kept, and drained after every input, even if writing the trace failed).
     #[cfg(feature = "trace")]
     pub decisions: Option<DecisionLog>,
-    pub start: Instant,
+    pub clock: Clock,
+    pub policy: PeerPolicy,
     pub settings: DriverSettings,
     pub registry: Registry,
     pub membership: Membership,
     pub handshaker: Handshaker,
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
-    pub events_tx: mpsc::Sender<ConnEvent>,
-    pub urgent_tx: mpsc::Sender<ConnEvent>,
+    pub events_tx: mpsc::Sender<Event>,
+    pub urgent_tx: mpsc::Sender<Event>,
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: Option<JoinHandle<()>>,
-    pub rng: u64,
     conns: HashMap<NodeId, Conn>,
     next_conn: u64,
-    dials: HashMap<NodeId, DialState>,
-    banned: HashMap<NodeId, Instant>,
+    /// Dial attempts in progress.
+    dials: HashMap<NodeId, JoinHandle<()>>,
     pending: VecDeque<Delivered>,
     follow_up: VecDeque<Input>,
 }
@@ -128,23 +118,23 @@ pub(crate) struct DriverParts {
     /// The trace writer and the log of the wrapper already around the core's priority function.
     #[cfg(feature = "trace")]
     pub trace: Option<(TraceWriter<File>, DecisionLog)>,
+    pub clock: Clock,
+    pub policy: PeerPolicy,
     pub settings: DriverSettings,
     pub registry: Registry,
     pub membership: Membership,
     pub handshaker: Handshaker,
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
-    pub events_tx: mpsc::Sender<ConnEvent>,
-    pub urgent_tx: mpsc::Sender<ConnEvent>,
+    pub events_tx: mpsc::Sender<Event>,
+    pub urgent_tx: mpsc::Sender<Event>,
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
-    pub seed: u64,
 }
 
 impl Driver {
     pub fn new(p: DriverParts) -> Self {
-        let rng = p.seed ^ u64::from_le_bytes(p.id.0[..8].try_into().unwrap_or_default());
         #[cfg(feature = "trace")]
         let (trace, decisions) = p.trace.map(|(w, l)| (Some(w), Some(l))).unwrap_or_default();
         Driver {
@@ -154,7 +144,8 @@ impl Driver {
             trace,
             #[cfg(feature = "trace")]
             decisions,
-            start: Instant::now(),
+            clock: p.clock,
+            policy: p.policy,
             settings: p.settings,
             registry: p.registry,
             membership: p.membership,
@@ -166,11 +157,9 @@ impl Driver {
             deliveries_tx: p.deliveries_tx,
             accept_shutdown: p.accept_shutdown,
             accept_task: Some(p.accept_task),
-            rng: rng | 1,
             conns: HashMap::new(),
             next_conn: 1,
             dials: HashMap::new(),
-            banned: HashMap::new(),
             pending: VecDeque::new(),
             follow_up: VecDeque::new(),
         }
@@ -178,36 +167,35 @@ impl Driver {
 
     /// The core's time: nanoseconds since the node started.
     fn now(&self) -> Time {
-        Time::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        self.clock.now()
     }
 
-    fn instant_of(&self, t: Time) -> Instant {
-        // Capped a day ahead: the core only asks for timers within its configured periods.
-        let d = Duration::from_nanos(t.as_nanos()).min(self.start.elapsed() + ONE_DAY);
-        self.start + d
+    /// The earliest of the core's and the policy's timers.
+    fn next_timer(&self) -> Option<Time> {
+        match (self.core.poll_timeout(), self.policy.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The node task's loop: commands, connection events, deliveries and the core's timer.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<ConnEvent>,
-        mut urgent: mpsc::Receiver<ConnEvent>,
+        mut events: mpsc::Receiver<Event>,
+        mut urgent: mpsc::Receiver<Event>,
     ) {
-        let members: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
-        let version = self.registry.version;
-        let _ = self.feed(Input::Membership { version, members });
-        self.dial_all();
+        self.install_members();
         let deliveries = self.deliveries_tx.clone();
-        let sleep = tokio::time::sleep_until(self.start + ONE_DAY);
+        let sleep = tokio::time::sleep_until(self.clock.instant(Time::MAX));
         tokio::pin!(sleep);
         let mut armed: Option<Time> = None;
         loop {
-            let deadline = self.core.poll_timeout();
+            let deadline = self.next_timer();
             if deadline != armed {
                 armed = deadline;
                 if let Some(t) = deadline {
-                    sleep.as_mut().reset(self.instant_of(t));
+                    sleep.as_mut().reset(self.clock.instant(t));
                 }
             }
             tokio::select! {
@@ -245,7 +233,12 @@ impl Driver {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    let _ = self.feed(Input::Timeout);
+                    let now = self.now();
+                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                        let _ = self.feed(Input::Timeout);
+                    }
+                    self.policy.handle_timeout(now);
+                    self.run_policy();
                 }
             }
             self.publish_metrics();
@@ -316,17 +309,9 @@ impl Driver {
                     return;
                 };
                 let pushed = {
-                    let mut st = conn.shared.lock();
-                    match st.mux.push(class, &msg) {
-                        Ok(()) => {
-                            let newly = !st.congested && st.mux.is_congested();
-                            if newly {
-                                st.congested = true;
-                            }
-                            Ok(newly)
-                        }
-                        Err(e) => Err(e),
-                    }
+                    let mut tx = conn.shared.lock();
+                    tx.push(class, &msg)
+                        .map(|()| tx.poll_congestion() == Some(true))
                 };
                 match pushed {
                     Ok(newly_congested) => {
@@ -346,7 +331,7 @@ impl Driver {
                         warn!(peer = %to, ?class, queued, "send queue full: disconnecting the slow peer");
                         self.close_conn(to, Close::Abort);
                         self.follow_up.push_back(Input::PeerDisconnected(to));
-                        self.after_close(to);
+                        self.after_close(to, CloseCause::Lost);
                     }
                     Err(e) => {
                         warn!(peer = %to, msg = msg.name(), error = %e, "message cannot be sent; dropped");
@@ -364,10 +349,13 @@ impl Driver {
                 } else {
                     debug!(%peer, %reason, "core refused peer");
                 }
-                if reason != DisconnectReason::NotMember {
-                    self.ban(peer);
-                }
-                self.after_close(peer);
+                let cause = if reason == DisconnectReason::NotMember {
+                    CloseCause::Lost
+                } else {
+                    warn!(%peer, "peer banned for misbehaviour");
+                    CloseCause::Misbehaviour
+                };
+                self.after_close(peer, cause);
             }
             Output::Event(event) => debug!(?event, "core event"),
         }
@@ -448,7 +436,7 @@ impl Driver {
                 if existed {
                     info!(%peer, "connection dropped on request");
                     let _ = self.feed(Input::PeerDisconnected(peer));
-                    self.after_close(peer);
+                    self.after_close(peer, CloseCause::Requested);
                 }
                 let _ = reply.send(existed);
             }
@@ -467,46 +455,52 @@ impl Driver {
         self.handshaker
             .registry_version
             .store(registry.version, std::sync::atomic::Ordering::Relaxed);
-        let old = std::mem::replace(&mut self.registry, registry);
-        // A peer that left and is a member again gets a fresh start.
-        let returning: Vec<NodeId> = self
-            .registry
-            .members
-            .iter()
-            .map(|m| m.id)
-            .filter(|id| !old.contains(id))
-            .collect();
-        for id in returning {
-            self.banned.remove(&id);
-            self.dials.remove(&id);
-        }
-        // Removed members: stop dialing them and close their connections at once.
-        let removed: Vec<NodeId> = old
-            .members
-            .iter()
-            .map(|m| m.id)
-            .filter(|id| !self.registry.contains(id))
-            .collect();
-        for id in &removed {
-            if let Some(d) = self.dials.remove(id)
-                && let Some(t) = d.task
-            {
-                t.abort();
-            }
-            if self.close_conn(*id, Close::Abort) {
-                info!(peer = %id, "disconnected: removed from the registry");
-            }
-        }
+        self.registry = registry;
         info!(
             version = self.registry.version,
             members = self.registry.members.len(),
             "registry updated"
         );
+        self.install_members();
+        Ok(())
+    }
+
+    /// Gives the registry's members to the core and the policy, and carries out what the
+    /// policy decides (dial new members, close removed ones).
+    fn install_members(&mut self) {
         let members: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
         let version = self.registry.version;
+        self.policy
+            .set_members(self.now(), version, members.iter().copied());
+        let policy = &self.policy;
+        self.dials.retain(|peer, task| {
+            let keep = policy.is_member(peer);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        // Removed members are closed before the core hears of the new membership.
+        self.run_policy();
         let _ = self.feed(Input::Membership { version, members });
-        self.dial_all();
-        Ok(())
+    }
+
+    /// Carries out the policy's actions.
+    fn run_policy(&mut self) {
+        while let Some(action) = self.policy.poll_action() {
+            match action {
+                PolicyAction::Dial(peer) => self.dial(peer),
+                PolicyAction::Close(peer) => {
+                    if let Some(t) = self.dials.remove(&peer) {
+                        t.abort();
+                    }
+                    if self.close_conn(peer, Close::Abort) {
+                        info!(%peer, "disconnected: removed from the registry");
+                    }
+                }
+            }
+        }
+        self.publish_metrics();
     }
 
     // ---- connections ----
@@ -523,73 +517,28 @@ impl Driver {
                 t.abort();
             }
         }
-        // A connection that lived long resets the back-off; a short-lived one counts as a
-        // failed attempt, so a peer that keeps dropping us is not redialed in a tight loop.
-        let lived = conn.since.elapsed();
-        let d = self.dials.entry(peer).or_default();
-        d.attempts = if lived >= self.settings.backoff_max {
-            1
-        } else {
-            d.attempts + 1
-        };
         true
     }
 
-    /// After a connection to `peer` ended: dial again if it is ours to dial.
-    fn after_close(&mut self, peer: NodeId) {
-        self.publish_metrics();
-        self.schedule_dial(peer);
+    /// After a connection to `peer` ended: the policy learns why (and may ban, and schedule a
+    /// redial).
+    fn after_close(&mut self, peer: NodeId, cause: CloseCause) {
+        self.policy.closed(self.now(), peer, cause);
+        self.run_policy();
     }
 
-    fn ban(&mut self, peer: NodeId) {
-        let until = Instant::now() + self.settings.ban;
-        warn!(%peer, ban = ?self.settings.ban, "peer banned for misbehaviour");
-        self.banned.insert(peer, until);
-    }
-
-    fn banned_until(&self, peer: &NodeId) -> Option<Instant> {
-        self.banned
-            .get(peer)
-            .copied()
-            .filter(|t| *t > Instant::now())
-    }
-
-    fn dial_all(&mut self) {
-        let ids: Vec<NodeId> = self.registry.members.iter().map(|m| m.id).collect();
-        for id in ids {
-            self.schedule_dial(id);
-        }
-    }
-
-    /// Starts a dial attempt to `peer` if we are the lower id, it is a member, and neither a
-    /// connection nor an attempt exists. The attempt waits out the back-off (and any ban).
-    fn schedule_dial(&mut self, peer: NodeId) {
-        if peer <= self.id || self.conns.contains_key(&peer) {
-            return;
-        }
+    /// Starts a dial attempt to `peer`, which the policy decided on.
+    fn dial(&mut self, peer: NodeId) {
         let Some(addr) = self.registry.addr_of(&peer) else {
+            self.policy.dial_failed(self.now(), peer);
             return;
         };
-        let attempts = self.dials.get(&peer).map_or(0, |d| d.attempts);
-        if self
-            .dials
-            .get(&peer)
-            .and_then(|d| d.task.as_ref())
-            .is_some_and(|t| !t.is_finished())
-        {
-            return;
-        }
-        let mut delay = self.backoff(attempts);
-        if let Some(until) = self.banned_until(&peer) {
-            delay = delay.max(until - Instant::now());
-        }
         let hs = self.handshaker.clone();
         let sock = self.settings.sock;
         let connect_timeout = self.settings.connect_timeout;
         let events = self.events_tx.clone();
-        debug!(%peer, %addr, ?delay, attempts, "dialing");
+        debug!(%peer, %addr, "dialing");
         let task = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
             let result = match net::dial(addr, &sock, connect_timeout).await {
                 Ok(tcp) => hs
                     .connect(tcp, peer, addr)
@@ -598,8 +547,8 @@ impl Driver {
                 Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
             };
             let ev = match result {
-                Ok(est) => ConnEvent::Established(Box::new(est)),
-                Err((error, refused)) => ConnEvent::DialFailed {
+                Ok(est) => Event::Established(Box::new(est)),
+                Err((error, refused)) => Event::DialFailed {
                     peer,
                     error,
                     refused,
@@ -607,32 +556,15 @@ impl Driver {
             };
             let _ = events.send(ev).await;
         });
-        self.dials.entry(peer).or_default().task = Some(task);
-    }
-
-    /// The delay before dial attempt number `attempts + 1`: none for the first, then the
-    /// minimum doubled per attempt up to the maximum, with jitter down to half.
-    fn backoff(&mut self, attempts: u32) -> Duration {
-        if attempts == 0 {
-            return Duration::ZERO;
+        if let Some(old) = self.dials.insert(peer, task) {
+            old.abort();
         }
-        let (min, max) = (self.settings.backoff_min, self.settings.backoff_max);
-        let full = min
-            .checked_mul(1u32 << (attempts - 1).min(20))
-            .unwrap_or(max)
-            .min(max);
-        // xorshift64: jitter needs no cryptographic quality, only spread.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let frac = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        full.mul_f64(0.5 + 0.5 * frac)
     }
 
-    fn on_event(&mut self, ev: ConnEvent) {
+    fn on_event(&mut self, ev: Event) {
         match ev {
-            ConnEvent::Established(est) => self.on_established(*est),
-            ConnEvent::DialFailed {
+            Event::Established(est) => self.on_established(*est),
+            Event::DialFailed {
                 peer,
                 error,
                 refused,
@@ -641,13 +573,12 @@ impl Driver {
                 if refused {
                     inc(&self.counters.connections_refused);
                 }
-                let d = self.dials.entry(peer).or_default();
-                d.task = None;
-                d.attempts += 1;
-                debug!(%peer, %error, attempts = d.attempts, "dial failed");
-                self.schedule_dial(peer);
+                self.dials.remove(&peer);
+                debug!(%peer, %error, "dial failed");
+                self.policy.dial_failed(self.now(), peer);
+                self.run_policy();
             }
-            ConnEvent::Message {
+            Event::Message {
                 peer,
                 conn,
                 msg,
@@ -659,7 +590,7 @@ impl Driver {
                 }
                 drop(permit);
             }
-            ConnEvent::Drained { peer, conn } => {
+            Event::Drained { peer, conn } => {
                 if self.is_current(peer, conn) {
                     debug!(%peer, "send queue drained");
                     let _ = self.feed(Input::Congestion {
@@ -668,25 +599,29 @@ impl Driver {
                     });
                 }
             }
-            ConnEvent::Closed { peer, conn, reason } => {
+            Event::Closed { peer, conn, reason } => {
                 if !self.is_current(peer, conn) {
                     return;
                 }
                 self.close_conn(peer, Close::Abort);
-                match &reason {
-                    CloseReason::Protocol(_) => {
+                let cause = match &reason {
+                    CloseReason::Conn(e) if e.is_misbehaviour() => {
                         inc(&self.counters.protocol_errors);
-                        warn!(%peer, %reason, "peer broke the wire protocol: disconnected");
-                        self.ban(peer);
+                        warn!(%peer, %reason, "peer broke the wire protocol: disconnected and banned");
+                        CloseCause::Misbehaviour
                     }
-                    CloseReason::Idle(_) => {
+                    CloseReason::Conn(ConnError::Idle(_)) => {
                         inc(&self.counters.idle_timeouts);
                         info!(%peer, %reason, "peer idle: disconnected");
+                        CloseCause::Lost
                     }
-                    _ => info!(%peer, %reason, "connection closed"),
-                }
+                    _ => {
+                        info!(%peer, %reason, "connection closed");
+                        CloseCause::Lost
+                    }
+                };
                 let _ = self.feed(Input::PeerDisconnected(peer));
-                self.after_close(peer);
+                self.after_close(peer, cause);
             }
         }
     }
@@ -696,52 +631,32 @@ impl Driver {
         self.conns.get(&peer).is_some_and(|c| c.id == conn)
     }
 
-    fn refuse(&self, est: &Established, why: &str) {
-        inc(&self.counters.connections_refused);
-        info!(peer = %est.peer, remote = %est.remote, why, "connection refused");
-    }
-
     fn on_established(&mut self, est: Established) {
         let peer = est.peer;
-        if est.dialed
-            && let Some(d) = self.dials.get_mut(&peer)
-        {
-            d.task = None;
-        }
-        if peer == self.id {
-            return self.refuse(&est, "connection to ourselves");
-        }
-        if !self.membership.contains(&peer) {
-            return self.refuse(&est, "not a member of the current registry");
-        }
-        if self.banned_until(&peer).is_some() {
-            return self.refuse(&est, "banned for misbehaviour");
-        }
-        if !est.dialed && peer > self.id {
-            return self.refuse(&est, "the lower id dials: a higher id must not dial us");
+        if est.dialed {
+            self.dials.remove(&peer);
         }
         if est.registry_version != self.registry.version {
             debug!(%peer, theirs = est.registry_version, ours = self.registry.version, "registry versions differ");
         }
-        let (sender, receiver) = match (
-            MuxSender::new(self.settings.mux.clone()),
-            MuxReceiver::new(self.settings.mux.clone()),
-        ) {
-            (Ok(s), Ok(r)) => (s, r),
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(error = %e, "invalid multiplexer configuration; connection dropped");
+        let admit = match self.policy.admit(self.now(), peer, est.dialed) {
+            Ok(admit) => admit,
+            Err(why) => {
+                inc(&self.counters.connections_refused);
+                info!(peer = %est.peer, remote = %est.remote, %why, "connection refused");
+                // A refused dial (say, to a banned peer) is retried as the policy decides.
+                self.run_policy();
                 return;
             }
         };
-        if self.conns.contains_key(&peer) {
+        if admit == Admit::Replace && self.close_conn(peer, Close::Abort) {
             // A duplicate (a reconnect the old side has not noticed yet): keep the newest.
             info!(%peer, "replacing the previous connection with a newer one");
-            self.close_conn(peer, Close::Abort);
             let _ = self.feed(Input::PeerDisconnected(peer));
         }
         let conn_id = self.next_conn;
         self.next_conn += 1;
-        let shared = Arc::new(ConnShared::new(sender));
+        let shared = Arc::new(ConnShared::new(est.sender));
         let (close_tx, close_rx) = watch::channel(Close::Open);
         let ctx = |close: watch::Receiver<Close>| ConnCtx {
             peer,
@@ -751,9 +666,10 @@ impl Driver {
             close,
             counters: Arc::clone(&self.counters),
             settings: self.settings.conn,
+            clock: self.clock,
         };
         let (rd, wr) = tokio::io::split(est.stream);
-        let reader = tokio::spawn(conn::reader(rd, receiver, ctx(close_rx.clone())));
+        let reader = tokio::spawn(conn::reader(rd, est.receiver, ctx(close_rx.clone())));
         let writer = tokio::spawn(conn::writer(wr, Arc::clone(&shared), ctx(close_rx)));
         self.conns.insert(
             peer,
@@ -761,7 +677,6 @@ impl Driver {
                 id: conn_id,
                 shared,
                 close: close_tx,
-                since: Instant::now(),
                 tasks: [reader, writer],
             },
         );
@@ -780,10 +695,8 @@ impl Driver {
     async fn shutdown(&mut self) {
         info!(node = %self.id, "shutting down");
         let _ = self.accept_shutdown.send(true);
-        for (_, d) in self.dials.drain() {
-            if let Some(t) = d.task {
-                t.abort();
-            }
+        for (_, t) in self.dials.drain() {
+            t.abort();
         }
         let mut tasks = Vec::new();
         let mut closes = Vec::new();
@@ -818,8 +731,6 @@ impl Driver {
         self.publish_metrics();
     }
 }
-
-const ONE_DAY: Duration = Duration::from_secs(86_400);
 
 /// Waits until the first pending delivery fits in the channel and sends it: true if sent, false
 /// if the application dropped its stream (the delivery is put back to be discarded). Cancel-safe:

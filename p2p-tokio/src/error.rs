@@ -3,7 +3,9 @@
 use p2p_core::{ConfigError, InputError};
 #[cfg(feature = "trace")]
 use p2p_trace::TraceWriteError;
+use p2p_transport::conn::ConnConfigError;
 use p2p_transport::mux::MuxConfigError;
+use p2p_transport::peers::PolicyConfigError;
 use p2p_transport::tls::TlsConfigError;
 
 /// Why [`start`](crate::start) failed.
@@ -19,6 +21,12 @@ pub enum StartError {
     /// The multiplexer configuration is invalid.
     #[error("invalid multiplexer configuration: {0}")]
     Mux(#[from] MuxConfigError),
+    /// The connection layer's configuration is invalid.
+    #[error("invalid connection configuration: {0}")]
+    Conn(#[from] ConnConfigError),
+    /// The connection policy's configuration is invalid.
+    #[error("invalid connection policy: {0}")]
+    Policy(#[from] PolicyConfigError),
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),

@@ -1,4 +1,5 @@
-//! Connection setup: TLS with the registry-pinned configs, then the codec's [`Hello`].
+//! Connection setup: TLS with the registry-pinned configs, then the connection layer's hello
+//! exchange ([`p2p_transport::conn`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,12 +8,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use p2p_core::NodeId;
-use p2p_transport::codec::{self, DecodeError, HELLO_LEN, Hello};
+use p2p_transport::codec::{DecodeError, Hello};
+use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
 use p2p_transport::tls::{PeerRejected, peer_node_id, rejection_reason, server_name_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::conn::Clock;
 use crate::metrics::Counters;
 use crate::net::Counting;
 
@@ -25,6 +28,9 @@ pub(crate) struct Established {
     pub peer: NodeId,
     /// The stream, ready for multiplexed traffic.
     pub stream: Stream,
+    /// The connection layer's halves, past the hello exchange.
+    pub sender: ConnSender,
+    pub receiver: ConnReceiver,
     /// Whether we dialed it.
     pub dialed: bool,
     /// The remote address.
@@ -48,6 +54,12 @@ pub(crate) enum HandshakeError {
     /// The peer's hello is malformed or of another protocol version.
     #[error("bad hello: {0}")]
     Hello(#[from] DecodeError),
+    /// The connection layer failed during the hello exchange.
+    #[error("hello exchange failed: {0}")]
+    Conn(ConnError),
+    /// The stream ended before the peer's hello.
+    #[error("the stream ended before the peer's hello")]
+    Eof,
     /// Reading or writing the hello failed.
     #[error("hello exchange failed: {0}")]
     Io(io::Error),
@@ -81,6 +93,9 @@ pub(crate) struct Handshaker {
     pub connector: TlsConnector,
     pub counters: Arc<Counters>,
     pub timeout: Duration,
+    /// The connection layer's settings.
+    pub conn: Arc<ConnConfig>,
+    pub clock: Clock,
     /// The registry version we announce (updated with the registry).
     pub registry_version: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -104,10 +119,12 @@ impl Handshaker {
             let tls = self.acceptor.accept(io).await.map_err(tls_error)?;
             let peer = peer_node_id(tls.get_ref().1).ok_or(HandshakeError::NoPeerId)?;
             let mut stream = Stream::Server(tls);
-            let hello = exchange_hello(&mut stream, self.hello()).await?;
+            let (sender, receiver, hello) = self.exchange_hello(&mut stream).await?;
             Ok(Established {
                 peer,
                 stream,
+                sender,
+                receiver,
                 dialed: false,
                 remote,
                 registry_version: hello.registry_version,
@@ -139,10 +156,12 @@ impl Handshaker {
                 )));
             }
             let mut stream = Stream::Client(tls);
-            let hello = exchange_hello(&mut stream, self.hello()).await?;
+            let (sender, receiver, hello) = self.exchange_hello(&mut stream).await?;
             Ok(Established {
                 peer,
                 stream,
+                sender,
+                receiver,
                 dialed: true,
                 remote,
                 registry_version: hello.registry_version,
@@ -152,18 +171,36 @@ impl Handshaker {
             .await
             .map_err(|_| HandshakeError::Timeout(self.timeout))?
     }
-}
 
-/// Sends our hello and reads the peer's (both sides write first: a hello is 15 bytes).
-async fn exchange_hello(stream: &mut Stream, ours: Hello) -> Result<Hello, HandshakeError> {
-    let mut out = BytesMut::with_capacity(HELLO_LEN);
-    codec::encode_hello(&ours, &mut out);
-    stream.write_all(&out).await.map_err(HandshakeError::Io)?;
-    stream.flush().await.map_err(HandshakeError::Io)?;
-    let mut theirs = [0u8; HELLO_LEN];
-    stream
-        .read_exact(&mut theirs)
-        .await
-        .map_err(HandshakeError::Io)?;
-    Ok(codec::decode_hello(&theirs)?)
+    /// Starts the connection layer, sends our hello and reads the peer's (both sides write
+    /// first). Bytes read past the hello stay in the receiver.
+    async fn exchange_hello(
+        &self,
+        stream: &mut Stream,
+    ) -> Result<(ConnSender, ConnReceiver, Hello), HandshakeError> {
+        let (mut tx, mut rx) = connection(&self.conn, self.hello(), self.clock.now())
+            .map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
+        let mut out = BytesMut::new();
+        let _ = tx.poll_transmit(self.clock.now(), &mut out, p2p_transport::mux::MIN_TRANSMIT);
+        stream.write_all(&out).await.map_err(HandshakeError::Io)?;
+        stream.flush().await.map_err(HandshakeError::Io)?;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match rx.poll_event() {
+                Ok(Some(ConnEvent::Hello(hello))) => return Ok((tx, rx, hello)),
+                Ok(Some(ConnEvent::Message(..))) | Ok(None) => {}
+                Err(ConnError::Hello(e)) => return Err(HandshakeError::Hello(e)),
+                Err(e) => return Err(HandshakeError::Conn(e)),
+            }
+            if stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(HandshakeError::Io)?
+                == 0
+            {
+                return Err(HandshakeError::Eof);
+            }
+            rx.handle_input(self.clock.now(), &mut buf);
+        }
+    }
 }

@@ -2,20 +2,23 @@
 //! [`p2p_core::Node`] and the [`p2p_transport`] codec and multiplexer.
 //!
 //! This crate is a driver: it feeds the core inputs (with the time since the node started),
-//! carries out its outputs, and arms the one timer the core asks for. It holds no protocol
-//! logic: what to advertise, fetch, serve or deliver is the core's decision.
+//! carries out its outputs, and arms the timers the core and the connection layer ask for. It
+//! holds no protocol logic: what to advertise, fetch, serve or deliver is the core's decision;
+//! whom to dial, admit or ban, and when a connection is dead, the connection layer's
+//! ([`p2p_transport::conn`], [`p2p_transport::peers`]).
 //!
 //! # The node
 //!
 //! [`start`] binds the listening socket and spawns:
 //! - **the node task**, the only owner of the core. It receives the handle's commands and the
 //!   connections' events over bounded channels, feeds them to the core, and carries out every
-//!   output: `Send` pushes into that peer's multiplexer, `Deliver` goes to the bounded
-//!   [`Deliveries`] stream, `Disconnect` closes the connection (logged with its reason) and bans
-//!   a misbehaving peer for [`NodeConfig::misbehaviour_ban`]. It never awaits a socket.
+//!   output: `Send` pushes into that peer's connection, `Deliver` goes to the bounded
+//!   [`Deliveries`] stream, `Disconnect` closes the connection (logged with its reason) and
+//!   tells the connection policy, which bans a misbehaving peer. It also owns the policy and
+//!   carries out its dials and closes. It never awaits a socket.
 //! - **the accept loop**, which runs at most [`NodeConfig::max_pending_handshakes`] inbound
 //!   handshakes at once;
-//! - **a dial task per peer to dial**, with exponential back-off and jitter;
+//! - **a dial task per attempt** the connection policy decides on;
 //! - **a reader and a writer task per connection.** The writer takes frames from the peer's
 //!   [`MuxSender`](p2p_transport::mux::MuxSender) at the pace the socket accepts them; the
 //!   reader reassembles frames and forwards messages to the node task.
@@ -25,22 +28,23 @@
 //! - **TCP** with `TCP_NODELAY`, TCP keepalive and optional buffer sizes (socket2), then
 //!   **TLS 1.3** with p2p-transport's registry-pinned configurations: a handshake with a
 //!   non-member fails inside TLS, so its connection never reaches the core (it is counted in
-//!   [`NodeMetrics::connections_refused`]). Then each side sends the codec's
+//!   [`NodeMetrics::connections_refused`]). Then the connection layer exchanges the codec's
 //!   [`Hello`](p2p_transport::codec::Hello) (protocol and registry version); TLS and hello
 //!   together must finish within [`NodeConfig::handshake_timeout`].
-//! - **One connection per pair of members**: the lower [`NodeId`] dials, the
-//!   higher accepts (an inbound connection from a higher id is refused). If a second connection
-//!   from the same peer arrives (a reconnect racing the old connection's teardown), the newest is
-//!   kept and the old one closed.
-//! - **Reconnect**: when a connection ends, the lower id dials again after a delay that starts at
-//!   [`NodeConfig::reconnect_backoff_min`], doubles per failed attempt up to
-//!   [`NodeConfig::reconnect_backoff_max`], and is jittered down to half (from a generator seeded
-//!   by the core's seed and the node id). A connection that lived longer than the maximum resets
-//!   the back-off.
-//! - **Keepalive convention**: a writer that wrote nothing for
-//!   [`NodeConfig::keepalive_interval`] sends an empty `Message::Adverts(vec![])`. Readers drop
-//!   empty advert batches before the core (they mean nothing else), and a peer from which
-//!   nothing at all was read for [`NodeConfig::idle_timeout`] is disconnected.
+//! - **Connection policy** is the sans-IO [`p2p_transport::peers::PeerPolicy`], which the node
+//!   task asks and obeys: the lower [`NodeId`] of a pair dials, the higher accepts (an inbound
+//!   connection from a higher id is refused); a second connection from a connected peer (a
+//!   reconnect racing the old connection's teardown) replaces the old one; when a connection
+//!   ends, the lower id dials again after a back-off from
+//!   [`NodeConfig::reconnect_backoff_min`], doubled per failed attempt up to
+//!   [`NodeConfig::reconnect_backoff_max`] and jittered down to half (seeded by the core's seed
+//!   and the node id); a connection that lived longer than the maximum resets the back-off.
+//! - **Connection layer**: each connection runs the sans-IO [`p2p_transport::conn`] halves
+//!   (hello, multiplexer, keepalive, idle timeout, congestion marks); the reader and writer
+//!   tasks only move bytes and arm their timers. A writer that transmitted nothing for
+//!   [`NodeConfig::keepalive_interval`] sends a keepalive (an empty `Message::Adverts(vec![])`,
+//!   which readers drop before the core), and a peer from which nothing at all was read for
+//!   [`NodeConfig::idle_timeout`] is disconnected.
 //! - **Membership**: [`NodeHandle::update_registry`] installs a new registry version at any
 //!   time. The TLS verifiers read it on every handshake; removed members are disconnected at
 //!   once and refused from then on; new members are dialed (when this node has the lower id).
@@ -52,7 +56,9 @@
 //!   messages go to the node task over a bounded channel ([`NodeConfig::event_buffer`]): a busy
 //!   node task slows reading, which TCP turns into back-pressure on the senders.
 //! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
-//!   with a logged reason (`tracing`) and ban the peer; the node keeps serving everyone else.
+//!   with a logged reason (`tracing`) and ban the peer for [`NodeConfig::misbehaviour_ban`],
+//!   doubled for each repeat offence up to [`NodeConfig::misbehaviour_ban_max`]; the node keeps
+//!   serving everyone else.
 //!
 //! # Deliveries
 //!
@@ -152,11 +158,13 @@ pub use p2p_core::{Artifact, ArtifactId, Decision, Kind, NodeId, Priority, Prior
 pub use p2p_trace::PriorityProfile;
 pub use p2p_transport::identity::NodeIdentity;
 
-use conn::ConnSettings;
+use conn::{Clock, ConnSettings};
 use driver::{Driver, DriverParts, DriverSettings};
 use handshake::Handshaker;
 use metrics::Counters;
 use net::SocketOpts;
+use p2p_transport::conn::ConnConfig;
+use p2p_transport::peers::{PeerPolicy, PolicyConfig};
 
 /// Capacity of the command channel from handles to the node task.
 const COMMAND_BUFFER: usize = 256;
@@ -171,11 +179,33 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let server = tls::server_config(&cfg.identity, &membership)?;
     let client = tls::client_config(&cfg.identity, &membership)?;
     let counters = Arc::new(Counters::default());
+    let clock = Clock::new();
+    let conn = ConnConfig {
+        mux: cfg.effective_mux(),
+        keepalive_interval: cfg.keepalive_interval,
+        idle_timeout: cfg.idle_timeout,
+        hello_timeout: cfg.handshake_timeout,
+        low_water: cfg.effective_mux().high_water / 2,
+    };
+    conn.validate()?;
+    let policy = PeerPolicy::new(
+        id,
+        PolicyConfig {
+            backoff_min: cfg.reconnect_backoff_min,
+            backoff_max: cfg.reconnect_backoff_max,
+            ban_base: cfg.misbehaviour_ban,
+            ban_max: cfg.misbehaviour_ban_max,
+            forgive_after: cfg.misbehaviour_forgive_after,
+        },
+        cfg.core.seed,
+    )?;
     let handshaker = Handshaker {
         acceptor: TlsAcceptor::from(server),
         connector: TlsConnector::from(client),
         counters: Arc::clone(&counters),
         timeout: cfg.handshake_timeout,
+        conn: Arc::new(conn),
+        clock,
         registry_version: Arc::new(AtomicU64::new(registry.version)),
     };
     let sock = SocketOpts {
@@ -233,19 +263,15 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         core,
         #[cfg(feature = "trace")]
         trace,
+        clock,
+        policy,
         settings: DriverSettings {
-            mux: cfg.effective_mux(),
             conn: ConnSettings {
-                idle_timeout: cfg.idle_timeout,
-                keepalive_interval: cfg.keepalive_interval,
                 write_chunk: cfg.write_chunk,
                 read_ahead_bytes: cfg.read_ahead_bytes,
             },
             sock,
             connect_timeout: cfg.connect_timeout,
-            backoff_min: cfg.reconnect_backoff_min,
-            backoff_max: cfg.reconnect_backoff_max,
-            ban: cfg.misbehaviour_ban,
         },
         registry,
         membership,
@@ -257,7 +283,6 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         deliveries_tx,
         accept_shutdown,
         accept_task,
-        seed: cfg.core.seed,
     });
     info!(node = %id, addr = %local_addr, "node started");
     let task = tokio::spawn(driver.run(commands_rx, events_rx, urgent_rx));

@@ -9,6 +9,7 @@ use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxReceiver};
 use p2p_transport::tls::{self, Members, Membership, server_name_for};
+use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -175,9 +176,23 @@ async fn raw_member_connection(
 /// Two honest nodes, connected, and a registry (version 2) that also lists a rogue member with
 /// the lowest id (so dialing is its role) that no node runs: the test speaks for it.
 async fn two_nodes_and_a_rogue_member() -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
+    two_nodes_and_a_rogue_member_with(|_| {}).await
+}
+
+/// [`two_nodes_and_a_rogue_member`] with `tune` applied to the honest nodes' configurations.
+async fn two_nodes_and_a_rogue_member_with(
+    tune: impl Fn(&mut p2p_tokio::NodeConfig),
+) -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
     let mut ids = identities(3).into_iter();
     let rogue = ids.next().unwrap();
-    let nodes = subnet(ids.map(config).collect()).await;
+    let configs = ids
+        .map(|id| {
+            let mut c = config(id);
+            tune(&mut c);
+            c
+        })
+        .collect();
+    let nodes = subnet(configs).await;
     let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
     reg.members.push(Member {
         id: rogue.node_id(),
@@ -229,6 +244,79 @@ async fn peer_sending_garbage_frames_is_cut_off_and_others_transfers_complete() 
     assert!(a.metrics().connections_refused > refused_before);
 
     // The honest transfer completed regardless.
+    assert_eq!(ids_of(&receive(&mut rx_b, 1).await), vec![id]);
+    assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Sends garbage on a fresh connection of the rogue to `a` and waits until `a` counted the
+/// protocol error number `n`.
+async fn offend(rogue: &NodeIdentity, members: &Members, a: &p2p_tokio::NodeHandle, n: u64) {
+    let (mut tls, hello) = raw_member_connection(rogue, members.clone(), a).await;
+    assert!(hello.is_ok(), "admitted: the node sent its hello");
+    tls.write_all(&[0xffu8; 64]).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = within(5, "the node cuts the rogue", tls.read_to_end(&mut sink)).await;
+    wait_metrics(a, "protocol error counted", |m| m.protocol_errors == n).await;
+}
+
+/// Whether a fresh connection of the rogue to `a` is refused (dropped after the handshake)
+/// rather than admitted as a peer.
+async fn refused(rogue: &NodeIdentity, members: &Members, a: &p2p_tokio::NodeHandle) -> bool {
+    let before = a.metrics().connections_refused;
+    let (tls, _) = raw_member_connection(rogue, members.clone(), a).await;
+    let mut outcome = None;
+    for _ in 0..300 {
+        let m = a.metrics();
+        if m.connections_refused > before {
+            outcome = Some(true);
+            break;
+        }
+        if m.peers_connected == 2 {
+            outcome = Some(false);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tls);
+    outcome.expect("the node decides on the connection within 3 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_double_for_a_repeat_offender_while_honest_traffic_flows() {
+    init_log();
+    let ban = Duration::from_millis(1000);
+    let (rogue, members, nodes) = two_nodes_and_a_rogue_member_with(|c| {
+        c.misbehaviour_ban = ban;
+        c.misbehaviour_ban_max = ban * 8;
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut rx_b = b.take_deliveries().unwrap();
+
+    // First offence: banned for `ban`.
+    offend(&rogue, &members, a, 1).await;
+    assert!(
+        refused(&rogue, &members, a).await,
+        "banned after the first offence"
+    );
+    tokio::time::sleep(ban + ban * 3 / 10).await;
+    // The ban ended; the second offence bans it for twice as long, so after the same wait it
+    // is still refused.
+    offend(&rogue, &members, a, 2).await;
+    tokio::time::sleep(ban + ban * 3 / 10).await;
+    assert!(
+        refused(&rogue, &members, a).await,
+        "the second ban is longer"
+    );
+
+    // Meanwhile the honest pair keeps working.
+    let id = a
+        .publish(Kind(1), Bytes::new(), bytes(3, 1 << 20))
+        .await
+        .unwrap();
     assert_eq!(ids_of(&receive(&mut rx_b, 1).await), vec![id]);
     assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
     for n in &nodes {
