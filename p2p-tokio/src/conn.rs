@@ -174,6 +174,8 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut c
                 r = to.send(ev) => if r.is_err() { return },
                 _ = ctx.close.changed() => return,
             }
+            // Time spent waiting for the node task is not the peer's silence.
+            rx.touch(ctx.clock.now());
         }
         buf.reserve(64 << 10);
         let deadline = rx.poll_timeout().map(|t| ctx.clock.instant(t));

@@ -219,8 +219,9 @@ impl ConnSender {
         Ok(())
     }
 
-    /// Appends our hello (first) and then whole frames to `out` while they fit in `max_bytes`
-    /// (at least [`crate::mux::MIN_TRANSMIT`]); returns the bytes appended.
+    /// Appends our hello (first, once, on top of `max_bytes`) and then whole frames to `out`
+    /// while they fit in `max_bytes` (at least [`crate::mux::MIN_TRANSMIT`]); returns the bytes
+    /// appended.
     #[must_use = "the appended bytes must be written to the stream"]
     pub fn poll_transmit(&mut self, now: Time, out: &mut BytesMut, max_bytes: usize) -> usize {
         let mut n = 0;
@@ -228,7 +229,7 @@ impl ConnSender {
             out.extend_from_slice(&hello);
             n = hello.len();
         }
-        n += self.mux.poll_transmit(out, max_bytes.saturating_sub(n));
+        n += self.mux.poll_transmit(out, max_bytes);
         self.after_transmit(now, n);
         n
     }
@@ -247,9 +248,7 @@ impl ConnSender {
             n = hello.len();
             out.push(hello.freeze());
         }
-        n += self
-            .mux
-            .poll_transmit_parts(out, max_bytes.saturating_sub(n));
+        n += self.mux.poll_transmit_parts(out, max_bytes);
         self.after_transmit(now, n);
         n
     }
@@ -264,7 +263,9 @@ impl ConnSender {
     }
 
     /// A change of the congestion mark since the last call: `Some(true)` when the peer became
-    /// congested (stop producing for it), `Some(false)` when it drained.
+    /// congested (stop producing for it), `Some(false)` when it drained. Each change is returned
+    /// once, to whichever caller asks first: a driver that pushes and transmits from different
+    /// tasks forwards it from both.
     pub fn poll_congestion(&mut self) -> Option<bool> {
         (self.congested != self.reported).then(|| {
             self.reported = self.congested;
@@ -385,6 +386,13 @@ impl ConnReceiver {
     fn fail(&mut self, e: ConnError) -> ConnError {
         self.error = Some(e.clone());
         e
+    }
+
+    /// Counts the peer as heard from at `now`. A driver that paused reading (back-pressure from
+    /// a busy node) calls it when it resumes, so that the pause is not taken for the peer's
+    /// silence.
+    pub fn touch(&mut self, now: Time) {
+        self.last_input = self.last_input.max(now);
     }
 
     /// Whether the peer's hello was received.

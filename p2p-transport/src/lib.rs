@@ -11,4 +11,5 @@ pub mod conn;
 pub mod identity;
 pub mod mux;
 pub mod peers;
+pub mod sched;
 pub mod tls;

@@ -47,16 +47,14 @@
 //! accept everything an honest sender with the same configuration produces.
 
 use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
+use crate::sched::{Cut, MIN_CUT, Scheduler};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use p2p_core::{Class, Message};
 use std::collections::VecDeque;
 use std::ops::Range;
 use thiserror::Error;
 
-/// Header length of a frame without the `total` field.
-pub const FRAME_HEADER_LEN: usize = 9;
-/// Header length of a `FIRST` frame that is not also `LAST` (it carries `total`).
-pub const FIRST_FRAME_HEADER_LEN: usize = 13;
+pub use crate::sched::{FIRST_FRAME_HEADER_LEN, FRAME_HEADER_LEN};
 /// Smallest configurable frame size.
 pub const MIN_FRAME_SIZE: usize = 1 << 10;
 /// Largest configurable frame size.
@@ -65,13 +63,10 @@ pub const MAX_FRAME_SIZE: usize = 1 << 20;
 /// when something is queued: a frame is cut short to fit, but not below 512 payload bytes.
 pub const MIN_TRANSMIT: usize = FIRST_FRAME_HEADER_LEN + MIN_CUT;
 
-const MIN_CUT: usize = 512;
 const FLAG_FIRST: u8 = 0x04;
 const FLAG_LAST: u8 = 0x08;
 const CLASS_MASK: u8 = 0x03;
 const RESERVED_MASK: u8 = 0xf0;
-/// Virtual time advances by `bytes * (WEIGHT_SCALE / weight)`: a multiplication per frame.
-const WEIGHT_SCALE: u64 = 1 << 32;
 
 /// Configuration of both ends of a multiplexed connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,48 +301,40 @@ pub enum MuxError {
     },
 }
 
-/// A message queued for sending: its encoded header and payload, and how much is sent.
+/// A message queued for sending: its stream id and encoded header and payload.
 struct OutMsg {
     stream: u32,
     header: Bytes,
     payload: Bytes,
-    sent: usize,
 }
 
-impl OutMsg {
-    fn total(&self) -> usize {
-        self.header.len() + self.payload.len()
-    }
-}
-
-/// A class's queue. Its first `max_active` messages are active and served round-robin by the
-/// cursor `rr`; the rest wait in push order and move up as active messages finish.
-#[derive(Default)]
-struct ClassQueue {
-    msgs: VecDeque<OutMsg>,
-    rr: usize,
-    queued: usize,
-    /// Virtual time of the class's next frame (start-time fair queuing).
-    vtime: u128,
-}
-
-impl ClassQueue {
-    fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-}
-
-/// One frame cut from a message: header bytes and the ranges of the message's parts it carries.
-struct Cut {
+/// One frame ready to emit: its header bytes and the ranges of its message's parts it carries.
+struct Frame {
     hdr: [u8; FIRST_FRAME_HEADER_LEN],
     hlen: usize,
     header_part: Range<usize>,
     payload_part: Range<usize>,
 }
 
-impl Cut {
-    fn wire_len(&self) -> usize {
-        self.hlen + self.header_part.len() + self.payload_part.len()
+impl Frame {
+    fn of(cut: &Cut, msg: &OutMsg) -> Frame {
+        let mut hdr = [0u8; FIRST_FRAME_HEADER_LEN];
+        hdr[0..4].copy_from_slice(&msg.stream.to_le_bytes());
+        hdr[4] = cut.class.index() as u8
+            | if cut.first() { FLAG_FIRST } else { 0 }
+            | if cut.last() { FLAG_LAST } else { 0 };
+        hdr[5..9].copy_from_slice(&(cut.len as u32).to_le_bytes());
+        if cut.header_len == FIRST_FRAME_HEADER_LEN {
+            hdr[9..13].copy_from_slice(&(cut.total as u32).to_le_bytes());
+        }
+        let hl = msg.header.len();
+        let (start, end) = (cut.start, cut.start + cut.len);
+        Frame {
+            hdr,
+            hlen: cut.header_len,
+            header_part: start.min(hl)..end.min(hl),
+            payload_part: start.max(hl) - hl..end.max(hl) - hl,
+        }
     }
 }
 
@@ -359,10 +346,8 @@ impl Cut {
 /// can take bytes; watch [`is_congested`](Self::is_congested) to stop producing.
 pub struct MuxSender {
     cfg: MuxConfig,
-    classes: [ClassQueue; Class::COUNT],
+    sched: Scheduler<OutMsg>,
     next_stream: u32,
-    vnow: u128,
-    total_queued: usize,
     scratch: BytesMut,
 }
 
@@ -371,11 +356,9 @@ impl MuxSender {
     pub fn new(cfg: MuxConfig) -> Result<Self, MuxConfigError> {
         cfg.validate()?;
         Ok(MuxSender {
+            sched: Scheduler::new(cfg.frame_size, cfg.weights, cfg.max_active),
             cfg,
-            classes: Default::default(),
             next_stream: 0,
-            vnow: 0,
-            total_queued: 0,
             scratch: BytesMut::new(),
         })
     }
@@ -389,11 +372,11 @@ impl MuxSender {
     pub fn push(&mut self, class: Class, msg: &Message) -> Result<(), PushError> {
         let len = codec::check_encodable(msg, &self.cfg.limits)?;
         let cap = self.cfg.max_queued_per_class;
-        let q = &self.classes[class.index()];
-        if q.queued.saturating_add(len) > cap {
+        let queued = self.sched.queued_bytes(class);
+        if queued.saturating_add(len) > cap {
             return Err(PushError::QueueFull {
                 class,
-                queued: q.queued,
+                queued,
                 len,
                 cap,
             });
@@ -405,128 +388,37 @@ impl MuxSender {
             stream,
             header,
             payload,
-            sent: 0,
         };
-        let vnow = self.vnow;
-        let q = &mut self.classes[class.index()];
-        if q.is_empty() {
-            q.vtime = q.vtime.max(vnow);
-        }
-        q.msgs.push_back(out);
-        q.queued += len;
-        self.total_queued += len;
+        self.sched.push(class, out, len);
         Ok(())
     }
 
     /// Encoded message bytes queued in `class` and not yet emitted (frame headers excluded).
     pub fn queued_bytes(&self, class: Class) -> usize {
-        self.classes[class.index()].queued
+        self.sched.queued_bytes(class)
     }
 
     /// Encoded message bytes queued in all classes.
     pub fn queued_bytes_total(&self) -> usize {
-        self.total_queued
+        self.sched.queued_bytes_total()
     }
 
     /// Whether the queued bytes reached the configured `high_water`: stop producing.
     pub fn is_congested(&self) -> bool {
-        self.total_queued >= self.cfg.high_water
+        self.queued_bytes_total() >= self.cfg.high_water
     }
 
     /// Whether nothing is queued.
     pub fn is_idle(&self) -> bool {
-        self.total_queued == 0
-    }
-
-    /// The class whose frame goes next, if any.
-    fn pick_class(&self) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        for (i, q) in self.classes.iter().enumerate() {
-            if !q.is_empty() && best.is_none_or(|b| q.vtime < self.classes[b].vtime) {
-                best = Some(i);
-            }
-        }
-        best
+        self.sched.is_idle()
     }
 
     /// Cuts the next frame that fits in `room` bytes and hands it to `emit` with the message it
     /// belongs to; returns the frame's wire length, or `None` when nothing (more) fits.
-    fn cut_next(&mut self, room: usize, emit: impl FnOnce(&Cut, &OutMsg)) -> Option<usize> {
-        let ci = self.pick_class()?;
-        let frame_size = self.cfg.frame_size;
-        let step = u128::from(WEIGHT_SCALE / u64::from(self.cfg.weights[ci]));
-        let active = self.cfg.max_active[ci];
-        let q = &mut self.classes[ci];
-        let slot = q.rr;
-        let msg = q.msgs.get(slot)?;
-        let total = msg.total();
-        let left = total - msg.sent;
-        let first = msg.sent == 0;
-        let mut len = left.min(frame_size);
-        let mut hlen = if first && len < left {
-            FIRST_FRAME_HEADER_LEN
-        } else {
-            FRAME_HEADER_LEN
-        };
-        if hlen + len > room {
-            // Cut the frame short to fit, unless that leaves a uselessly small frame.
-            let fit = room.saturating_sub(if first {
-                FIRST_FRAME_HEADER_LEN
-            } else {
-                FRAME_HEADER_LEN
-            });
-            if fit < MIN_CUT {
-                return None;
-            }
-            len = fit;
-            hlen = if first {
-                FIRST_FRAME_HEADER_LEN
-            } else {
-                FRAME_HEADER_LEN
-            };
-        }
-        let last = msg.sent + len == total;
-        let mut hdr = [0u8; FIRST_FRAME_HEADER_LEN];
-        hdr[0..4].copy_from_slice(&msg.stream.to_le_bytes());
-        hdr[4] = ci as u8 | if first { FLAG_FIRST } else { 0 } | if last { FLAG_LAST } else { 0 };
-        hdr[5..9].copy_from_slice(&(len as u32).to_le_bytes());
-        if hlen == FIRST_FRAME_HEADER_LEN {
-            hdr[9..13].copy_from_slice(&(total as u32).to_le_bytes());
-        }
-        let hl = msg.header.len();
-        let start = msg.sent;
-        let end = start + len;
-        let cut = Cut {
-            hdr,
-            hlen,
-            header_part: start.min(hl)..end.min(hl),
-            payload_part: start.max(hl) - hl..end.max(hl) - hl,
-        };
-        emit(&cut, msg);
-        let wire = cut.wire_len();
-
-        // Account; drop a finished message (the first waiting one becomes active) or move the
-        // cursor on; advance the class's virtual time.
-        if last {
-            q.msgs.remove(slot);
-        } else {
-            q.msgs[slot].sent = end;
-            q.rr += 1;
-        }
-        if q.rr >= active.min(q.msgs.len()) {
-            q.rr = 0;
-        }
-        q.queued -= len;
-        self.total_queued -= len;
-        self.vnow = q.vtime;
-        q.vtime += wire as u128 * step;
-        if self.total_queued == 0 {
-            self.vnow = 0;
-            for q in &mut self.classes {
-                q.vtime = 0;
-            }
-        }
-        Some(wire)
+    fn cut_next(&mut self, room: usize, emit: impl FnOnce(&Frame, &OutMsg)) -> Option<usize> {
+        self.sched
+            .next_frame(room, |cut, msg| emit(&Frame::of(cut, msg), msg))
+            .map(|(cut, _)| cut.wire_len())
     }
 
     /// Appends whole frames to `out` while they fit in `max_bytes`; returns the bytes appended.
@@ -536,7 +428,8 @@ impl MuxSender {
     #[must_use = "the appended bytes must be written to the stream"]
     pub fn poll_transmit(&mut self, out: &mut BytesMut, max_bytes: usize) -> usize {
         let mut written = 0;
-        let want = max_bytes.min(self.total_queued + self.total_queued / MIN_CUT * 13 + 13);
+        let queued = self.queued_bytes_total();
+        let want = max_bytes.min(queued + queued / MIN_CUT * 13 + 13);
         out.reserve(want);
         while let Some(n) = self.cut_next(max_bytes - written, |cut, msg| {
             out.put_slice(&cut.hdr[..cut.hlen]);
