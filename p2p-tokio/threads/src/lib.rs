@@ -1,7 +1,7 @@
 //! A gossip node on plain std threads and blocking sockets: p2p-core's sans-IO [`Node`],
 //! p2p-transport's sans-IO connection layer ([`conn`](p2p_transport::conn)) and connection
-//! policy ([`PeerPolicy`](p2p_transport::peers::PeerPolicy)), and rustls, with no async
-//! runtime. It speaks the same bytes as p2p-tokio's nodes and joins the same subnets.
+//! policy ([`PeerPolicy`]), and rustls, with no async runtime. It speaks the same bytes as
+//! p2p-tokio's nodes and joins the same subnets.
 //!
 //! # Threads
 //!
@@ -35,7 +35,7 @@
 //! # The embedding contract, as this driver follows it
 //!
 //! - **Time**: the core gets the nanoseconds since the node started, from one
-//!   [`Instant`](std::time::Instant); time never goes backwards (an earlier `now` would be
+//!   [`Instant`]; time never goes backwards (an earlier `now` would be
 //!   taken as the latest one seen).
 //! - **The drain rule**: after every [`Node::handle_input`] (an [`Input::Timeout`](p2p_core::Input::Timeout) included:
 //!   the core has no separate timeout call) the driver drains [`Node::poll_output`] until it
@@ -55,11 +55,12 @@
 //!   not block: while it runs no input is handled, and the readers soon block on the full
 //!   event channel.
 //! - **Errors**: only the application's inputs can fail ([`Input::Publish`](p2p_core::Input::Publish) of an artifact
-//!   that is too large, has a too long attr, or whose id is not its hash). A refused input
-//!   leaves the pool and every table as they were, but the call still took its `now` as the
-//!   current time, expired the deadlines up to it and ran the download scheduler, so outputs
-//!   may be queued: the driver drains them as after any input. Peer input never fails or
-//!   panics; a faulty peer gets `Output::Disconnect` with a reason.
+//!   that is too large, has a too long attr, or whose id is not its hash). The refused input
+//!   itself has no effect (nothing is pooled or announced), but the call still took its `now`
+//!   as the current time, expired the deadlines up to it and ran the download scheduler, so
+//!   outputs may be queued: the driver drains them as after any input, and the node stays
+//!   fully usable. Peer input never fails or panics; a faulty peer gets `Output::Disconnect`
+//!   with a reason.
 //!
 //! # Example
 //!
