@@ -1,0 +1,171 @@
+//! The node's settings and the embedder's registry.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use p2p_core::NodeId;
+use p2p_transport::codec::Limits;
+use p2p_transport::conn::ConnConfig;
+use p2p_transport::identity::NodeIdentity;
+use p2p_transport::mux::{MIN_TRANSMIT, MuxConfig};
+use p2p_transport::peers::PolicyConfig;
+
+use crate::error::Error;
+
+/// One member of the subnet: its id and where it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// The member's id (SHA-256 of its TLS public key).
+    pub id: NodeId,
+    /// The address it accepts connections on.
+    pub addr: SocketAddr,
+}
+
+/// One version of the embedder's registry: the members allowed to connect. Versions must not
+/// go backwards. The local node may be listed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Registry {
+    /// The registry version, announced in the connection's hello.
+    pub version: u64,
+    /// The members.
+    pub members: Vec<Member>,
+}
+
+impl Registry {
+    /// A registry of `version` with `members`.
+    pub fn new(version: u64, members: impl IntoIterator<Item = Member>) -> Self {
+        Registry {
+            version,
+            members: members.into_iter().collect(),
+        }
+    }
+
+    /// The address of `id`, if it is a member.
+    pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.members.iter().find(|m| m.id == *id).map(|m| m.addr)
+    }
+
+    /// The members' ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+}
+
+/// Settings of a [`ThreadedNode`](crate::ThreadedNode); [`ThreadedConfig::new`] gives working
+/// defaults, the same wire settings as p2p-tokio's `NodeConfig::new`.
+#[derive(Debug)]
+pub struct ThreadedConfig {
+    /// The node's TLS identity; its id is the node's id.
+    pub identity: NodeIdentity,
+    /// The address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The core's configuration, priority function included. Its seed keys the core's tables
+    /// and must stay secret: [`ThreadedConfig::new`] draws it from the operating system.
+    pub core: p2p_core::Config,
+    /// The connection layer: multiplexer, keepalive, idle and hello timeouts, congestion marks.
+    /// `keepalive_interval` must stay below every peer's idle timeout.
+    pub conn: ConnConfig,
+    /// Dial rule, reconnect back-off and bans.
+    pub policy: PolicyConfig,
+    /// Deadline of a TCP connect.
+    pub connect_timeout: Duration,
+    /// Deadline of the TLS handshake (the hello has `conn.hello_timeout`).
+    pub handshake_timeout: Duration,
+    /// Read timeout of the sockets: how often a reader blocked on a quiet socket checks its
+    /// timers and whether to stop. It adds no latency to messages.
+    pub tick: Duration,
+    /// Plaintext bytes taken from the multiplexer per TLS write (at least
+    /// [`MIN_TRANSMIT`] + 15 for the hello). Smaller keeps urgent frames closer to the head.
+    pub write_chunk: usize,
+    /// Capacity of the deliveries channel, in artifacts. While it is full the readers stop
+    /// reading (TCP back-pressure) until the application takes one; nothing is lost.
+    pub delivery_buffer: usize,
+    /// Capacity of the channel from the connections and the handle to the node thread.
+    pub event_buffer: usize,
+    /// Inbound connections in their TLS handshake at once; more are closed on accept.
+    pub max_pending_handshakes: usize,
+}
+
+/// A secret seed from the operating system's random source (through the TLS crypto provider).
+fn os_seed() -> Result<u64, Error> {
+    let mut buf = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .map_err(|_| Error::InvalidConfig("the operating system's random source failed"))?;
+    Ok(u64::from_le_bytes(buf))
+}
+
+impl ThreadedConfig {
+    /// Defaults: core defaults with a seed from the operating system, a message limit fitting
+    /// the core's largest artifact, connection-layer and policy defaults, 5 s connect and
+    /// handshake timeouts, 100 ms tick, 1024 deliveries.
+    pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Result<Self, Error> {
+        let core = p2p_core::Config {
+            seed: os_seed()?,
+            ..p2p_core::Config::default()
+        };
+        let limits = Limits {
+            max_message_size: core.max_artifact_size as usize + 4096,
+            max_attr_len: core.max_attr_len,
+            max_adverts: core.max_adverts_per_message,
+        };
+        let conn = ConnConfig::with_mux(MuxConfig {
+            limits,
+            ..MuxConfig::default()
+        });
+        Ok(ThreadedConfig {
+            identity,
+            listen,
+            core,
+            conn,
+            policy: PolicyConfig::default(),
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            tick: Duration::from_millis(100),
+            write_chunk: 64 << 10,
+            delivery_buffer: 1024,
+            event_buffer: 1024,
+            max_pending_handshakes: 64,
+        })
+    }
+
+    /// Checks the settings that would make the node misbehave.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.core.validate()?;
+        self.conn.validate()?;
+        self.policy.validate()?;
+        let limits = &self.conn.mux.limits;
+        if limits.max_message_size
+            < self.core.max_artifact_size as usize + 128 + self.core.max_attr_len
+        {
+            return Err(Error::InvalidConfig(
+                "conn.mux.limits.max_message_size is too small for core.max_artifact_size",
+            ));
+        }
+        if limits.max_attr_len < self.core.max_attr_len
+            || limits.max_adverts < self.core.advert_batch_size
+        {
+            return Err(Error::InvalidConfig(
+                "conn.mux.limits must admit core.max_attr_len and core.advert_batch_size",
+            ));
+        }
+        if self.write_chunk < MIN_TRANSMIT + p2p_transport::codec::HELLO_LEN {
+            return Err(Error::InvalidConfig(
+                "write_chunk is below mux::MIN_TRANSMIT plus the hello",
+            ));
+        }
+        if self.delivery_buffer == 0 || self.event_buffer == 0 || self.max_pending_handshakes == 0 {
+            return Err(Error::InvalidConfig(
+                "delivery_buffer, event_buffer and max_pending_handshakes must be >= 1",
+            ));
+        }
+        if self.tick.is_zero() || self.connect_timeout.is_zero() || self.handshake_timeout.is_zero()
+        {
+            return Err(Error::InvalidConfig(
+                "tick, connect_timeout and handshake_timeout must be positive",
+            ));
+        }
+        Ok(())
+    }
+}

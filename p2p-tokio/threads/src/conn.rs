@@ -1,0 +1,605 @@
+//! The connection threads: accepting, dialing, the TLS handshake, and per connection a reader
+//! (this thread) and a writer around p2p-transport's [`ConnReceiver`] and [`ConnSender`].
+//!
+//! The rustls connection and the [`ConnSender`] sit behind mutexes that no thread holds
+//! across socket IO: the reader reads the socket unlocked and decrypts under the lock, the
+//! writer encrypts under the lock and writes unlocked, and the node thread only pushes
+//! messages. So the node thread never waits for a socket.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use p2p_core::{Class, Message, NodeId, Time};
+use p2p_transport::codec::Hello;
+use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
+use p2p_transport::mux::PushError;
+use p2p_transport::tls::{peer_node_id, rejection_reason, server_name_for};
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::{ConnectionCommon, SideData, StreamOwned};
+use tracing::debug;
+
+use crate::node::Event;
+
+/// How often the accept thread looks for new connections and for the stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+/// How often a reader paused by the deliveries back-pressure looks again.
+const PAUSE_POLL: Duration = Duration::from_millis(1);
+/// Bytes read from a socket at once.
+const READ_BUF: usize = 64 << 10;
+
+/// Counters shared by every thread of a node.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub admitted: AtomicU64,
+    pub refused: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub dial_failures: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub send_queue_overflows: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub deliveries_discarded: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every connection thread of a node shares.
+pub(crate) struct Shared {
+    pub events: SyncSender<Event>,
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+    /// The registry version announced in new connections' hellos.
+    pub registry_version: AtomicU64,
+    pub conn: ConnConfig,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub tick: Duration,
+    pub write_chunk: usize,
+    pub max_pending_handshakes: usize,
+    /// Set while deliveries wait for room: readers stop reading.
+    pub paused: AtomicBool,
+    /// Set on shutdown: every thread stops.
+    pub stop: AtomicBool,
+    pub counters: Counters,
+    start: Instant,
+    next_conn: AtomicU64,
+    /// Connection threads alive (reader, writer, handshakes).
+    pub live: AtomicUsize,
+    handshaking: AtomicUsize,
+}
+
+/// Decrements a gauge when dropped.
+struct Gauge<'a>(&'a AtomicUsize);
+
+impl<'a> Gauge<'a> {
+    fn new(g: &'a AtomicUsize) -> Self {
+        g.fetch_add(1, Ordering::Relaxed);
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The settings of [`Shared`] that come from the configuration.
+pub(crate) struct SharedParts {
+    pub events: SyncSender<Event>,
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+    pub registry_version: u64,
+    pub conn: ConnConfig,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub tick: Duration,
+    pub write_chunk: usize,
+    pub max_pending_handshakes: usize,
+}
+
+impl Shared {
+    pub fn new(p: SharedParts) -> Self {
+        Shared {
+            events: p.events,
+            server: p.server,
+            client: p.client,
+            registry_version: AtomicU64::new(p.registry_version),
+            conn: p.conn,
+            connect_timeout: p.connect_timeout,
+            handshake_timeout: p.handshake_timeout,
+            tick: p.tick,
+            write_chunk: p.write_chunk,
+            max_pending_handshakes: p.max_pending_handshakes,
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            start: Instant::now(),
+            next_conn: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
+        }
+    }
+
+    /// The node's time: nanoseconds since it started.
+    pub fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// A fresh connection number.
+    pub fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection ended (or never started).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnEnd {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("peer refused: {0}")]
+    Refused(String),
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    #[error("TLS handshake not done within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("closed by the peer")]
+    Eof,
+    #[error("IO error: {0}")]
+    Io(io::Error),
+    #[error("the node is stopping")]
+    Stopped,
+    #[error("connection setup failed: {0}")]
+    Setup(String),
+}
+
+impl ConnEnd {
+    /// Whether the peer broke the protocol.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(self, ConnEnd::Conn(e) if e.is_misbehaviour())
+    }
+
+    /// Whether our verifier refused the peer.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ConnEnd::Refused(_))
+    }
+}
+
+/// An IO error of a TLS handshake: a refusal when our verifier refused the peer.
+fn tls_error(e: io::Error, timeout: Duration) -> ConnEnd {
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(rejection_reason);
+    match refused {
+        Some(reason) => ConnEnd::Refused(reason.to_string()),
+        None if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) =>
+        {
+            ConnEnd::HandshakeTimeout(timeout)
+        }
+        None => ConnEnd::Tls(e.to_string()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One established connection, shared by its reader, its writer and the node thread.
+pub(crate) struct Link {
+    pub conn: u64,
+    pub peer: NodeId,
+    pub dialed: bool,
+    sock: TcpStream,
+    tls: Mutex<Connection>,
+    sender: Mutex<ConnSender>,
+    wake: SyncSender<()>,
+    /// Set once the connection is over; whoever sets it first reports the end.
+    closed: AtomicBool,
+}
+
+impl Link {
+    /// Queues `msg` for the writer; returns a change of the congestion mark.
+    pub fn push(&self, class: Class, msg: &Message) -> Result<Option<bool>, PushError> {
+        let change = {
+            let mut s = lock(&self.sender);
+            s.push(class, msg)?;
+            s.poll_congestion()
+        };
+        let _ = self.wake.try_send(());
+        Ok(change)
+    }
+
+    /// Ends the connection without reporting it: the node thread asked.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.shut();
+    }
+
+    fn shut(&self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+        let _ = self.wake.try_send(());
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Ends the connection from one of its threads; the first to end it reports why.
+    fn finish(&self, shared: &Shared, end: ConnEnd) {
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            let _ = shared.events.send(Event::Closed {
+                conn: self.conn,
+                peer: Some(self.peer),
+                dialed: self.dialed,
+                end,
+            });
+        }
+        self.shut();
+    }
+
+    /// Decrypts bytes read from the socket into `plain`; returns whether the peer closed TLS.
+    fn decrypt(
+        &self,
+        mut wire: &[u8],
+        tmp: &mut [u8],
+        plain: &mut BytesMut,
+    ) -> Result<bool, ConnEnd> {
+        let mut tls = lock(&self.tls);
+        let mut eof = false;
+        while !wire.is_empty() && !eof {
+            if tls.read_tls(&mut wire).map_err(ConnEnd::Io)? == 0 {
+                eof = true;
+            }
+            tls.process_new_packets()
+                .map_err(|e| ConnEnd::Tls(e.to_string()))?;
+            loop {
+                match tls.reader().read(tmp) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => plain.extend_from_slice(&tmp[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(ConnEnd::Io(e)),
+                }
+            }
+        }
+        let wants_write = tls.wants_write();
+        drop(tls);
+        if wants_write {
+            let _ = self.wake.try_send(());
+        }
+        Ok(eof)
+    }
+
+    /// Encrypts `plain` (and whatever TLS wants to send) into `wire`.
+    fn encrypt(&self, plain: &[u8], wire: &mut Vec<u8>) -> Result<(), ConnEnd> {
+        let mut tls = lock(&self.tls);
+        let mut off = 0;
+        loop {
+            while tls.wants_write() {
+                tls.write_tls(wire).map_err(ConnEnd::Io)?;
+            }
+            if off == plain.len() {
+                return Ok(());
+            }
+            let n = tls.writer().write(&plain[off..]).map_err(ConnEnd::Io)?;
+            if n == 0 && !tls.wants_write() {
+                return Err(ConnEnd::Tls("TLS takes no more plaintext".into()));
+            }
+            off += n;
+        }
+    }
+}
+
+/// Accepts connections until the node stops; each runs its handshake and connection on its
+/// own thread, at most `max_pending_handshakes` handshakes at once.
+pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    while !shared.stopped() {
+        match listener.accept() {
+            Ok((sock, remote)) => {
+                if shared.handshaking.load(Ordering::Relaxed) >= shared.max_pending_handshakes {
+                    inc(&shared.counters.handshake_failures);
+                    debug!(%remote, "too many handshakes at once: connection closed");
+                    continue;
+                }
+                let conn = shared.next_conn();
+                let s = Arc::clone(&shared);
+                let spawned = thread::Builder::new()
+                    .name(format!("p2p-conn-{conn}"))
+                    .spawn(move || inbound(s, conn, sock, remote));
+                if let Err(e) = spawned {
+                    debug!(%remote, error = %e, "cannot start a connection thread");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                // Out of descriptors and similar: wait instead of spinning.
+                debug!(error = %e, "accept failed");
+                thread::sleep(ACCEPT_POLL * 10);
+            }
+        }
+    }
+}
+
+/// Runs the TLS handshake on a blocking socket within `timeout`.
+fn handshake<C, S>(stream: &mut StreamOwned<C, TcpStream>, timeout: Duration) -> Result<(), ConnEnd>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let deadline = Instant::now() + timeout;
+    while stream.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnEnd::HandshakeTimeout(timeout));
+        }
+        let set = stream
+            .sock
+            .set_read_timeout(Some(left))
+            .and_then(|()| stream.sock.set_write_timeout(Some(left)));
+        set.map_err(ConnEnd::Io)?;
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| tls_error(e, timeout))?;
+    }
+    Ok(())
+}
+
+/// The server side of an accepted connection, then the connection itself.
+fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr) {
+    let _live = Gauge::new(&shared.live);
+    let tls = {
+        let _pending = Gauge::new(&shared.handshaking);
+        let setup = sock
+            .set_nonblocking(false)
+            .and_then(|()| sock.set_nodelay(true));
+        let result = setup.map_err(ConnEnd::Io).and_then(|()| {
+            let tls = ServerConnection::new(Arc::clone(&shared.server))
+                .map_err(|e| ConnEnd::Tls(e.to_string()))?;
+            let mut stream = StreamOwned::new(tls, sock);
+            handshake(&mut stream, shared.handshake_timeout)?;
+            Ok(stream)
+        });
+        match result {
+            Ok(s) => s,
+            Err(end) => {
+                if end.is_refusal() {
+                    inc(&shared.counters.refused);
+                } else {
+                    inc(&shared.counters.handshake_failures);
+                }
+                debug!(%remote, error = %end, "inbound handshake failed");
+                return;
+            }
+        }
+    };
+    let Some(peer) = peer_node_id(&tls.conn) else {
+        inc(&shared.counters.handshake_failures);
+        return;
+    };
+    run(&shared, conn, peer, false, tls.conn.into(), tls.sock);
+}
+
+/// Dials `peer` at `addr`, runs the client handshake, then the connection itself.
+pub(crate) fn dial(shared: Arc<Shared>, conn: u64, peer: NodeId, addr: SocketAddr) {
+    let _live = Gauge::new(&shared.live);
+    let result = TcpStream::connect_timeout(&addr, shared.connect_timeout)
+        .and_then(|sock| sock.set_nodelay(true).map(|()| sock))
+        .map_err(ConnEnd::Connect)
+        .and_then(|sock| {
+            let tls = ClientConnection::new(Arc::clone(&shared.client), server_name_for(peer))
+                .map_err(|e| ConnEnd::Tls(e.to_string()))?;
+            let mut stream = StreamOwned::new(tls, sock);
+            handshake(&mut stream, shared.handshake_timeout)?;
+            match peer_node_id(&stream.conn) {
+                Some(actual) if actual == peer => Ok(stream),
+                actual => Err(ConnEnd::Refused(format!(
+                    "dialed {peer:?} but {actual:?} answered"
+                ))),
+            }
+        });
+    match result {
+        Ok(stream) => run(&shared, conn, peer, true, stream.conn.into(), stream.sock),
+        Err(end) => {
+            if end.is_refusal() {
+                inc(&shared.counters.refused);
+            }
+            let _ = shared.events.send(Event::Closed {
+                conn,
+                peer: Some(peer),
+                dialed: true,
+                end,
+            });
+        }
+    }
+}
+
+/// Runs an established TLS connection: starts its writer, then reads on this thread.
+fn run(
+    shared: &Arc<Shared>,
+    conn: u64,
+    peer: NodeId,
+    dialed: bool,
+    tls: Connection,
+    sock: TcpStream,
+) {
+    let report = |end: ConnEnd| {
+        let _ = shared.events.send(Event::Closed {
+            conn,
+            peer: Some(peer),
+            dialed,
+            end,
+        });
+    };
+    let hello = Hello::new(shared.registry_version.load(Ordering::Relaxed));
+    let (sender, receiver) = match connection(&shared.conn, hello, shared.now()) {
+        Ok(halves) => halves,
+        // The configuration was validated at start.
+        Err(e) => return report(ConnEnd::Setup(e.to_string())),
+    };
+    let timeouts = sock
+        .set_read_timeout(Some(shared.tick))
+        .and_then(|()| sock.set_write_timeout(Some(shared.conn.idle_timeout)));
+    if let Err(e) = timeouts {
+        return report(ConnEnd::Io(e));
+    }
+    let (wake, woken) = sync_channel(1);
+    let link = Arc::new(Link {
+        conn,
+        peer,
+        dialed,
+        sock,
+        tls: Mutex::new(tls),
+        sender: Mutex::new(sender),
+        wake,
+        closed: AtomicBool::new(false),
+    });
+    let (s, l) = (Arc::clone(shared), Arc::clone(&link));
+    let spawned = thread::Builder::new()
+        .name(format!("p2p-write-{conn}"))
+        .spawn(move || {
+            let _live = Gauge::new(&s.live);
+            let end = writer(&s, &l, &woken);
+            l.finish(&s, end);
+        });
+    let end = match spawned {
+        Ok(_) => reader(shared, &link, receiver),
+        Err(e) => ConnEnd::Io(e),
+    };
+    link.finish(shared, end);
+}
+
+/// Reads, decrypts and reassembles until the connection ends; forwards the hello (as the
+/// connection's establishment) and the messages to the node thread.
+fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut tmp = vec![0u8; READ_BUF];
+    let mut plain = BytesMut::new();
+    let mut announced = false;
+    loop {
+        if link.is_closed() || shared.stopped() {
+            return ConnEnd::Stopped;
+        }
+        if announced && shared.paused.load(Ordering::Relaxed) {
+            thread::sleep(PAUSE_POLL);
+            continue;
+        }
+        let n = match (&link.sock).read(&mut buf) {
+            Ok(0) => return ConnEnd::Eof,
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => 0,
+            Err(e) => return ConnEnd::Io(e),
+        };
+        let now = shared.now();
+        let mut eof = false;
+        if n > 0 {
+            eof = match link.decrypt(&buf[..n], &mut tmp, &mut plain) {
+                Ok(eof) => eof,
+                Err(end) => return end,
+            };
+            rx.handle_input(now, &mut plain);
+        }
+        if rx.poll_timeout().is_some_and(|t| t <= now) {
+            rx.handle_timeout(now);
+        }
+        loop {
+            let ev = match rx.poll_event() {
+                Ok(None) => break,
+                Ok(Some(ConnEvent::Hello(hello))) => {
+                    announced = true;
+                    Event::Established {
+                        link: Arc::clone(link),
+                        hello,
+                    }
+                }
+                Ok(Some(ConnEvent::Message(_, msg))) => Event::Message {
+                    conn: link.conn,
+                    peer: link.peer,
+                    msg,
+                },
+                Err(e) => return ConnEnd::Conn(e),
+            };
+            if shared.events.send(ev).is_err() {
+                return ConnEnd::Stopped;
+            }
+        }
+        if eof {
+            return ConnEnd::Eof;
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Moves frames from the sender to the socket at the peer's pace, queues keepalives, and
+/// reports congestion changes; sleeps on `woken` when there is nothing to send.
+fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
+    let mut plain = BytesMut::new();
+    let mut wire = Vec::new();
+    loop {
+        if link.is_closed() || shared.stopped() {
+            return ConnEnd::Stopped;
+        }
+        let now = shared.now();
+        let (change, idle_until) = {
+            let mut s = lock(&link.sender);
+            if now >= s.poll_timeout() {
+                s.handle_timeout(now);
+            }
+            plain.clear();
+            let _ = s.poll_transmit(now, &mut plain, shared.write_chunk);
+            let idle_until = (!s.wants_transmit()).then(|| s.poll_timeout());
+            (s.poll_congestion(), idle_until)
+        };
+        if let Some(congested) = change {
+            let ev = Event::Congestion {
+                conn: link.conn,
+                peer: link.peer,
+                congested,
+            };
+            if shared.events.send(ev).is_err() {
+                return ConnEnd::Stopped;
+            }
+        }
+        wire.clear();
+        if let Err(end) = link.encrypt(&plain, &mut wire) {
+            return end;
+        }
+        if !wire.is_empty()
+            && let Err(e) = (&link.sock).write_all(&wire)
+        {
+            return ConnEnd::Io(e);
+        }
+        if let Some(until) = idle_until {
+            let wait = until.saturating_since(now).min(shared.tick);
+            if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(wait) {
+                return ConnEnd::Stopped;
+            }
+        }
+    }
+}
