@@ -41,6 +41,70 @@
 //! - **Secrets**: tables keyed by artifact id hash with SipHash-1-3 keyed from
 //!   [`Config::seed`]; a live node must draw the seed at random and keep it from its peers.
 //!
+//! # The embedding contract
+//!
+//! A driver (an async runtime, threads, a simulator, a fuzzer) owns the [`Node`] and follows
+//! these rules; p2p-tokio and p2p-threads are two drivers that do.
+//!
+//! - **Time** comes in with every input and must not go backwards: an earlier `now` is taken
+//!   as the latest one seen. Any clock works; the node only compares and adds.
+//! - **Drain after every input.** [`Node::handle_input`] queues outputs; drain
+//!   [`Node::poll_output`] until it returns `None` before the next input. Outputs are never
+//!   dropped: a driver that does not drain lets them pile up (unbounded within one input,
+//!   counted by [`TableSizes`]) and holds back every send and delivery.
+//! - **Timers.** Every input may move [`Node::poll_timeout`] (earlier, later, or to `None`), so
+//!   read it again after each one and never sleep past it. When it passes, feed
+//!   [`Input::Timeout`]; feeding it early or more than once is harmless.
+//! - **The priority function runs inside `handle_input`**, for adverts and pushes as they
+//!   arrive and at every re-evaluation. It must return quickly and must not block or call back
+//!   into the node: while it runs the node handles nothing else.
+//! - **Errors.** Peer input never makes `handle_input` fail or panic; a faulty peer gets an
+//!   [`Output::Disconnect`] with a reason. Only the application's own inputs can fail (a
+//!   [`Input::Publish`] too large, with a too long attr, or whose id is not its hash): the
+//!   refused input has no effect, but the call still took `now` as the current time and may
+//!   have queued outputs (expired deadlines, scheduled requests), so drain as after any input.
+//!   The node stays fully usable.
+//! - **Connections** are the driver's, with p2p-transport's connection layer deciding whom to
+//!   dial, admit or ban: the node only hears [`Input::PeerConnected`],
+//!   [`Input::PeerDisconnected`] and [`Input::Congestion`], and asks for
+//!   [`Output::Disconnect`].
+//!
+//! The loop, with a peer that never answers: the request times out at `poll_timeout`, and the
+//! next request goes to the other source.
+//!
+//! ```
+//! use p2p_core::{Artifact, Config, Input, Kind, Message, Node, NodeId, Output, Time};
+//!
+//! let (me, silent, honest) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+//! let mut node = Node::new(me, Config::default());
+//! let mut now = Time::ZERO;
+//! let mut requests = Vec::new();
+//! // Feeds one input, then drains every output, as the contract asks.
+//! fn feed(node: &mut Node, now: Time, input: Input, requests: &mut Vec<NodeId>) {
+//!     node.handle_input(now, input).expect("peer input never fails");
+//!     while let Some(out) = node.poll_output() {
+//!         if let Output::Send { to, msg: Message::Request { .. }, .. } = out {
+//!             requests.push(to);
+//!         }
+//!     }
+//! }
+//! let members = vec![me, silent, honest];
+//! feed(&mut node, now, Input::Membership { version: 1, members }, &mut requests);
+//! let advert = Artifact::new(Kind(0), &b""[..], vec![7u8; 1 << 20]).advert();
+//! for peer in [silent, honest] {
+//!     feed(&mut node, now, Input::PeerConnected(peer), &mut requests);
+//!     let msg = Message::Adverts(vec![advert.clone()]);
+//!     feed(&mut node, now, Input::Message { from: peer, msg }, &mut requests);
+//! }
+//! assert_eq!(requests.len(), 1, "one request, to one of the two sources");
+//! // Nothing comes back: advance time to the node's timer, again and again.
+//! while requests.len() < 2 {
+//!     now = node.poll_timeout().expect("a request is in flight, so a timer is armed");
+//!     feed(&mut node, now, Input::Timeout, &mut requests);
+//! }
+//! assert_ne!(requests[0], requests[1], "the retry goes to the other source");
+//! ```
+//!
 //! # Cost
 //!
 //! Measured with the criterion bench (`cargo bench -p p2p-core --bench core`) on the 2-core
