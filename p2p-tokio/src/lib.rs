@@ -234,7 +234,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         #[cfg(feature = "trace")]
         trace,
         settings: DriverSettings {
-            mux: cfg.effective_mux(),
+            mux: cfg.mux.clone(),
             conn: ConnSettings {
                 idle_timeout: cfg.idle_timeout,
                 keepalive_interval: cfg.keepalive_interval,

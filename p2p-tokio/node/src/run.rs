@@ -63,12 +63,8 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     }
     if let Some(v) = t.max_artifact_size {
         cfg.core.max_artifact_size = v;
-        // The wire must carry the largest artifact with its message header.
-        let message = usize::try_from(v)
-            .unwrap_or(usize::MAX)
-            .saturating_add(4096);
-        cfg.limits.max_message_size = message;
-        cfg.mux.limits.max_message_size = message;
+        // The codec limits follow the core's bounds.
+        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     }
     if let Some(v) = t.connect_timeout {
         cfg.connect_timeout = v;
