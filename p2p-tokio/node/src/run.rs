@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use p2p_core::NodeId;
 use p2p_tokio::{NodeConfig, NodeError, NodeHandle, PriorityProfile, Registry, StartError};
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 
 use crate::config::{NodeFile, load_node, load_registry};
@@ -171,8 +172,10 @@ async fn serve_metrics(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let mut registry = MetricsRegistry::default();
+    handle.register_metrics(&mut registry);
     let task = tokio::spawn(async move {
-        if let Err(e) = prom::serve(listener, move || prom::render(&handle.metrics())).await {
+        if let Err(e) = prom::serve(listener, move || prom::encode(&registry)).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
