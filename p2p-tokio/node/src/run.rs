@@ -355,3 +355,37 @@ impl Shutdown {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Tuning;
+    use p2p_core::Decision;
+    use p2p_tokio::NodeIdentity;
+
+    #[test]
+    fn a_tuned_artifact_size_takes_the_codec_limits_along() {
+        for size in [1 << 10, 1 << 20] {
+            let file = NodeFile {
+                path: PathBuf::from("node.toml"),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                identity: NodeIdentity::generate().unwrap(),
+                registry: PathBuf::from("registry.toml"),
+                metrics: None,
+                record_trace: None,
+                log_level: None,
+                priorities: Vec::new(),
+                default_decision: Decision::Drop,
+                tuning: Tuning {
+                    max_artifact_size: Some(size),
+                    ..Tuning::default()
+                },
+            };
+            let cfg = node_config(file, None);
+            assert_eq!(cfg.core.max_artifact_size, size);
+            assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
+            assert!(cfg.mux.limits.max_message_size > size as usize);
+            cfg.validate().unwrap();
+        }
+    }
+}
