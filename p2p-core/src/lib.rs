@@ -137,6 +137,6 @@ pub use bytes::Bytes;
 pub use config::{Config, ConfigError, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
 pub use message::{Message, RequestId};
-pub use metrics::Metrics;
+pub use metrics::{MetricInfo, MetricKind, Metrics};
 pub use node::{Node, TableSizes};
 pub use types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};

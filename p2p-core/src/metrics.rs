@@ -1,50 +1,143 @@
 //! Cheap counters and gauges that a driver can export.
+//!
+//! Each metric is declared once, in the list below: its field of [`Metrics`], its kind, the name
+//! a driver exports it under and its help text (the field's doc comment). [`Metrics::values`]
+//! walks the list, so an exporter needs no list of its own.
 
-/// A snapshot of the node's counters (monotonic) and gauges (current values).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Metrics {
+/// Whether a metric only grows (a counter) or is a current value (a gauge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Monotonic since start.
+    Counter,
+    /// A current value.
+    Gauge,
+}
+
+/// The description of one metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MetricInfo {
+    /// The name it is exported under: lowercase snake case, without a prefix or the `_total`
+    /// that some formats append to counters.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// One sentence saying what it counts.
+    pub help: &'static str,
+}
+
+/// The exported name of a metric: the field's name unless the list gives one.
+macro_rules! metric_name {
+    ($field:ident) => {
+        stringify!($field)
+    };
+    ($field:ident $name:literal) => {
+        $name
+    };
+}
+
+/// Declares [`Metrics`] and its descriptions from one list of
+/// `/// help` `field: Counter|Gauge [as "exported_name"],` entries.
+macro_rules! declare_metrics {
+    ($( $(#[doc = $help:literal])+ $field:ident: $kind:ident $(as $name:literal)?, )*) => {
+        /// A snapshot of the node's counters (monotonic) and gauges (current values).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Metrics {
+            $(
+                $(#[doc = $help])+
+                #[doc = ""]
+                #[doc = concat!("Exported as `", metric_name!($field $($name)?), "` (", stringify!($kind), ").")]
+                pub $field: u64,
+            )*
+        }
+
+        impl Metrics {
+            /// Every metric's description, in declaration order.
+            pub const INFO: &'static [MetricInfo] = &[$(
+                MetricInfo {
+                    name: metric_name!($field $($name)?),
+                    kind: MetricKind::$kind,
+                    help: concat!($($help),+).trim_ascii(),
+                },
+            )*];
+
+            /// Each metric's value, in the order of [`INFO`](Self::INFO).
+            pub fn values(&self) -> impl ExactSizeIterator<Item = (MetricInfo, u64)> + use<> {
+                let values = [$(self.$field),*];
+                Self::INFO.iter().copied().zip(values)
+            }
+        }
+    };
+}
+
+declare_metrics! {
     /// Adverts received (each advert of a batch counts).
-    pub adverts_received: u64,
+    adverts_received: Counter,
     /// Adverts and pushes not kept (unwanted, table full, duplicate, inconsistent).
-    pub adverts_dropped: u64,
-    /// Pushes received.
-    pub pushes_received: u64,
+    adverts_dropped: Counter,
+    /// Pushed artifacts received.
+    pushes_received: Counter,
     /// Requests sent.
-    pub requests_sent: u64,
+    requests_sent: Counter,
     /// Responses received (valid or not).
-    pub responses_received: u64,
+    responses_received: Counter,
     /// Artifact bytes received in responses and pushes.
-    pub bytes_received: u64,
+    bytes_received: Counter as "artifact_bytes_received",
     /// Artifacts delivered to the application.
-    pub delivered: u64,
+    delivered: Counter,
     /// Artifacts received again after delivery (wasted bytes).
-    pub duplicates: u64,
+    duplicates: Counter,
     /// Requests retried (timeout, not-found, bad data, disconnect, withdraw).
-    pub retries: u64,
+    retries: Counter,
     /// Requests that timed out.
-    pub timeouts: u64,
+    timeouts: Counter,
     /// Artifacts received whose bytes did not match their id or size.
-    pub bad_data: u64,
+    bad_data: Counter,
     /// Peers disconnected by the core.
-    pub peers_disconnected: u64,
+    peers_disconnected: Counter,
     /// Requests answered with the artifact.
-    pub requests_served: u64,
+    requests_served: Counter,
     /// Requests answered with not-found.
-    pub not_found_sent: u64,
+    not_found_sent: Counter,
     /// Artifact bytes sent in responses and pushes.
-    pub bytes_served: u64,
-    /// Gauge: adverts tracked (one per advertising peer and artifact).
-    pub tracked_adverts: u64,
-    /// Gauge: artifacts tracked for download.
-    pub pending_downloads: u64,
-    /// Gauge: requests in flight (not counting timed-out ones still awaited).
-    pub in_flight: u64,
-    /// Gauge: bytes requested and not yet received.
-    pub in_flight_bytes: u64,
-    /// Gauge: artifacts in the local pool.
-    pub pool_artifacts: u64,
-    /// Gauge: bytes in the local pool.
-    pub pool_bytes: u64,
-    /// Gauge: connected peers.
-    pub connected_peers: u64,
+    bytes_served: Counter as "artifact_bytes_served",
+    /// Adverts tracked (one per advertising peer and artifact).
+    tracked_adverts: Gauge,
+    /// Artifacts tracked for download.
+    pending_downloads: Gauge,
+    /// Requests in flight (not counting timed-out ones still awaited).
+    in_flight: Gauge as "in_flight_requests",
+    /// Bytes requested and not yet received.
+    in_flight_bytes: Gauge,
+    /// Artifacts in the local pool.
+    pool_artifacts: Gauge,
+    /// Bytes in the local pool.
+    pool_bytes: Gauge,
+    /// Peers the core counts as connected.
+    connected_peers: Gauge as "core_connected_peers",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_distinct_and_values_follow_the_fields() {
+        let mut names: Vec<&str> = Metrics::INFO.iter().map(|i| i.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metrics::INFO.len());
+        let m = Metrics {
+            bytes_received: 5,
+            connected_peers: 2,
+            ..Metrics::default()
+        };
+        let values: Vec<(&str, MetricKind, u64)> =
+            m.values().map(|(i, v)| (i.name, i.kind, v)).collect();
+        assert!(values.contains(&("artifact_bytes_received", MetricKind::Counter, 5)));
+        assert!(values.contains(&("core_connected_peers", MetricKind::Gauge, 2)));
+        assert_eq!(
+            Metrics::INFO[0].help,
+            "Adverts received (each advert of a batch counts)."
+        );
+    }
 }

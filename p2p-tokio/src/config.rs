@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use p2p_core::NodeId;
+use bytes::Bytes;
+use p2p_core::{Advert, ArtifactId, Kind, Message, NodeId};
 #[cfg(feature = "trace")]
 use p2p_trace::PriorityProfile;
-use p2p_transport::codec::Limits;
+use p2p_transport::codec::{self, Limits};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::MuxConfig;
 
@@ -72,11 +73,9 @@ pub struct NodeConfig {
     /// records it, so replay stays exact; set it by hand only to reproduce a run. It also seeds
     /// the reconnect jitter.
     pub core: p2p_core::Config,
-    /// The multiplexer's configuration. Its `limits` are replaced by [`limits`](Self::limits).
+    /// The multiplexer's configuration. Its `limits` are the node's only codec limits, applied
+    /// in both directions (see [`codec_limits`](Self::codec_limits)).
     pub mux: MuxConfig,
-    /// Codec limits for both directions (authoritative over `mux.limits`).
-    /// `max_message_size` must leave room for `core.max_artifact_size` plus a message header.
-    pub limits: Limits,
     /// Deadline of a TCP connect.
     pub connect_timeout: Duration,
     /// Deadline of the TLS handshake plus the [`Hello`](p2p_transport::codec::Hello) exchange.
@@ -152,7 +151,7 @@ pub fn os_seed() -> u64 {
 
 impl NodeConfig {
     /// Defaults: core and mux defaults (with a seed from the operating system's secure random
-    /// source), message limit fitting the core's largest artifact,
+    /// source), codec limits derived from the core's ([`codec_limits`](Self::codec_limits)),
     /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, reconnect
     /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
@@ -160,13 +159,8 @@ impl NodeConfig {
             seed: os_seed(),
             ..p2p_core::Config::default()
         };
-        let limits = Limits {
-            max_message_size: core.max_artifact_size as usize + 4096,
-            max_attr_len: core.max_attr_len,
-            max_adverts: core.max_adverts_per_message,
-        };
         let mux = MuxConfig {
-            limits,
+            limits: Self::codec_limits(&core),
             ..MuxConfig::default()
         };
         NodeConfig {
@@ -174,7 +168,6 @@ impl NodeConfig {
             listen,
             core,
             mux,
-            limits,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(5),
@@ -201,11 +194,21 @@ impl NodeConfig {
         }
     }
 
-    /// The multiplexer configuration in force: `mux` with `limits`.
-    pub fn effective_mux(&self) -> MuxConfig {
-        MuxConfig {
-            limits: self.limits,
-            ..self.mux.clone()
+    /// The codec limits matching a core configured with `core`: messages up to the largest push
+    /// of an artifact, the core's attribute length and advert count; the default of
+    /// `mux.limits`.
+    ///
+    /// The codec limits live in one place, `mux.limits`, which the multiplexer applies to both
+    /// directions; the core's own bounds (`max_artifact_size`, `max_attr_len`,
+    /// `max_adverts_per_message`) stay in `core`, where the core enforces them. The limits
+    /// follow the core's bounds, not the reverse: after changing those bounds, set `mux.limits`
+    /// to `NodeConfig::codec_limits(&cfg.core)` again. [`validate`](Self::validate) refuses
+    /// limits that cannot carry what the core sends.
+    pub fn codec_limits(core: &p2p_core::Config) -> Limits {
+        Limits {
+            max_message_size: largest_message(core),
+            max_attr_len: core.max_attr_len,
+            max_adverts: core.max_adverts_per_message,
         }
     }
 
@@ -213,16 +216,18 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |what: &'static str| Err(StartError::InvalidConfig(what));
         self.core.validate()?;
-        self.effective_mux().validate()?;
-        let needed = self.core.max_artifact_size as usize + 128 + self.core.max_attr_len;
-        if self.limits.max_message_size < needed {
-            return bad("limits.max_message_size is too small for core.max_artifact_size");
+        self.mux.validate()?;
+        let limits = &self.mux.limits;
+        if limits.max_message_size < largest_message(&self.core) {
+            return bad(
+                "mux.limits.max_message_size cannot carry an artifact of core.max_artifact_size with its header",
+            );
         }
-        if self.limits.max_attr_len < self.core.max_attr_len {
-            return bad("limits.max_attr_len is below core.max_attr_len");
+        if limits.max_attr_len < self.core.max_attr_len {
+            return bad("mux.limits.max_attr_len is below core.max_attr_len");
         }
-        if self.limits.max_adverts < self.core.advert_batch_size {
-            return bad("limits.max_adverts is below core.advert_batch_size");
+        if limits.max_adverts < self.core.advert_batch_size {
+            return bad("mux.limits.max_adverts is below core.advert_batch_size");
         }
         if self.delivery_buffer == 0
             || self.delivery_buffer_bytes == 0
@@ -246,5 +251,94 @@ impl NodeConfig {
             return bad("write_chunk is below mux::MIN_TRANSMIT");
         }
         Ok(())
+    }
+}
+
+/// The encoded size of the largest message carrying an artifact: a push of
+/// `core.max_artifact_size` bytes whose advert has an attribute of `core.max_attr_len` bytes (a
+/// push's header is the largest of any message with a payload).
+fn largest_message(core: &p2p_core::Config) -> usize {
+    let bare = Message::Push {
+        advert: Advert {
+            id: ArtifactId([0; 32]),
+            kind: Kind(0),
+            size: 0,
+            attr: Bytes::new(),
+        },
+        data: Bytes::new(),
+    };
+    let artifact = usize::try_from(core.max_artifact_size).unwrap_or(usize::MAX);
+    codec::encoded_len(&bare)
+        .saturating_add(core.max_attr_len)
+        .saturating_add(artifact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let identity = NodeIdentity::generate().unwrap();
+        NodeConfig::new(identity, "127.0.0.1:0".parse().unwrap())
+    }
+
+    #[test]
+    fn the_largest_message_is_a_full_push() {
+        let core = p2p_core::Config {
+            max_artifact_size: 1000,
+            max_attr_len: 10,
+            ..p2p_core::Config::default()
+        };
+        let push = Message::Push {
+            advert: Advert {
+                id: ArtifactId([1; 32]),
+                kind: Kind(3),
+                size: 1000,
+                attr: Bytes::from(vec![0; 10]),
+            },
+            data: Bytes::from(vec![0; 1000]),
+        };
+        assert_eq!(largest_message(&core), codec::encoded_len(&push));
+        let limits = NodeConfig::codec_limits(&core);
+        assert_eq!(limits.max_message_size, codec::encoded_len(&push));
+        assert_eq!(limits.max_attr_len, 10);
+        assert_eq!(limits.max_adverts, core.max_adverts_per_message);
+    }
+
+    #[test]
+    fn defaults_derive_the_codec_limits_from_the_core() {
+        let cfg = config();
+        assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_that_cannot_carry_the_core_are_refused() {
+        let mut cfg = config();
+        cfg.core.max_artifact_size += 1;
+        assert!(matches!(
+            cfg.validate(),
+            Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_message_size")
+        ));
+        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
+        cfg.validate().unwrap();
+
+        let mut cfg = config();
+        cfg.mux.limits.max_attr_len -= 1;
+        assert!(matches!(
+            cfg.validate(),
+            Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_attr_len")
+        ));
+
+        let mut cfg = config();
+        cfg.mux.limits.max_adverts = cfg.core.advert_batch_size - 1;
+        assert!(matches!(
+            cfg.validate(),
+            Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_adverts")
+        ));
+
+        let mut cfg = config();
+        cfg.mux.limits.max_message_size = 0;
+        assert!(matches!(cfg.validate(), Err(StartError::Mux(_))));
     }
 }

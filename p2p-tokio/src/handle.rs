@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Registry;
 use crate::driver::Command;
 use crate::error::NodeError;
-use crate::metrics::{Counters, NodeMetrics};
+use crate::metrics::{self, Counters, NodeMetrics};
 
 /// A verified artifact delivered to the application, once per artifact.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +281,18 @@ impl NodeHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         self.inner.counters.snapshot(core)
+    }
+
+    /// Registers the node's metrics in `registry` (one registry per node: the names carry no
+    /// node label), prefixed with `p2p_`: every field of [`NodeMetrics`] and of the core's
+    /// [`p2p_core::Metrics`], read afresh on each encoding. The registry does not keep the node
+    /// running; after shutdown it reports the last values.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        metrics::register(
+            registry,
+            Arc::clone(&self.inner.counters),
+            Arc::clone(&self.inner.core_metrics),
+        );
     }
 
     /// Shuts the node down gracefully: stops accepting and dialing, closes every connection

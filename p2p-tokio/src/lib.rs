@@ -181,11 +181,11 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let counters = Arc::new(Counters::default());
     let clock = Clock::new();
     let conn = ConnConfig {
-        mux: cfg.effective_mux(),
+        mux: cfg.mux.clone(),
         keepalive_interval: cfg.keepalive_interval,
         idle_timeout: cfg.idle_timeout,
         hello_timeout: cfg.handshake_timeout,
-        low_water: cfg.effective_mux().high_water / 2,
+        low_water: cfg.mux.high_water / 2,
     };
     conn.validate()?;
     let policy = PeerPolicy::new(

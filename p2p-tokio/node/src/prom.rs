@@ -1,28 +1,23 @@
-//! Prometheus text exposition (format 0.0.4) of a node's [`NodeMetrics`], and a tiny HTTP/1.1
-//! server answering `GET /metrics` with it.
-//!
-//! Every counter and gauge of [`NodeMetrics`] (and of the core's [`p2p_core::Metrics`] inside it)
-//! is rendered with its `# HELP` and `# TYPE` lines; counters end in `_total`. The structs are
-//! destructured field by field, so adding a field without rendering it does not compile.
+//! A tiny HTTP/1.1 server answering `GET /metrics` with a node's metrics in the Prometheus text
+//! exposition format 0.0.4, as `prometheus-client` encodes its registry ([`encode`]).
 //!
 //! The server reads at most [`MAX_REQUEST_HEAD`] bytes of a request head, gives a client
 //! [`REQUEST_TIMEOUT`] to send it, serves at most [`MAX_CONNECTIONS`] clients at once, and closes
 //! every connection after one response. It answers `GET /metrics` (and `HEAD /metrics`) with
 //! `200`, any other path with `404`, any other method with `405`, and a malformed head with `400`.
 
-use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use p2p_tokio::NodeMetrics;
-
 /// The `Content-Type` of the Prometheus text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use prometheus_text::CONTENT_TYPE;
 
 /// Largest request head (request line and headers) the server reads.
 pub const MAX_REQUEST_HEAD: usize = 8 << 10;
@@ -33,314 +28,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clients served at once; further connections wait in the listener's backlog.
 pub const MAX_CONNECTIONS: usize = 32;
 
-/// Whether a metric only grows or may go up and down.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum MetricType {
-    Counter,
-    Gauge,
-}
-
-struct Out {
-    text: String,
-}
-
-impl Out {
-    fn metric(&mut self, name: &str, ty: MetricType, help: &str, value: u64) {
-        let (ty_name, full) = match ty {
-            MetricType::Counter => ("counter", format!("p2p_{name}_total")),
-            MetricType::Gauge => ("gauge", format!("p2p_{name}")),
-        };
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.text, "# HELP {full} {help}");
-        let _ = writeln!(self.text, "# TYPE {full} {ty_name}");
-        let _ = writeln!(self.text, "{full} {value}");
-    }
-}
-
-/// Renders `m` in the Prometheus text exposition format 0.0.4: one `# HELP`, one `# TYPE` and one
-/// sample line per metric, names prefixed with `p2p_`.
-pub fn render(m: &NodeMetrics) -> String {
-    use MetricType::{Counter, Gauge};
-    let &NodeMetrics {
-        core,
-        bytes_written,
-        bytes_read,
-        connections_accepted,
-        connections_dialed,
-        connections_refused,
-        handshake_failures,
-        dial_failures,
-        peers_connected,
-        disconnects,
-        protocol_errors,
-        idle_timeouts,
-        send_queue_overflows,
-        keepalives_sent,
-        messages_received,
-        messages_sent,
-        congestion_events,
-        deliveries,
-        deliveries_discarded,
-    } = m;
-    let p2p_core::Metrics {
-        adverts_received,
-        adverts_dropped,
-        pushes_received,
-        requests_sent,
-        responses_received,
-        bytes_received,
-        delivered,
-        duplicates,
-        retries,
-        timeouts,
-        bad_data,
-        peers_disconnected,
-        requests_served,
-        not_found_sent,
-        bytes_served,
-        tracked_adverts,
-        pending_downloads,
-        in_flight,
-        in_flight_bytes,
-        pool_artifacts,
-        pool_bytes,
-        connected_peers,
-    } = core;
-    let mut o = Out {
-        text: String::with_capacity(8 << 10),
-    };
-    // The driver's socket-level figures.
-    o.metric(
-        "socket_bytes_written",
-        Counter,
-        "Bytes written to sockets, TLS records included.",
-        bytes_written,
-    );
-    o.metric(
-        "socket_bytes_read",
-        Counter,
-        "Bytes read from sockets, TLS records included.",
-        bytes_read,
-    );
-    o.metric(
-        "connections_accepted",
-        Counter,
-        "Inbound connections that completed the handshake.",
-        connections_accepted,
-    );
-    o.metric(
-        "connections_dialed",
-        Counter,
-        "Outbound connections that completed the handshake.",
-        connections_dialed,
-    );
-    o.metric(
-        "connections_refused",
-        Counter,
-        "Connections refused or failed before completing the handshake.",
-        connections_refused,
-    );
-    o.metric(
-        "handshake_failures",
-        Counter,
-        "Handshakes that failed otherwise (timeout, IO error, bad hello, TLS alert).",
-        handshake_failures,
-    );
-    o.metric(
-        "dial_failures",
-        Counter,
-        "Dial attempts that did not produce a connection.",
-        dial_failures,
-    );
-    o.metric(
-        "peers_connected",
-        Gauge,
-        "Peers with an established connection.",
-        peers_connected,
-    );
-    o.metric(
-        "disconnects",
-        Counter,
-        "Established connections that ended (for any reason).",
-        disconnects,
-    );
-    o.metric(
-        "protocol_errors",
-        Counter,
-        "Connections cut because the peer broke the wire protocol.",
-        protocol_errors,
-    );
-    o.metric(
-        "idle_timeouts",
-        Counter,
-        "Connections cut because nothing was read for the idle timeout.",
-        idle_timeouts,
-    );
-    o.metric(
-        "send_queue_overflows",
-        Counter,
-        "Connections cut because the peer's send queue hit its hard cap.",
-        send_queue_overflows,
-    );
-    o.metric(
-        "keepalives_sent",
-        Counter,
-        "Keepalive messages sent.",
-        keepalives_sent,
-    );
-    o.metric(
-        "messages_received",
-        Counter,
-        "Messages received from peers and fed to the core (keepalives excluded).",
-        messages_received,
-    );
-    o.metric(
-        "messages_sent",
-        Counter,
-        "Messages handed to the multiplexers for sending.",
-        messages_sent,
-    );
-    o.metric(
-        "congestion_events",
-        Counter,
-        "Times a peer's send queue passed its high-water mark.",
-        congestion_events,
-    );
-    o.metric(
-        "deliveries",
-        Counter,
-        "Artifacts handed to the application's delivery stream.",
-        deliveries,
-    );
-    o.metric(
-        "deliveries_discarded",
-        Counter,
-        "Deliveries discarded because the application dropped its delivery stream.",
-        deliveries_discarded,
-    );
-    // The core's figures.
-    o.metric(
-        "adverts_received",
-        Counter,
-        "Adverts received (each advert of a batch counts).",
-        adverts_received,
-    );
-    o.metric(
-        "adverts_dropped",
-        Counter,
-        "Adverts and pushes not kept (unwanted, table full, duplicate, inconsistent).",
-        adverts_dropped,
-    );
-    o.metric(
-        "pushes_received",
-        Counter,
-        "Pushed artifacts received.",
-        pushes_received,
-    );
-    o.metric("requests_sent", Counter, "Requests sent.", requests_sent);
-    o.metric(
-        "responses_received",
-        Counter,
-        "Responses received (valid or not).",
-        responses_received,
-    );
-    o.metric(
-        "artifact_bytes_received",
-        Counter,
-        "Artifact bytes received in responses and pushes.",
-        bytes_received,
-    );
-    o.metric(
-        "delivered",
-        Counter,
-        "Artifacts delivered to the application.",
-        delivered,
-    );
-    o.metric(
-        "duplicates",
-        Counter,
-        "Artifacts received again after delivery (wasted bytes).",
-        duplicates,
-    );
-    o.metric(
-        "retries",
-        Counter,
-        "Requests retried (timeout, not-found, bad data, disconnect, withdraw).",
-        retries,
-    );
-    o.metric("timeouts", Counter, "Requests that timed out.", timeouts);
-    o.metric(
-        "bad_data",
-        Counter,
-        "Artifacts received whose bytes did not match their id or size.",
-        bad_data,
-    );
-    o.metric(
-        "peers_disconnected",
-        Counter,
-        "Peers disconnected by the core.",
-        peers_disconnected,
-    );
-    o.metric(
-        "requests_served",
-        Counter,
-        "Requests answered with the artifact.",
-        requests_served,
-    );
-    o.metric(
-        "not_found_sent",
-        Counter,
-        "Requests answered with not-found.",
-        not_found_sent,
-    );
-    o.metric(
-        "artifact_bytes_served",
-        Counter,
-        "Artifact bytes sent in responses and pushes.",
-        bytes_served,
-    );
-    o.metric(
-        "tracked_adverts",
-        Gauge,
-        "Adverts tracked (one per advertising peer and artifact).",
-        tracked_adverts,
-    );
-    o.metric(
-        "pending_downloads",
-        Gauge,
-        "Artifacts tracked for download.",
-        pending_downloads,
-    );
-    o.metric(
-        "in_flight_requests",
-        Gauge,
-        "Requests in flight (not counting timed-out ones still awaited).",
-        in_flight,
-    );
-    o.metric(
-        "in_flight_bytes",
-        Gauge,
-        "Bytes requested and not yet received.",
-        in_flight_bytes,
-    );
-    o.metric(
-        "pool_artifacts",
-        Gauge,
-        "Artifacts in the local pool.",
-        pool_artifacts,
-    );
-    o.metric("pool_bytes", Gauge, "Bytes in the local pool.", pool_bytes);
-    o.metric(
-        "core_connected_peers",
-        Gauge,
-        "Peers the core counts as connected.",
-        connected_peers,
-    );
-    o.text
+/// The metrics of `registry` in the Prometheus text exposition format 0.0.4.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::with_capacity(8 << 10);
+    // Writing to a String cannot fail, and the node's collector only fails when its writer does.
+    let _ = prometheus_text::encode(&mut text, registry);
+    text
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped or aborted, answering with the
-/// text `source` returns (typically `move || prom::render(&handle.metrics())`).
+/// text `source` returns (typically `move || prom::encode(&registry)`).
 ///
 /// Errors of single connections are logged at debug level and never end the server; an error of
 /// `accept` itself (other than running out of file descriptors, which is retried after a pause)
@@ -507,57 +204,6 @@ fn reply(status: u16, reason: &str, content_type: &str, body: Vec<u8>, head_only
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-
-    fn sample() -> NodeMetrics {
-        NodeMetrics {
-            bytes_written: 12345,
-            peers_connected: 3,
-            core: p2p_core::Metrics {
-                delivered: 7,
-                pool_bytes: 99,
-                ..p2p_core::Metrics::default()
-            },
-            ..NodeMetrics::default()
-        }
-    }
-
-    #[test]
-    fn every_metric_has_help_type_and_one_sample() {
-        let text = render(&sample());
-        let mut names = HashSet::new();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len() % 3, 0);
-        for triple in lines.chunks(3) {
-            let help = triple[0].strip_prefix("# HELP ").expect("HELP line");
-            let name = help.split(' ').next().unwrap();
-            let ty = triple[1]
-                .strip_prefix(&format!("# TYPE {name} "))
-                .expect("TYPE line of the same metric");
-            assert!(ty == "counter" || ty == "gauge", "{ty}");
-            assert_eq!(ty == "counter", name.ends_with("_total"), "{name}");
-            let (sample_name, value) = triple[2].split_once(' ').expect("sample line");
-            assert_eq!(sample_name, name);
-            value.parse::<u64>().expect("integer value");
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-                "{name}"
-            );
-            assert!(names.insert(name.to_owned()), "duplicate metric {name}");
-        }
-        // 18 driver figures and the 22 of the core.
-        assert_eq!(names.len(), 40);
-    }
-
-    #[test]
-    fn values_are_rendered_under_their_names() {
-        let text = render(&sample());
-        assert!(text.contains("\np2p_socket_bytes_written_total 12345\n"));
-        assert!(text.contains("\np2p_peers_connected 3\n"));
-        assert!(text.contains("\np2p_delivered_total 7\n"));
-        assert!(text.contains("\np2p_pool_bytes 99\n"));
-    }
 
     #[test]
     fn responses_by_method_and_path() {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use p2p_core::NodeId;
 use p2p_tokio::{NodeConfig, NodeError, NodeHandle, PriorityProfile, Registry, StartError};
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 
 use crate::config::{NodeFile, load_node, load_registry};
@@ -63,12 +64,8 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     }
     if let Some(v) = t.max_artifact_size {
         cfg.core.max_artifact_size = v;
-        // The wire must carry the largest artifact with its message header.
-        let message = usize::try_from(v)
-            .unwrap_or(usize::MAX)
-            .saturating_add(4096);
-        cfg.limits.max_message_size = message;
-        cfg.mux.limits.max_message_size = message;
+        // The codec limits follow the core's bounds.
+        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     }
     if let Some(v) = t.connect_timeout {
         cfg.connect_timeout = v;
@@ -175,8 +172,10 @@ async fn serve_metrics(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let mut registry = MetricsRegistry::default();
+    handle.register_metrics(&mut registry);
     let task = tokio::spawn(async move {
-        if let Err(e) = prom::serve(listener, move || prom::render(&handle.metrics())).await {
+        if let Err(e) = prom::serve(listener, move || prom::encode(&registry)).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
@@ -353,6 +352,40 @@ impl Shutdown {
                 tracing::error!(error = %e, "cannot listen for signals; running until killed");
                 std::future::pending::<&'static str>().await
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Tuning;
+    use p2p_core::Decision;
+    use p2p_tokio::NodeIdentity;
+
+    #[test]
+    fn a_tuned_artifact_size_takes_the_codec_limits_along() {
+        for size in [1 << 10, 1 << 20] {
+            let file = NodeFile {
+                path: PathBuf::from("node.toml"),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                identity: NodeIdentity::generate().unwrap(),
+                registry: PathBuf::from("registry.toml"),
+                metrics: None,
+                record_trace: None,
+                log_level: None,
+                priorities: Vec::new(),
+                default_decision: Decision::Drop,
+                tuning: Tuning {
+                    max_artifact_size: Some(size),
+                    ..Tuning::default()
+                },
+            };
+            let cfg = node_config(file, None);
+            assert_eq!(cfg.core.max_artifact_size, size);
+            assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
+            assert!(cfg.mux.limits.max_message_size > size as usize);
+            cfg.validate().unwrap();
         }
     }
 }

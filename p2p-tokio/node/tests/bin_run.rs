@@ -217,6 +217,22 @@ fn registry_file_change_connects_a_new_member() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The connection's traffic shows in the scraped counters of both ends.
+    for node in [&a, &b] {
+        let body = get(node.metrics, "/metrics").2;
+        assert!(
+            sample(&body, "p2p_socket_bytes_written_total") > Some(0),
+            "{body}"
+        );
+        assert!(
+            sample(&body, "p2p_socket_bytes_read_total") > Some(0),
+            "{body}"
+        );
+        let handed_to_core = sample(&body, "p2p_connections_dialed_total").unwrap()
+            + sample(&body, "p2p_connections_accepted_total").unwrap();
+        assert!(handed_to_core >= 1, "{body}");
+        assert_eq!(sample(&body, "p2p_core_connected_peers"), Some(1), "{body}");
+    }
 }
 
 #[cfg(unix)]
