@@ -104,7 +104,8 @@ impl Checks {
                 "bounded-state",
                 "every sampled table within its configured bound".into(),
             ),
-            self.timer.check("timer-progress", "every timer advanced".into()),
+            self.timer
+                .check("timer-progress", "every timer advanced".into()),
             self.app
                 .check("application-inputs", "every publish accepted".into()),
         ]

@@ -12,8 +12,8 @@
 use super::byz::{Byz, ByzKind, Limits, Sends};
 use super::checks::{Checks, Components, Deliveries, Outcome, urgent_latency};
 use super::faults::{Faults, RandomFaults};
-use super::network::{Network, Queued, nanos};
-use super::queue::{Delivery, EvKind, Queue};
+use super::network::{Enqueued, Network, nanos};
+use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::record::{ActiveTrace, Recorder};
 use super::report::{ArtifactFigure, Check, Cutoff, Report};
 use super::rng::{Rng, derive};
@@ -579,12 +579,12 @@ impl Sim<'_> {
     fn enqueue(&mut self, from: u32, to: u32, msg: Message, class: Class) {
         let honest = self.honest(from as usize);
         match self.net.enqueue(from, to, msg, class, honest) {
-            Queued::NoLink => return,
-            Queued::Lost => {
+            Enqueued::NoLink => return,
+            Enqueued::Lost => {
                 self.checks.lost += 1;
                 return;
             }
-            Queued::Queued { congested } => {
+            Enqueued::Waiting { congested } => {
                 if congested && honest {
                     self.congestion(from, to, true);
                 }
@@ -617,11 +617,11 @@ impl Sim<'_> {
         }
     }
 
-    fn through(&mut self, from: u32, to: u32, epoch: u32, bytes: u32, last: Option<Box<Delivery>>) {
-        if self.net.through(from, to, epoch, bytes) {
-            self.start_frame(from);
+    fn through(&mut self, f: FrameEv) {
+        if self.net.through(&f) {
+            self.start_frame(f.from);
         }
-        if let Some(d) = last {
+        if let Some(d) = f.last {
             self.receive(*d);
         }
     }
@@ -793,20 +793,8 @@ impl Sim<'_> {
     fn dispatch(&mut self, ev: EvKind) {
         match ev {
             EvKind::UplinkDone { node, inc } => self.uplink_done(node, inc),
-            EvKind::Arrive {
-                from,
-                to,
-                epoch,
-                bytes,
-                last,
-            } => self.net.arrive(from, to, epoch, bytes, last, &mut self.q),
-            EvKind::Through {
-                from,
-                to,
-                epoch,
-                bytes,
-                last,
-            } => self.through(from, to, epoch, bytes, last),
+            EvKind::Arrive(f) => self.net.arrive(f, &mut self.q),
+            EvKind::Through(f) => self.through(f),
             EvKind::Timer { node, inc } => self.timer(node, inc),
             EvKind::ByzTick { node, inc } => self.byz_tick(node, inc),
             EvKind::Action(k) => self.action(k),
@@ -937,9 +925,9 @@ impl Sim<'_> {
         let eligible: Vec<bool> = (0..n)
             .map(|i| self.honest(i) && self.alive(i) && self.faults.is_member(i))
             .collect();
-        let up = self.net.links_where(|(a, b), up| {
-            up && eligible[a as usize] && eligible[b as usize]
-        });
+        let up = self
+            .net
+            .links_where(|(a, b), up| up && eligible[a as usize] && eligible[b as usize]);
         let reach = Components::of(n, up.iter().map(|&(a, b)| (a as usize, b as usize)));
         let mut out = Deliveries::default();
         for (k, a) in self.arts.iter().enumerate() {
@@ -979,8 +967,8 @@ impl Sim<'_> {
         };
         let wanted = self.cfg.priority_fn.0.decide(&advert) != Decision::Drop;
         let (mut exp, mut got, mut complete) = (0usize, 0usize, Some(0u64));
-        for i in 0..n {
-            if i == a.origin || !eligible[i] || !wanted || !roots.contains(&reach.root(i)) {
+        for (i, &ok) in eligible.iter().enumerate() {
+            if i == a.origin || !ok || !wanted || !roots.contains(&reach.root(i)) {
                 continue;
             }
             exp += 1;

@@ -212,7 +212,10 @@ mod tests {
         f.arm(1, 3, &mut q);
         f.arm(1, 3, &mut q);
         assert_eq!(q.live(), 1);
-        assert!(matches!(q.pop(u64::MAX), Some(EvKind::ByzTick { node: 1, inc: 3 })));
+        assert!(matches!(
+            q.pop(u64::MAX),
+            Some(EvKind::ByzTick { node: 1, inc: 3 })
+        ));
         assert_eq!(q.now(), 5_000_000);
         f.disarm(1);
         f.arm(1, 3, &mut q);

@@ -14,7 +14,7 @@
 //! - a direction turns congested when its queued bytes rise above the high water mark and clears
 //!   when they fall below the low one; each change is returned once, to be told to the sender.
 
-use super::queue::{Delivery, EvKind, Queue};
+use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::rng::Rng;
 use super::{FIRST_FRAME_HEADER, FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
@@ -79,14 +79,14 @@ struct Port {
 
 /// What became of a message handed to [`Network::enqueue`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Queued {
+pub(super) enum Enqueued {
     /// The two nodes share no link.
     NoLink,
     /// The connection is down: the message is lost.
     Lost,
     /// The message waits in the sender's uplink; `congested` when this direction just turned
     /// congested.
-    Queued { congested: bool },
+    Waiting { congested: bool },
 }
 
 /// Connections, ports and frames of every node.
@@ -268,12 +268,12 @@ impl Network {
         msg: Message,
         class: Class,
         count: bool,
-    ) -> Queued {
+    ) -> Enqueued {
         let Some(conn) = self.conns.get_mut(&key(from, to)) else {
-            return Queued::NoLink;
+            return Enqueued::NoLink;
         };
         if !conn.up {
-            return Queued::Lost;
+            return Enqueued::Lost;
         }
         let enc = encoded_len(&msg);
         let len = wire_len(&msg) as u64;
@@ -298,7 +298,7 @@ impl Network {
             enc,
             sent: 0,
         });
-        Queued::Queued { congested }
+        Enqueued::Waiting { congested }
     }
 
     /// Starts `node`'s next frame (the most urgent class first, FIFO within it, skipping
@@ -393,58 +393,39 @@ impl Network {
                     msg,
                 })
             });
-            q.push(
-                at,
-                EvKind::Arrive {
-                    from: node,
-                    to: f.to,
-                    epoch: f.epoch,
-                    bytes: f.bytes,
-                    last,
-                },
-            );
+            let frame = FrameEv {
+                from: node,
+                to: f.to,
+                epoch: f.epoch,
+                bytes: f.bytes,
+                last,
+            };
+            q.push(at, EvKind::Arrive(frame));
         }
         true
     }
 
-    /// A frame reached `to`'s downlink: it is through once the frames before it are.
-    pub(super) fn arrive(
-        &mut self,
-        from: u32,
-        to: u32,
-        epoch: u32,
-        bytes: u32,
-        last: Option<Box<Delivery>>,
-        q: &mut Queue,
-    ) {
-        let port = &mut self.ports[to as usize];
+    /// A frame reached its receiver's downlink: it is through once the frames before it are.
+    pub(super) fn arrive(&mut self, f: FrameEv, q: &mut Queue) {
+        let port = &mut self.ports[f.to as usize];
         let start = q.now().max(port.down_free);
-        let done = start + tx_nanos(bytes as u64, port.down_bps);
+        let done = start + tx_nanos(f.bytes as u64, port.down_bps);
         port.down_free = done;
-        q.push(
-            done,
-            EvKind::Through {
-                from,
-                to,
-                epoch,
-                bytes,
-                last,
-            },
-        );
+        q.push(done, EvKind::Through(f));
     }
 
-    /// A frame is through `to`'s downlink and leaves the window. True when the sender's uplink
+    /// A frame is through its receiver's downlink and leaves the window. True when the sender's uplink
     /// is idle and the connection still up: the caller starts its next frame.
-    pub(super) fn through(&mut self, from: u32, to: u32, epoch: u32, bytes: u32) -> bool {
-        let Some(conn) = self.conns.get_mut(&key(from, to)) else {
+    pub(super) fn through(&mut self, f: &FrameEv) -> bool {
+        let Some(conn) = self.conns.get_mut(&key(f.from, f.to)) else {
             return false;
         };
-        if !conn.carries(epoch) {
+        if !conn.carries(f.epoch) {
             return false;
         }
-        let d = dir(from, to);
-        conn.inflight[d] = conn.inflight[d].saturating_sub(bytes as u64);
-        self.idle(from)
+        let d = dir(f.from, f.to);
+        conn.inflight[d] = conn.inflight[d].saturating_sub(f.bytes as u64);
+        self.idle(f.from)
     }
 }
 
@@ -473,47 +454,44 @@ mod tests {
 
     fn send(net: &mut Network, q: &mut Queue, from: u32, to: u32, msg: Message, class: Class) {
         let queued = net.enqueue(from, to, msg, class, true);
-        assert!(matches!(queued, Queued::Queued { .. }));
+        assert!(matches!(queued, Enqueued::Waiting { .. }));
         if net.idle(from) {
             net.start_frame(from, 0, q);
         }
     }
 
-    /// Runs the network alone; returns the messages handed over, with their time.
-    fn drain(net: &mut Network, q: &mut Queue) -> Vec<(u64, Message)> {
-        let mut got = Vec::new();
+    /// What the network alone did until its queue ran dry.
+    #[derive(Default)]
+    struct Run {
+        /// The messages handed over, with their time.
+        got: Vec<(u64, Message)>,
+        /// The peers whose direction stopped being congested, in order.
+        cleared: Vec<u32>,
+    }
+
+    /// Runs the network alone until nothing is scheduled.
+    fn drain(net: &mut Network, q: &mut Queue) -> Run {
+        let mut run = Run::default();
         while let Some(ev) = q.pop(u64::MAX) {
             match ev {
                 EvKind::UplinkDone { node, inc } => {
                     if net.frame_sent(node, q) {
-                        net.start_frame(node, inc, q);
+                        run.cleared.extend(net.start_frame(node, inc, q));
                     }
                 }
-                EvKind::Arrive {
-                    from,
-                    to,
-                    epoch,
-                    bytes,
-                    last,
-                } => net.arrive(from, to, epoch, bytes, last, q),
-                EvKind::Through {
-                    from,
-                    to,
-                    epoch,
-                    bytes,
-                    last,
-                } => {
-                    if net.through(from, to, epoch, bytes) {
-                        net.start_frame(from, 0, q);
+                EvKind::Arrive(f) => net.arrive(f, q),
+                EvKind::Through(f) => {
+                    if net.through(&f) {
+                        run.cleared.extend(net.start_frame(f.from, 0, q));
                     }
-                    if let Some(d) = last.filter(|d| net.carries(d.from, d.to, d.epoch)) {
-                        got.push((q.now(), d.msg));
+                    if let Some(d) = f.last.filter(|d| net.carries(d.from, d.to, d.epoch)) {
+                        run.got.push((q.now(), d.msg));
                     }
                 }
                 _ => unreachable!("the network schedules only frame events"),
             }
         }
-        got
+        run
     }
 
     #[test]
@@ -522,13 +500,13 @@ mod tests {
         let msg = response(40_000);
         let wire = wire_len(&msg) as u64;
         send(&mut net, &mut q, 0, 1, msg.clone(), Class::Bulk);
-        let got = drain(&mut net, &mut q);
+        let got = drain(&mut net, &mut q).got;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1, msg);
-        // Serialized on the uplink, one latency, then the last frame through the downlink.
-        let first_two = (2 * FRAME_PAYLOAD + FIRST_FRAME_HEADER + FRAME_HEADER) as u64;
-        let last_frame = (wire - first_two) * 1_000;
-        assert_eq!(got[0].0, wire * 1_000 + 10 * MS + last_frame);
+        // The first frame crosses the uplink and the link; then the downlink, as fast as the
+        // uplink, is busy with the whole message.
+        let first_frame = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64;
+        assert_eq!(got[0].0, first_frame * 1_000 + 10 * MS + wire * 1_000);
         assert_eq!(net.wire_bytes(), wire);
     }
 
@@ -536,8 +514,15 @@ mod tests {
     fn an_urgent_message_waits_for_one_bulk_frame_at_most() {
         let (mut net, mut q) = pair(None);
         send(&mut net, &mut q, 0, 1, response(200_000), Class::Bulk);
-        send(&mut net, &mut q, 0, 1, Message::Withdraw(ArtifactId([1; 32])), Class::Urgent);
-        let got = drain(&mut net, &mut q);
+        send(
+            &mut net,
+            &mut q,
+            0,
+            1,
+            Message::Withdraw(ArtifactId([1; 32])),
+            Class::Urgent,
+        );
+        let got = drain(&mut net, &mut q).got;
         assert!(matches!(got[0].1, Message::Withdraw(_)));
         let frame = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64 * 1_000;
         assert!(got[0].0 < 2 * frame + 10 * MS + frame);
@@ -551,13 +536,13 @@ mod tests {
         assert!(net.close(0, 1));
         assert_eq!(
             net.enqueue(0, 1, response(10), Class::Bulk, true),
-            Queued::Lost
+            Enqueued::Lost
         );
         assert!(net.connect(0, 1, 0));
-        assert!(drain(&mut net, &mut q).is_empty());
+        assert!(drain(&mut net, &mut q).got.is_empty());
         assert_eq!(
             net.enqueue(0, 5, response(10), Class::Bulk, true),
-            Queued::NoLink
+            Enqueued::NoLink
         );
     }
 
@@ -566,43 +551,15 @@ mod tests {
         let (mut net, mut q) = pair(Some((50_000, 20_000)));
         let mut set = 0;
         for _ in 0..4 {
-            if let Queued::Queued { congested: true } =
+            if let Enqueued::Waiting { congested: true } =
                 net.enqueue(0, 1, response(20_000), Class::Bulk, true)
             {
                 set += 1;
             }
         }
         assert_eq!(set, 1);
-        let mut cleared = Vec::new();
-        cleared.extend(net.start_frame(0, 0, &mut q));
-        while let Some(ev) = q.pop(u64::MAX) {
-            match ev {
-                EvKind::UplinkDone { node, inc } => {
-                    if net.frame_sent(node, &mut q) {
-                        cleared.extend(net.start_frame(node, inc, &mut q));
-                    }
-                }
-                EvKind::Arrive {
-                    from,
-                    to,
-                    epoch,
-                    bytes,
-                    last,
-                } => net.arrive(from, to, epoch, bytes, last, &mut q),
-                EvKind::Through {
-                    from,
-                    to,
-                    epoch,
-                    bytes,
-                    ..
-                } => {
-                    if net.through(from, to, epoch, bytes) {
-                        cleared.extend(net.start_frame(from, 0, &mut q));
-                    }
-                }
-                _ => unreachable!("the network schedules only frame events"),
-            }
-        }
+        let mut cleared: Vec<u32> = net.start_frame(0, 0, &mut q).into_iter().collect();
+        cleared.extend(drain(&mut net, &mut q).cleared);
         assert_eq!(cleared, [1]);
     }
 
@@ -623,9 +580,11 @@ mod tests {
         }
         net.enqueue(0, 2, response(1_000), Class::Bulk, true);
         net.start_frame(0, 0, &mut q);
-        let got = drain(&mut net, &mut q);
+        let got = drain(&mut net, &mut q).got;
         assert_eq!(got.len(), 9);
-        let to_two = got.iter().position(|(_, m)| matches!(m, Message::Response { req_id: 1_000, .. }));
+        let to_two = got
+            .iter()
+            .position(|(_, m)| matches!(m, Message::Response { req_id: 1_000, .. }));
         assert!(to_two.is_some_and(|p| p < 8), "{to_two:?}");
     }
 }

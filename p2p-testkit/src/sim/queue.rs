@@ -19,27 +19,25 @@ pub(super) struct Delivery {
     pub(super) msg: Message,
 }
 
+/// A frame from `from` to `to` on the connection of `epoch`; the last frame of a message
+/// carries it.
+pub(super) struct FrameEv {
+    pub(super) from: u32,
+    pub(super) to: u32,
+    pub(super) epoch: u32,
+    pub(super) bytes: u32,
+    pub(super) last: Option<Box<Delivery>>,
+}
+
 /// What an event does.
 pub(super) enum EvKind {
     /// A frame finished leaving `node`'s uplink.
     UplinkDone { node: u32, inc: u32 },
-    /// A frame reached `to`'s downlink; the last frame of a message carries it.
-    Arrive {
-        from: u32,
-        to: u32,
-        epoch: u32,
-        bytes: u32,
-        last: Option<Box<Delivery>>,
-    },
+    /// A frame reached its receiver's downlink.
+    Arrive(FrameEv),
     /// A frame is through the receiver's downlink: it leaves the connection's window, and the
     /// last frame hands its message to the receiver.
-    Through {
-        from: u32,
-        to: u32,
-        epoch: u32,
-        bytes: u32,
-        last: Option<Box<Delivery>>,
-    },
+    Through(FrameEv),
     /// Incarnation `inc` of `node` armed its timer for this time.
     Timer { node: u32, inc: u32 },
     /// Incarnation `inc` of the byzantine actor `node` acts on its own.
