@@ -1,6 +1,7 @@
 //! Test support: single-node helpers and a tiny in-process network of cores.
 #![allow(dead_code)]
 
+use p2p_core::rng::Rng;
 use p2p_core::{Artifact, ArtifactId, Class, Config, Input, Message, Node, NodeId, Output, Time};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -173,7 +174,7 @@ impl Net {
 
     /// Carries messages until none is in flight and no timer is due within a minute.
     pub fn run_until_quiet(&mut self, seed: u64) {
-        let mut rng = seed | 1;
+        let mut rng = Rng::new(seed);
         for _ in 0..1_000_000 {
             let busy: Vec<(usize, usize)> = self
                 .links
@@ -196,10 +197,7 @@ impl Net {
                     _ => return,
                 }
             }
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let (from, to) = busy[rng as usize % busy.len()];
+            let (from, to) = busy[rng.below(busy.len() as u64) as usize];
             let msg = self
                 .links
                 .get_mut(&(from, to))

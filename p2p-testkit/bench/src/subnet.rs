@@ -14,10 +14,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use p2p_core::rng::Rng;
 use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
 use p2p_transport::identity::{IdentityError, NodeIdentity};
 use tokio::task::JoinHandle;
@@ -99,7 +101,7 @@ pub struct Workload {
     pub large_origins: usize,
     /// The small artifacts are published evenly over this period; the large ones at its start.
     pub spread: Duration,
-    /// Seed of the artifacts' contents and sizes.
+    /// Seed of the artifacts' contents and sizes (drawn from [`p2p_core::rng::Rng`]).
     pub seed: u64,
 }
 
@@ -130,30 +132,6 @@ pub struct Planned {
     pub data: Bytes,
     /// When to publish it, after the workload's start.
     pub at: Duration,
-}
-
-/// A small seeded generator (SplitMix64): deterministic workloads without a dependency.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
 }
 
 impl Workload {
@@ -188,10 +166,10 @@ impl Workload {
         if nodes < 2 {
             return Err(SubnetError::TooFewNodes(nodes));
         }
-        let mut rng = SplitMix(self.seed);
+        let mut rng = Rng::new(self.seed);
         let mut out = Vec::with_capacity(self.small + self.large);
         let mut index = 0u64;
-        let mut make = |rng: &mut SplitMix, size: usize| {
+        let mut make = |rng: &mut Rng, size: usize| {
             let mut data = vec![0u8; size];
             rng.fill(&mut data);
             data[..8].copy_from_slice(&index.to_le_bytes());
@@ -476,9 +454,30 @@ const MISSING_SHOWN: usize = 20;
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = &self.workload;
-        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<24}{v}");
         writeln!(f, "report")?;
+        self.fmt_setup(f)?;
+        self.fmt_delivery(f)?;
+        self.fmt_traffic(f)?;
+        writeln!(f)?;
+        self.fmt_latency(f)?;
+        if !self.missing.is_empty() {
+            writeln!(f)?;
+            self.fmt_missing(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// One aligned row of the report: a label and its value.
+fn row(f: &mut fmt::Formatter<'_>, label: &str, value: String) -> fmt::Result {
+    writeln!(f, "  {label:<24}{value}")
+}
+
+/// The report's parts, in the order `Display` writes them.
+impl Report {
+    /// The subnet and the workload.
+    fn fmt_setup(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = &self.workload;
         row(
             f,
             "subnet",
@@ -498,24 +497,27 @@ impl fmt::Display for Report {
                 LARGE_KIND.0,
                 w.large_origins.min(self.nodes).max(1),
             ),
-        )?;
+        )
+    }
+
+    /// Completeness, time to full delivery, payload and goodput.
+    fn fmt_delivery(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pct = if self.expected == 0 {
             100.0
         } else {
             100.0 * self.delivered as f64 / self.expected as f64
         };
+        let verdict = if self.is_complete() {
+            ": every artifact reached every node"
+        } else {
+            ": INCOMPLETE"
+        };
         row(
             f,
             "delivered",
             format!(
-                "{}/{} (artifact, node) pairs ({pct:.1}%){}",
-                self.delivered,
-                self.expected,
-                if self.is_complete() {
-                    ": every artifact reached every node"
-                } else {
-                    ": INCOMPLETE"
-                }
+                "{}/{} (artifact, node) pairs ({pct:.1}%){verdict}",
+                self.delivered, self.expected,
             ),
         )?;
         row(
@@ -536,7 +538,11 @@ impl fmt::Display for Report {
                 self.delivered_bytes as f64 / 1e6
             ),
         )?;
-        row(f, "goodput", format!("{:.1} MB/s", self.goodput_mb_per_s()))?;
+        row(f, "goodput", format!("{:.1} MB/s", self.goodput_mb_per_s()))
+    }
+
+    /// Bytes on the wire, amplification, duplicates and retries.
+    fn fmt_traffic(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         row(
             f,
             "bytes on the wire",
@@ -561,8 +567,11 @@ impl fmt::Display for Report {
                 self.duplicate_deliveries, self.duplicate_receipts, self.unexpected_deliveries
             ),
         )?;
-        row(f, "retries", self.retries.to_string())?;
-        writeln!(f)?;
+        row(f, "retries", self.retries.to_string())
+    }
+
+    /// The latency table, a line per kind.
+    fn fmt_latency(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  latency from publish to delivery, per (artifact, node):"
@@ -586,37 +595,39 @@ impl fmt::Display for Report {
                 fmt_dur(l.max)
             )?;
         }
-        if !self.missing.is_empty() {
-            let pairs: usize = self.missing.iter().map(|m| m.nodes.len()).sum();
-            writeln!(f)?;
+        Ok(())
+    }
+
+    /// The missing artifacts (the first [`MISSING_SHOWN`]) and the node ids.
+    fn fmt_missing(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs: usize = self.missing.iter().map(|m| m.nodes.len()).sum();
+        writeln!(
+            f,
+            "  missing: {} artifact(s), {pairs} (artifact, node) pair(s):",
+            self.missing.len()
+        )?;
+        for m in self.missing.iter().take(MISSING_SHOWN) {
+            let nodes: Vec<String> = m.nodes.iter().map(|n| n.to_string()).collect();
             writeln!(
                 f,
-                "  missing: {} artifact(s), {pairs} (artifact, node) pair(s):",
-                self.missing.len()
+                "    artifact {} (kind {}, {} B, from node {}) not at node(s) {}",
+                m.id.to_hex(),
+                m.kind.0,
+                m.size,
+                m.origin,
+                nodes.join(", ")
             )?;
-            for m in self.missing.iter().take(MISSING_SHOWN) {
-                let nodes: Vec<String> = m.nodes.iter().map(|n| n.to_string()).collect();
-                writeln!(
-                    f,
-                    "    artifact {} (kind {}, {} B, from node {}) not at node(s) {}",
-                    m.id.to_hex(),
-                    m.kind.0,
-                    m.size,
-                    m.origin,
-                    nodes.join(", ")
-                )?;
-            }
-            if self.missing.len() > MISSING_SHOWN {
-                writeln!(
-                    f,
-                    "    ... and {} more artifact(s)",
-                    self.missing.len() - MISSING_SHOWN
-                )?;
-            }
-            writeln!(f, "  nodes:")?;
-            for (i, id) in self.node_ids.iter().enumerate() {
-                writeln!(f, "    {i:>3} {}", id.to_hex())?;
-            }
+        }
+        if self.missing.len() > MISSING_SHOWN {
+            writeln!(
+                f,
+                "    ... and {} more artifact(s)",
+                self.missing.len() - MISSING_SHOWN
+            )?;
+        }
+        writeln!(f, "  nodes:")?;
+        for (i, id) in self.node_ids.iter().enumerate() {
+            writeln!(f, "    {i:>3} {}", id.to_hex())?;
         }
         Ok(())
     }
@@ -628,6 +639,85 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Bytes written to sockets and core counters, summed over the nodes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    wire_bytes: u64,
+    /// Artifacts received again after their delivery.
+    duplicates: u64,
+    retries: u64,
+}
+
+impl Counters {
+    /// What was counted since `before`.
+    fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            wire_bytes: self.wire_bytes.saturating_sub(before.wire_bytes),
+            duplicates: self.duplicates.saturating_sub(before.duplicates),
+            retries: self.retries.saturating_sub(before.retries),
+        }
+    }
+}
+
+/// The progress snapshots of a run: one per tick, with the goodput since the previous one.
+struct Ticker {
+    start: Instant,
+    tick: Duration,
+    /// When the next snapshot is due.
+    next: Instant,
+    last_bytes: u64,
+    last_at: Instant,
+    to_publish: usize,
+    expected: u64,
+}
+
+impl Ticker {
+    fn new(start: Instant, tick: Duration, to_publish: usize, expected: u64) -> Self {
+        Ticker {
+            start,
+            tick,
+            next: start + tick,
+            last_bytes: 0,
+            last_at: start,
+            to_publish,
+            expected,
+        }
+    }
+
+    /// The snapshot at `now`, with `published` artifacts out; schedules the next one.
+    fn snapshot(&mut self, now: Instant, published: usize, tracker: &Mutex<Tracker>) -> Progress {
+        let (delivered, bytes) = {
+            let t = lock(tracker);
+            (t.delivered_pairs, t.delivered_bytes)
+        };
+        let secs = now.duration_since(self.last_at).as_secs_f64();
+        let progress = Progress {
+            elapsed: now.duration_since(self.start),
+            published,
+            to_publish: self.to_publish,
+            delivered,
+            expected: self.expected,
+            mb_per_s: if secs > 0.0 {
+                (bytes - self.last_bytes) as f64 / secs / 1e6
+            } else {
+                0.0
+            },
+        };
+        self.last_bytes = bytes;
+        self.last_at = now;
+        self.next += self.tick;
+        progress
+    }
+}
+
+/// Waits for the publisher task: its error, or the task's failure as a workload error.
+async fn join_publisher(p: JoinHandle<Result<(), SubnetError>>) -> Result<(), SubnetError> {
+    match p.await {
+        Ok(result) => result,
+        Err(e) => Err(SubnetError::Workload(format!("publisher task failed: {e}"))),
+    }
 }
 
 /// N nodes of one subnet running in this process, and the deliveries they have seen.
@@ -782,87 +872,30 @@ impl LocalSubnet {
         let plan = workload.plan(self.handles.len())?;
         let to_publish = plan.len();
         let payload_bytes = Workload::payload_bytes(&plan);
-        let expected_final = to_publish as u64 * (self.handles.len() as u64 - 1);
-        let wire_before: u64 = self.metrics().iter().map(|m| m.bytes_written).sum();
-        let counters_before = self.core_counters();
+        let before = self.counters();
         let start = Instant::now();
-        let published = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let publisher = {
-            let handles = self.handles.clone();
-            let tracker = Arc::clone(&self.tracker);
-            let published = Arc::clone(&published);
-            tokio::spawn(async move {
-                for p in plan {
-                    let due = start + p.at;
-                    if due > Instant::now() {
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    publish_tracked(&handles, &tracker, p.origin, p.kind, p.data).await?;
-                    published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok::<(), SubnetError>(())
-            })
-        };
+        let published = Arc::new(AtomicUsize::new(0));
+        let mut publisher = Some(self.spawn_publisher(plan, start, Arc::clone(&published)));
+        let expected = to_publish as u64 * (self.handles.len() as u64 - 1);
+        let mut ticker = Ticker::new(start, tick, to_publish, expected);
         let deadline = start + timeout;
-        let mut next_tick = start + tick;
-        let mut last_bytes = 0u64;
-        let mut last_at = start;
-        let mut publisher = Some(publisher);
         loop {
-            let done_publishing =
-                published.load(std::sync::atomic::Ordering::Relaxed) == to_publish;
-            if done_publishing {
-                if let Some(p) = publisher.take() {
-                    match p.await {
-                        Ok(result) => result?,
-                        Err(e) => {
-                            return Err(SubnetError::Workload(format!(
-                                "publisher task failed: {e}"
-                            )));
-                        }
-                    }
-                }
-                if self.all_delivered() {
-                    break;
-                }
-            } else if publisher.as_ref().is_some_and(|p| p.is_finished()) {
-                // The publisher stopped early: surface its error.
-                if let Some(p) = publisher.take() {
-                    match p.await {
-                        Ok(result) => result?,
-                        Err(e) => {
-                            return Err(SubnetError::Workload(format!(
-                                "publisher task failed: {e}"
-                            )));
-                        }
-                    }
-                }
+            let done_publishing = published.load(Relaxed) == to_publish;
+            // Once the publisher is done (or stopped early), surface its error.
+            if (done_publishing || publisher.as_ref().is_some_and(|p| p.is_finished()))
+                && let Some(p) = publisher.take()
+            {
+                join_publisher(p).await?;
+            }
+            if done_publishing && self.all_delivered() {
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            if now >= next_tick {
-                let (delivered, bytes) = {
-                    let t = lock(&self.tracker);
-                    (t.delivered_pairs, t.delivered_bytes)
-                };
-                let secs = now.duration_since(last_at).as_secs_f64();
-                on_progress(&Progress {
-                    elapsed: now.duration_since(start),
-                    published: published.load(std::sync::atomic::Ordering::Relaxed),
-                    to_publish,
-                    delivered,
-                    expected: expected_final,
-                    mb_per_s: if secs > 0.0 {
-                        (bytes - last_bytes) as f64 / secs / 1e6
-                    } else {
-                        0.0
-                    },
-                });
-                last_bytes = bytes;
-                last_at = now;
-                next_tick += tick;
+            if now >= ticker.next {
+                on_progress(&ticker.snapshot(now, published.load(Relaxed), &self.tracker));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -870,39 +903,59 @@ impl LocalSubnet {
             p.abort();
         }
         let elapsed = start.elapsed();
-        let wire_after: u64 = self.metrics().iter().map(|m| m.bytes_written).sum();
-        let counters_after = self.core_counters();
+        let counters = self.counters().since(&before);
         Ok(self.report(
             workload,
-            to_publish,
-            payload_bytes,
+            (to_publish, payload_bytes),
             start,
             elapsed,
-            wire_after.saturating_sub(wire_before),
-            (
-                counters_after.0.saturating_sub(counters_before.0),
-                counters_after.1.saturating_sub(counters_before.1),
-            ),
+            counters,
         ))
     }
 
-    /// Summed (duplicates, retries) of the cores.
-    fn core_counters(&self) -> (u64, u64) {
-        self.metrics().iter().fold((0, 0), |(d, r), m| {
-            (d + m.core.duplicates, r + m.core.retries)
+    /// Publishes `plan` from `start` on, each artifact at its time, counting them in
+    /// `published`.
+    fn spawn_publisher(
+        &self,
+        plan: Vec<Planned>,
+        start: Instant,
+        published: Arc<AtomicUsize>,
+    ) -> JoinHandle<Result<(), SubnetError>> {
+        let handles = self.handles.clone();
+        let tracker = Arc::clone(&self.tracker);
+        tokio::spawn(async move {
+            for p in plan {
+                let due = start + p.at;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                publish_tracked(&handles, &tracker, p.origin, p.kind, p.data).await?;
+                published.fetch_add(1, Relaxed);
+            }
+            Ok(())
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The nodes' summed traffic and core counters.
+    fn counters(&self) -> Counters {
+        self.metrics()
+            .iter()
+            .fold(Counters::default(), |c, m| Counters {
+                wire_bytes: c.wire_bytes + m.bytes_written,
+                duplicates: c.duplicates + m.core.duplicates,
+                retries: c.retries + m.core.retries,
+            })
+    }
+
+    /// The report of a run of `workload` that published `artifacts` (with `payload_bytes`)
+    /// from `start` on and lasted `elapsed`; `counters` are the nodes' during the run.
     fn report(
         &self,
         workload: &Workload,
-        artifacts: usize,
-        payload_bytes: u64,
+        (artifacts, payload_bytes): (usize, u64),
         start: Instant,
         elapsed: Duration,
-        wire_bytes: u64,
-        (duplicate_receipts, retries): (u64, u64),
+        counters: Counters,
     ) -> Report {
         let t = lock(&self.tracker);
         let complete = t.complete() && t.published.len() == artifacts;
@@ -955,11 +1008,11 @@ impl LocalSubnet {
             delivered_bytes: t.delivered_bytes,
             full_delivery,
             elapsed,
-            wire_bytes,
+            wire_bytes: counters.wire_bytes,
             duplicate_deliveries: t.duplicates,
             unexpected_deliveries: t.unexpected,
-            duplicate_receipts,
-            retries,
+            duplicate_receipts: counters.duplicates,
+            retries: counters.retries,
             latency,
             missing,
         }

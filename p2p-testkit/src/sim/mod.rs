@@ -57,7 +57,12 @@
 
 mod byz;
 mod catalog;
+mod checks;
 mod engine;
+mod faults;
+mod network;
+mod queue;
+mod record;
 mod report;
 pub mod rng;
 mod scenario;

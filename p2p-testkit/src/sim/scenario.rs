@@ -538,6 +538,11 @@ impl Scenario {
     }
 
     /// Whether honest nodes auto-relay in this scenario.
+    /// Whether node `i` is a member from the start.
+    pub(crate) fn is_initial_member(&self, i: usize) -> bool {
+        self.initial_members.as_ref().is_none_or(|m| m.contains(&i))
+    }
+
     pub(crate) fn relays(&self) -> bool {
         self.auto_relay
             .unwrap_or(!matches!(self.topology, Topology::FullMesh))

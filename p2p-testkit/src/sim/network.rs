@@ -1,0 +1,590 @@
+//! The network: connections between nodes, each node's uplink and downlink, and the frames on
+//! their way (see the network model in the module docs of [`super`]).
+//!
+//! Invariants:
+//! - there is one [`Conn`] per link of the topology, keyed by (smaller, larger) node, and the
+//!   adjacency lists name each link at both ends;
+//! - a message belongs to the connection epoch it was queued on: once that connection closed, the
+//!   uplink drops it when its turn comes and [`Network::carries`] refuses its frames in flight, so
+//!   it is never delivered on a later connection between the same pair;
+//! - the frames of one direction of a connection arrive in the order they left;
+//! - per direction, the bytes sent and not yet through the receiver's downlink stay within the
+//!   window (twice the bandwidth-delay product, at least [`MIN_WINDOW`]), except that a single
+//!   frame always fits an empty window;
+//! - a direction turns congested when its queued bytes rise above the high water mark and clears
+//!   when they fall below the low one; each change is returned once, to be told to the sender.
+
+use super::queue::{Delivery, EvKind, FrameEv, Queue};
+use super::rng::Rng;
+use super::{FIRST_FRAME_HEADER, FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
+use hashbrown::HashMap;
+use p2p_core::{Class, Message};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Smallest per-connection window (bytes sent and not yet through the receiver's downlink).
+const MIN_WINDOW: u64 = 64 * 1024;
+/// Messages of one class examined when looking for a connection whose window is open.
+const SCAN: usize = 256;
+
+/// The connection on one link; index 0 of each pair is the direction from the smaller node.
+struct Conn {
+    up: bool,
+    epoch: u32,
+    latency: u64,
+    queued: [u64; 2],
+    congested: [bool; 2],
+    last_arrival: [u64; 2],
+    /// Bytes sent and not yet through the receiver's downlink (bounded by the window).
+    inflight: [u64; 2],
+}
+
+impl Conn {
+    fn carries(&self, epoch: u32) -> bool {
+        self.up && self.epoch == epoch
+    }
+
+    /// The window of a sender with an uplink of `bps`.
+    fn window(&self, bps: u64) -> u64 {
+        ((bps as u128 * 2 * self.latency as u128 / 8_000_000_000) as u64).max(MIN_WINDOW)
+    }
+}
+
+/// A message waiting in an uplink, partly sent.
+struct OutMsg {
+    to: u32,
+    epoch: u32,
+    msg: Message,
+    enc: usize,
+    sent: usize,
+}
+
+/// The frame leaving an uplink.
+struct Frame {
+    to: u32,
+    epoch: u32,
+    bytes: u32,
+    last: Option<Message>,
+}
+
+/// One node's uplink (a queue per class and the frame being sent) and downlink.
+struct Port {
+    up_bps: u64,
+    down_bps: u64,
+    uplink: [VecDeque<OutMsg>; Class::COUNT],
+    current: Option<Frame>,
+    /// When the downlink is through with the frames that reached it.
+    down_free: u64,
+}
+
+/// What became of a message handed to [`Network::enqueue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Enqueued {
+    /// The two nodes share no link.
+    NoLink,
+    /// The connection is down: the message is lost.
+    Lost,
+    /// The message waits in the sender's uplink; `congested` when this direction just turned
+    /// congested.
+    Waiting { congested: bool },
+}
+
+/// Connections, ports and frames of every node.
+pub(super) struct Network {
+    conns: HashMap<(u32, u32), Conn>,
+    adj: Vec<Vec<u32>>,
+    ports: Vec<Port>,
+    /// Largest extra latency of a frame, drawn uniformly per frame from `rng`.
+    jitter: u64,
+    rng: Rng,
+    /// High and low water marks of queued bytes per direction.
+    congestion: Option<(u64, u64)>,
+    wire_bytes: u64,
+}
+
+fn key(a: u32, b: u32) -> (u32, u32) {
+    (a.min(b), a.max(b))
+}
+
+fn dir(from: u32, to: u32) -> usize {
+    usize::from(from > to)
+}
+
+fn tx_nanos(bytes: u64, bps: u64) -> u64 {
+    (bytes as u128 * 8_000_000_000 / bps.max(1) as u128) as u64
+}
+
+/// Nanoseconds of `d`, saturating.
+pub(super) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Network {
+    /// A network of nodes with these bandwidths (both directions) and no links yet.
+    pub(super) fn new(
+        bandwidths: impl IntoIterator<Item = u64>,
+        jitter: Duration,
+        congestion: Option<(u64, u64)>,
+        rng: Rng,
+    ) -> Self {
+        let ports: Vec<Port> = bandwidths
+            .into_iter()
+            .map(|bps| Port {
+                up_bps: bps,
+                down_bps: bps,
+                uplink: Default::default(),
+                current: None,
+                down_free: 0,
+            })
+            .collect();
+        Network {
+            conns: HashMap::new(),
+            adj: vec![Vec::new(); ports.len()],
+            ports,
+            jitter: nanos(jitter),
+            rng,
+            congestion,
+            wire_bytes: 0,
+        }
+    }
+
+    /// Adds a link between `a` and `b` (down), with the latency `latency` gives for its key;
+    /// ignores loops, unknown nodes and existing links.
+    pub(super) fn add_link(
+        &mut self,
+        a: usize,
+        b: usize,
+        latency: impl FnOnce((usize, usize)) -> Duration,
+    ) {
+        if a == b || a >= self.adj.len() || b >= self.adj.len() {
+            return;
+        }
+        let k = key(a as u32, b as u32);
+        if self.conns.contains_key(&k) {
+            return;
+        }
+        self.conns.insert(
+            k,
+            Conn {
+                up: false,
+                epoch: 0,
+                latency: nanos(latency((k.0 as usize, k.1 as usize))),
+                queued: [0; 2],
+                congested: [false; 2],
+                last_arrival: [0; 2],
+                inflight: [0; 2],
+            },
+        );
+        self.adj[a].push(b as u32);
+        self.adj[b].push(a as u32);
+    }
+
+    /// The nodes linked to `i`, in the order the links were added.
+    pub(super) fn neighbours(&self, i: usize) -> &[u32] {
+        &self.adj[i]
+    }
+
+    /// The links (as (smaller, larger) node) whose state `up` passes `keep`, sorted.
+    pub(super) fn links_where(&self, keep: impl Fn((u32, u32), bool) -> bool) -> Vec<(u32, u32)> {
+        let mut links: Vec<(u32, u32)> = self
+            .conns
+            .iter()
+            .filter(|(k, c)| keep(**k, c.up))
+            .map(|(k, _)| *k)
+            .collect();
+        links.sort_unstable();
+        links
+    }
+
+    /// Bytes queued by the senders counted in [`Network::enqueue`].
+    pub(super) fn wire_bytes(&self) -> u64 {
+        self.wire_bytes
+    }
+
+    /// Sets both directions of `i`'s bandwidth.
+    pub(super) fn set_bandwidth(&mut self, i: usize, bps: u64) {
+        self.ports[i].up_bps = bps.max(1);
+        self.ports[i].down_bps = bps.max(1);
+    }
+
+    /// Empties `i`'s uplink (its node went down).
+    pub(super) fn clear_uplink(&mut self, i: usize) {
+        let port = &mut self.ports[i];
+        port.uplink = Default::default();
+        port.current = None;
+    }
+
+    /// Brings the link between `a` and `b` up in a new epoch; false when there is no such link
+    /// or it is up already.
+    pub(super) fn connect(&mut self, a: u32, b: u32, now: u64) -> bool {
+        let Some(conn) = self.conns.get_mut(&key(a, b)) else {
+            return false;
+        };
+        if conn.up {
+            return false;
+        }
+        conn.up = true;
+        conn.epoch += 1;
+        conn.queued = [0; 2];
+        conn.congested = [false; 2];
+        conn.last_arrival = [now; 2];
+        conn.inflight = [0; 2];
+        true
+    }
+
+    /// Takes the link between `a` and `b` down; false when there is no such link or it is down.
+    pub(super) fn close(&mut self, a: u32, b: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(&key(a, b)) else {
+            return false;
+        };
+        if !conn.up {
+            return false;
+        }
+        conn.up = false;
+        conn.inflight = [0; 2];
+        conn.queued = [0; 2];
+        conn.congested = [false; 2];
+        true
+    }
+
+    /// Whether the connection between `from` and `to` is still the one of `epoch`.
+    pub(super) fn carries(&self, from: u32, to: u32, epoch: u32) -> bool {
+        self.conns
+            .get(&key(from, to))
+            .is_some_and(|c| c.carries(epoch))
+    }
+
+    /// Whether `node`'s uplink is not sending a frame.
+    pub(super) fn idle(&self, node: u32) -> bool {
+        self.ports[node as usize].current.is_none()
+    }
+
+    /// Queues `msg` in `from`'s uplink for `to`, counting its wire bytes when `count`. The caller
+    /// starts a frame if the uplink is [`idle`](Network::idle).
+    pub(super) fn enqueue(
+        &mut self,
+        from: u32,
+        to: u32,
+        msg: Message,
+        class: Class,
+        count: bool,
+    ) -> Enqueued {
+        let Some(conn) = self.conns.get_mut(&key(from, to)) else {
+            return Enqueued::NoLink;
+        };
+        if !conn.up {
+            return Enqueued::Lost;
+        }
+        let enc = encoded_len(&msg);
+        let len = wire_len(&msg) as u64;
+        let d = dir(from, to);
+        conn.queued[d] += len;
+        let mut congested = false;
+        if let Some((high, _)) = self.congestion
+            && conn.queued[d] > high
+            && !conn.congested[d]
+        {
+            conn.congested[d] = true;
+            congested = true;
+        }
+        if count {
+            self.wire_bytes += len;
+        }
+        let epoch = conn.epoch;
+        self.ports[from as usize].uplink[class.index()].push_back(OutMsg {
+            to,
+            epoch,
+            msg,
+            enc,
+            sent: 0,
+        });
+        Enqueued::Waiting { congested }
+    }
+
+    /// Starts `node`'s next frame (the most urgent class first, FIFO within it, skipping
+    /// connections whose window is full) and schedules its end for incarnation `inc`. Returns
+    /// the peer whose direction stopped being congested, if one did.
+    pub(super) fn start_frame(&mut self, node: u32, inc: u32, q: &mut Queue) -> Option<u32> {
+        let Network {
+            ports,
+            conns,
+            congestion,
+            ..
+        } = self;
+        let port = &mut ports[node as usize];
+        for queue in port.uplink.iter_mut() {
+            let mut idx = 0;
+            while idx < queue.len().min(SCAN) {
+                let m = &mut queue[idx];
+                let conn = match conns.get_mut(&key(node, m.to)) {
+                    Some(conn) if conn.carries(m.epoch) => conn,
+                    _ => {
+                        queue.remove(idx);
+                        continue;
+                    }
+                };
+                let chunk = FRAME_PAYLOAD.min(m.enc - m.sent);
+                let header = if m.sent == 0 && chunk < m.enc {
+                    FIRST_FRAME_HEADER
+                } else {
+                    FRAME_HEADER
+                };
+                let bytes = (chunk + header) as u64;
+                let d = dir(node, m.to);
+                if conn.inflight[d] > 0 && conn.inflight[d] + bytes > conn.window(port.up_bps) {
+                    // This connection's window is full: serve another peer's message.
+                    idx += 1;
+                    continue;
+                }
+                conn.inflight[d] += bytes;
+                m.sent += chunk;
+                let (to, epoch) = (m.to, m.epoch);
+                let last = if m.sent >= m.enc {
+                    queue.remove(idx).map(|m| m.msg)
+                } else {
+                    None
+                };
+                conn.queued[d] = conn.queued[d].saturating_sub(bytes);
+                let mut cleared = None;
+                if let Some((_, low)) = *congestion
+                    && conn.congested[d]
+                    && conn.queued[d] < low
+                {
+                    conn.congested[d] = false;
+                    cleared = Some(to);
+                }
+                port.current = Some(Frame {
+                    to,
+                    epoch,
+                    bytes: bytes as u32,
+                    last,
+                });
+                let t = q.now() + tx_nanos(bytes, port.up_bps);
+                q.push(t, EvKind::UplinkDone { node, inc });
+                return cleared;
+            }
+        }
+        None
+    }
+
+    /// The frame leaving `node`'s uplink is out: it crosses the link (with jitter, never
+    /// overtaking an earlier frame) if the connection still carries it. False when the uplink
+    /// was not sending; otherwise the caller starts the next frame.
+    pub(super) fn frame_sent(&mut self, node: u32, q: &mut Queue) -> bool {
+        let Some(f) = self.ports[node as usize].current.take() else {
+            return false;
+        };
+        let j = if self.jitter > 0 {
+            self.rng.below(self.jitter + 1)
+        } else {
+            0
+        };
+        if let Some(conn) = self.conns.get_mut(&key(node, f.to))
+            && conn.carries(f.epoch)
+        {
+            let d = dir(node, f.to);
+            let at = (q.now() + conn.latency + j).max(conn.last_arrival[d]);
+            conn.last_arrival[d] = at;
+            let last = f.last.map(|msg| {
+                Box::new(Delivery {
+                    from: node,
+                    to: f.to,
+                    epoch: f.epoch,
+                    msg,
+                })
+            });
+            let frame = FrameEv {
+                from: node,
+                to: f.to,
+                epoch: f.epoch,
+                bytes: f.bytes,
+                last,
+            };
+            q.push(at, EvKind::Arrive(frame));
+        }
+        true
+    }
+
+    /// A frame reached its receiver's downlink: it is through once the frames before it are.
+    pub(super) fn arrive(&mut self, f: FrameEv, q: &mut Queue) {
+        let port = &mut self.ports[f.to as usize];
+        let start = q.now().max(port.down_free);
+        let done = start + tx_nanos(f.bytes as u64, port.down_bps);
+        port.down_free = done;
+        q.push(done, EvKind::Through(f));
+    }
+
+    /// A frame is through its receiver's downlink and leaves the window. True when the sender's uplink
+    /// is idle and the connection still up: the caller starts its next frame.
+    pub(super) fn through(&mut self, f: &FrameEv) -> bool {
+        let Some(conn) = self.conns.get_mut(&key(f.from, f.to)) else {
+            return false;
+        };
+        if !conn.carries(f.epoch) {
+            return false;
+        }
+        let d = dir(f.from, f.to);
+        conn.inflight[d] = conn.inflight[d].saturating_sub(f.bytes as u64);
+        self.idle(f.from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_core::{ArtifactId, Bytes};
+
+    const MS: u64 = 1_000_000;
+
+    /// Two nodes 10 ms apart at 8 Mb/s (1 byte per microsecond), linked and up.
+    fn pair(congestion: Option<(u64, u64)>) -> (Network, Queue) {
+        let mut net = Network::new([8_000_000; 2], Duration::ZERO, congestion, Rng::new(1));
+        net.add_link(0, 1, |_| Duration::from_millis(10));
+        assert!(net.connect(0, 1, 0));
+        (net, Queue::default())
+    }
+
+    fn response(size: usize) -> Message {
+        Message::Response {
+            req_id: size as u64,
+            id: ArtifactId([7; 32]),
+            data: Bytes::from(vec![0u8; size]),
+        }
+    }
+
+    fn send(net: &mut Network, q: &mut Queue, from: u32, to: u32, msg: Message, class: Class) {
+        let queued = net.enqueue(from, to, msg, class, true);
+        assert!(matches!(queued, Enqueued::Waiting { .. }));
+        if net.idle(from) {
+            net.start_frame(from, 0, q);
+        }
+    }
+
+    /// What the network alone did until its queue ran dry.
+    #[derive(Default)]
+    struct Run {
+        /// The messages handed over, with their time.
+        got: Vec<(u64, Message)>,
+        /// The peers whose direction stopped being congested, in order.
+        cleared: Vec<u32>,
+    }
+
+    /// Runs the network alone until nothing is scheduled.
+    fn drain(net: &mut Network, q: &mut Queue) -> Run {
+        let mut run = Run::default();
+        while let Some(ev) = q.pop(u64::MAX) {
+            match ev {
+                EvKind::UplinkDone { node, inc } => {
+                    if net.frame_sent(node, q) {
+                        run.cleared.extend(net.start_frame(node, inc, q));
+                    }
+                }
+                EvKind::Arrive(f) => net.arrive(f, q),
+                EvKind::Through(f) => {
+                    if net.through(&f) {
+                        run.cleared.extend(net.start_frame(f.from, 0, q));
+                    }
+                    if let Some(d) = f.last.filter(|d| net.carries(d.from, d.to, d.epoch)) {
+                        run.got.push((q.now(), d.msg));
+                    }
+                }
+                _ => unreachable!("the network schedules only frame events"),
+            }
+        }
+        run
+    }
+
+    #[test]
+    fn a_message_arrives_after_its_frames_cross_the_link() {
+        let (mut net, mut q) = pair(None);
+        let msg = response(40_000);
+        let wire = wire_len(&msg) as u64;
+        send(&mut net, &mut q, 0, 1, msg.clone(), Class::Bulk);
+        let got = drain(&mut net, &mut q).got;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, msg);
+        // The first frame crosses the uplink and the link; then the downlink, as fast as the
+        // uplink, is busy with the whole message.
+        let first_frame = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64;
+        assert_eq!(got[0].0, first_frame * 1_000 + 10 * MS + wire * 1_000);
+        assert_eq!(net.wire_bytes(), wire);
+    }
+
+    #[test]
+    fn an_urgent_message_waits_for_one_bulk_frame_at_most() {
+        let (mut net, mut q) = pair(None);
+        send(&mut net, &mut q, 0, 1, response(200_000), Class::Bulk);
+        send(
+            &mut net,
+            &mut q,
+            0,
+            1,
+            Message::Withdraw(ArtifactId([1; 32])),
+            Class::Urgent,
+        );
+        let got = drain(&mut net, &mut q).got;
+        assert!(matches!(got[0].1, Message::Withdraw(_)));
+        let frame = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64 * 1_000;
+        assert!(got[0].0 < 2 * frame + 10 * MS + frame);
+        assert!(matches!(got[1].1, Message::Response { .. }));
+    }
+
+    #[test]
+    fn a_closed_connection_loses_what_it_carried() {
+        let (mut net, mut q) = pair(None);
+        send(&mut net, &mut q, 0, 1, response(100_000), Class::Bulk);
+        assert!(net.close(0, 1));
+        assert_eq!(
+            net.enqueue(0, 1, response(10), Class::Bulk, true),
+            Enqueued::Lost
+        );
+        assert!(net.connect(0, 1, 0));
+        assert!(drain(&mut net, &mut q).got.is_empty());
+        assert_eq!(
+            net.enqueue(0, 5, response(10), Class::Bulk, true),
+            Enqueued::NoLink
+        );
+    }
+
+    #[test]
+    fn congestion_is_reported_once_when_set_and_once_when_cleared() {
+        let (mut net, mut q) = pair(Some((50_000, 20_000)));
+        let mut set = 0;
+        for _ in 0..4 {
+            if let Enqueued::Waiting { congested: true } =
+                net.enqueue(0, 1, response(20_000), Class::Bulk, true)
+            {
+                set += 1;
+            }
+        }
+        assert_eq!(set, 1);
+        let mut cleared: Vec<u32> = net.start_frame(0, 0, &mut q).into_iter().collect();
+        cleared.extend(drain(&mut net, &mut q).cleared);
+        assert_eq!(cleared, [1]);
+    }
+
+    #[test]
+    fn the_window_bounds_bytes_in_flight_per_direction() {
+        // Node 1's downlink is ten times slower than node 0's uplink.
+        let bps = [8_000_000, 800_000, 8_000_000];
+        let mut net = Network::new(bps, Duration::ZERO, None, Rng::new(1));
+        for b in [1, 2] {
+            net.add_link(0, b, |_| Duration::from_millis(1));
+            assert!(net.connect(0, b as u32, 0));
+        }
+        let mut q = Queue::default();
+        // Several windows' worth to node 1, then one message to node 2: node 1's full window
+        // lets node 2's message leave before node 1's backlog is through.
+        for _ in 0..8 {
+            net.enqueue(0, 1, response(60_000), Class::Bulk, true);
+        }
+        net.enqueue(0, 2, response(1_000), Class::Bulk, true);
+        net.start_frame(0, 0, &mut q);
+        let got = drain(&mut net, &mut q).got;
+        assert_eq!(got.len(), 9);
+        let to_two = got
+            .iter()
+            .position(|(_, m)| matches!(m, Message::Response { req_id: 1_000, .. }));
+        assert!(to_two.is_some_and(|p| p < 8), "{to_two:?}");
+    }
+}
