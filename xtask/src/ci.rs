@@ -67,7 +67,8 @@ fn steps() -> Vec<Step> {
         },
         Step {
             // The fuzz crate, its own workspace: its targets build against the crates'
-            // `fuzzing` features, under the root clippy.toml.
+            // `fuzzing` features, under the root clippy.toml. libfuzzer-sys compiles libFuzzer,
+            // so this step needs a C++ compiler.
             name: "clippy-fuzz",
             action: Action::Command(|| {
                 let mut cmd = shell::cargo();
