@@ -199,6 +199,10 @@ fn bench_crafted(c: &mut Criterion) {
     g.finish();
 }
 
+#[allow(
+    clippy::disallowed_macros,
+    reason = "the benchmark prints its measure; p2p-core itself never prints"
+)]
 fn report_state_per_advert() {
     let n = 100_000;
     let ads = adverts(n, 2);

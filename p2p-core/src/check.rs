@@ -46,7 +46,7 @@ impl Reader<'_> {
 }
 
 /// The configuration the driver uses: small limits so that they are reached.
-pub fn small_config(seed: u64) -> Config {
+fn small_config(seed: u64) -> Config {
     Config {
         seed,
         push_threshold: 64,

@@ -121,6 +121,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod check;
 mod config;

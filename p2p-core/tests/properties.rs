@@ -92,6 +92,10 @@ fn same_seed_and_inputs_give_same_outputs() {
 
 /// The core fuzz target's seed corpus is replayed here so CI keeps it alive.
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test reads the committed corpus; p2p-core itself reads no file"
+)]
 fn core_fuzz_corpus_keeps_every_invariant() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/core");
     let mut n = 0;

@@ -608,6 +608,7 @@ impl<'a> Reader<'a> {
 /// # Panics
 ///
 /// When one of those properties fails: that is a bug to report.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_decode(data: &[u8]) {
     let input = Bytes::copy_from_slice(data);

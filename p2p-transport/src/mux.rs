@@ -852,6 +852,7 @@ impl MuxReceiver {
 /// # Panics
 ///
 /// When one of those properties fails: that is a bug to report.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_reassemble(data: &[u8]) {
     let cfg = fuzz_config();
@@ -861,17 +862,14 @@ pub fn fuzz_reassemble(data: &[u8]) {
     };
     let mut rx = MuxReceiver::new(cfg.clone()).expect("fuzz configuration is valid");
     let input = Bytes::copy_from_slice(body);
-    let mut state = u32::from(seed) | 1;
+    let mut rng = p2p_core::rng::Rng::new(u64::from(seed));
     let mut at = 0;
     while at < input.len() {
-        // A small xorshift picks chunk lengths of 1..=64 bytes, or the whole rest when seed is 0.
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
+        // Chunks of 1..=64 bytes, or the whole rest when the seed is 0.
         let n = if seed == 0 {
             input.len() - at
         } else {
-            1 + (state % 64) as usize
+            1 + rng.below(64) as usize
         };
         let end = (at + n).min(input.len());
         rx.feed(input.slice(at..end));
@@ -898,6 +896,7 @@ pub fn fuzz_reassemble(data: &[u8]) {
 
 /// The small-bounds configuration that [`fuzz_reassemble`] uses (so that fuzzing reaches the
 /// bounds quickly); seed-corpus generators build valid streams with it.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_config() -> MuxConfig {
     MuxConfig {

@@ -39,6 +39,8 @@ fn steps() -> Vec<Step> {
             }),
         },
         Step {
+            // Also the rules of the clippy.toml files: no placeholder macros anywhere, and
+            // p2p-core's sans-IO rule (p2p-core/clippy.toml).
             name: "clippy",
             action: Action::Command(|| {
                 let mut cmd = shell::cargo();
@@ -60,6 +62,24 @@ fn steps() -> Vec<Step> {
             action: Action::Command(|| {
                 let mut cmd = shell::cargo();
                 cmd.args(["clippy", "-p", "p2p-tokio", "--", "-D", "warnings"]);
+                cmd
+            }),
+        },
+        Step {
+            // The fuzz crate, its own workspace: its targets build against the crates'
+            // `fuzzing` features, under the root clippy.toml. libfuzzer-sys compiles libFuzzer,
+            // so this step needs a C++ compiler.
+            name: "clippy-fuzz",
+            action: Action::Command(|| {
+                let mut cmd = shell::cargo();
+                cmd.args([
+                    "clippy",
+                    "--manifest-path",
+                    "fuzz/Cargo.toml",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]);
                 cmd
             }),
         },

@@ -1,4 +1,5 @@
-//! `cargo xtask`: the project's own tasks, as one small binary with no dependencies.
+//! `cargo xtask`: the project's own tasks, as one small binary whose one dependency,
+//! serde_json, reads `cargo metadata`.
 //!
 //! Each subcommand is one arm in [`main`]'s match and one module. Run `cargo xtask help` for the
 //! list.
@@ -16,7 +17,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  ci                               tidy, fmt, clippy, test and doc checks, in order
+  ci                               tidy, fmt, clippy, test, doc and quick bench checks, in order
   tidy                             only the tidy checks (also run by `cargo test`)
   bench [args]                     build p2p-bench in release and run it (see BENCHMARKS.md):
                                    --quick, --out PATH, --block-size N, --process-per-node,
