@@ -1,4 +1,8 @@
 //! Faults on real sockets: non-members, removed members, killed connections, garbage.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests play hostile peers that speak the wire format by hand"
+)]
 
 mod support;
 
