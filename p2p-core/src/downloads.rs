@@ -860,3 +860,271 @@ fn parallelism(dl: &Download, cfg: &Config) -> usize {
 fn ready_key(dl: &Download) -> ReadyKey {
     (Reverse(dl.priority.unwrap_or_default()), dl.seq)
 }
+
+#[cfg(test)]
+impl Downloads {
+    /// Checks the invariants above, which hold between inputs (tests only).
+    fn check(&self, peers: &Peers) {
+        peers.check();
+        for dl in self.table.iter() {
+            assert!(!dl.sources.is_empty(), "a download has a source");
+            assert!(dl.sources.contains(&dl.owner), "its owner is a source");
+            assert_eq!(
+                dl.backoff_until
+                    .is_some_and(|t| self.backoff.contains(&(t, dl.advert.id))),
+                dl.backoff_until.is_some()
+            );
+            assert!(dl.queued || dl.listed.is_empty());
+            for r in &dl.active {
+                assert!(self.requests.get(r).is_some_and(|q| q.counted));
+            }
+        }
+        assert_eq!(
+            self.backoff.len(),
+            self.table
+                .iter()
+                .filter(|d| d.backoff_until.is_some())
+                .count()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Answer, Cx, Downloads};
+    use crate::config::{Config, Decision, PriorityFnRef};
+    use crate::event::{DropReason, Event, Output, RetryReason};
+    use crate::hash::{FastState, SaltedState};
+    use crate::message::{Message, RequestId};
+    use crate::peers::Peers;
+    use crate::sink::Sink;
+    use crate::types::{Advert, Artifact, Kind, NodeId, Time};
+    use std::time::Duration;
+
+    /// A download part with peers 1..=n connected, and what it works with.
+    struct Bench {
+        cfg: Config,
+        peers: Peers,
+        sink: Sink,
+        dl: Downloads,
+        now: Time,
+    }
+
+    impl Bench {
+        fn new(cfg: Config, n: u8) -> Self {
+            let mut peers = Peers::new(FastState(5), &cfg);
+            peers.set_members((0..=n).map(node));
+            for i in 1..=n {
+                peers.connect(node(i), Vec::new());
+            }
+            peers.reshare(&cfg, node(0));
+            let dl = Downloads::new(SaltedState::new(9), FastState(5), &cfg);
+            Bench {
+                cfg,
+                peers,
+                sink: Sink::default(),
+                dl,
+                now: Time::ZERO,
+            }
+        }
+
+        /// Runs `f` and checks the invariants, as at the end of an input.
+        fn run<R>(&mut self, f: impl FnOnce(&mut Downloads, &mut Cx) -> R) -> R {
+            let r = self.step(f);
+            self.dl.check(&self.peers);
+            r
+        }
+
+        /// Runs `f`, a step within an input (the invariants may not hold after it).
+        fn step<R>(&mut self, f: impl FnOnce(&mut Downloads, &mut Cx) -> R) -> R {
+            let mut cx = Cx {
+                cfg: &self.cfg,
+                peers: &mut self.peers,
+                sink: &mut self.sink,
+                now: self.now,
+            };
+            f(&mut self.dl, &mut cx)
+        }
+
+        fn advert(&mut self, from: u8, advert: &Advert) {
+            let slot = self.peers.get(&node(from)).expect("connected").slot;
+            let advert = advert.clone();
+            self.run(|d, cx| d.on_advert(node(from), slot, advert, cx))
+                .expect("within the limits");
+        }
+
+        /// The requests sent since the last call: (peer, request id).
+        fn requests(&mut self) -> Vec<(NodeId, RequestId)> {
+            std::iter::from_fn(|| self.sink.pop())
+                .filter_map(|o| match o {
+                    Output::Send {
+                        to,
+                        msg: Message::Request { req_id, .. },
+                        ..
+                    } => Some((to, req_id)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn node(n: u8) -> NodeId {
+        NodeId([n; 32])
+    }
+
+    fn artifact(n: u8) -> Artifact {
+        Artifact::new(Kind(0), &b""[..], vec![n; 2000])
+    }
+
+    #[test]
+    fn an_advert_leads_to_a_request_and_the_answer_to_a_delivery() {
+        let mut b = Bench::new(Config::default(), 2);
+        let art = artifact(1);
+        b.advert(1, &art.advert());
+        b.advert(2, &art.advert());
+        let sent = b.requests();
+        assert_eq!(sent.len(), 1, "one request for a small artifact");
+        let (to, req_id) = sent[0];
+        assert_eq!((b.dl.len(), b.dl.requests_len()), (1, 1));
+        let data = art.data.clone();
+        let answer = b.run(|d, cx| d.on_answer(to, req_id, art.id, Some(data), cx));
+        assert!(matches!(answer, Answer::Fetched(a) if a == art));
+        let mut holders = crate::pool::Holders::new();
+        assert!(b.run(|d, cx| d.end_with_holders(art.id, &mut holders, cx)));
+        assert_eq!(holders.len(), 2, "both sources hold it");
+        assert_eq!(
+            (b.dl.len(), b.dl.requests_len(), b.peers.tracked_adverts()),
+            (0, 0, 0)
+        );
+        let again = b.run(|d, cx| d.on_answer(to, req_id, art.id, None, cx));
+        assert!(matches!(again, Answer::Unsolicited));
+    }
+
+    #[test]
+    fn a_timeout_retries_another_source_then_backs_off() {
+        let cfg = Config {
+            reevaluate_interval: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let mut b = Bench::new(cfg, 2);
+        let art = artifact(2);
+        b.advert(1, &art.advert());
+        b.advert(2, &art.advert());
+        let first = b.requests()[0].0;
+        b.now = b.dl.next_wakeup().expect("a deadline");
+        b.run(|d, cx| d.advance(cx));
+        let events: Vec<Output> = std::iter::from_fn(|| b.sink.pop()).collect();
+        assert!(events.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Retry { reason: RetryReason::Timeout, peer, .. }) if *peer == first
+        )));
+        let second: Vec<NodeId> = events
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    msg: Message::Request { .. },
+                    ..
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0], first, "the retry goes to the other source");
+        // The second times out too: every source failed, so the download backs off.
+        b.now = b.dl.next_wakeup().expect("a deadline");
+        b.run(|d, cx| d.advance(cx));
+        assert!(b.requests().is_empty());
+        let until = b.dl.next_wakeup().expect("the back-off's end");
+        assert!(until > b.now);
+        b.now = until;
+        b.run(|d, cx| d.advance(cx));
+        assert_eq!(b.requests().len(), 1, "tried again after the back-off");
+        assert_eq!(b.sink.metrics.timeouts, 2);
+    }
+
+    #[test]
+    fn unwanted_adverts_are_remembered_until_the_next_reevaluation() {
+        let cfg = Config {
+            priority_fn: PriorityFnRef::new(|_: &Advert| Decision::Drop),
+            ..Config::default()
+        };
+        let mut b = Bench::new(cfg, 1);
+        let art = artifact(3);
+        b.advert(1, &art.advert());
+        assert_eq!((b.dl.len(), b.dl.dropped_len()), (0, 1));
+        assert!(b.dl.is_dropped(&art.advert()));
+        let other_meta = Advert {
+            size: 1,
+            ..art.advert()
+        };
+        assert!(
+            !b.dl.is_dropped(&other_meta),
+            "other metadata is evaluated again"
+        );
+        b.run(|d, cx| d.reevaluate(cx));
+        assert_eq!(b.dl.dropped_len(), 0);
+        assert_eq!(b.sink.metrics.adverts_dropped, 1);
+    }
+
+    #[test]
+    fn a_member_past_its_share_of_a_full_table_is_refused() {
+        let cfg = Config {
+            max_pending_downloads: 4,
+            ..Config::default()
+        };
+        let mut b = Bench::new(cfg, 2);
+        // Peer 1 takes its share (1) and the shared half (2); peer 2's share stays free.
+        for n in 0..4 {
+            b.advert(1, &artifact(n).advert());
+        }
+        assert_eq!(b.dl.len(), 3);
+        let dropped: Vec<Output> = std::iter::from_fn(|| b.sink.pop()).collect();
+        assert!(dropped.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Dropped {
+                reason: DropReason::TableFull,
+                ..
+            })
+        )));
+        b.advert(2, &artifact(9).advert());
+        assert_eq!(b.dl.len(), 4);
+    }
+
+    #[test]
+    fn a_departing_peer_is_taken_off_its_downloads_and_its_requests_retried() {
+        let mut b = Bench::new(Config::default(), 2);
+        let (shared, alone) = (artifact(4), artifact(5));
+        b.advert(1, &shared.advert());
+        b.advert(2, &shared.advert());
+        b.advert(1, &alone.advert());
+        let asked = b.requests();
+        assert_eq!(asked.len(), 2);
+        let slot = b.peers.get(&node(1)).expect("connected").slot;
+        let reqs = b.step(|d, cx| d.release_peer(node(1), slot, true, cx));
+        assert_eq!(
+            reqs.len(),
+            asked.iter().filter(|(p, _)| *p == node(1)).count()
+        );
+        b.peers.remove(&node(1));
+        b.run(|d, cx| d.retry_after_departure(node(1), slot, reqs, cx));
+        assert_eq!(b.dl.len(), 1, "the download only peer 1 could serve ended");
+        assert_eq!(b.peers.tracked_adverts(), 1);
+    }
+
+    #[test]
+    fn a_busy_source_does_not_hold_back_another_sources_downloads() {
+        let cfg = Config {
+            max_in_flight_per_peer: 1,
+            ..Config::default()
+        };
+        let mut b = Bench::new(cfg, 2);
+        b.advert(1, &artifact(6).advert());
+        b.advert(1, &artifact(7).advert());
+        b.advert(2, &artifact(8).advert());
+        b.run(|d, cx| d.schedule(cx));
+        let mut to: Vec<NodeId> = b.requests().into_iter().map(|(p, _)| p).collect();
+        to.sort();
+        assert_eq!(to, [node(1), node(2)]);
+    }
+}

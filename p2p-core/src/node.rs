@@ -1,11 +1,11 @@
 //! The per-node state machine: a thin composition of its parts, which it routes inputs to.
 //!
-//! - [`Peers`](crate::peers): membership, connections, per-peer counters and the fair shares;
-//! - [`Pool`](crate::pool): the local pool, the auto-relay's bounds, who holds what;
-//! - [`Downloads`](crate::downloads): adverts, the download table, ready queues, requests,
-//!   timeouts, retries and back-off;
-//! - [`serving`](crate::serving): answers to peers' requests, held while a peer is congested;
-//! - [`Sink`](crate::sink): the outputs and counters they all write to.
+//! - `Peers` (`peers.rs`): membership, connections, per-peer counters and the fair shares;
+//! - `Pool` (`pool.rs`): the local pool, the auto-relay's bounds, who holds what;
+//! - `Downloads` (`downloads.rs`, with `requests.rs`): adverts, the download table, ready
+//!   queues, requests, timeouts, retries and back-off;
+//! - `serving.rs`: answers to peers' requests, held while a peer is congested;
+//! - `Sink` (`sink.rs`): the outputs and counters that they all write to.
 
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
@@ -329,7 +329,7 @@ impl Node {
         if let Err(what) = self.check_advert(&advert) {
             return self.violation(from, what);
         }
-        let state = &self.peers.get(&from).expect("peer is connected");
+        let state = self.peers.get(&from).expect("peer is connected");
         let (key, slot) = (state.key, state.slot);
         if self.pool.note_holder(&advert.id, key) {
             return;
