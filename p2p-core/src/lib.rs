@@ -125,13 +125,20 @@ mod budget;
 #[doc(hidden)]
 pub mod check;
 mod config;
+mod downloads;
 mod event;
 mod hash;
 mod message;
 mod metrics;
 mod node;
+mod peers;
+mod pool;
 mod ready;
+mod recent;
+mod requests;
 pub mod rng;
+mod serving;
+mod sink;
 mod types;
 
 pub use bytes::Bytes;

@@ -1,0 +1,284 @@
+//! The local pool: the artifacts this node serves (published, or received and relayed), who is
+//! known to hold them, and the memory of delivered artifacts.
+
+use crate::config::Config;
+use crate::hash::{Map, SaltedState};
+use crate::message::Message;
+use crate::peers::{PeerKey, Peers};
+use crate::recent::Recent;
+use crate::sink::Sink;
+use crate::types::{Advert, Artifact, ArtifactId, Class};
+use smallvec::SmallVec;
+
+/// Peers known to hold an artifact (they sent or advertised it to us), as [`PeerKey`]s.
+pub(crate) type Holders = SmallVec<[PeerKey; 4]>;
+
+struct PoolEntry {
+    artifact: Artifact,
+    holders: Holders,
+}
+
+/// The artifacts this node serves and the artifacts it delivered.
+///
+/// Invariants: `bytes` is the sum of the pooled artifacts' sizes; a holder list names a peer at
+/// most once; at most `max_delivered_memory` delivered ids are remembered, oldest forgotten
+/// first. Artifacts added by the auto-relay keep the pool within `max_auto_relay_pool` artifacts
+/// and `max_auto_relay_pool_bytes` bytes (the application's own publications are not bounded).
+pub(crate) struct Pool {
+    entries: Map<ArtifactId, PoolEntry>,
+    bytes: u64,
+    /// Delivered ids, with the peers known to hold them.
+    delivered: Recent<Holders>,
+}
+
+impl Pool {
+    /// An empty pool whose tables hash with `hasher`.
+    pub(crate) fn new(hasher: SaltedState) -> Self {
+        Pool {
+            entries: Map::with_hasher(hasher),
+            bytes: 0,
+            delivered: Recent::new(hasher),
+        }
+    }
+
+    /// Whether the pool holds `id`.
+    pub(crate) fn contains(&self, id: &ArtifactId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// The pooled artifact `id`.
+    pub(crate) fn get(&self, id: &ArtifactId) -> Option<&Artifact> {
+        self.entries.get(id).map(|e| &e.artifact)
+    }
+
+    /// Artifacts pooled.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes pooled.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Delivered ids remembered.
+    pub(crate) fn delivered_len(&self) -> usize {
+        self.delivered.len()
+    }
+
+    /// Adverts of every pooled artifact (a new connection's resync).
+    pub(crate) fn adverts(&self) -> Vec<Advert> {
+        self.entries.values().map(|e| e.artifact.advert()).collect()
+    }
+
+    /// Records the peer `key` as a holder of `id` if this node pools or delivered it; returns
+    /// whether it does.
+    pub(crate) fn note_holder(&mut self, id: &ArtifactId, key: PeerKey) -> bool {
+        if let Some(entry) = self.entries.get_mut(id) {
+            add_holder(&mut entry.holders, key);
+            return true;
+        }
+        if let Some(holders) = self.delivered.get_mut(id) {
+            add_holder(holders, key);
+            return true;
+        }
+        false
+    }
+
+    /// Forgets the peer `key` as a holder of `id` (it withdrew it).
+    pub(crate) fn forget_holder(&mut self, id: &ArtifactId, key: PeerKey) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.holders.retain(|p| *p != key);
+        }
+        if let Some(holders) = self.delivered.get_mut(id) {
+            holders.retain(|p| *p != key);
+        }
+    }
+
+    /// Remembers that `id` was delivered and who holds it.
+    pub(crate) fn remember_delivered(&mut self, id: ArtifactId, holders: Holders, cfg: &Config) {
+        self.delivered
+            .remember(id, holders, cfg.max_delivered_memory);
+    }
+
+    /// Whether the auto-relay may pool a delivered artifact of `size` bytes.
+    pub(crate) fn admits_relay(&self, size: u64, cfg: &Config) -> bool {
+        cfg.auto_relay
+            && self.entries.len() < cfg.max_auto_relay_pool
+            && self.bytes + size <= cfg.max_auto_relay_pool_bytes
+    }
+
+    /// Pools an artifact and announces it to every connected peer not known to hold it: the
+    /// origin pushes small artifacts, a relay (of an artifact delivered here) only advertises.
+    pub(crate) fn add(
+        &mut self,
+        artifact: Artifact,
+        peers: &mut Peers,
+        sink: &mut Sink,
+        cfg: &Config,
+    ) {
+        let id = artifact.id;
+        let (holders, relay) = match self.delivered.get(&id) {
+            Some(h) => (h.clone(), true),
+            None => (SmallVec::new(), false),
+        };
+        let size = artifact.data.len() as u64;
+        let advert = artifact.advert();
+        if !relay && size <= cfg.push_threshold {
+            peers.for_each_other(&holders, |to| {
+                let msg = Message::Push {
+                    advert: advert.clone(),
+                    data: artifact.data.clone(),
+                };
+                sink.send(to, msg, Class::Urgent);
+                sink.metrics.bytes_served += size;
+            });
+        } else {
+            peers.advertise_to_others(&holders, &advert);
+        }
+        self.bytes += size;
+        self.entries.insert(id, PoolEntry { artifact, holders });
+    }
+
+    /// Takes `id` out of the pool and tells every connected peer not known to hold it.
+    pub(crate) fn remove(&mut self, id: ArtifactId, peers: &Peers, sink: &mut Sink) {
+        let Some(entry) = self.entries.remove(&id) else {
+            return;
+        };
+        self.bytes -= entry.artifact.data.len() as u64;
+        peers.for_each_other(&entry.holders, |to| {
+            sink.send(to, Message::Withdraw(id), Class::Control);
+        });
+    }
+}
+
+/// Adds `peer` to a holder list unless it is there already.
+pub(crate) fn add_holder(holders: &mut Holders, peer: PeerKey) {
+    if !holders.contains(&peer) {
+        holders.push(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Holders, Pool};
+    use crate::config::Config;
+    use crate::event::Output;
+    use crate::hash::{FastState, SaltedState};
+    use crate::message::Message;
+    use crate::peers::Peers;
+    use crate::sink::Sink;
+    use crate::types::{Artifact, Class, Kind, NodeId};
+
+    fn two_peers(cfg: &Config) -> (Peers, NodeId, NodeId) {
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+        let mut peers = Peers::new(FastState(1), cfg);
+        peers.set_members([a, b]);
+        peers.connect(a, Vec::new());
+        peers.connect(b, Vec::new());
+        (peers, a, b)
+    }
+
+    fn sends(sink: &mut Sink) -> Vec<(NodeId, Message, Class)> {
+        std::iter::from_fn(|| sink.pop())
+            .filter_map(|o| match o {
+                Output::Send { to, msg, class } => Some((to, msg, class)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_origin_pushes_small_artifacts_and_counts_their_bytes() {
+        let cfg = Config::default();
+        let (mut peers, _, _) = two_peers(&cfg);
+        let (mut pool, mut sink) = (Pool::new(SaltedState::new(1)), Sink::default());
+        let art = Artifact::new(Kind(0), &b""[..], vec![1u8; 10]);
+        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        let out = sends(&mut sink);
+        assert_eq!(out.len(), 2);
+        assert!(
+            out.iter()
+                .all(|(_, m, c)| matches!(m, Message::Push { .. }) && *c == Class::Urgent)
+        );
+        assert_eq!((pool.len(), pool.bytes()), (1, 10));
+        assert_eq!(pool.get(&art.id).map(|a| a.id), Some(art.id));
+        pool.remove(art.id, &peers, &mut sink);
+        assert_eq!((pool.len(), pool.bytes()), (0, 0));
+        assert_eq!(sends(&mut sink).len(), 2, "a withdraw to each peer");
+    }
+
+    #[test]
+    fn a_relay_advertises_and_skips_known_holders() {
+        let cfg = Config::default();
+        let (mut peers, a, b) = two_peers(&cfg);
+        let (mut pool, mut sink) = (Pool::new(SaltedState::new(1)), Sink::default());
+        let art = Artifact::new(Kind(0), &b""[..], vec![1u8; 10]);
+        let holders: Holders = [peers.get(&a).expect("connected").key]
+            .into_iter()
+            .collect();
+        pool.remember_delivered(art.id, holders, &cfg);
+        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        peers.flush_adverts(&mut sink, &cfg);
+        let out = sends(&mut sink);
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0], (to, Message::Adverts(ads), Class::Control) if *to == b && ads[0].id == art.id)
+        );
+        // Withdraw skips the holder too; a holder that withdrew is told again.
+        pool.forget_holder(&art.id, peers.get(&a).expect("connected").key);
+        pool.remove(art.id, &peers, &mut sink);
+        assert_eq!(sends(&mut sink).len(), 2);
+    }
+
+    #[test]
+    fn holders_are_noted_only_for_known_artifacts_and_once() {
+        let cfg = Config::default();
+        let mut pool = Pool::new(SaltedState::new(1));
+        let art = Artifact::new(Kind(0), &b""[..], vec![1u8; 10]);
+        assert!(!pool.note_holder(&art.id, 3));
+        pool.remember_delivered(art.id, Holders::new(), &cfg);
+        assert!(pool.note_holder(&art.id, 3));
+        assert!(pool.note_holder(&art.id, 3));
+        assert_eq!(pool.delivered_len(), 1);
+        let (mut peers, _, _) = two_peers(&cfg);
+        let mut sink = Sink::default();
+        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        pool.remove(art.id, &peers, &mut sink);
+        // Both connected peers have keys 0 and 1; key 3 held it: each gets a withdraw.
+        assert_eq!(sends(&mut sink).len(), 2);
+    }
+
+    #[test]
+    fn the_auto_relay_keeps_the_pool_within_its_bounds() {
+        let cfg = Config {
+            auto_relay: true,
+            max_auto_relay_pool: 2,
+            max_auto_relay_pool_bytes: 25,
+            ..Config::default()
+        };
+        let (mut peers, _, _) = two_peers(&cfg);
+        let (mut pool, mut sink) = (Pool::new(SaltedState::new(1)), Sink::default());
+        assert!(pool.admits_relay(25, &cfg));
+        assert!(!pool.admits_relay(26, &cfg));
+        pool.add(
+            Artifact::new(Kind(0), &b""[..], vec![1u8; 10]),
+            &mut peers,
+            &mut sink,
+            &cfg,
+        );
+        assert!(pool.admits_relay(15, &cfg) && !pool.admits_relay(16, &cfg));
+        pool.add(
+            Artifact::new(Kind(0), &b""[..], vec![2u8; 1]),
+            &mut peers,
+            &mut sink,
+            &cfg,
+        );
+        assert!(!pool.admits_relay(1, &cfg), "two artifacts pooled");
+        let off = Config {
+            auto_relay: false,
+            ..cfg
+        };
+        assert!(!Pool::new(SaltedState::new(1)).admits_relay(1, &off));
+    }
+}
