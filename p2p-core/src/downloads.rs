@@ -458,6 +458,7 @@ impl Downloads {
         self.finish_request(req_id, cx);
         let Some(data) = data else {
             // Not found: the peer no longer has it; forget its advert and try elsewhere.
+            cx.peers.record_failed(&from);
             self.remove_source(id, from, cx);
             self.retry(id, from, req_id, RetryReason::NotFound, cx);
             return Answer::NotFound;
@@ -466,10 +467,12 @@ impl Downloads {
         // Integrity first. The hash alone decides: an advert's size is a hint, and the first
         // advertiser may have lied about it.
         if ArtifactId::of(&data) != id {
+            cx.peers.record_failed(&from);
             self.remove_source(id, from, cx);
             self.retry(id, from, req_id, RetryReason::BadData, cx);
             return Answer::BadData;
         }
+        cx.peers.record_served(&from);
         let Some(dl) = self.table.get(&id) else {
             // Delivered already (a parallel or late request), or no longer wanted.
             cx.sink.metrics.duplicates += 1;
@@ -650,15 +653,18 @@ impl Downloads {
     /// The source to ask next for a download, among those not failed since the last back-off
     /// and available now.
     ///
-    /// A first request goes to the least loaded source, ties broken by a keyed hash of
-    /// (artifact, peer) with this node's secret salt, so no peer can win them all. Once a source
-    /// has failed, the retries ignore load and follow the keyed hash alone: a colluding source
-    /// cannot make itself the next choice by keeping its load low, so each retry reaches an
-    /// honest source with the probability of honest sources among those left.
+    /// Proven sources (peers that gave us more artifacts than they failed requests) come
+    /// first, then new ones, then suspects (more failed than given): a peer that advertises and
+    /// never serves is never preferred to one that serves, however idle it keeps itself. Within
+    /// a rank, a first request goes to the least loaded source, ties broken by a
+    /// keyed hash of (artifact, peer) with this node's secret salt, so no peer can win them all.
+    /// Once a source has failed, the retries ignore load and follow the keyed hash alone: a
+    /// colluding source cannot make itself the next choice by keeping its load low, so each
+    /// retry reaches an honest source with the probability of honest sources among those left.
     fn pick_source(&self, id: ArtifactId, cx: &Cx) -> Result<NodeId, NoSource> {
         let dl = &self.table[&id];
         let retrying = !dl.failed.is_empty();
-        let mut best: Option<(usize, u64, NodeId)> = None;
+        let mut best: Option<(u8, usize, u64, NodeId)> = None;
         let mut any_untried = false;
         for slot in &dl.sources {
             if dl.failed.contains(slot) || self.asked(dl, *slot, cx.peers) {
@@ -676,12 +682,14 @@ impl Downloads {
             if !cx.peers.available(state, dl.advert.size, cx.cfg) {
                 continue;
             }
+            let rank = state.source_rank();
             let load = if retrying { 0 } else { state.in_flight };
-            if best.is_some_and(|b| load > b.0) {
+            if best.is_some_and(|b| (rank, load) > (b.0, b.1)) {
                 continue;
             }
-            // The keyed hash only matters between equally loaded sources.
+            // The keyed hash only matters between equally proven and loaded sources.
             let key = (
+                rank,
                 load,
                 keyed_hash(&self.hasher, (&id, &peer, dl.attempts)),
                 peer,
@@ -691,7 +699,7 @@ impl Downloads {
             }
         }
         match best {
-            Some((_, _, peer)) => Ok(peer),
+            Some((_, _, _, peer)) => Ok(peer),
             None if any_untried || !dl.active.is_empty() => Err(NoSource::Busy),
             None => Err(NoSource::Exhausted),
         }
@@ -755,6 +763,7 @@ impl Downloads {
         };
         req.deadline = None;
         let (id, peer) = (req.id, req.peer);
+        cx.peers.record_failed(&peer);
         self.detach_request(req_id, cx);
         self.retry(id, peer, req_id, RetryReason::Timeout, cx);
     }

@@ -20,8 +20,9 @@
 //!   and per [`Kind`], so a flood of one kind cannot crowd out another.
 //! - **Downloads**: highest priority first, FIFO within a priority, taken from the head of each
 //!   source's own ready queue, so a peer that never answers or floods adverts holds back only
-//!   what it alone can serve; the least loaded source not failed since the last back-off, ties
-//!   by a keyed hash (after a failure, the keyed hash alone); bounded in flight per peer and
+//!   what it alone can serve; sources that served us before come first, then new ones, then
+//!   those that failed more than they served; within a rank the least loaded source not failed
+//!   since the last back-off, ties by a keyed hash (after a failure, the keyed hash alone); bounded in flight per peer and
 //!   overall (count and bytes), with half of each global limit reserved in fair shares per
 //!   peer; timeout scaled by size; retries on timeout, not-found, bad data, disconnect and
 //!   withdraw, with exponential back-off once every source failed.

@@ -369,6 +369,7 @@ impl Node {
             self.sink.metrics.duplicates += 1;
             return;
         }
+        self.peers.record_served(&from);
         if self.downloads.is_dropped(&advert) {
             return self.sink.dropped_advert(id, from, DropReason::Unwanted);
         }

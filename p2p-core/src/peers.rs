@@ -36,6 +36,10 @@ pub(crate) struct Peer {
     /// Downloads charged to this peer in the download table's fair share.
     owned: u64,
     bad_data: u32,
+    /// Artifacts this peer gave us (answers with the right bytes, new pushes) and requests it
+    /// failed (timed out, not found, bad bytes) since it connected.
+    served: u32,
+    failed: u32,
     /// Adverts to send at the end of the current input, batched.
     outbox: Vec<Advert>,
     /// Requests of this peer held while its send queue is full.
@@ -46,6 +50,17 @@ impl Peer {
     /// Whether any advert of this peer is tracked.
     pub(crate) fn tracks_adverts(&self) -> bool {
         self.adverts > 0
+    }
+
+    /// How much this peer is trusted as a source, lower first: 0 when it gave us more
+    /// artifacts than it failed our requests (proven), 1 when as many (a new peer), 2 when fewer
+    /// (suspect).
+    pub(crate) fn source_rank(&self) -> u8 {
+        match self.served.cmp(&self.failed) {
+            std::cmp::Ordering::Greater => 0,
+            std::cmp::Ordering::Equal => 1,
+            std::cmp::Ordering::Less => 2,
+        }
     }
 }
 
@@ -184,6 +199,8 @@ impl Peers {
             counted_bytes: 0,
             owned: 0,
             bad_data: 0,
+            served: 0,
+            failed: 0,
             outbox,
             serving: ServeQueue::default(),
         };
@@ -221,6 +238,20 @@ impl Peers {
             cfg.max_adverts_per_peer as u64,
             self.map.values().map(|p| p.owned),
         );
+    }
+
+    /// Counts an artifact `peer` gave us (a right answer or a new push).
+    pub(crate) fn record_served(&mut self, peer: &NodeId) {
+        if let Some(state) = self.map.get_mut(peer) {
+            state.served = state.served.saturating_add(1);
+        }
+    }
+
+    /// Counts a request `peer` failed (timed out, not found, bad bytes).
+    pub(crate) fn record_failed(&mut self, peer: &NodeId) {
+        if let Some(state) = self.map.get_mut(peer) {
+            state.failed = state.failed.saturating_add(1);
+        }
     }
 
     /// Counts one more bad artifact from `peer`; returns its count (`None` if not connected).

@@ -525,7 +525,53 @@ fn source_with_fewest_in_flight_is_chosen() {
     }
 }
 
-/// Which peer each of 40 equally-advertised artifacts is fetched from, one at a time.
+#[test]
+fn a_source_that_served_is_asked_before_an_idle_new_one_and_a_failing_one_last() {
+    let mut node = connected_node(Config::default(), 3);
+    // Peer 1 serves one artifact and then holds a request in flight; peer 2 is new and idle.
+    let (own, busy) = (art(1, 5000), art(2, 5000));
+    let outs = recv(&mut node, t(0), id(1), advert_of(&own));
+    let (_, req, _) = requests(&outs)[0];
+    recv(&mut node, t(0), id(1), response(req, &own));
+    let outs = recv(&mut node, t(0), id(1), advert_of(&busy));
+    assert_eq!(requests(&outs)[0].0, id(1));
+    // An artifact both advertise: the proven peer 1 is asked although it is busier.
+    let both = art(3, 5000);
+    node.set_priority_fn(PriorityFnRef::new(|_: &Advert| Decision::Later));
+    recv(&mut node, t(0), id(2), advert_of(&both));
+    recv(&mut node, t(0), id(1), advert_of(&both));
+    node.set_priority_fn(PriorityFnRef::fetch_all());
+    let outs = step(&mut node, t(1), Input::Reevaluate);
+    assert_eq!(requests(&outs)[0].0, id(1), "the proven source first");
+
+    // Peer 3 fails a request (not found): it ranks after the new peer 2.
+    let lost = art(4, 5000);
+    let outs = recv(&mut node, t(2), id(3), advert_of(&lost));
+    let (_, req, _) = requests(&outs)[0];
+    recv(
+        &mut node,
+        t(2),
+        id(3),
+        Message::NotFound {
+            req_id: req,
+            id: lost.id,
+        },
+    );
+    let last = art(5, 5000);
+    node.set_priority_fn(PriorityFnRef::new(|_: &Advert| Decision::Later));
+    recv(&mut node, t(3), id(3), advert_of(&last));
+    recv(&mut node, t(3), id(2), advert_of(&last));
+    node.set_priority_fn(PriorityFnRef::fetch_all());
+    let outs = step(&mut node, t(4), Input::Reevaluate);
+    let to_last: Vec<_> = requests(&outs)
+        .into_iter()
+        .filter(|r| r.2 == last.id)
+        .collect();
+    assert_eq!(to_last[0].0, id(2), "the new source before the failing one");
+}
+
+/// Which peer each of 40 equally-advertised artifacts is fetched from, one at a time, after
+/// each peer served one artifact.
 fn tie_break_choices(seed: u64) -> Vec<p2p_core::NodeId> {
     let cfg = Config {
         seed,
@@ -534,6 +580,15 @@ fn tie_break_choices(seed: u64) -> Vec<p2p_core::NodeId> {
         ..Config::default()
     };
     let mut node = connected_node(cfg, 4);
+    // Each peer first serves one artifact of its own, so all four are proven sources.
+    node.set_priority_fn(PriorityFnRef::fetch_all());
+    for p in 1..=4 {
+        let own = art(200 + p as u8, 2000);
+        let outs = recv(&mut node, t(0), id(p), advert_of(&own));
+        let (_, req, _) = requests(&outs)[0];
+        recv(&mut node, t(0), id(p), response(req, &own));
+    }
+    node.set_priority_fn(PriorityFnRef::new(|_: &Advert| Decision::Later));
     let arts: Vec<_> = (0..40u8).map(|i| art(i, 2000)).collect();
     for p in 1..=4 {
         recv(
