@@ -12,11 +12,15 @@
 //! # The network model
 //! - A topology ([`Topology`]): full mesh, random graph of a given degree, or explicit links. Each
 //!   link has a one-way latency with uniform jitter; frames on one connection never reorder.
-//! - Each node has an uplink and a downlink of given bandwidth. The uplink holds one queue per
-//!   [`p2p_core::Class`] and sends frames of at most [`FRAME_PAYLOAD`] bytes, always from the most
-//!   urgent non-empty class (FIFO within a class), so an urgent message waits for at most one bulk
-//!   frame. Frames then cross the link and queue FIFO at the receiver's downlink; a message is
-//!   handed to the receiver when its last frame is through.
+//! - Each node has an uplink and a downlink of given bandwidth. Each direction of a connection
+//!   queues its messages in p2p-transport's frame scheduler (`p2p_transport::sched`), the one
+//!   the real multiplexer uses, with its default class weights and interleaving and frames of
+//!   at most [`FRAME_PAYLOAD`] bytes: weighted fair queuing by class, round-robin within a
+//!   class, so an urgent message waits for at most one bulk frame of its connection. The
+//!   uplink serves the connections with queued frames round-robin, a frame at a time, skipping
+//!   those whose window (twice the bandwidth-delay product) is full, as TCP shares a link among
+//!   connections. Frames then cross the link and queue FIFO at the receiver's downlink; a
+//!   message is handed to the receiver when its last frame is through.
 //! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
 //!   frame headers (`p2p_transport::mux`). The uplink serves classes in strict priority order,
 //!   where the real multiplexer weighs them (16, 8, 4, 1): bulk never starves there, and an urgent

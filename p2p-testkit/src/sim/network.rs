@@ -11,28 +11,37 @@
 //! - per direction, the bytes sent and not yet through the receiver's downlink stay within the
 //!   window (twice the bandwidth-delay product, at least [`MIN_WINDOW`]), except that a single
 //!   frame always fits an empty window;
-//! - a direction turns congested when its queued bytes rise above the high water mark and clears
-//!   when they fall below the low one; each change is returned once, to be told to the sender.
+//! - each direction of a connection queues its messages in a [`Scheduler`], the real
+//!   multiplexer's frame scheduler, so frames leave in the order and sizes a real connection
+//!   cuts them; a node's uplink serves its connections round-robin, a frame at a time, skipping
+//!   those whose window is full (as TCP shares a link among connections);
+//! - a direction turns congested when its queued bytes reach the high water mark and clears
+//!   when they fall to the low one (the rule of the connection layer's `ConnSender`); each
+//!   change is returned once, to be told to the sender.
 
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::rng::Rng;
-use super::{FIRST_FRAME_HEADER, FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
+use super::{FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
 use p2p_core::{Class, Message};
+use p2p_transport::mux::MuxConfig;
+use p2p_transport::sched::Scheduler;
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Smallest per-connection window (bytes sent and not yet through the receiver's downlink).
 const MIN_WINDOW: u64 = 64 * 1024;
-/// Messages of one class examined when looking for a connection whose window is open.
-const SCAN: usize = 256;
 
 /// The connection on one link; index 0 of each pair is the direction from the smaller node.
 struct Conn {
     up: bool,
     epoch: u32,
     latency: u64,
-    queued: [u64; 2],
+    /// Each direction's messages, waiting to be cut into frames (`None` while there are none:
+    /// an idle scheduler holds no state, and most directions are idle most of the time).
+    sched: [Option<Box<Scheduler<Message>>>; 2],
+    /// Whether each direction is in its sender's round-robin list.
+    listed: [bool; 2],
     congested: [bool; 2],
     last_arrival: [u64; 2],
     /// Bytes sent and not yet through the receiver's downlink (bounded by the window).
@@ -50,13 +59,11 @@ impl Conn {
     }
 }
 
-/// A message waiting in an uplink, partly sent.
-struct OutMsg {
-    to: u32,
-    epoch: u32,
-    msg: Message,
-    enc: usize,
-    sent: usize,
+/// A direction's scheduler, with the real multiplexer's default weights and interleaving and
+/// the simulator's frame size.
+fn scheduler() -> Box<Scheduler<Message>> {
+    let mux = MuxConfig::default();
+    Box::new(Scheduler::new(FRAME_PAYLOAD, mux.weights, mux.max_active))
 }
 
 /// The frame leaving an uplink.
@@ -67,11 +74,12 @@ struct Frame {
     last: Option<Message>,
 }
 
-/// One node's uplink (a queue per class and the frame being sent) and downlink.
+/// One node's uplink (its connections with queued messages, served round-robin, and the frame
+/// being sent) and downlink.
 struct Port {
     up_bps: u64,
     down_bps: u64,
-    uplink: [VecDeque<OutMsg>; Class::COUNT],
+    uplink: VecDeque<u32>,
     current: Option<Frame>,
     /// When the downlink is through with the frames that reached it.
     down_free: u64,
@@ -169,7 +177,8 @@ impl Network {
                 up: false,
                 epoch: 0,
                 latency: nanos(latency((k.0 as usize, k.1 as usize))),
-                queued: [0; 2],
+                sched: [None, None],
+                listed: [false; 2],
                 congested: [false; 2],
                 last_arrival: [0; 2],
                 inflight: [0; 2],
@@ -210,7 +219,13 @@ impl Network {
     /// Empties `i`'s uplink (its node went down).
     pub(super) fn clear_uplink(&mut self, i: usize) {
         let port = &mut self.ports[i];
-        port.uplink = Default::default();
+        for to in port.uplink.drain(..) {
+            if let Some(conn) = self.conns.get_mut(&key(i as u32, to)) {
+                let d = dir(i as u32, to);
+                conn.sched[d] = None;
+                conn.listed[d] = false;
+            }
+        }
         port.current = None;
     }
 
@@ -225,7 +240,7 @@ impl Network {
         }
         conn.up = true;
         conn.epoch += 1;
-        conn.queued = [0; 2];
+        conn.sched = [None, None];
         conn.congested = [false; 2];
         conn.last_arrival = [now; 2];
         conn.inflight = [0; 2];
@@ -242,7 +257,7 @@ impl Network {
         }
         conn.up = false;
         conn.inflight = [0; 2];
-        conn.queued = [0; 2];
+        conn.sched = [None, None];
         conn.congested = [false; 2];
         true
     }
@@ -275,35 +290,31 @@ impl Network {
         if !conn.up {
             return Enqueued::Lost;
         }
-        let enc = encoded_len(&msg);
-        let len = wire_len(&msg) as u64;
         let d = dir(from, to);
-        conn.queued[d] += len;
+        if count {
+            self.wire_bytes += wire_len(&msg) as u64;
+        }
+        let enc = encoded_len(&msg);
+        let sched = conn.sched[d].get_or_insert_with(scheduler);
+        sched.push(class, msg, enc);
         let mut congested = false;
         if let Some((high, _)) = self.congestion
-            && conn.queued[d] > high
+            && sched.queued_bytes_total() as u64 >= high
             && !conn.congested[d]
         {
             conn.congested[d] = true;
             congested = true;
         }
-        if count {
-            self.wire_bytes += len;
+        if !conn.listed[d] {
+            conn.listed[d] = true;
+            self.ports[from as usize].uplink.push_back(to);
         }
-        let epoch = conn.epoch;
-        self.ports[from as usize].uplink[class.index()].push_back(OutMsg {
-            to,
-            epoch,
-            msg,
-            enc,
-            sent: 0,
-        });
         Enqueued::Waiting { congested }
     }
 
-    /// Starts `node`'s next frame (the most urgent class first, FIFO within it, skipping
-    /// connections whose window is full) and schedules its end for incarnation `inc`. Returns
-    /// the peer whose direction stopped being congested, if one did.
+    /// Starts `node`'s next frame (from the next connection in round-robin order whose window
+    /// has room, the frame its scheduler cuts) and schedules its end for incarnation `inc`.
+    /// Returns the peer whose direction stopped being congested, if one did.
     pub(super) fn start_frame(&mut self, node: u32, inc: u32, q: &mut Queue) -> Option<u32> {
         let Network {
             ports,
@@ -312,57 +323,57 @@ impl Network {
             ..
         } = self;
         let port = &mut ports[node as usize];
-        for queue in port.uplink.iter_mut() {
-            let mut idx = 0;
-            while idx < queue.len().min(SCAN) {
-                let m = &mut queue[idx];
-                let conn = match conns.get_mut(&key(node, m.to)) {
-                    Some(conn) if conn.carries(m.epoch) => conn,
-                    _ => {
-                        queue.remove(idx);
-                        continue;
-                    }
-                };
-                let chunk = FRAME_PAYLOAD.min(m.enc - m.sent);
-                let header = if m.sent == 0 && chunk < m.enc {
-                    FIRST_FRAME_HEADER
-                } else {
-                    FRAME_HEADER
-                };
-                let bytes = (chunk + header) as u64;
-                let d = dir(node, m.to);
-                if conn.inflight[d] > 0 && conn.inflight[d] + bytes > conn.window(port.up_bps) {
-                    // This connection's window is full: serve another peer's message.
-                    idx += 1;
-                    continue;
-                }
-                conn.inflight[d] += bytes;
-                m.sent += chunk;
-                let (to, epoch) = (m.to, m.epoch);
-                let last = if m.sent >= m.enc {
-                    queue.remove(idx).map(|m| m.msg)
-                } else {
-                    None
-                };
-                conn.queued[d] = conn.queued[d].saturating_sub(bytes);
-                let mut cleared = None;
-                if let Some((_, low)) = *congestion
-                    && conn.congested[d]
-                    && conn.queued[d] < low
-                {
-                    conn.congested[d] = false;
-                    cleared = Some(to);
-                }
-                port.current = Some(Frame {
-                    to,
-                    epoch,
-                    bytes: bytes as u32,
-                    last,
-                });
-                let t = q.now() + tx_nanos(bytes, port.up_bps);
-                q.push(t, EvKind::UplinkDone { node, inc });
-                return cleared;
+        for _ in 0..port.uplink.len() {
+            let Some(to) = port.uplink.pop_front() else {
+                break;
+            };
+            let d = dir(node, to);
+            let Some(conn) = conns.get_mut(&key(node, to)) else {
+                continue;
+            };
+            // A frame always fits an empty window; otherwise it is cut to the room left.
+            let window = conn.window(port.up_bps);
+            let room = if conn.inflight[d] == 0 {
+                usize::MAX
+            } else {
+                window.saturating_sub(conn.inflight[d]) as usize
+            };
+            let up = conn.up;
+            let Some(sched) = conn.sched[d].as_mut().filter(|_| up) else {
+                conn.listed[d] = false;
+                continue;
+            };
+            let Some((cut, done)) = sched.next_frame(room, |_, _| {}) else {
+                // This connection's window is full: serve another peer's connection.
+                port.uplink.push_back(to);
+                continue;
+            };
+            let queued = sched.queued_bytes_total() as u64;
+            if sched.is_idle() {
+                conn.sched[d] = None;
+                conn.listed[d] = false;
+            } else {
+                port.uplink.push_back(to);
             }
+            let bytes = cut.wire_len() as u64;
+            conn.inflight[d] += bytes;
+            let mut cleared = None;
+            if let Some((_, low)) = *congestion
+                && conn.congested[d]
+                && queued <= low
+            {
+                conn.congested[d] = false;
+                cleared = Some(to);
+            }
+            port.current = Some(Frame {
+                to,
+                epoch: conn.epoch,
+                bytes: bytes as u32,
+                last: done,
+            });
+            let t = q.now() + tx_nanos(bytes, port.up_bps);
+            q.push(t, EvKind::UplinkDone { node, inc });
+            return cleared;
         }
         None
     }
@@ -432,6 +443,7 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::FIRST_FRAME_HEADER;
     use p2p_core::{ArtifactId, Bytes};
 
     const MS: u64 = 1_000_000;
