@@ -37,6 +37,23 @@ pub const DRIVER_EXCLUDED_DEPS: &[&str] = &[
     "p2p-testkit",
 ];
 
+/// The same for p2p-threads, the driver without an async runtime: tokio and its kin too.
+pub const THREADS_EXCLUDED_DEPS: &[&str] = &[
+    "tokio",
+    "mio",
+    "clap",
+    "toml",
+    "serde_json",
+    "tracing-subscriber",
+    "p2p-testkit",
+];
+
+/// Each driver package and the crates its normal dependency tree must not contain.
+const DRIVERS: &[(&str, &[&str])] = &[
+    ("p2p-tokio", DRIVER_EXCLUDED_DEPS),
+    ("p2p-threads", THREADS_EXCLUDED_DEPS),
+];
+
 /// Runs every check, prints what it finds, and fails if anything is wrong.
 pub fn run() -> Result<(), TaskError> {
     let violations = check_repository()?;
@@ -60,13 +77,14 @@ fn check_repository() -> Result<Vec<String>, TaskError> {
     metadata.args(["metadata", "--format-version", "1", "--no-deps", "--quiet"]);
     let metadata: Value = serde_json::from_str(&shell::output(&mut metadata)?)
         .map_err(|e| TaskError::Failed(format!("cargo metadata: {e}")))?;
-    let mut tree = shell::cargo();
-    tree.args(["tree", "--quiet", "-p", "p2p-tokio", "-e", "normal"])
-        .args(["--prefix", "none", "--format", "{p}"]);
-    let tree = shell::output(&mut tree)?;
-
     let mut violations = core_dependencies(&metadata);
-    violations.extend(driver_tree(&tree));
+    for (driver, excluded) in DRIVERS {
+        let mut tree = shell::cargo();
+        tree.args(["tree", "--quiet", "-p", driver, "-e", "normal"])
+            .args(["--prefix", "none", "--format", "{p}"]);
+        let tree = shell::output(&mut tree)?;
+        violations.extend(driver_tree(driver, excluded, &tree));
+    }
     for (lib, path) in libraries(&metadata) {
         match fs::read_to_string(&path) {
             Ok(text) if warns_on_missing_docs(&text) => {}
@@ -106,23 +124,26 @@ fn core_dependencies(metadata: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The [`DRIVER_EXCLUDED_DEPS`] named in `cargo tree --prefix none --format {p}` output (one
-/// `name vX.Y.Z ...` per line), each once.
-fn driver_tree(tree: &str) -> Vec<String> {
+/// The `excluded` crates named in `driver`'s `cargo tree --prefix none --format {p}` output
+/// (one `name vX.Y.Z ...` per line), each once.
+fn driver_tree(driver: &str, excluded: &[&str], tree: &str) -> Vec<String> {
     let names: Vec<&str> = tree
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     if names.is_empty() {
-        return vec!["cargo tree -p p2p-tokio: the dependency tree is empty".to_owned()];
+        return vec![format!(
+            "cargo tree -p {driver}: the dependency tree is empty"
+        )];
     }
-    DRIVER_EXCLUDED_DEPS
+    excluded
         .iter()
         .filter(|excluded| names.contains(excluded))
         .map(|name| {
             format!(
-                "p2p-tokio's library depends on `{name}`; binaries and harnesses belong in their \
-                 own packages (p2p-node, p2p-bench) or behind a non-default feature"
+                "{driver}'s library depends on `{name}`; a driver takes only what it drives with \
+                 (binaries and harnesses belong in p2p-node or p2p-bench, or behind a non-default \
+                 feature)"
             )
         })
         .collect()
@@ -210,14 +231,21 @@ mod tests {
     #[test]
     fn driver_tree_fails_once_for_each_excluded_crate() {
         let clean = "p2p-tokio v0.1.0 (/w/p2p-tokio)\nbytes v1.12.2\nserde_core v1.0.0\n";
-        assert_eq!(driver_tree(clean), Vec::<String>::new());
-        for name in DRIVER_EXCLUDED_DEPS {
-            let tree = format!("{clean}{name} v1.0.0\n{name} v1.0.0\n");
-            let v = driver_tree(&tree);
-            assert_eq!(v.len(), 1, "{name}: {v:#?}");
-            assert!(v[0].contains(&format!("`{name}`")), "{v:#?}");
+        for (driver, excluded) in DRIVERS {
+            assert_eq!(driver_tree(driver, excluded, clean), Vec::<String>::new());
+            for name in *excluded {
+                let tree = format!("{clean}{name} v1.0.0\n{name} v1.0.0\n");
+                let v = driver_tree(driver, excluded, &tree);
+                assert_eq!(v.len(), 1, "{name}: {v:#?}");
+                assert!(v[0].contains(&format!("`{name}`")), "{v:#?}");
+                assert!(v[0].starts_with(driver), "{v:#?}");
+            }
+            assert_eq!(
+                driver_tree(driver, excluded, "\n").len(),
+                1,
+                "an empty tree fails"
+            );
         }
-        assert_eq!(driver_tree("\n").len(), 1, "an empty tree fails");
     }
 
     #[test]

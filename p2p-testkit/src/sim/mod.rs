@@ -22,9 +22,7 @@
 //!   connections. Frames then cross the link and queue FIFO at the receiver's downlink; a
 //!   message is handed to the receiver when its last frame is through.
 //! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
-//!   frame headers (`p2p_transport::mux`). The uplink serves classes in strict priority order,
-//!   where the real multiplexer weighs them (16, 8, 4, 1): bulk never starves there, and an urgent
-//!   frame can wait a few more bulk frames than here.
+//!   frame headers (`p2p_transport::mux`), cut into frames exactly as the scheduler cuts them.
 //! - Each connection has a window (twice the bandwidth-delay product, at least 64 KiB) of bytes
 //!   sent and not yet through the receiver's downlink, as TCP would: a full window lets other
 //!   peers' messages go first, and keeps the receiver's queue (and so urgent latency) bounded.
