@@ -324,6 +324,7 @@ impl From<HeaderRec> for Header {
 
 /// The fuzz target's check, shared with the corpus replay test: parsing arbitrary bytes never
 /// panics, and a trace that parses writes back to text that parses to the same trace.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_parse(data: &[u8]) {
     let Ok(trace) = Trace::parse_bytes(data) else {
