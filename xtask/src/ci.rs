@@ -68,7 +68,8 @@ fn steps() -> Vec<Step> {
         Step {
             // The fuzz crate, its own workspace: its targets build against the crates'
             // `fuzzing` features, under the root clippy.toml. libfuzzer-sys compiles libFuzzer,
-            // so this step needs a C++ compiler.
+            // so this step needs a C++ compiler. It shares the workspace's target directory, so
+            // the dependencies the clippy step checked are not checked again.
             name: "clippy-fuzz",
             action: Action::Command(|| {
                 let mut cmd = shell::cargo();
@@ -76,6 +77,8 @@ fn steps() -> Vec<Step> {
                     "clippy",
                     "--manifest-path",
                     "fuzz/Cargo.toml",
+                    "--target-dir",
+                    "target",
                     "--",
                     "-D",
                     "warnings",
