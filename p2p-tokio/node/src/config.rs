@@ -200,6 +200,8 @@ struct RawTuning {
     idle_timeout_ms: Option<u64>,
     reconnect_backoff_min_ms: Option<u64>,
     reconnect_backoff_max_ms: Option<u64>,
+    misbehaviour_ban_ms: Option<u64>,
+    misbehaviour_ban_max_ms: Option<u64>,
     delivery_buffer: Option<usize>,
     tcp_nodelay: Option<bool>,
     socket_buffer: Option<usize>,
@@ -226,6 +228,10 @@ pub struct Tuning {
     pub reconnect_backoff_min: Option<Duration>,
     /// Largest reconnect back-off.
     pub reconnect_backoff_max: Option<Duration>,
+    /// Ban after a first offence.
+    pub misbehaviour_ban: Option<Duration>,
+    /// Longest ban of a repeat offender.
+    pub misbehaviour_ban_max: Option<Duration>,
     /// Bound of the delivery stream.
     pub delivery_buffer: Option<usize>,
     /// TCP_NODELAY.
@@ -367,6 +373,8 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         idle_timeout: ms(t.idle_timeout_ms),
         reconnect_backoff_min: ms(t.reconnect_backoff_min_ms),
         reconnect_backoff_max: ms(t.reconnect_backoff_max_ms),
+        misbehaviour_ban: ms(t.misbehaviour_ban_ms),
+        misbehaviour_ban_max: ms(t.misbehaviour_ban_max_ms),
         delivery_buffer: t.delivery_buffer,
         tcp_nodelay: t.tcp_nodelay,
         socket_buffer: t.socket_buffer,
@@ -523,6 +531,15 @@ mod tests {
     struct RawTuningFile {
         listen: String,
         tuning: RawTuning,
+    }
+
+    #[test]
+    fn ban_settings_parse() {
+        let text =
+            "listen = \"x\"\n[tuning]\nmisbehaviour_ban_ms = 500\nmisbehaviour_ban_max_ms = 4000\n";
+        let f = src(text).parse::<RawTuningFile>().unwrap();
+        assert_eq!(f.tuning.misbehaviour_ban_ms, Some(500));
+        assert_eq!(f.tuning.misbehaviour_ban_max_ms, Some(4000));
     }
 
     #[test]

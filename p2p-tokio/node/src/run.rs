@@ -85,6 +85,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.reconnect_backoff_max {
         cfg.reconnect_backoff_max = v;
     }
+    if let Some(v) = t.misbehaviour_ban {
+        cfg.misbehaviour_ban = v;
+    }
+    if let Some(v) = t.misbehaviour_ban_max {
+        cfg.misbehaviour_ban_max = v;
+    }
     if let Some(v) = t.delivery_buffer {
         cfg.delivery_buffer = v;
     }
