@@ -431,3 +431,73 @@ impl ConnReceiver {
         &self.mux
     }
 }
+
+/// The `conn` fuzz target's check, shared with the corpus replay test: a connection's
+/// receiving half fed arbitrary bytes in arbitrary chunks, with time moving on between them,
+/// never panics; the hello comes first and once; an error is sticky and ends the timers; a
+/// silent stretch past the idle timeout always ends the connection.
+///
+/// The first byte picks the chunking seed (0: one chunk) and whether a valid hello is
+/// prepended (its low bit), so that the fuzzer reaches the multiplexer quickly.
+///
+/// # Panics
+///
+/// When one of those properties fails: that is a bug to report.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_connection(data: &[u8]) {
+    let cfg = ConnConfig::with_mux(crate::mux::fuzz_config());
+    let (flags, body) = match data {
+        [f, rest @ ..] => (*f, rest),
+        [] => (0, data),
+    };
+    let mut input = BytesMut::new();
+    if flags & 1 == 1 {
+        codec::encode_hello(&Hello::new(1), &mut input);
+    }
+    input.extend_from_slice(body);
+    let (_, mut rx) = connection(&cfg, Hello::new(1), Time::ZERO).expect("valid configuration");
+    let mut rng = p2p_core::rng::Rng::new(u64::from(flags >> 1));
+    let mut now = Time::ZERO;
+    let mut saw_hello = false;
+    while !input.is_empty() {
+        let n = if flags >> 1 == 0 {
+            input.len()
+        } else {
+            1 + rng.below(64) as usize
+        };
+        let mut chunk = input.split_to(n.min(input.len()));
+        now = now + Duration::from_millis(rng.below(2_000));
+        rx.handle_timeout(now);
+        rx.handle_input(now, &mut chunk);
+        assert!(chunk.is_empty(), "the receiver takes all it is given");
+        loop {
+            match rx.poll_event() {
+                Ok(None) => break,
+                Ok(Some(ConnEvent::Hello(_))) => {
+                    assert!(!saw_hello, "one hello");
+                    saw_hello = true;
+                }
+                Ok(Some(ConnEvent::Message(_, msg))) => {
+                    assert!(saw_hello, "messages only after the hello");
+                    assert!(
+                        !matches!(&msg, Message::Adverts(a) if a.is_empty()),
+                        "keepalive"
+                    );
+                }
+                Err(e) => {
+                    assert_eq!(rx.poll_event(), Err(e), "errors are sticky");
+                    assert_eq!(rx.poll_timeout(), None, "a failed connection has no timer");
+                    return;
+                }
+            }
+        }
+    }
+    // Silence: the idle timeout (or the hello deadline) ends it.
+    let deadline = rx.poll_timeout().expect("a live connection has a timer");
+    rx.handle_timeout(deadline);
+    assert!(
+        rx.poll_event().is_err(),
+        "silence past the deadline ends the connection"
+    );
+}

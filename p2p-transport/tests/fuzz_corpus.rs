@@ -7,6 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, Class, Kind, Message, Priority};
 use p2p_transport::codec::{self, Hello};
+use p2p_transport::conn;
 use p2p_transport::mux::{self, MuxSender};
 use std::path::PathBuf;
 
@@ -133,6 +134,38 @@ fn frame(stream: u32, flags: u8, payload: &[u8], total: Option<u32>) -> Vec<u8> 
 }
 
 /// The `reassemble` seeds: two chunking-seed bytes, then a valid or broken frame stream.
+/// Seeds of the `conn` target: the first byte is the flags (bit 0: prepend a valid hello;
+/// the rest: the chunking seed), then the peer's bytes.
+fn conn_seeds() -> Vec<(String, Vec<u8>)> {
+    let msgs = sample_messages();
+    let valid = stream(&[
+        (Class::Control, msgs[3].1.clone()),
+        (Class::Urgent, msgs[0].1.clone()),
+    ]);
+    let mut hello = BytesMut::new();
+    codec::encode_hello(&Hello::new(7), &mut hello);
+    vec![
+        ("frames-after-hello".into(), [&[1u8][..], &valid].concat()),
+        (
+            "frames-after-hello-chunked".into(),
+            [&[7u8][..], &valid].concat(),
+        ),
+        (
+            "own-hello-then-frames".into(),
+            [&[0u8][..], &hello, &valid].concat(),
+        ),
+        (
+            "bad-hello".into(),
+            [&[0u8][..], b"GET / HTTP/1.1\r\n\r\n"].concat(),
+        ),
+        ("half-hello".into(), [&[0u8][..], &hello[..7]].concat()),
+        (
+            "garbage-after-hello".into(),
+            [&[5u8][..], &[0xffu8; 40][..]].concat(),
+        ),
+    ]
+}
+
 fn reassemble_seeds() -> Vec<(String, Vec<u8>)> {
     let msgs = sample_messages();
     let big = Message::Response {
@@ -259,10 +292,21 @@ fn reassemble_corpus_replays_without_failure() {
 }
 
 #[test]
+fn conn_corpus_replays_without_failure() {
+    let files = committed("conn");
+    assert!(files.len() >= 6, "only {} conn seeds", files.len());
+    for (name, data) in files {
+        eprintln!("conn seed {name}");
+        conn::fuzz_connection(&data);
+    }
+}
+
+#[test]
 fn committed_corpus_holds_every_generated_seed() {
     for (target, seeds) in [
         ("decode", decode_seeds()),
         ("reassemble", reassemble_seeds()),
+        ("conn", conn_seeds()),
     ] {
         let files = committed(target);
         for (name, data) in seeds {
@@ -335,6 +379,7 @@ fn write_seed_corpus() {
     for (target, seeds) in [
         ("decode", decode_seeds()),
         ("reassemble", reassemble_seeds()),
+        ("conn", conn_seeds()),
     ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
