@@ -20,8 +20,9 @@
 //!   handshakes at once;
 //! - **a dial task per attempt** the connection policy decides on;
 //! - **a reader and a writer task per connection.** The writer takes frames from the peer's
-//!   [`MuxSender`](p2p_transport::mux::MuxSender) at the pace the socket accepts them; the
-//!   reader reassembles frames and forwards messages to the node task.
+//!   [`ConnSender`](p2p_transport::conn::ConnSender) at the pace the socket accepts them; the
+//!   reader feeds the [`ConnReceiver`](p2p_transport::conn::ConnReceiver) and forwards its
+//!   messages to the node task.
 //!
 //! # Connections
 //!
