@@ -24,6 +24,7 @@ use p2p_core::{
     Advert, Artifact, ArtifactId, Class, Config, Decision, Input, InputError, Message, Node,
     NodeId, Output, Time,
 };
+use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,10 @@ struct Slot {
     byz: Option<ByzKind>,
     inc: u32,
     timer_at: Option<u64>,
+    /// An honest node's connection policy (p2p-transport's `PeerPolicy`) over its links, and
+    /// the time its timer is armed for.
+    policy: Option<Box<PeerPolicy>>,
+    policy_at: Option<u64>,
     delivered: HashMap<ArtifactId, u32>,
     /// The trace of this incarnation, when the node is recorded.
     trace: Option<Box<ActiveTrace>>,
@@ -149,6 +154,8 @@ impl<'a> Sim<'a> {
                 byz: sc.byzantine.iter().find(|(j, _)| *j == i).map(|(_, k)| *k),
                 inc: 0,
                 timer_at: None,
+                policy: None,
+                policy_at: None,
                 delivered: HashMap::new(),
                 trace: None,
             })
@@ -359,6 +366,86 @@ impl Sim<'_> {
         let version = self.faults.version();
         self.pending
             .push_back((i as u32, Input::Membership { version, members }));
+        let policy = PeerPolicy::new(self.ids[i], self.sc.policy.clone(), derive(seed, 7))
+            .expect("the scenario's policy settings are valid");
+        self.slots[i].policy = Some(Box::new(policy));
+        self.slots[i].policy_at = None;
+        self.install_peers(i);
+    }
+
+    /// Gives honest node `i`'s policy its peers: the members it has a link to.
+    fn install_peers(&mut self, i: usize) {
+        let now = Time::from_nanos(self.q.now());
+        let version = self.faults.version();
+        let peers: Vec<NodeId> = self
+            .neighbours(i)
+            .into_iter()
+            .filter(|j| self.faults.is_member(*j as usize))
+            .map(|j| self.ids[j as usize])
+            .collect();
+        if let Some(p) = &mut self.slots[i].policy {
+            p.set_members(now, version, peers);
+        }
+        self.run_policy(i as u32);
+    }
+
+    /// The ends of the link between `a` and `b`, the one that dials first: the lower node id,
+    /// the policy's dial rule.
+    fn dial_order(&self, a: u32, b: u32) -> (u32, u32) {
+        if self.ids[a as usize] < self.ids[b as usize] {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// Carries out node `i`'s policy actions and arms its timer.
+    fn run_policy(&mut self, i: u32) {
+        while let Some(action) = self.slots[i as usize]
+            .policy
+            .as_mut()
+            .and_then(|p| p.poll_action())
+        {
+            match action {
+                PolicyAction::Dial(peer) => {
+                    if let Some(&j) = self.index.get(&peer) {
+                        self.connect(i, j);
+                    }
+                }
+                PolicyAction::Close(peer) => {
+                    if let Some(&j) = self.index.get(&peer) {
+                        self.close(i, j, None);
+                    }
+                }
+            }
+        }
+        let now = self.q.now();
+        let slot = &mut self.slots[i as usize];
+        let due = slot
+            .policy
+            .as_ref()
+            .and_then(|p| p.poll_timeout())
+            .map(|t| t.as_nanos().max(now));
+        if due.is_some() && due != slot.policy_at {
+            slot.policy_at = due;
+            let inc = slot.inc;
+            if let Some(t) = due {
+                self.q.push(t, EvKind::Policy { node: i, inc });
+            }
+        }
+    }
+
+    fn policy_timer(&mut self, node: u32, inc: u32) {
+        let now = self.q.now();
+        let slot = &mut self.slots[node as usize];
+        if slot.inc != inc || slot.policy_at != Some(now) {
+            return;
+        }
+        slot.policy_at = None;
+        if let Some(p) = &mut slot.policy {
+            p.handle_timeout(Time::from_nanos(now));
+        }
+        self.run_policy(node);
     }
 
     /// Tells every running core the next membership.
@@ -370,24 +457,52 @@ impl Sim<'_> {
                 let members = members.clone();
                 self.pending
                     .push_back((i as u32, Input::Membership { version, members }));
+                self.install_peers(i);
             }
         }
     }
 
     /// Brings the link between `a` and `b` up if both run, are members and are not
     /// partitioned, and tells both.
+    /// Honest ends admit the connection by their policies (a banned peer is refused); the
+    /// lower id is the one that dials, and a failed dial is reported to its policy.
     fn connect(&mut self, a: u32, b: u32) {
         let (ai, bi) = (a as usize, b as usize);
+        let (lo, hi) = self.dial_order(a, b);
+        let now = Time::from_nanos(self.q.now());
+        let refused = |s: &Self, me: u32, peer: u32| {
+            s.slots[me as usize]
+                .policy
+                .as_ref()
+                .is_some_and(|p| !p.may_connect(now, &s.ids[peer as usize]))
+        };
         if a == b
             || !self.alive(ai)
             || !self.alive(bi)
             || !self.faults.is_member(ai)
             || !self.faults.is_member(bi)
             || self.faults.partitioned(a, b)
+            || refused(self, a, b)
+            || refused(self, b, a)
         {
+            if let Some(p) = &mut self.slots[lo as usize].policy {
+                p.dial_failed(now, self.ids[hi as usize]);
+            }
+            if a != b {
+                self.run_policy(lo);
+            }
             return;
         }
-        if self.net.connect(a, b, self.q.now()) {
+        let up = self.net.connect(a, b, self.q.now());
+        for (me, peer) in [(lo, hi), (hi, lo)] {
+            let id = self.ids[peer as usize];
+            if let Some(p) = &mut self.slots[me as usize].policy
+                && !p.is_connected(&id)
+            {
+                let _ = p.admit(now, id, me == lo);
+            }
+        }
+        if up {
             self.notify_connected(a, b);
             self.notify_connected(b, a);
         }
@@ -430,9 +545,29 @@ impl Sim<'_> {
     /// Takes the link between `a` and `b` down, tells both, and brings it back after
     /// `reconnect` if given.
     fn close(&mut self, a: u32, b: u32, reconnect: Option<Duration>) {
+        self.close_for(a, b, reconnect, None);
+    }
+
+    /// [`close`](Self::close), where `by` (if any) cut the other end off for misbehaviour.
+    fn close_for(&mut self, a: u32, b: u32, reconnect: Option<Duration>, by: Option<u32>) {
         if !self.net.close(a, b) {
             return;
         }
+        let now = Time::from_nanos(self.q.now());
+        for (me, peer) in [(a, b), (b, a)] {
+            let cause = if by == Some(me) {
+                CloseCause::Misbehaviour
+            } else {
+                CloseCause::Lost
+            };
+            let id = self.ids[peer as usize];
+            if let Some(p) = &mut self.slots[me as usize].policy {
+                p.closed(now, id, cause);
+            }
+        }
+        let (lo, _) = self.dial_order(a, b);
+        let dialer_has_policy = self.slots[lo as usize].policy.is_some();
+        let reconnect = if dialer_has_policy { None } else { reconnect };
         for (me, peer) in [(a, b), (b, a)] {
             match &mut self.slots[me as usize].actor {
                 Actor::Honest(_) => self
@@ -446,6 +581,8 @@ impl Sim<'_> {
             let t = self.q.now() + nanos(d);
             self.q.push(t, EvKind::Connect(a, b));
         }
+        self.run_policy(a);
+        self.run_policy(b);
     }
 
     /// Honest node `by` closes its connection to `peer` for `reason`.
@@ -456,7 +593,7 @@ impl Sim<'_> {
             peer: peer as usize,
             reason,
         });
-        self.close(by, peer, self.sc.reconnect_cut_off);
+        self.close_for(by, peer, self.sc.reconnect_cut_off, Some(by));
     }
 
     /// Feeds the queued inputs to their cores, and acts on their outputs, until none is left.
@@ -751,6 +888,8 @@ impl Sim<'_> {
         slot.actor = Actor::Down;
         slot.inc += 1;
         slot.timer_at = None;
+        slot.policy = None;
+        slot.policy_at = None;
         slot.delivered.clear();
         if let Some(t) = slot.trace.take() {
             let now = Time::from_nanos(self.q.now());
@@ -796,6 +935,7 @@ impl Sim<'_> {
             EvKind::Arrive(f) => self.net.arrive(f, &mut self.q),
             EvKind::Through(f) => self.through(f),
             EvKind::Timer { node, inc } => self.timer(node, inc),
+            EvKind::Policy { node, inc } => self.policy_timer(node, inc),
             EvKind::ByzTick { node, inc } => self.byz_tick(node, inc),
             EvKind::Action(k) => self.action(k),
             EvKind::Connect(a, b) => self.connect(a, b),

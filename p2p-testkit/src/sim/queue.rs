@@ -40,6 +40,8 @@ pub(super) enum EvKind {
     Through(FrameEv),
     /// Incarnation `inc` of `node` armed its timer for this time.
     Timer { node: u32, inc: u32 },
+    /// Incarnation `inc` of `node` armed its connection policy's timer for this time.
+    Policy { node: u32, inc: u32 },
     /// Incarnation `inc` of the byzantine actor `node` acts on its own.
     ByzTick { node: u32, inc: u32 },
     /// The scenario's action with this index.

@@ -5,6 +5,7 @@ use super::report::Report;
 use super::{BULK, URGENT};
 use crate::trace::PriorityProfile;
 use p2p_core::{Config, Decision, Kind, Priority, PriorityFnRef};
+use p2p_transport::peers::PolicyConfig;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -199,6 +200,9 @@ pub struct Scenario {
     pub(crate) byzantine: Vec<(usize, ByzKind)>,
     pub(crate) reconnect_dropped: Duration,
     pub(crate) reconnect_cut_off: Option<Duration>,
+    /// The honest nodes' connection policy (p2p-transport's `PeerPolicy`): back-off of redials
+    /// and bans of peers they cut off.
+    pub(crate) policy: PolicyConfig,
     pub(crate) congestion: Option<(u64, u64)>,
     pub(crate) max_message_size: usize,
     pub(crate) duration: Option<Duration>,
@@ -246,6 +250,13 @@ impl Scenario {
             byzantine: Vec::new(),
             reconnect_dropped: Duration::from_millis(500),
             reconnect_cut_off: None,
+            policy: PolicyConfig {
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(2),
+                ban_base: Duration::from_millis(500),
+                ban_max: Duration::from_secs(60),
+                forgive_after: Duration::from_secs(60),
+            },
             congestion: None,
             max_message_size: (16 << 20) + (1 << 16),
             duration: None,
