@@ -28,6 +28,12 @@
 //!   peers' messages go first, and keeps the receiver's queue (and so urgent latency) bounded.
 //! - Connections have epochs: a message queued or in flight on a connection that closes is lost,
 //!   never delivered on a later connection between the same pair.
+//! - Every honest node runs p2p-transport's connection policy (`PeerPolicy`) over its links, as
+//!   the real drivers do: of two nodes the lower id dials; after a connection ends it redials by
+//!   the policy's back-off (with seeded jitter); a peer it cut off is banned, for longer at each
+//!   repeat offence, and neither dialed nor admitted meanwhile. Partitions, crashes and
+//!   membership changes still open and close links as the scenario says, through the same
+//!   admission; a byzantine dialer reconnects after the scenario's fixed delays.
 //! - The receiving transport closes a connection that carries a message above
 //!   [`Scenario::max_message_size`] (the codec's limit); every other rule is the core's to enforce.
 //!
