@@ -492,3 +492,38 @@ fn byz_f_mixed_colluders_do_not_stop_progress() {
         );
     }
 }
+
+/// Honest nodes run the connection policy: a flooding member they cut off is redialed only
+/// after its ban, and each repeat offence doubles the ban (500 ms, 1 s, 2 s, ...), while every
+/// honest artifact is still delivered.
+#[test]
+fn repeat_offenders_are_readmitted_only_after_doubling_bans() {
+    for seed in 0..5 {
+        let r = named("byz-flood", seed).expect("exists").run();
+        r.assert_passed();
+        all_delivered(&r);
+        let mut pairs: std::collections::BTreeMap<(usize, usize), Vec<u64>> = Default::default();
+        for c in &r.cutoffs {
+            pairs
+                .entry((c.by, c.peer))
+                .or_default()
+                .push(c.at.as_nanos());
+        }
+        let mut repeated = 0;
+        for ((by, peer), times) in &pairs {
+            for (k, w) in times.windows(2).enumerate() {
+                let ban = Duration::from_millis(500).saturating_mul(1 << k.min(16));
+                let gap = Duration::from_nanos(w[1] - w[0]);
+                assert!(
+                    gap >= ban,
+                    "seed {seed}: node {by} readmitted {peer} after {gap:?}, within ban {ban:?}"
+                );
+                repeated += 1;
+            }
+        }
+        assert!(
+            repeated > 0,
+            "seed {seed}: no attacker came back at all:\n{r}"
+        );
+    }
+}
