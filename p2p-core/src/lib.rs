@@ -44,8 +44,8 @@
 //!
 //! # The embedding contract
 //!
-//! A driver (an async runtime, threads, a simulator, a fuzzer) owns the [`Node`] and follows
-//! these rules; p2p-tokio and p2p-threads are two drivers that do.
+//! A driver (an event loop of any kind, a simulator, a fuzzer) owns the [`Node`] and follows
+//! these rules; the repository's drivers and its simulator do.
 //!
 //! - **Time** comes in with every input and must not go backwards: an earlier `now` is taken
 //!   as the latest one seen. Any clock works; the node only compares and adds.

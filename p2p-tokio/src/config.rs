@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use p2p_core::{Advert, ArtifactId, Kind, Message, NodeId};
+use p2p_core::{Advert, ArtifactId, Kind, Message};
 #[cfg(feature = "trace")]
 use p2p_trace::PriorityProfile;
 use p2p_transport::codec::{self, Limits};
@@ -15,46 +15,7 @@ use p2p_transport::mux::MuxConfig;
 
 use crate::error::StartError;
 
-/// One member of the subnet: its id and where it listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Member {
-    /// The member's id (SHA-256 of its TLS public key).
-    pub id: NodeId,
-    /// The address it accepts connections on.
-    pub addr: SocketAddr,
-}
-
-/// One version of the embedder's registry: the members allowed to connect.
-///
-/// Versions must not go backwards: [`NodeHandle::update_registry`](crate::NodeHandle::update_registry)
-/// refuses an older version. The local node may be listed (it is skipped when dialing).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Registry {
-    /// The registry version, announced in the connection handshake.
-    pub version: u64,
-    /// The members.
-    pub members: Vec<Member>,
-}
-
-impl Registry {
-    /// A registry of `version` with `members`.
-    pub fn new(version: u64, members: impl IntoIterator<Item = Member>) -> Self {
-        Registry {
-            version,
-            members: members.into_iter().collect(),
-        }
-    }
-
-    /// The address of `id`, if it is a member.
-    pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
-        self.members.iter().find(|m| m.id == *id).map(|m| m.addr)
-    }
-
-    /// Whether `id` is a member.
-    pub fn contains(&self, id: &NodeId) -> bool {
-        self.members.iter().any(|m| m.id == *id)
-    }
-}
+pub use p2p_transport::registry::{Member, Registry};
 
 /// Configuration of a node started with [`start`](crate::start).
 ///

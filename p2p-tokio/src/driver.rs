@@ -17,7 +17,7 @@ use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
 use p2p_transport::conn::ConnError;
 use p2p_transport::mux::PushError;
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
-use p2p_transport::tls::{Members, Membership};
+use p2p_transport::tls::Membership;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -445,7 +445,7 @@ impl Driver {
     }
 
     fn update_registry(&mut self, registry: Registry) -> Result<(), NodeError> {
-        let members = Members::new(registry.version, registry.members.iter().map(|m| m.id));
+        let members = registry.tls_members();
         self.membership
             .update(members)
             .map_err(|_| NodeError::StaleRegistry {

@@ -142,7 +142,7 @@ use std::sync::{Arc, Mutex};
 use p2p_core::Node;
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, Header, TraceWriter};
-use p2p_transport::tls::{self, Members, Membership};
+use p2p_transport::tls::{self, Membership};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::info;
@@ -175,7 +175,7 @@ const COMMAND_BUFFER: usize = 256;
 pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, StartError> {
     cfg.validate()?;
     let id = cfg.identity.node_id();
-    let members = Members::new(registry.version, registry.members.iter().map(|m| m.id));
+    let members = registry.tls_members();
     let membership = Membership::new(members);
     let server = tls::server_config(&cfg.identity, &membership)?;
     let client = tls::client_config(&cfg.identity, &membership)?;

@@ -11,5 +11,6 @@ pub mod conn;
 pub mod identity;
 pub mod mux;
 pub mod peers;
+pub mod registry;
 pub mod sched;
 pub mod tls;

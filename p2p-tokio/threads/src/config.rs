@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2p_core::NodeId;
 use p2p_transport::codec::Limits;
 use p2p_transport::conn::ConnConfig;
 use p2p_transport::identity::NodeIdentity;
@@ -12,44 +11,7 @@ use p2p_transport::peers::PolicyConfig;
 
 use crate::error::Error;
 
-/// One member of the subnet: its id and where it listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Member {
-    /// The member's id (SHA-256 of its TLS public key).
-    pub id: NodeId,
-    /// The address it accepts connections on.
-    pub addr: SocketAddr,
-}
-
-/// One version of the embedder's registry: the members allowed to connect. Versions must not
-/// go backwards. The local node may be listed.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Registry {
-    /// The registry version, announced in the connection's hello.
-    pub version: u64,
-    /// The members.
-    pub members: Vec<Member>,
-}
-
-impl Registry {
-    /// A registry of `version` with `members`.
-    pub fn new(version: u64, members: impl IntoIterator<Item = Member>) -> Self {
-        Registry {
-            version,
-            members: members.into_iter().collect(),
-        }
-    }
-
-    /// The address of `id`, if it is a member.
-    pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
-        self.members.iter().find(|m| m.id == *id).map(|m| m.addr)
-    }
-
-    /// The members' ids.
-    pub fn ids(&self) -> Vec<NodeId> {
-        self.members.iter().map(|m| m.id).collect()
-    }
-}
+pub use p2p_transport::registry::{Member, Registry};
 
 /// Settings of a [`ThreadedNode`](crate::ThreadedNode); [`ThreadedConfig::new`] gives working
 /// defaults, the same wire settings as p2p-tokio's `NodeConfig::new`.

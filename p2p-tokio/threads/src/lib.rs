@@ -108,7 +108,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2p_core::{Artifact, ArtifactId, Kind, Node, NodeId};
 use p2p_transport::peers::PeerPolicy;
-use p2p_transport::tls::{self, Members, Membership};
+use p2p_transport::tls::{self, Membership};
 
 pub use config::{Member, Registry, ThreadedConfig};
 pub use error::Error;
@@ -166,7 +166,7 @@ impl ThreadedNode {
     pub fn start(cfg: ThreadedConfig, registry: Registry) -> Result<ThreadedNode, Error> {
         cfg.validate()?;
         let id = cfg.identity.node_id();
-        let membership = Membership::new(Members::new(registry.version, registry.ids()));
+        let membership = Membership::new(registry.tls_members());
         let server = tls::server_config(&cfg.identity, &membership)?;
         let client = tls::client_config(&cfg.identity, &membership)?;
         let listen_err = |source| Error::Listen {

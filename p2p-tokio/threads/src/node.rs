@@ -15,7 +15,7 @@ use p2p_core::{
 use p2p_transport::codec::Hello;
 use p2p_transport::mux::PushError;
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
-use p2p_transport::tls::{Members, Membership};
+use p2p_transport::tls::Membership;
 use tracing::{debug, info, warn};
 
 use crate::Delivered;
@@ -417,7 +417,7 @@ impl NodeThread {
         if registry.version < self.registry.version {
             return Err(stale);
         }
-        let members = Members::new(registry.version, registry.ids());
+        let members = registry.tls_members();
         self.membership.update(members).map_err(|_| stale)?;
         self.install(registry);
         Ok(())
