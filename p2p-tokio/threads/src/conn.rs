@@ -51,19 +51,11 @@ pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What every connection thread of a node shares.
+/// What every connection thread of a node shares: its settings and its running state.
 pub(crate) struct Shared {
-    pub events: SyncSender<Event>,
-    pub server: Arc<ServerConfig>,
-    pub client: Arc<ClientConfig>,
+    pub settings: Settings,
     /// The registry version announced in new connections' hellos.
     pub registry_version: AtomicU64,
-    pub conn: ConnConfig,
-    pub connect_timeout: Duration,
-    pub handshake_timeout: Duration,
-    pub tick: Duration,
-    pub write_chunk: usize,
-    pub max_pending_handshakes: usize,
     /// Set while deliveries wait for room: readers stop reading.
     pub paused: AtomicBool,
     /// Set on shutdown: every thread stops.
@@ -93,11 +85,10 @@ impl Drop for Gauge<'_> {
 }
 
 /// The settings of [`Shared`] that come from the configuration.
-pub(crate) struct SharedParts {
+pub(crate) struct Settings {
     pub events: SyncSender<Event>,
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
-    pub registry_version: u64,
     pub conn: ConnConfig,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -107,18 +98,10 @@ pub(crate) struct SharedParts {
 }
 
 impl Shared {
-    pub fn new(p: SharedParts) -> Self {
+    pub fn new(settings: Settings, registry_version: u64) -> Self {
         Shared {
-            events: p.events,
-            server: p.server,
-            client: p.client,
-            registry_version: AtomicU64::new(p.registry_version),
-            conn: p.conn,
-            connect_timeout: p.connect_timeout,
-            handshake_timeout: p.handshake_timeout,
-            tick: p.tick,
-            write_chunk: p.write_chunk,
-            max_pending_handshakes: p.max_pending_handshakes,
+            settings,
+            registry_version: AtomicU64::new(registry_version),
             paused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
@@ -245,7 +228,7 @@ impl Link {
     /// Ends the connection from one of its threads; the first to end it reports why.
     fn finish(&self, shared: &Shared, end: ConnEnd) {
         if !self.closed.swap(true, Ordering::Relaxed) {
-            let _ = shared.events.send(Event::Closed {
+            let _ = shared.settings.events.send(Event::Closed {
                 conn: self.conn,
                 peer: Some(self.peer),
                 dialed: self.dialed,
@@ -316,7 +299,9 @@ pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while !shared.stopped() {
         match listener.accept() {
             Ok((sock, remote)) => {
-                if shared.handshaking.load(Ordering::Relaxed) >= shared.max_pending_handshakes {
+                if shared.handshaking.load(Ordering::Relaxed)
+                    >= shared.settings.max_pending_handshakes
+                {
                     inc(&shared.counters.handshake_failures);
                     debug!(%remote, "too many handshakes at once: connection closed");
                     continue;
@@ -374,10 +359,10 @@ fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr) 
             .set_nonblocking(false)
             .and_then(|()| sock.set_nodelay(true));
         let result = setup.map_err(ConnEnd::Io).and_then(|()| {
-            let tls = ServerConnection::new(Arc::clone(&shared.server))
+            let tls = ServerConnection::new(Arc::clone(&shared.settings.server))
                 .map_err(|e| ConnEnd::Tls(e.to_string()))?;
             let mut stream = StreamOwned::new(tls, sock);
-            handshake(&mut stream, shared.handshake_timeout)?;
+            handshake(&mut stream, shared.settings.handshake_timeout)?;
             Ok(stream)
         });
         match result {
@@ -403,14 +388,15 @@ fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr) 
 /// Dials `peer` at `addr`, runs the client handshake, then the connection itself.
 pub(crate) fn dial(shared: Arc<Shared>, conn: u64, peer: NodeId, addr: SocketAddr) {
     let _live = Gauge::new(&shared.live);
-    let result = TcpStream::connect_timeout(&addr, shared.connect_timeout)
+    let result = TcpStream::connect_timeout(&addr, shared.settings.connect_timeout)
         .and_then(|sock| sock.set_nodelay(true).map(|()| sock))
         .map_err(ConnEnd::Connect)
         .and_then(|sock| {
-            let tls = ClientConnection::new(Arc::clone(&shared.client), server_name_for(peer))
-                .map_err(|e| ConnEnd::Tls(e.to_string()))?;
+            let tls =
+                ClientConnection::new(Arc::clone(&shared.settings.client), server_name_for(peer))
+                    .map_err(|e| ConnEnd::Tls(e.to_string()))?;
             let mut stream = StreamOwned::new(tls, sock);
-            handshake(&mut stream, shared.handshake_timeout)?;
+            handshake(&mut stream, shared.settings.handshake_timeout)?;
             match peer_node_id(&stream.conn) {
                 Some(actual) if actual == peer => Ok(stream),
                 actual => Err(ConnEnd::Refused(format!(
@@ -424,7 +410,7 @@ pub(crate) fn dial(shared: Arc<Shared>, conn: u64, peer: NodeId, addr: SocketAdd
             if end.is_refusal() {
                 inc(&shared.counters.refused);
             }
-            let _ = shared.events.send(Event::Closed {
+            let _ = shared.settings.events.send(Event::Closed {
                 conn,
                 peer: Some(peer),
                 dialed: true,
@@ -444,7 +430,7 @@ fn run(
     sock: TcpStream,
 ) {
     let report = |end: ConnEnd| {
-        let _ = shared.events.send(Event::Closed {
+        let _ = shared.settings.events.send(Event::Closed {
             conn,
             peer: Some(peer),
             dialed,
@@ -452,14 +438,14 @@ fn run(
         });
     };
     let hello = Hello::new(shared.registry_version.load(Ordering::Relaxed));
-    let (sender, receiver) = match connection(&shared.conn, hello, shared.now()) {
+    let (sender, receiver) = match connection(&shared.settings.conn, hello, shared.now()) {
         Ok(halves) => halves,
         // The configuration was validated at start.
         Err(e) => return report(ConnEnd::Setup(e.to_string())),
     };
     let timeouts = sock
-        .set_read_timeout(Some(shared.tick))
-        .and_then(|()| sock.set_write_timeout(Some(shared.conn.idle_timeout)));
+        .set_read_timeout(Some(shared.settings.tick))
+        .and_then(|()| sock.set_write_timeout(Some(shared.settings.conn.idle_timeout)));
     if let Err(e) = timeouts {
         return report(ConnEnd::Io(e));
     }
@@ -539,7 +525,7 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
                 },
                 Err(e) => return ConnEnd::Conn(e),
             };
-            if shared.events.send(ev).is_err() {
+            if shared.settings.events.send(ev).is_err() {
                 return ConnEnd::Stopped;
             }
         }
@@ -572,7 +558,7 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
                 s.handle_timeout(now);
             }
             plain.clear();
-            let _ = s.poll_transmit(now, &mut plain, shared.write_chunk);
+            let _ = s.poll_transmit(now, &mut plain, shared.settings.write_chunk);
             let idle_until = (!s.wants_transmit()).then(|| s.poll_timeout());
             (s.poll_congestion(), idle_until)
         };
@@ -582,7 +568,7 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
                 peer: link.peer,
                 congested,
             };
-            if shared.events.send(ev).is_err() {
+            if shared.settings.events.send(ev).is_err() {
                 return ConnEnd::Stopped;
             }
         }
@@ -596,7 +582,7 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
             return ConnEnd::Io(e);
         }
         if let Some(until) = idle_until {
-            let wait = until.saturating_since(now).min(shared.tick);
+            let wait = until.saturating_since(now).min(shared.settings.tick);
             if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(wait) {
                 return ConnEnd::Stopped;
             }

@@ -113,7 +113,7 @@ use p2p_transport::tls::{self, Membership};
 pub use config::{Member, Registry, ThreadedConfig};
 pub use error::Error;
 
-use conn::{Shared, SharedParts};
+use conn::{Settings, Shared};
 use node::{Command, Event, NodeThread};
 
 /// How long [`ThreadedNode::shutdown`] waits for the connection threads to end.
@@ -180,18 +180,18 @@ impl ThreadedNode {
         let core = Node::new(id, cfg.core);
         let (events, events_rx) = sync_channel(cfg.event_buffer);
         let (deliveries_tx, deliveries) = sync_channel(cfg.delivery_buffer);
-        let shared = Arc::new(Shared::new(SharedParts {
+        let settings = Settings {
             events: events.clone(),
             server,
             client,
-            registry_version: registry.version,
             conn: cfg.conn,
             connect_timeout: cfg.connect_timeout,
             handshake_timeout: cfg.handshake_timeout,
             tick: cfg.tick,
             write_chunk: cfg.write_chunk,
             max_pending_handshakes: cfg.max_pending_handshakes,
-        }));
+        };
+        let shared = Arc::new(Shared::new(settings, registry.version));
         let node = ThreadedNode {
             id,
             local_addr,
