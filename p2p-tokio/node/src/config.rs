@@ -397,6 +397,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
 #[serde(deny_unknown_fields)]
 struct RawRegistry {
     version: u64,
+    member_count: Option<Spanned<u64>>,
     #[serde(default)]
     member: Vec<RawMember>,
 }
@@ -416,13 +417,82 @@ fn cert_node_id(path: &Path) -> Result<NodeId, String> {
     node_id_of_cert(&der).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Loads and validates the registry file at `path`.
+/// Largest registry file read: far above any real subnet (a member takes about 100 bytes), so
+/// that a runaway writer cannot make the node buffer an unbounded file.
+pub const MAX_REGISTRY_FILE: u64 = 16 << 20;
+
+/// Why a registry file was refused. Each variant renders as one line naming the file, and where
+/// known the line and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The file cannot be read, is not TOML, or a key or member is invalid.
+    #[error("{0}")]
+    Malformed(ConfigError),
+    /// The file has no `member_count`, so a torn (half-written) copy cannot be told apart from a
+    /// complete one.
+    #[error("{0}")]
+    MissingCount(ConfigError),
+    /// `member_count` differs from the number of `[[member]]` listed: the file is torn (a writer
+    /// that does not replace it atomically was caught half-way, or died) or miscounted.
+    #[error("{error}")]
+    Torn {
+        /// The count the file declares.
+        declared: u64,
+        /// The members it lists.
+        found: usize,
+        /// Where and what, as one line.
+        error: ConfigError,
+    },
+}
+
+impl From<ConfigError> for RegistryError {
+    fn from(e: ConfigError) -> Self {
+        RegistryError::Malformed(e)
+    }
+}
+
+/// Reads at most [`MAX_REGISTRY_FILE`] bytes of the registry file at `path`.
+pub fn read_registry_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_REGISTRY_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_REGISTRY_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is larger than {MAX_REGISTRY_FILE} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Loads and validates the registry file at `path` (see [`parse_registry`]).
+pub fn load_registry(path: &Path) -> Result<Registry, RegistryError> {
+    let bytes = read_registry_bytes(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: None,
+        line: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse_registry(path, &bytes)
+}
+
+/// Validates the registry file `bytes` read from `path` (relative `cert` paths are resolved
+/// against its directory).
 ///
-/// Each `[[member]]` gives `addr` and its identity as `id` (64 hex digits), `cert` (a PEM file
-/// whose key the id is derived from), or both (which must agree). Ids must be distinct.
-pub fn load_registry(path: &Path) -> Result<Registry, ConfigError> {
-    let text = read(path)?;
-    let src = Source { path, text: &text };
+/// `version` and `member_count` are required; each `[[member]]` gives `addr` and its identity
+/// as `id` (64 hex digits), `cert` (a PEM file whose key the id is derived from), or both (which
+/// must agree). Ids must be distinct, and `member_count` must equal the number of members
+/// listed: a file cut short by a torn write still parses, and the count is what tells it apart.
+pub fn parse_registry(path: &Path, bytes: &[u8]) -> Result<Registry, RegistryError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: None,
+        line: None,
+        message: format!("the file is not UTF-8: {e}"),
+    })?;
+    let src = Source { path, text };
     let raw: RawRegistry = src.parse()?;
     let mut members = Vec::with_capacity(raw.member.len());
     let mut ids = HashSet::new();
@@ -452,37 +522,72 @@ pub fn load_registry(path: &Path) -> Result<Registry, ConfigError> {
             .transpose()?;
         let id = match (from_id, from_cert) {
             (Some(a), Some(b)) if a != b => {
-                return Err(src.err(
-                    &key("id"),
-                    m.id.as_ref().map(|s| s.span()),
-                    format!(
-                        "id {} does not match the certificate's key, whose id is {}",
-                        a.to_hex(),
-                        b.to_hex()
-                    ),
-                ));
+                return Err(src
+                    .err(
+                        &key("id"),
+                        m.id.as_ref().map(|s| s.span()),
+                        format!(
+                            "id {} does not match the certificate's key, whose id is {}",
+                            a.to_hex(),
+                            b.to_hex()
+                        ),
+                    )
+                    .into());
             }
             (Some(a), _) => a,
             (None, Some(b)) => b,
             (None, None) => {
-                return Err(src.err(
-                    &key("id"),
-                    Some(m.addr.span()),
-                    "a member needs `id` or `cert`",
-                ));
+                return Err(src
+                    .err(
+                        &key("id"),
+                        Some(m.addr.span()),
+                        "a member needs `id` or `cert`",
+                    )
+                    .into());
             }
         };
         if !ids.insert(id) {
-            return Err(src.err(
-                &key("id"),
-                Some(m.addr.span()),
-                format!("node {} is listed twice", id.to_hex()),
-            ));
+            return Err(src
+                .err(
+                    &key("id"),
+                    Some(m.addr.span()),
+                    format!("node {} is listed twice", id.to_hex()),
+                )
+                .into());
         }
         members.push(Member { id, addr });
     }
     if members.is_empty() {
-        return Err(src.file_err("the registry lists no `[[member]]`"));
+        return Err(src.file_err("the registry lists no `[[member]]`").into());
+    }
+    let found = members.len();
+    match &raw.member_count {
+        None => {
+            return Err(RegistryError::MissingCount(src.err(
+                "member_count",
+                None,
+                format!(
+                    "missing; the file lists {found} `[[member]]`: declare their number \
+                     (`member_count = {found}`) so that a half-written file is refused"
+                ),
+            )));
+        }
+        Some(count) if *count.get_ref() != found as u64 => {
+            let declared = *count.get_ref();
+            return Err(RegistryError::Torn {
+                declared,
+                found,
+                error: src.err(
+                    "member_count",
+                    Some(count.span()),
+                    format!(
+                        "declares {declared} members but the file lists {found}: \
+                         a torn (half-written) file, or a miscount"
+                    ),
+                ),
+            });
+        }
+        Some(_) => {}
     }
     Ok(Registry {
         version: raw.version,
@@ -607,7 +712,7 @@ mod tests {
         let path = dir.path().join("registry.toml");
         std::fs::write(
             &path,
-            "version = 4\n[[member]]\ncert = \"n.pem\"\naddr = \"127.0.0.1:5\"\n",
+            "version = 4\nmember_count = 1\n[[member]]\ncert = \"n.pem\"\naddr = \"127.0.0.1:5\"\n",
         )
         .unwrap();
         let r = load_registry(&path).unwrap();
@@ -616,13 +721,15 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "version = 4\n[[member]]\ncert = \"n.pem\"\nid = \"{other}\"\naddr = \"127.0.0.1:5\"\n"
+                "version = 4\nmember_count = 1\n[[member]]\ncert = \"n.pem\"\nid = \"{other}\"\naddr = \"127.0.0.1:5\"\n"
             ),
         )
         .unwrap();
-        let e = load_registry(&path).unwrap_err();
+        let RegistryError::Malformed(e) = load_registry(&path).unwrap_err() else {
+            panic!("a mismatching id is malformed");
+        };
         assert_eq!(e.key.as_deref(), Some("member[0].id"));
-        assert_eq!(e.line, Some(4));
+        assert_eq!(e.line, Some(5));
         assert!(e.message.contains("does not match"), "{e}");
     }
 
@@ -634,7 +741,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "version = 1\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:5\"\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:6\"\n"
+                "version = 1\nmember_count = 2\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:5\"\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:6\"\n"
             ),
         )
         .unwrap();
@@ -642,18 +749,82 @@ mod tests {
         assert!(e.to_string().contains("listed twice"), "{e}");
         std::fs::write(
             &path,
-            "version = 1\n[[member]]\nid = \"abc\"\naddr = \"127.0.0.1:5\"\n",
+            "version = 1\nmember_count = 1\n[[member]]\nid = \"abc\"\naddr = \"127.0.0.1:5\"\n",
         )
         .unwrap();
-        let e = load_registry(&path).unwrap_err();
-        assert_eq!(e.line, Some(3));
+        let RegistryError::Malformed(e) = load_registry(&path).unwrap_err() else {
+            panic!("a bad id is malformed");
+        };
+        assert_eq!(e.line, Some(4));
         assert_eq!(e.key.as_deref(), Some("member[0].id"));
-        std::fs::write(&path, "version = 1\n").unwrap();
+        std::fs::write(&path, "version = 1\nmember_count = 0\n").unwrap();
         assert!(
             load_registry(&path)
                 .unwrap_err()
                 .to_string()
                 .contains("no `[[member]]`")
+        );
+    }
+
+    #[test]
+    fn registry_needs_a_member_count_that_matches_the_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.toml");
+        let member = |b: u8, port: u16| {
+            format!(
+                "[[member]]\nid = \"{}\"\naddr = \"127.0.0.1:{port}\"\n",
+                NodeId([b; 32]).to_hex()
+            )
+        };
+        let two = format!("{}{}", member(1, 5), member(2, 6));
+        let r = parse_registry(
+            &path,
+            format!("version = 3\nmember_count = 2\n{two}").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((r.version, r.members.len()), (3, 2));
+
+        // The same file cut after its first member still parses; its count gives it away.
+        let complete = format!("version = 3\nmember_count = 2\n{two}");
+        let cut = &complete[..complete.find("[[member]]\nid = \"0202").unwrap()];
+        let e = parse_registry(&path, cut.as_bytes()).unwrap_err();
+        let RegistryError::Torn {
+            declared,
+            found,
+            error,
+        } = &e
+        else {
+            panic!("a cut file is torn: {e}");
+        };
+        assert_eq!((*declared, *found), (2, 1));
+        assert_eq!(error.line, Some(2));
+        assert!(e.to_string().contains("key `member_count`"), "{e}");
+
+        let e = parse_registry(&path, format!("version = 3\n{two}").as_bytes()).unwrap_err();
+        assert!(matches!(e, RegistryError::MissingCount(_)), "{e}");
+        assert!(e.to_string().contains("member_count = 2"), "{e}");
+
+        let e =
+            parse_registry(&path, b"version = 3\nmember_count = 2\n[[member]]\nid = ").unwrap_err();
+        assert!(matches!(e, RegistryError::Malformed(_)), "{e}");
+        let e = parse_registry(&path, b"version = 3\xff").unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn registry_files_larger_than_the_bound_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.toml");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_REGISTRY_FILE + 1).unwrap();
+        let e = read_registry_bytes(&path).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let e = load_registry(&path).unwrap_err();
+        assert!(matches!(e, RegistryError::Malformed(_)), "{e}");
+        file.set_len(MAX_REGISTRY_FILE).unwrap();
+        assert_eq!(
+            read_registry_bytes(&path).unwrap().len() as u64,
+            MAX_REGISTRY_FILE
         );
     }
 }

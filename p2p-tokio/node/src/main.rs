@@ -7,7 +7,6 @@
 //! Exit codes: 0 success, 1 failure at run time (or an incomplete demo), 2 bad usage or
 //! configuration (one line on stderr says what and where).
 
-mod config;
 mod demo;
 mod keygen;
 mod prom;

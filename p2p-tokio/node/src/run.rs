@@ -1,21 +1,19 @@
 //! `p2p-node run`: one node of a subnet, configured by a file, with a registry that follows its
-//! file, a Prometheus endpoint and structured logs.
+//! file (safely: see [`p2p_node::reload`]), a Prometheus endpoint and structured logs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
-use p2p_core::NodeId;
-use p2p_tokio::{NodeConfig, NodeError, NodeHandle, PriorityProfile, Registry, StartError};
+use p2p_node::config::{NodeFile, load_node, load_registry};
+use p2p_node::reload::{ReloadMetrics, ReloadSettings, Reloader, Stamp};
+use p2p_tokio::{NodeConfig, NodeHandle, PriorityProfile, Registry, StartError};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
-use crate::config::{NodeFile, load_node, load_registry};
 use crate::prom;
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail, init_logs};
-
-/// How often the registry file's modification time is checked.
-const REGISTRY_POLL: Duration = Duration::from_secs(1);
 
 /// Loads the configuration and runs the node until SIGINT or SIGTERM.
 pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str>) -> u8 {
@@ -24,7 +22,7 @@ pub fn main(config: &Path, record_trace: Option<PathBuf>, log_level: Option<&str
         Err(e) => return fail(EXIT_CONFIG, e),
     };
     // Stamped before reading: a change made while the node starts is picked up by the watcher.
-    let registry_stamp = stamp(&file.registry);
+    let registry_stamp = Stamp::of(&file.registry);
     let registry = match load_registry(&file.registry) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_CONFIG, e),
@@ -121,7 +119,14 @@ async fn node(
         );
     }
     let version = registry.version;
-    let members = fingerprint(&registry);
+    let reload_metrics = ReloadMetrics::new(&registry);
+    let reloader = Reloader::new(
+        registry_path,
+        &registry,
+        registry_stamp,
+        ReloadSettings::default(),
+        Arc::clone(&reload_metrics),
+    );
     let cfg = node_config(file, record_trace);
     let handle = match p2p_tokio::start(cfg, registry).await {
         Ok(h) => h,
@@ -136,7 +141,7 @@ async fn node(
 
     let mut tasks = Vec::new();
     if let Some(addr) = metrics_addr {
-        match serve_metrics(addr, handle.clone()).await {
+        match serve_metrics(addr, handle.clone(), &reload_metrics).await {
             Ok((local, task)) => {
                 println!("metrics on http://{local}/metrics");
                 tracing::info!(%local, "serving Prometheus metrics at /metrics");
@@ -155,13 +160,9 @@ async fn node(
         }
     }
     tasks.push(tokio::spawn(drain_deliveries(handle.clone())));
-    tasks.push(tokio::spawn(watch_registry(
-        handle.clone(),
-        registry_path,
-        version,
-        members,
-        registry_stamp,
-    )));
+    let reload_now = Arc::new(Notify::new());
+    tasks.push(tokio::spawn(forward_hangups(Arc::clone(&reload_now))));
+    tasks.push(tokio::spawn(reloader.run(handle.clone(), reload_now)));
 
     let signal = shutdown.wait().await;
     tracing::info!(signal, "shutting down");
@@ -175,11 +176,13 @@ async fn node(
 async fn serve_metrics(
     addr: SocketAddr,
     handle: NodeHandle,
+    reloads: &Arc<ReloadMetrics>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let mut registry = MetricsRegistry::default();
     handle.register_metrics(&mut registry);
+    reloads.register(&mut registry);
     let task = tokio::spawn(async move {
         if let Err(e) = prom::serve(listener, move || prom::encode(&registry)).await {
             tracing::error!(error = %e, "metrics server stopped");
@@ -205,79 +208,12 @@ async fn drain_deliveries(handle: NodeHandle) {
     }
 }
 
-/// The members of a registry in a comparable form.
-fn fingerprint(r: &Registry) -> Vec<(NodeId, SocketAddr)> {
-    let mut v: Vec<(NodeId, SocketAddr)> = r.members.iter().map(|m| (m.id, m.addr)).collect();
-    v.sort();
-    v
-}
-
-/// What identifies a version of a file cheaply: its modification time and size.
-type Stamp = (SystemTime, u64);
-
-/// The file's modification time and size (a metadata read: cheap enough for the runtime thread).
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// Re-reads the registry file when its modification time or size changes (checked every
-/// second) or on SIGHUP, and hands valid new versions to the node. An invalid file is reported
-/// and the registry in force is kept.
-async fn watch_registry(
-    handle: NodeHandle,
-    path: PathBuf,
-    mut version: u64,
-    mut members: Vec<(NodeId, SocketAddr)>,
-    mut last: Option<Stamp>,
-) {
+/// Asks the registry watcher for a re-read on every SIGHUP.
+async fn forward_hangups(reload_now: Arc<Notify>) {
     let mut hangup = Hangup::new();
-    let mut tick = tokio::time::interval(REGISTRY_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            () = hangup.recv() => true,
-        };
-        let now = stamp(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
-        let registry = match load_registry(&path) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "registry not reloaded; keeping version {version}");
-                continue;
-            }
-        };
-        let new_members = fingerprint(&registry);
-        if registry.version < version {
-            tracing::warn!(
-                offered = registry.version,
-                current = version,
-                "registry file holds an older version; ignored"
-            );
-            continue;
-        }
-        if registry.version == version && new_members == members {
-            tracing::debug!(version, "registry unchanged");
-            continue;
-        }
-        if registry.version == version {
-            tracing::warn!(version, "registry members changed without a version bump");
-        }
-        let new_version = registry.version;
-        let count = new_members.len();
-        match handle.update_registry(registry).await {
-            Ok(()) => {
-                tracing::info!(version = new_version, members = count, "registry updated");
-                version = new_version;
-                members = new_members;
-            }
-            Err(NodeError::Closed) => return,
-            Err(e) => tracing::warn!(error = %e, "registry update refused"),
-        }
+        hangup.recv().await;
+        reload_now.notify_one();
     }
 }
 
@@ -365,8 +301,8 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Tuning;
     use p2p_core::Decision;
+    use p2p_node::config::Tuning;
     use p2p_tokio::NodeIdentity;
 
     #[test]

@@ -104,7 +104,9 @@ fn config_dir(body: &str) -> (tempfile::TempDir, String) {
     let id = keygen(dir.path());
     std::fs::write(
         dir.path().join("registry.toml"),
-        format!("version = 1\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:4100\"\n"),
+        format!(
+            "version = 1\nmember_count = 1\n[[member]]\nid = \"{id}\"\naddr = \"127.0.0.1:4100\"\n"
+        ),
     )
     .unwrap();
     let path = dir.path().join("node.toml");
@@ -177,6 +179,28 @@ fn invalid_registry_names_the_registry_file() {
         line.contains("registry.toml:3: key `member[0].id`"),
         "{line}"
     );
+}
+
+#[test]
+fn registry_without_or_disagreeing_with_its_member_count_is_refused_at_start() {
+    let (dir, config) = config_dir(GOOD);
+    let path = dir.path().join("registry.toml");
+    let complete = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, complete.replace("member_count = 1\n", "")).unwrap();
+    let line = bad_config_line(&config);
+    assert!(line.contains("registry.toml: key `member_count`"), "{line}");
+    assert!(line.contains("member_count = 1"), "{line}");
+    std::fs::write(
+        &path,
+        complete.replace("member_count = 1", "member_count = 2"),
+    )
+    .unwrap();
+    let line = bad_config_line(&config);
+    assert!(
+        line.contains("registry.toml:2: key `member_count`"),
+        "{line}"
+    );
+    assert!(line.contains("torn"), "{line}");
 }
 
 #[test]

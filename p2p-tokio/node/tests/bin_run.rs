@@ -123,7 +123,7 @@ fn write_config(dir: &Path) {
 }
 
 fn write_registry(dir: &Path, version: u64, members: &[(String, SocketAddr)]) {
-    let mut text = format!("version = {version}\n");
+    let mut text = format!("version = {version}\nmember_count = {}\n", members.len());
     for (id, addr) in members {
         text.push_str(&format!("[[member]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
     }
@@ -232,6 +232,14 @@ fn registry_file_change_connects_a_new_member() {
             + sample(&body, "p2p_connections_accepted_total").unwrap();
         assert!(handed_to_core >= 1, "{body}");
         assert_eq!(sample(&body, "p2p_core_connected_peers"), Some(1), "{body}");
+        // The reload was counted, and the registry in force is version 2 with both members.
+        assert_eq!(
+            sample(&body, "p2p_registry_reloads_total{result=\"accepted\"}"),
+            Some(1),
+            "{body}"
+        );
+        assert_eq!(sample(&body, "p2p_registry_version"), Some(2), "{body}");
+        assert_eq!(sample(&body, "p2p_registry_members"), Some(2), "{body}");
     }
 }
 
