@@ -2,5 +2,7 @@
 //! registry file formats ([`config`]) and the safe reloads of the registry file by a running
 //! node ([`reload`]).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod reload;
