@@ -228,15 +228,16 @@ async fn a_slow_writer_in_place_never_gets_a_partial_registry_installed() {
         addr: SocketAddr::from(([127, 0, 0, 1], 9)),
     }));
     let file = text(3, &v3);
-    // The writer truncates the file and writes it in 64-byte pieces 30 ms apart: the watcher
-    // (polling every 50 ms, settling 20 ms) reads many partial files, some of them settled.
+    // The writer truncates the file and writes it line by line, 30 ms apart: the watcher
+    // (polling every 50 ms, settling 20 ms) reads many partial files, some of them settled, some
+    // of those cut between two members.
     let path = f.path.clone();
     let started = Instant::now();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         let mut out = std::fs::File::create(&path).unwrap();
-        for piece in file.as_bytes().chunks(64) {
-            out.write_all(piece).unwrap();
+        for line in file.split_inclusive('\n') {
+            out.write_all(line.as_bytes()).unwrap();
             out.flush().unwrap();
             std::thread::sleep(Duration::from_millis(30));
         }
