@@ -92,6 +92,33 @@ impl AdmissionConfig {
     }
 }
 
+/// What the machine needs from the node's owner of the registry and the policy: the members'
+/// registry address IPs and the bans in force. Drivers send a new one when either changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionView {
+    /// Each member with its registry address IP.
+    pub members: Vec<(NodeId, IpAddr)>,
+    /// The banned members with the ends of their bans.
+    pub banned: Vec<(NodeId, Time)>,
+}
+
+impl AdmissionView {
+    /// The view of `registry`'s addresses with `banned` in force.
+    pub fn new(
+        registry: &crate::registry::Registry,
+        banned: impl IntoIterator<Item = (NodeId, Time)>,
+    ) -> Self {
+        AdmissionView {
+            members: registry
+                .members
+                .iter()
+                .map(|m| (m.id, m.addr.ip()))
+                .collect(),
+            banned: banned.into_iter().collect(),
+        }
+    }
+}
+
 /// One admitted socket's place in the pending pool (issued in arrival order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(u64);
@@ -233,6 +260,13 @@ impl Admission {
     /// Installs the banned members with the ends of their bans.
     pub fn set_banned(&mut self, banned: impl IntoIterator<Item = (NodeId, Time)>) {
         self.banned = banned.into_iter().collect();
+    }
+
+    /// Installs a view: [`set_members`](Self::set_members) and
+    /// [`set_banned`](Self::set_banned) at once.
+    pub fn set_view(&mut self, view: &AdmissionView) {
+        self.set_members(view.members.iter().copied());
+        self.set_banned(view.banned.iter().copied());
     }
 
     /// Whether `ip` is some member's registry address IP.
