@@ -65,7 +65,8 @@
 //! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
 //!   with a logged reason (`tracing`) and ban the peer for [`NodeConfig::misbehaviour_ban`],
 //!   doubled for each repeat offence up to [`NodeConfig::misbehaviour_ban_max`]; the node keeps
-//!   serving everyone else.
+//!   serving everyone else. A banned member is refused on accept, before TLS, when it dials
+//!   from its registry address (listed for no other member), and inside TLS otherwise.
 //!
 //! # Deliveries
 //!

@@ -93,8 +93,9 @@ declare_metrics! {
     connections_accepted: Counter,
     /// Outbound connections that completed TLS and the hello and were handed to the core.
     connections_dialed: Counter,
-    /// Connections refused: by the TLS verifiers (not a member, wrong key), or after the
-    /// handshake (banned, no longer a member, dialing in the wrong direction).
+    /// Connections refused: by the TLS verifiers (not a member, banned, wrong key), or after
+    /// the handshake (banned, no longer a member, dialing in the wrong direction). Sockets
+    /// refused before TLS are counted apart (`connections_refused_pre_tls_*`).
     connections_refused: Counter,
     /// Handshakes that failed otherwise (timeout, IO error, bad hello, TLS alert).
     handshake_failures: Counter,
