@@ -39,7 +39,10 @@ pub struct NodeConfig {
     pub mux: MuxConfig,
     /// Deadline of a TCP connect.
     pub connect_timeout: Duration,
-    /// Deadline of the TLS handshake plus the [`Hello`](p2p_transport::codec::Hello) exchange.
+    /// Deadline of the TLS handshake plus the [`Hello`](p2p_transport::codec::Hello) exchange,
+    /// both ways (default 2 s). For an inbound connection it is the pre-authentication deadline:
+    /// the time a socket that is not yet known to be a member's may hold a pending-handshake
+    /// slot, so it is short (a member needs two round trips and a signature).
     pub handshake_timeout: Duration,
     /// An empty `Adverts` message is sent after this long without writing anything.
     pub keepalive_interval: Duration,
@@ -72,8 +75,20 @@ pub struct NodeConfig {
     /// bytes, and a small urgent message waits behind at most this much bulk. A larger message
     /// takes the whole budget.
     pub read_ahead_bytes: usize,
-    /// Inbound connections allowed in their handshake at once; more wait in the backlog.
+    /// Inbound connections allowed in their handshake at once (default 64). When they are all
+    /// pending, a connection from a member's registry address aborts the oldest one from a
+    /// non-registry address (or, failing that, from the address holding the most); any other
+    /// connection is closed on accept. See [`p2p_transport::admission`].
     pub max_pending_handshakes: usize,
+    /// Inbound connections allowed in their handshake at once from one source IP address
+    /// (default 4: a member dials one connection at a time, plus a reconnect racing the old
+    /// one); more are closed on accept.
+    pub max_pending_handshakes_per_address: usize,
+    /// Close, on accept and before any TLS, connections whose source IP address is no
+    /// member's registry address (default on). Turn it off where members reach this node from
+    /// addresses other than their registry ones (NAT); the caps above still hold, and members'
+    /// registry addresses still come first.
+    pub admit_registry_addresses_only: bool,
     /// Record every input and output of the core, and every decision of the priority function,
     /// to this file (see [`p2p_trace`]). The node runs `core.priority_fn` as it would unrecorded.
     #[cfg(feature = "trace")]
@@ -113,7 +128,8 @@ pub fn os_seed() -> u64 {
 impl NodeConfig {
     /// Defaults: core and mux defaults (with a seed from the operating system's secure random
     /// source), codec limits derived from the core's ([`codec_limits`](Self::codec_limits)),
-    /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, reconnect
+    /// 5 s connect timeout, 2 s handshake timeout, 64 pending inbound handshakes (4 per source
+    /// address, registry addresses only), keepalive every 5 s, idle cut after 30 s, reconnect
     /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
         let core = p2p_core::Config {
@@ -130,7 +146,7 @@ impl NodeConfig {
             core,
             mux,
             connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             reconnect_backoff_min: Duration::from_millis(100),
@@ -143,6 +159,8 @@ impl NodeConfig {
             event_buffer: 1024,
             read_ahead_bytes: 4 << 20,
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_address: 4,
+            admit_registry_addresses_only: true,
             #[cfg(feature = "trace")]
             record_trace: None,
             #[cfg(feature = "trace")]
@@ -195,10 +213,14 @@ impl NodeConfig {
             || self.event_buffer == 0
             || self.read_ahead_bytes == 0
             || self.max_pending_handshakes == 0
+            || self.max_pending_handshakes_per_address == 0
         {
             return bad(
-                "delivery_buffer, delivery_buffer_bytes, event_buffer, read_ahead_bytes and max_pending_handshakes must be >= 1",
+                "delivery_buffer, delivery_buffer_bytes, event_buffer, read_ahead_bytes, max_pending_handshakes and max_pending_handshakes_per_address must be >= 1",
             );
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be positive");
         }
         if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {
             return bad("idle_timeout must exceed a non-zero keepalive_interval");

@@ -14,6 +14,7 @@ use p2p_core::{
 };
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
+use p2p_transport::admission::AdmissionView;
 use p2p_transport::conn::ConnError;
 use p2p_transport::mux::PushError;
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
@@ -103,6 +104,8 @@ pub(crate) struct Driver {
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: Option<JoinHandle<()>>,
+    /// What the accept task's admission machine knows of the registry and the bans.
+    admission: watch::Sender<Arc<AdmissionView>>,
     conns: HashMap<NodeId, Conn>,
     next_conn: u64,
     /// Dial attempts in progress.
@@ -131,6 +134,7 @@ pub(crate) struct DriverParts {
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
+    pub admission: watch::Sender<Arc<AdmissionView>>,
 }
 
 impl Driver {
@@ -157,6 +161,7 @@ impl Driver {
             deliveries_tx: p.deliveries_tx,
             accept_shutdown: p.accept_shutdown,
             accept_task: Some(p.accept_task),
+            admission: p.admission,
             conns: HashMap::new(),
             next_conn: 1,
             dials: HashMap::new(),
@@ -170,12 +175,29 @@ impl Driver {
         self.clock.now()
     }
 
-    /// The earliest of the core's and the policy's timers.
+    /// The earliest of the core's and the policy's timers, and of the ends of bans (when the
+    /// TLS verifiers stop refusing the member).
     fn next_timer(&self) -> Option<Time> {
-        match (self.core.poll_timeout(), self.policy.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let ban_end = self.admission.borrow().banned.iter().map(|b| b.1).min();
+        [
+            self.core.poll_timeout(),
+            self.policy.poll_timeout(),
+            ban_end,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Tells the accept task's admission machine and the TLS verifiers of the registry's
+    /// addresses and the bans in force, if either changed.
+    fn publish_admission(&mut self) {
+        let view = AdmissionView::new(&self.registry, self.policy.banned(self.now()));
+        if **self.admission.borrow() == view {
+            return;
         }
+        self.membership.set_banned(view.banned.iter().map(|b| b.0));
+        self.admission.send_replace(Arc::new(view));
     }
 
     /// The node task's loop: commands, connection events, deliveries and the core's timer.
@@ -500,6 +522,7 @@ impl Driver {
                 }
             }
         }
+        self.publish_admission();
         self.publish_metrics();
     }
 

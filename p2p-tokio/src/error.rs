@@ -27,6 +27,9 @@ pub enum StartError {
     /// The connection policy's configuration is invalid.
     #[error("invalid connection policy: {0}")]
     Policy(#[from] PolicyConfigError),
+    /// The admission settings are invalid.
+    #[error("invalid admission settings: {0}")]
+    Admission(#[from] p2p_transport::admission::AdmissionConfigError),
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),

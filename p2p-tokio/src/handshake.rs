@@ -45,6 +45,9 @@ pub(crate) enum HandshakeError {
     /// Our verifier refused the peer's certificate (not a member, not the dialed node, ...).
     #[error("peer refused: {0}")]
     Refused(String),
+    /// Our verifier refused the peer's certificate because the member is banned.
+    #[error("peer refused: {0}")]
+    Banned(String),
     /// The TLS handshake failed otherwise (including the peer refusing us).
     #[error("TLS handshake failed: {0}")]
     Tls(io::Error),
@@ -71,7 +74,7 @@ pub(crate) enum HandshakeError {
 impl HandshakeError {
     /// Whether our own verifier refused the peer (counted as a refusal, not a failure).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, HandshakeError::Refused(_))
+        matches!(self, HandshakeError::Refused(_) | HandshakeError::Banned(_))
     }
 }
 
@@ -81,6 +84,7 @@ fn tls_error(e: io::Error) -> HandshakeError {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .and_then(rejection_reason);
     match refused {
+        Some(reason @ PeerRejected::Banned(_)) => HandshakeError::Banned(reason.to_string()),
         Some(reason) => HandshakeError::Refused(reason.to_string()),
         None => HandshakeError::Tls(e),
     }
@@ -108,7 +112,8 @@ impl Handshaker {
         )
     }
 
-    /// Runs the server side on an accepted TCP stream.
+    /// Runs the server side on an accepted TCP stream. It has no deadline of its own: the
+    /// accept loop aborts it at the admission machine's pre-authentication deadline.
     pub async fn accept(
         &self,
         tcp: TcpStream,
@@ -130,9 +135,7 @@ impl Handshaker {
                 registry_version: hello.registry_version,
             })
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| HandshakeError::Timeout(self.timeout))?
+        work.await
     }
 
     /// Runs the client side towards `peer` on a connected TCP stream.

@@ -16,8 +16,14 @@
 //!   [`Deliveries`] stream, `Disconnect` closes the connection (logged with its reason) and
 //!   tells the connection policy, which bans a misbehaving peer. It also owns the policy and
 //!   carries out its dials and closes. It never awaits a socket.
-//! - **the accept loop**, which runs at most [`NodeConfig::max_pending_handshakes`] inbound
-//!   handshakes at once;
+//! - **the accept loop**, which runs the sans-IO [`p2p_transport::admission`] machine on
+//!   every accepted socket before any TLS: it refuses sources that are no member's registry
+//!   address ([`NodeConfig::admit_registry_addresses_only`]) and the address of a banned
+//!   member, caps pending handshakes per source address
+//!   ([`NodeConfig::max_pending_handshakes_per_address`]) and in all
+//!   ([`NodeConfig::max_pending_handshakes`]), where a member's address evicts a stranger's
+//!   handshake, and aborts handshakes at [`NodeConfig::handshake_timeout`]. The node task
+//!   sends it registry and ban changes;
 //! - **a dial task per attempt** the connection policy decides on;
 //! - **a reader and a writer task per connection.** The writer takes frames from the peer's
 //!   [`ConnSender`](p2p_transport::conn::ConnSender) at the pace the socket accepts them; the
@@ -59,7 +65,8 @@
 //! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
 //!   with a logged reason (`tracing`) and ban the peer for [`NodeConfig::misbehaviour_ban`],
 //!   doubled for each repeat offence up to [`NodeConfig::misbehaviour_ban_max`]; the node keeps
-//!   serving everyone else.
+//!   serving everyone else. A banned member is refused on accept, before TLS, when it dials
+//!   from its registry address (listed for no other member), and inside TLS otherwise.
 //!
 //! # Deliveries
 //!
@@ -164,6 +171,7 @@ use driver::{Driver, DriverParts, DriverSettings};
 use handshake::Handshaker;
 use metrics::Counters;
 use net::SocketOpts;
+use p2p_transport::admission::{Admission, AdmissionConfig, AdmissionView};
 use p2p_transport::conn::ConnConfig;
 use p2p_transport::peers::{PeerPolicy, PolicyConfig};
 
@@ -250,14 +258,27 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
     let (deliveries_tx, deliveries_rx) =
         handle::DeliveryQueue::channel(cfg.delivery_buffer, cfg.delivery_buffer_bytes);
     let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
-    let accept_task = tokio::spawn(accept::accept_loop(
-        listener,
-        handshaker.clone(),
-        sock,
-        events_tx.clone(),
-        cfg.max_pending_handshakes,
-        accept_shutdown_rx,
-    ));
+    let admission = Admission::new(AdmissionConfig {
+        registry_only: cfg.admit_registry_addresses_only,
+        max_pending: cfg.max_pending_handshakes,
+        max_pending_per_address: cfg.max_pending_handshakes_per_address,
+        deadline: cfg.handshake_timeout,
+    })?;
+    // The registry's addresses from the start, so that members are admitted at once.
+    let (admission_tx, admission_rx) = watch::channel(Arc::new(AdmissionView::new(&registry, [])));
+    let accept_task = tokio::spawn(
+        accept::AcceptLoop {
+            listener,
+            hs: handshaker.clone(),
+            sock,
+            events: events_tx.clone(),
+            admission,
+            view: admission_rx,
+            shutdown: accept_shutdown_rx,
+            clock,
+        }
+        .run(),
+    );
     let core_metrics = Arc::new(Mutex::new(core.metrics()));
     let driver = Driver::new(DriverParts {
         id,
@@ -284,6 +305,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         deliveries_tx,
         accept_shutdown,
         accept_task,
+        admission: admission_tx,
     });
     info!(node = %id, addr = %local_addr, "node started");
     let task = tokio::spawn(driver.run(commands_rx, events_rx, urgent_rx));

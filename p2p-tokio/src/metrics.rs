@@ -93,11 +93,36 @@ declare_metrics! {
     connections_accepted: Counter,
     /// Outbound connections that completed TLS and the hello and were handed to the core.
     connections_dialed: Counter,
-    /// Connections refused: by the TLS verifiers (not a member, wrong key), or after the
-    /// handshake (banned, no longer a member, dialing in the wrong direction).
+    /// Connections refused: by the TLS verifiers (not a member, banned, wrong key), or after
+    /// the handshake (banned, no longer a member, dialing in the wrong direction). Sockets
+    /// refused before TLS are counted apart (`connections_refused_pre_tls_*`).
     connections_refused: Counter,
     /// Handshakes that failed otherwise (timeout, IO error, bad hello, TLS alert).
     handshake_failures: Counter,
+    /// Inbound connections refused by the TLS verifier because the member is banned (it
+    /// dialed from an address other than its own registry one).
+    refused_in_tls_banned: Counter as "connections_refused_in_tls_banned",
+    /// Accepted sockets refused before TLS: the source address is the registry address of
+    /// exactly one member, which is banned.
+    refused_pre_tls_banned: Counter as "connections_refused_pre_tls_banned",
+    /// Accepted sockets refused before TLS: the source address is no member's registry
+    /// address (registry-only admission).
+    refused_pre_tls_not_member_address: Counter as "connections_refused_pre_tls_not_member_address",
+    /// Accepted sockets refused before TLS: their source address already held its cap of
+    /// pending handshakes.
+    refused_pre_tls_address_full: Counter as "connections_refused_pre_tls_address_full",
+    /// Accepted sockets refused before TLS: the pending pool was full and the source address
+    /// is no member's.
+    refused_pre_tls_pool_full: Counter as "connections_refused_pre_tls_pool_full",
+    /// Pending handshakes from non-registry addresses aborted to make room for a member's.
+    evicted_stranger: Counter as "handshakes_evicted_for_member_stranger",
+    /// Pending handshakes of the busiest address aborted to make room for a member's.
+    evicted_busiest: Counter as "handshakes_evicted_for_member_busiest",
+    /// Pending handshakes aborted at the pre-authentication deadline (`handshake_timeout`);
+    /// also counted in `handshake_failures`.
+    evicted_deadline: Counter as "handshakes_evicted_deadline",
+    /// Inbound handshakes pending (TLS and hello under way).
+    pending_handshakes: Gauge,
     /// Dial attempts that did not produce a connection.
     dial_failures: Counter,
     /// Peers with an established connection.
@@ -235,7 +260,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 40);
+        assert_eq!(names.len(), 49);
     }
 
     #[test]
@@ -265,7 +290,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 40);
+        assert_eq!(values.len(), 49);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

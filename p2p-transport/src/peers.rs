@@ -252,6 +252,15 @@ impl PeerPolicy {
             .filter(|t| *t > now)
     }
 
+    /// The members banned at `now`, with the ends of their bans, in id order: what the
+    /// admission machine and the TLS verifiers need to refuse them before a handshake
+    /// completes.
+    pub fn banned(&self, now: Time) -> impl Iterator<Item = (NodeId, Time)> + '_ {
+        self.peers
+            .iter()
+            .filter_map(move |(id, p)| p.banned_until.filter(|t| *t > now).map(|t| (*id, t)))
+    }
+
     /// Whether a connection from or to `peer` may start at `now` (a member, not banned, not us):
     /// what a driver can check before the TLS handshake.
     pub fn may_connect(&self, now: Time, peer: &NodeId) -> bool {

@@ -8,7 +8,10 @@
 //! **Who is accepted.** A peer completes a handshake with us, in either role, only if
 //! - it presents exactly one certificate (no chain), well-formed X.509 DER;
 //! - that certificate's public key hashes (SHA-256 of its SubjectPublicKeyInfo DER) to a
-//!   [`NodeId`] in the membership snapshot current at the moment its certificate is checked;
+//!   [`NodeId`] in the membership snapshot current at the moment its certificate is checked,
+//!   and that id is not banned in it ([`Membership::set_banned`]): a banned member is refused
+//!   before the handshake completes, before any application data, whatever address it dials
+//!   from;
 //! - when we dial, that id is also the one we dialed: the expected id travels in the
 //!   `ServerName` ([`server_name_for`]) and the verifier pins the key to it; any name inside the
 //!   certificate is ignored;
@@ -82,11 +85,13 @@ use rustls::{
 pub use crate::identity::server_name_for;
 use crate::identity::{NodeIdentity, node_id_from_server_name, node_id_of_cert};
 
-/// One version of the membership: the registry version and the node ids allowed to connect.
+/// One version of the membership: the registry version, the node ids allowed to connect, and
+/// those of them currently banned (refused inside the handshake).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Members {
     version: u64,
     nodes: BTreeSet<NodeId>,
+    banned: BTreeSet<NodeId>,
 }
 
 impl Members {
@@ -95,7 +100,27 @@ impl Members {
         Members {
             version,
             nodes: nodes.into_iter().collect(),
+            banned: BTreeSet::new(),
         }
+    }
+
+    /// These members with `banned` (those of them that are members) refused.
+    pub fn with_banned(mut self, banned: impl IntoIterator<Item = NodeId>) -> Self {
+        self.banned = banned
+            .into_iter()
+            .filter(|id| self.nodes.contains(id))
+            .collect();
+        self
+    }
+
+    /// Whether `node` is banned.
+    pub fn is_banned(&self, node: &NodeId) -> bool {
+        self.banned.contains(node)
+    }
+
+    /// The banned members in ascending order.
+    pub fn banned(&self) -> impl Iterator<Item = &NodeId> {
+        self.banned.iter()
     }
 
     /// The registry version.
@@ -163,8 +188,9 @@ impl Membership {
     }
 
     /// Replaces the snapshot with `members`, unless its version is older than the current one
-    /// (an equal version replaces it). Takes effect for every later certificate check.
-    pub fn update(&self, members: Members) -> Result<(), MembershipError> {
+    /// (an equal version replaces it). Takes effect for every later certificate check. Bans in
+    /// force stay for those still members, unless `members` names its own.
+    pub fn update(&self, mut members: Members) -> Result<(), MembershipError> {
         let mut guard = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if members.version < guard.version {
             return Err(MembershipError::Stale {
@@ -172,8 +198,19 @@ impl Membership {
                 offered: members.version,
             });
         }
+        if members.banned.is_empty() {
+            members = members.with_banned(guard.banned.iter().copied());
+        }
         *guard = Arc::new(members);
         Ok(())
+    }
+
+    /// Replaces the banned members of the current snapshot (those that are members); takes
+    /// effect for every later certificate check.
+    pub fn set_banned(&self, banned: impl IntoIterator<Item = NodeId>) {
+        let mut guard = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let next = Members::clone(&guard).with_banned(banned);
+        *guard = Arc::new(next);
     }
 
     /// Whether `node` is a member of the current snapshot.
@@ -198,6 +235,9 @@ pub enum PeerRejected {
         /// The membership version checked.
         version: u64,
     },
+    /// The certificate's key is a member that is currently banned.
+    #[error("peer {0:?} is banned")]
+    Banned(NodeId),
     /// We dialed one node and another answered.
     #[error("dialed {expected:?} but the certificate belongs to {actual:?}")]
     UnexpectedPeer {
@@ -259,6 +299,9 @@ fn check_member(
             peer,
             version: members.version(),
         });
+    }
+    if members.is_banned(&peer) {
+        return Err(PeerRejected::Banned(peer));
     }
     Ok(peer)
 }

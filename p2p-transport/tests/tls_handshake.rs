@@ -499,3 +499,34 @@ fn the_bench_pair_delivers_every_byte_over_tls13_aes128gcm() {
     let rate = measure_tls_throughput(1 << 16).unwrap();
     assert!(rate.is_finite() && rate > 0.0);
 }
+
+#[test]
+fn a_banned_member_is_refused_inside_the_handshake_until_the_ban_is_lifted() {
+    let ids = identities(3);
+    let members = [ids[0].node_id(), ids[1].node_id(), ids[2].node_id()];
+    let mut ids = ids.into_iter();
+    let a = Node::new(ids.next().unwrap(), &members);
+    let b = Node::new(ids.next().unwrap(), &members);
+    let c = Node::new(ids.next().unwrap(), &members);
+
+    a.membership.set_banned([b.node_id()]);
+    assert!(a.membership.snapshot().is_banned(&b.node_id()));
+    let (_c, server, inbound) = dial(&b, &a);
+    match reason(&inbound.server_err) {
+        PeerRejected::Banned(peer) => assert_eq!(*peer, b.node_id()),
+        other => panic!("unexpected reason {other:?}"),
+    }
+    assert!(
+        server.is_handshaking(),
+        "the server never completes the handshake"
+    );
+    // Other members still connect, and a registry update keeps the ban of a member that stays.
+    let (_c, _s, other) = dial(&c, &a);
+    assert!(other.completed(), "{other:?}");
+    a.membership.update(Members::new(2, members)).unwrap();
+    assert!(a.membership.snapshot().is_banned(&b.node_id()));
+
+    a.membership.set_banned([]);
+    let (_c, _s, after) = dial(&b, &a);
+    assert!(after.completed(), "{after:?}");
+}

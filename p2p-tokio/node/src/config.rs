@@ -205,6 +205,9 @@ struct RawTuning {
     delivery_buffer: Option<usize>,
     tcp_nodelay: Option<bool>,
     socket_buffer: Option<usize>,
+    max_pending_handshakes: Option<usize>,
+    max_pending_handshakes_per_address: Option<usize>,
+    admit_registry_addresses_only: Option<bool>,
 }
 
 /// Optional settings of the node; unset ones keep the library's defaults.
@@ -238,6 +241,12 @@ pub struct Tuning {
     pub tcp_nodelay: Option<bool>,
     /// SO_SNDBUF / SO_RCVBUF.
     pub socket_buffer: Option<usize>,
+    /// Inbound handshakes pending at once.
+    pub max_pending_handshakes: Option<usize>,
+    /// Inbound handshakes pending at once from one source address.
+    pub max_pending_handshakes_per_address: Option<usize>,
+    /// Refuse, before TLS, sources that are no member's registry address (off behind NAT).
+    pub admit_registry_addresses_only: Option<bool>,
 }
 
 /// A validated node configuration.
@@ -378,6 +387,9 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         delivery_buffer: t.delivery_buffer,
         tcp_nodelay: t.tcp_nodelay,
         socket_buffer: t.socket_buffer,
+        max_pending_handshakes: t.max_pending_handshakes,
+        max_pending_handshakes_per_address: t.max_pending_handshakes_per_address,
+        admit_registry_addresses_only: t.admit_registry_addresses_only,
     };
     Ok(NodeFile {
         path: path.to_path_buf(),

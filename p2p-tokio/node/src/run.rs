@@ -98,6 +98,15 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if t.socket_buffer.is_some() {
         cfg.socket_buffer = t.socket_buffer;
     }
+    if let Some(v) = t.max_pending_handshakes {
+        cfg.max_pending_handshakes = v;
+    }
+    if let Some(v) = t.max_pending_handshakes_per_address {
+        cfg.max_pending_handshakes_per_address = v;
+    }
+    if let Some(v) = t.admit_registry_addresses_only {
+        cfg.admit_registry_addresses_only = v;
+    }
     cfg
 }
 

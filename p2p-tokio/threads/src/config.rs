@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2p_transport::admission::AdmissionConfig;
 use p2p_transport::codec::Limits;
 use p2p_transport::conn::ConnConfig;
 use p2p_transport::identity::NodeIdentity;
@@ -31,7 +32,10 @@ pub struct ThreadedConfig {
     pub policy: PolicyConfig,
     /// Deadline of a TCP connect.
     pub connect_timeout: Duration,
-    /// Deadline of the TLS handshake (the hello has `conn.hello_timeout`).
+    /// Deadline of the TLS handshake, both ways (default 2 s; the hello has
+    /// `conn.hello_timeout`). For an inbound connection it is the pre-authentication deadline
+    /// of the admission machine: how long a socket not yet known to be a member's may hold a
+    /// pending-handshake slot.
     pub handshake_timeout: Duration,
     /// Read timeout of the sockets: how often a reader blocked on a quiet socket checks its
     /// timers and whether to stop. It adds no latency to messages.
@@ -44,8 +48,18 @@ pub struct ThreadedConfig {
     pub delivery_buffer: usize,
     /// Capacity of the channel from the connections and the handle to the node thread.
     pub event_buffer: usize,
-    /// Inbound connections in their TLS handshake at once; more are closed on accept.
+    /// Inbound connections in their TLS handshake at once (default 64). When they are all
+    /// pending, a connection from a member's registry address aborts the oldest one from a
+    /// non-registry address (or, failing that, from the address holding the most); any other
+    /// is closed on accept. See [`p2p_transport::admission`].
     pub max_pending_handshakes: usize,
+    /// Inbound connections in their TLS handshake at once from one source IP address (default
+    /// 4: a member dials one connection at a time, plus a reconnect racing the old one).
+    pub max_pending_handshakes_per_address: usize,
+    /// Close, on accept and before any TLS, connections whose source IP address is no
+    /// member's registry address (default on). Turn it off where members reach this node from
+    /// addresses other than their registry ones (NAT).
+    pub admit_registry_addresses_only: bool,
 }
 
 /// A secret seed from the operating system's random source (through the TLS crypto provider).
@@ -61,7 +75,8 @@ fn os_seed() -> Result<u64, Error> {
 impl ThreadedConfig {
     /// Defaults: core defaults with a seed from the operating system, a message limit fitting
     /// the core's largest artifact, connection-layer and policy defaults, 5 s connect and
-    /// handshake timeouts, 100 ms tick, 1024 deliveries.
+    /// 2 s handshake timeouts, 64 pending inbound handshakes (4 per source address, registry
+    /// addresses only), 100 ms tick, 1024 deliveries.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Result<Self, Error> {
         let core = p2p_core::Config {
             seed: os_seed()?,
@@ -83,18 +98,31 @@ impl ThreadedConfig {
             conn,
             policy: PolicyConfig::default(),
             connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
             tick: Duration::from_millis(100),
             write_chunk: 64 << 10,
             delivery_buffer: 1024,
             event_buffer: 1024,
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_address: 4,
+            admit_registry_addresses_only: true,
         })
+    }
+
+    /// The admission machine's settings.
+    pub fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            registry_only: self.admit_registry_addresses_only,
+            max_pending: self.max_pending_handshakes,
+            max_pending_per_address: self.max_pending_handshakes_per_address,
+            deadline: self.handshake_timeout,
+        }
     }
 
     /// Checks the settings that would make the node misbehave.
     pub fn validate(&self) -> Result<(), Error> {
         self.core.validate()?;
+        self.admission().validate()?;
         self.conn.validate()?;
         self.policy.validate()?;
         let limits = &self.conn.mux.limits;

@@ -6,20 +6,22 @@
 //! writer encrypts under the lock and writes unlocked, and the node thread only pushes
 //! messages. So the node thread never waits for a socket.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use p2p_core::{Class, Message, NodeId, Time};
+use p2p_transport::admission::{Admission, AdmissionView, Ticket};
 use p2p_transport::codec::Hello;
 use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
 use p2p_transport::mux::PushError;
-use p2p_transport::tls::{peer_node_id, rejection_reason, server_name_for};
+use p2p_transport::tls::{PeerRejected, peer_node_id, rejection_reason, server_name_for};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use rustls::{ConnectionCommon, SideData, StreamOwned};
 use tracing::debug;
@@ -38,6 +40,9 @@ const READ_BUF: usize = 64 << 10;
 pub(crate) struct Counters {
     pub admitted: AtomicU64,
     pub refused: AtomicU64,
+    pub refused_pre_tls: AtomicU64,
+    pub refused_banned_in_tls: AtomicU64,
+    pub evicted: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub dial_failures: AtomicU64,
     pub disconnects: AtomicU64,
@@ -65,7 +70,6 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Connection threads alive (reader, writer, handshakes).
     pub live: AtomicUsize,
-    handshaking: AtomicUsize,
 }
 
 /// Decrements a gauge when dropped.
@@ -94,7 +98,16 @@ pub(crate) struct Settings {
     pub handshake_timeout: Duration,
     pub tick: Duration,
     pub write_chunk: usize,
-    pub max_pending_handshakes: usize,
+    /// To the accept thread: registry and ban changes, and the ends of inbound handshakes.
+    pub accept: Sender<AcceptMsg>,
+}
+
+/// What the accept thread hears of.
+pub(crate) enum AcceptMsg {
+    /// The node thread's registry addresses and bans.
+    View(AdmissionView),
+    /// An inbound TLS handshake ended (completed or not).
+    Done(Ticket),
 }
 
 impl Shared {
@@ -108,7 +121,6 @@ impl Shared {
             start: Instant::now(),
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
-            handshaking: AtomicUsize::new(0),
         }
     }
 
@@ -134,6 +146,8 @@ pub(crate) enum ConnEnd {
     Connect(io::Error),
     #[error("peer refused: {0}")]
     Refused(String),
+    #[error("peer refused: {0}")]
+    Banned(String),
     #[error("TLS failed: {0}")]
     Tls(String),
     #[error("TLS handshake not done within {0:?}")]
@@ -158,7 +172,7 @@ impl ConnEnd {
 
     /// Whether our verifier refused the peer.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ConnEnd::Refused(_))
+        matches!(self, ConnEnd::Refused(_) | ConnEnd::Banned(_))
     }
 }
 
@@ -169,6 +183,7 @@ fn tls_error(e: io::Error, timeout: Duration) -> ConnEnd {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .and_then(rejection_reason);
     match refused {
+        Some(reason @ PeerRejected::Banned(_)) => ConnEnd::Banned(reason.to_string()),
         Some(reason) => ConnEnd::Refused(reason.to_string()),
         None if matches!(
             e.kind(),
@@ -293,26 +308,73 @@ impl Link {
     }
 }
 
-/// Accepts connections until the node stops; each runs its handshake and connection on its
-/// own thread, at most `max_pending_handshakes` handshakes at once.
-pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until the node stops. Each accepted socket goes through the
+/// admission machine first ([`p2p_transport::admission`]); an admitted one runs its handshake
+/// and connection on its own thread, and the accept thread shuts its socket down when the
+/// machine evicts it or its deadline passes.
+pub(crate) fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut admission: Admission,
+    msgs: Receiver<AcceptMsg>,
+) {
+    let mut socks: HashMap<Ticket, TcpStream> = HashMap::new();
+    let evict = |socks: &mut HashMap<Ticket, TcpStream>, e: p2p_transport::admission::Eviction| {
+        if let Some(sock) = socks.remove(&e.ticket) {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+        inc(&shared.counters.evicted);
+        debug!(ip = %e.ip, reason = %e.reason, "pending handshake aborted");
+    };
     while !shared.stopped() {
+        while let Ok(msg) = msgs.try_recv() {
+            match msg {
+                AcceptMsg::View(view) => admission.set_view(&view),
+                AcceptMsg::Done(ticket) => {
+                    socks.remove(&ticket);
+                    admission.finished(ticket);
+                }
+            }
+        }
+        let now = shared.now();
+        for e in admission.handle_timeout(now) {
+            evict(&mut socks, e);
+        }
         match listener.accept() {
             Ok((sock, remote)) => {
-                if shared.handshaking.load(Ordering::Relaxed)
-                    >= shared.settings.max_pending_handshakes
-                {
-                    inc(&shared.counters.handshake_failures);
-                    debug!(%remote, "too many handshakes at once: connection closed");
-                    continue;
+                let admitted = match admission.arrive(now, remote.ip()) {
+                    Ok(a) => a,
+                    Err(why) => {
+                        inc(&shared.counters.refused_pre_tls);
+                        debug!(%remote, reason = why.name(), error = %why, "refused before TLS");
+                        continue;
+                    }
+                };
+                if let Some(e) = admitted.evicted {
+                    evict(&mut socks, e);
                 }
+                let ticket = admitted.ticket;
+                let handle = match sock.try_clone() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        admission.finished(ticket);
+                        debug!(%remote, error = %e, "cannot keep a handle on the socket");
+                        continue;
+                    }
+                };
                 let conn = shared.next_conn();
                 let s = Arc::clone(&shared);
                 let spawned = thread::Builder::new()
                     .name(format!("p2p-conn-{conn}"))
-                    .spawn(move || inbound(s, conn, sock, remote));
-                if let Err(e) = spawned {
-                    debug!(%remote, error = %e, "cannot start a connection thread");
+                    .spawn(move || inbound(s, conn, sock, remote, ticket));
+                match spawned {
+                    Ok(_) => {
+                        socks.insert(ticket, handle);
+                    }
+                    Err(e) => {
+                        admission.finished(ticket);
+                        debug!(%remote, error = %e, "cannot start a connection thread");
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
@@ -322,6 +384,22 @@ pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 thread::sleep(ACCEPT_POLL * 10);
             }
         }
+    }
+}
+
+/// Tells the accept thread that an inbound handshake ended, when dropped.
+struct Slot<'a> {
+    shared: &'a Shared,
+    ticket: Ticket,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .shared
+            .settings
+            .accept
+            .send(AcceptMsg::Done(self.ticket));
     }
 }
 
@@ -351,10 +429,13 @@ where
 }
 
 /// The server side of an accepted connection, then the connection itself.
-fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr) {
+fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr, ticket: Ticket) {
     let _live = Gauge::new(&shared.live);
     let tls = {
-        let _pending = Gauge::new(&shared.handshaking);
+        let _slot = Slot {
+            shared: &shared,
+            ticket,
+        };
         let setup = sock
             .set_nonblocking(false)
             .and_then(|()| sock.set_nodelay(true));
@@ -370,6 +451,9 @@ fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr) 
             Err(end) => {
                 if end.is_refusal() {
                     inc(&shared.counters.refused);
+                    if matches!(end, ConnEnd::Banned(_)) {
+                        inc(&shared.counters.refused_banned_in_tls);
+                    }
                 } else {
                     inc(&shared.counters.handshake_failures);
                 }

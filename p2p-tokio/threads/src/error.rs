@@ -21,6 +21,9 @@ pub enum Error {
     /// The connection policy's configuration is invalid.
     #[error("invalid policy configuration: {0}")]
     Policy(#[from] PolicyConfigError),
+    /// The admission settings are invalid.
+    #[error("invalid admission settings: {0}")]
+    Admission(#[from] p2p_transport::admission::AdmissionConfigError),
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),

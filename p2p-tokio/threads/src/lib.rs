@@ -14,8 +14,12 @@
 //!   connection and tells the policy (which bans a misbehaving peer), a policy `Dial` starts a
 //!   dial thread, a policy `Close` closes a removed member's connection. It never touches a
 //!   socket.
-//! - **The accept thread** takes inbound TCP connections (at most `max_pending_handshakes` in
-//!   their TLS handshake at once).
+//! - **The accept thread** takes inbound TCP connections and runs the sans-IO
+//!   [`p2p_transport::admission`] machine on each before any TLS (registry addresses only,
+//!   banned members' addresses refused, pending handshakes capped per source address and in
+//!   all with members' addresses first, the `handshake_timeout` deadline); it shuts down the
+//!   socket of a handshake the machine evicts. The node thread sends it registry and ban
+//!   changes.
 //! - **Two threads per connection.** The dial or accept thread runs the TLS handshake
 //!   (`rustls::StreamOwned` over a blocking `TcpStream`, registry-pinned configurations from
 //!   `p2p_transport::tls`: a non-member is refused inside TLS) and then reads: socket bytes
@@ -100,13 +104,14 @@ mod node;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use p2p_core::{Artifact, ArtifactId, Kind, Node, NodeId};
+use p2p_transport::admission::{Admission, AdmissionView};
 use p2p_transport::peers::PeerPolicy;
 use p2p_transport::tls::{self, Membership};
 
@@ -136,7 +141,14 @@ pub struct Stats {
     /// Connections refused: by the TLS verifiers (not a member, not the dialed node) or by the
     /// policy (banned, wrong direction, no longer a member).
     pub connections_refused: u64,
-    /// Inbound handshakes that failed otherwise (or found no room).
+    /// Accepted sockets refused before TLS by the admission machine (not a member's address,
+    /// a banned member's address, an address or the pool full).
+    pub refused_pre_tls: u64,
+    /// Inbound connections refused inside TLS because the member is banned.
+    pub refused_banned_in_tls: u64,
+    /// Pending inbound handshakes aborted: evicted for a member's arrival, or past the deadline.
+    pub handshakes_evicted: u64,
+    /// Inbound handshakes that failed otherwise.
     pub handshake_failures: u64,
     /// Dials that did not lead to an admitted connection.
     pub dial_failures: u64,
@@ -177,6 +189,10 @@ impl ThreadedNode {
         let local_addr = listener.local_addr().map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let policy = PeerPolicy::new(id, cfg.policy.clone(), cfg.core.seed)?;
+        let admission = Admission::new(cfg.admission())?;
+        let (accept_tx, accept_rx) = channel();
+        // The registry's addresses from the start, so that members are admitted at once.
+        let _ = accept_tx.send(conn::AcceptMsg::View(AdmissionView::new(&registry, [])));
         let core = Node::new(id, cfg.core);
         let (events, events_rx) = sync_channel(cfg.event_buffer);
         let (deliveries_tx, deliveries) = sync_channel(cfg.delivery_buffer);
@@ -189,7 +205,7 @@ impl ThreadedNode {
             handshake_timeout: cfg.handshake_timeout,
             tick: cfg.tick,
             write_chunk: cfg.write_chunk,
-            max_pending_handshakes: cfg.max_pending_handshakes,
+            accept: accept_tx,
         };
         let shared = Arc::new(Shared::new(settings, registry.version));
         let node = ThreadedNode {
@@ -203,7 +219,7 @@ impl ThreadedNode {
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("p2p-accept".into())
-            .spawn(move || conn::accept_loop(listener, s))
+            .spawn(move || conn::accept_loop(listener, s, admission, accept_rx))
             .map_err(Error::Spawn)?;
         node.lock_threads().push(accept);
         let thread = NodeThread::new(core, policy, shared, membership, deliveries_tx);
@@ -273,6 +289,9 @@ impl ThreadedNode {
         Stats {
             connections_admitted: get(&c.admitted),
             connections_refused: get(&c.refused),
+            refused_pre_tls: get(&c.refused_pre_tls),
+            refused_banned_in_tls: get(&c.refused_banned_in_tls),
+            handshakes_evicted: get(&c.evicted),
             handshake_failures: get(&c.handshake_failures),
             dial_failures: get(&c.dial_failures),
             disconnects: get(&c.disconnects),

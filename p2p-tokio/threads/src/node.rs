@@ -12,6 +12,7 @@ use std::time::Duration;
 use p2p_core::{
     Artifact, ArtifactId, DisconnectReason, Input, InputError, Message, Node, NodeId, Output, Time,
 };
+use p2p_transport::admission::AdmissionView;
 use p2p_transport::codec::Hello;
 use p2p_transport::mux::PushError;
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
@@ -20,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::Delivered;
 use crate::config::Registry;
-use crate::conn::{self, ConnEnd, Link, Shared, inc};
+use crate::conn::{self, AcceptMsg, ConnEnd, Link, Shared, inc};
 use crate::error::Error;
 
 /// How often the node thread retries pending deliveries while the channel is full.
@@ -73,6 +74,8 @@ pub(crate) struct NodeThread {
     links: HashMap<NodeId, Arc<Link>>,
     /// Dials under way: connection number -> peer.
     dialing: HashMap<u64, NodeId>,
+    /// The registry addresses and bans last told to the accept thread and the TLS verifiers.
+    admission_view: Option<AdmissionView>,
     pending: VecDeque<Delivered>,
     deliveries_open: bool,
     follow_up: VecDeque<Input>,
@@ -95,6 +98,7 @@ impl NodeThread {
             deliveries,
             links: HashMap::new(),
             dialing: HashMap::new(),
+            admission_view: None,
             pending: VecDeque::new(),
             deliveries_open: true,
             follow_up: VecDeque::new(),
@@ -110,12 +114,22 @@ impl NodeThread {
         self.install(registry);
         loop {
             self.carry_out_actions();
+            self.publish_admission();
             self.flush_deliveries();
             let now = self.now();
-            let mut deadline = [self.core.poll_timeout(), self.policy.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            // The end of a ban wakes the thread, so the TLS verifiers stop refusing the member.
+            let ban_end = self
+                .admission_view
+                .as_ref()
+                .and_then(|v| v.banned.iter().map(|b| b.1).min());
+            let mut deadline = [
+                self.core.poll_timeout(),
+                self.policy.poll_timeout(),
+                ban_end,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if !self.pending.is_empty() {
                 let retry = now + DELIVERY_RETRY;
                 deadline = Some(deadline.map_or(retry, |d| d.min(retry)));
@@ -352,6 +366,22 @@ impl NodeThread {
         link.close();
         inc(&self.shared.counters.disconnects);
         true
+    }
+
+    /// Tells the accept thread's admission machine and the TLS verifiers of the registry's
+    /// addresses and the bans in force, if either changed.
+    fn publish_admission(&mut self) {
+        let view = AdmissionView::new(&self.registry, self.policy.banned(self.now()));
+        if self.admission_view.as_ref() == Some(&view) {
+            return;
+        }
+        self.membership.set_banned(view.banned.iter().map(|b| b.0));
+        let _ = self
+            .shared
+            .settings
+            .accept
+            .send(AcceptMsg::View(view.clone()));
+        self.admission_view = Some(view);
     }
 
     fn carry_out_actions(&mut self) {
