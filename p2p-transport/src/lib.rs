@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod conn;
 pub mod identity;
+pub mod inbox;
 pub mod mux;
 pub mod peers;
 pub mod registry;
