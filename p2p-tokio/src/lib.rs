@@ -246,7 +246,11 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
-    let (urgent_tx, urgent_rx) = mpsc::channel(cfg.event_buffer);
+    let inbox = p2p_transport::inbox::Inbox::new(p2p_transport::inbox::InboxConfig {
+        lane_bytes: cfg.read_ahead_bytes,
+        ..Default::default()
+    })
+    .map_err(|_| StartError::InvalidConfig("read_ahead_bytes must be >= 1"))?;
     let (deliveries_tx, deliveries_rx) =
         handle::DeliveryQueue::channel(cfg.delivery_buffer, cfg.delivery_buffer_bytes);
     let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
@@ -269,7 +273,6 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         settings: DriverSettings {
             conn: ConnSettings {
                 write_chunk: cfg.write_chunk,
-                read_ahead_bytes: cfg.read_ahead_bytes,
             },
             sock,
             connect_timeout: cfg.connect_timeout,
@@ -280,13 +283,13 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         counters: Arc::clone(&counters),
         core_metrics: Arc::clone(&core_metrics),
         events_tx,
-        urgent_tx,
+        inbox: Arc::new(conn::InboxShared::new(inbox)),
         deliveries_tx,
         accept_shutdown,
         accept_task,
     });
     info!(node = %id, addr = %local_addr, "node started");
-    let task = tokio::spawn(driver.run(commands_rx, events_rx, urgent_rx));
+    let task = tokio::spawn(driver.run(commands_rx, events_rx));
     Ok(NodeHandle::new(handle::Inner {
         node_id: id,
         local_addr,

@@ -101,6 +101,8 @@ mod node;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use p2p_transport::inbox::{Inbox, InboxConfig};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -180,8 +182,14 @@ impl ThreadedNode {
         let core = Node::new(id, cfg.core);
         let (events, events_rx) = sync_channel(cfg.event_buffer);
         let (deliveries_tx, deliveries) = sync_channel(cfg.delivery_buffer);
+        let inbox = Inbox::new(InboxConfig {
+            lane_bytes: cfg.read_ahead_bytes,
+            ..InboxConfig::default()
+        })
+        .map_err(|_| Error::InvalidConfig("read_ahead_bytes must be >= 1"))?;
         let settings = Settings {
             events: events.clone(),
+            inbox: Mutex::new(inbox),
             server,
             client,
             conn: cfg.conn,
