@@ -80,7 +80,7 @@ fn bulk_config(id: p2p_transport::identity::NodeIdentity) -> NodeConfig {
 }
 
 /// A chunk of valid control messages: requests and withdraws of unknown ids, and a batch of
-/// ten adverts of new ids of a kind the node drops.
+/// [`FLOOD_BATCH`] adverts of new ids of a kind the node drops.
 fn flood_chunk(round: u32) -> BytesMut {
     let mut msgs = Vec::new();
     for i in 0..20u32 {
@@ -97,7 +97,7 @@ fn flood_chunk(round: u32) -> BytesMut {
         ));
         msgs.push((Class::Control, Message::Withdraw(ArtifactId(id))));
     }
-    let adverts = (0..10u32)
+    let adverts = (0..FLOOD_BATCH)
         .map(|i| {
             let mut id = [0xdd; 32];
             id[..4].copy_from_slice(&round.to_le_bytes());
@@ -113,6 +113,12 @@ fn flood_chunk(round: u32) -> BytesMut {
     msgs.push((Class::Control, Message::Adverts(adverts)));
     frames(&msgs)
 }
+
+/// Adverts per batch in [`flood_chunk`].
+const FLOOD_BATCH: u32 = 100;
+
+/// Rounds of [`flood_chunk`] the rogue encodes once and repeats (41 messages each).
+const FLOOD_ROUNDS: u32 = 2000;
 
 /// How long the flood runs at least.
 const FLOOD: Duration = Duration::from_secs(3);
@@ -185,15 +191,21 @@ async fn a_member_flooding_control_messages_delays_neither_honest_bulk_artifacts
     let flooded = Arc::new(AtomicU64::new(0));
     let flood = {
         let (stop, flooded) = (Arc::clone(&stop), Arc::clone(&flooded));
+        // Encoded once, then written again and again: the rogue's rate is the socket's.
+        let chunks: Vec<BytesMut> = (0..FLOOD_ROUNDS).map(flood_chunk).collect();
+        let mut all = BytesMut::new();
+        for c in &chunks {
+            all.extend_from_slice(c);
+        }
+        let all = all.freeze();
         tokio::spawn(async move {
-            let mut round = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let chunk = flood_chunk(round);
-                if wr.write_all(&chunk).await.is_err() {
-                    break;
+                for piece in all.chunks(64 << 10) {
+                    if wr.write_all(piece).await.is_err() {
+                        return wr;
+                    }
                 }
-                flooded.fetch_add(51, Ordering::Relaxed);
-                round += 1;
+                flooded.fetch_add(u64::from(FLOOD_ROUNDS) * 41, Ordering::Relaxed);
             }
             wr
         })
