@@ -54,8 +54,16 @@ async fn a_member_sending_a_message_in_a_class_its_type_does_not_allow_is_cut_of
         // Banned by the policy: a new connection is refused after TLS.
         let refused_before = target.metrics().connections_refused;
         let (mut again, _) = raw_member_connection(&rogue, members.clone(), target).await;
-        let _ = within(1, "the banned rogue is dropped", again.read_to_end(&mut sink)).await;
-        wait_metrics(target, "refusal", |m| m.connections_refused > refused_before).await;
+        let _ = within(
+            1,
+            "the banned rogue is dropped",
+            again.read_to_end(&mut sink),
+        )
+        .await;
+        wait_metrics(target, "refusal", |m| {
+            m.connections_refused > refused_before
+        })
+        .await;
     }
     // The honest members still serve each other.
     let mut rx_b = b.take_deliveries().unwrap();
@@ -154,7 +162,11 @@ async fn a_member_flooding_control_messages_delays_neither_honest_bulk_artifacts
     init_log();
     let mut ids = identities(4).into_iter();
     let rogue = ids.next().unwrap();
-    let (a_id, b_id, c_id) = (ids.next().unwrap(), ids.next().unwrap(), ids.next().unwrap());
+    let (a_id, b_id, c_id) = (
+        ids.next().unwrap(),
+        ids.next().unwrap(),
+        ids.next().unwrap(),
+    );
     let nodes = subnet(vec![bulk_config(a_id), bulk_config(b_id)]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let rogue_member = Member {
@@ -244,7 +256,10 @@ async fn a_member_flooding_control_messages_delays_neither_honest_bulk_artifacts
         n.update_registry(reg3.clone()).await.unwrap();
     }
     wait_metrics(&c, "the new member connected", |m| m.peers_connected == 2).await;
-    wait_metrics(a, "a connected to the new member", |m| m.peers_connected == 3).await;
+    wait_metrics(a, "a connected to the new member", |m| {
+        m.peers_connected == 3
+    })
+    .await;
     let join = start.elapsed();
     let id = c
         .publish(Kind(1), Bytes::new(), bytes(40, 100_000))
@@ -274,7 +289,10 @@ async fn a_member_flooding_control_messages_delays_neither_honest_bulk_artifacts
     assert_eq!(during.core.retries, 0, "no honest request timed out");
     let timeout = Duration::from_secs(3);
     assert!(attacked < timeout, "bulk took {attacked:?} under the flood");
-    assert!(command < Duration::from_secs(1), "a command took {command:?}");
+    assert!(
+        command < Duration::from_secs(1),
+        "a command took {command:?}"
+    );
     assert!(join < timeout, "the new member took {join:?} to connect");
     drop(wr);
     drain.abort();
