@@ -117,10 +117,11 @@ pub struct InboxConfig {
     /// Credit in bytes a lane of weight 1 earns per round (default 64 KiB): smaller
     /// interleaves lanes more finely, larger serves more per visit.
     pub quantum: usize,
-    /// Weight of each lane in [`Lane::ALL`] order (default 4, 4, 4, 2, 1; each at least 1): a
-    /// busy control lane gets 4 times the bytes of a busy bulk lane, and bulk still progresses.
-    /// Control messages and pushes are unsolicited, while responses answer this node's own
-    /// requests (bounded by its in-flight limits): urgent responses weigh as much as control.
+    /// Weight of each lane in [`Lane::ALL`] order (default 2, 2, 8, 4, 2; each at least 1).
+    /// Control messages and pushes are unsolicited, so a member can flood them; responses
+    /// answer this node's own requests (an unrequested one cuts the peer off), so their volume
+    /// is bounded by its in-flight limits, and they weigh more, by priority. A flooded control
+    /// lane thus takes at most as many bytes as a busy bulk lane.
     pub weights: [u32; LANES],
 }
 
@@ -129,7 +130,7 @@ impl Default for InboxConfig {
         InboxConfig {
             lane_bytes: 4 << 20,
             quantum: 64 << 10,
-            weights: [4, 4, 4, 2, 1],
+            weights: [2, 2, 8, 4, 2],
         }
     }
 }
@@ -359,7 +360,7 @@ mod tests {
         InboxConfig {
             lane_bytes: 1000,
             quantum: 100,
-            weights: [4, 4, 4, 2, 1],
+            weights: [2, 2, 8, 4, 2],
         }
     }
 
@@ -437,13 +438,13 @@ mod tests {
         for i in 0..100_000 {
             inbox.push(1u64, Lane::Control, 100, i).unwrap();
         }
-        // A bulk message of 1,000 bytes: weight 1 earns 100 bytes a round, so it goes out
-        // within 10 rounds, each serving at most 4 x 100 bytes of control.
+        // A bulk message of 1,000 bytes: weight 2 earns 200 bytes a round, so it goes out
+        // within 5 rounds, each serving at most 2 x 100 bytes of control.
         inbox.push(2, Lane::Bulk, 1000, u32::MAX).unwrap();
         let pops = std::iter::from_fn(|| inbox.pop())
             .position(|(p, _, _)| p == 2)
             .unwrap();
-        assert!(pops <= 10 * 4, "{pops} control messages went first");
+        assert!(pops <= 5 * 2, "{pops} control messages went first");
     }
 
     /// One step of an arrival sequence.
@@ -477,7 +478,7 @@ mod tests {
         let cfg = InboxConfig {
             lane_bytes: 2000,
             quantum: 1 + usize::from(quantum),
-            weights: [4, 4, 4, 2, 1],
+            weights: [2, 2, 8, 4, 2],
         };
         let max_cost = 1500u64;
         let w: u64 = cfg.weights.iter().map(|&x| u64::from(x)).sum();
