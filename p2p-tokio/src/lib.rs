@@ -54,8 +54,11 @@
 //!   multiplexer's `high_water`, the core is told (`Input::Congestion`) and holds that peer's
 //!   requests; when the writer drains it to half of that, the core is told again. A queue that
 //!   reaches its hard cap (`max_queued_per_class`) disconnects the peer. On the reading side,
-//!   messages go to the node task over a bounded channel ([`NodeConfig::event_buffer`]): a busy
-//!   node task slows reading, which TCP turns into back-pressure on the senders.
+//!   messages wait in the node's fair inbox ([`p2p_transport::inbox`]: lanes by message type,
+//!   round-robin over peers), each peer's lane bounded by [`NodeConfig::read_ahead_bytes`]: a
+//!   busy node task slows reading from the peers that filled their share, which TCP turns into
+//!   back-pressure on them alone. Connection events travel on their own channel
+//!   ([`NodeConfig::event_buffer`]), served before any message.
 //! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
 //!   with a logged reason (`tracing`) and ban the peer for [`NodeConfig::misbehaviour_ban`],
 //!   doubled for each repeat offence up to [`NodeConfig::misbehaviour_ban_max`]; the node keeps
