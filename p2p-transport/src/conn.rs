@@ -30,7 +30,7 @@
 //! # Classes
 //!
 //! Each message type travels only in its classes
-//! ([`codec::allowed_classes`](crate::codec::allowed_classes)): [`ConnSender::push`] refuses
+//! ([`crate::codec::allowed_classes`]): [`ConnSender::push`] refuses
 //! another class ([`PushError::ClassNotAllowed`]), and [`ConnReceiver`] ends the connection
 //! on one ([`ConnError::WrongClass`], a misbehaviour), so a peer cannot claim the control or
 //! urgent class for what its type does not allow.

@@ -22,7 +22,7 @@
 //! [`crate::codec`]. Frames of different messages interleave freely; every frame of a message carries
 //! the same class. The multiplexer carries any message in any class; the connection layer
 //! ([`crate::conn`]) allows each message type only its classes
-//! ([`codec::allowed_classes`](crate::codec::allowed_classes)).
+//! ([`crate::codec::allowed_classes`]).
 //!
 //! # Scheduling
 //!
@@ -206,7 +206,7 @@ pub enum PushError {
         cap: usize,
     },
     /// The message's type may not travel in this class
-    /// ([`codec::allowed_classes`](crate::codec::allowed_classes)); refused by the
+    /// ([`crate::codec::allowed_classes`]); refused by the
     /// connection layer's sending half.
     #[error("a {msg} message may not travel in class {class:?}")]
     ClassNotAllowed {
