@@ -204,7 +204,8 @@ impl Driver {
             }
             let has_message = !inbox.lock().is_empty();
             tokio::select! {
-                // Commands, then connection events, then one message in the inbox's fair order.
+                // Commands, then connection events, then due timers, then one message in the
+                // inbox's fair order.
                 biased;
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
@@ -223,6 +224,16 @@ impl Driver {
                         self.on_event(ev);
                     }
                 }
+                // Timers before messages: a flood never holds back a request's timeout.
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    let now = self.now();
+                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                        let _ = self.feed(Input::Timeout);
+                    }
+                    self.policy.handle_timeout(now);
+                    self.run_policy();
+                }
                 () = std::future::ready(()), if self.pending.is_empty() && has_message => {
                     if let Some(m) = inbox.pop()
                         && self.is_current(m.peer, m.conn)
@@ -238,15 +249,6 @@ impl Driver {
                     } else {
                         self.discard_deliveries();
                     }
-                }
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    let now = self.now();
-                    if self.core.poll_timeout().is_some_and(|t| t <= now) {
-                        let _ = self.feed(Input::Timeout);
-                    }
-                    self.policy.handle_timeout(now);
-                    self.run_policy();
                 }
             }
             self.publish_metrics();
