@@ -68,12 +68,14 @@ pub struct NodeConfig {
     /// Bytes of artifacts the delivery channel holds (an artifact larger than this goes through
     /// alone); full in bytes behaves as full in count.
     pub delivery_buffer_bytes: u64,
-    /// Capacity of the channel from connections to the node task (messages read ahead).
+    /// Capacity of the channel of connection events (established, closed, drained, dial
+    /// failed) to the node task; messages go through the inbox instead.
     pub event_buffer: usize,
-    /// Bytes of messages one connection may have read ahead of the node task. Past it the
-    /// connection stops reading (TCP back-pressure on that peer alone), so memory is bounded in
-    /// bytes, and a small urgent message waits behind at most this much bulk. A larger message
-    /// takes the whole budget.
+    /// Bytes of messages one connection may have read ahead of the node task in each lane of
+    /// the node's fair inbox ([`p2p_transport::inbox`]: control, pushes, and responses by
+    /// class), each message counted with a small overhead. Past it the connection stops reading
+    /// (TCP back-pressure on that peer alone), so memory is bounded in bytes per peer and lane.
+    /// A larger message takes the whole budget (default 4 MiB: a few large responses).
     pub read_ahead_bytes: usize,
     /// Inbound connections allowed in their handshake at once (default 64). When they are all
     /// pending, a connection from a member's registry address aborts the oldest one from a

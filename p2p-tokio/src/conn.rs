@@ -5,24 +5,29 @@
 //! arm its timers. The node task pushes messages into the connection's [`ConnSender`] (behind a
 //! mutex shared with the writer) and wakes the writer; it never awaits a socket. The writer
 //! moves frames to the socket at the peer's pace; the reader feeds the [`ConnReceiver`] and
-//! forwards messages over a bounded channel, so a slow node task slows reading (TCP
-//! back-pressure), never buffering.
+//! queues messages in the node's fair [`Inbox`] (by lane and by peer, each peer's lanes bounded
+//! in bytes), so a slow node task slows reading from the peers that filled their share (TCP
+//! back-pressure), never buffering. Connection events go over a separate channel, which the node
+//! task serves before any message.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use p2p_core::{Class, Message, NodeId, Time};
+use p2p_core::{Message, NodeId, Time};
 use p2p_transport::conn::{ConnError, ConnEvent, ConnReceiver, ConnSender};
+use p2p_transport::inbox::{Full, Inbox, Lane, cost_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::handshake::{Established, Stream};
 use crate::metrics::{Counters, inc};
 
-/// What the connection, dial and accept tasks tell the node task.
+/// What the connection, dial and accept tasks tell the node task, apart from messages (which
+/// go through the [`InboxShared`]): bounded by the number of connections, not by any peer's
+/// sending rate.
 pub(crate) enum Event {
     /// A handshake completed (inbound or outbound).
     Established(Box<Established>),
@@ -31,14 +36,6 @@ pub(crate) enum Event {
         peer: NodeId,
         error: String,
         refused: bool,
-    },
-    /// A message from a peer (keepalives are not forwarded). The permit holds the message's
-    /// share of the connection's read-ahead budget until the node task has handled it.
-    Message {
-        peer: NodeId,
-        conn: u64,
-        msg: Message,
-        permit: OwnedSemaphorePermit,
     },
     /// The peer's send queue fell below the low-water mark after being congested.
     Drained { peer: NodeId, conn: u64 },
@@ -96,11 +93,51 @@ impl ConnShared {
     }
 }
 
+/// A message from a peer (keepalives are not forwarded), queued in the inbox.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub peer: NodeId,
+    pub conn: u64,
+    pub msg: Message,
+    /// Wakes the connection's reader when the node task took a message off its queues.
+    pub space: Arc<Notify>,
+}
+
+/// The node's fair inbox of messages read from every connection (keyed by connection number),
+/// shared by the readers and the node task; neither holds the lock across an await.
+pub(crate) struct InboxShared {
+    inbox: Mutex<Inbox<u64, Inbound>>,
+    /// Wakes the node task when a message was queued.
+    pub ready: Notify,
+}
+
+impl InboxShared {
+    pub fn new(inbox: Inbox<u64, Inbound>) -> Self {
+        InboxShared {
+            inbox: Mutex::new(inbox),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Locks the inbox; a poisoned lock still holds a usable inbox.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inbox<u64, Inbound>> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next message to handle, and wakes its reader (its queue has room again).
+    pub fn pop(&self) -> Option<Inbound> {
+        let item = self.lock().pop().map(|(_, _, item)| item);
+        if let Some(i) = &item {
+            i.space.notify_one();
+        }
+        item
+    }
+}
+
 /// Settings of the connection tasks (the connection layer's own are in its `ConnConfig`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnSettings {
     pub write_chunk: usize,
-    pub read_ahead_bytes: usize,
 }
 
 /// Who a connection task reports to.
@@ -108,8 +145,8 @@ pub(crate) struct ConnCtx {
     pub peer: NodeId,
     pub conn: u64,
     pub events: mpsc::Sender<Event>,
-    /// Where control and urgent messages go: the node task serves this channel first.
-    pub urgent: mpsc::Sender<Event>,
+    /// Where messages go.
+    pub inbox: Arc<InboxShared>,
     pub close: watch::Receiver<Close>,
     pub counters: Arc<Counters>,
     pub settings: ConnSettings,
@@ -137,10 +174,7 @@ impl ConnCtx {
 /// Reads until the stream ends, the connection layer ends the connection (idle peer, broken
 /// protocol), or the node task closes it.
 pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut ctx: ConnCtx) {
-    let budget = ctx.settings.read_ahead_bytes.min(u32::MAX as usize);
-    // One budget per lane, so urgent messages never wait for bulk ones to be handled.
-    let urgent_budget = Arc::new(Semaphore::new(budget));
-    let bulk_budget = Arc::new(Semaphore::new(budget));
+    let space = Arc::new(Notify::new());
     let mut buf = BytesMut::new();
     let reason = 'conn: loop {
         loop {
@@ -151,28 +185,30 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut c
                 Ok(Some(ConnEvent::Hello(_))) => continue,
                 Err(e) => break 'conn CloseReason::Conn(e),
             };
-            let (to, lane) = match class {
-                Class::Control | Class::Urgent => (&ctx.urgent, &urgent_budget),
-                Class::Normal | Class::Bulk => (&ctx.events, &bulk_budget),
-            };
-            // Wait until the node task has handled enough of what was read before.
-            let cost = (p2p_transport::codec::encoded_len(&msg).clamp(1, budget)) as u32;
-            let permit = tokio::select! {
-                p = Arc::clone(lane).acquire_many_owned(cost) => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = ctx.close.changed() => return,
-            };
-            let ev = Event::Message {
+            // The lane follows from the message's type; the connection layer already refused
+            // a class its type does not allow.
+            let lane = Lane::of(&msg, class);
+            let cost = cost_of(&msg);
+            let mut item = Inbound {
                 peer: ctx.peer,
                 conn: ctx.conn,
                 msg,
-                permit,
+                space: Arc::clone(&space),
             };
-            tokio::select! {
-                r = to.send(ev) => if r.is_err() { return },
-                _ = ctx.close.changed() => return,
+            // Wait until the node task has handled enough of what this peer queued in the lane.
+            loop {
+                let pushed = ctx.inbox.lock().push(ctx.conn, lane, cost, item);
+                match pushed {
+                    Ok(()) => {
+                        ctx.inbox.ready.notify_one();
+                        break;
+                    }
+                    Err(Full(back)) => item = back,
+                }
+                tokio::select! {
+                    () = space.notified() => {}
+                    _ = ctx.close.changed() => return,
+                }
             }
             // Time spent waiting for the node task is not the peer's silence.
             rx.touch(ctx.clock.now());

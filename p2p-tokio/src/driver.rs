@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::Registry;
-use crate::conn::{self, Clock, Close, CloseReason, ConnCtx, ConnSettings, ConnShared, Event};
+use crate::conn::{
+    self, Clock, Close, CloseReason, ConnCtx, ConnSettings, ConnShared, Event, InboxShared,
+};
 use crate::error::NodeError;
 use crate::handle::{Delivered, DeliveryQueue, QueueError};
 use crate::handshake::{Established, Handshaker};
@@ -100,7 +102,7 @@ pub(crate) struct Driver {
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<Event>,
-    pub urgent_tx: mpsc::Sender<Event>,
+    pub inbox: Arc<InboxShared>,
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: Option<JoinHandle<()>>,
@@ -130,7 +132,7 @@ pub(crate) struct DriverParts {
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
     pub events_tx: mpsc::Sender<Event>,
-    pub urgent_tx: mpsc::Sender<Event>,
+    pub inbox: Arc<InboxShared>,
     pub deliveries_tx: DeliveryQueue,
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
@@ -157,7 +159,7 @@ impl Driver {
             counters: p.counters,
             core_metrics: p.core_metrics,
             events_tx: p.events_tx,
-            urgent_tx: p.urgent_tx,
+            inbox: p.inbox,
             deliveries_tx: p.deliveries_tx,
             accept_shutdown: p.accept_shutdown,
             accept_task: Some(p.accept_task),
@@ -200,15 +202,17 @@ impl Driver {
         self.admission.send_replace(Arc::new(view));
     }
 
-    /// The node task's loop: commands, connection events, deliveries and the core's timer.
+    /// The node task's loop: commands, connection events, messages from the inbox (one per
+    /// turn, so commands and connection events never wait behind peers' messages), deliveries
+    /// and the core's timer.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<Event>,
-        mut urgent: mpsc::Receiver<Event>,
     ) {
         self.install_members();
         let deliveries = self.deliveries_tx.clone();
+        let inbox = Arc::clone(&self.inbox);
         let sleep = tokio::time::sleep_until(self.clock.instant(Time::MAX));
         tokio::pin!(sleep);
         let mut armed: Option<Time> = None;
@@ -220,9 +224,10 @@ impl Driver {
                     sleep.as_mut().reset(self.clock.instant(t));
                 }
             }
+            let has_message = !inbox.lock().is_empty();
             tokio::select! {
-                // Priorities hold inside the node too: control and urgent messages from any
-                // peer are handled before the bulk messages read ahead of them.
+                // Commands, then connection events, then due timers, then one message in the
+                // inbox's fair order.
                 biased;
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
@@ -236,23 +241,12 @@ impl Driver {
                         return;
                     }
                 },
-                ev = urgent.recv(), if self.pending.is_empty() => {
-                    if let Some(ev) = ev {
-                        self.on_event(ev);
-                    }
-                }
                 ev = events.recv(), if self.pending.is_empty() => {
                     if let Some(ev) = ev {
                         self.on_event(ev);
                     }
                 }
-                sent = deliver_first(&deliveries, &mut self.pending), if !self.pending.is_empty() => {
-                    if sent {
-                        inc(&self.counters.deliveries);
-                    } else {
-                        self.discard_deliveries();
-                    }
-                }
+                // Timers before messages: a flood never holds back a request's timeout.
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                     let now = self.now();
@@ -261,6 +255,22 @@ impl Driver {
                     }
                     self.policy.handle_timeout(now);
                     self.run_policy();
+                }
+                () = std::future::ready(()), if self.pending.is_empty() && has_message => {
+                    if let Some(m) = inbox.pop()
+                        && self.is_current(m.peer, m.conn)
+                    {
+                        inc(&self.counters.messages_received);
+                        let _ = self.feed(Input::Message { from: m.peer, msg: m.msg });
+                    }
+                }
+                () = inbox.ready.notified(), if self.pending.is_empty() && !has_message => {}
+                sent = deliver_first(&deliveries, &mut self.pending), if !self.pending.is_empty() => {
+                    if sent {
+                        inc(&self.counters.deliveries);
+                    } else {
+                        self.discard_deliveries();
+                    }
                 }
             }
             self.publish_metrics();
@@ -534,6 +544,8 @@ impl Driver {
             return false;
         };
         let _ = conn.close.send(how);
+        // What it read and the node did not handle yet is dropped with it.
+        self.inbox.lock().remove(conn.id);
         inc(&self.counters.disconnects);
         if how == Close::Abort {
             for t in &conn.tasks {
@@ -600,18 +612,6 @@ impl Driver {
                 debug!(%peer, %error, "dial failed");
                 self.policy.dial_failed(self.now(), peer);
                 self.run_policy();
-            }
-            Event::Message {
-                peer,
-                conn,
-                msg,
-                permit,
-            } => {
-                if self.is_current(peer, conn) {
-                    inc(&self.counters.messages_received);
-                    let _ = self.feed(Input::Message { from: peer, msg });
-                }
-                drop(permit);
             }
             Event::Drained { peer, conn } => {
                 if self.is_current(peer, conn) {
@@ -685,7 +685,7 @@ impl Driver {
             peer,
             conn: conn_id,
             events: self.events_tx.clone(),
-            urgent: self.urgent_tx.clone(),
+            inbox: Arc::clone(&self.inbox),
             close,
             counters: Arc::clone(&self.counters),
             settings: self.settings.conn,

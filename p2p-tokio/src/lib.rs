@@ -60,8 +60,11 @@
 //!   multiplexer's `high_water`, the core is told (`Input::Congestion`) and holds that peer's
 //!   requests; when the writer drains it to half of that, the core is told again. A queue that
 //!   reaches its hard cap (`max_queued_per_class`) disconnects the peer. On the reading side,
-//!   messages go to the node task over a bounded channel ([`NodeConfig::event_buffer`]): a busy
-//!   node task slows reading, which TCP turns into back-pressure on the senders.
+//!   messages wait in the node's fair inbox ([`p2p_transport::inbox`]: lanes by message type,
+//!   round-robin over peers), each peer's lane bounded by [`NodeConfig::read_ahead_bytes`]: a
+//!   busy node task slows reading from the peers that filled their share, which TCP turns into
+//!   back-pressure on them alone. Connection events travel on their own channel
+//!   ([`NodeConfig::event_buffer`]), served before any message.
 //! - **Misbehaviour**: malformed frames or messages, and limit violations, close the connection
 //!   with a logged reason (`tracing`) and ban the peer for [`NodeConfig::misbehaviour_ban`],
 //!   doubled for each repeat offence up to [`NodeConfig::misbehaviour_ban_max`]; the node keeps
@@ -254,7 +257,11 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events_tx, events_rx) = mpsc::channel(cfg.event_buffer);
-    let (urgent_tx, urgent_rx) = mpsc::channel(cfg.event_buffer);
+    let inbox = p2p_transport::inbox::Inbox::new(p2p_transport::inbox::InboxConfig {
+        lane_bytes: cfg.read_ahead_bytes,
+        ..Default::default()
+    })
+    .map_err(|_| StartError::InvalidConfig("read_ahead_bytes must be >= 1"))?;
     let (deliveries_tx, deliveries_rx) =
         handle::DeliveryQueue::channel(cfg.delivery_buffer, cfg.delivery_buffer_bytes);
     let (accept_shutdown, accept_shutdown_rx) = watch::channel(false);
@@ -290,7 +297,6 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         settings: DriverSettings {
             conn: ConnSettings {
                 write_chunk: cfg.write_chunk,
-                read_ahead_bytes: cfg.read_ahead_bytes,
             },
             sock,
             connect_timeout: cfg.connect_timeout,
@@ -301,14 +307,14 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         counters: Arc::clone(&counters),
         core_metrics: Arc::clone(&core_metrics),
         events_tx,
-        urgent_tx,
+        inbox: Arc::new(conn::InboxShared::new(inbox)),
         deliveries_tx,
         accept_shutdown,
         accept_task,
         admission: admission_tx,
     });
     info!(node = %id, addr = %local_addr, "node started");
-    let task = tokio::spawn(driver.run(commands_rx, events_rx, urgent_rx));
+    let task = tokio::spawn(driver.run(commands_rx, events_rx));
     Ok(NodeHandle::new(handle::Inner {
         node_id: id,
         local_addr,

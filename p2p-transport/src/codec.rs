@@ -25,6 +25,17 @@
 //! The payload (`data`) is always the last field, so a message splits into a small header and
 //! the payload itself ([`encode_parts`]), which the multiplexer sends without copying.
 //!
+//! # Classes by message type
+//!
+//! Every message travels in a [`Class`] its type allows ([`allowed_classes`]); the connection
+//! layer refuses to queue any other and cuts off a peer that sends one:
+//!
+//! | message                                      | classes                  |
+//! |----------------------------------------------|--------------------------|
+//! | `Adverts`, `Withdraw`, `Request`, `NotFound` | control                  |
+//! | `Push`                                       | urgent                   |
+//! | `Response`                                   | urgent, normal or bulk (the requester's priority) |
+//!
 //! # Handshake format
 //!
 //! [`Hello`] is exactly [`HELLO_LEN`] = 15 bytes, sent once by each side before any message:
@@ -37,7 +48,7 @@
 //! | 7..15  | `registry_version: u64`                                        |
 
 use bytes::{BufMut, Bytes, BytesMut};
-use p2p_core::{Advert, ArtifactId, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, Class, Kind, Message, Priority};
 use thiserror::Error;
 
 /// The message format version this codec speaks (announced in [`Hello::protocol_version`]).
@@ -50,6 +61,25 @@ pub const HELLO_FORMAT: u8 = 1;
 pub const HELLO_LEN: usize = 15;
 /// The largest `max_message_size` that [`Limits::validate`] accepts: 1 GiB.
 pub const MAX_MESSAGE_SIZE_CEILING: usize = 1 << 30;
+
+/// The classes a message of `msg`'s type may travel in (see the module docs): control
+/// messages in [`Class::Control`], pushes in [`Class::Urgent`], responses in the class of the
+/// requester's priority (urgent, normal or bulk).
+pub fn allowed_classes(msg: &Message) -> &'static [Class] {
+    match msg {
+        Message::Adverts(_)
+        | Message::Withdraw(_)
+        | Message::Request { .. }
+        | Message::NotFound { .. } => &[Class::Control],
+        Message::Push { .. } => &[Class::Urgent],
+        Message::Response { .. } => &[Class::Urgent, Class::Normal, Class::Bulk],
+    }
+}
+
+/// Whether `msg` may travel in `class` ([`allowed_classes`]).
+pub fn class_allowed(msg: &Message, class: Class) -> bool {
+    allowed_classes(msg).contains(&class)
+}
 
 const TAG_PUSH: u8 = 1;
 const TAG_ADVERTS: u8 = 2;

@@ -27,6 +27,14 @@
 //! [`ConnReceiver::poll_timeout`] and call [`ConnReceiver::handle_timeout`] when it fires. An
 //! error is sticky: the connection is over and the driver closes it with that reason.
 //!
+//! # Classes
+//!
+//! Each message type travels only in its classes
+//! ([`crate::codec::allowed_classes`]): [`ConnSender::push`] refuses
+//! another class ([`PushError::ClassNotAllowed`]), and [`ConnReceiver`] ends the connection
+//! on one ([`ConnError::WrongClass`], a misbehaviour), so a peer cannot claim the control or
+//! urgent class for what its type does not allow.
+//!
 //! # Keepalive convention
 //!
 //! A keepalive is an empty `Message::Adverts` batch in the control class. It means nothing
@@ -150,12 +158,24 @@ pub enum ConnError {
     /// The peer's bytes are not valid multiplexed traffic.
     #[error("protocol error: {0}")]
     Protocol(MuxError),
+    /// The peer sent a message in a class its type does not allow
+    /// ([`codec::allowed_classes`]).
+    #[error("a {msg} message arrived in class {class:?}, which its type does not allow")]
+    WrongClass {
+        /// The message's type.
+        msg: &'static str,
+        /// The class its frames carried.
+        class: Class,
+    },
 }
 
 impl ConnError {
     /// Whether the peer broke the protocol (as opposed to going quiet): a misbehaviour.
     pub fn is_misbehaviour(&self) -> bool {
-        matches!(self, ConnError::Hello(_) | ConnError::Protocol(_))
+        matches!(
+            self,
+            ConnError::Hello(_) | ConnError::Protocol(_) | ConnError::WrongClass { .. }
+        )
     }
 }
 
@@ -210,8 +230,15 @@ impl ConnSender {
     }
 
     /// Queues `msg` in `class`. [`PushError::QueueFull`] means the peer does not keep up:
-    /// drivers end such a connection.
+    /// drivers end such a connection. A class the message's type does not allow is refused
+    /// ([`PushError::ClassNotAllowed`]): the peer would cut us off for it.
     pub fn push(&mut self, class: Class, msg: &Message) -> Result<(), PushError> {
+        if !codec::class_allowed(msg, class) {
+            return Err(PushError::ClassNotAllowed {
+                msg: msg.name(),
+                class,
+            });
+        }
         self.mux.push(class, msg)?;
         if !self.congested && self.mux.is_congested() {
             self.congested = true;
@@ -376,8 +403,17 @@ impl ConnReceiver {
         loop {
             match self.mux.poll_message() {
                 Ok(None) => return Ok(None),
-                Ok(Some((_, Message::Adverts(a)))) if a.is_empty() => continue,
-                Ok(Some((class, msg))) => return Ok(Some(ConnEvent::Message(class, msg))),
+                Ok(Some((Class::Control, Message::Adverts(a)))) if a.is_empty() => continue,
+                Ok(Some((class, msg))) if codec::class_allowed(&msg, class) => {
+                    return Ok(Some(ConnEvent::Message(class, msg)));
+                }
+                Ok(Some((class, msg))) => {
+                    let e = ConnError::WrongClass {
+                        msg: msg.name(),
+                        class,
+                    };
+                    return Err(self.fail(e));
+                }
                 Err(e) => return Err(self.fail(ConnError::Protocol(e))),
             }
         }

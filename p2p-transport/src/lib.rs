@@ -10,6 +10,7 @@ pub mod admission;
 pub mod codec;
 pub mod conn;
 pub mod identity;
+pub mod inbox;
 pub mod mux;
 pub mod peers;
 pub mod registry;

@@ -20,7 +20,9 @@
 //! announces its total length, continuation frames, and a `LAST` frame that completes exactly
 //! `total` bytes. The concatenated payloads are the message's encoding by
 //! [`crate::codec`]. Frames of different messages interleave freely; every frame of a message carries
-//! the same class.
+//! the same class. The multiplexer carries any message in any class; the connection layer
+//! ([`crate::conn`]) allows each message type only its classes
+//! ([`crate::codec::allowed_classes`]).
 //!
 //! # Scheduling
 //!
@@ -202,6 +204,16 @@ pub enum PushError {
         len: usize,
         /// `max_queued_per_class`.
         cap: usize,
+    },
+    /// The message's type may not travel in this class
+    /// ([`crate::codec::allowed_classes`]); refused by the
+    /// connection layer's sending half.
+    #[error("a {msg} message may not travel in class {class:?}")]
+    ClassNotAllowed {
+        /// The message's type.
+        msg: &'static str,
+        /// The class asked for.
+        class: Class,
     },
 }
 

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, Class, Kind, Message, NodeId, Time};
 use p2p_transport::codec::{DecodeError, Hello};
 use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
-use p2p_transport::mux::MuxConfig;
+use p2p_transport::mux::{MuxConfig, MuxSender, PushError};
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction, PolicyConfig, Refusal};
 use quickcheck::{QuickCheck, TestResult};
 
@@ -33,6 +33,15 @@ fn push(i: u8, len: usize) -> Message {
             size: len as u64,
             attr: Bytes::new(),
         },
+        data: Bytes::from(vec![i; len]),
+    }
+}
+
+/// A response of `len` bytes, named `i`.
+fn response(i: u8, len: usize) -> Message {
+    Message::Response {
+        req_id: u64::from(i),
+        id: ArtifactId([i; 32]),
         data: Bytes::from(vec![i; len]),
     }
 }
@@ -73,15 +82,15 @@ fn hello_comes_first_then_messages_in_order_and_keepalives_stay_below_the_core()
     let cfg = ConnConfig::default();
     let (mut tx, _) = connection(&cfg, Hello::new(7), t(0)).unwrap();
     let (_, mut rx) = connection(&cfg, Hello::new(9), t(0)).unwrap();
-    tx.push(Class::Normal, &advert(1)).unwrap();
-    tx.push(Class::Normal, &advert(2)).unwrap();
+    tx.push(Class::Control, &advert(1)).unwrap();
+    tx.push(Class::Control, &advert(2)).unwrap();
     pump(&mut tx, &mut rx, t(1), 3);
     assert_eq!(
         events(&mut rx).unwrap(),
         vec![
             ConnEvent::Hello(Hello::new(7)),
-            ConnEvent::Message(Class::Normal, advert(1)),
-            ConnEvent::Message(Class::Normal, advert(2)),
+            ConnEvent::Message(Class::Control, advert(1)),
+            ConnEvent::Message(Class::Control, advert(2)),
         ]
     );
     // Nothing transmitted for the keepalive interval: a keepalive is queued, which the
@@ -147,6 +156,66 @@ fn a_bad_hello_or_a_bad_frame_is_a_misbehaviour_and_sticky() {
 }
 
 #[test]
+fn each_message_type_travels_only_in_its_classes_and_a_wrong_class_is_misbehaviour() {
+    let cfg = ConnConfig::default();
+    let (mut tx, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    // The sending half refuses what the receiving half would cut off for.
+    for (class, msg) in [
+        (Class::Urgent, advert(1)),
+        (Class::Bulk, Message::Withdraw(ArtifactId([1; 32]))),
+        (Class::Control, push(1, 10)),
+        (Class::Normal, push(1, 10)),
+        (Class::Control, response(1, 10)),
+    ] {
+        assert_eq!(
+            tx.push(class, &msg),
+            Err(PushError::ClassNotAllowed {
+                msg: msg.name(),
+                class
+            })
+        );
+        assert!(!p2p_transport::codec::class_allowed(&msg, class));
+    }
+    assert_eq!(tx.mux().queued_bytes_total(), 0);
+    for class in [Class::Urgent, Class::Normal, Class::Bulk] {
+        tx.push(class, &response(2, 10)).unwrap();
+    }
+    tx.push(Class::Urgent, &push(2, 10)).unwrap();
+
+    // A hostile sender speaks the multiplexer directly: adverts claimed urgent, a response
+    // claimed control, and a keepalive (an empty batch) outside the control class.
+    for (class, msg) in [
+        (Class::Urgent, advert(3)),
+        (Class::Control, response(3, 100)),
+        (Class::Urgent, Message::Adverts(Vec::new())),
+    ] {
+        let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+        let mut mux = MuxSender::new(cfg.mux.clone()).unwrap();
+        let mut bytes = BytesMut::new();
+        p2p_transport::codec::encode_hello(&Hello::new(1), &mut bytes);
+        mux.push(Class::Control, &advert(4)).unwrap();
+        mux.push(class, &msg).unwrap();
+        while mux.poll_transmit(&mut bytes, 1 << 20) > 0 {}
+        rx.handle_input(t(1), &mut bytes);
+        assert_eq!(rx.poll_event(), Ok(Some(ConnEvent::Hello(Hello::new(1)))));
+        assert_eq!(
+            rx.poll_event(),
+            Ok(Some(ConnEvent::Message(Class::Control, advert(4))))
+        );
+        let err = rx.poll_event().unwrap_err();
+        assert_eq!(
+            err,
+            ConnError::WrongClass {
+                msg: msg.name(),
+                class
+            }
+        );
+        assert!(err.is_misbehaviour());
+        assert_eq!(rx.poll_event(), Err(err), "sticky");
+    }
+}
+
+#[test]
 fn congestion_is_marked_once_past_high_water_and_cleared_at_low_water() {
     let mux = MuxConfig {
         high_water: 64 << 10,
@@ -154,7 +223,7 @@ fn congestion_is_marked_once_past_high_water_and_cleared_at_low_water() {
     };
     let cfg = ConnConfig::with_mux(mux);
     let (mut tx, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
-    let big = push(1, 40 << 10);
+    let big = response(1, 40 << 10);
     tx.push(Class::Bulk, &big).unwrap();
     assert_eq!(tx.poll_congestion(), None);
     tx.push(Class::Bulk, &big).unwrap();
@@ -196,7 +265,10 @@ fn prop_messages_survive_any_chunking() {
         let mut sent: Vec<(Class, Message)> = Vec::new();
         for (i, (c, size)) in sizes.iter().take(40).enumerate() {
             let class = Class::ALL[usize::from(*c) % Class::COUNT];
-            let msg = push(i as u8, usize::from(*size % 4096) * 8);
+            let msg = match class {
+                Class::Control => advert(i as u8),
+                _ => response(i as u8, usize::from(*size % 4096) * 8),
+            };
             tx.push(class, &msg).unwrap();
             sent.push((class, msg));
         }

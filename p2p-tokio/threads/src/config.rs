@@ -46,8 +46,13 @@ pub struct ThreadedConfig {
     /// Capacity of the deliveries channel, in artifacts. While it is full the readers stop
     /// reading (TCP back-pressure) until the application takes one; nothing is lost.
     pub delivery_buffer: usize,
-    /// Capacity of the channel from the connections and the handle to the node thread.
+    /// Capacity of the channel of commands and connection events to the node thread; messages
+    /// go through the node's fair inbox instead.
     pub event_buffer: usize,
+    /// Bytes of messages one connection may have read ahead of the node thread in each lane of
+    /// the fair inbox ([`p2p_transport::inbox`]); past it that connection's reader waits (TCP
+    /// back-pressure on that peer alone). Default 4 MiB, as in the tokio driver.
+    pub read_ahead_bytes: usize,
     /// Inbound connections in their TLS handshake at once (default 64). When they are all
     /// pending, a connection from a member's registry address aborts the oldest one from a
     /// non-registry address (or, failing that, from the address holding the most); any other
@@ -103,6 +108,7 @@ impl ThreadedConfig {
             write_chunk: 64 << 10,
             delivery_buffer: 1024,
             event_buffer: 1024,
+            read_ahead_bytes: 4 << 20,
             max_pending_handshakes: 64,
             max_pending_handshakes_per_address: 4,
             admit_registry_addresses_only: true,
@@ -145,9 +151,13 @@ impl ThreadedConfig {
                 "write_chunk is below mux::MIN_TRANSMIT plus the hello",
             ));
         }
-        if self.delivery_buffer == 0 || self.event_buffer == 0 || self.max_pending_handshakes == 0 {
+        if self.delivery_buffer == 0
+            || self.event_buffer == 0
+            || self.read_ahead_bytes == 0
+            || self.max_pending_handshakes == 0
+        {
             return Err(Error::InvalidConfig(
-                "delivery_buffer, event_buffer and max_pending_handshakes must be >= 1",
+                "delivery_buffer, event_buffer, read_ahead_bytes and max_pending_handshakes must be >= 1",
             ));
         }
         if self.tick.is_zero() || self.connect_timeout.is_zero() || self.handshake_timeout.is_zero()

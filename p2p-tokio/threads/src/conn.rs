@@ -20,6 +20,7 @@ use p2p_core::{Class, Message, NodeId, Time};
 use p2p_transport::admission::{Admission, AdmissionView, Ticket};
 use p2p_transport::codec::Hello;
 use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
+use p2p_transport::inbox::{Full, Inbox, Lane, cost_of};
 use p2p_transport::mux::PushError;
 use p2p_transport::tls::{PeerRejected, peer_node_id, rejection_reason, server_name_for};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     pub registry_version: AtomicU64,
     /// Set while deliveries wait for room: readers stop reading.
     pub paused: AtomicBool,
+    /// Set once an [`Event::Inbox`] wake-up is sent; the node thread clears it before it looks
+    /// at the inbox, so at most one wake-up waits in the channel per look.
+    pub inbox_signalled: AtomicBool,
     /// Set on shutdown: every thread stops.
     pub stop: AtomicBool,
     pub counters: Counters,
@@ -91,6 +95,8 @@ impl Drop for Gauge<'_> {
 /// The settings of [`Shared`] that come from the configuration.
 pub(crate) struct Settings {
     pub events: SyncSender<Event>,
+    /// Messages read from every connection (keyed by connection number), in fair order.
+    pub inbox: Mutex<Inbox<u64, Inbound>>,
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
     pub conn: ConnConfig,
@@ -116,6 +122,7 @@ impl Shared {
             settings,
             registry_version: AtomicU64::new(registry_version),
             paused: AtomicBool::new(false),
+            inbox_signalled: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             start: Instant::now(),
@@ -129,6 +136,11 @@ impl Shared {
         Time::from_nanos(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// Locks the inbox.
+    pub fn inbox(&self) -> MutexGuard<'_, Inbox<u64, Inbound>> {
+        lock(&self.settings.inbox)
+    }
+
     /// A fresh connection number.
     pub fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
@@ -137,6 +149,14 @@ impl Shared {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+}
+
+/// A message read from a peer, queued in the inbox.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub conn: u64,
+    pub peer: NodeId,
+    pub msg: Message,
 }
 
 /// Why a connection ended (or never started).
@@ -602,11 +622,19 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
                         hello,
                     }
                 }
-                Ok(Some(ConnEvent::Message(_, msg))) => Event::Message {
-                    conn: link.conn,
-                    peer: link.peer,
-                    msg,
-                },
+                Ok(Some(ConnEvent::Message(class, msg))) => {
+                    let lane = Lane::of(&msg, class);
+                    let cost = cost_of(&msg);
+                    let item = Inbound {
+                        conn: link.conn,
+                        peer: link.peer,
+                        msg,
+                    };
+                    if let Err(end) = queue(shared, link, lane, cost, item) {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(e) => return ConnEnd::Conn(e),
             };
             if shared.settings.events.send(ev).is_err() {
@@ -617,6 +645,36 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
             return ConnEnd::Eof;
         }
     }
+}
+
+/// Queues a message in the inbox, waiting while this connection's queue in its lane is full
+/// (the node thread takes from it), and wakes the node thread.
+fn queue(
+    shared: &Shared,
+    link: &Link,
+    lane: Lane,
+    cost: usize,
+    mut item: Inbound,
+) -> Result<(), ConnEnd> {
+    loop {
+        if link.is_closed() || shared.stopped() {
+            return Err(ConnEnd::Stopped);
+        }
+        let pushed = shared.inbox().push(link.conn, lane, cost, item);
+        match pushed {
+            Ok(()) => break,
+            Err(Full(back)) => {
+                item = back;
+                thread::sleep(PAUSE_POLL);
+            }
+        }
+    }
+    if !shared.inbox_signalled.swap(true, Ordering::AcqRel)
+        && shared.settings.events.send(Event::Inbox).is_err()
+    {
+        return Err(ConnEnd::Stopped);
+    }
+    Ok(())
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -30,8 +30,10 @@
 //!   writes them at the peer's pace, and reports the congestion marks. The rustls connection
 //!   and the sender sit behind mutexes that no thread holds across socket IO.
 //!
-//! Every queue is bounded: the event channel (`event_buffer`; a full one blocks the readers,
-//! which TCP turns into back-pressure on the peers), each peer's multiplexer queue (a peer
+//! Every queue is bounded: the fair inbox of messages ([`p2p_transport::inbox`], as in the tokio
+//! driver: each peer's lane holds `read_ahead_bytes`, a full one blocks that peer's reader,
+//! which TCP turns into back-pressure on that peer alone), the event channel of commands and
+//! connection events (`event_buffer`, served before any message), each peer's multiplexer queue (a peer
 //! past its cap is disconnected as too slow; past `high_water` the core is told it is
 //! congested), the deliveries channel (`delivery_buffer`; while it is full the readers stop
 //! reading until the application takes one, so nothing is lost).
@@ -105,6 +107,8 @@ mod node;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+
+use p2p_transport::inbox::{Inbox, InboxConfig};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -196,8 +200,14 @@ impl ThreadedNode {
         let core = Node::new(id, cfg.core);
         let (events, events_rx) = sync_channel(cfg.event_buffer);
         let (deliveries_tx, deliveries) = sync_channel(cfg.delivery_buffer);
+        let inbox = Inbox::new(InboxConfig {
+            lane_bytes: cfg.read_ahead_bytes,
+            ..InboxConfig::default()
+        })
+        .map_err(|_| Error::InvalidConfig("read_ahead_bytes must be >= 1"))?;
         let settings = Settings {
             events: events.clone(),
+            inbox: Mutex::new(inbox),
             server,
             client,
             conn: cfg.conn,

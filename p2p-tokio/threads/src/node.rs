@@ -5,12 +5,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread;
 use std::time::Duration;
 
 use p2p_core::{
-    Artifact, ArtifactId, DisconnectReason, Input, InputError, Message, Node, NodeId, Output, Time,
+    Artifact, ArtifactId, DisconnectReason, Input, InputError, Node, NodeId, Output, Time,
 };
 use p2p_transport::admission::AdmissionView;
 use p2p_transport::codec::Hello;
@@ -35,11 +35,8 @@ pub(crate) enum Event {
         link: Arc<Link>,
         hello: Hello,
     },
-    Message {
-        conn: u64,
-        peer: NodeId,
-        msg: Message,
-    },
+    /// Messages wait in the inbox (sent at most once per look of the node thread).
+    Inbox,
     Congestion {
         conn: u64,
         peer: NodeId,
@@ -134,15 +131,27 @@ impl NodeThread {
                 let retry = now + DELIVERY_RETRY;
                 deadline = Some(deadline.map_or(retry, |d| d.min(retry)));
             }
-            let ev = match deadline {
-                Some(t) => events.recv_timeout(t.saturating_since(now)),
-                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // Readers paused by pending deliveries leave their messages queued too.
+            self.shared.inbox_signalled.store(false, Ordering::Release);
+            let has_message = self.pending.is_empty() && !self.shared.inbox().is_empty();
+            let ev = if has_message {
+                events.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                match deadline {
+                    Some(t) => events.recv_timeout(t.saturating_since(now)),
+                    None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                }
             };
             match ev {
                 Ok(Event::Command(Command::Shutdown)) | Err(RecvTimeoutError::Disconnected) => {
                     break;
                 }
                 Ok(ev) => self.on_event(ev),
+                // Events first; a message only when none waits.
+                Err(RecvTimeoutError::Timeout) if has_message => self.next_message(),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = self.now();
@@ -255,11 +264,7 @@ impl NodeThread {
         match ev {
             Event::Command(cmd) => self.on_command(cmd),
             Event::Established { link, hello } => self.on_established(link, hello),
-            Event::Message { conn, peer, msg } => {
-                if self.is_current(peer, conn) {
-                    let _ = self.feed(Input::Message { from: peer, msg });
-                }
-            }
+            Event::Inbox => {}
             Event::Congestion {
                 conn,
                 peer,
@@ -275,6 +280,19 @@ impl NodeThread {
                 dialed,
                 end,
             } => self.on_closed(conn, peer, dialed, end),
+        }
+    }
+
+    /// Handles the next message in the inbox's fair order.
+    fn next_message(&mut self) {
+        let next = self.shared.inbox().pop();
+        if let Some((_, _, m)) = next
+            && self.is_current(m.peer, m.conn)
+        {
+            let _ = self.feed(Input::Message {
+                from: m.peer,
+                msg: m.msg,
+            });
         }
     }
 
@@ -312,6 +330,7 @@ impl NodeThread {
                 inc(&self.shared.counters.refused);
                 info!(%peer, %refusal, "connection refused");
                 link.close();
+                self.shared.inbox().remove(link.conn);
                 return;
             }
         };
@@ -331,6 +350,7 @@ impl NodeThread {
 
     fn on_closed(&mut self, conn: u64, peer: Option<NodeId>, dialed: bool, end: ConnEnd) {
         let now = self.now();
+        self.shared.inbox().remove(conn);
         if let Some(peer) = peer.filter(|p| self.is_current(*p, conn)) {
             self.links.remove(&peer);
             inc(&self.shared.counters.disconnects);
@@ -364,6 +384,8 @@ impl NodeThread {
             return false;
         };
         link.close();
+        // What it read and the node did not handle yet is dropped with it.
+        self.shared.inbox().remove(link.conn);
         inc(&self.shared.counters.disconnects);
         true
     }
