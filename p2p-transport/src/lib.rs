@@ -11,6 +11,7 @@ pub mod conn;
 pub mod identity;
 pub mod mux;
 pub mod peers;
+pub mod reassembly;
 pub mod registry;
 pub mod sched;
 pub mod tls;

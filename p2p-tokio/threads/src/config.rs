@@ -46,6 +46,10 @@ pub struct ThreadedConfig {
     pub event_buffer: usize,
     /// Inbound connections in their TLS handshake at once; more are closed on accept.
     pub max_pending_handshakes: usize,
+    /// Bytes reserved at most for messages under reassembly over all connections (see
+    /// [`ReassemblyBudget`](p2p_transport::reassembly::ReassemblyBudget)). Default twice
+    /// `core.max_in_flight_bytes` (512 MiB), as p2p-tokio's `NodeConfig::reassembly_cap`.
+    pub reassembly_cap: usize,
 }
 
 /// A secret seed from the operating system's random source (through the TLS crypto provider).
@@ -76,6 +80,9 @@ impl ThreadedConfig {
             limits,
             ..MuxConfig::default()
         });
+        let reassembly_cap = usize::try_from(core.max_in_flight_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
         Ok(ThreadedConfig {
             identity,
             listen,
@@ -89,6 +96,7 @@ impl ThreadedConfig {
             delivery_buffer: 1024,
             event_buffer: 1024,
             max_pending_handshakes: 64,
+            reassembly_cap,
         })
     }
 
@@ -115,6 +123,11 @@ impl ThreadedConfig {
         if self.write_chunk < MIN_TRANSMIT + p2p_transport::codec::HELLO_LEN {
             return Err(Error::InvalidConfig(
                 "write_chunk is below mux::MIN_TRANSMIT plus the hello",
+            ));
+        }
+        if self.reassembly_cap < limits.max_message_size {
+            return Err(Error::InvalidConfig(
+                "reassembly_cap is below conn.mux.limits.max_message_size",
             ));
         }
         if self.delivery_buffer == 0 || self.event_buffer == 0 || self.max_pending_handshakes == 0 {
