@@ -125,7 +125,8 @@ pub fn os_seed() -> u64 {
 impl NodeConfig {
     /// Defaults: core and mux defaults (with a seed from the operating system's secure random
     /// source), codec limits derived from the core's ([`codec_limits`](Self::codec_limits)),
-    /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, reconnect
+    /// 5 s connect and handshake timeouts, keepalive every 5 s, idle cut after 30 s, write
+    /// stall cut after 10 s, reassembly capped at twice the core's in-flight bytes, reconnect
     /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
         let core = p2p_core::Config {
