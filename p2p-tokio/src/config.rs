@@ -49,6 +49,18 @@ pub struct NodeConfig {
     /// A peer from which nothing was read for this long is disconnected (must exceed
     /// `keepalive_interval`).
     pub idle_timeout: Duration,
+    /// A peer whose socket accepted none of the bytes waiting for it for this long is
+    /// disconnected (not banned): it does not read. Any progress restarts the timer, so a slow
+    /// link is never cut. Default 10 s (five core request timeouts).
+    pub write_stall_timeout: Duration,
+    /// Bytes the node reserves at most for messages under reassembly, over all connections
+    /// (see [`ReassemblyBudget`](p2p_transport::reassembly::ReassemblyBudget): half of it is
+    /// reserved in equal shares per connection, the rest is shared). Default twice
+    /// `core.max_in_flight_bytes` (512 MiB): the reserved half then equals what the core may
+    /// have requested in total, and the honest responses it awaits are most of what an honest
+    /// peer sends in several frames. Each connection is also bounded by
+    /// `mux.max_buffered_bytes`, and each message by `mux`'s stall deadline.
+    pub reassembly_cap: usize,
     /// First reconnect delay (doubled per failed attempt, with jitter).
     pub reconnect_backoff_min: Duration,
     /// Largest reconnect delay.
@@ -131,7 +143,8 @@ impl NodeConfig {
     /// Defaults: core and mux defaults (with a seed from the operating system's secure random
     /// source), codec limits derived from the core's ([`codec_limits`](Self::codec_limits)),
     /// 5 s connect timeout, 2 s handshake timeout, 64 pending inbound handshakes (4 per source
-    /// address, registry addresses only), keepalive every 5 s, idle cut after 30 s, reconnect
+    /// address, registry addresses only), keepalive every 5 s, idle cut after 30 s, write
+    /// stall cut after 10 s, reassembly capped at twice the core's in-flight bytes, reconnect
     /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
         let core = p2p_core::Config {
@@ -142,6 +155,9 @@ impl NodeConfig {
             limits: Self::codec_limits(&core),
             ..MuxConfig::default()
         };
+        let reassembly_cap = usize::try_from(core.max_in_flight_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
         NodeConfig {
             identity,
             listen,
@@ -151,6 +167,8 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(10),
+            reassembly_cap,
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(10),
             misbehaviour_ban: Duration::from_secs(60),
@@ -234,6 +252,12 @@ impl NodeConfig {
         }
         if self.write_chunk < p2p_transport::mux::MIN_TRANSMIT {
             return bad("write_chunk is below mux::MIN_TRANSMIT");
+        }
+        if self.write_stall_timeout.is_zero() {
+            return bad("write_stall_timeout must be positive");
+        }
+        if self.reassembly_cap < self.mux.limits.max_message_size {
+            return bad("reassembly_cap is below mux.limits.max_message_size");
         }
         Ok(())
     }

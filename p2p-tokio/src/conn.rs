@@ -11,6 +11,7 @@
 //! task serves before any message.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -195,7 +196,9 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut c
                 msg,
                 space: Arc::clone(&space),
             };
-            // Wait until the node task has handled enough of what this peer queued in the lane.
+            // Wait until the node task has handled enough of what this peer queued in the lane;
+            // the wait is not the peer's silence or stall.
+            rx.pause(ctx.clock.now());
             loop {
                 let pushed = ctx.inbox.lock().push(ctx.conn, lane, cost, item);
                 match pushed {
@@ -210,8 +213,13 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut c
                     _ = ctx.close.changed() => return,
                 }
             }
-            // Time spent waiting for the node task is not the peer's silence.
             rx.touch(ctx.clock.now());
+        }
+        if let Some(b) = rx.mux().budget() {
+            let c = &ctx.counters;
+            c.reassembly_bytes.store(b.used() as u64, Ordering::Relaxed);
+            c.reassembly_peak_bytes
+                .fetch_max(b.peak() as u64, Ordering::Relaxed);
         }
         buf.reserve(64 << 10);
         let deadline = rx.poll_timeout().map(|t| ctx.clock.instant(t));
@@ -234,8 +242,10 @@ pub(crate) async fn reader(mut rd: ReadHalf<Stream>, mut rx: ConnReceiver, mut c
     ctx.report_closed(reason).await;
 }
 
-/// Moves frames from the shared sender to the socket at the peer's pace; lets the connection
-/// layer queue a keepalive when its timer fires.
+/// Moves frames from the shared sender to the socket at the peer's pace, reporting each part
+/// the TLS stream accepted (the last part of a batch once flushed); lets the connection layer
+/// queue a keepalive when its timer fires, and ends the connection when it reports a write
+/// stall (the timer stays armed while a write or flush waits).
 pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, mut ctx: ConnCtx) {
     let chunk = ctx.settings.write_chunk;
     let mut out = BytesMut::new();
@@ -265,33 +275,89 @@ pub(crate) async fn writer(mut wr: WriteHalf<Stream>, shared: Arc<ConnShared>, m
             }
         }
         if n == 0 {
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep_until(ctx.clock.instant(keepalive_at)) => {
-                    if shared.lock().handle_timeout(ctx.clock.now()) {
-                        inc(&ctx.counters.keepalives_sent);
-                    }
-                }
-                r = ctx.close.changed() => if r.is_err() { return },
+            let timer = tokio::select! {
+                _ = shared.wake.notified() => false,
+                _ = tokio::time::sleep_until(ctx.clock.instant(keepalive_at)) => true,
+                r = ctx.close.changed() => if r.is_err() { return } else { false },
+            };
+            if timer && let Err(e) = on_timer(&shared, &ctx) {
+                ctx.report_closed(CloseReason::Conn(e)).await;
+                return;
             }
             continue;
         }
-        let write = async {
-            wr.write_all(&out).await?;
-            wr.flush().await
-        };
-        let result = tokio::select! {
-            r = write => r,
-            r = ctx.close.changed() => match r {
-                Err(_) => return,
-                // Closing: the loop's head decides how.
-                Ok(()) => continue,
-            },
-        };
-        out.clear();
-        if let Err(e) = result {
-            ctx.report_closed(CloseReason::Io(e)).await;
-            return;
+        // Write in pieces, each accepted piece reported at once except the last, which counts
+        // once flushed: the stall timer covers every wait, the flush included.
+        let mut off = 0;
+        let mut held = 0;
+        let mut closing = false;
+        while off < out.len() || held > 0 {
+            let deadline = ctx.clock.instant(shared.lock().poll_timeout());
+            let step = async {
+                if off < out.len() {
+                    wr.write(&out[off..]).await.map(Some)
+                } else {
+                    wr.flush().await.map(|()| None)
+                }
+            };
+            let end = tokio::select! {
+                r = step => match r {
+                    Ok(Some(0)) => Some(CloseReason::Io(io::ErrorKind::WriteZero.into())),
+                    Ok(Some(k)) => {
+                        off += k;
+                        if off == out.len() {
+                            held = k;
+                        } else {
+                            shared.lock().handle_written(ctx.clock.now(), k);
+                        }
+                        None
+                    }
+                    Ok(None) => {
+                        shared.lock().handle_written(ctx.clock.now(), held);
+                        held = 0;
+                        None
+                    }
+                    Err(e) => Some(CloseReason::Io(e)),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    on_timer(&shared, &ctx).err().map(CloseReason::Conn)
+                }
+                r = ctx.close.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    // Closing: the loop's head decides how.
+                    closing = true;
+                    None
+                }
+            };
+            if let Some(reason) = end {
+                ctx.report_closed(reason).await;
+                return;
+            }
+            if closing {
+                break;
+            }
+        }
+        if !closing {
+            out.clear();
+        }
+    }
+}
+
+/// Runs the sending half's timer: counts a keepalive it queued, or a write stall.
+fn on_timer(shared: &ConnShared, ctx: &ConnCtx) -> Result<(), ConnError> {
+    let r = shared.lock().handle_timeout(ctx.clock.now());
+    match r {
+        Ok(queued) => {
+            if queued {
+                inc(&ctx.counters.keepalives_sent);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            inc(&ctx.counters.write_stalls);
+            Err(e)
         }
     }
 }

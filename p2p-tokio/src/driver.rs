@@ -638,6 +638,10 @@ impl Driver {
                         info!(%peer, %reason, "peer idle: disconnected");
                         CloseCause::Lost
                     }
+                    CloseReason::Conn(ConnError::WriteStall { .. }) => {
+                        info!(%peer, %reason, "peer does not read: disconnected");
+                        CloseCause::Lost
+                    }
                     _ => {
                         info!(%peer, %reason, "connection closed");
                         CloseCause::Lost

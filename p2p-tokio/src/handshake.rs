@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use p2p_core::NodeId;
 use p2p_transport::codec::{DecodeError, Hello};
-use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
+use p2p_transport::conn::{
+    ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection_in,
+};
+use p2p_transport::reassembly::ReassemblyBudget;
 use p2p_transport::tls::{PeerRejected, peer_node_id, rejection_reason, server_name_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,6 +102,8 @@ pub(crate) struct Handshaker {
     pub timeout: Duration,
     /// The connection layer's settings.
     pub conn: Arc<ConnConfig>,
+    /// The node-wide reassembly budget every connection's receiving half draws on.
+    pub budget: ReassemblyBudget,
     pub clock: Clock,
     /// The registry version we announce (updated with the registry).
     pub registry_version: Arc<std::sync::atomic::AtomicU64>,
@@ -181,8 +186,9 @@ impl Handshaker {
         &self,
         stream: &mut Stream,
     ) -> Result<(ConnSender, ConnReceiver, Hello), HandshakeError> {
-        let (mut tx, mut rx) = connection(&self.conn, self.hello(), self.clock.now())
-            .map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
+        let (mut tx, mut rx) =
+            connection_in(&self.budget, &self.conn, self.hello(), self.clock.now())
+                .map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
         let mut out = BytesMut::new();
         let _ = tx.poll_transmit(self.clock.now(), &mut out, p2p_transport::mux::MIN_TRANSMIT);
         stream.write_all(&out).await.map_err(HandshakeError::Io)?;

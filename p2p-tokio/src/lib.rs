@@ -177,6 +177,7 @@ use net::SocketOpts;
 use p2p_transport::admission::{Admission, AdmissionConfig, AdmissionView};
 use p2p_transport::conn::ConnConfig;
 use p2p_transport::peers::{PeerPolicy, PolicyConfig};
+use p2p_transport::reassembly::ReassemblyBudget;
 
 /// Capacity of the command channel from handles to the node task.
 const COMMAND_BUFFER: usize = 256;
@@ -198,6 +199,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         idle_timeout: cfg.idle_timeout,
         hello_timeout: cfg.handshake_timeout,
         low_water: cfg.mux.high_water / 2,
+        write_stall_timeout: cfg.write_stall_timeout,
     };
     conn.validate()?;
     let policy = PeerPolicy::new(
@@ -217,6 +219,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         counters: Arc::clone(&counters),
         timeout: cfg.handshake_timeout,
         conn: Arc::new(conn),
+        budget: ReassemblyBudget::new(cfg.reassembly_cap),
         clock,
         registry_version: Arc::new(AtomicU64::new(registry.version)),
     };

@@ -135,6 +135,13 @@ declare_metrics! {
     idle_timeouts: Counter,
     /// Connections cut because the peer's send queue hit its hard cap.
     send_queue_overflows: Counter,
+    /// Connections cut because the peer accepted none of the bytes waiting for it for the
+    /// write stall timeout (it does not read).
+    write_stalls: Counter,
+    /// Bytes reserved node-wide for messages under reassembly (as of the last read).
+    reassembly_bytes: Gauge,
+    /// The most bytes ever reserved node-wide for messages under reassembly.
+    reassembly_peak_bytes: Gauge,
     /// Keepalive messages sent.
     keepalives_sent: Counter,
     /// Messages received from peers and fed to the core (keepalives excluded).
@@ -260,7 +267,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 49);
+        assert_eq!(names.len(), 52);
     }
 
     #[test]
@@ -290,7 +297,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 49);
+        assert_eq!(values.len(), 52);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

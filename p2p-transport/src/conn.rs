@@ -5,11 +5,15 @@
 //! writing on different tasks or threads without sharing a lock between them:
 //! - [`ConnSender`] emits our [`Hello`] before any frame, queues messages in the
 //!   [`MuxSender`], queues a keepalive when nothing was transmitted for
-//!   [`ConnConfig::keepalive_interval`], and marks the peer congested when its queue passes the
-//!   multiplexer's `high_water` and drained when it falls back to [`ConnConfig::low_water`].
+//!   [`ConnConfig::keepalive_interval`], marks the peer congested when its queue passes the
+//!   multiplexer's `high_water` and drained when it falls back to [`ConnConfig::low_water`],
+//!   and fails the connection when bytes it handed out wait and the stream accepted none of
+//!   them for [`ConnConfig::write_stall_timeout`] (a peer that does not read).
 //! - [`ConnReceiver`] reads the peer's hello (it must arrive within
-//!   [`ConnConfig::hello_timeout`]), then reassembles messages with the [`MuxReceiver`], drops
-//!   keepalives, and fails the connection when nothing arrived for [`ConnConfig::idle_timeout`].
+//!   [`ConnConfig::hello_timeout`]), then reassembles messages with the [`MuxReceiver`]
+//!   (optionally within a node-wide [`ReassemblyBudget`], each message within its stall
+//!   deadline), drops keepalives, and fails the connection when nothing arrived for
+//!   [`ConnConfig::idle_timeout`].
 //!
 //! Both take the time as an argument and never read a clock. The TLS record layer below them
 //! is the driver's: these halves see plaintext.
@@ -17,15 +21,19 @@
 //! # Driving a connection
 //!
 //! On the sending side: [`ConnSender::push`] messages; whenever the stream can take bytes, call
-//! [`ConnSender::poll_transmit`] and write what it appended; after either, read
-//! [`ConnSender::poll_congestion`] and tell the core about a change; arm a timer at
-//! [`ConnSender::poll_timeout`] and call [`ConnSender::handle_timeout`] when it fires (it may
-//! queue a keepalive, so transmit afterwards).
+//! [`ConnSender::poll_transmit`] and write what it appended, reporting each part the stream
+//! accepted with [`ConnSender::handle_written`] (the last part once flushed); after either,
+//! read [`ConnSender::poll_congestion`] and tell the core about a change; arm a timer at
+//! [`ConnSender::poll_timeout`], also while a write waits, and call
+//! [`ConnSender::handle_timeout`] when it fires (it may queue a keepalive, so transmit
+//! afterwards, or report a write stall: close the connection).
 //!
 //! On the receiving side: feed what the stream delivered with [`ConnReceiver::handle_input`],
 //! then drain [`ConnReceiver::poll_event`] until it returns `Ok(None)`; arm a timer at
-//! [`ConnReceiver::poll_timeout`] and call [`ConnReceiver::handle_timeout`] when it fires. An
-//! error is sticky: the connection is over and the driver closes it with that reason.
+//! [`ConnReceiver::poll_timeout`] and call [`ConnReceiver::handle_timeout`] when it fires. While
+//! the driver stops reading for its own reasons (a busy node), bracket the pause with
+//! [`ConnReceiver::pause`] and [`ConnReceiver::touch`], so that it is not counted against the
+//! peer. An error is sticky: the connection is over and the driver closes it with that reason.
 //!
 //! # Classes
 //!
@@ -48,6 +56,7 @@ use thiserror::Error;
 
 use crate::codec::{self, DecodeError, HELLO_LEN, Hello};
 use crate::mux::{MuxConfig, MuxConfigError, MuxError, MuxReceiver, MuxSender, PushError};
+use crate::reassembly::ReassemblyBudget;
 
 /// Settings of both halves of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +73,12 @@ pub struct ConnConfig {
     /// Queued bytes at or below which a congested peer is marked drained (default half of
     /// `mux.high_water`; below it).
     pub low_water: usize,
+    /// Bytes handed out for writing that the stream accepted none of for this long end the
+    /// connection ([`ConnError::WriteStall`], default 10 s). Any accepted byte restarts it, so
+    /// a slow link that still moves bytes is never cut; a peer that stops reading is cut after
+    /// its socket buffers fill plus this long. 10 s is five core request timeouts: a peer
+    /// that reads nothing for that long serves nobody.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ConnConfig {
@@ -76,6 +91,7 @@ impl Default for ConnConfig {
             idle_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(5),
             low_water,
+            write_stall_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +114,9 @@ pub enum ConnConfigError {
     /// A zero hello timeout.
     #[error("hello_timeout must be positive")]
     HelloTimeout,
+    /// A zero write stall timeout.
+    #[error("write_stall_timeout must be positive")]
+    WriteStallTimeout,
     /// A low-water mark at or above the high-water mark.
     #[error("low_water ({low}) must be below mux.high_water ({high})")]
     LowWater {
@@ -132,6 +151,9 @@ impl ConnConfig {
         if self.hello_timeout.is_zero() {
             return Err(ConnConfigError::HelloTimeout);
         }
+        if self.write_stall_timeout.is_zero() {
+            return Err(ConnConfigError::WriteStallTimeout);
+        }
         if self.low_water >= self.mux.high_water {
             return Err(ConnConfigError::LowWater {
                 low: self.low_water,
@@ -155,7 +177,8 @@ pub enum ConnError {
     /// Nothing arrived for the idle timeout.
     #[error("nothing received for {0:?}")]
     Idle(Duration),
-    /// The peer's bytes are not valid multiplexed traffic.
+    /// The peer's bytes are not valid multiplexed traffic, or a message stalled, or the
+    /// node-wide reassembly budget refused one.
     #[error("protocol error: {0}")]
     Protocol(MuxError),
     /// The peer sent a message in a class its type does not allow
@@ -167,15 +190,28 @@ pub enum ConnError {
         /// The class its frames carried.
         class: Class,
     },
+    /// Bytes waited to be written and the stream accepted none for the write stall timeout:
+    /// the peer does not read.
+    #[error("{unwritten} bytes waiting, none accepted for {timeout:?}: the peer does not read")]
+    WriteStall {
+        /// The configured timeout.
+        timeout: Duration,
+        /// Bytes handed out and not accepted.
+        unwritten: usize,
+    },
 }
 
 impl ConnError {
-    /// Whether the peer broke the protocol (as opposed to going quiet): a misbehaviour.
+    /// Whether the peer broke the protocol (as opposed to going quiet): a misbehaviour. A
+    /// stalled message is one; a refusal of the node-wide reassembly budget is not (it depends
+    /// on what other connections hold), nor is a write stall (a peer that does not read may
+    /// be overloaded or gone, and costs only its own bounded send queue meanwhile).
     pub fn is_misbehaviour(&self) -> bool {
-        matches!(
-            self,
-            ConnError::Hello(_) | ConnError::Protocol(_) | ConnError::WrongClass { .. }
-        )
+        match self {
+            ConnError::Hello(_) | ConnError::WrongClass { .. } => true,
+            ConnError::Protocol(e) => !matches!(e, MuxError::NodeBudget { .. }),
+            _ => false,
+        }
     }
 }
 
@@ -197,7 +233,22 @@ pub fn connection(
     cfg.validate()?;
     Ok((
         ConnSender::new(cfg, hello, now)?,
-        ConnReceiver::new(cfg, now)?,
+        ConnReceiver::new(cfg, now, None)?,
+    ))
+}
+
+/// Like [`connection`], with a receiving half whose reassembly also draws on the node-wide
+/// `budget` (shared by all of a node's connections).
+pub fn connection_in(
+    budget: &ReassemblyBudget,
+    cfg: &ConnConfig,
+    hello: Hello,
+    now: Time,
+) -> Result<(ConnSender, ConnReceiver), ConnConfigError> {
+    cfg.validate()?;
+    Ok((
+        ConnSender::new(cfg, hello, now)?,
+        ConnReceiver::new(cfg, now, Some(budget))?,
     ))
 }
 
@@ -211,6 +262,12 @@ pub struct ConnSender {
     congested: bool,
     reported: bool,
     keepalives: u64,
+    write_stall_timeout: Duration,
+    /// Bytes handed out by `poll_transmit` and not yet reported written.
+    unwritten: usize,
+    /// When the stream last accepted bytes (or when bytes were handed out with none waiting).
+    last_progress: Time,
+    error: Option<ConnError>,
 }
 
 impl ConnSender {
@@ -226,6 +283,10 @@ impl ConnSender {
             congested: false,
             reported: false,
             keepalives: 0,
+            write_stall_timeout: cfg.write_stall_timeout,
+            unwritten: 0,
+            last_progress: now,
+            error: None,
         })
     }
 
@@ -283,6 +344,10 @@ impl ConnSender {
     fn after_transmit(&mut self, now: Time, n: usize) {
         if n > 0 {
             self.last_transmit = now;
+            if self.unwritten == 0 {
+                self.last_progress = now;
+            }
+            self.unwritten += n;
         }
         if self.congested && self.mux.queued_bytes_total() <= self.low_water {
             self.congested = false;
@@ -305,17 +370,51 @@ impl ConnSender {
         self.hello.is_some() || !self.mux.is_idle()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should run: a keepalive interval after
-    /// the last transmission.
-    pub fn poll_timeout(&self) -> Time {
-        self.last_transmit + self.keepalive_interval
+    /// Reports that the stream accepted `n` more of the bytes handed out by
+    /// [`poll_transmit`](Self::poll_transmit) at `now` (a driver whose stream buffers, such as
+    /// TLS, reports the last part of a write once it is flushed). Restarts the write stall
+    /// timer when `n > 0`.
+    pub fn handle_written(&mut self, now: Time, n: usize) {
+        let n = n.min(self.unwritten);
+        if n > 0 {
+            self.unwritten -= n;
+            self.last_progress = self.last_progress.max(now);
+        }
     }
 
-    /// Queues a keepalive if nothing was transmitted for the keepalive interval and nothing is
-    /// queued; returns whether it did.
-    pub fn handle_timeout(&mut self, now: Time) -> bool {
-        if now < self.poll_timeout() || self.wants_transmit() {
-            return false;
+    /// Bytes handed out for writing and not yet reported written.
+    pub fn unwritten_bytes(&self) -> usize {
+        self.unwritten
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run: a keepalive interval after
+    /// the last transmission, or earlier the write stall deadline while bytes are unwritten.
+    pub fn poll_timeout(&self) -> Time {
+        let keepalive = self.last_transmit + self.keepalive_interval;
+        if self.unwritten > 0 {
+            keepalive.min(self.last_progress + self.write_stall_timeout)
+        } else {
+            keepalive
+        }
+    }
+
+    /// Fails with [`ConnError::WriteStall`] (sticky) if bytes were unwritten with no progress
+    /// for the write stall timeout; otherwise queues a keepalive if nothing was transmitted
+    /// for the keepalive interval and nothing is queued, and returns whether it did.
+    pub fn handle_timeout(&mut self, now: Time) -> Result<bool, ConnError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.unwritten > 0 && now >= self.last_progress + self.write_stall_timeout {
+            let e = ConnError::WriteStall {
+                timeout: self.write_stall_timeout,
+                unwritten: self.unwritten,
+            };
+            self.error = Some(e.clone());
+            return Err(e);
+        }
+        if now < self.last_transmit + self.keepalive_interval || self.wants_transmit() {
+            return Ok(false);
         }
         // An empty batch is always encodable and the queue is empty: the push cannot fail.
         let queued = self
@@ -327,7 +426,7 @@ impl ConnSender {
             // The timer restarts now, even before the keepalive is transmitted.
             self.last_transmit = now;
         }
-        queued
+        Ok(queued)
     }
 
     /// Keepalives queued so far.
@@ -350,18 +449,30 @@ pub struct ConnReceiver {
     hello_timeout: Duration,
     idle_timeout: Duration,
     last_input: Time,
+    /// When the driver paused reading, while it does.
+    paused_since: Option<Time>,
     error: Option<ConnError>,
 }
 
 impl ConnReceiver {
-    fn new(cfg: &ConnConfig, now: Time) -> Result<Self, MuxConfigError> {
+    fn new(
+        cfg: &ConnConfig,
+        now: Time,
+        budget: Option<&ReassemblyBudget>,
+    ) -> Result<Self, MuxConfigError> {
+        let mut mux = match budget {
+            Some(b) => MuxReceiver::with_budget(cfg.mux.clone(), b)?,
+            None => MuxReceiver::new(cfg.mux.clone())?,
+        };
+        mux.set_time(now);
         Ok(ConnReceiver {
-            mux: MuxReceiver::new(cfg.mux.clone())?,
+            mux,
             hello: Some(Vec::with_capacity(HELLO_LEN)),
             hello_deadline: now + cfg.hello_timeout,
             hello_timeout: cfg.hello_timeout,
             idle_timeout: cfg.idle_timeout,
             last_input: now,
+            paused_since: None,
             error: None,
         })
     }
@@ -373,6 +484,7 @@ impl ConnReceiver {
             return;
         }
         self.last_input = now;
+        self.mux.set_time(now);
         if let Some(hello) = &mut self.hello {
             let take = (HELLO_LEN - hello.len()).min(buf.len());
             hello.extend_from_slice(&buf.split_to(take));
@@ -424,11 +536,21 @@ impl ConnReceiver {
         e
     }
 
+    /// Marks that the driver stops reading at `now` for its own reasons (back-pressure from a
+    /// busy node); [`touch`](Self::touch) ends the pause. A pause already begun is kept.
+    pub fn pause(&mut self, now: Time) {
+        self.paused_since.get_or_insert(now);
+    }
+
     /// Counts the peer as heard from at `now`. A driver that paused reading (back-pressure from
     /// a busy node) calls it when it resumes, so that the pause is not taken for the peer's
-    /// silence.
+    /// silence; if [`pause`](Self::pause) marked its start, the stall deadlines of the
+    /// messages under reassembly move by its length as well.
     pub fn touch(&mut self, now: Time) {
         self.last_input = self.last_input.max(now);
+        if let Some(since) = self.paused_since.take() {
+            self.mux.pause_for(now.saturating_since(since));
+        }
     }
 
     /// Whether the peer's hello was received.
@@ -437,20 +559,24 @@ impl ConnReceiver {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should run: the hello deadline until the
-    /// hello arrived, then the idle deadline. `None` once the connection failed.
+    /// hello arrived, then the idle deadline or, earlier, the stall deadline of a message under
+    /// reassembly. `None` once the connection failed.
     pub fn poll_timeout(&self) -> Option<Time> {
         if self.error.is_some() {
             return None;
         }
         let idle = self.last_input + self.idle_timeout;
-        Some(if self.hello.is_some() {
+        let at = if self.hello.is_some() {
             idle.min(self.hello_deadline)
         } else {
             idle
-        })
+        };
+        Some(self.mux.poll_deadline().map_or(at, |d| d.min(at)))
     }
 
-    /// Fails the connection if its hello or idle deadline passed at `now`.
+    /// Fails the connection if its hello, idle or a message's stall deadline passed at `now`.
+    /// A stall is only judged once the input fed so far was parsed by
+    /// [`poll_event`](Self::poll_event) (bytes that arrived in time count).
     pub fn handle_timeout(&mut self, now: Time) {
         if self.error.is_some() {
             return;
@@ -459,6 +585,10 @@ impl ConnReceiver {
             self.fail(ConnError::HelloTimeout(self.hello_timeout));
         } else if now >= self.last_input + self.idle_timeout {
             self.fail(ConnError::Idle(self.idle_timeout));
+        } else if self.mux.unparsed_bytes() == 0
+            && let Err(e) = self.mux.check_stalled(now)
+        {
+            self.fail(ConnError::Protocol(e));
         }
     }
 
@@ -469,9 +599,11 @@ impl ConnReceiver {
 }
 
 /// The `conn` fuzz target's check, shared with the corpus replay test: a connection's
-/// receiving half fed arbitrary bytes in arbitrary chunks, with time moving on between them,
-/// never panics; the hello comes first and once; an error is sticky and ends the timers; a
-/// silent stretch past the idle timeout always ends the connection.
+/// receiving half, drawing on a node-wide reassembly budget, fed arbitrary bytes in arbitrary
+/// chunks, with time moving on between them and the driver pausing now and then, never
+/// panics; the hello comes first and once; the budget's cap holds and a failed connection
+/// gives its reservations back; an error is sticky and ends the timers; a silent stretch past
+/// the receiver's deadline (idle, hello or a message's stall) always ends the connection.
 ///
 /// The first byte picks the chunking seed (0: one chunk) and whether a valid hello is
 /// prepended (its low bit), so that the fuzzer reaches the multiplexer quickly.
@@ -492,7 +624,9 @@ pub fn fuzz_connection(data: &[u8]) {
         codec::encode_hello(&Hello::new(1), &mut input);
     }
     input.extend_from_slice(body);
-    let (_, mut rx) = connection(&cfg, Hello::new(1), Time::ZERO).expect("valid configuration");
+    let budget = ReassemblyBudget::new(cfg.mux.max_buffered_bytes);
+    let (_, mut rx) =
+        connection_in(&budget, &cfg, Hello::new(1), Time::ZERO).expect("valid configuration");
     let mut rng = p2p_core::rng::Rng::new(u64::from(flags >> 1));
     let mut now = Time::ZERO;
     let mut saw_hello = false;
@@ -504,6 +638,11 @@ pub fn fuzz_connection(data: &[u8]) {
         };
         let mut chunk = input.split_to(n.min(input.len()));
         now = now + Duration::from_millis(rng.below(2_000));
+        if rng.below(8) == 0 {
+            rx.pause(now);
+            now = now + Duration::from_millis(rng.below(2_000));
+            rx.touch(now);
+        }
         rx.handle_timeout(now);
         rx.handle_input(now, &mut chunk);
         assert!(chunk.is_empty(), "the receiver takes all it is given");
@@ -522,11 +661,16 @@ pub fn fuzz_connection(data: &[u8]) {
                     );
                 }
                 Err(e) => {
+                    let protocol = matches!(e, ConnError::Protocol(_));
                     assert_eq!(rx.poll_event(), Err(e), "errors are sticky");
                     assert_eq!(rx.poll_timeout(), None, "a failed connection has no timer");
+                    if protocol {
+                        assert_eq!(budget.used(), 0, "a failed connection holds nothing");
+                    }
                     return;
                 }
             }
+            assert!(budget.used() <= budget.cap(), "node-wide cap");
         }
     }
     // Silence: the idle timeout (or the hello deadline) ends it.

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod inbox;
 pub mod mux;
 pub mod peers;
+pub mod reassembly;
 pub mod registry;
 pub mod sched;
 pub mod tls;

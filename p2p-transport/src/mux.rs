@@ -44,16 +44,23 @@
 //! The sender refuses a push that would take a class's queue past `max_queued_per_class`
 //! ([`PushError::QueueFull`]) and reports [`MuxSender::is_congested`] past `high_water`. The
 //! receiver reserves each multi-frame message's announced total when its first frame arrives,
-//! after checking `max_message_size`, `max_partial_messages` and `max_buffered_bytes`; any
-//! violation is a sticky [`MuxError`]. [`MuxConfig::validate`] checks that a receiver's bounds
-//! accept everything an honest sender with the same configuration produces.
+//! after checking `max_message_size`, `max_partial_messages` and `max_buffered_bytes`, and,
+//! when it draws on a node-wide [`ReassemblyBudget`], the budget's rule; any violation is a
+//! sticky [`MuxError`]. A message under reassembly must complete within its stall deadline,
+//! `partial_timeout + total × partial_timeout_per_mib / MiB` after its first frame
+//! ([`MuxReceiver::poll_deadline`], [`MuxReceiver::check_stalled`]), so reservations cannot be
+//! held by a peer that announces messages and never finishes them. [`MuxConfig::validate`]
+//! checks that a receiver's bounds accept every message an honest sender with the same
+//! configuration produces.
 
 use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
+use crate::reassembly::{BudgetSlot, ReassemblyBudget, Refused};
 use crate::sched::{Cut, MIN_CUT, Scheduler};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use p2p_core::{Class, Message};
+use p2p_core::{Class, Message, Time};
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::time::Duration;
 use thiserror::Error;
 
 pub use crate::sched::{FIRST_FRAME_HEADER_LEN, FRAME_HEADER_LEN};
@@ -89,8 +96,21 @@ pub struct MuxConfig {
     pub max_queued_per_class: usize,
     /// Messages the receiver reassembles at once (default 64).
     pub max_partial_messages: usize,
-    /// Bytes the receiver reserves for messages under reassembly (default 256 MiB).
+    /// Bytes the receiver reserves for messages under reassembly (default 64 MiB; at least
+    /// `limits.max_message_size`). An honest peer's multi-frame messages to us are mostly its
+    /// responses to our requests, which the core keeps within its per-peer in-flight bytes
+    /// (32 MiB by default), plus at most one message of another kind per class: 32 MiB plus
+    /// one largest message (16 MiB) fits with room to spare. Further bounded node-wide by a
+    /// [`ReassemblyBudget`] when the driver gives one.
     pub max_buffered_bytes: usize,
+    /// The stall deadline's base: a message under reassembly must complete within
+    /// `partial_timeout + total × partial_timeout_per_mib / MiB` of its first frame, else the
+    /// connection fails ([`MuxError::Stalled`]). Default 10 s, five times the core's request
+    /// timeout base (2 s), so an honest response the core still waits for is never cut first.
+    pub partial_timeout: Duration,
+    /// The stall deadline's allowance per MiB of the announced total (default 1 s, the core's
+    /// request timeout per MiB: a message must arrive at 1 MiB/s on average once started).
+    pub partial_timeout_per_mib: Duration,
 }
 
 impl Default for MuxConfig {
@@ -103,7 +123,9 @@ impl Default for MuxConfig {
             high_water: 8 << 20,
             max_queued_per_class: 64 << 20,
             max_partial_messages: 64,
-            max_buffered_bytes: 256 << 20,
+            max_buffered_bytes: 64 << 20,
+            partial_timeout: Duration::from_secs(10),
+            partial_timeout_per_mib: Duration::from_secs(1),
         }
     }
 }
@@ -135,7 +157,7 @@ pub enum MuxConfigError {
     /// The receiver would refuse what an honest sender with this configuration sends.
     #[error(
         "receiver bounds ({partials} partial messages, {bytes} bytes) are below what the sender \
-         interleaves ({active} messages of up to {message} bytes)"
+         interleaves ({active} messages, one of up to {message} bytes)"
     )]
     ReceiverTooSmall {
         /// `max_partial_messages`.
@@ -147,10 +169,16 @@ pub enum MuxConfigError {
         /// `limits.max_message_size`.
         message: usize,
     },
+    /// A zero stall deadline base.
+    #[error("partial_timeout must be positive")]
+    PartialTimeout,
 }
 
 impl MuxConfig {
-    /// Checks ranges, and that the receiver's bounds accept an honest sender's traffic.
+    /// Checks ranges, and that the receiver's bounds accept an honest sender's traffic: as
+    /// many partial messages as the sender interleaves, and the largest message. Bytes beyond
+    /// one largest message are the caller's choice: what an honest peer has in flight to us is
+    /// bounded by what we asked of it, which the multiplexer does not know.
     pub fn validate(&self) -> Result<(), MuxConfigError> {
         self.limits.validate()?;
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.frame_size) {
@@ -172,9 +200,7 @@ impl MuxConfig {
             });
         }
         let active: usize = self.max_active.iter().sum();
-        if self.max_partial_messages < active
-            || self.max_buffered_bytes < active.saturating_mul(message)
-        {
+        if self.max_partial_messages < active || self.max_buffered_bytes < message {
             return Err(MuxConfigError::ReceiverTooSmall {
                 partials: self.max_partial_messages,
                 bytes: self.max_buffered_bytes,
@@ -182,7 +208,17 @@ impl MuxConfig {
                 message,
             });
         }
+        if self.partial_timeout.is_zero() {
+            return Err(MuxConfigError::PartialTimeout);
+        }
         Ok(())
+    }
+
+    /// How long a message of `total` bytes may take to complete after its first frame.
+    pub fn stall_allowance(&self, total: usize) -> Duration {
+        let per_mib = self.partial_timeout_per_mib.as_nanos();
+        let extra = per_mib.saturating_mul(total as u128) >> 20;
+        self.partial_timeout + Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX))
     }
 }
 
@@ -302,6 +338,36 @@ pub enum MuxError {
         buffered: usize,
         /// The configured limit.
         limit: usize,
+    },
+    /// The node-wide [`ReassemblyBudget`] refused to reserve another message: this connection
+    /// is past its share and the rest is owed to others or taken. Not a misbehaviour by itself.
+    #[error(
+        "node-wide reassembly budget refused {needed} bytes: {used} of {cap} reserved, this \
+         connection holds {usage} with a share of {share}"
+    )]
+    NodeBudget {
+        /// The new message's size.
+        needed: usize,
+        /// The node's total reserved.
+        used: usize,
+        /// This connection's reservations.
+        usage: usize,
+        /// This connection's reserved share.
+        share: usize,
+        /// The node-wide cap.
+        cap: usize,
+    },
+    /// A message under reassembly did not complete within its stall deadline.
+    #[error("stream {stream} has {received} of {total} bytes after {allowed:?}: stalled")]
+    Stalled {
+        /// The stream id.
+        stream: u32,
+        /// The announced total.
+        total: usize,
+        /// Bytes received.
+        received: usize,
+        /// The time it was allowed.
+        allowed: Duration,
     },
     /// A reassembled message does not decode.
     #[error("message on stream {stream} does not decode: {source}")]
@@ -518,6 +584,10 @@ struct Partial {
     class: Class,
     buf: BytesMut,
     total: usize,
+    /// The stall deadline, without the pauses that happened since the message started.
+    deadline: Time,
+    /// The receiver's paused total when the message started.
+    paused_at_start: Duration,
 }
 
 /// Where the receiver is in the frame stream.
@@ -560,6 +630,13 @@ pub struct MuxReceiver {
     partials: Vec<Partial>,
     buffered: usize,
     error: Option<MuxError>,
+    budget: Option<BudgetSlot>,
+    /// When the bytes fed last arrived: the start of the messages they begin.
+    now: Time,
+    /// Time the driver did not read (see [`MuxReceiver::pause_for`]); deadlines move by it.
+    paused: Duration,
+    /// The earliest stall deadline of the partial messages, kept up to date.
+    earliest: Option<Time>,
 }
 
 impl MuxReceiver {
@@ -579,7 +656,91 @@ impl MuxReceiver {
             partials: Vec::new(),
             buffered: 0,
             error: None,
+            budget: None,
+            now: Time::ZERO,
+            paused: Duration::ZERO,
+            earliest: None,
         }
+    }
+
+    /// A receiver with `cfg` whose reservations also draw on the node-wide `budget`.
+    pub fn with_budget(cfg: MuxConfig, budget: &ReassemblyBudget) -> Result<Self, MuxConfigError> {
+        let mut rx = Self::new(cfg)?;
+        rx.budget = Some(budget.register());
+        Ok(rx)
+    }
+
+    /// The node-wide budget this receiver draws on, if any.
+    pub fn budget(&self) -> Option<&ReassemblyBudget> {
+        self.budget.as_ref().map(BudgetSlot::budget)
+    }
+
+    /// Sets the time at which the bytes fed next arrived (never moves back): messages that
+    /// start in them get their stall deadline from it.
+    pub fn set_time(&mut self, now: Time) {
+        self.now = self.now.max(now);
+    }
+
+    /// Moves every stall deadline `d` later: the driver did not read for `d` (back-pressure
+    /// from its own node), which must not count against the peer.
+    pub fn pause_for(&mut self, d: Duration) {
+        self.paused += d;
+        self.earliest = self.earliest.map(|t| t + d);
+    }
+
+    /// The earliest stall deadline of the messages under reassembly, if any.
+    pub fn poll_deadline(&self) -> Option<Time> {
+        if self.error.is_some() {
+            return None;
+        }
+        self.earliest
+    }
+
+    /// Fails with [`MuxError::Stalled`] (sticky) if a message under reassembly passed its
+    /// stall deadline at `now`. Call it once the fed input was parsed (with
+    /// [`unparsed_bytes`](Self::unparsed_bytes) at zero), so that bytes that arrived in time
+    /// are not missed.
+    pub fn check_stalled(&mut self, now: Time) -> Result<(), MuxError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.earliest.is_none_or(|t| now < t) {
+            return Ok(());
+        }
+        let late = self
+            .partials
+            .iter()
+            .find(|p| self.deadline_of(p) <= now)
+            .map(|p| MuxError::Stalled {
+                stream: p.stream,
+                total: p.total,
+                received: p.buf.len(),
+                allowed: self.cfg.stall_allowance(p.total),
+            });
+        match late {
+            Some(e) => Err(self.fail(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn deadline_of(&self, p: &Partial) -> Time {
+        p.deadline + (self.paused - p.paused_at_start)
+    }
+
+    fn recompute_earliest(&mut self) {
+        self.earliest = self.partials.iter().map(|p| self.deadline_of(p)).min();
+    }
+
+    /// Records a sticky error and releases every reservation.
+    fn fail(&mut self, e: MuxError) -> MuxError {
+        self.error = Some(e.clone());
+        self.partials.clear();
+        if let Some(b) = &mut self.budget {
+            b.give(self.buffered);
+        }
+        self.buffered = 0;
+        self.earliest = None;
+        e
     }
 
     /// The configuration.
@@ -627,10 +788,7 @@ impl MuxReceiver {
         }
         match self.step() {
             Ok(m) => Ok(m),
-            Err(e) => {
-                self.error = Some(e.clone());
-                Err(e)
-            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -655,6 +813,10 @@ impl MuxReceiver {
                     if last {
                         let p = self.partials.swap_remove(slot);
                         self.buffered -= p.total;
+                        if let Some(b) = &mut self.budget {
+                            b.give(p.total);
+                        }
+                        self.recompute_earliest();
                         return self.finish(p.stream, p.class, p.buf.freeze()).map(Some);
                     }
                 }
@@ -770,12 +932,32 @@ impl MuxReceiver {
                     limit: self.cfg.max_buffered_bytes,
                 });
             }
+            if let Some(b) = &mut self.budget {
+                b.try_take(h.total).map_err(
+                    |Refused {
+                         used,
+                         usage,
+                         share,
+                         cap,
+                     }| MuxError::NodeBudget {
+                        needed: h.total,
+                        used,
+                        usage,
+                        share,
+                        cap,
+                    },
+                )?;
+            }
             self.buffered += h.total;
+            let deadline = self.now + self.cfg.stall_allowance(h.total);
+            self.earliest = Some(self.earliest.map_or(deadline, |t| t.min(deadline)));
             self.partials.push(Partial {
                 stream,
                 class: h.class,
                 buf: BytesMut::with_capacity(h.total),
                 total: h.total,
+                deadline,
+                paused_at_start: self.paused,
             });
             self.state = RxState::Payload {
                 slot: self.partials.len() - 1,
@@ -857,9 +1039,11 @@ impl MuxReceiver {
 /// The per-input check of the `reassemble` fuzz target, shared with the corpus replay test.
 ///
 /// Uses the first two bytes of `data` to choose how the rest is chunked, feeds the chunks to a
-/// [`MuxReceiver`] with small bounds and drains it after each chunk, checking that it never
-/// exceeds its bounds, that an error is sticky, and that every message it yields is within
-/// the codec limits.
+/// [`MuxReceiver`] with small bounds, drawing on a node-wide [`ReassemblyBudget`] that another
+/// connection half fills, and drains it after each chunk while time moves on (up to 400 ms per
+/// chunk, with pauses of the driver), checking that it never exceeds its bounds or the
+/// budget's cap, that an error is sticky and gives its reservations back, that a stall is
+/// reported only past a deadline, and that every message it yields is within the codec limits.
 ///
 /// # Panics
 ///
@@ -872,11 +1056,24 @@ pub fn fuzz_reassemble(data: &[u8]) {
         [a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]), rest),
         _ => (0, data),
     };
-    let mut rx = MuxReceiver::new(cfg.clone()).expect("fuzz configuration is valid");
+    let budget = ReassemblyBudget::new(cfg.max_buffered_bytes);
+    let mut other = budget.register();
+    let other_holds = cfg.max_buffered_bytes / 4;
+    other
+        .try_take(other_holds)
+        .expect("an empty budget admits a quarter");
+    let mut rx =
+        MuxReceiver::with_budget(cfg.clone(), &budget).expect("fuzz configuration is valid");
     let input = Bytes::copy_from_slice(body);
     let mut rng = p2p_core::rng::Rng::new(u64::from(seed));
+    let mut now = Time::ZERO;
     let mut at = 0;
     while at < input.len() {
+        now = now + Duration::from_millis(rng.below(400));
+        if rng.below(8) == 0 {
+            rx.pause_for(Duration::from_millis(rng.below(400)));
+        }
+        rx.set_time(now);
         // Chunks of 1..=64 bytes, or the whole rest when the seed is 0.
         let n = if seed == 0 {
             input.len() - at
@@ -892,6 +1089,8 @@ pub fn fuzz_reassemble(data: &[u8]) {
             assert!(rx.buffered_bytes() <= cfg.max_buffered_bytes);
             let reserved: usize = rx.partials.iter().map(|p| p.buf.capacity()).sum();
             assert!(reserved <= cfg.max_buffered_bytes, "reserved {reserved}");
+            assert!(budget.used() <= budget.cap(), "node-wide cap");
+            assert_eq!(budget.used(), other_holds + rx.buffered_bytes());
             match r {
                 Ok(Some((_, msg))) => {
                     assert!(codec::check_encodable(&msg, &cfg.limits).is_ok());
@@ -899,11 +1098,40 @@ pub fn fuzz_reassemble(data: &[u8]) {
                 Ok(None) => break,
                 Err(e) => {
                     assert_eq!(rx.poll_message(), Err(e), "errors must be sticky");
+                    assert_eq!(
+                        budget.used(),
+                        other_holds,
+                        "a failed receiver holds nothing"
+                    );
                     return;
                 }
             }
         }
+        let due = rx.poll_deadline();
+        match rx.check_stalled(now) {
+            Ok(()) => assert!(due.is_none_or(|d| now < d), "a passed deadline is reported"),
+            Err(e) => {
+                assert!(matches!(e, MuxError::Stalled { .. }), "{e:?}");
+                assert!(
+                    due.is_some_and(|d| d <= now),
+                    "stalled only past the deadline"
+                );
+                assert_eq!(rx.poll_message(), Err(e), "errors must be sticky");
+                assert_eq!(
+                    budget.used(),
+                    other_holds,
+                    "a failed receiver holds nothing"
+                );
+                return;
+            }
+        }
     }
+    drop(rx);
+    assert_eq!(
+        budget.used(),
+        other_holds,
+        "a dropped receiver holds nothing"
+    );
 }
 
 /// The small-bounds configuration that [`fuzz_reassemble`] uses (so that fuzzing reaches the
@@ -922,6 +1150,7 @@ pub fn fuzz_config() -> MuxConfig {
         max_queued_per_class: 4096,
         max_partial_messages: 8,
         max_buffered_bytes: 16384,
+        partial_timeout: Duration::from_secs(1),
         ..MuxConfig::default()
     }
 }

@@ -198,6 +198,8 @@ struct RawTuning {
     handshake_timeout_ms: Option<u64>,
     keepalive_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
+    reassembly_cap: Option<usize>,
     reconnect_backoff_min_ms: Option<u64>,
     reconnect_backoff_max_ms: Option<u64>,
     misbehaviour_ban_ms: Option<u64>,
@@ -227,6 +229,10 @@ pub struct Tuning {
     pub keepalive_interval: Option<Duration>,
     /// Dead-peer timeout.
     pub idle_timeout: Option<Duration>,
+    /// Cut of a peer that accepts none of our bytes for this long.
+    pub write_stall_timeout: Option<Duration>,
+    /// Node-wide bytes reserved for messages under reassembly.
+    pub reassembly_cap: Option<usize>,
     /// First reconnect back-off.
     pub reconnect_backoff_min: Option<Duration>,
     /// Largest reconnect back-off.
@@ -380,6 +386,8 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         handshake_timeout: ms(t.handshake_timeout_ms),
         keepalive_interval: ms(t.keepalive_interval_ms),
         idle_timeout: ms(t.idle_timeout_ms),
+        write_stall_timeout: ms(t.write_stall_timeout_ms),
+        reassembly_cap: t.reassembly_cap,
         reconnect_backoff_min: ms(t.reconnect_backoff_min_ms),
         reconnect_backoff_max: ms(t.reconnect_backoff_max_ms),
         misbehaviour_ban: ms(t.misbehaviour_ban_ms),

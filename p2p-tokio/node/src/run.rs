@@ -77,6 +77,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.idle_timeout {
         cfg.idle_timeout = v;
     }
+    if let Some(v) = t.write_stall_timeout {
+        cfg.write_stall_timeout = v;
+    }
+    if let Some(v) = t.reassembly_cap {
+        cfg.reassembly_cap = v;
+    }
     if let Some(v) = t.reconnect_backoff_min {
         cfg.reconnect_backoff_min = v;
     }

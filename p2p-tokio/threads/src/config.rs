@@ -65,6 +65,10 @@ pub struct ThreadedConfig {
     /// member's registry address (default on). Turn it off where members reach this node from
     /// addresses other than their registry ones (NAT).
     pub admit_registry_addresses_only: bool,
+    /// Bytes reserved at most for messages under reassembly over all connections (see
+    /// [`ReassemblyBudget`](p2p_transport::reassembly::ReassemblyBudget)). Default twice
+    /// `core.max_in_flight_bytes` (512 MiB), as p2p-tokio's `NodeConfig::reassembly_cap`.
+    pub reassembly_cap: usize,
 }
 
 /// A secret seed from the operating system's random source (through the TLS crypto provider).
@@ -96,6 +100,9 @@ impl ThreadedConfig {
             limits,
             ..MuxConfig::default()
         });
+        let reassembly_cap = usize::try_from(core.max_in_flight_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
         Ok(ThreadedConfig {
             identity,
             listen,
@@ -112,6 +119,7 @@ impl ThreadedConfig {
             max_pending_handshakes: 64,
             max_pending_handshakes_per_address: 4,
             admit_registry_addresses_only: true,
+            reassembly_cap,
         })
     }
 
@@ -149,6 +157,11 @@ impl ThreadedConfig {
         if self.write_chunk < MIN_TRANSMIT + p2p_transport::codec::HELLO_LEN {
             return Err(Error::InvalidConfig(
                 "write_chunk is below mux::MIN_TRANSMIT plus the hello",
+            ));
+        }
+        if self.reassembly_cap < limits.max_message_size {
+            return Err(Error::InvalidConfig(
+                "reassembly_cap is below conn.mux.limits.max_message_size",
             ));
         }
         if self.delivery_buffer == 0

@@ -19,9 +19,12 @@ use bytes::BytesMut;
 use p2p_core::{Class, Message, NodeId, Time};
 use p2p_transport::admission::{Admission, AdmissionView, Ticket};
 use p2p_transport::codec::Hello;
-use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
+use p2p_transport::conn::{
+    ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection_in,
+};
 use p2p_transport::inbox::{Full, Inbox, Lane, cost_of};
 use p2p_transport::mux::PushError;
+use p2p_transport::reassembly::ReassemblyBudget;
 use p2p_transport::tls::{PeerRejected, peer_node_id, rejection_reason, server_name_for};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use rustls::{ConnectionCommon, SideData, StreamOwned};
@@ -106,6 +109,8 @@ pub(crate) struct Settings {
     pub write_chunk: usize,
     /// To the accept thread: registry and ban changes, and the ends of inbound handshakes.
     pub accept: Sender<AcceptMsg>,
+    /// The node-wide reassembly budget every connection's receiving half draws on.
+    pub budget: ReassemblyBudget,
 }
 
 /// What the accept thread hears of.
@@ -542,14 +547,18 @@ fn run(
         });
     };
     let hello = Hello::new(shared.registry_version.load(Ordering::Relaxed));
-    let (sender, receiver) = match connection(&shared.settings.conn, hello, shared.now()) {
-        Ok(halves) => halves,
-        // The configuration was validated at start.
-        Err(e) => return report(ConnEnd::Setup(e.to_string())),
-    };
+    let settings = &shared.settings;
+    let (sender, receiver) =
+        match connection_in(&settings.budget, &settings.conn, hello, shared.now()) {
+            Ok(halves) => halves,
+            // The configuration was validated at start.
+            Err(e) => return report(ConnEnd::Setup(e.to_string())),
+        };
+    // Both directions wake every tick: the reader for its timers, the writer (blocked on a
+    // peer that does not read) for the write stall timer.
     let timeouts = sock
         .set_read_timeout(Some(shared.settings.tick))
-        .and_then(|()| sock.set_write_timeout(Some(shared.settings.conn.idle_timeout)));
+        .and_then(|()| sock.set_write_timeout(Some(shared.settings.tick)));
     if let Err(e) = timeouts {
         return report(ConnEnd::Io(e));
     }
@@ -586,13 +595,21 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
     let mut tmp = vec![0u8; READ_BUF];
     let mut plain = BytesMut::new();
     let mut announced = false;
+    let mut paused = false;
     loop {
         if link.is_closed() || shared.stopped() {
             return ConnEnd::Stopped;
         }
         if announced && shared.paused.load(Ordering::Relaxed) {
+            // Not reading while deliveries wait: not the peer's silence or stall.
+            rx.pause(shared.now());
+            paused = true;
             thread::sleep(PAUSE_POLL);
             continue;
+        }
+        if paused {
+            rx.touch(shared.now());
+            paused = false;
         }
         let n = match (&link.sock).read(&mut buf) {
             Ok(0) => return ConnEnd::Eof,
@@ -637,9 +654,11 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
                 }
                 Err(e) => return ConnEnd::Conn(e),
             };
+            rx.pause(shared.now());
             if shared.settings.events.send(ev).is_err() {
                 return ConnEnd::Stopped;
             }
+            rx.touch(shared.now());
         }
         if eof {
             return ConnEnd::Eof;
@@ -684,8 +703,9 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Moves frames from the sender to the socket at the peer's pace, queues keepalives, and
-/// reports congestion changes; sleeps on `woken` when there is nothing to send.
+/// Moves frames from the sender to the socket at the peer's pace, reporting the progress of
+/// each write (see [`write_out`]), queues keepalives, ends the connection on a write stall,
+/// and reports congestion changes; sleeps on `woken` when there is nothing to send.
 fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
     let mut plain = BytesMut::new();
     let mut wire = Vec::new();
@@ -696,8 +716,10 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
         let now = shared.now();
         let (change, idle_until) = {
             let mut s = lock(&link.sender);
-            if now >= s.poll_timeout() {
-                s.handle_timeout(now);
+            if now >= s.poll_timeout()
+                && let Err(e) = s.handle_timeout(now)
+            {
+                return ConnEnd::Conn(e);
             }
             plain.clear();
             let _ = s.poll_transmit(now, &mut plain, shared.settings.write_chunk);
@@ -718,10 +740,8 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
         if let Err(end) = link.encrypt(&plain, &mut wire) {
             return end;
         }
-        if !wire.is_empty()
-            && let Err(e) = (&link.sock).write_all(&wire)
-        {
-            return ConnEnd::Io(e);
+        if let Err(end) = write_out(shared, link, &wire, plain.len()) {
+            return end;
         }
         if let Some(until) = idle_until {
             let wait = until.saturating_since(now).min(shared.settings.tick);
@@ -730,4 +750,46 @@ fn writer(shared: &Shared, link: &Link, woken: &Receiver<()>) -> ConnEnd {
             }
         }
     }
+}
+
+/// Writes `wire` (the encryption of `plain_len` plaintext bytes the sender handed out) to the
+/// socket, whose write timeout is the tick. Each accepted part is reported to the sender in
+/// plaintext bytes, in proportion (all of them once the last wire byte is accepted, at least
+/// one for any progress before); at each tick without progress the sender's timer runs, and a
+/// write stall ends the connection.
+fn write_out(shared: &Shared, link: &Link, wire: &[u8], plain_len: usize) -> Result<(), ConnEnd> {
+    let done = |off: usize| -> usize {
+        if off >= wire.len() {
+            plain_len
+        } else {
+            let part = (plain_len as u128 * off as u128 / wire.len() as u128) as usize;
+            part.max(usize::from(off > 0))
+                .min(plain_len.saturating_sub(1))
+        }
+    };
+    let mut off = 0;
+    let mut reported = 0;
+    while off < wire.len() {
+        if link.is_closed() || shared.stopped() {
+            return Err(ConnEnd::Stopped);
+        }
+        match (&link.sock).write(&wire[off..]) {
+            Ok(0) => return Err(ConnEnd::Io(io::ErrorKind::WriteZero.into())),
+            Ok(k) => {
+                off += k;
+                let now_done = done(off);
+                lock(&link.sender).handle_written(shared.now(), now_done - reported);
+                reported = now_done;
+            }
+            Err(e) if is_timeout(&e) => {
+                let now = shared.now();
+                let mut s = lock(&link.sender);
+                if now >= s.poll_timeout() {
+                    s.handle_timeout(now).map_err(ConnEnd::Conn)?;
+                }
+            }
+            Err(e) => return Err(ConnEnd::Io(e)),
+        }
+    }
+    Ok(())
 }

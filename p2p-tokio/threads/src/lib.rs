@@ -124,6 +124,7 @@ pub use error::Error;
 
 use conn::{Settings, Shared};
 use node::{Command, Event, NodeThread};
+use p2p_transport::reassembly::ReassemblyBudget;
 
 /// How long [`ThreadedNode::shutdown`] waits for the connection threads to end.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
@@ -216,6 +217,7 @@ impl ThreadedNode {
             tick: cfg.tick,
             write_chunk: cfg.write_chunk,
             accept: accept_tx,
+            budget: ReassemblyBudget::new(cfg.reassembly_cap),
         };
         let shared = Arc::new(Shared::new(settings, registry.version));
         let node = ThreadedNode {

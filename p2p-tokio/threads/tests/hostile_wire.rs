@@ -1,0 +1,247 @@
+//! The threaded driver runs the connection layer's wire defences: a member that never reads is
+//! cut after the write stall timeout (and not banned), and one holding a partial message open
+//! is cut at its stall deadline (and banned), while an honest node's artifacts still arrive.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests play hostile peers that speak the wire format by hand"
+)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use p2p_core::{ArtifactId, Class, Kind, Message, NodeId, Priority};
+use p2p_threads::{Member, Registry, ThreadedConfig, ThreadedNode};
+use p2p_transport::codec::{self, HELLO_LEN, Hello};
+use p2p_transport::identity::NodeIdentity;
+use p2p_transport::mux::{MuxConfig, MuxSender};
+use p2p_transport::tls::{self, Members, Membership, server_name_for};
+use rustls::{ClientConnection, StreamOwned};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// `n` fresh identities in ascending node-id order.
+fn identities(n: usize) -> Vec<NodeIdentity> {
+    let mut ids: Vec<NodeIdentity> = (0..n)
+        .map(|_| NodeIdentity::generate().expect("identity"))
+        .collect();
+    ids.sort_by_key(|i| i.node_id());
+    ids
+}
+
+fn config(identity: NodeIdentity) -> ThreadedConfig {
+    let mut cfg = ThreadedConfig::new(identity, "127.0.0.1:0".parse().unwrap()).unwrap();
+    cfg.policy.backoff_min = Duration::from_millis(20);
+    cfg.policy.backoff_max = Duration::from_millis(500);
+    cfg.conn.keepalive_interval = Duration::from_millis(500);
+    cfg.conn.idle_timeout = Duration::from_secs(5);
+    cfg.core.retry_backoff_initial = Duration::from_millis(50);
+    cfg.core.retry_backoff_max = Duration::from_millis(500);
+    cfg.conn.write_stall_timeout = Duration::from_millis(500);
+    cfg.conn.mux.partial_timeout = Duration::from_secs(1);
+    cfg.conn.mux.partial_timeout_per_mib = Duration::from_millis(200);
+    cfg
+}
+
+fn bytes(tag: u8, len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// A rogue member (lowest id) and two threaded nodes a and b, connected.
+fn setup() -> (NodeIdentity, Members, ThreadedNode, ThreadedNode) {
+    let mut ids = identities(3).into_iter();
+    let rogue = ids.next().unwrap();
+    let a = ThreadedNode::start(config(ids.next().unwrap()), Registry::default()).unwrap();
+    let b = ThreadedNode::start(config(ids.next().unwrap()), Registry::default()).unwrap();
+    let members = [
+        Member {
+            id: rogue.node_id(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        },
+        Member {
+            id: a.node_id(),
+            addr: a.local_addr(),
+        },
+        Member {
+            id: b.node_id(),
+            addr: b.local_addr(),
+        },
+    ];
+    for n in [&a, &b] {
+        n.update_registry(Registry::new(1, members)).unwrap();
+    }
+    wait(
+        || a.peers().unwrap() == vec![b.node_id()],
+        "a and b connected",
+    );
+    let tls_members = Members::new(1, members.iter().map(|m| m.id));
+    (rogue, tls_members, a, b)
+}
+
+fn wait(cond: impl Fn() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A raw TLS connection of `identity` to `target`, past both hellos.
+fn raw_member(identity: &NodeIdentity, members: &Members, target: &ThreadedNode) -> Tls {
+    let cfg = tls::client_config(identity, &Membership::new(members.clone())).unwrap();
+    let tcp = TcpStream::connect(target.local_addr()).unwrap();
+    let conn = ClientConnection::new(Arc::clone(&cfg), server_name_for(target.node_id())).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    let mut hello = BytesMut::new();
+    codec::encode_hello(&Hello::new(1), &mut hello);
+    tls.write_all(&hello).unwrap();
+    let mut theirs = [0u8; HELLO_LEN];
+    tls.read_exact(&mut theirs).unwrap();
+    codec::decode_hello(&theirs).unwrap();
+    tls
+}
+
+fn frames(mux: &mut MuxSender, msgs: &[(Class, Message)]) -> BytesMut {
+    let mut out = BytesMut::new();
+    for (class, msg) in msgs {
+        mux.push(*class, msg).unwrap();
+        while mux.poll_transmit(&mut out, 1 << 20) > 0 {}
+    }
+    out
+}
+
+/// Publishes three artifacts of 100 KB and one of 1 MiB on `from`; returns how long until
+/// `to` delivered them all (and `extra`).
+fn honest_batch(from: &ThreadedNode, to: &ThreadedNode, tag: u8, extra: &[ArtifactId]) -> Duration {
+    let start = Instant::now();
+    let mut ids = extra.to_vec();
+    for (i, len) in [100_000, 100_000, 100_000, 1 << 20].into_iter().enumerate() {
+        let data = bytes(tag + i as u8, len);
+        ids.push(from.publish(Kind(1), Bytes::new(), data).unwrap());
+    }
+    ids.sort();
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let d = to.deliveries().recv_timeout(WAIT).expect("honest delivery");
+        got.push(d.artifact.id);
+    }
+    got.sort();
+    assert_eq!(got, ids);
+    start.elapsed()
+}
+
+fn connected(n: &ThreadedNode, peer: NodeId) -> bool {
+    n.peers().unwrap().contains(&peer)
+}
+
+#[test]
+fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_and_not_banned() {
+    let (rogue, members, a, b) = setup();
+    let baseline = honest_batch(&a, &b, 10, &[]);
+    let big = a
+        .publish(Kind(1), Bytes::new(), bytes(60, 4 << 20))
+        .unwrap();
+    let mut tls = raw_member(&rogue, &members, &a);
+    wait(|| connected(&a, rogue.node_id()), "rogue admitted");
+    // Eight requests for the 4 MiB artifact; then the rogue never reads again.
+    let mut mux = MuxSender::new(MuxConfig::default()).unwrap();
+    let requests: Vec<(Class, Message)> = (0..8)
+        .map(|req_id| {
+            let msg = Message::Request {
+                req_id,
+                id: big,
+                priority: Priority(0),
+            };
+            (Class::Control, msg)
+        })
+        .collect();
+    tls.write_all(&frames(&mut mux, &requests)).unwrap();
+    let asked = Instant::now();
+    let honest = honest_batch(&a, &b, 20, &[big]);
+    wait(|| !connected(&a, rogue.node_id()), "rogue cut");
+    let cut = asked.elapsed();
+    eprintln!("threaded: honest {honest:?} (without attack {baseline:?}); rogue cut after {cut:?}");
+    assert!(cut >= Duration::from_millis(500), "{cut:?}");
+    assert!(cut < Duration::from_secs(10), "{cut:?}");
+    assert!(honest < Duration::from_secs(7), "{honest:?}");
+    // Not banned: a new connection is admitted.
+    drop(tls);
+    let refused = a.stats().connections_refused;
+    let _again = raw_member(&rogue, &members, &a);
+    wait(|| connected(&a, rogue.node_id()), "rogue admitted again");
+    assert_eq!(a.stats().connections_refused, refused);
+    assert_eq!(a.stats().send_queue_overflows, 0);
+}
+
+#[test]
+fn a_member_holding_a_partial_message_is_cut_at_its_stall_deadline_and_banned() {
+    let (rogue, members, a, b) = setup();
+    let baseline = honest_batch(&b, &a, 10, &[]);
+    let mut tls = raw_member(&rogue, &members, &a);
+    wait(|| connected(&a, rogue.node_id()), "rogue admitted");
+    // The first 16 KiB of a 4 MiB message: its stall deadline is 1 s + 4 x 200 ms.
+    let mut head = BytesMut::new();
+    head.put_u32_le(1000);
+    head.put_u8(3 | 0x04);
+    head.put_u32_le(16 << 10);
+    head.put_u32_le(4 << 20);
+    head.put_bytes(0x5a, 16 << 10);
+    tls.write_all(&head).unwrap();
+    let sent = Instant::now();
+    let honest = honest_batch(&b, &a, 30, &[]);
+    // Keepalives, and reads of what the node sends, until the node ends the connection.
+    let mut mux = MuxSender::new(MuxConfig::default()).unwrap();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let cut = loop {
+        assert!(sent.elapsed() < WAIT, "never cut");
+        let ka = frames(&mut mux, &[(Class::Control, Message::Adverts(Vec::new()))]);
+        if tls.write_all(&ka).is_err() {
+            break sent.elapsed();
+        }
+        match tls.read(&mut sink) {
+            Ok(0) => break sent.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break sent.elapsed(),
+        }
+    };
+    eprintln!(
+        "threaded: honest {honest:?} while a partial was held (without attack {baseline:?}); rogue cut after {cut:?}"
+    );
+    let stall = Duration::from_millis(1800);
+    assert!(cut >= stall - Duration::from_millis(100), "{cut:?}");
+    assert!(cut < stall + Duration::from_secs(2), "{cut:?}");
+    assert!(honest < Duration::from_secs(3), "{honest:?}");
+    wait(|| !connected(&a, rogue.node_id()), "rogue gone");
+    // Banned: a new connection is refused after TLS.
+    let refused = a.stats().connections_refused;
+    let again = raw_member_maybe(&rogue, &members, &a);
+    wait(
+        || a.stats().connections_refused > refused,
+        "refused while banned",
+    );
+    drop(again);
+}
+
+/// Like [`raw_member`], without insisting on the node's hello (a banned member gets none).
+fn raw_member_maybe(identity: &NodeIdentity, members: &Members, target: &ThreadedNode) -> Tls {
+    let cfg = tls::client_config(identity, &Membership::new(members.clone())).unwrap();
+    let tcp = TcpStream::connect(target.local_addr()).unwrap();
+    let conn = ClientConnection::new(Arc::clone(&cfg), server_name_for(target.node_id())).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    let mut hello = BytesMut::new();
+    codec::encode_hello(&Hello::new(1), &mut hello);
+    let _ = tls.write_all(&hello);
+    tls
+}
