@@ -160,6 +160,11 @@ impl Node {
         let result = self.route(input);
         let (downloads, mut cx) = self.split();
         downloads.schedule(&mut cx);
+        let pool = &self.pool;
+        self.peers
+            .feed_resync(self.cfg.advert_batch_size.max(1), |from, end, max, out| {
+                pool.adverts_from(from, end, max, out)
+            });
         self.peers.flush_adverts(&mut self.sink, &self.cfg);
         self.downloads.prune_deadlines();
         result
@@ -193,7 +198,14 @@ impl Node {
     /// When to feed [`Input::Timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.downloads.next_wakeup()
+        let resync = self
+            .peers
+            .resync_pending()
+            .then(|| self.now + self.cfg.resync_interval);
+        [self.downloads.next_wakeup(), resync]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The downloads, and what they work with.
@@ -234,8 +246,9 @@ impl Node {
             // A reconnect: the old connection's state is gone with it.
             self.drop_peer(peer);
         }
-        // Resync: advertise the whole pool; the peer may have lost what we sent before.
-        self.peers.connect(peer, self.pool.adverts());
+        // Resync: advertise the whole pool (the peer may have lost what we sent before), a
+        // batch per input from a cursor, so a connection costs no copy of the pool.
+        self.peers.connect(peer, self.pool.seq_end());
         self.peers.reshare(&self.cfg, self.id);
     }
 

@@ -56,6 +56,11 @@ impl ServeQueue {
         }
     }
 
+    /// Whether the driver reports the peer's send queue full.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.congested
+    }
+
     /// Requests held.
     pub(crate) fn len(&self) -> usize {
         self.held.len()

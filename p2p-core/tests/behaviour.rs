@@ -880,7 +880,7 @@ fn adverts_to_one_peer_are_batched() {
         advert_batch_size: 3,
         ..Config::default()
     };
-    let mut node = connected_node(cfg, 2);
+    let mut node = connected_node(cfg.clone(), 2);
     // Seven artifacts arrive in one batch of pushes... as adverts from peer 1, fetched and relayed.
     let arts: Vec<_> = (0..7u8).map(|i| art(i, 2000)).collect();
     let outs = recv(
@@ -899,19 +899,30 @@ fn adverts_to_one_peer_are_batched() {
             }
         }
     }
-    // Each delivery is its own input, so each relay is its own batch here; a publish burst in
-    // one input (resync) shows the batching:
+    // Each delivery is its own input, so each relay is its own batch here; a resync shows the
+    // batching: one batch per input, the node asking to run again until it is done.
     assert_eq!(batch_sizes.iter().sum::<usize>(), 7);
     step(&mut node, t(2), Input::PeerDisconnected(id(2)));
-    let outs = step(&mut node, t(3), Input::PeerConnected(id(2)));
-    let sizes: Vec<usize> = sends(&outs)
-        .into_iter()
-        .map(|(_, m, _)| match m {
-            Message::Adverts(v) => v.len(),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(sizes, vec![3, 3, 1]);
+    let mut outs = step(&mut node, t(3), Input::PeerConnected(id(2)));
+    let mut sizes: Vec<Vec<usize>> = Vec::new();
+    loop {
+        sizes.push(
+            sends(&outs)
+                .into_iter()
+                .map(|(_, m, _)| match m {
+                    Message::Adverts(v) => v.len(),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect(),
+        );
+        match node.poll_timeout() {
+            Some(at) if at <= t(3) + cfg.resync_interval * 3 => {
+                outs = step(&mut node, at, Input::Timeout)
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(sizes, vec![vec![3], vec![3], vec![1]]);
 }
 
 // ---- 7. serving ----

@@ -185,6 +185,8 @@ struct ConfigRec {
     max_adverts_per_peer_per_kind: usize,
     max_pending_downloads: usize,
     advert_batch_size: usize,
+    #[serde(default = "default_resync_interval")]
+    resync_interval: Duration,
     max_adverts_per_message: usize,
     max_in_flight: usize,
     max_in_flight_per_peer: usize,
@@ -200,6 +202,11 @@ struct ConfigRec {
     max_queued_requests_per_peer: usize,
     max_delivered_memory: usize,
     max_dropped_memory: usize,
+}
+
+/// Traces written before resyncs were paced replay with the default.
+fn default_resync_interval() -> Duration {
+    Config::default().resync_interval
 }
 
 /// Traces written before the relay pool had a byte bound replay with the default.
@@ -221,6 +228,7 @@ impl From<&Config> for ConfigRec {
             max_adverts_per_peer_per_kind: c.max_adverts_per_peer_per_kind,
             max_pending_downloads: c.max_pending_downloads,
             advert_batch_size: c.advert_batch_size,
+            resync_interval: c.resync_interval,
             max_adverts_per_message: c.max_adverts_per_message,
             max_in_flight: c.max_in_flight,
             max_in_flight_per_peer: c.max_in_flight_per_peer,
@@ -256,6 +264,7 @@ impl ConfigRec {
             max_adverts_per_peer_per_kind: self.max_adverts_per_peer_per_kind,
             max_pending_downloads: self.max_pending_downloads,
             advert_batch_size: self.advert_batch_size,
+            resync_interval: self.resync_interval,
             max_adverts_per_message: self.max_adverts_per_message,
             max_in_flight: self.max_in_flight,
             max_in_flight_per_peer: self.max_in_flight_per_peer,
