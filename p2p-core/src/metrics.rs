@@ -98,6 +98,9 @@ declare_metrics! {
     requests_served: Counter,
     /// Requests answered with not-found.
     not_found_sent: Counter,
+    /// Requests answered with not-found although the artifact is pooled: asked for too often on
+    /// one connection, or while a request of it was held (counted in `not_found_sent` too).
+    requests_refused: Counter,
     /// Artifact bytes sent in responses and pushes.
     bytes_served: Counter as "artifact_bytes_served",
     /// Adverts tracked (one per advertising peer and artifact).

@@ -164,6 +164,16 @@ impl Peers {
         self.map.get_mut(id)
     }
 
+    /// The connected peers.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Peer)> {
+        self.map.iter()
+    }
+
+    /// The connected peers, to change.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Peer)> {
+        self.map.iter_mut()
+    }
+
     /// The connected peers' ids.
     pub(crate) fn ids(&self) -> impl Iterator<Item = &NodeId> {
         self.map.keys()

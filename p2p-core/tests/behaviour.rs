@@ -969,8 +969,12 @@ fn congested_peer_requests_wait_in_a_bounded_queue() {
         ..Config::default()
     };
     let mut node = connected_node(cfg, 1);
-    let a = art(1, 3000);
-    step(&mut node, t(0), Input::Publish(a.clone()));
+    // Distinct artifacts: a second request of one artifact while one is held is answered
+    // not-found (see `a_peer_repeating_requests_gets_bounded_serves_then_is_cut_off`).
+    let arts: Vec<_> = (1..=5u8).map(|i| art(i, 3000)).collect();
+    for a in &arts {
+        step(&mut node, t(0), Input::Publish(a.clone()));
+    }
     step(
         &mut node,
         t(0),
@@ -979,9 +983,9 @@ fn congested_peer_requests_wait_in_a_bounded_queue() {
             congested: true,
         },
     );
-    let req = |r| Message::Request {
+    let req = |r: u64| Message::Request {
         req_id: r,
-        id: a.id,
+        id: arts[r as usize - 1].id,
         priority: Priority::NORMAL,
     };
     assert!(sends(&recv(&mut node, t(0), id(1), req(1))).is_empty());

@@ -122,3 +122,144 @@ fn a_resync_advertises_every_pooled_artifact_once_in_batches_as_the_peer_drains(
     let first = adverts_to(&step(&mut again, t(2), Input::PeerConnected(id(2))), 2);
     assert_eq!(first, got[..batch]);
 }
+
+fn request(req_id: u64, id: ArtifactId) -> Message {
+    Message::Request {
+        req_id,
+        id,
+        priority: p2p_core::Priority::NORMAL,
+    }
+}
+
+/// Artifact bytes among `outs` sent to peer `to` in responses.
+fn served_to(outs: &[p2p_core::Output], to: usize) -> u64 {
+    sends(outs)
+        .into_iter()
+        .filter(|(peer, _, _)| *peer == id(to))
+        .map(|(_, m, _)| match m {
+            Message::Response { data, .. } => data.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Honest fetches: peer 2 asks for `arts` one request each; returns the ids answered with data.
+fn honest_fetch(node: &mut Node, now: Time, arts: &[Artifact]) -> BTreeSet<ArtifactId> {
+    let mut got = BTreeSet::new();
+    for (i, a) in arts.iter().enumerate() {
+        let outs = support::recv(node, now, id(2), request(10_000 + i as u64, a.id));
+        for (to, m, _) in sends(&outs) {
+            if let (true, Message::Response { id: got_id, .. }) = (to == id(2), m) {
+                got.insert(got_id);
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_peer_repeating_requests_gets_bounded_serves_then_is_cut_off() {
+    let cfg = Config::default();
+    let (serves, limit) = (cfg.max_serves_per_artifact, cfg.max_requests_per_artifact);
+    let (mut node, _) = node_with_pool(cfg, 0);
+    let big = Artifact::new(Kind(0), &b""[..], vec![7u8; 4 << 20]);
+    let honest: Vec<Artifact> = (0..20u8)
+        .map(|i| Artifact::new(Kind(0), &b""[..], vec![i; 64 << 10]))
+        .collect();
+    for a in honest.iter().chain([&big]) {
+        step(&mut node, t(0), Input::Publish(a.clone()));
+    }
+    // The attacker (peer 1) asks for the 4 MiB artifact 1,000 times; the honest member (peer 2)
+    // fetches 20 artifacts in between.
+    let (mut bytes, mut refused, mut cut_at) = (0u64, 0u64, None);
+    let mut honest_got = BTreeSet::new();
+    for r in 0..1_000u64 {
+        let outs = support::recv(&mut node, t(1), id(1), request(r, big.id));
+        bytes += served_to(&outs, 1);
+        refused += sends(&outs)
+            .iter()
+            .filter(|(_, m, _)| matches!(m, Message::NotFound { .. }))
+            .count() as u64;
+        if let Some(reason) = outs.iter().find_map(|o| match o {
+            p2p_core::Output::Disconnect { peer, reason } if *peer == id(1) => Some(reason.clone()),
+            _ => None,
+        }) {
+            assert_eq!(
+                reason,
+                p2p_core::DisconnectReason::RepeatedRequests { limit }
+            );
+            cut_at.get_or_insert(r);
+        }
+        if r % 50 == 0 {
+            let i = (r / 50) as usize;
+            honest_got.extend(honest_fetch(&mut node, t(1), &honest[i..=i]));
+        }
+    }
+    assert_eq!(bytes, u64::from(serves) * (4 << 20), "4 serves of 4 MiB");
+    assert_eq!(refused, u64::from(limit - serves));
+    assert_eq!(
+        cut_at,
+        Some(u64::from(limit)),
+        "cut off at request {}",
+        limit + 1
+    );
+    // Every honest request was answered in the input that carried it (0 ms).
+    assert_eq!(honest_got, honest.iter().map(|a| a.id).collect());
+}
+
+#[test]
+fn the_byte_budget_bounds_what_one_peer_gets_while_others_are_served() {
+    let cfg = Config {
+        serve_rate: 16 << 20,
+        serve_burst: 8 << 20,
+        ..Config::default()
+    };
+    let (rate, burst) = (cfg.serve_rate, cfg.serve_burst);
+    let (mut node, _) = node_with_pool(cfg, 0);
+    let bigs: Vec<Artifact> = (0..20u8)
+        .map(|i| Artifact::new(Kind(1), &b""[..], vec![i; 4 << 20]))
+        .collect();
+    let honest: Vec<Artifact> = (0..20u8)
+        .map(|i| Artifact::new(Kind(0), &b""[..], vec![i; 64 << 10]))
+        .collect();
+    for a in bigs.iter().chain(&honest) {
+        step(&mut node, t(0), Input::Publish(a.clone()));
+    }
+    // 1,000 requests over 20 artifacts of 4 MiB (50 each: within the violation mark).
+    let mut bytes = 0u64;
+    for r in 0..1_000u64 {
+        let outs = support::recv(&mut node, t(0), id(1), request(r, bigs[r as usize % 20].id));
+        bytes += served_to(&outs, 1);
+    }
+    assert!(node.connected_peers().any(|p| *p == id(1)));
+    // Two artifacts fit the burst; one request of each of the 20 waits (a second one of an
+    // artifact held is answered not-found), the rest were refused.
+    assert_eq!(bytes, 2 * (4 << 20));
+    assert_eq!(node.table_sizes().max_queued_requests_of_one_peer, 20);
+    // Over 10 s, the attacker gets at most the burst plus the rate (plus one artifact); the
+    // honest member's requests are answered at once at every step.
+    let mut now = t(0);
+    let (mut honest_at, mut last_serve) = (0, t(0));
+    while now < t(10_000) {
+        now = node.poll_timeout().unwrap_or(t(10_000)).min(t(10_000));
+        let outs = step(&mut node, now, Input::Timeout);
+        let served = served_to(&outs, 1);
+        if served > 0 {
+            last_serve = now;
+        }
+        bytes += served;
+        let elapsed = now.saturating_since(t(0)).as_secs_f64();
+        let bound = burst as f64 + rate as f64 * elapsed + (4u64 << 20) as f64;
+        assert!(bytes as f64 <= bound, "{bytes} bytes by {elapsed} s");
+        while honest_at < honest.len() && now >= t(500 * honest_at as u64) {
+            let got = honest_fetch(&mut node, now, &honest[honest_at..=honest_at]);
+            assert_eq!(got.len(), 1, "honest request at {now:?} answered at once");
+            honest_at += 1;
+        }
+    }
+    assert_eq!(honest_at, honest.len());
+    // The 20 held ones went out as the budget refilled: 80 MiB at 16 MiB/s, the last at 5 s.
+    assert_eq!(bytes, 22 * (4 << 20));
+    assert_eq!(last_serve, t(5_000));
+    assert_eq!(node.table_sizes().max_queued_requests_of_one_peer, 0);
+}
