@@ -72,6 +72,9 @@ macro_rules! declare_metrics {
 declare_metrics! {
     /// Adverts received (each advert of a batch counts).
     adverts_received: Counter,
+    /// Adverts sent (each advert of a batch counts): announcements and new connections'
+    /// resyncs.
+    adverts_sent: Counter,
     /// Adverts and pushes not kept (unwanted, table full, duplicate, inconsistent).
     adverts_dropped: Counter,
     /// Pushed artifacts received.

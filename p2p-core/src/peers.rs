@@ -428,6 +428,7 @@ impl Peers {
                 continue;
             };
             let outbox = std::mem::take(&mut state.outbox);
+            sink.metrics.adverts_sent += outbox.len() as u64;
             for head in outbox.chunks(batch) {
                 sink.send(peer, Message::Adverts(head.to_vec()), Class::Control);
             }

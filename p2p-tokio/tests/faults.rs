@@ -9,15 +9,13 @@ mod support;
 use bytes::{Bytes, BytesMut};
 use p2p_core::{Kind, Message};
 use p2p_tokio::{Member, Registry};
-use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxReceiver};
-use p2p_transport::tls::{self, Members, Membership, server_name_for};
+use p2p_transport::tls::Members;
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_member_with_a_valid_certificate_is_refused_in_tls() {
@@ -148,66 +146,6 @@ async fn connection_killed_mid_transfer_is_reestablished_and_the_transfer_comple
     for n in &nodes {
         n.shutdown().await;
     }
-}
-
-/// A raw TLS client with a member's identity: TLS handshake, then our hello and the node's.
-async fn raw_member_connection(
-    identity: &NodeIdentity,
-    members: Members,
-    target: &p2p_tokio::NodeHandle,
-) -> (
-    tokio_rustls::client::TlsStream<TcpStream>,
-    std::io::Result<Hello>,
-) {
-    let cfg = tls::client_config(identity, &Membership::new(members)).unwrap();
-    let tcp = TcpStream::connect(target.local_addr()).await.unwrap();
-    let mut tls = TlsConnector::from(cfg)
-        .connect(server_name_for(target.node_id()), tcp)
-        .await
-        .unwrap();
-    let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
-    tls.write_all(&hello).await.unwrap();
-    let mut theirs = [0u8; HELLO_LEN];
-    let hello = match tls.read_exact(&mut theirs).await {
-        Ok(_) => codec::decode_hello(&theirs)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(e) => Err(e),
-    };
-    (tls, hello)
-}
-
-/// Two honest nodes, connected, and a registry (version 2) that also lists a rogue member with
-/// the lowest id (so dialing is its role) that no node runs: the test speaks for it.
-async fn two_nodes_and_a_rogue_member() -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
-    two_nodes_and_a_rogue_member_with(|_| {}).await
-}
-
-/// [`two_nodes_and_a_rogue_member`] with `tune` applied to the honest nodes' configurations.
-async fn two_nodes_and_a_rogue_member_with(
-    tune: impl Fn(&mut p2p_tokio::NodeConfig),
-) -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
-    let mut ids = identities(3).into_iter();
-    let rogue = ids.next().unwrap();
-    let configs = ids
-        .map(|id| {
-            let mut c = config(id);
-            tune(&mut c);
-            c
-        })
-        .collect();
-    let nodes = subnet(configs).await;
-    let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
-    reg.members.push(Member {
-        id: rogue.node_id(),
-        addr: "127.0.0.1:9".parse().unwrap(),
-    });
-    for n in &nodes {
-        n.update_registry(reg.clone()).await.unwrap();
-    }
-    wait_connected(&nodes, 1).await;
-    let members = Members::new(2, reg.members.iter().map(|m| m.id));
-    (rogue, members, nodes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

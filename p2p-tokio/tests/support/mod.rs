@@ -4,9 +4,15 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use p2p_core::{ArtifactId, NodeId};
 use p2p_tokio::{Delivered, Deliveries, Member, NodeConfig, NodeHandle, NodeMetrics, Registry};
+use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
+use p2p_transport::tls::{self, Members, Membership, server_name_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -141,4 +147,68 @@ pub fn node_ids(nodes: &[&NodeHandle]) -> Vec<NodeId> {
     let mut v: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
     v.sort();
     v
+}
+
+/// A raw TLS client with a member's identity: TLS handshake, then our hello and the node's.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the tests play hostile peers that speak the wire format by hand"
+)]
+pub async fn raw_member_connection(
+    identity: &NodeIdentity,
+    members: Members,
+    target: &NodeHandle,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    std::io::Result<Hello>,
+) {
+    let cfg = tls::client_config(identity, &Membership::new(members)).unwrap();
+    let tcp = TcpStream::connect(target.local_addr()).await.unwrap();
+    let mut tls = TlsConnector::from(cfg)
+        .connect(server_name_for(target.node_id()), tcp)
+        .await
+        .unwrap();
+    let mut hello = BytesMut::new();
+    codec::encode_hello(&Hello::new(1), &mut hello);
+    tls.write_all(&hello).await.unwrap();
+    let mut theirs = [0u8; HELLO_LEN];
+    let hello = match tls.read_exact(&mut theirs).await {
+        Ok(_) => codec::decode_hello(&theirs)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) => Err(e),
+    };
+    (tls, hello)
+}
+
+/// Two honest nodes, connected, and a registry (version 2) that also lists a rogue member with
+/// the lowest id (so dialing is its role) that no node runs: the test speaks for it.
+pub async fn two_nodes_and_a_rogue_member() -> (NodeIdentity, Members, Vec<NodeHandle>) {
+    two_nodes_and_a_rogue_member_with(|_| {}).await
+}
+
+/// [`two_nodes_and_a_rogue_member`] with `tune` applied to the honest nodes' configurations.
+pub async fn two_nodes_and_a_rogue_member_with(
+    tune: impl Fn(&mut p2p_tokio::NodeConfig),
+) -> (NodeIdentity, Members, Vec<NodeHandle>) {
+    let mut ids = identities(3).into_iter();
+    let rogue = ids.next().unwrap();
+    let configs = ids
+        .map(|id| {
+            let mut c = config(id);
+            tune(&mut c);
+            c
+        })
+        .collect();
+    let nodes = subnet(configs).await;
+    let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
+    reg.members.push(Member {
+        id: rogue.node_id(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    });
+    for n in &nodes {
+        n.update_registry(reg.clone()).await.unwrap();
+    }
+    wait_connected(&nodes, 1).await;
+    let members = Members::new(2, reg.members.iter().map(|m| m.id));
+    (rogue, members, nodes)
 }
