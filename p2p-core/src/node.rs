@@ -433,7 +433,7 @@ impl Node {
                 self.disconnect(from, DisconnectReason::TooManyRequests { limit })
             }
             Offer::Repeated => {
-                let limit = self.cfg.max_requests_per_artifact;
+                let limit = self.cfg.max_early_repeats;
                 self.disconnect(from, DisconnectReason::RepeatedRequests { limit })
             }
         }

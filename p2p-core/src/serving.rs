@@ -13,20 +13,23 @@ use std::time::Duration;
 pub(crate) type Pending = (RequestId, ArtifactId, Priority);
 
 /// One peer's serving state, for one connection: whether the driver reports its send queue
-/// full, the requests held meanwhile or while the peer's byte budget is spent, how often it
-/// asked for each artifact, and its byte budget.
+/// full, the requests held meanwhile or while the peer's byte budget is spent, when each
+/// artifact was last answered (or held) for it and how often it repeated early, and its byte
+/// budget.
 ///
 /// Invariants: requests are held in arrival order, at most the bound given to
-/// [`offer`](ServeQueue::offer), and at most one per artifact; a request is answered (or
-/// held) only while the peer asked for its artifact at most `max_serves_per_artifact` times;
-/// `tokens` never exceeds `serve_burst`, and goes below zero by at most one artifact.
+/// [`offer`](ServeQueue::offer), and at most one per artifact; a pooled artifact is answered
+/// (or held) for the peer at most once per half of its request timeout; `tokens` never
+/// exceeds `serve_burst`, and goes below zero by at most one artifact.
 #[derive(Default)]
 pub(crate) struct ServeQueue {
     congested: bool,
     held: VecDeque<Pending>,
-    /// Requests per artifact on this connection; at most `max_queued_requests_per_peer`
-    /// artifacts are counted (past it the counts start over: the byte budget still holds).
-    asked: BTreeMap<ArtifactId, u32>,
+    /// Per pooled artifact asked for on this connection: when it was last answered (or held),
+    /// and the early repeats since the connection began. At most
+    /// `max_queued_requests_per_peer` artifacts are remembered (past it the memory starts
+    /// over: the byte budget still bounds what the peer gets).
+    asked: BTreeMap<ArtifactId, (Time, u32)>,
     /// The byte budget: bytes that may be sent now (`None`: a full bucket), as of `refilled`.
     tokens: Option<i64>,
     refilled: Time,
@@ -41,12 +44,12 @@ pub(crate) enum Offer {
     Held,
     /// The peer is past the bound of held requests.
     Full,
-    /// Answer it with not-found: a request of the same artifact is held already (it will be
-    /// answered, and a late answer still counts at the requester), or the peer asked for this
-    /// artifact more than `max_serves_per_artifact` times on this connection.
+    /// Answer it with not-found: the artifact was answered (or held) for this peer less than
+    /// half its request timeout ago (an early repeat), or a request of it is held already
+    /// (that one will be answered, and a late answer still counts at the requester).
     NotFound,
-    /// The peer asked for one artifact more than `max_requests_per_artifact` times on this
-    /// connection: a protocol violation.
+    /// The peer repeated requests of one artifact early more than `max_early_repeats` times
+    /// on this connection.
     Repeated,
 }
 
@@ -63,15 +66,27 @@ impl ServeQueue {
         cfg: &Config,
     ) -> Offer {
         let id = request.1;
-        if !self.asked.contains_key(&id) && self.asked.len() >= cfg.max_queued_requests_per_peer {
-            self.asked.clear();
+        if let Some(size) = size {
+            if !self.asked.contains_key(&id) && self.asked.len() >= cfg.max_queued_requests_per_peer
+            {
+                self.asked.clear();
+            }
+            let gap = cfg.request_timeout(size) / 2;
+            match self.asked.get_mut(&id) {
+                Some((last, early)) if now < *last + gap => {
+                    *early = early.saturating_add(1);
+                    if *early > cfg.max_early_repeats {
+                        return Offer::Repeated;
+                    }
+                    return Offer::NotFound;
+                }
+                Some((last, _)) => *last = now,
+                None => {
+                    self.asked.insert(id, (now, 0));
+                }
+            }
         }
-        let asked = self.asked.entry(id).or_insert(0);
-        *asked = asked.saturating_add(1);
-        if *asked > cfg.max_requests_per_artifact {
-            return Offer::Repeated;
-        }
-        if *asked > cfg.max_serves_per_artifact || self.held.iter().any(|h| h.1 == id) {
+        if self.held.iter().any(|h| h.1 == id) {
             return Offer::NotFound;
         }
         if !self.congested && self.held.is_empty() && self.take(size.unwrap_or(0), now, cfg) {
@@ -210,8 +225,7 @@ mod tests {
     fn cfg() -> Config {
         Config {
             max_queued_requests_per_peer: 2,
-            max_serves_per_artifact: 2,
-            max_requests_per_artifact: 4,
+            max_early_repeats: 2,
             serve_burst: 100,
             serve_rate: 10_000, // 10 bytes a millisecond
             ..Config::default()
@@ -257,30 +271,46 @@ mod tests {
     }
 
     #[test]
-    fn repeated_requests_of_one_artifact_are_refused_then_a_violation() {
-        let (cfg, now) = (cfg(), Time::ZERO);
+    fn early_repeats_of_one_artifact_are_refused_then_a_violation() {
+        let cfg = cfg();
+        // A 1-byte artifact times out after 2 s at the requester: a repeat within 1 s is early.
+        let gap = cfg.request_timeout(1) / 2;
         let mut q = ServeQueue::default();
-        let offers: Vec<Offer> = (0..5)
-            .map(|r| q.offer((r, a(1), Priority(0)), Some(1), now, &cfg))
-            .collect();
+        let at = |ms| Time::from_millis(ms);
         assert_eq!(
-            offers,
-            [
-                Offer::Serve,
-                Offer::Serve,
-                Offer::NotFound,
-                Offer::NotFound,
-                Offer::Repeated
-            ]
+            q.offer((0, a(1), Priority(0)), Some(1), at(0), &cfg),
+            Offer::Serve
         );
+        let offers: Vec<Offer> = (1..4)
+            .map(|r| q.offer((r, a(1), Priority(0)), Some(1), at(r), &cfg))
+            .collect();
+        assert_eq!(offers, [Offer::NotFound, Offer::NotFound, Offer::Repeated]);
+        // A repeat after the requester's own timeout is honest: served again.
+        let mut q = ServeQueue::default();
+        assert_eq!(
+            q.offer((0, a(1), Priority(0)), Some(1), at(0), &cfg),
+            Offer::Serve
+        );
+        let later = Time::ZERO + gap;
+        assert_eq!(
+            q.offer((1, a(1), Priority(0)), Some(1), later, &cfg),
+            Offer::Serve
+        );
+        // Requests of artifacts not pooled are never counted.
+        for r in 0..10 {
+            assert_eq!(
+                q.offer((r, a(3), Priority(0)), None, later, &cfg),
+                Offer::Serve
+            );
+        }
         // While one request of an artifact is held, another one of it is answered not-found.
         q.set_congested(true);
         assert_eq!(
-            q.offer((9, a(2), Priority(0)), Some(1), now, &cfg),
+            q.offer((9, a(2), Priority(0)), None, later, &cfg),
             Offer::Held
         );
         assert_eq!(
-            q.offer((10, a(2), Priority(0)), Some(1), now, &cfg),
+            q.offer((10, a(2), Priority(0)), None, later, &cfg),
             Offer::NotFound
         );
         assert_eq!(q.len(), 1);

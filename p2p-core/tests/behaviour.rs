@@ -58,14 +58,19 @@ fn messages_travel_in_the_class_of_their_priority() {
     let mut node = connected_node(Config::default(), 1);
     let a = art(1, 5000);
     step(&mut node, t(0), Input::Publish(a.clone()));
-    for (priority, class) in [
+    // Repeats one request timeout apart: an honest requester's retries (earlier ones would be
+    // early repeats, answered not-found).
+    for (k, (priority, class)) in [
         (Priority::URGENT, Class::Urgent),
         (Priority::NORMAL, Class::Normal),
         (Priority::BULK, Class::Bulk),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let outs = recv(
             &mut node,
-            t(0),
+            t(3000 * k as u64),
             id(1),
             Message::Request {
                 req_id: 9,
@@ -79,7 +84,7 @@ fn messages_travel_in_the_class_of_their_priority() {
     }
     let outs = recv(
         &mut node,
-        t(0),
+        t(6000),
         id(1),
         Message::Request {
             req_id: 10,

@@ -200,10 +200,8 @@ struct ConfigRec {
     retry_backoff_max: Duration,
     max_bad_data_per_peer: u32,
     max_queued_requests_per_peer: usize,
-    #[serde(default = "default_serve::max_serves_per_artifact")]
-    max_serves_per_artifact: u32,
-    #[serde(default = "default_serve::max_requests_per_artifact")]
-    max_requests_per_artifact: u32,
+    #[serde(default = "default_serve::max_early_repeats")]
+    max_early_repeats: u32,
     #[serde(default = "default_serve::serve_rate")]
     serve_rate: u64,
     #[serde(default = "default_serve::serve_burst")]
@@ -215,11 +213,8 @@ struct ConfigRec {
 /// Traces written before serving had a per-peer budget replay with the defaults.
 mod default_serve {
     use p2p_core::Config;
-    pub fn max_serves_per_artifact() -> u32 {
-        Config::default().max_serves_per_artifact
-    }
-    pub fn max_requests_per_artifact() -> u32 {
-        Config::default().max_requests_per_artifact
+    pub fn max_early_repeats() -> u32 {
+        Config::default().max_early_repeats
     }
     pub fn serve_rate() -> u64 {
         Config::default().serve_rate
@@ -267,8 +262,7 @@ impl From<&Config> for ConfigRec {
             retry_backoff_max: c.retry_backoff_max,
             max_bad_data_per_peer: c.max_bad_data_per_peer,
             max_queued_requests_per_peer: c.max_queued_requests_per_peer,
-            max_serves_per_artifact: c.max_serves_per_artifact,
-            max_requests_per_artifact: c.max_requests_per_artifact,
+            max_early_repeats: c.max_early_repeats,
             serve_rate: c.serve_rate,
             serve_burst: c.serve_burst,
             max_delivered_memory: c.max_delivered_memory,
@@ -307,8 +301,7 @@ impl ConfigRec {
             retry_backoff_max: self.retry_backoff_max,
             max_bad_data_per_peer: self.max_bad_data_per_peer,
             max_queued_requests_per_peer: self.max_queued_requests_per_peer,
-            max_serves_per_artifact: self.max_serves_per_artifact,
-            max_requests_per_artifact: self.max_requests_per_artifact,
+            max_early_repeats: self.max_early_repeats,
             serve_rate: self.serve_rate,
             serve_burst: self.serve_burst,
             max_delivered_memory: self.max_delivered_memory,
