@@ -106,6 +106,12 @@ pub enum DisconnectReason {
         /// The limit.
         limit: usize,
     },
+    /// The peer asked for one artifact more often than allowed on one connection.
+    #[error("asked for one artifact more than {limit} times")]
+    RepeatedRequests {
+        /// The limit.
+        limit: u32,
+    },
     /// The peer broke a protocol rule.
     #[error("protocol violation: {0}")]
     ProtocolViolation(&'static str),

@@ -72,6 +72,9 @@ macro_rules! declare_metrics {
 declare_metrics! {
     /// Adverts received (each advert of a batch counts).
     adverts_received: Counter,
+    /// Adverts sent (each advert of a batch counts): announcements and new connections'
+    /// resyncs.
+    adverts_sent: Counter,
     /// Adverts and pushes not kept (unwanted, table full, duplicate, inconsistent).
     adverts_dropped: Counter,
     /// Pushed artifacts received.
@@ -98,6 +101,9 @@ declare_metrics! {
     requests_served: Counter,
     /// Requests answered with not-found.
     not_found_sent: Counter,
+    /// Requests answered with not-found although the artifact is pooled: asked for too often on
+    /// one connection, or while a request of it was held (counted in `not_found_sent` too).
+    requests_refused: Counter,
     /// Artifact bytes sent in responses and pushes.
     bytes_served: Counter as "artifact_bytes_served",
     /// Adverts tracked (one per advertising peer and artifact).

@@ -158,8 +158,14 @@ impl Node {
         let (downloads, mut cx) = self.split();
         downloads.advance(&mut cx);
         let result = self.route(input);
+        self.release_serving();
         let (downloads, mut cx) = self.split();
         downloads.schedule(&mut cx);
+        let pool = &self.pool;
+        self.peers
+            .feed_resync(self.cfg.advert_batch_size.max(1), |from, end, max, out| {
+                pool.adverts_from(from, end, max, out)
+            });
         self.peers.flush_adverts(&mut self.sink, &self.cfg);
         self.downloads.prune_deadlines();
         result
@@ -193,7 +199,20 @@ impl Node {
     /// When to feed [`Input::Timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.downloads.next_wakeup()
+        let resync = self
+            .peers
+            .resync_pending()
+            .then(|| self.now + self.cfg.resync_interval);
+        let size = |id: &ArtifactId| self.pool.get(id).map(|a| a.data.len() as u64);
+        let serving = self
+            .peers
+            .iter()
+            .filter_map(|(_, p)| p.serving.next_release(&self.cfg, size))
+            .min();
+        [self.downloads.next_wakeup(), resync, serving]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The downloads, and what they work with.
@@ -234,8 +253,9 @@ impl Node {
             // A reconnect: the old connection's state is gone with it.
             self.drop_peer(peer);
         }
-        // Resync: advertise the whole pool; the peer may have lost what we sent before.
-        self.peers.connect(peer, self.pool.adverts());
+        // Resync: advertise the whole pool (the peer may have lost what we sent before), a
+        // batch per input from a cursor, so a connection costs no copy of the pool.
+        self.peers.connect(peer, self.pool.seq_end());
         self.peers.reshare(&self.cfg, self.id);
     }
 
@@ -268,11 +288,22 @@ impl Node {
     }
 
     fn on_congestion(&mut self, peer: NodeId, congested: bool) {
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        for request in state.serving.set_congested(congested) {
-            serving::respond(&self.pool, &mut self.sink, peer, request);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.serving.set_congested(congested);
+        }
+    }
+
+    /// Answers the held requests that the peers' congestion and byte budgets let through.
+    fn release_serving(&mut self) {
+        let (pool, sink, cfg, now) = (&self.pool, &mut self.sink, &self.cfg, self.now);
+        let size = |id: &ArtifactId| pool.get(id).map(|a| a.data.len() as u64);
+        for (peer, state) in self.peers.iter_mut() {
+            if state.serving.len() == 0 {
+                continue;
+            }
+            for request in state.serving.release(now, cfg, size) {
+                serving::respond(pool, sink, *peer, request);
+            }
         }
     }
 
@@ -387,14 +418,24 @@ impl Node {
     }
 
     fn on_request(&mut self, from: NodeId, req_id: RequestId, id: ArtifactId, priority: Priority) {
-        let limit = self.cfg.max_queued_requests_per_peer;
+        let size = self.pool.get(&id).map(|a| a.data.len() as u64);
         let state = self.peers.get_mut(&from).expect("peer is connected");
-        match state.serving.offer((req_id, id, priority), limit) {
-            Offer::Serve => {
-                serving::respond(&self.pool, &mut self.sink, from, (req_id, id, priority))
-            }
+        let request = (req_id, id, priority);
+        match state.serving.offer(request, size, self.now, &self.cfg) {
+            Offer::Serve => serving::respond(&self.pool, &mut self.sink, from, request),
             Offer::Held => {}
-            Offer::Full => self.disconnect(from, DisconnectReason::TooManyRequests { limit }),
+            Offer::NotFound => {
+                self.sink.metrics.requests_refused += 1;
+                serving::not_found(&mut self.sink, from, req_id, id);
+            }
+            Offer::Full => {
+                let limit = self.cfg.max_queued_requests_per_peer;
+                self.disconnect(from, DisconnectReason::TooManyRequests { limit })
+            }
+            Offer::Repeated => {
+                let limit = self.cfg.max_early_repeats;
+                self.disconnect(from, DisconnectReason::RepeatedRequests { limit })
+            }
         }
     }
 

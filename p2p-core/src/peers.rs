@@ -42,6 +42,9 @@ pub(crate) struct Peer {
     failed: u32,
     /// Adverts to send at the end of the current input, batched.
     outbox: Vec<Advert>,
+    /// The resync still to send: the pool's sequence numbers `next..end` (see
+    /// [`Pool::adverts_from`](crate::pool::Pool::adverts_from)).
+    resync: Option<(u64, u64)>,
     /// Requests of this peer held while its send queue is full.
     pub(crate) serving: ServeQueue,
 }
@@ -92,6 +95,8 @@ pub(crate) struct Peers {
     table: FairShare,
     tracked_adverts: usize,
     advert_dirty: Vec<NodeId>,
+    /// Peers with a resync to send, in the order they connected.
+    resyncing: Vec<NodeId>,
 }
 
 impl Peers {
@@ -108,6 +113,7 @@ impl Peers {
             table: FairShare::new(cfg.max_pending_downloads as u64),
             tracked_adverts: 0,
             advert_dirty: Vec::new(),
+            resyncing: Vec::new(),
         }
     }
 
@@ -158,6 +164,16 @@ impl Peers {
         self.map.get_mut(id)
     }
 
+    /// The connected peers.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Peer)> {
+        self.map.iter()
+    }
+
+    /// The connected peers, to change.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Peer)> {
+        self.map.iter_mut()
+    }
+
     /// The connected peers' ids.
     pub(crate) fn ids(&self) -> impl Iterator<Item = &NodeId> {
         self.map.keys()
@@ -173,9 +189,10 @@ impl Peers {
         self.map[&self.slots[slot as usize]].key
     }
 
-    /// Connects `peer` (not connected yet) with adverts to send it: gives it a free slot and its
+    /// Connects `peer` (not connected yet) with the pool's sequence numbers `0..resync_end` to
+    /// advertise to it (see [`feed_resync`](Self::feed_resync)): gives it a free slot and its
     /// stable key. The caller reshares the budgets.
-    pub(crate) fn connect(&mut self, peer: NodeId, outbox: Vec<Advert>) {
+    pub(crate) fn connect(&mut self, peer: NodeId, resync_end: u64) {
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = peer;
@@ -201,17 +218,60 @@ impl Peers {
             bad_data: 0,
             served: 0,
             failed: 0,
-            outbox,
+            outbox: Vec::new(),
+            resync: (resync_end > 0).then_some((0, resync_end)),
             serving: ServeQueue::default(),
         };
+        if state.resync.is_some() {
+            self.resyncing.push(peer);
+        }
         self.map.insert(peer, state);
-        self.advert_dirty.push(peer);
+    }
+
+    /// Whether a peer not congested has a resync to send (the node then wants to run again).
+    pub(crate) fn resync_pending(&self) -> bool {
+        self.resyncing
+            .iter()
+            .any(|p| self.map.get(p).is_some_and(|s| !s.serving.is_congested()))
+    }
+
+    /// Moves the next batch of each resync (at most `batch` adverts, taken by `next(from, end,
+    /// out)`, which returns where the following batch starts) into the outbox of its peer,
+    /// unless the peer is congested: a resync goes out as the peer's send queue drains, a batch
+    /// per input.
+    pub(crate) fn feed_resync(
+        &mut self,
+        batch: usize,
+        mut next: impl FnMut(u64, u64, usize, &mut Vec<Advert>) -> u64,
+    ) {
+        let map = &mut self.map;
+        let dirty = &mut self.advert_dirty;
+        self.resyncing.retain(|peer| {
+            let Some(state) = map.get_mut(peer) else {
+                return false;
+            };
+            let Some((from, end)) = state.resync else {
+                return false;
+            };
+            if state.serving.is_congested() {
+                return true;
+            }
+            if state.outbox.is_empty() {
+                dirty.push(*peer);
+            }
+            let from = next(from, end, batch, &mut state.outbox);
+            state.resync = (from < end).then_some((from, end));
+            state.resync.is_some()
+        });
     }
 
     /// Forgets `peer` and frees its slot. The caller has given back what it held in the budgets
     /// (or hands it over) and reshares them.
     pub(crate) fn remove(&mut self, peer: &NodeId) -> Option<Peer> {
         let state = self.map.remove(peer)?;
+        if state.resync.is_some() {
+            self.resyncing.retain(|p| p != peer);
+        }
         self.tracked_adverts -= state.adverts;
         self.free_slots.push(state.slot);
         Some(state)
@@ -368,6 +428,7 @@ impl Peers {
                 continue;
             };
             let outbox = std::mem::take(&mut state.outbox);
+            sink.metrics.adverts_sent += outbox.len() as u64;
             for head in outbox.chunks(batch) {
                 sink.send(peer, Message::Adverts(head.to_vec()), Class::Control);
             }
@@ -501,7 +562,7 @@ mod tests {
         let mut peers = Peers::new(FastState(7), cfg);
         peers.set_members((0..=n).map(node));
         for i in 1..=n {
-            peers.connect(node(i), Vec::new());
+            peers.connect(node(i), 0);
         }
         peers.reshare(cfg, node(0));
         peers
@@ -515,10 +576,10 @@ mod tests {
         let key2 = peers.get(&node(2)).expect("connected").key;
         assert!(peers.remove(&node(2)).is_some());
         assert!(peers.remove(&node(2)).is_none());
-        peers.connect(node(4), Vec::new());
+        peers.connect(node(4), 0);
         assert_eq!(peers.get(&node(4)).expect("connected").slot, slot2);
         assert_eq!(peers.id_of_slot(slot2), node(4));
-        peers.connect(node(2), Vec::new());
+        peers.connect(node(2), 0);
         assert_eq!(peers.get(&node(2)).expect("connected").key, key2);
         assert_eq!(peers.non_members(), vec![node(4)]);
         peers.check();

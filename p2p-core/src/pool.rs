@@ -9,6 +9,7 @@ use crate::recent::Recent;
 use crate::sink::Sink;
 use crate::types::{Advert, Artifact, ArtifactId, Class};
 use smallvec::SmallVec;
+use std::collections::BTreeMap;
 
 /// Peers known to hold an artifact (they sent or advertised it to us), as [`PeerKey`]s.
 pub(crate) type Holders = SmallVec<[PeerKey; 4]>;
@@ -16,16 +17,24 @@ pub(crate) type Holders = SmallVec<[PeerKey; 4]>;
 struct PoolEntry {
     artifact: Artifact,
     holders: Holders,
+    /// Its place in the order of pooling.
+    seq: u64,
 }
 
 /// The artifacts this node serves and the artifacts it delivered.
 ///
-/// Invariants: `bytes` is the sum of the pooled artifacts' sizes; a holder list names a peer at
+/// Invariants: `bytes` is the sum of the pooled artifacts' sizes; `order` maps each pooled
+/// artifact's `seq` (below `next_seq`, unique) to its id and holds nothing else; a holder list names a peer at
 /// most once; at most `max_delivered_memory` delivered ids are remembered, oldest forgotten
 /// first. Artifacts added by the auto-relay keep the pool within `max_auto_relay_pool` artifacts
 /// and `max_auto_relay_pool_bytes` bytes (the application's own publications are not bounded).
 pub(crate) struct Pool {
     entries: Map<ArtifactId, PoolEntry>,
+    /// The pooled ids in the order they were pooled: a new connection's resync walks it with a
+    /// cursor, a bounded batch at a time.
+    order: BTreeMap<u64, ArtifactId>,
+    /// The sequence number of the next pooled artifact.
+    next_seq: u64,
     bytes: u64,
     /// Delivered ids, with the peers known to hold them.
     delivered: Recent<Holders>,
@@ -36,6 +45,8 @@ impl Pool {
     pub(crate) fn new(hasher: SaltedState) -> Self {
         Pool {
             entries: Map::with_hasher(hasher),
+            order: BTreeMap::new(),
+            next_seq: 0,
             bytes: 0,
             delivered: Recent::new(hasher),
         }
@@ -66,9 +77,29 @@ impl Pool {
         self.delivered.len()
     }
 
-    /// Adverts of every pooled artifact (a new connection's resync).
-    pub(crate) fn adverts(&self) -> Vec<Advert> {
-        self.entries.values().map(|e| e.artifact.advert()).collect()
+    /// The end of the pooling order so far: a resync started now covers the sequence numbers
+    /// below it (artifacts pooled later are announced as they are pooled).
+    pub(crate) fn seq_end(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends to `out` the adverts of at most `max` artifacts still pooled whose sequence
+    /// numbers lie in `from..end`, in pooling order; returns where the next batch starts
+    /// (`end` when none is left).
+    pub(crate) fn adverts_from(
+        &self,
+        from: u64,
+        end: u64,
+        max: usize,
+        out: &mut Vec<Advert>,
+    ) -> u64 {
+        let mut range = self.order.range(from..end);
+        for (_, id) in range.by_ref().take(max) {
+            if let Some(e) = self.entries.get(id) {
+                out.push(e.artifact.advert());
+            }
+        }
+        range.next().map_or(end, |(seq, _)| *seq)
     }
 
     /// Records the peer `key` as a holder of `id` if this node pools or delivered it; returns
@@ -137,7 +168,17 @@ impl Pool {
             peers.advertise_to_others(&holders, &advert);
         }
         self.bytes += size;
-        self.entries.insert(id, PoolEntry { artifact, holders });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, id);
+        self.entries.insert(
+            id,
+            PoolEntry {
+                artifact,
+                holders,
+                seq,
+            },
+        );
     }
 
     /// Takes `id` out of the pool and tells every connected peer not known to hold it.
@@ -146,6 +187,7 @@ impl Pool {
             return;
         };
         self.bytes -= entry.artifact.data.len() as u64;
+        self.order.remove(&entry.seq);
         peers.for_each_other(&entry.holders, |to| {
             sink.send(to, Message::Withdraw(id), Class::Control);
         });
@@ -174,8 +216,8 @@ mod tests {
         let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
         let mut peers = Peers::new(FastState(1), cfg);
         peers.set_members([a, b]);
-        peers.connect(a, Vec::new());
-        peers.connect(b, Vec::new());
+        peers.connect(a, 0);
+        peers.connect(b, 0);
         (peers, a, b)
     }
 

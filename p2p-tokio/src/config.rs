@@ -74,6 +74,12 @@ pub struct NodeConfig {
     /// An offence this long after the end of the previous ban counts as a first offence again
     /// (default 1 h).
     pub misbehaviour_forgive_after: Duration,
+    /// Admissions of one member in a row before the reconnect churn limit applies (default
+    /// 10). Past the limit an inbound member is refused and banned like an offender.
+    pub reconnect_churn_burst: u32,
+    /// One more admission of a member is allowed per this period (default 1 s: about twice
+    /// the fastest average rate of an honest dialer's back-off, so it never refuses one).
+    pub reconnect_churn_refill: Duration,
     /// Capacity of the delivery channel. When it is full the node stops reading from peers
     /// until the application takes a delivery (back-pressure, nothing is lost).
     pub delivery_buffer: usize,
@@ -174,6 +180,8 @@ impl NodeConfig {
             misbehaviour_ban: Duration::from_secs(60),
             misbehaviour_ban_max: Duration::from_secs(3600),
             misbehaviour_forgive_after: Duration::from_secs(3600),
+            reconnect_churn_burst: 10,
+            reconnect_churn_refill: Duration::from_secs(1),
             delivery_buffer: 1024,
             delivery_buffer_bytes: 256 << 20,
             event_buffer: 1024,

@@ -210,6 +210,8 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             ban_base: cfg.misbehaviour_ban,
             ban_max: cfg.misbehaviour_ban_max,
             forgive_after: cfg.misbehaviour_forgive_after,
+            churn_burst: cfg.reconnect_churn_burst,
+            churn_refill: cfg.reconnect_churn_refill,
         },
         cfg.core.seed,
     )?;

@@ -12,6 +12,11 @@
 //!   least `backoff_max` resets the back-off;
 //! - **bans**: a peer that misbehaved is refused and not dialed for `ban_base`, doubled for
 //!   every offence within `forgive_after` of the end of its previous ban, up to `ban_max`;
+//! - **churn**: admissions of one member pass a token bucket (`churn_burst` in a row, then one
+//!   per `churn_refill`); an inbound connection past it is refused ([`Refusal::Churning`]) and
+//!   counts as an offence (a ban, escalating like the others), and dials to a member wait for a
+//!   token, so neither side reconnects faster than the limit. The default lets the back-off of an
+//!   honest dialer through with room to spare;
 //! - **membership**: a new registry version dials the new members (when ours to dial) and
 //!   closes the connections of removed ones; a member that leaves and returns starts afresh.
 //!
@@ -42,6 +47,14 @@ pub struct PolicyConfig {
     /// An offence this long after the end of the previous ban counts as a first offence
     /// (default 1 h).
     pub forgive_after: Duration,
+    /// Admissions of one member in a row before the churn limit applies (default 10: the
+    /// first eight reconnects of an honest dialer's back-off, ~6.4 s, fit with room).
+    pub churn_burst: u32,
+    /// One more admission of a member is allowed per this period (default 1 s). An honest
+    /// dialer with the default back-off reconnects at most seven times in 13 s (short-lived
+    /// connections after a stable one), about half this rate, and one per 5 s at worst after
+    /// that; a member churning at the limit costs at most one admission a second.
+    pub churn_refill: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -52,6 +65,8 @@ impl Default for PolicyConfig {
             ban_base: Duration::from_secs(60),
             ban_max: Duration::from_secs(3600),
             forgive_after: Duration::from_secs(3600),
+            churn_burst: 10,
+            churn_refill: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +91,14 @@ pub enum PolicyConfigError {
         /// The longest ban.
         max: Duration,
     },
+    /// A churn limit that admits nothing (zero burst or zero refill period).
+    #[error("churn limit needs churn_burst ({burst}) >= 1 and churn_refill ({refill:?}) > 0")]
+    Churn {
+        /// The burst.
+        burst: u32,
+        /// The refill period.
+        refill: Duration,
+    },
 }
 
 impl PolicyConfig {
@@ -91,6 +114,12 @@ impl PolicyConfig {
             return Err(PolicyConfigError::Ban {
                 base: self.ban_base,
                 max: self.ban_max,
+            });
+        }
+        if self.churn_burst == 0 || self.churn_refill.is_zero() {
+            return Err(PolicyConfigError::Churn {
+                burst: self.churn_burst,
+                refill: self.churn_refill,
             });
         }
         Ok(())
@@ -131,6 +160,12 @@ pub enum Refusal {
         /// When the ban ends.
         until: Time,
     },
+    /// The peer reconnected faster than the churn limit; it is banned until `until`.
+    #[error("reconnecting faster than the churn limit; banned until {until:?}")]
+    Churning {
+        /// When the ban ends.
+        until: Time,
+    },
     /// A higher id dialed us: the lower id dials.
     #[error("the lower id dials: a higher id must not dial us")]
     WrongDirection,
@@ -162,6 +197,10 @@ struct Peer {
     offences: u32,
     /// The end of the last ban.
     banned_until: Option<Time>,
+    /// The churn limit's token bucket, as the theoretical arrival time of the generic cell rate
+    /// algorithm: an admission at `t` conforms when `tat <= t + (churn_burst - 1) * churn_refill`,
+    /// and then moves `tat` to `max(tat, t) + churn_refill`.
+    tat: Option<Time>,
 }
 
 /// The node's connection policy; see the [module documentation](self).
@@ -290,6 +329,17 @@ impl PeerPolicy {
         if !dialed && dials {
             return Err(Refusal::WrongDirection);
         }
+        if let Some(ok_at) = churn_ok_at(&self.cfg, p).filter(|t| *t > now) {
+            if dialed {
+                // Dials wait for a token, so only a dial that raced one gets here.
+                p.dial_at = Some(ok_at);
+                return Err(Refusal::Churning { until: ok_at });
+            }
+            ban(&self.cfg, p, now);
+            let until = p.banned_until.unwrap_or(now);
+            return Err(Refusal::Churning { until });
+        }
+        take_token(&self.cfg, p, now);
         p.dial_at = None;
         let replaced = p.connected.replace(now).is_some();
         Ok(if replaced { Admit::Replace } else { Admit::New })
@@ -304,7 +354,10 @@ impl PeerPolicy {
         p.attempts = p.attempts.saturating_add(1);
         if p.connected.is_none() && self.me < peer {
             let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
-            p.dial_at = Some(later(now + delay, p.banned_until));
+            p.dial_at = Some(later(
+                later(now + delay, churn_ok_at(&self.cfg, p)),
+                p.banned_until,
+            ));
         }
     }
 
@@ -329,7 +382,10 @@ impl PeerPolicy {
         }
         if dials && !p.dialing {
             let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
-            p.dial_at = Some(later(now + delay, p.banned_until));
+            p.dial_at = Some(later(
+                later(now + delay, churn_ok_at(&self.cfg, p)),
+                p.banned_until,
+            ));
         }
     }
 
@@ -385,6 +441,24 @@ impl PeerPolicy {
 /// The later of `t` and the end of a ban.
 fn later(t: Time, banned_until: Option<Time>) -> Time {
     banned_until.map_or(t, |b| b.max(t))
+}
+
+/// The earliest time at which an admission of `p` conforms to the churn limit (`None`: now).
+fn churn_ok_at(cfg: &PolicyConfig, p: &Peer) -> Option<Time> {
+    let tat = p.tat?;
+    let tolerance = cfg
+        .churn_refill
+        .checked_mul(cfg.churn_burst.saturating_sub(1))
+        .unwrap_or(Duration::MAX);
+    Some(Time::from_nanos(tat.as_nanos().saturating_sub(
+        tolerance.as_nanos().min(u64::MAX as u128) as u64,
+    )))
+}
+
+/// Takes one admission token of `p` at `now` (the caller checked that it conforms).
+fn take_token(cfg: &PolicyConfig, p: &mut Peer, now: Time) {
+    let base = p.tat.map_or(now, |t| t.max(now));
+    p.tat = Some(base + cfg.churn_refill);
 }
 
 /// Records an offence of `p` at `now` and bans it for the escalated length.

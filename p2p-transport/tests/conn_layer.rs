@@ -255,6 +255,14 @@ fn invalid_settings_are_typed_errors() {
         ..PolicyConfig::default()
     };
     assert!(PeerPolicy::new(NodeId([1; 32]), cfg, 0).is_err());
+    let cfg = PolicyConfig {
+        churn_burst: 0,
+        ..PolicyConfig::default()
+    };
+    assert!(matches!(
+        cfg.validate(),
+        Err(p2p_transport::peers::PolicyConfigError::Churn { .. })
+    ));
 }
 
 /// Messages of random classes and sizes, transmitted in random slices, arrive whole, each
@@ -519,4 +527,199 @@ fn prop_the_policy_keeps_its_rules_and_always_redials() {
     QuickCheck::new()
         .tests(300)
         .quickcheck(prop as fn(Vec<(u8, u8, u16)>) -> bool);
+}
+
+// ---- the churn limit ----
+
+#[test]
+fn a_member_reconnecting_faster_than_the_churn_limit_is_refused_and_banned_escalating() {
+    let cfg = PolicyConfig::default();
+    let mut p = policy(9);
+    p.set_members(t(0), 1, [id(2), id(9)]);
+    let mut now = t(0);
+    let mut bans = Vec::new();
+    for round in 0..3 {
+        // Connect, leave, again and again, 1 ms apart.
+        let mut admitted = 0;
+        let refusal = loop {
+            match p.admit(now, id(2), false) {
+                Ok(_) => admitted += 1,
+                Err(r) => break r,
+            }
+            now = now + Duration::from_millis(1);
+            p.closed(now, id(2), CloseCause::Lost);
+        };
+        // The first round starts with a full bucket; later ones start after a ban long enough
+        // to refill it.
+        assert_eq!(admitted, cfg.churn_burst, "round {round}");
+        let until = p.banned_until(now, &id(2)).expect("churning is an offence");
+        assert_eq!(refusal, Refusal::Churning { until });
+        assert!(!p.may_connect(now, &id(2)));
+        assert_eq!(p.admit(now, id(2), false), Err(Refusal::Banned { until }));
+        bans.push(until.saturating_since(now));
+        now = until;
+    }
+    assert_eq!(bans, vec![cfg.ban_base, cfg.ban_base * 2, cfg.ban_base * 4]);
+}
+
+#[test]
+fn a_churning_peer_we_dial_is_dialed_no_faster_than_the_limit() {
+    let cfg = PolicyConfig::default();
+    let mut p = policy(1);
+    p.set_members(t(0), 1, [id(1), id(2)]);
+    let mut dials = Vec::new();
+    let mut now = t(0);
+    for _ in 0..40 {
+        if let Some(due) = p.poll_timeout() {
+            now = now.max(due);
+        }
+        p.handle_timeout(now);
+        assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(2))]);
+        dials.push(now);
+        assert_eq!(p.admit(now, id(2), true), Ok(Admit::New));
+        // It accepts and leaves at once, every time.
+        p.closed(now, id(2), CloseCause::Lost);
+    }
+    assert_within_limit(&cfg, &dials);
+}
+
+/// Checks that `times` (sorted) keep the churn limit: any window of length `w` holds at most
+/// `churn_burst + w / churn_refill` of them.
+fn assert_within_limit(cfg: &PolicyConfig, times: &[Time]) {
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let w = times[j].saturating_since(times[i]);
+            let allowed = u128::from(cfg.churn_burst) + w.as_nanos() / cfg.churn_refill.as_nanos();
+            assert!(
+                (j - i + 1) as u128 <= allowed,
+                "{} admissions in {w:?}",
+                j - i + 1
+            );
+        }
+    }
+}
+
+fn within_limit(cfg: &PolicyConfig, times: &[Time]) -> bool {
+    std::panic::catch_unwind(|| assert_within_limit(cfg, times)).is_ok()
+}
+
+/// Under any sequence of admissions (both directions), closes, offences and timer firings, the
+/// admissions of one member keep the churn limit.
+#[test]
+fn prop_admissions_of_a_member_never_exceed_the_churn_limit() {
+    fn prop(ops: Vec<(u8, u16)>) -> bool {
+        let cfg = PolicyConfig {
+            churn_burst: 3,
+            ..PolicyConfig::default()
+        };
+        let mut p = PeerPolicy::new(id(4), cfg.clone(), 3).unwrap();
+        p.set_members(t(0), 1, [id(2), id(4), id(6)]);
+        let mut now = t(0);
+        let mut admitted: Vec<(NodeId, Time)> = Vec::new();
+        for (op, dt) in ops.into_iter().take(300) {
+            now = now + Duration::from_millis(u64::from(dt % 1500));
+            let peer = if op & 1 == 0 { id(2) } else { id(6) };
+            match (op >> 1) % 5 {
+                0 | 1 => {
+                    let dialed = p.dials(&peer);
+                    if p.admit(now, peer, dialed).is_ok() {
+                        admitted.push((peer, now));
+                    }
+                }
+                2 => p.closed(now, peer, CloseCause::Lost),
+                3 => p.dial_failed(now, peer),
+                _ => {
+                    if let Some(due) = p.poll_timeout() {
+                        now = now.max(due);
+                    }
+                    p.handle_timeout(now);
+                    while p.poll_action().is_some() {}
+                }
+            }
+        }
+        [id(2), id(6)].iter().all(|m| {
+            let times: Vec<Time> = admitted
+                .iter()
+                .filter(|(p, _)| p == m)
+                .map(|(_, t)| *t)
+                .collect();
+            within_limit(&cfg, &times)
+        })
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(Vec<(u8, u16)>) -> bool);
+}
+
+/// A member that reconnects no faster than one admission per `churn_refill` is never refused,
+/// however long its connections last.
+#[test]
+fn prop_an_honest_peer_with_sparse_reconnects_is_never_refused() {
+    fn prop(gaps: Vec<(u16, u16)>) -> bool {
+        let cfg = PolicyConfig::default();
+        let mut p = PeerPolicy::new(id(9), cfg.clone(), 5).unwrap();
+        p.set_members(t(0), 1, [id(3), id(9)]);
+        let mut now = t(0);
+        for (gap, life) in gaps.into_iter().take(300) {
+            if p.admit(now, id(3), false).is_err() {
+                return false;
+            }
+            let life = Duration::from_millis(u64::from(life % 3000));
+            p.closed(now + life, id(3), CloseCause::Lost);
+            now = now + cfg.churn_refill.max(life) + Duration::from_millis(u64::from(gap % 3000));
+        }
+        true
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(Vec<(u16, u16)>) -> bool);
+}
+
+/// An honest dialer paced by the default back-off alone, whose connections (or dials) fail after
+/// any lifetime, is never refused by the member it dials: the default churn limit lets the
+/// back-off through.
+#[test]
+fn prop_an_honest_dialer_is_never_refused_for_churn() {
+    fn prop(lives: Vec<(bool, u16)>, seed: u64) -> bool {
+        // The dialer paces itself by its back-off alone (its own churn limit off).
+        let unlimited = PolicyConfig {
+            churn_burst: u32::MAX,
+            ..PolicyConfig::default()
+        };
+        let mut dialer = PeerPolicy::new(id(1), unlimited, seed).unwrap();
+        let mut acceptor = PeerPolicy::new(id(2), PolicyConfig::default(), seed ^ 1).unwrap();
+        dialer.set_members(t(0), 1, [id(1), id(2)]);
+        acceptor.set_members(t(0), 1, [id(1), id(2)]);
+        let mut now = t(0);
+        let mut first = true;
+        for (fails, life) in lives.into_iter().take(300) {
+            if !std::mem::take(&mut first) {
+                let Some(due) = dialer.poll_timeout() else {
+                    return false;
+                };
+                now = now.max(due);
+                dialer.handle_timeout(now);
+            }
+            if actions(&mut dialer) != vec![PolicyAction::Dial(id(2))] {
+                return false;
+            }
+            if fails {
+                dialer.dial_failed(now, id(2));
+                continue;
+            }
+            if acceptor.admit(now, id(1), false).is_err() || dialer.admit(now, id(2), true).is_err()
+            {
+                return false;
+            }
+            // Mostly short-lived connections: the worst case for the limit.
+            let life = Duration::from_millis(u64::from(life) % 12_000 / (1 + u64::from(life % 4)));
+            now = now + life;
+            acceptor.closed(now, id(1), CloseCause::Lost);
+            dialer.closed(now, id(2), CloseCause::Lost);
+        }
+        true
+    }
+    QuickCheck::new()
+        .tests(500)
+        .quickcheck(prop as fn(Vec<(bool, u16)>, u64) -> bool);
 }

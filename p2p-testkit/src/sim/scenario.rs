@@ -256,6 +256,7 @@ impl Scenario {
                 ban_base: Duration::from_millis(500),
                 ban_max: Duration::from_secs(60),
                 forgive_after: Duration::from_secs(60),
+                ..PolicyConfig::default()
             },
             congestion: None,
             max_message_size: (16 << 20) + (1 << 16),

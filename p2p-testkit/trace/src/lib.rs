@@ -185,6 +185,8 @@ struct ConfigRec {
     max_adverts_per_peer_per_kind: usize,
     max_pending_downloads: usize,
     advert_batch_size: usize,
+    #[serde(default = "default_resync_interval")]
+    resync_interval: Duration,
     max_adverts_per_message: usize,
     max_in_flight: usize,
     max_in_flight_per_peer: usize,
@@ -198,8 +200,33 @@ struct ConfigRec {
     retry_backoff_max: Duration,
     max_bad_data_per_peer: u32,
     max_queued_requests_per_peer: usize,
+    #[serde(default = "default_serve::max_early_repeats")]
+    max_early_repeats: u32,
+    #[serde(default = "default_serve::serve_rate")]
+    serve_rate: u64,
+    #[serde(default = "default_serve::serve_burst")]
+    serve_burst: u64,
     max_delivered_memory: usize,
     max_dropped_memory: usize,
+}
+
+/// Traces written before serving had a per-peer budget replay with the defaults.
+mod default_serve {
+    use p2p_core::Config;
+    pub fn max_early_repeats() -> u32 {
+        Config::default().max_early_repeats
+    }
+    pub fn serve_rate() -> u64 {
+        Config::default().serve_rate
+    }
+    pub fn serve_burst() -> u64 {
+        Config::default().serve_burst
+    }
+}
+
+/// Traces written before resyncs were paced replay with the default.
+fn default_resync_interval() -> Duration {
+    Config::default().resync_interval
 }
 
 /// Traces written before the relay pool had a byte bound replay with the default.
@@ -221,6 +248,7 @@ impl From<&Config> for ConfigRec {
             max_adverts_per_peer_per_kind: c.max_adverts_per_peer_per_kind,
             max_pending_downloads: c.max_pending_downloads,
             advert_batch_size: c.advert_batch_size,
+            resync_interval: c.resync_interval,
             max_adverts_per_message: c.max_adverts_per_message,
             max_in_flight: c.max_in_flight,
             max_in_flight_per_peer: c.max_in_flight_per_peer,
@@ -234,6 +262,9 @@ impl From<&Config> for ConfigRec {
             retry_backoff_max: c.retry_backoff_max,
             max_bad_data_per_peer: c.max_bad_data_per_peer,
             max_queued_requests_per_peer: c.max_queued_requests_per_peer,
+            max_early_repeats: c.max_early_repeats,
+            serve_rate: c.serve_rate,
+            serve_burst: c.serve_burst,
             max_delivered_memory: c.max_delivered_memory,
             max_dropped_memory: c.max_dropped_memory,
         }
@@ -256,6 +287,7 @@ impl ConfigRec {
             max_adverts_per_peer_per_kind: self.max_adverts_per_peer_per_kind,
             max_pending_downloads: self.max_pending_downloads,
             advert_batch_size: self.advert_batch_size,
+            resync_interval: self.resync_interval,
             max_adverts_per_message: self.max_adverts_per_message,
             max_in_flight: self.max_in_flight,
             max_in_flight_per_peer: self.max_in_flight_per_peer,
@@ -269,6 +301,9 @@ impl ConfigRec {
             retry_backoff_max: self.retry_backoff_max,
             max_bad_data_per_peer: self.max_bad_data_per_peer,
             max_queued_requests_per_peer: self.max_queued_requests_per_peer,
+            max_early_repeats: self.max_early_repeats,
+            serve_rate: self.serve_rate,
+            serve_burst: self.serve_burst,
             max_delivered_memory: self.max_delivered_memory,
             max_dropped_memory: self.max_dropped_memory,
         }

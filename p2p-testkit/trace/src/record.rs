@@ -591,6 +591,11 @@ pub enum DisconnectReasonRec {
         /// The limit.
         limit: u64,
     },
+    /// [`DisconnectReason::RepeatedRequests`].
+    RepeatedRequests {
+        /// The limit.
+        limit: u32,
+    },
     /// [`DisconnectReason::ProtocolViolation`].
     ProtocolViolation {
         /// The rule broken.
@@ -620,6 +625,9 @@ impl From<&DisconnectReason> for DisconnectReasonRec {
             DisconnectReason::TooManyRequests { limit } => DisconnectReasonRec::TooManyRequests {
                 limit: *limit as u64,
             },
+            DisconnectReason::RepeatedRequests { limit } => {
+                DisconnectReasonRec::RepeatedRequests { limit: *limit }
+            }
             DisconnectReason::ProtocolViolation(what) => DisconnectReasonRec::ProtocolViolation {
                 what: (*what).to_owned(),
             },

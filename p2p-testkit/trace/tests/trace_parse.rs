@@ -380,8 +380,11 @@ fn arb_message(g: &mut Gen) -> Message {
 }
 
 fn arb_reason(g: &mut Gen) -> DisconnectReason {
-    match u8::arbitrary(g) % 6 {
+    match u8::arbitrary(g) % 7 {
         0 => DisconnectReason::NotMember,
+        5 => DisconnectReason::RepeatedRequests {
+            limit: u32::arbitrary(g),
+        },
         1 => DisconnectReason::TooManyAdverts {
             limit: usize::arbitrary(g),
         },

@@ -204,6 +204,8 @@ struct RawTuning {
     reconnect_backoff_max_ms: Option<u64>,
     misbehaviour_ban_ms: Option<u64>,
     misbehaviour_ban_max_ms: Option<u64>,
+    reconnect_churn_burst: Option<u32>,
+    reconnect_churn_refill_ms: Option<u64>,
     delivery_buffer: Option<usize>,
     tcp_nodelay: Option<bool>,
     socket_buffer: Option<usize>,
@@ -241,6 +243,10 @@ pub struct Tuning {
     pub misbehaviour_ban: Option<Duration>,
     /// Longest ban of a repeat offender.
     pub misbehaviour_ban_max: Option<Duration>,
+    /// Admissions of one member in a row before the reconnect churn limit applies.
+    pub reconnect_churn_burst: Option<u32>,
+    /// One more admission of a member per this period.
+    pub reconnect_churn_refill: Option<Duration>,
     /// Bound of the delivery stream.
     pub delivery_buffer: Option<usize>,
     /// TCP_NODELAY.
@@ -392,6 +398,8 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         reconnect_backoff_max: ms(t.reconnect_backoff_max_ms),
         misbehaviour_ban: ms(t.misbehaviour_ban_ms),
         misbehaviour_ban_max: ms(t.misbehaviour_ban_max_ms),
+        reconnect_churn_burst: t.reconnect_churn_burst,
+        reconnect_churn_refill: ms(t.reconnect_churn_refill_ms),
         delivery_buffer: t.delivery_buffer,
         tcp_nodelay: t.tcp_nodelay,
         socket_buffer: t.socket_buffer,
@@ -660,11 +668,12 @@ mod tests {
 
     #[test]
     fn ban_settings_parse() {
-        let text =
-            "listen = \"x\"\n[tuning]\nmisbehaviour_ban_ms = 500\nmisbehaviour_ban_max_ms = 4000\n";
+        let text = "listen = \"x\"\n[tuning]\nmisbehaviour_ban_ms = 500\nmisbehaviour_ban_max_ms = 4000\nreconnect_churn_burst = 3\nreconnect_churn_refill_ms = 2000\n";
         let f = src(text).parse::<RawTuningFile>().unwrap();
         assert_eq!(f.tuning.misbehaviour_ban_ms, Some(500));
         assert_eq!(f.tuning.misbehaviour_ban_max_ms, Some(4000));
+        assert_eq!(f.tuning.reconnect_churn_burst, Some(3));
+        assert_eq!(f.tuning.reconnect_churn_refill_ms, Some(2000));
     }
 
     #[test]

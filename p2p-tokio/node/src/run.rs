@@ -95,6 +95,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.misbehaviour_ban_max {
         cfg.misbehaviour_ban_max = v;
     }
+    if let Some(v) = t.reconnect_churn_burst {
+        cfg.reconnect_churn_burst = v;
+    }
+    if let Some(v) = t.reconnect_churn_refill {
+        cfg.reconnect_churn_refill = v;
+    }
     if let Some(v) = t.delivery_buffer {
         cfg.delivery_buffer = v;
     }
