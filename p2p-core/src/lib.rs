@@ -28,7 +28,7 @@
 //!   withdraw, with exponential back-off once every source failed.
 //! - **Liveness**: an honest artifact is requested from an honest advertiser within one request
 //!   timeout (of the largest artifact others hold in flight), at every priority, whatever other
-//!   members advertise: see `ARCHITECTURE.md` and `tests/liveness.rs`.
+//!   members advertise: see `ARCHITECTURE.md` and `tests/it/liveness.rs`.
 //! - **Delivery**: SHA-256 and size are checked before anything else; each artifact is
 //!   delivered once ([`Output::Deliver`]); relaying is the application's call (it publishes what
 //!   it accepted) or [`Config::auto_relay`]; a relay advertises, never pushes, and skips peers

@@ -9,20 +9,18 @@
     reason = "the tests play hostile peers that speak the wire format by hand"
 )]
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::{Bytes, BytesMut};
 use p2p_core::Kind;
 use p2p_tokio::{Member, NodeConfig, NodeHandle, Registry};
 use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::tls::{self, Members, Membership, server_name_for};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;

@@ -10,8 +10,7 @@ use p2p_transport::mux::{
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
-mod common;
-use common::M;
+use crate::common::M;
 
 /// One frame as parsed independently from the wire bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

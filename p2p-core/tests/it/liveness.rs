@@ -10,8 +10,7 @@
 //! keyed-random source, so the number of timeouts before an honest source is asked averages
 //! under two.
 
-mod support;
-
+use crate::support::id;
 use p2p_core::{
     Advert, Artifact, ArtifactId, Bytes, Config, Decision, DisconnectReason, Input, Kind, Message,
     Node, NodeId, Output, Priority, PriorityFnRef, Time,
@@ -19,7 +18,6 @@ use p2p_core::{
 use quickcheck::{QuickCheck, TestResult};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use support::id;
 
 /// How an attacking member behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

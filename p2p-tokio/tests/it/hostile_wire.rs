@@ -6,10 +6,9 @@
     reason = "the tests play hostile peers that speak the wire format by hand"
 )]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use p2p_core::{Class, Kind, Message, Priority};
 use p2p_tokio::{Member, NodeConfig, NodeHandle};
@@ -17,7 +16,6 @@ use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxSender};
 use p2p_transport::tls::{self, Members, Membership, server_name_for};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;

@@ -4,8 +4,7 @@
     reason = "the tests play hostile peers that speak the wire format by hand"
 )]
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use p2p_core::{Kind, Message};
 use p2p_tokio::{Member, Registry};
@@ -13,7 +12,6 @@ use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxReceiver};
 use p2p_transport::tls::Members;
 use std::time::Duration;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

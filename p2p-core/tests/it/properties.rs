@@ -1,10 +1,8 @@
 //! Property tests: arbitrary input sequences, a small in-test network, determinism.
 
-mod support;
-
+use crate::support::Net;
 use p2p_core::{Artifact, Kind};
 use quickcheck::{QuickCheck, TestResult};
-use support::Net;
 
 #[test]
 fn arbitrary_inputs_never_panic_or_exceed_bounds() {

@@ -1,13 +1,11 @@
 //! One test per behaviour of the core, driving a single node by hand.
 
-mod support;
-
+use crate::support::*;
 use p2p_core::{
     Advert, Artifact, ArtifactId, Bytes, Class, Config, Decision, DisconnectReason, Event, Input,
     InputError, Kind, Message, Node, Output, Priority, PriorityFnRef, RetryReason, Time,
 };
 use std::time::Duration;
-use support::*;
 
 fn art(n: u8, size: usize) -> Artifact {
     let mut data = vec![n; size];

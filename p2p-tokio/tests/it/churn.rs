@@ -5,12 +5,10 @@
     reason = "the tests play hostile peers that speak the wire format by hand"
 )]
 
-mod support;
-
+use crate::support::*;
 use bytes::{Bytes, BytesMut};
 use p2p_core::{ArtifactId, Class, Kind, Message, Priority};
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The bound on each honest delivery while an attack runs: the default request timeout.

@@ -6,16 +6,14 @@
     reason = "the tests play hostile peers that speak the wire format by hand"
 )]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::{Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, Class, Decision, Kind, Message, Priority, PriorityFnRef};
 use p2p_tokio::{Member, NodeConfig, NodeHandle, Registry};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

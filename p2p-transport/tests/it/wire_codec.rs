@@ -9,8 +9,7 @@ use p2p_transport::codec::{
 };
 use quickcheck::QuickCheck;
 
-mod common;
-use common::M;
+use crate::common::M;
 
 fn enc(msg: &Message) -> Bytes {
     let mut out = BytesMut::new();

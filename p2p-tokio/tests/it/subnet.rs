@@ -1,8 +1,7 @@
 //! A real subnet on loopback: TLS over TCP, delivery of small and large artifacts, late
 //! joiners, priorities under load, and live trace recording.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use p2p_core::{Advert, ArtifactId, Decision, Kind, Priority, PriorityFnRef};
 use p2p_tokio::NodeHandle;
@@ -12,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_node_subnet_delivers_pushed_and_fetched_artifacts_and_a_late_node_resyncs() {

@@ -1,13 +1,11 @@
 //! The metrics of running nodes, scraped through their registries as traffic flows.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use p2p_core::Kind;
 use p2p_tokio::{NodeHandle, NodeMetrics};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
-use support::*;
 
 /// A node's own registry.
 fn registry_of(node: &NodeHandle) -> Registry {

@@ -2,11 +2,9 @@
 //! costs the node a bounded amount of work per cycle, and a member that asks for the same
 //! artifact again and again gets a bounded number of bytes, while honest members are served.
 
-mod support;
-
+use crate::support::{connected_node, id, sends, step};
 use p2p_core::{Artifact, ArtifactId, Config, Input, Kind, Message, Node, Time};
 use std::collections::BTreeSet;
-use support::{connected_node, id, sends, step};
 
 fn t(ms: u64) -> Time {
     Time::from_millis(ms)
@@ -147,7 +145,7 @@ fn served_to(outs: &[p2p_core::Output], to: usize) -> u64 {
 fn honest_fetch(node: &mut Node, now: Time, arts: &[Artifact]) -> BTreeSet<ArtifactId> {
     let mut got = BTreeSet::new();
     for (i, a) in arts.iter().enumerate() {
-        let outs = support::recv(node, now, id(2), request(10_000 + i as u64, a.id));
+        let outs = crate::support::recv(node, now, id(2), request(10_000 + i as u64, a.id));
         for (to, m, _) in sends(&outs) {
             if let (true, Message::Response { id: got_id, .. }) = (to == id(2), m) {
                 got.insert(got_id);
@@ -174,7 +172,7 @@ fn a_peer_repeating_requests_gets_bounded_serves_then_is_cut_off() {
     let (mut bytes, mut refused, mut cut_at) = (0u64, 0u64, None);
     let mut honest_got = BTreeSet::new();
     for r in 0..1_000u64 {
-        let outs = support::recv(&mut node, t(1), id(1), request(r, big.id));
+        let outs = crate::support::recv(&mut node, t(1), id(1), request(r, big.id));
         bytes += served_to(&outs, 1);
         refused += sends(&outs)
             .iter()
@@ -225,7 +223,8 @@ fn the_byte_budget_bounds_what_one_peer_gets_while_others_are_served() {
     // 1,000 requests over 20 artifacts of 4 MiB (50 each: early repeats, within the mark).
     let mut bytes = 0u64;
     for r in 0..1_000u64 {
-        let outs = support::recv(&mut node, t(0), id(1), request(r, bigs[r as usize % 20].id));
+        let outs =
+            crate::support::recv(&mut node, t(0), id(1), request(r, bigs[r as usize % 20].id));
         bytes += served_to(&outs, 1);
     }
     assert!(node.connected_peers().any(|p| *p == id(1)));
