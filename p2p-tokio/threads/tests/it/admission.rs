@@ -12,18 +12,10 @@ use p2p_transport::identity::NodeIdentity;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 
+use crate::support::{WAIT, identities, wait_until};
+
 /// The bound on the member's delivery: the node's pre-authentication deadline (2 s).
 const BOUND: Duration = Duration::from_secs(2);
-/// Upper bound of any wait.
-const WAIT: Duration = Duration::from_secs(20);
-
-fn identities(n: usize) -> Vec<NodeIdentity> {
-    let mut ids: Vec<NodeIdentity> = (0..n)
-        .map(|_| NodeIdentity::generate().expect("identity"))
-        .collect();
-    ids.sort_by_key(|i| i.node_id());
-    ids
-}
 
 fn config(identity: NodeIdentity, registry_only: bool) -> ThreadedConfig {
     let mut cfg = ThreadedConfig::new(identity, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -49,14 +41,6 @@ async fn strangers(to: SocketAddr, per_address: usize) -> Vec<TcpStream> {
         }
     }
     held
-}
-
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Starts a member and a node, lets strangers connect to the node, then gives the member the

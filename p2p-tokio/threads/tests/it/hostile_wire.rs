@@ -7,31 +7,16 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use p2p_core::{ArtifactId, Class, Kind, Message, NodeId, Priority};
 use p2p_threads::{Member, Registry, ThreadedConfig, ThreadedNode};
-use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxSender};
-use p2p_transport::tls::{self, Members, Membership, server_name_for};
-use rustls::{ClientConnection, StreamOwned};
+use p2p_transport::tls::Members;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// `n` fresh identities in ascending node-id order.
-fn identities(n: usize) -> Vec<NodeIdentity> {
-    let mut ids: Vec<NodeIdentity> = (0..n)
-        .map(|_| NodeIdentity::generate().expect("identity"))
-        .collect();
-    ids.sort_by_key(|i| i.node_id());
-    ids
-}
+use crate::support::{WAIT, bytes, identities, open_raw_member, raw_member, wait_until};
 
 fn config(identity: NodeIdentity) -> ThreadedConfig {
     let mut cfg = ThreadedConfig::new(identity, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -45,13 +30,6 @@ fn config(identity: NodeIdentity) -> ThreadedConfig {
     cfg.conn.mux.partial_timeout = Duration::from_secs(1);
     cfg.conn.mux.partial_timeout_per_mib = Duration::from_millis(200);
     cfg
-}
-
-fn bytes(tag: u8, len: usize) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// A rogue member (lowest id) and two threaded nodes a and b, connected.
@@ -77,35 +55,11 @@ fn setup() -> (NodeIdentity, Members, ThreadedNode, ThreadedNode) {
     for n in [&a, &b] {
         n.update_registry(Registry::new(1, members)).unwrap();
     }
-    wait(
-        || a.peers().unwrap() == vec![b.node_id()],
-        "a and b connected",
-    );
+    wait_until("a and b connected", || {
+        a.peers().unwrap() == vec![b.node_id()]
+    });
     let tls_members = Members::new(1, members.iter().map(|m| m.id));
     (rogue, tls_members, a, b)
-}
-
-fn wait(cond: impl Fn() -> bool, what: &str) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// A raw TLS connection of `identity` to `target`, past both hellos.
-fn raw_member(identity: &NodeIdentity, members: &Members, target: &ThreadedNode) -> Tls {
-    let cfg = tls::client_config(identity, &Membership::new(members.clone())).unwrap();
-    let tcp = TcpStream::connect(target.local_addr()).unwrap();
-    let conn = ClientConnection::new(Arc::clone(&cfg), server_name_for(target.node_id())).unwrap();
-    let mut tls = StreamOwned::new(conn, tcp);
-    let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
-    tls.write_all(&hello).unwrap();
-    let mut theirs = [0u8; HELLO_LEN];
-    tls.read_exact(&mut theirs).unwrap();
-    codec::decode_hello(&theirs).unwrap();
-    tls
 }
 
 fn frames(mux: &mut MuxSender, msgs: &[(Class, Message)]) -> BytesMut {
@@ -149,7 +103,7 @@ fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_and_not_banned
         .publish(Kind(1), Bytes::new(), bytes(60, 4 << 20))
         .unwrap();
     let mut tls = raw_member(&rogue, &members, &a);
-    wait(|| connected(&a, rogue.node_id()), "rogue admitted");
+    wait_until("rogue admitted", || connected(&a, rogue.node_id()));
     // Eight requests for the 4 MiB artifact; then the rogue never reads again.
     let mut mux = MuxSender::new(MuxConfig::default()).unwrap();
     let requests: Vec<(Class, Message)> = (0..8)
@@ -165,7 +119,7 @@ fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_and_not_banned
     tls.write_all(&frames(&mut mux, &requests)).unwrap();
     let asked = Instant::now();
     let honest = honest_batch(&a, &b, 20, &[big]);
-    wait(|| !connected(&a, rogue.node_id()), "rogue cut");
+    wait_until("rogue cut", || !connected(&a, rogue.node_id()));
     let cut = asked.elapsed();
     eprintln!("threaded: honest {honest:?} (without attack {baseline:?}); rogue cut after {cut:?}");
     assert!(cut >= Duration::from_millis(500), "{cut:?}");
@@ -175,7 +129,7 @@ fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_and_not_banned
     drop(tls);
     let refused = a.stats().connections_refused;
     let _again = raw_member(&rogue, &members, &a);
-    wait(|| connected(&a, rogue.node_id()), "rogue admitted again");
+    wait_until("rogue admitted again", || connected(&a, rogue.node_id()));
     assert_eq!(a.stats().connections_refused, refused);
     assert_eq!(a.stats().send_queue_overflows, 0);
 }
@@ -185,7 +139,7 @@ fn a_member_holding_a_partial_message_is_cut_at_its_stall_deadline_and_banned() 
     let (rogue, members, a, b) = setup();
     let baseline = honest_batch(&b, &a, 10, &[]);
     let mut tls = raw_member(&rogue, &members, &a);
-    wait(|| connected(&a, rogue.node_id()), "rogue admitted");
+    wait_until("rogue admitted", || connected(&a, rogue.node_id()));
     // The first 16 KiB of a 4 MiB message: its stall deadline is 1 s + 4 x 200 ms.
     let mut head = BytesMut::new();
     head.put_u32_le(1000);
@@ -223,25 +177,12 @@ fn a_member_holding_a_partial_message_is_cut_at_its_stall_deadline_and_banned() 
     assert!(cut >= stall - Duration::from_millis(100), "{cut:?}");
     assert!(cut < stall + Duration::from_secs(2), "{cut:?}");
     assert!(honest < Duration::from_secs(3), "{honest:?}");
-    wait(|| !connected(&a, rogue.node_id()), "rogue gone");
+    wait_until("rogue gone", || !connected(&a, rogue.node_id()));
     // Banned: a new connection is refused after TLS.
     let refused = a.stats().connections_refused;
-    let again = raw_member_maybe(&rogue, &members, &a);
-    wait(
-        || a.stats().connections_refused > refused,
-        "refused while banned",
-    );
+    let again = open_raw_member(&rogue, &members, &a).unwrap();
+    wait_until("refused while banned", || {
+        a.stats().connections_refused > refused
+    });
     drop(again);
-}
-
-/// Like [`raw_member`], without insisting on the node's hello (a banned member gets none).
-fn raw_member_maybe(identity: &NodeIdentity, members: &Members, target: &ThreadedNode) -> Tls {
-    let cfg = tls::client_config(identity, &Membership::new(members.clone())).unwrap();
-    let tcp = TcpStream::connect(target.local_addr()).unwrap();
-    let conn = ClientConnection::new(Arc::clone(&cfg), server_name_for(target.node_id())).unwrap();
-    let mut tls = StreamOwned::new(conn, tcp);
-    let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
-    let _ = tls.write_all(&hello);
-    tls
 }

@@ -11,6 +11,8 @@ use p2p_tokio::{NodeConfig, NodeHandle};
 use p2p_transport::identity::NodeIdentity;
 use tokio::runtime::Runtime;
 
+use crate::support::{bytes, identities};
+
 /// Upper bound of any single wait.
 const WAIT: Duration = Duration::from_secs(20);
 /// A kind every node drops, and one every node fetches at the urgent priority.
@@ -23,15 +25,6 @@ fn priorities() -> PriorityFnRef {
         URGENT => Decision::Fetch(Priority::URGENT),
         _ => Decision::Fetch(Priority::NORMAL),
     })
-}
-
-/// `n` fresh identities in ascending node-id order (each dials the ones after it).
-fn identities(n: usize) -> Vec<NodeIdentity> {
-    let mut ids: Vec<NodeIdentity> = (0..n)
-        .map(|_| NodeIdentity::generate().expect("identity"))
-        .collect();
-    ids.sort_by_key(|i| i.node_id());
-    ids
 }
 
 fn localhost() -> std::net::SocketAddr {
@@ -60,14 +53,6 @@ fn threaded_config(identity: NodeIdentity) -> ThreadedConfig {
     cfg.core.retry_backoff_max = Duration::from_millis(500);
     cfg.core.priority_fn = priorities();
     cfg
-}
-
-/// Deterministic filler bytes, distinct per `tag`.
-fn bytes(tag: u8, len: usize) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 /// One node of either kind, with what the test needs of it.

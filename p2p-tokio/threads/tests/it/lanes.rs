@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -18,30 +18,10 @@ use bytes::{Bytes, BytesMut};
 use p2p_core::PriorityFnRef;
 use p2p_core::{Advert, ArtifactId, Class, Decision, Kind, Message, NodeId, Priority};
 use p2p_threads::{Member, Registry, ThreadedConfig, ThreadedNode};
-use p2p_transport::codec::{self, HELLO_LEN, Hello};
-use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxSender};
-use p2p_transport::tls::{self, Members, Membership, server_name_for};
-use rustls::{ClientConnection, StreamOwned};
+use p2p_transport::tls::Members;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-fn identities(n: usize) -> Vec<NodeIdentity> {
-    let mut ids: Vec<NodeIdentity> = (0..n)
-        .map(|_| NodeIdentity::generate().expect("identity"))
-        .collect();
-    ids.sort_by_key(|i| i.node_id());
-    ids
-}
-
-fn bytes(tag: u8, len: usize) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
-        .collect::<Vec<u8>>()
-        .into()
-}
+use crate::support::{WAIT, bytes, identities, raw_member, try_raw_member, wait_until};
 
 /// Kind 1 is fetched at bulk priority; every other kind is dropped.
 fn priorities() -> PriorityFnRef {
@@ -49,32 +29,6 @@ fn priorities() -> PriorityFnRef {
         Kind(1) => Decision::Fetch(Priority::BULK),
         _ => Decision::Drop,
     })
-}
-
-/// A raw TLS connection with `identity` to the node `target` at `addr`, hellos exchanged.
-fn raw_member(identity: &NodeIdentity, members: Members, target: NodeId, addr: SocketAddr) -> Tls {
-    try_raw_member(identity, members, target, addr).unwrap()
-}
-
-/// [`raw_member`], or the error that ended the handshake or the hello exchange.
-fn try_raw_member(
-    identity: &NodeIdentity,
-    members: Members,
-    target: NodeId,
-    addr: SocketAddr,
-) -> std::io::Result<Tls> {
-    let cfg = tls::client_config(identity, &Membership::new(members)).unwrap();
-    let conn = ClientConnection::new(cfg, server_name_for(target)).unwrap();
-    let sock = TcpStream::connect(addr)?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut tls = StreamOwned::new(conn, sock);
-    let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
-    tls.write_all(&hello)?;
-    let mut theirs = [0u8; HELLO_LEN];
-    tls.read_exact(&mut theirs)?;
-    codec::decode_hello(&theirs).map_err(std::io::Error::other)?;
-    Ok(tls)
 }
 
 fn frames(msgs: &[(Class, Message)]) -> BytesMut {
@@ -85,14 +39,6 @@ fn frames(msgs: &[(Class, Message)]) -> BytesMut {
         while mux.poll_transmit(&mut out, 1 << 20) > 0 {}
     }
     out
-}
-
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn peers(n: &ThreadedNode) -> BTreeSet<NodeId> {
@@ -186,7 +132,7 @@ fn threaded_node_cuts_a_wrong_class_and_serves_bulk_through_a_control_flood() {
     wait_until("t connected to k", || peers(&t).contains(&k.node_id()));
 
     // Adverts claimed urgent: cut off, then refused as banned.
-    let mut tls = raw_member(&wrong, tls_members(), t.node_id(), t.local_addr());
+    let mut tls = raw_member(&wrong, &tls_members(), &t);
     wait_until("the rogue admitted", || peers(&t).len() == 2);
     let advert = Advert {
         id: ArtifactId([1; 32]),
@@ -203,7 +149,7 @@ fn threaded_node_cuts_a_wrong_class_and_serves_bulk_through_a_control_flood() {
     // with the other members, so not before TLS), and it gets no hello.
     let refused = t.stats().refused_banned_in_tls;
     assert!(
-        try_raw_member(&wrong, tls_members(), t.node_id(), t.local_addr()).is_err(),
+        try_raw_member(&wrong, &tls_members(), &t).is_err(),
         "a banned member completes no hello exchange"
     );
     wait_until("the banned rogue refused inside TLS", || {
@@ -211,7 +157,7 @@ fn threaded_node_cuts_a_wrong_class_and_serves_bulk_through_a_control_flood() {
     });
 
     // A flood of valid control messages, repeated for 3 s, while k publishes bulk artifacts.
-    let mut tls = raw_member(&flooder, tls_members(), t.node_id(), t.local_addr());
+    let mut tls = raw_member(&flooder, &tls_members(), &t);
     wait_until("the flooder admitted", || peers(&t).len() == 2);
     tls.sock
         .set_read_timeout(Some(Duration::from_millis(1)))

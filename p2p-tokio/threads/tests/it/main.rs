@@ -3,6 +3,8 @@
 //! One test binary with a module per subject (each documents itself), so that the tests
 //! share one build and link and run in parallel across subjects.
 
+mod support;
+
 mod admission;
 mod hostile_wire;
 mod interop;
