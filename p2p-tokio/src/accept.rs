@@ -13,7 +13,7 @@ use p2p_transport::admission::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::{self, AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::conn::{Clock, Event};
@@ -66,6 +66,7 @@ impl AcceptLoop {
         self.apply_view();
         let mut handshakes: JoinSet<Ticket> = JoinSet::new();
         let mut aborts: HashMap<Ticket, AbortHandle> = HashMap::new();
+        let mut tickets: HashMap<task::Id, Ticket> = HashMap::new();
         let counters = Arc::clone(&self.hs.counters);
         let sleep = tokio::time::sleep_until(self.clock.instant(Time::MAX));
         tokio::pin!(sleep);
@@ -87,10 +88,16 @@ impl AcceptLoop {
             tokio::select! {
                 _ = self.shutdown.changed() => return,
                 Ok(()) = self.view.changed() => self.apply_view(),
-                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
-                    // An aborted task was already forgotten when it was evicted.
-                    if let Ok(ticket) = done {
-                        aborts.remove(&ticket);
+                Some(done) = handshakes.join_next_with_id(), if !handshakes.is_empty() => {
+                    let id = match &done {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    // An evicted task was already forgotten when it was aborted; any other
+                    // ending (a panic included) frees its slot.
+                    if let Some(ticket) = tickets.remove(&id)
+                        && aborts.remove(&ticket).is_some()
+                    {
                         self.admission.finished(ticket);
                     }
                 }
@@ -150,6 +157,7 @@ impl AcceptLoop {
                         }
                         ticket
                     });
+                    tickets.insert(task.id(), ticket);
                     aborts.insert(ticket, task);
                 }
             }
