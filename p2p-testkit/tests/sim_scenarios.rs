@@ -635,6 +635,7 @@ fn byz_f_partial_frames_stay_within_the_reassembly_cap_and_stall_out() {
         for &p in &bad {
             assert!(r.cut_off_by(p, "stall deadline") > 0, "{p}:\n{r}");
         }
+        assert!(r.cutoffs.iter().any(|c| c.reason.contains("budget")), "{r}");
         for c in &r.cutoffs {
             assert_eq!(c.banned, !c.reason.contains("budget"), "{c:?}");
         }

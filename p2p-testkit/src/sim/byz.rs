@@ -169,6 +169,10 @@ const HASH_FLOOD_BATCH: usize = 16;
 const HASH_FLOOD_MIN_AGE: u64 = 10;
 /// Size of the largest oversized push of a [`ByzKind::Pusher`].
 const BIG_PUSH: usize = 64 * 1024;
+/// Messages a [`ByzKind::PartialFrames`] actor starts on a connection where it stays within
+/// its share of the receiver's reassembly budget.
+const PARTIAL_MODEST: usize = 2;
+
 /// Ticks between a [`ByzKind::StalledReader`]'s rounds of repeated requests.
 const STALL_REPEAT: u64 = 20;
 
@@ -474,14 +478,20 @@ impl Byz {
     }
 
     /// The messages a [`ByzKind::PartialFrames`] actor starts on a new connection to `peer`
-    /// and never finishes: as many of [`PARTIAL_TOTAL`] bytes as the receiver's per-connection
-    /// bounds take, in the classes a response may use.
+    /// and never finishes, of [`PARTIAL_TOTAL`] bytes each, in the classes a response may use:
+    /// on every other connection as many as the receiver's per-connection bounds take (past
+    /// its fair share of the node's budget), on the others [`PARTIAL_MODEST`] (within it).
     pub fn partials_on_connect(&self, peer: u32, out: &mut Partials) {
         if self.kind != ByzKind::PartialFrames {
             return;
         }
-        let n = (self.limits.max_buffered_bytes / PARTIAL_TOTAL as usize)
+        let greedy = (self.limits.max_buffered_bytes / PARTIAL_TOTAL as usize)
             .min(self.limits.max_partial_messages);
+        let n = if self.connections.wrapping_add(peer as u64).is_multiple_of(2) {
+            greedy
+        } else {
+            PARTIAL_MODEST.min(greedy)
+        };
         let classes = [Class::Urgent, Class::Normal, Class::Bulk];
         for i in 0..n {
             out.push((peer, classes[i % classes.len()], PARTIAL_TOTAL));

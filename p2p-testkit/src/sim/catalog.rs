@@ -111,7 +111,9 @@ fn byz_f_mixed(seed: u64) -> [ByzKind; BYZ_F] {
 /// under 3,000 each overfill. Request timeouts are 500 ms; a cut-off attacker reconnects after
 /// 500 ms and starts again. The connection layer's timers are scaled as the request timeout is
 /// (a quarter of the drivers' defaults): stall deadline 2.5 s + 200 ms per MiB, write stall
-/// timeout 2.5 s.
+/// timeout 2.5 s. The node-wide reassembly cap is 64 MiB (the drivers' default is 512 MiB, twice
+/// the core's in-flight bytes), so that f senders of partial frames, each allowed 64 MiB on its
+/// connection, pass it and the budget's fair shares decide.
 fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario {
     let slots = byz_f_slots(seed);
     let mut s = base(seed, name, BYZ_F_NODES)
@@ -134,6 +136,7 @@ fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario
         .byzantine_pace(ms(20), 150)
         .partial_timeout(ms(2_500), ms(200))
         .write_stall_timeout(ms(2_500))
+        .reassembly_cap(64 << 20)
         .settle(Duration::from_secs(5));
     match attackers {
         Some(kinds) => {
