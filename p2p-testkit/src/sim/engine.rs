@@ -541,13 +541,15 @@ impl Sim<'_> {
                             p.closed(now, peer_id, CloseCause::Lost);
                         }
                     }
+                    // A churning peer that dialed us is banned; our own dial that raced the
+                    // limit only waits for the next token.
                     if let Refusal::Churning { .. } = refusal {
                         self.cutoffs.push(Cutoff {
                             at: now,
                             by: me as usize,
                             peer: peer as usize,
                             reason: format!("policy: {refusal}"),
-                            banned: true,
+                            banned: me != lo,
                         });
                     }
                     self.run_policy(lo);
