@@ -59,10 +59,12 @@ pub enum ByzKind {
     /// (connect, handshake, leave, again and again). Honest nodes must refuse it past the
     /// policy's churn limit and ban it.
     Churner,
-    /// On each connection, starts messages of [`PARTIAL_TOTAL`] bytes (the first frame of each,
-    /// announcing its total), as many as fit under the receiver's `max_buffered_bytes`, and
-    /// never sends the rest. Honest nodes must keep their reassembly reservations within their
-    /// node-wide cap and cut it off at the stall deadline.
+    /// On each connection, starts messages of 1 MiB (the first frame of each, announcing its
+    /// total) and never sends the rest: on every other connection as many as fit under the
+    /// receiver's `max_buffered_bytes` (past its share of the node's budget), on the others two
+    /// (within it). Honest nodes must keep their reassembly reservations within their
+    /// node-wide cap (ending a connection past its share, without a ban) and cut it off at the
+    /// stall deadline.
     PartialFrames,
     /// Never drains its downlink: frames sent to it stay in the connection's window, so the
     /// honest senders' bytes are never accepted (it peeks at what arrived, as `MSG_PEEK` would,
