@@ -527,3 +527,173 @@ fn repeat_offenders_are_readmitted_only_after_doubling_bans() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Colluding members that attack the connection layer (the `byz-f-*` subnet, 4 of 13): the honest
+// simulated nodes run the drivers' rules on their links (classes by message type, the policy's
+// churn limit, the reassembly budget with stall deadlines, the write stall timeout), with the
+// connection timers scaled as the request timeout is (stall deadline 2.5 s + 200 ms per MiB,
+// write stall 2.5 s) and a node-wide reassembly cap of 64 MiB. Each attack keeps the same
+// progress bound as above, and its own bound.
+//
+// Measured (release, `p2p-sim run <name> --seeds 0..20`), all-hold p50 / p99 / max over the 20
+// runs' artifacts, the largest per-run p99 of single deliveries, and what the honest nodes did:
+//   byz-f-baseline (no attack)  35 /  99 / 153 ms   deliveries p99 <= 141 ms
+//   byz-f-class-spoofer         35 /  99 / 147 ms   deliveries p99 <= 140 ms   1,796 wrong-class
+//                               cut-offs, all bans, the first 30 ms in
+//   byz-f-churner               35 /  99 / 148 ms   deliveries p99 <= 141 ms   refused (and banned)
+//                               after 10 admissions in a row, the first at 200 ms
+//   byz-f-partial-frames        35 / 103 / 154 ms   deliveries p99 <= 143 ms   reassembly peak
+//                               44 MB of the 67 MB cap; 1,524 budget refusals (no ban), 809
+//                               stall-deadline bans, the first at 2.713 s (2.5 s + 200 ms)
+//   byz-f-stalled-reader        35 / 131 / 224 ms   deliveries p99 <= 215 ms   212 write stall
+//                               closes (no ban), the first at 2.9 s; the honest uplinks spend
+//                               their windows on the readers (amplification 4.65)
+//   byz-f-mixed-conn            35 / 107 / 168 ms   deliveries p99 <= 157 ms
+// ---------------------------------------------------------------------------------------------
+
+/// The `byz-f-*` subnets' ban after a first offence (the simulator's policy `ban_base`).
+const BYZ_F_FIRST_BAN: Duration = ms(500);
+/// The `byz-f-*` subnets' write stall timeout.
+const BYZ_F_WRITE_STALL: Duration = ms(2_500);
+
+/// The cutoffs of `r` whose reason contains `reason`, per (honest node, peer), in time order.
+fn cutoffs_of(r: &Report, reason: &str) -> std::collections::BTreeMap<(usize, usize), Vec<u64>> {
+    let mut pairs: std::collections::BTreeMap<(usize, usize), Vec<u64>> = Default::default();
+    for c in r.cutoffs.iter().filter(|c| c.reason.contains(reason)) {
+        pairs
+            .entry((c.by, c.peer))
+            .or_default()
+            .push(c.at.as_nanos());
+    }
+    pairs
+}
+
+/// Runs `name` over `seeds` with its progress checked; returns each report with its attackers.
+fn byz_f_with_attackers(name: &str, seeds: std::ops::Range<u64>) -> Vec<(Report, Vec<usize>)> {
+    seeds
+        .map(|seed| {
+            let sc = named(name, seed).expect("exists");
+            let bad = attackers(&sc);
+            let r = sc.run();
+            check_progress(&r, &byz_f_baseline(seed));
+            assert!(
+                r.cutoffs.iter().all(|c| bad.contains(&c.peer)),
+                "an honest node was cut off:\n{r}"
+            );
+            (r, bad)
+        })
+        .collect()
+}
+
+#[test]
+fn byz_f_class_spoofers_are_banned_at_their_first_wrong_class_message() {
+    for (r, bad) in byz_f_with_attackers("byz-f-class-spoofer", 0..8) {
+        let honest = 13 - bad.len();
+        for &p in &bad {
+            assert_eq!(r.cut_off_by(p, " class"), honest, "{p}:\n{r}");
+        }
+        // Every cut is a ban, and the spoofer is back only after it: a wrong-class message is
+        // never let through twice in a row.
+        assert!(r.cutoffs.iter().all(|c| c.banned), "{r}");
+        for ((by, peer), times) in cutoffs_of(&r, " class") {
+            for w in times.windows(2) {
+                let gap = Duration::from_nanos(w[1] - w[0]);
+                assert!(
+                    gap >= BYZ_F_FIRST_BAN,
+                    "{by} readmitted {peer} after {gap:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn byz_f_churners_are_refused_past_the_churn_limit_and_banned() {
+    for (r, bad) in byz_f_with_attackers("byz-f-churner", 0..8) {
+        let refusals = cutoffs_of(&r, "churn limit");
+        // Each churner dials the honest nodes with higher ids than its own (the dial rule) and
+        // is refused by at least one; every refusal is a ban, and the next refusal of the same
+        // pair comes after it (the churner is not admitted in between).
+        assert!(
+            bad.iter().any(|p| r.cut_off_by(*p, "churn limit") > 0),
+            "{r}"
+        );
+        assert!(r.cutoffs.iter().all(|c| c.banned), "{r}");
+        for ((by, peer), times) in refusals {
+            for w in times.windows(2) {
+                let gap = Duration::from_nanos(w[1] - w[0]);
+                assert!(
+                    gap >= BYZ_F_FIRST_BAN,
+                    "{by} refused {peer} again after {gap:?}"
+                );
+            }
+            // At most one refusal per ban: 500 ms, then doubling, over a 6 s run.
+            assert!(
+                times.len() <= 4,
+                "{by} refused {peer} {} times:\n{r}",
+                times.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn byz_f_partial_frames_stay_within_the_reassembly_cap_and_stall_out() {
+    for (r, bad) in byz_f_with_attackers("byz-f-partial-frames", 0..8) {
+        let (peak, cap) = r.reassembly_peak;
+        assert!(
+            peak > 0 && peak <= cap,
+            "reassembly peak {peak} of cap {cap}:\n{r}"
+        );
+        // Every attacker's unfinished messages stall out at some honest node (a ban); a refusal
+        // of the node-wide budget only ends the connection.
+        for &p in &bad {
+            assert!(r.cut_off_by(p, "stall deadline") > 0, "{p}:\n{r}");
+        }
+        assert!(r.cutoffs.iter().any(|c| c.reason.contains("budget")), "{r}");
+        for c in &r.cutoffs {
+            assert_eq!(c.banned, !c.reason.contains("budget"), "{c:?}");
+        }
+        // The stall deadline of a 1 MiB message: 2.5 s + 200 ms after its first frame.
+        let first = r
+            .cutoffs
+            .iter()
+            .filter(|c| c.reason.contains("stall deadline"))
+            .map(|c| c.at.as_nanos())
+            .min();
+        assert!(first >= Some(ms(2_700).as_nanos() as u64), "{r}");
+    }
+}
+
+#[test]
+fn byz_f_stalled_readers_are_cut_after_the_write_stall_timeout_without_a_ban() {
+    for (r, bad) in byz_f_with_attackers("byz-f-stalled-reader", 0..8) {
+        assert!(!r.cutoffs.is_empty(), "{r}");
+        for c in &r.cutoffs {
+            assert!(c.reason.contains("write stall") && !c.banned, "{c:?}");
+            assert!(
+                c.at.as_nanos() >= BYZ_F_WRITE_STALL.as_nanos() as u64,
+                "{c:?}"
+            );
+        }
+        assert!(
+            bad.iter().all(|p| r.cut_off_by(*p, "write stall") > 0),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn byz_f_mixed_connection_attackers_do_not_stop_progress() {
+    for (r, _) in byz_f_with_attackers("byz-f-mixed-conn", 0..12) {
+        let (peak, cap) = r.reassembly_peak;
+        assert!(peak <= cap, "{r}");
+        for reason in [" class", "churn limit", "stall deadline"] {
+            assert!(
+                r.cutoffs.iter().any(|c| c.reason.contains(reason)),
+                "{reason}:\n{r}"
+            );
+        }
+    }
+}

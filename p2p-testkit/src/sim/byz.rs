@@ -48,11 +48,52 @@ pub enum ByzKind {
     /// then, at every tick, withdraws its oldest ones and advertises as many fresh ones: a churn
     /// inside the limits that costs the honest nodes hash-table work. Never answers a request.
     HashFlood,
+    /// Re-advertises what it hears (in the control class, as it must) and answers requests with
+    /// random bytes in the urgent class (allowed for a response, so a bulk response claimed
+    /// urgent: it only reorders the attacker's own uplink); at each tick sends every peer one
+    /// message in a class its type does not allow (adverts as urgent, a withdraw as bulk, a
+    /// push as control, a request as normal, in turn). Honest nodes must cut it off and ban it
+    /// at its first wrong-class message.
+    ClassSpoofer,
+    /// At each tick, leaves every connection it has and dials again at once those it may dial
+    /// (connect, handshake, leave, again and again). Honest nodes must refuse it past the
+    /// policy's churn limit and ban it.
+    Churner,
+    /// On each connection, starts messages of 1 MiB (the first frame of each, announcing its
+    /// total) and never sends the rest: on every other connection as many as fit under the
+    /// receiver's `max_buffered_bytes` (past its share of the node's budget), on the others two
+    /// (within it). Honest nodes must keep their reassembly reservations within their
+    /// node-wide cap (ending a connection past its share, without a ban) and cut it off at the
+    /// stall deadline.
+    PartialFrames,
+    /// Never drains its downlink: frames sent to it stay in the connection's window, so the
+    /// honest senders' bytes are never accepted (it peeks at what arrived, as `MSG_PEEK` would,
+    /// and requests everything advertised to it, to keep them sending). Honest nodes must end
+    /// the connection after their write stall timeout, without a ban.
+    StalledReader,
 }
 
 impl ByzKind {
     /// Every kind.
-    pub const ALL: [ByzKind; 10] = [
+    pub const ALL: [ByzKind; 14] = [
+        ByzKind::BadData,
+        ByzKind::Silent,
+        ByzKind::Phantom,
+        ByzKind::Flood,
+        ByzKind::Churn,
+        ByzKind::Malformed,
+        ByzKind::NeverServe,
+        ByzKind::Squatter,
+        ByzKind::Pusher,
+        ByzKind::HashFlood,
+        ByzKind::ClassSpoofer,
+        ByzKind::Churner,
+        ByzKind::PartialFrames,
+        ByzKind::StalledReader,
+    ];
+
+    /// The kinds that break the protocol above the connection layer (what the core sees).
+    pub const CORE: [ByzKind; 10] = [
         ByzKind::BadData,
         ByzKind::Silent,
         ByzKind::Phantom,
@@ -78,6 +119,10 @@ impl ByzKind {
             ByzKind::Squatter => "squatter",
             ByzKind::Pusher => "pusher",
             ByzKind::HashFlood => "hash-flood",
+            ByzKind::ClassSpoofer => "class-spoofer",
+            ByzKind::Churner => "churner",
+            ByzKind::PartialFrames => "partial-frames",
+            ByzKind::StalledReader => "stalled-reader",
         }
     }
 }
@@ -95,6 +140,10 @@ pub(crate) struct Limits {
     pub max_adverts_per_peer_per_kind: usize,
     /// Largest artifact an honest node accepts in a push.
     pub push_threshold: u64,
+    /// Bytes an honest receiver reserves for one connection's messages under reassembly.
+    pub max_buffered_bytes: usize,
+    /// Messages an honest receiver reassembles at once on one connection.
+    pub max_partial_messages: usize,
 }
 
 impl Limits {
@@ -122,6 +171,16 @@ const HASH_FLOOD_BATCH: usize = 16;
 const HASH_FLOOD_MIN_AGE: u64 = 10;
 /// Size of the largest oversized push of a [`ByzKind::Pusher`].
 const BIG_PUSH: usize = 64 * 1024;
+/// Messages a [`ByzKind::PartialFrames`] actor starts on a connection where it stays within
+/// its share of the receiver's reassembly budget.
+const PARTIAL_MODEST: usize = 2;
+
+/// Ticks between a [`ByzKind::StalledReader`]'s rounds of repeated requests.
+const STALL_REPEAT: u64 = 20;
+
+/// Announced total of each message a [`ByzKind::PartialFrames`] actor starts.
+pub(crate) const PARTIAL_TOTAL: u32 = 1 << 20;
+
 /// Size advertised for fake urgent ids: over the push threshold (a real artifact of that size
 /// would be advertised too), small enough to be urgent.
 const URGENT_FAKE_SIZE: u64 = 2_000;
@@ -170,6 +229,8 @@ impl Held {
 }
 
 pub(crate) type Sends = Vec<(u32, Message, Class)>;
+/// First frames to send with nothing after them: (peer, class, announced total).
+pub(crate) type Partials = Vec<(u32, Class, u32)>;
 
 pub(crate) struct Byz {
     pub kind: ByzKind,
@@ -189,6 +250,8 @@ pub(crate) struct Byz {
     held: HashMap<u32, Held>,
     /// A [`ByzKind::Squatter`]'s ids: drawn once, advertised to every peer on every connection.
     squat: Vec<Advert>,
+    /// A [`ByzKind::StalledReader`]'s requests to repeat: (peer, artifact), bounded.
+    wanted: VecDeque<(u32, ArtifactId)>,
 }
 
 impl Byz {
@@ -208,6 +271,7 @@ impl Byz {
             ticks: 0,
             held: HashMap::new(),
             squat: Vec::new(),
+            wanted: VecDeque::new(),
         }
     }
 
@@ -223,6 +287,9 @@ impl Byz {
                     | ByzKind::NeverServe
                     | ByzKind::Pusher
                     | ByzKind::HashFlood
+                    | ByzKind::ClassSpoofer
+                    | ByzKind::Churner
+                    | ByzKind::StalledReader
             )
     }
 
@@ -375,7 +442,9 @@ impl Byz {
                         }
                     }
                 };
-                out.push((peer, msg, Class::Control));
+                // In a class its type allows: the transport passes it, the core must refuse it.
+                let class = p2p_transport::codec::allowed_classes(&msg)[0];
+                out.push((peer, msg, class));
             }
             ByzKind::Squatter => {
                 if self.squat.is_empty() {
@@ -393,11 +462,70 @@ impl Byz {
                 let msg = self.oversized_push(variant);
                 out.push((peer, msg, Class::Urgent));
             }
+            ByzKind::ClassSpoofer => {
+                let all: Vec<Advert> = self.heard.iter().cloned().collect();
+                for chunk in all.chunks(256) {
+                    out.push((peer, Message::Adverts(chunk.to_vec()), Class::Control));
+                }
+            }
             ByzKind::Phantom
             | ByzKind::Flood
             | ByzKind::Churn
             | ByzKind::NeverServe
-            | ByzKind::HashFlood => {}
+            | ByzKind::HashFlood
+            | ByzKind::Churner
+            | ByzKind::PartialFrames
+            | ByzKind::StalledReader => {}
+        }
+    }
+
+    /// The messages a [`ByzKind::PartialFrames`] actor starts on a new connection to `peer`
+    /// and never finishes, of [`PARTIAL_TOTAL`] bytes each, in the classes a response may use:
+    /// on every other connection as many as the receiver's per-connection bounds take (past
+    /// its fair share of the node's budget), on the others [`PARTIAL_MODEST`] (within it).
+    pub fn partials_on_connect(&self, peer: u32, out: &mut Partials) {
+        if self.kind != ByzKind::PartialFrames {
+            return;
+        }
+        let greedy = (self.limits.max_buffered_bytes / PARTIAL_TOTAL as usize)
+            .min(self.limits.max_partial_messages);
+        let n = if self.connections.wrapping_add(peer as u64).is_multiple_of(2) {
+            greedy
+        } else {
+            PARTIAL_MODEST.min(greedy)
+        };
+        let classes = [Class::Urgent, Class::Normal, Class::Bulk];
+        for i in 0..n {
+            out.push((peer, classes[i % classes.len()], PARTIAL_TOTAL));
+        }
+    }
+
+    /// A message in a class its type does not allow, the `variant`-th of four.
+    fn wrong_class(&mut self, variant: u64) -> (Message, Class) {
+        match variant % 4 {
+            0 => {
+                let a = self.fake_advert(Kind(3), 4096);
+                (Message::Adverts(vec![a]), Class::Urgent)
+            }
+            1 => (Message::Withdraw(self.random_id()), Class::Bulk),
+            2 => {
+                let data = Bytes::from(self.rng.bytes(200));
+                let advert = Advert {
+                    id: ArtifactId::of(&data),
+                    kind: URGENT,
+                    size: data.len() as u64,
+                    attr: Bytes::new(),
+                };
+                (Message::Push { advert, data }, Class::Control)
+            }
+            _ => {
+                let msg = Message::Request {
+                    req_id: self.rng.next_u64(),
+                    id: self.random_id(),
+                    priority: p2p_core::Priority::URGENT,
+                };
+                (msg, Class::Normal)
+            }
         }
     }
 
@@ -436,14 +564,66 @@ impl Byz {
                 let data = Bytes::from(self.rng.bytes(size as usize));
                 out.push((from, Message::Response { req_id, id, data }, Class::Normal));
             }
+            (ByzKind::ClassSpoofer, Message::Adverts(adverts)) => self.remember(adverts),
+            (ByzKind::ClassSpoofer, Message::Request { req_id, id, .. }) => {
+                let size = self.heard_size(&id).min(1 << 20);
+                let data = Bytes::from(self.rng.bytes(size as usize));
+                out.push((from, Message::Response { req_id, id, data }, Class::Urgent));
+            }
+            (ByzKind::StalledReader, Message::Adverts(adverts)) => {
+                for a in adverts {
+                    self.request(from, a.id, out);
+                    self.wanted.push_back((from, a.id));
+                    if self.wanted.len() > MEMORY {
+                        self.wanted.pop_front();
+                    }
+                }
+            }
             (
-                ByzKind::Phantom | ByzKind::Churn | ByzKind::Malformed,
+                ByzKind::Phantom | ByzKind::Churn | ByzKind::Malformed | ByzKind::Churner,
                 Message::Request { req_id, id, .. },
             ) => {
                 out.push((from, Message::NotFound { req_id, id }, Class::Control));
             }
             _ => {}
         }
+    }
+
+    /// Requests `id` from `peer`.
+    fn request(&mut self, peer: u32, id: ArtifactId, out: &mut Sends) {
+        let req_id = self.rng.next_u64();
+        let priority = p2p_core::Priority::BULK;
+        out.push((
+            peer,
+            Message::Request {
+                req_id,
+                id,
+                priority,
+            },
+            Class::Control,
+        ));
+    }
+
+    /// Remembers `adverts` (bounded), to advertise them on later connections.
+    fn remember(&mut self, adverts: Vec<Advert>) {
+        for a in adverts {
+            if self.heard_set.insert(a.id) {
+                self.heard.push_back(a);
+                if self.heard.len() > MEMORY
+                    && let Some(old) = self.heard.pop_front()
+                {
+                    self.heard_set.remove(&old.id);
+                }
+            }
+        }
+    }
+
+    /// The size of a remembered advert of `id` (64 if none).
+    fn heard_size(&self, id: &ArtifactId) -> u64 {
+        self.heard
+            .iter()
+            .find(|a| a.id == *id)
+            .map_or(64, |a| a.size)
     }
 
     /// Re-advertises what it heard to every other peer, as if it held it.
@@ -568,7 +748,31 @@ impl Byz {
                     self.advertise_within(p, URGENT, &adverts, out);
                 }
             }
-            ByzKind::BadData | ByzKind::Silent | ByzKind::Malformed | ByzKind::Squatter => {}
+            ByzKind::StalledReader => {
+                // Every STALL_REPEAT ticks, asks again for everything it was offered: later than
+                // an early repeat, so the honest nodes serve it again.
+                if self.ticks.is_multiple_of(STALL_REPEAT) {
+                    let wanted: Vec<(u32, ArtifactId)> = self.wanted.iter().copied().collect();
+                    for (p, id) in wanted {
+                        if self.peers.contains(&p) {
+                            self.request(p, id, out);
+                        }
+                    }
+                }
+            }
+            ByzKind::ClassSpoofer => {
+                for p in peers {
+                    let variant = self.ticks.wrapping_add(p as u64);
+                    let (msg, class) = self.wrong_class(variant);
+                    out.push((p, msg, class));
+                }
+            }
+            ByzKind::BadData
+            | ByzKind::Silent
+            | ByzKind::Malformed
+            | ByzKind::Squatter
+            | ByzKind::Churner
+            | ByzKind::PartialFrames => {}
         }
     }
 }

@@ -109,7 +109,11 @@ fn byz_f_mixed(seed: u64) -> [ByzKind; BYZ_F] {
 /// in the first second. The limits are small so that attackers reach them quickly: 3,000
 /// adverts per peer, 2,000 per kind, and a download table of 10,000, which f squatters at just
 /// under 3,000 each overfill. Request timeouts are 500 ms; a cut-off attacker reconnects after
-/// 500 ms and starts again.
+/// 500 ms and starts again. The connection layer's timers are scaled as the request timeout is
+/// (a quarter of the drivers' defaults): stall deadline 2.5 s + 200 ms per MiB, write stall
+/// timeout 2.5 s. The node-wide reassembly cap is 64 MiB (the drivers' default is 512 MiB, twice
+/// the core's in-flight bytes), so that f senders of partial frames, each allowed 64 MiB on its
+/// connection, pass it and the budget's fair shares decide.
 fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario {
     let slots = byz_f_slots(seed);
     let mut s = base(seed, name, BYZ_F_NODES)
@@ -130,6 +134,9 @@ fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario
         })
         .reconnect_cut_off(Some(ms(500)))
         .byzantine_pace(ms(20), 150)
+        .partial_timeout(ms(2_500), ms(200))
+        .write_stall_timeout(ms(2_500))
+        .reassembly_cap(64 << 20)
         .settle(Duration::from_secs(5));
     match attackers {
         Some(kinds) => {
@@ -147,6 +154,22 @@ fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario
         s = s.publish(ms(10 + r.below(1_000)), node, URGENT, 600);
     }
     s
+}
+
+/// The attackers of `byz-f-mixed-conn`: one of each connection-layer kind, in an order drawn
+/// from the seed.
+fn byz_f_mixed_conn(seed: u64) -> [ByzKind; BYZ_F] {
+    let mut kinds = [
+        ByzKind::ClassSpoofer,
+        ByzKind::Churner,
+        ByzKind::PartialFrames,
+        ByzKind::StalledReader,
+    ];
+    let mut r = Rng::new(derive(seed, 97));
+    for i in (1..BYZ_F).rev() {
+        kinds.swap(i, r.below(i as u64 + 1) as usize);
+    }
+    kinds
 }
 
 /// A `byz-f-*` run with f attackers of one kind.
@@ -369,6 +392,31 @@ pub fn catalog() -> Vec<CatalogEntry> {
             about: "f = 4 of 13 colluding: never-serve, squatter, pusher and bad-data on seed-drawn slots",
             build: |seed| byz_f(seed, "byz-f-mixed", Some(byz_f_mixed(seed))),
         },
+        CatalogEntry {
+            name: "byz-f-class-spoofer",
+            about: "f = 4 of 13 send messages in classes their types do not allow: cut off and banned at the first",
+            build: |seed| byz_f_all(seed, ByzKind::ClassSpoofer),
+        },
+        CatalogEntry {
+            name: "byz-f-churner",
+            about: "f = 4 of 13 connect and leave every 20 ms: refused past the churn limit and banned",
+            build: |seed| byz_f_all(seed, ByzKind::Churner),
+        },
+        CatalogEntry {
+            name: "byz-f-partial-frames",
+            about: "f = 4 of 13 start 1 MiB messages and never finish them: reassembly stays in its cap, cut at the stall deadline",
+            build: |seed| byz_f_all(seed, ByzKind::PartialFrames),
+        },
+        CatalogEntry {
+            name: "byz-f-stalled-reader",
+            about: "f = 4 of 13 never drain their downlink: the senders end the connection after the write stall timeout",
+            build: |seed| byz_f_all(seed, ByzKind::StalledReader),
+        },
+        CatalogEntry {
+            name: "byz-f-mixed-conn",
+            about: "f = 4 of 13 colluding: class spoofer, churner, partial frames and stalled reader on seed-drawn slots",
+            build: |seed| byz_f(seed, "byz-f-mixed-conn", Some(byz_f_mixed_conn(seed))),
+        },
     ]
 }
 
@@ -400,7 +448,7 @@ pub fn random(seed: u64) -> Scenario {
         s = s.random_faults(r.range(1, 6) as usize, ms(50), ms(r.range(500, 4_000)));
     }
     if nodes >= 6 && r.chance(0.5) {
-        let kind = ByzKind::ALL[r.below(ByzKind::ALL.len() as u64) as usize];
+        let kind = ByzKind::CORE[r.below(ByzKind::CORE.len() as u64) as usize];
         s = s.byzantine(nodes - 1, kind).config(|c| {
             c.max_adverts_per_peer = 3_000;
             c.max_adverts_per_peer_per_kind = 2_000;

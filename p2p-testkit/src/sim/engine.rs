@@ -24,7 +24,9 @@ use p2p_core::{
     Advert, Artifact, ArtifactId, Class, Config, Decision, Input, InputError, Message, Node,
     NodeId, Output, Time,
 };
-use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction};
+use p2p_transport::codec::class_allowed;
+use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction, Refusal};
+use p2p_transport::reassembly::{BudgetSlot, ReassemblyBudget};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +51,16 @@ struct Slot {
     delivered: HashMap<ArtifactId, u32>,
     /// The trace of this incarnation, when the node is recorded.
     trace: Option<Box<ActiveTrace>>,
+    /// An honest node's node-wide reassembly budget (p2p-transport's `ReassemblyBudget`).
+    budget: Option<ReassemblyBudget>,
+}
+
+/// What an honest receiver holds of one connection's messages under reassembly: its account
+/// in the node's budget and, per message, its stream number and announced total.
+struct Reassembly {
+    epoch: u32,
+    slot: BudgetSlot,
+    partials: Vec<(u32, usize)>,
 }
 
 /// A published artifact.
@@ -83,6 +95,10 @@ struct Sim<'a> {
     cutoffs: Vec<Cutoff>,
     /// Scratch buffer of a byzantine actor's sends.
     sends: Sends,
+    /// Per direction (sender, honest receiver) of an up connection: its reassembly state.
+    rx: HashMap<(u32, u32), Reassembly>,
+    /// The largest node-wide reassembly reservation seen at an honest node, and the cap.
+    reassembly_peak: (usize, usize),
 }
 
 /// Runs `sc` and checks its properties.
@@ -158,6 +174,7 @@ impl<'a> Sim<'a> {
                 policy_at: None,
                 delivered: HashMap::new(),
                 trace: None,
+                budget: None,
             })
             .collect();
         let bandwidths = (0..n).map(|i| {
@@ -169,11 +186,13 @@ impl<'a> Sim<'a> {
         });
         let rng = Rng::new(derive(sc.seed, 1));
         let members = (0..n).map(|i| sc.is_initial_member(i)).collect();
+        let watched = (0..n).map(|i| !sc.byzantine.iter().any(|(j, _)| *j == i));
+        let write_stall = Some((sc.write_stall_timeout, watched.collect()));
         Sim {
             sc,
             cfg,
             q: Queue::default(),
-            net: Network::new(bandwidths, sc.link.jitter, sc.congestion, rng),
+            net: Network::new(bandwidths, sc.link.jitter, sc.congestion, write_stall, rng),
             faults: Faults::new(members, sc.byz_period),
             checks: Checks::default(),
             recorder: Recorder::new(profile),
@@ -188,6 +207,8 @@ impl<'a> Sim<'a> {
             inputs: 0,
             cutoffs: Vec::new(),
             sends: Vec::new(),
+            rx: HashMap::new(),
+            reassembly_peak: (0, 0),
         }
     }
 
@@ -330,6 +351,8 @@ impl Sim<'_> {
             max_adverts_per_peer: c.max_adverts_per_peer,
             max_adverts_per_peer_per_kind: c.max_adverts_per_peer_per_kind,
             push_threshold: c.push_threshold,
+            max_buffered_bytes: self.sc.mux.max_buffered_bytes,
+            max_partial_messages: self.sc.mux.max_partial_messages,
         }
     }
 
@@ -370,6 +393,12 @@ impl Sim<'_> {
             .expect("the scenario's policy settings are valid");
         self.slots[i].policy = Some(Box::new(policy));
         self.slots[i].policy_at = None;
+        let cap = self.sc.reassembly_cap.unwrap_or_else(|| {
+            usize::try_from(self.cfg.max_in_flight_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+        });
+        self.slots[i].budget = Some(ReassemblyBudget::new(cap));
         self.install_peers(i);
     }
 
@@ -493,15 +522,43 @@ impl Sim<'_> {
             }
             return;
         }
-        let up = self.net.connect(a, b, self.q.now());
+        // Each honest end admits the connection once its handshake is through (the dialer's
+        // first); a refusal ends it, and a churning peer is banned by the refusing policy.
+        let mut admitted = Vec::new();
         for (me, peer) in [(lo, hi), (hi, lo)] {
             let id = self.ids[peer as usize];
-            if let Some(p) = &mut self.slots[me as usize].policy
-                && !p.is_connected(&id)
-            {
-                let _ = p.admit(now, id, me == lo);
+            let Some(p) = &mut self.slots[me as usize].policy else {
+                continue;
+            };
+            if p.is_connected(&id) {
+                continue;
+            }
+            match p.admit(now, id, me == lo) {
+                Ok(_) => admitted.push((me, id)),
+                Err(refusal) => {
+                    for (by, peer_id) in admitted {
+                        if let Some(p) = &mut self.slots[by as usize].policy {
+                            p.closed(now, peer_id, CloseCause::Lost);
+                        }
+                    }
+                    // A churning peer that dialed us is banned; our own dial that raced the
+                    // limit only waits for the next token.
+                    if let Refusal::Churning { .. } = refusal {
+                        self.cutoffs.push(Cutoff {
+                            at: now,
+                            by: me as usize,
+                            peer: peer as usize,
+                            reason: format!("policy: {refusal}"),
+                            banned: me != lo,
+                        });
+                    }
+                    self.run_policy(lo);
+                    self.run_policy(hi);
+                    return;
+                }
             }
         }
+        let up = self.net.connect(a, b, self.q.now());
         if up {
             self.notify_connected(a, b);
             self.notify_connected(b, a);
@@ -509,11 +566,38 @@ impl Sim<'_> {
     }
 
     fn notify_connected(&mut self, me: u32, peer: u32) {
+        if let (Some(budget), Some(epoch)) =
+            (&self.slots[me as usize].budget, self.net.epoch(me, peer))
+        {
+            let slot = budget.register();
+            let rx = Reassembly {
+                epoch,
+                slot,
+                partials: Vec::new(),
+            };
+            self.rx.insert((peer, me), rx);
+        }
         if self.runs_core(me) {
             let id = self.ids[peer as usize];
             self.pending.push_back((me, Input::PeerConnected(id)));
         } else if self.byz_react(me, |b, sends| b.on_connect(peer, sends)) {
+            self.start_partials(me, peer);
             self.arm_byz(me);
+        }
+    }
+
+    /// Sends the first frames that the byzantine actor `me` starts on its connection to `peer`.
+    fn start_partials(&mut self, me: u32, peer: u32) {
+        let Actor::Byz(b) = &self.slots[me as usize].actor else {
+            return;
+        };
+        let mut partials = Vec::new();
+        b.partials_on_connect(peer, &mut partials);
+        for (to, class, total) in partials {
+            self.net.enqueue_partial(me, to, class, total);
+        }
+        if self.net.idle(me) {
+            self.start_frame(me);
         }
     }
 
@@ -553,6 +637,8 @@ impl Sim<'_> {
         if !self.net.close(a, b) {
             return;
         }
+        self.rx.remove(&(a, b));
+        self.rx.remove(&(b, a));
         let now = Time::from_nanos(self.q.now());
         for (me, peer) in [(a, b), (b, a)] {
             let cause = if by == Some(me) {
@@ -585,15 +671,23 @@ impl Sim<'_> {
         self.run_policy(b);
     }
 
-    /// Honest node `by` closes its connection to `peer` for `reason`.
+    /// Honest node `by` closes its connection to `peer` for `reason`, a misbehaviour.
     fn cut_off(&mut self, by: u32, peer: u32, reason: String) {
+        self.end_connection(by, peer, reason, true);
+    }
+
+    /// Honest node `by` closes its connection to `peer` for `reason`: a misbehaviour (the
+    /// policy bans the peer) or not (a connection failure).
+    fn end_connection(&mut self, by: u32, peer: u32, reason: String, misbehaviour: bool) {
         self.cutoffs.push(Cutoff {
             at: Time::from_nanos(self.q.now()),
             by: by as usize,
             peer: peer as usize,
             reason,
+            banned: misbehaviour,
         });
-        self.close_for(by, peer, self.sc.reconnect_cut_off, Some(by));
+        let cause = misbehaviour.then_some(by);
+        self.close_for(by, peer, self.sc.reconnect_cut_off, cause);
     }
 
     /// Feeds the queued inputs to their cores, and acts on their outputs, until none is left.
@@ -715,7 +809,8 @@ impl Sim<'_> {
 impl Sim<'_> {
     fn enqueue(&mut self, from: u32, to: u32, msg: Message, class: Class) {
         let honest = self.honest(from as usize);
-        match self.net.enqueue(from, to, msg, class, honest) {
+        let now = self.q.now();
+        match self.net.enqueue(from, to, msg, class, honest, now) {
             Enqueued::NoLink => return,
             Enqueued::Lost => {
                 self.checks.lost += 1;
@@ -748,6 +843,20 @@ impl Sim<'_> {
         }
     }
 
+    /// A frame reaches its receiver's downlink; a [`ByzKind::StalledReader`] never drains it
+    /// (so it stays in the window) and only peeks at the messages.
+    fn arrive(&mut self, f: FrameEv) {
+        if self.slots[f.to as usize].byz == Some(ByzKind::StalledReader)
+            && self.alive(f.to as usize)
+        {
+            if let Some(d) = f.last {
+                self.receive(*d, f.class);
+            }
+            return;
+        }
+        self.net.arrive(f, &mut self.q);
+    }
+
     fn uplink_done(&mut self, node: u32, inc: u32) {
         if self.slots[node as usize].inc == inc && self.net.frame_sent(node, &mut self.q) {
             self.start_frame(node);
@@ -755,16 +864,90 @@ impl Sim<'_> {
     }
 
     fn through(&mut self, f: FrameEv) {
+        if (f.first_of.is_some() || f.ends_partial) && !self.reassemble(&f) {
+            return;
+        }
         if self.net.through(&f) {
             self.start_frame(f.from);
         }
         if let Some(d) = f.last {
-            self.receive(*d);
+            self.receive(*d, f.class);
         }
     }
 
-    /// Hands a message that is through the receiver's downlink to the receiver.
-    fn receive(&mut self, d: Delivery) {
+    /// An honest receiver's accounting of a frame of a message of several frames, as its
+    /// multiplexer does: the first reserves the announced total (within `max_partial_messages`,
+    /// `max_buffered_bytes` and the node's [`ReassemblyBudget`]) and starts the stall deadline,
+    /// the last gives the reservation back. False when the frame ended the connection.
+    fn reassemble(&mut self, f: &FrameEv) -> bool {
+        let (from, to) = (f.from, f.to);
+        let mux = &self.sc.mux;
+        let Some(rx) = self.rx.get_mut(&(from, to)).filter(|r| r.epoch == f.epoch) else {
+            return true;
+        };
+        if f.ends_partial {
+            if let Some(k) = rx.partials.iter().position(|(s, _)| *s == f.stream) {
+                let (_, total) = rx.partials.swap_remove(k);
+                rx.slot.give(total);
+            }
+            return true;
+        }
+        let Some(total) = f.first_of.map(|t| t as usize) else {
+            return true;
+        };
+        let failure = if rx.partials.len() >= mux.max_partial_messages {
+            Some(("transport: too many partial messages", true))
+        } else if rx.slot.usage() + total > mux.max_buffered_bytes {
+            Some(("transport: partial messages above max_buffered_bytes", true))
+        } else if rx.slot.try_take(total).is_err() {
+            Some(("transport: node reassembly budget refused a message", false))
+        } else {
+            None
+        };
+        if let Some((reason, misbehaviour)) = failure {
+            self.end_connection(to, from, reason.into(), misbehaviour);
+            return false;
+        }
+        rx.partials.push((f.stream, total));
+        let budget = rx.slot.budget();
+        let peak = budget.peak();
+        if peak > self.reassembly_peak.0 {
+            self.reassembly_peak = (peak, budget.cap());
+        }
+        let at = self.q.now() + nanos(mux.stall_allowance(total));
+        let ev = EvKind::PartialDeadline {
+            node: to,
+            peer: from,
+            epoch: f.epoch,
+            stream: f.stream,
+        };
+        self.q.push(at, ev);
+        true
+    }
+
+    /// The stall deadline of a message `peer` started sending to `node`: if it is still
+    /// incomplete, `node` cuts `peer` off.
+    fn partial_deadline(&mut self, node: u32, peer: u32, epoch: u32, stream: u32) {
+        let stalled = self
+            .rx
+            .get(&(peer, node))
+            .is_some_and(|r| r.epoch == epoch && r.partials.iter().any(|(s, _)| *s == stream));
+        if stalled {
+            let reason = "transport: partial message past its stall deadline".into();
+            self.cut_off(node, peer, reason);
+        }
+    }
+
+    /// Honest `from`'s write stall check of its connection to `to`.
+    fn write_stall(&mut self, from: u32, to: u32, epoch: u32) {
+        if self.net.write_stalled(from, to, epoch, &mut self.q) {
+            let reason = "transport: write stall (the peer accepted no bytes)".into();
+            self.end_connection(from, to, reason, false);
+        }
+    }
+
+    /// Hands a message that is through the receiver's downlink, in `class`, to the receiver.
+    fn receive(&mut self, d: Delivery, class: Class) {
         let Delivery {
             from,
             to,
@@ -777,6 +960,11 @@ impl Sim<'_> {
         }
         if self.honest(to as usize) && encoded_len(&msg) > self.sc.max_message_size {
             let reason = "transport: message above the size limit".into();
+            self.cut_off(to, from, reason);
+            return;
+        }
+        if self.honest(to as usize) && !class_allowed(&msg, class) {
+            let reason = format!("transport: {} in the {class:?} class", msg.name());
             self.cut_off(to, from, reason);
             return;
         }
@@ -891,6 +1079,7 @@ impl Sim<'_> {
         slot.policy = None;
         slot.policy_at = None;
         slot.delivered.clear();
+        slot.budget = None;
         if let Some(t) = slot.trace.take() {
             let now = Time::from_nanos(self.q.now());
             self.recorder.close(*t, now, true, &mut self.checks.trace);
@@ -922,23 +1111,36 @@ impl Sim<'_> {
         while let Some(ev) = self.q.pop(until) {
             self.dispatch(ev);
             self.run_pending();
-            if self.q.live() == 0 {
+            if self.q.live() == 0 && !self.watching() {
                 break;
             }
         }
         self.sample();
     }
 
+    /// Whether a connection deadline still has something to watch: a message under
+    /// reassembly, or bytes waiting on a full window.
+    fn watching(&self) -> bool {
+        self.rx.values().any(|r| !r.partials.is_empty()) || self.net.write_watched()
+    }
+
     fn dispatch(&mut self, ev: EvKind) {
         match ev {
             EvKind::UplinkDone { node, inc } => self.uplink_done(node, inc),
-            EvKind::Arrive(f) => self.net.arrive(f, &mut self.q),
+            EvKind::Arrive(f) => self.arrive(f),
             EvKind::Through(f) => self.through(f),
             EvKind::Timer { node, inc } => self.timer(node, inc),
             EvKind::Policy { node, inc } => self.policy_timer(node, inc),
             EvKind::ByzTick { node, inc } => self.byz_tick(node, inc),
             EvKind::Action(k) => self.action(k),
             EvKind::Connect(a, b) => self.connect(a, b),
+            EvKind::PartialDeadline {
+                node,
+                peer,
+                epoch,
+                stream,
+            } => self.partial_deadline(node, peer, epoch, stream),
+            EvKind::WriteStall { from, to, epoch } => self.write_stall(from, to, epoch),
             EvKind::Sample => {
                 self.sample();
                 if self.q.live() > 0 {
@@ -964,8 +1166,26 @@ impl Sim<'_> {
             return;
         }
         self.faults.disarm(node as usize);
+        if slot.byz == Some(ByzKind::Churner) {
+            self.churn(node);
+        }
         self.byz_react(node, |b, sends| b.on_tick(sends));
         self.arm_byz(node);
+    }
+
+    /// The churner `node` leaves every connection it has and dials again those it dials.
+    fn churn(&mut self, node: u32) {
+        let links = self
+            .net
+            .links_where(|(a, b), up| up && (a == node || b == node));
+        for (a, b) in links {
+            self.close(a, b, None);
+        }
+        for peer in self.neighbours(node as usize) {
+            if self.dial_order(node, peer).0 == node {
+                self.connect(node, peer);
+            }
+        }
     }
 
     fn sample(&mut self) {
@@ -1013,6 +1233,7 @@ impl Sim<'_> {
             ideal_bytes: deliveries.ideal,
             max_state: self.checks.max_state,
             cutoffs: self.cutoffs,
+            reassembly_peak: self.reassembly_peak,
             events: self.q.popped(),
             inputs: self.inputs,
             end: Time::from_nanos(self.q.now()),

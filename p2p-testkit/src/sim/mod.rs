@@ -34,8 +34,29 @@
 //!   repeat offence, and neither dialed nor admitted meanwhile. Partitions, crashes and
 //!   membership changes still open and close links as the scenario says, through the same
 //!   admission; a byzantine dialer reconnects after the scenario's fixed delays.
-//! - The receiving transport closes a connection that carries a message above
-//!   [`Scenario::max_message_size`] (the codec's limit); every other rule is the core's to enforce.
+//! - Honest nodes run the connection layer's rules above the bytes on their links, with the
+//!   real types where the rule is not byte-level:
+//!   - the receiver closes a connection that carries a message above
+//!     [`Scenario::max_message_size`] (the codec's limit), and cuts off (a misbehaviour, so
+//!     the policy bans) a peer whose message travels in a class its type does not allow
+//!     (`p2p_transport::codec::class_allowed`);
+//!   - each honest node has a node-wide `p2p_transport::reassembly::ReassemblyBudget`
+//!     ([`Scenario::reassembly_cap`]) with one slot per incoming connection: a message of
+//!     several frames reserves its announced total at its first frame and gives it back at
+//!     its last, within the multiplexer's `max_partial_messages` and `max_buffered_bytes`
+//!     (a misbehaviour past them) and the budget's fair shares (a refusal ends the connection
+//!     without a ban); a message still incomplete at its stall deadline
+//!     (`MuxConfig::stall_allowance`, [`Scenario::partial_timeout`]) is a misbehaviour;
+//!   - the sending end of a direction whose bytes wait on a full window with no frame
+//!     accepted for [`Scenario::write_stall_timeout`] ends the connection without a ban (the
+//!     write stall rule of `ConnSender`);
+//!   - admissions pass the policy's `admit`: a refusal (a churning peer, banned) keeps the
+//!     link down.
+//!
+//!   These checks are watchdog events: they do not keep a run going on their own, only while
+//!   something they watch is pending. The hello exchange, keepalives and the idle timeout are
+//!   not modelled (a link is up or down, and idle links stay up); every other rule is the
+//!   core's to enforce.
 //!
 //! # Recording a node
 //! [`Scenario::record`] records any honest node's core with a [`crate::trace::TraceWriter`]:

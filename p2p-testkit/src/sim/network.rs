@@ -15,13 +15,19 @@
 //!   multiplexer's frame scheduler, so frames leave in the order and sizes a real connection
 //!   cuts them; a node's uplink serves its connections round-robin, a frame at a time, skipping
 //!   those whose window is full (as TCP shares a link among connections);
+//! - every message and every bare first frame ([`Network::enqueue_partial`]) of a direction
+//!   gets the next stream number of that direction, carried by each of its frames, so the
+//!   receiver can account for a message from its first frame to its last;
+//! - a watched sender ([`Network::new`]'s `write_stall`) arms one [`EvKind::WriteStall`] check
+//!   per direction when its window is full; `progress` is when the direction last had a frame
+//!   accepted (or turned busy);
 //! - a direction turns congested when its queued bytes reach the high water mark and clears
 //!   when they fall to the low one (the rule of the connection layer's `ConnSender`); each
 //!   change is returned once, to be told to the sender.
 
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::rng::Rng;
-use super::{FRAME_PAYLOAD, encoded_len, wire_len};
+use super::{FIRST_FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
 use p2p_core::{Class, Message};
 use p2p_transport::mux::MuxConfig;
@@ -39,13 +45,21 @@ struct Conn {
     latency: u64,
     /// Each direction's messages, waiting to be cut into frames (`None` while there are none:
     /// an idle scheduler holds no state, and most directions are idle most of the time).
-    sched: [Option<Box<Scheduler<Message>>>; 2],
+    sched: [Option<Box<Scheduler<Queued>>>; 2],
     /// Whether each direction is in its sender's round-robin list.
     listed: [bool; 2],
     congested: [bool; 2],
     last_arrival: [u64; 2],
     /// Bytes sent and not yet through the receiver's downlink (bounded by the window).
     inflight: [u64; 2],
+    /// The next stream number of each direction.
+    next_stream: [u32; 2],
+    /// Bare first frames to send before the scheduler's (class and announced total).
+    bare: [Vec<(Class, u32)>; 2],
+    /// When each direction last had a frame accepted by the link, or turned busy.
+    progress: [u64; 2],
+    /// Whether a write stall check is scheduled for each direction.
+    stall_armed: [bool; 2],
 }
 
 impl Conn {
@@ -59,9 +73,15 @@ impl Conn {
     }
 }
 
+/// A message in a direction's scheduler, with its stream number.
+struct Queued {
+    msg: Message,
+    stream: u32,
+}
+
 /// A direction's scheduler, with the real multiplexer's default weights and interleaving and
 /// the simulator's frame size.
-fn scheduler() -> Box<Scheduler<Message>> {
+fn scheduler() -> Box<Scheduler<Queued>> {
     let mux = MuxConfig::default();
     Box::new(Scheduler::new(FRAME_PAYLOAD, mux.weights, mux.max_active))
 }
@@ -71,6 +91,10 @@ struct Frame {
     to: u32,
     epoch: u32,
     bytes: u32,
+    class: Class,
+    stream: u32,
+    first_of: Option<u32>,
+    ends_partial: bool,
     last: Option<Message>,
 }
 
@@ -108,6 +132,8 @@ pub(super) struct Network {
     /// High and low water marks of queued bytes per direction.
     congestion: Option<(u64, u64)>,
     wire_bytes: u64,
+    /// The write stall timeout, and per node whether its sends are watched by it.
+    write_stall: Option<(u64, Vec<bool>)>,
 }
 
 fn key(a: u32, b: u32) -> (u32, u32) {
@@ -129,10 +155,13 @@ pub(super) fn nanos(d: Duration) -> u64 {
 
 impl Network {
     /// A network of nodes with these bandwidths (both directions) and no links yet.
+    /// With `write_stall`, the nodes it names close a connection whose queued bytes to the
+    /// peer saw no progress for its timeout (see [`Network::write_stalled`]).
     pub(super) fn new(
         bandwidths: impl IntoIterator<Item = u64>,
         jitter: Duration,
         congestion: Option<(u64, u64)>,
+        write_stall: Option<(Duration, Vec<bool>)>,
         rng: Rng,
     ) -> Self {
         let ports: Vec<Port> = bandwidths
@@ -153,6 +182,7 @@ impl Network {
             rng,
             congestion,
             wire_bytes: 0,
+            write_stall: write_stall.map(|(t, w)| (nanos(t).max(1), w)),
         }
     }
 
@@ -182,6 +212,10 @@ impl Network {
                 congested: [false; 2],
                 last_arrival: [0; 2],
                 inflight: [0; 2],
+                next_stream: [0; 2],
+                bare: [Vec::new(), Vec::new()],
+                progress: [0; 2],
+                stall_armed: [false; 2],
             },
         );
         self.adj[a].push(b as u32);
@@ -223,6 +257,7 @@ impl Network {
             if let Some(conn) = self.conns.get_mut(&key(i as u32, to)) {
                 let d = dir(i as u32, to);
                 conn.sched[d] = None;
+                conn.bare[d].clear();
                 conn.listed[d] = false;
             }
         }
@@ -244,6 +279,9 @@ impl Network {
         conn.congested = [false; 2];
         conn.last_arrival = [now; 2];
         conn.inflight = [0; 2];
+        conn.next_stream = [0; 2];
+        conn.bare = [Vec::new(), Vec::new()];
+        conn.progress = [now; 2];
         true
     }
 
@@ -258,6 +296,7 @@ impl Network {
         conn.up = false;
         conn.inflight = [0; 2];
         conn.sched = [None, None];
+        conn.bare = [Vec::new(), Vec::new()];
         conn.congested = [false; 2];
         true
     }
@@ -269,13 +308,18 @@ impl Network {
             .is_some_and(|c| c.carries(epoch))
     }
 
+    /// The epoch of the connection between `a` and `b` if it is up.
+    pub(super) fn epoch(&self, a: u32, b: u32) -> Option<u32> {
+        self.conns.get(&key(a, b)).filter(|c| c.up).map(|c| c.epoch)
+    }
+
     /// Whether `node`'s uplink is not sending a frame.
     pub(super) fn idle(&self, node: u32) -> bool {
         self.ports[node as usize].current.is_none()
     }
 
-    /// Queues `msg` in `from`'s uplink for `to`, counting its wire bytes when `count`. The caller
-    /// starts a frame if the uplink is [`idle`](Network::idle).
+    /// Queues `msg` in `from`'s uplink for `to` at `now`, counting its wire bytes when `count`.
+    /// The caller starts a frame if the uplink is [`idle`](Network::idle).
     pub(super) fn enqueue(
         &mut self,
         from: u32,
@@ -283,6 +327,7 @@ impl Network {
         msg: Message,
         class: Class,
         count: bool,
+        now: u64,
     ) -> Enqueued {
         let Some(conn) = self.conns.get_mut(&key(from, to)) else {
             return Enqueued::NoLink;
@@ -295,8 +340,13 @@ impl Network {
             self.wire_bytes += wire_len(&msg) as u64;
         }
         let enc = encoded_len(&msg);
+        let stream = conn.next_stream[d];
+        conn.next_stream[d] = stream.wrapping_add(1);
+        if conn.sched[d].is_none() && conn.bare[d].is_empty() {
+            conn.progress[d] = now;
+        }
         let sched = conn.sched[d].get_or_insert_with(scheduler);
-        sched.push(class, msg, enc);
+        sched.push(class, Queued { msg, stream }, enc);
         let mut congested = false;
         if let Some((high, _)) = self.congestion
             && sched.queued_bytes_total() as u64 >= high
@@ -312,6 +362,57 @@ impl Network {
         Enqueued::Waiting { congested }
     }
 
+    /// Queues in `from`'s uplink for `to`, ahead of its scheduler's frames, the first frame of a
+    /// message of `total` encoded bytes in `class` whose other frames never follow (a full
+    /// frame of payload under the first frame header). False when the connection is down.
+    /// The caller starts a frame if the uplink is [`idle`](Network::idle).
+    pub(super) fn enqueue_partial(&mut self, from: u32, to: u32, class: Class, total: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(&key(from, to)).filter(|c| c.up) else {
+            return false;
+        };
+        let d = dir(from, to);
+        conn.bare[d].push((class, total));
+        if !conn.listed[d] {
+            conn.listed[d] = true;
+            self.ports[from as usize].uplink.push_back(to);
+        }
+        true
+    }
+
+    /// Whether honest `from`'s bytes queued for `to` on the connection of `epoch` saw no
+    /// progress for the write stall timeout: the connection layer's write stall rule
+    /// (`p2p_transport::conn::ConnSender`). Otherwise re-arms the check while bytes wait.
+    pub(super) fn write_stalled(&mut self, from: u32, to: u32, epoch: u32, q: &mut Queue) -> bool {
+        let Some((timeout, _)) = &self.write_stall else {
+            return false;
+        };
+        let Some(conn) = self.conns.get_mut(&key(from, to)) else {
+            return false;
+        };
+        let d = dir(from, to);
+        if !conn.carries(epoch) {
+            return false;
+        }
+        conn.stall_armed[d] = false;
+        if conn.sched[d].is_none() && conn.bare[d].is_empty() {
+            return false;
+        }
+        let due = conn.progress[d].saturating_add(*timeout);
+        if due <= q.now() {
+            return true;
+        }
+        conn.stall_armed[d] = true;
+        q.push(due, EvKind::WriteStall { from, to, epoch });
+        false
+    }
+
+    /// Whether a write stall check is armed on a direction with bytes waiting.
+    pub(super) fn write_watched(&self) -> bool {
+        self.conns.values().any(|c| {
+            (0..2).any(|d| c.stall_armed[d] && (c.sched[d].is_some() || !c.bare[d].is_empty()))
+        })
+    }
+
     /// Starts `node`'s next frame (from the next connection in round-robin order whose window
     /// has room, the frame its scheduler cuts) and schedules its end for incarnation `inc`.
     /// Returns the peer whose direction stopped being congested, if one did.
@@ -320,9 +421,14 @@ impl Network {
             ports,
             conns,
             congestion,
+            write_stall,
             ..
         } = self;
         let port = &mut ports[node as usize];
+        let watched = write_stall
+            .as_ref()
+            .filter(|(_, w)| w.get(node as usize).copied().unwrap_or(false))
+            .map(|(t, _)| *t);
         for _ in 0..port.uplink.len() {
             let Some(to) = port.uplink.pop_front() else {
                 break;
@@ -338,24 +444,71 @@ impl Network {
             } else {
                 window.saturating_sub(conn.inflight[d]) as usize
             };
-            let up = conn.up;
-            let Some(sched) = conn.sched[d].as_mut().filter(|_| up) else {
+            if !conn.up {
+                conn.listed[d] = false;
+                continue;
+            }
+            let stream = conn.next_stream[d];
+            let bare_len = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64;
+            let cut = if let Some(&(class, total)) = conn.bare[d].first() {
+                (bare_len as usize <= room).then(|| {
+                    conn.bare[d].remove(0);
+                    conn.next_stream[d] = stream.wrapping_add(1);
+                    (bare_len, class, stream, Some(total), false, None)
+                })
+            } else if let Some(sched) = conn.sched[d].as_mut() {
+                let mut tag = 0;
+                sched
+                    .next_frame(room, |_, m| tag = m.stream)
+                    .map(|(cut, done)| {
+                        let first_of = (cut.first() && !cut.last()).then_some(cut.total as u32);
+                        let done = done.map(|m| m.msg);
+                        let ends_partial = cut.last() && !cut.first();
+                        (
+                            cut.wire_len() as u64,
+                            cut.class,
+                            tag,
+                            first_of,
+                            ends_partial,
+                            done,
+                        )
+                    })
+            } else {
                 conn.listed[d] = false;
                 continue;
             };
-            let Some((cut, done)) = sched.next_frame(room, |_, _| {}) else {
+            let Some((bytes, class, stream, first_of, ends_partial, done)) = cut else {
                 // This connection's window is full: serve another peer's connection.
                 port.uplink.push_back(to);
+                if let Some(timeout) = watched
+                    && !conn.stall_armed[d]
+                {
+                    conn.stall_armed[d] = true;
+                    let due = conn.progress[d].saturating_add(timeout).max(q.now());
+                    let epoch = conn.epoch;
+                    q.push(
+                        due,
+                        EvKind::WriteStall {
+                            from: node,
+                            to,
+                            epoch,
+                        },
+                    );
+                }
                 continue;
             };
-            let queued = sched.queued_bytes_total() as u64;
-            if sched.is_idle() {
+            conn.progress[d] = q.now();
+            let queued = conn.sched[d]
+                .as_ref()
+                .map_or(0, |s| s.queued_bytes_total() as u64);
+            if conn.sched[d].as_ref().is_some_and(|s| s.is_idle()) {
                 conn.sched[d] = None;
+            }
+            if conn.sched[d].is_none() && conn.bare[d].is_empty() {
                 conn.listed[d] = false;
             } else {
                 port.uplink.push_back(to);
             }
-            let bytes = cut.wire_len() as u64;
             conn.inflight[d] += bytes;
             let mut cleared = None;
             if let Some((_, low)) = *congestion
@@ -369,6 +522,10 @@ impl Network {
                 to,
                 epoch: conn.epoch,
                 bytes: bytes as u32,
+                class,
+                stream,
+                first_of,
+                ends_partial,
                 last: done,
             });
             let t = q.now() + tx_nanos(bytes, port.up_bps);
@@ -409,6 +566,10 @@ impl Network {
                 to: f.to,
                 epoch: f.epoch,
                 bytes: f.bytes,
+                class: f.class,
+                stream: f.stream,
+                first_of: f.first_of,
+                ends_partial: f.ends_partial,
                 last,
             };
             q.push(at, EvKind::Arrive(frame));
@@ -443,14 +604,19 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::FIRST_FRAME_HEADER;
     use p2p_core::{ArtifactId, Bytes};
 
     const MS: u64 = 1_000_000;
 
     /// Two nodes 10 ms apart at 8 Mb/s (1 byte per microsecond), linked and up.
     fn pair(congestion: Option<(u64, u64)>) -> (Network, Queue) {
-        let mut net = Network::new([8_000_000; 2], Duration::ZERO, congestion, Rng::new(1));
+        let mut net = Network::new(
+            [8_000_000; 2],
+            Duration::ZERO,
+            congestion,
+            None,
+            Rng::new(1),
+        );
         net.add_link(0, 1, |_| Duration::from_millis(10));
         assert!(net.connect(0, 1, 0));
         (net, Queue::default())
@@ -465,7 +631,7 @@ mod tests {
     }
 
     fn send(net: &mut Network, q: &mut Queue, from: u32, to: u32, msg: Message, class: Class) {
-        let queued = net.enqueue(from, to, msg, class, true);
+        let queued = net.enqueue(from, to, msg, class, true, q.now());
         assert!(matches!(queued, Enqueued::Waiting { .. }));
         if net.idle(from) {
             net.start_frame(from, 0, q);
@@ -547,13 +713,13 @@ mod tests {
         send(&mut net, &mut q, 0, 1, response(100_000), Class::Bulk);
         assert!(net.close(0, 1));
         assert_eq!(
-            net.enqueue(0, 1, response(10), Class::Bulk, true),
+            net.enqueue(0, 1, response(10), Class::Bulk, true, 0),
             Enqueued::Lost
         );
         assert!(net.connect(0, 1, 0));
         assert!(drain(&mut net, &mut q).got.is_empty());
         assert_eq!(
-            net.enqueue(0, 5, response(10), Class::Bulk, true),
+            net.enqueue(0, 5, response(10), Class::Bulk, true, 0),
             Enqueued::NoLink
         );
     }
@@ -564,7 +730,7 @@ mod tests {
         let mut set = 0;
         for _ in 0..4 {
             if let Enqueued::Waiting { congested: true } =
-                net.enqueue(0, 1, response(20_000), Class::Bulk, true)
+                net.enqueue(0, 1, response(20_000), Class::Bulk, true, 0)
             {
                 set += 1;
             }
@@ -579,7 +745,7 @@ mod tests {
     fn the_window_bounds_bytes_in_flight_per_direction() {
         // Node 1's downlink is ten times slower than node 0's uplink.
         let bps = [8_000_000, 800_000, 8_000_000];
-        let mut net = Network::new(bps, Duration::ZERO, None, Rng::new(1));
+        let mut net = Network::new(bps, Duration::ZERO, None, None, Rng::new(1));
         for b in [1, 2] {
             net.add_link(0, b, |_| Duration::from_millis(1));
             assert!(net.connect(0, b as u32, 0));
@@ -588,9 +754,9 @@ mod tests {
         // Several windows' worth to node 1, then one message to node 2: node 1's full window
         // lets node 2's message leave before node 1's backlog is through.
         for _ in 0..8 {
-            net.enqueue(0, 1, response(60_000), Class::Bulk, true);
+            net.enqueue(0, 1, response(60_000), Class::Bulk, true, 0);
         }
-        net.enqueue(0, 2, response(1_000), Class::Bulk, true);
+        net.enqueue(0, 2, response(1_000), Class::Bulk, true, 0);
         net.start_frame(0, 0, &mut q);
         let got = drain(&mut net, &mut q).got;
         assert_eq!(got.len(), 9);

@@ -3,11 +3,11 @@
 //! Invariants:
 //! - events pop in (time, sequence number) order: the earliest first, and among events at the
 //!   same time the one pushed first;
-//! - `live` counts the queued events other than [`EvKind::Sample`], so a run can stop when only
-//!   the periodic sample is left;
+//! - `live` counts the queued events other than the watchdogs ([`EvKind::is_watchdog`]: the
+//!   periodic sample and the connection deadlines), so a run can stop when only those are left;
 //! - `now` is the time of the last event popped and never goes back.
 
-use p2p_core::Message;
+use p2p_core::{Class, Message};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -26,6 +26,14 @@ pub(super) struct FrameEv {
     pub(super) to: u32,
     pub(super) epoch: u32,
     pub(super) bytes: u32,
+    /// The class its message travels in.
+    pub(super) class: Class,
+    /// Its message's number on this direction of the connection.
+    pub(super) stream: u32,
+    /// On the first frame of a message of several frames: the message's announced total.
+    pub(super) first_of: Option<u32>,
+    /// Whether it is the last frame of a message of several frames.
+    pub(super) ends_partial: bool,
     pub(super) last: Option<Box<Delivery>>,
 }
 
@@ -50,6 +58,27 @@ pub(super) enum EvKind {
     Connect(u32, u32),
     /// Sample every node's state against its bounds.
     Sample,
+    /// The stall deadline of message `stream` that `peer` started sending to honest `node` on
+    /// the connection of `epoch`.
+    PartialDeadline {
+        node: u32,
+        peer: u32,
+        epoch: u32,
+        stream: u32,
+    },
+    /// Honest `from`'s check that its bytes queued for `to` (connection `epoch`) are accepted.
+    WriteStall { from: u32, to: u32, epoch: u32 },
+}
+
+impl EvKind {
+    /// Whether the event only watches over the run (samples, connection deadlines) and so does
+    /// not keep it going.
+    pub(super) fn is_watchdog(&self) -> bool {
+        matches!(
+            self,
+            EvKind::Sample | EvKind::PartialDeadline { .. } | EvKind::WriteStall { .. }
+        )
+    }
 }
 
 struct Ev {
@@ -97,14 +126,14 @@ impl Queue {
         self.popped
     }
 
-    /// Queued events other than samples.
+    /// Queued events other than watchdogs.
     pub(super) fn live(&self) -> usize {
         self.live
     }
 
     /// Schedules `kind` at time `t`.
     pub(super) fn push(&mut self, t: u64, kind: EvKind) {
-        if !matches!(kind, EvKind::Sample) {
+        if !kind.is_watchdog() {
             self.live += 1;
         }
         self.seq += 1;
@@ -124,7 +153,7 @@ impl Queue {
         }
         self.now = ev.t;
         self.popped += 1;
-        if !matches!(ev.kind, EvKind::Sample) {
+        if !ev.kind.is_watchdog() {
             self.live -= 1;
         }
         Some(ev.kind)

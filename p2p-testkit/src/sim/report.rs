@@ -89,8 +89,11 @@ pub struct Cutoff {
     pub by: usize,
     /// The peer cut off.
     pub peer: usize,
-    /// The reason: the core's [`p2p_core::DisconnectReason`] or the transport's.
+    /// The reason: the core's [`p2p_core::DisconnectReason`], the transport's or the policy's.
     pub reason: String,
+    /// Whether the honest node's policy banned the peer for it (a misbehaviour), rather than
+    /// only ending the connection (a write stall, a node-wide reassembly budget refusal).
+    pub banned: bool,
 }
 
 /// The trace of one incarnation of a recorded node (see [`Scenario::record`](super::Scenario::record)).
@@ -145,8 +148,12 @@ pub struct Report {
     pub ideal_bytes: u64,
     /// Field-wise maximum of every honest node's [`TableSizes`] over the samples.
     pub max_state: TableSizes,
-    /// Connections cut off by honest nodes.
+    /// Connections cut off by honest nodes, admissions they refused for churn, and
+    /// connections they ended without a ban (write stall, node reassembly budget).
     pub cutoffs: Vec<Cutoff>,
+    /// The most bytes any honest node reserved at once for messages under reassembly, over its
+    /// connections (its `ReassemblyBudget`'s peak), and that node's cap.
+    pub reassembly_peak: (usize, usize),
     /// Simulator events processed.
     pub events: u64,
     /// Inputs fed to cores.

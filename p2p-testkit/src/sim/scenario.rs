@@ -5,6 +5,7 @@ use super::report::Report;
 use super::{BULK, URGENT};
 use crate::trace::PriorityProfile;
 use p2p_core::{Config, Decision, Kind, Priority, PriorityFnRef};
+use p2p_transport::mux::MuxConfig;
 use p2p_transport::peers::PolicyConfig;
 use std::fmt;
 use std::io::{self, Write};
@@ -205,6 +206,14 @@ pub struct Scenario {
     pub(crate) policy: PolicyConfig,
     pub(crate) congestion: Option<(u64, u64)>,
     pub(crate) max_message_size: usize,
+    /// The honest receivers' reassembly bounds (`max_partial_messages`, `max_buffered_bytes`)
+    /// and stall deadlines (`partial_timeout`, `partial_timeout_per_mib`).
+    pub(crate) mux: MuxConfig,
+    /// The node-wide reassembly cap (`None`: twice the core's `max_in_flight_bytes`, the
+    /// drivers' default).
+    pub(crate) reassembly_cap: Option<usize>,
+    /// The honest senders' write stall timeout.
+    pub(crate) write_stall_timeout: Duration,
     pub(crate) duration: Option<Duration>,
     pub(crate) settle: Duration,
     pub(crate) sample_interval: Duration,
@@ -260,6 +269,9 @@ impl Scenario {
             },
             congestion: None,
             max_message_size: (16 << 20) + (1 << 16),
+            mux: MuxConfig::default(),
+            reassembly_cap: None,
+            write_stall_timeout: Duration::from_secs(10),
             duration: None,
             settle: Duration::from_secs(30),
             sample_interval: Duration::from_millis(100),
@@ -474,6 +486,30 @@ impl Scenario {
     /// The transport's largest accepted message (default 16 MiB + 64 KiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// The honest receivers' stall deadline of a message under reassembly:
+    /// `base + total × per_mib / MiB` after its first frame (the multiplexer's
+    /// `partial_timeout` and `partial_timeout_per_mib`; default 10 s and 1 s).
+    pub fn partial_timeout(mut self, base: Duration, per_mib: Duration) -> Self {
+        self.mux.partial_timeout = base;
+        self.mux.partial_timeout_per_mib = per_mib;
+        self
+    }
+
+    /// The honest nodes' node-wide reassembly cap (default: twice the core's
+    /// `max_in_flight_bytes`, as the drivers set it).
+    pub fn reassembly_cap(mut self, bytes: usize) -> Self {
+        self.reassembly_cap = Some(bytes);
+        self
+    }
+
+    /// How long an honest sender waits with bytes queued for a peer whose window accepts none
+    /// before it closes the connection (the connection layer's `write_stall_timeout`; default
+    /// 10 s).
+    pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.write_stall_timeout = timeout;
         self
     }
 
