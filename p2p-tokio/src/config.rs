@@ -59,7 +59,9 @@ pub struct NodeConfig {
     /// `core.max_in_flight_bytes` (512 MiB): the reserved half then equals what the core may
     /// have requested in total, and the honest responses it awaits are most of what an honest
     /// peer sends in several frames. Each connection is also bounded by
-    /// `mux.max_buffered_bytes`, and each message by `mux`'s stall deadline.
+    /// `mux.max_buffered_bytes`. A message stalls after `mux.partial_timeout` without a frame;
+    /// a peer trickling frames just under it holds its reservations until it stops, so this cap
+    /// (with the shares) is what bounds it.
     pub reassembly_cap: usize,
     /// First reconnect delay (doubled per failed attempt, with jitter).
     pub reconnect_backoff_min: Duration,

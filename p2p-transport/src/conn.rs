@@ -11,8 +11,8 @@
 //!   them for [`ConnConfig::write_stall_timeout`] (a peer that does not read).
 //! - [`ConnReceiver`] reads the peer's hello (it must arrive within
 //!   [`ConnConfig::hello_timeout`]), then reassembles messages with the [`MuxReceiver`]
-//!   (optionally within a node-wide [`ReassemblyBudget`], each message within its stall
-//!   deadline), drops keepalives, and fails the connection when nothing arrived for
+//!   (optionally within a node-wide [`ReassemblyBudget`], each message failing as stalled
+//!   when no frame of it arrived for `MuxConfig::partial_timeout`), drops keepalives, and fails the connection when nothing arrived for
 //!   [`ConnConfig::idle_timeout`].
 //!
 //! Both take the time as an argument and never read a clock. The TLS record layer below them

@@ -46,10 +46,18 @@
 //! receiver reserves each multi-frame message's announced total when its first frame arrives,
 //! after checking `max_message_size`, `max_partial_messages` and `max_buffered_bytes`, and,
 //! when it draws on a node-wide [`ReassemblyBudget`], the budget's rule; any violation is a
-//! sticky [`MuxError`]. A message under reassembly must complete within its stall deadline,
-//! `partial_timeout + total × partial_timeout_per_mib / MiB` after its first frame
-//! ([`MuxReceiver::poll_deadline`], [`MuxReceiver::check_stalled`]), so reservations cannot be
-//! held by a peer that announces messages and never finishes them. [`MuxConfig::validate`]
+//! sticky [`MuxError`]. A message under reassembly must make progress: it stalls when no frame
+//! of it arrived for `partial_timeout` ([`MuxReceiver::poll_deadline`],
+//! [`MuxReceiver::check_stalled`]), so reservations cannot be held by a peer that announces
+//! messages and never sends more of them. The rule is about progress, not total duration, so
+//! an honest sender on a slow link that interleaves several large messages is never cut: its
+//! scheduler serves every started message of a class round-robin and every class by weight,
+//! so a started message gets a frame at least every `(Σ weights / weight of its class) ×
+//! max_active[class]` frames (bulk with the defaults: 29 × 4 = 116 frames of 16 KiB, 1.8 MiB,
+//! under 8 s even at 2 Mbit/s). A sender that trickles one frame per message just under the
+//! timeout holds its reservations for as long as it trickles; what it can hold is bounded by
+//! `max_buffered_bytes` and the node-wide [`ReassemblyBudget`] (its fair share: a connection
+//! within its share is never refused). [`MuxConfig::validate`]
 //! checks that a receiver's bounds accept every message an honest sender with the same
 //! configuration produces.
 
@@ -103,14 +111,13 @@ pub struct MuxConfig {
     /// one largest message (16 MiB) fits with room to spare. Further bounded node-wide by a
     /// [`ReassemblyBudget`] when the driver gives one.
     pub max_buffered_bytes: usize,
-    /// The stall deadline's base: a message under reassembly must complete within
-    /// `partial_timeout + total × partial_timeout_per_mib / MiB` of its first frame, else the
-    /// connection fails ([`MuxError::Stalled`]). Default 10 s, five times the core's request
-    /// timeout base (2 s), so an honest response the core still waits for is never cut first.
+    /// The stall rule: a message under reassembly that received no frame for
+    /// `partial_timeout` (since its last frame, or its first) fails the connection
+    /// ([`MuxError::Stalled`]). Default 30 s. An honest sender's scheduler gives a started
+    /// message a frame at least every `(Σ weights / weight of its class) × max_active[class]`
+    /// frames (with the defaults at most 29 × 4 = 116 frames of 16 KiB for bulk, 1.8 MiB: under
+    /// 8 s at 2 Mbit/s), far below 30 s on any link an honest deployment runs.
     pub partial_timeout: Duration,
-    /// The stall deadline's allowance per MiB of the announced total (default 1 s, the core's
-    /// request timeout per MiB: a message must arrive at 1 MiB/s on average once started).
-    pub partial_timeout_per_mib: Duration,
 }
 
 impl Default for MuxConfig {
@@ -124,8 +131,7 @@ impl Default for MuxConfig {
             max_queued_per_class: 64 << 20,
             max_partial_messages: 64,
             max_buffered_bytes: 64 << 20,
-            partial_timeout: Duration::from_secs(10),
-            partial_timeout_per_mib: Duration::from_secs(1),
+            partial_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -169,7 +175,7 @@ pub enum MuxConfigError {
         /// `limits.max_message_size`.
         message: usize,
     },
-    /// A zero stall deadline base.
+    /// A zero stall timeout.
     #[error("partial_timeout must be positive")]
     PartialTimeout,
 }
@@ -214,11 +220,14 @@ impl MuxConfig {
         Ok(())
     }
 
-    /// How long a message of `total` bytes may take to complete after its first frame.
-    pub fn stall_allowance(&self, total: usize) -> Duration {
-        let per_mib = self.partial_timeout_per_mib.as_nanos();
-        let extra = per_mib.saturating_mul(total as u128) >> 20;
-        self.partial_timeout + Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX))
+    /// The most frames an honest sender with this configuration sends between two frames of
+    /// one started message of `class`: `(Σ weights / weight of class) × max_active[class]`,
+    /// rounded up. [`partial_timeout`](Self::partial_timeout) must cover that many frames at
+    /// the slowest link an honest deployment runs.
+    pub fn max_frames_between(&self, class: Class) -> u64 {
+        let sum: u64 = self.weights.iter().map(|&w| u64::from(w)).sum();
+        let w = u64::from(self.weights[class.index()]).max(1);
+        sum.div_ceil(w) * self.max_active[class.index()] as u64
     }
 }
 
@@ -357,8 +366,10 @@ pub enum MuxError {
         /// The node-wide cap.
         cap: usize,
     },
-    /// A message under reassembly did not complete within its stall deadline.
-    #[error("stream {stream} has {received} of {total} bytes after {allowed:?}: stalled")]
+    /// A message under reassembly received no frame for `partial_timeout`.
+    #[error(
+        "stream {stream} has {received} of {total} bytes and no frame for {allowed:?}: stalled"
+    )]
     Stalled {
         /// The stream id.
         stream: u32,
@@ -366,7 +377,7 @@ pub enum MuxError {
         total: usize,
         /// Bytes received.
         received: usize,
-        /// The time it was allowed.
+        /// The inactivity it was allowed (`partial_timeout`).
         allowed: Duration,
     },
     /// A reassembled message does not decode.
@@ -584,10 +595,11 @@ struct Partial {
     class: Class,
     buf: BytesMut,
     total: usize,
-    /// The stall deadline, without the pauses that happened since the message started.
+    /// The stall deadline (its last frame's time + `partial_timeout`), without the pauses
+    /// that happened since that frame.
     deadline: Time,
-    /// The receiver's paused total when the message started.
-    paused_at_start: Duration,
+    /// The receiver's paused total at its last frame.
+    paused_at_frame: Duration,
 }
 
 /// Where the receiver is in the frame stream.
@@ -676,7 +688,7 @@ impl MuxReceiver {
     }
 
     /// Sets the time at which the bytes fed next arrived (never moves back): messages that
-    /// start in them get their stall deadline from it.
+    /// have a frame in them get their stall deadline from it.
     pub fn set_time(&mut self, now: Time) {
         self.now = self.now.max(now);
     }
@@ -688,7 +700,8 @@ impl MuxReceiver {
         self.earliest = self.earliest.map(|t| t + d);
     }
 
-    /// The earliest stall deadline of the messages under reassembly, if any.
+    /// The earliest stall deadline of the messages under reassembly (the earliest last frame
+    /// plus `partial_timeout`, moved by pauses), if any.
     pub fn poll_deadline(&self) -> Option<Time> {
         if self.error.is_some() {
             return None;
@@ -696,8 +709,8 @@ impl MuxReceiver {
         self.earliest
     }
 
-    /// Fails with [`MuxError::Stalled`] (sticky) if a message under reassembly passed its
-    /// stall deadline at `now`. Call it once the fed input was parsed (with
+    /// Fails with [`MuxError::Stalled`] (sticky) if a message under reassembly received no
+    /// frame for `partial_timeout` at `now`. Call it once the fed input was parsed (with
     /// [`unparsed_bytes`](Self::unparsed_bytes) at zero), so that bytes that arrived in time
     /// are not missed.
     pub fn check_stalled(&mut self, now: Time) -> Result<(), MuxError> {
@@ -715,7 +728,7 @@ impl MuxReceiver {
                 stream: p.stream,
                 total: p.total,
                 received: p.buf.len(),
-                allowed: self.cfg.stall_allowance(p.total),
+                allowed: self.cfg.partial_timeout,
             });
         match late {
             Some(e) => Err(self.fail(e)),
@@ -724,7 +737,7 @@ impl MuxReceiver {
     }
 
     fn deadline_of(&self, p: &Partial) -> Time {
-        p.deadline + (self.paused - p.paused_at_start)
+        p.deadline + (self.paused - p.paused_at_frame)
     }
 
     fn recompute_earliest(&mut self) {
@@ -949,7 +962,7 @@ impl MuxReceiver {
                 )?;
             }
             self.buffered += h.total;
-            let deadline = self.now + self.cfg.stall_allowance(h.total);
+            let deadline = self.now + self.cfg.partial_timeout;
             self.earliest = Some(self.earliest.map_or(deadline, |t| t.min(deadline)));
             self.partials.push(Partial {
                 stream,
@@ -957,7 +970,7 @@ impl MuxReceiver {
                 buf: BytesMut::with_capacity(h.total),
                 total: h.total,
                 deadline,
-                paused_at_start: self.paused,
+                paused_at_frame: self.paused,
             });
             self.state = RxState::Payload {
                 slot: self.partials.len() - 1,
@@ -1001,6 +1014,18 @@ impl MuxReceiver {
                     remaining: remaining - 1,
                 }
             });
+        }
+        if !h.last {
+            // Progress: the message's deadline moves to this frame's time. Deadlines only move
+            // later, so the earliest changes only when this message held it (then one rescan of
+            // at most `max_partial_messages`).
+            let old = self.deadline_of(p);
+            let p = &mut self.partials[slot];
+            p.deadline = self.now + self.cfg.partial_timeout;
+            p.paused_at_frame = self.paused;
+            if self.earliest == Some(old) {
+                self.recompute_earliest();
+            }
         }
         self.state = RxState::Payload {
             slot,

@@ -16,8 +16,10 @@
 //! while the set of connections is unchanged, a connection within its share is never refused,
 //! whatever the others hold. When a connection joins, the shares shrink and the newcomer's may
 //! be taken by over-share reservations made before; it is free again once those messages
-//! complete or stall out (the receiver's stall deadline), at most one stall deadline of the
-//! largest message later.
+//! complete or stall out (no frame for the receiver's `partial_timeout`). A sender that
+//! trickles a frame per message just under that timeout keeps its reservations for as long as
+//! it trickles: this budget, not the timeout, bounds what it holds (its share plus what the
+//! over-share rule admits, never the other connections' shares).
 //!
 //! A refusal ends the connection ([`MuxError::NodeBudget`](crate::mux::MuxError::NodeBudget)).
 //! It is not counted as misbehaviour: whether it happens depends on what the other

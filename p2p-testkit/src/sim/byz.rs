@@ -63,8 +63,8 @@ pub enum ByzKind {
     /// total) and never sends the rest: on every other connection as many as fit under the
     /// receiver's `max_buffered_bytes` (past its share of the node's budget), on the others two
     /// (within it). Honest nodes must keep their reassembly reservations within their
-    /// node-wide cap (ending a connection past its share, without a ban) and cut it off at the
-    /// stall deadline.
+    /// node-wide cap (ending a connection past its share, without a ban) and cut it off once
+    /// a message had no frame for the stall timeout.
     PartialFrames,
     /// Never drains its downlink: frames sent to it stay in the connection's window, so the
     /// honest senders' bytes are never accepted (it peeks at what arrived, as `MSG_PEEK` would,

@@ -56,11 +56,12 @@ struct Slot {
 }
 
 /// What an honest receiver holds of one connection's messages under reassembly: its account
-/// in the node's budget and, per message, its stream number and announced total.
+/// in the node's budget and, per message, its stream number, announced total and the time
+/// its last frame was through.
 struct Reassembly {
     epoch: u32,
     slot: BudgetSlot,
-    partials: Vec<(u32, usize)>,
+    partials: Vec<(u32, usize, u64)>,
 }
 
 /// A published artifact.
@@ -864,7 +865,7 @@ impl Sim<'_> {
     }
 
     fn through(&mut self, f: FrameEv) {
-        if (f.first_of.is_some() || f.ends_partial) && !self.reassemble(&f) {
+        if !self.reassemble(&f) {
             return;
         }
         if self.net.through(&f) {
@@ -877,22 +878,27 @@ impl Sim<'_> {
 
     /// An honest receiver's accounting of a frame of a message of several frames, as its
     /// multiplexer does: the first reserves the announced total (within `max_partial_messages`,
-    /// `max_buffered_bytes` and the node's [`ReassemblyBudget`]) and starts the stall deadline,
-    /// the last gives the reservation back. False when the frame ended the connection.
+    /// `max_buffered_bytes` and the node's [`ReassemblyBudget`]) and arms the stall check, every
+    /// frame records progress (the stall rule: no frame for `partial_timeout`), the last gives
+    /// the reservation back. False when the frame ended the connection.
     fn reassemble(&mut self, f: &FrameEv) -> bool {
         let (from, to) = (f.from, f.to);
+        let now = self.q.now();
         let mux = &self.sc.mux;
         let Some(rx) = self.rx.get_mut(&(from, to)).filter(|r| r.epoch == f.epoch) else {
             return true;
         };
         if f.ends_partial {
-            if let Some(k) = rx.partials.iter().position(|(s, _)| *s == f.stream) {
-                let (_, total) = rx.partials.swap_remove(k);
+            if let Some(k) = rx.partials.iter().position(|(s, ..)| *s == f.stream) {
+                let (_, total, _) = rx.partials.swap_remove(k);
                 rx.slot.give(total);
             }
             return true;
         }
         let Some(total) = f.first_of.map(|t| t as usize) else {
+            if let Some(p) = rx.partials.iter_mut().find(|(s, ..)| *s == f.stream) {
+                p.2 = now;
+            }
             return true;
         };
         let failure = if rx.partials.len() >= mux.max_partial_messages {
@@ -908,13 +914,13 @@ impl Sim<'_> {
             self.end_connection(to, from, reason.into(), misbehaviour);
             return false;
         }
-        rx.partials.push((f.stream, total));
+        rx.partials.push((f.stream, total, now));
         let budget = rx.slot.budget();
         let peak = budget.peak();
         if peak > self.reassembly_peak.0 {
             self.reassembly_peak = (peak, budget.cap());
         }
-        let at = self.q.now() + nanos(mux.stall_allowance(total));
+        let at = now + nanos(mux.partial_timeout);
         let ev = EvKind::PartialDeadline {
             node: to,
             peer: from,
@@ -925,14 +931,29 @@ impl Sim<'_> {
         true
     }
 
-    /// The stall deadline of a message `peer` started sending to `node`: if it is still
-    /// incomplete, `node` cuts `peer` off.
+    /// The stall check of a message `peer` started sending to `node`: if it is still
+    /// incomplete and had no frame for `partial_timeout`, `node` cuts `peer` off; if it had
+    /// one since, the check moves to that frame's time plus the timeout.
     fn partial_deadline(&mut self, node: u32, peer: u32, epoch: u32, stream: u32) {
-        let stalled = self
+        let last = self
             .rx
             .get(&(peer, node))
-            .is_some_and(|r| r.epoch == epoch && r.partials.iter().any(|(s, _)| *s == stream));
-        if stalled {
+            .filter(|r| r.epoch == epoch)
+            .and_then(|r| r.partials.iter().find(|(s, ..)| *s == stream))
+            .map(|p| p.2);
+        let Some(last) = last else {
+            return;
+        };
+        let due = last + nanos(self.sc.mux.partial_timeout);
+        if due > self.q.now() {
+            let ev = EvKind::PartialDeadline {
+                node,
+                peer,
+                epoch,
+                stream,
+            };
+            self.q.push(due, ev);
+        } else {
             let reason = "transport: partial message past its stall deadline".into();
             self.cut_off(node, peer, reason);
         }

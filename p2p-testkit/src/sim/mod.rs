@@ -45,8 +45,9 @@
 //!     several frames reserves its announced total at its first frame and gives it back at
 //!     its last, within the multiplexer's `max_partial_messages` and `max_buffered_bytes`
 //!     (a misbehaviour past them) and the budget's fair shares (a refusal ends the connection
-//!     without a ban); a message still incomplete at its stall deadline
-//!     (`MuxConfig::stall_allowance`, [`Scenario::partial_timeout`]) is a misbehaviour;
+//!     without a ban); a message under reassembly that had no frame for
+//!     the stall timeout (`MuxConfig::partial_timeout`, [`Scenario::partial_timeout`]) is a
+//!     misbehaviour;
 //!   - the sending end of a direction whose bytes wait on a full window with no frame
 //!     accepted for [`Scenario::write_stall_timeout`] ends the connection without a ban (the
 //!     write stall rule of `ConnSender`);

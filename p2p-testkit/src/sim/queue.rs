@@ -58,8 +58,8 @@ pub(super) enum EvKind {
     Connect(u32, u32),
     /// Sample every node's state against its bounds.
     Sample,
-    /// The stall deadline of message `stream` that `peer` started sending to honest `node` on
-    /// the connection of `epoch`.
+    /// The stall check of message `stream` that `peer` started sending to honest `node` on
+    /// the connection of `epoch` (at its last known frame plus `partial_timeout`).
     PartialDeadline {
         node: u32,
         peer: u32,

@@ -207,7 +207,7 @@ pub struct Scenario {
     pub(crate) congestion: Option<(u64, u64)>,
     pub(crate) max_message_size: usize,
     /// The honest receivers' reassembly bounds (`max_partial_messages`, `max_buffered_bytes`)
-    /// and stall deadlines (`partial_timeout`, `partial_timeout_per_mib`).
+    /// and stall timeout (`partial_timeout`: no frame of a message under reassembly for it).
     pub(crate) mux: MuxConfig,
     /// The node-wide reassembly cap (`None`: twice the core's `max_in_flight_bytes`, the
     /// drivers' default).
@@ -489,12 +489,11 @@ impl Scenario {
         self
     }
 
-    /// The honest receivers' stall deadline of a message under reassembly:
-    /// `base + total × per_mib / MiB` after its first frame (the multiplexer's
-    /// `partial_timeout` and `partial_timeout_per_mib`; default 10 s and 1 s).
-    pub fn partial_timeout(mut self, base: Duration, per_mib: Duration) -> Self {
-        self.mux.partial_timeout = base;
-        self.mux.partial_timeout_per_mib = per_mib;
+    /// The honest receivers' stall timeout: a message under reassembly that had no frame for
+    /// `timeout` ends the connection as misbehaviour (the multiplexer's `partial_timeout`;
+    /// default 30 s).
+    pub fn partial_timeout(mut self, timeout: Duration) -> Self {
+        self.mux.partial_timeout = timeout;
         self
     }
 

@@ -161,13 +161,13 @@ async fn hold_partials(mut tls: Tls, heads: u32, stream_base: u32) -> Duration {
 async fn colluders_holding_partial_messages_are_cut_at_the_stall_deadline_and_honest_artifacts_flow()
  {
     init_log();
-    // Stall deadline of a 4 MiB message: 1 s + 4 x 200 ms = 1.8 s. Node-wide cap 64 MiB; with
+    // Stall timeout 1.8 s: a message with no frame for 1.8 s fails the connection; the
+    // colluders send the first frame of each message and then only keepalives. Node-wide cap 64 MiB; with
     // four connections (b and three colluders) 8 MiB is reserved for each.
     let cap = 64 << 20;
     let stall = Duration::from_millis(1800);
     let (rogues, members, nodes) = nodes_and_rogues(3, |c| {
-        c.mux.partial_timeout = Duration::from_secs(1);
-        c.mux.partial_timeout_per_mib = Duration::from_millis(200);
+        c.mux.partial_timeout = stall;
         c.reassembly_cap = cap;
     })
     .await;
@@ -219,7 +219,8 @@ async fn colluders_holding_partial_messages_are_cut_at_the_stall_deadline_and_ho
         m.reassembly_peak_bytes <= cap as u64,
         "the node-wide cap holds"
     );
-    // Two colluders are cut for stalling (a misbehaviour), at their deadline; the third was
+    // Two colluders are cut for stalling (a misbehaviour), one timeout after their last frame
+    // (their only one); the third was
     // refused by the budget earlier.
     let mut cut = cut_after.clone();
     cut.sort();

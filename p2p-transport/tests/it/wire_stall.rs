@@ -1,6 +1,6 @@
 //! Partial messages held open and peers that do not read, on the sans-IO connection layer: the
-//! node-wide reassembly budget, the stall deadline of a message under reassembly, and the
-//! write stall timeout.
+//! node-wide reassembly budget, the stall rule of a message under reassembly (no frame for
+//! `partial_timeout`), and the write stall timeout.
 
 use std::time::Duration;
 
@@ -10,7 +10,9 @@ use p2p_transport::codec::{Hello, Limits};
 use p2p_transport::conn::{
     ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection, connection_in,
 };
-use p2p_transport::mux::{FIRST_FRAME_HEADER_LEN, MIN_FRAME_SIZE, MuxConfig, MuxError, MuxSender};
+use p2p_transport::mux::{
+    FIRST_FRAME_HEADER_LEN, FRAME_HEADER_LEN, MIN_FRAME_SIZE, MuxConfig, MuxError, MuxSender,
+};
 use p2p_transport::reassembly::ReassemblyBudget;
 use quickcheck::{QuickCheck, TestResult};
 
@@ -104,13 +106,8 @@ fn a_message_stalled_past_its_deadline_ends_the_connection_as_misbehaviour() {
     assert_eq!(evs.len(), 1, "only the hello");
     let total = rx.mux().buffered_bytes();
     assert!(total > len, "the announced total is reserved");
-    let deadline = t(1000) + cfg.mux.stall_allowance(total);
-    assert_eq!(
-        deadline,
-        t(1000)
-            + Duration::from_secs(10)
-            + Duration::from_nanos((total as u64 * 1_000_000_000) >> 20)
-    );
+    let deadline = t(1000) + cfg.mux.partial_timeout;
+    assert_eq!(deadline, t(1000) + Duration::from_secs(30));
     assert_eq!(
         rx.poll_timeout(),
         Some(deadline),
@@ -144,11 +141,12 @@ fn a_message_that_completes_in_time_is_not_cut_and_pauses_move_the_deadline() {
     let mut peer = Peer::new(&cfg);
     let msg = response(2, 48 << 10);
     let all = peer.bytes_of(Class::Bulk, &msg);
-    // Sent in 100 pieces spread over 9 s: progressing, never stalled.
+    // Sent in 100 pieces of ~500 bytes, one every 8 s (frames of 1 KiB: a frame header every
+    // 24 s at most), over 792 s: far slower than 1 MiB/s, but progressing, so never stalled.
     let piece = all.len().div_ceil(100);
     let mut got = Vec::new();
     for (k, chunk) in all.chunks(piece).enumerate() {
-        let now = t(90 * k as u64);
+        let now = t(8_000 * k as u64);
         rx.handle_timeout(now);
         got.extend(feed(&mut rx, now, chunk).unwrap());
     }
@@ -158,7 +156,7 @@ fn a_message_that_completes_in_time_is_not_cut_and_pauses_move_the_deadline() {
     // A second message stalls, but the driver paused reading for 20 s meanwhile (its node was
     // busy): the pause does not count.
     let all = peer.bytes_of(Class::Bulk, &response(3, 8 << 10));
-    let start = t(10_000);
+    let start = t(1_000_000);
     feed(&mut rx, start, &all[..100]).unwrap();
     let deadline = rx.mux().poll_deadline().unwrap();
     rx.pause(start);
@@ -219,6 +217,127 @@ fn colluders_filling_the_budget_leave_an_honest_connection_its_share() {
     assert!(!refused_rx.is_misbehaviour());
     drop(rxs);
     assert_eq!((budget.used(), budget.live()), (0, 0));
+}
+
+#[test]
+fn an_honest_slow_sender_interleaving_large_messages_is_never_cut() {
+    let mut cfg = small_cfg();
+    cfg.mux.max_buffered_bytes = 1 << 20;
+    let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    let mut peer = Peer::new(&cfg);
+    let mut all = peer.hello.take().unwrap();
+    let msgs: Vec<Message> = (0..4).map(|i| response(i, 48 << 10)).collect();
+    for m in &msgs {
+        peer.mux.push(Class::Bulk, m).unwrap();
+    }
+    while peer.mux.poll_transmit(&mut all, 1 << 20) > 0 {}
+    // The sender interleaves the 4 messages frame by frame (1 KiB frames); the link carries
+    // 200 bytes a second, so each message moves at 50 bytes/s, gets a frame every ~20 s and
+    // takes over 16 minutes: far past 1 MiB/s, never past `partial_timeout` without a frame.
+    assert_eq!(cfg.mux.max_frames_between(Class::Bulk), 29 * 4);
+    let mut got = Vec::new();
+    let mut now = t(0);
+    for chunk in all.chunks(200) {
+        now = now + Duration::from_secs(1);
+        rx.handle_timeout(now);
+        got.extend(feed(&mut rx, now, chunk).unwrap());
+        assert!(rx.mux().partial_messages() <= 4);
+    }
+    assert!(now > t(900_000), "the test ran past 15 minutes: {now:?}");
+    let want: Vec<ConnEvent> = msgs
+        .into_iter()
+        .map(|m| ConnEvent::Message(Class::Bulk, m))
+        .collect();
+    assert_eq!(got[1..], want[..], "every message arrived, none cut");
+}
+
+#[test]
+fn a_trickling_sender_keeps_at_most_its_budget_while_an_honest_connection_keeps_its_share() {
+    // Cap 256 KiB over 4 connections: 32 KiB reserved each, 128 KiB for anyone. Three
+    // tricklers announce four 16 KiB messages each (twice their share), then send one frame
+    // of each every 29 s (just under the 30 s stall timeout) for 10 rounds, completing none.
+    let mut cfg = small_cfg();
+    cfg.mux.max_buffered_bytes = 1 << 20;
+    cfg.mux.max_partial_messages = 64;
+    let frame = FRAME_HEADER_LEN + MIN_FRAME_SIZE;
+    let budget = ReassemblyBudget::new(256 << 10);
+    let mut rxs: Vec<ConnReceiver> = (0..4)
+        .map(|_| connection_in(&budget, &cfg, Hello::new(1), t(0)).unwrap().1)
+        .collect();
+    let mut peers: Vec<Peer> = (0..4).map(|_| Peer::new(&cfg)).collect();
+    let share = budget.share();
+    assert_eq!(share, 32 << 10);
+    let mut rests: Vec<Vec<BytesMut>> = vec![Vec::new(); 3];
+    for c in 0..3 {
+        for i in 0..4u8 {
+            let (head, rest) = peers[c].split_of(Class::Bulk, &response(i, 16 << 10));
+            feed(&mut rxs[c], t(1), &head).unwrap();
+            rests[c].push(rest);
+        }
+    }
+    let trickled =
+        |rxs: &[ConnReceiver]| -> usize { rxs[..3].iter().map(|r| r.mux().buffered_bytes()).sum() };
+    let held = trickled(&rxs);
+    assert!(held > 3 * (64 << 10), "{held}");
+    let mut now = t(1);
+    for _ in 0..10 {
+        now = now + Duration::from_secs(29);
+        for c in 0..3 {
+            rxs[c].handle_timeout(now);
+            assert!(rxs[c].poll_event().is_ok(), "progressing: not stalled");
+            for rest in &mut rests[c] {
+                assert!(rest.len() > frame, "a frame that does not complete it");
+                let f = rest.split_to(frame);
+                assert!(feed(&mut rxs[c], now, &f).unwrap().is_empty());
+            }
+        }
+        // The tricklers keep their reservations, within the cap less the honest connection's
+        // untouched share.
+        assert_eq!(trickled(&rxs), held);
+        assert!(held <= budget.cap() - share);
+    }
+    // More messages of a trickler: admitted while the honest share stays free, then refused
+    // (not as misbehaviour), and that connection's reservations are given back.
+    let err = (9..20u8)
+        .find_map(|i| {
+            let (head, _) = peers[2].split_of(Class::Bulk, &response(i, 16 << 10));
+            let r = feed(&mut rxs[2], now, &head).err();
+            assert!(r.is_some() || budget.used() <= budget.cap() - share);
+            r
+        })
+        .expect("refused before taking the honest share");
+    assert!(
+        matches!(err, ConnError::Protocol(MuxError::NodeBudget { .. })),
+        "{err:?}"
+    );
+    assert!(!err.is_misbehaviour());
+    assert_eq!(rxs[2].mux().buffered_bytes(), 0);
+    // The honest connection still gets a message as large as its share.
+    let honest = response(99, 30 << 10);
+    let all = peers[3].bytes_of(Class::Bulk, &honest);
+    let mut got = Vec::new();
+    for chunk in all.chunks(1000) {
+        got.extend(feed(&mut rxs[3], now, chunk).unwrap());
+        assert!(budget.used() <= budget.cap());
+    }
+    assert_eq!(got.last(), Some(&ConnEvent::Message(Class::Bulk, honest)));
+    // Once the tricklers stop sending frames of them (keepalives do not count), their
+    // messages stall out one timeout after their last frame.
+    for (rx, peer) in rxs[..2].iter_mut().zip(&mut peers) {
+        let ka = peer.bytes_of(Class::Control, &Message::Adverts(Vec::new()));
+        let half = now + cfg.mux.partial_timeout / 2;
+        assert!(feed(rx, half, &ka).unwrap().is_empty());
+        rx.handle_timeout(now + (cfg.mux.partial_timeout - Duration::from_nanos(1)));
+        assert!(rx.poll_event().is_ok());
+        rx.handle_timeout(now + cfg.mux.partial_timeout);
+        let err = rx.poll_event().unwrap_err();
+        assert!(
+            matches!(err, ConnError::Protocol(MuxError::Stalled { .. })),
+            "{err:?}"
+        );
+        assert!(err.is_misbehaviour());
+    }
+    assert_eq!(trickled(&rxs), 0, "every reservation given back");
 }
 
 #[test]
