@@ -110,8 +110,10 @@ fn byz_f_mixed(seed: u64) -> [ByzKind; BYZ_F] {
 /// adverts per peer, 2,000 per kind, and a download table of 10,000, which f squatters at just
 /// under 3,000 each overfill. Request timeouts are 500 ms; a cut-off attacker reconnects after
 /// 500 ms and starts again. The connection layer's timers are scaled as the request timeout is
-/// (a quarter of the drivers' defaults): stall timeout 7.5 s without a frame of a message
-/// under reassembly, write stall timeout 2.5 s. The node-wide reassembly cap is 64 MiB (the drivers' default is 512 MiB, twice
+/// (a quarter of the drivers' defaults): write stall timeout 2.5 s, and stall timeout 2.5 s
+/// without a frame of a message under reassembly (a twelfth of the default 30 s, so that it
+/// fires within a run, which ends 5 s after the last publish; the honest links carry a frame
+/// of each started message every few milliseconds). The node-wide reassembly cap is 64 MiB (the drivers' default is 512 MiB, twice
 /// the core's in-flight bytes), so that f senders of partial frames, each allowed 64 MiB on its
 /// connection, pass it and the budget's fair shares decide.
 fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario {
@@ -134,7 +136,7 @@ fn byz_f(seed: u64, name: &str, attackers: Option<[ByzKind; BYZ_F]>) -> Scenario
         })
         .reconnect_cut_off(Some(ms(500)))
         .byzantine_pace(ms(20), 150)
-        .partial_timeout(ms(7_500))
+        .partial_timeout(ms(2_500))
         .write_stall_timeout(ms(2_500))
         .reassembly_cap(64 << 20)
         .settle(Duration::from_secs(5));
