@@ -555,8 +555,8 @@ fn repeat_offenders_are_readmitted_only_after_doubling_bans() {
 //   byz-f-churner               35 /  99 / 148 ms   deliveries p99 <= 141 ms   refused (and banned)
 //                               after 10 admissions in a row, the first at 200 ms
 //   byz-f-partial-frames        35 / 103 / 154 ms   deliveries p99 <= 143 ms   reassembly peak
-//                               44 MB of the 67 MB cap; 1,524 budget refusals (no ban), 809
-//                               stall-deadline bans, the first at 2.713 s (2.5 s + 200 ms)
+//                               44 MB of the 67 MB cap; 1,504 budget refusals (no ban), 908
+//                               stall bans, the first at 2.513 s (the 2.5 s stall timeout)
 //   byz-f-stalled-reader        35 / 131 / 224 ms   deliveries p99 <= 215 ms   212 write stall
 //                               closes (no ban), the first at 2.9 s; the honest uplinks spend
 //                               their windows on the readers (amplification 4.65)

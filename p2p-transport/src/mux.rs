@@ -53,8 +53,9 @@
 //! an honest sender on a slow link that interleaves several large messages is never cut: its
 //! scheduler serves every started message of a class round-robin and every class by weight,
 //! so a started message gets a frame at least every `(Σ weights / weight of its class) ×
-//! max_active[class]` frames (bulk with the defaults: 29 × 4 = 116 frames of 16 KiB, 1.8 MiB,
-//! under 8 s even at 2 Mbit/s). A sender that trickles one frame per message just under the
+//! max_active[class]` frames of its connection ([`MuxConfig::max_frames_between`]; bulk with
+//! the defaults: 29 × 4 = 116 frames of 16 KiB, 1.8 MiB, under 8 s on a connection carrying
+//! 2 Mbit/s). A sender that trickles one frame per message just under the
 //! timeout holds its reservations for as long as it trickles; what it can hold is bounded by
 //! `max_buffered_bytes` and the node-wide [`ReassemblyBudget`] (its fair share: a connection
 //! within its share is never refused). [`MuxConfig::validate`]
@@ -115,8 +116,9 @@ pub struct MuxConfig {
     /// `partial_timeout` (since its last frame, or its first) fails the connection
     /// ([`MuxError::Stalled`]). Default 30 s. An honest sender's scheduler gives a started
     /// message a frame at least every `(Σ weights / weight of its class) × max_active[class]`
-    /// frames (with the defaults at most 29 × 4 = 116 frames of 16 KiB for bulk, 1.8 MiB: under
-    /// 8 s at 2 Mbit/s), far below 30 s on any link an honest deployment runs.
+    /// frames of its connection (with the defaults at most 29 × 4 = 116 frames of 16 KiB for
+    /// bulk, 1.8 MiB: under 8 s on a connection carrying 2 Mbit/s), far below 30 s on any link
+    /// an honest deployment runs.
     pub partial_timeout: Duration,
 }
 
