@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use p2p_core::{Class, Kind, Message, Priority};
-use p2p_tokio::{Member, NodeConfig, NodeHandle};
+use p2p_tokio::NodeHandle;
 use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxSender};
@@ -22,40 +22,6 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 type Tls = TlsStream<TcpStream>;
-
-/// Two honest nodes and `rogues` more members that no node runs (the tests speak for them),
-/// with the lowest ids so that dialing them is their role; registry version 2. `tune` applies
-/// to the honest nodes' configurations.
-async fn nodes_and_rogues(
-    rogues: usize,
-    tune: impl Fn(&mut NodeConfig),
-) -> (Vec<NodeIdentity>, Members, Vec<NodeHandle>) {
-    let mut ids = identities(rogues + 2);
-    ids.sort_by_key(|i| i.node_id());
-    let honest = ids.split_off(rogues);
-    let configs = honest
-        .into_iter()
-        .map(|id| {
-            let mut c = config(id);
-            tune(&mut c);
-            c
-        })
-        .collect();
-    let nodes = subnet(configs).await;
-    let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
-    for r in &ids {
-        reg.members.push(Member {
-            id: r.node_id(),
-            addr: "127.0.0.1:9".parse().unwrap(),
-        });
-    }
-    for n in &nodes {
-        n.update_registry(reg.clone()).await.unwrap();
-    }
-    wait_connected(&nodes, 1).await;
-    let members = Members::new(2, reg.members.iter().map(|m| m.id));
-    (ids, members, nodes)
-}
 
 /// A raw TLS connection of a member to `target` with a receive buffer of `rcvbuf` bytes, past
 /// both hellos.

@@ -191,9 +191,22 @@ pub async fn two_nodes_and_a_rogue_member() -> (NodeIdentity, Members, Vec<p2p_t
 pub async fn two_nodes_and_a_rogue_member_with(
     tune: impl Fn(&mut p2p_tokio::NodeConfig),
 ) -> (NodeIdentity, Members, Vec<p2p_tokio::NodeHandle>) {
-    let mut ids = identities(3).into_iter();
-    let rogue = ids.next().unwrap();
-    let configs = ids
+    let (mut rogues, members, nodes) = nodes_and_rogues(1, tune).await;
+    (rogues.remove(0), members, nodes)
+}
+
+/// Two honest nodes and `rogues` more members that no node runs (the tests speak for them),
+/// with the lowest ids so that dialing them is their role; registry version 2. `tune` applies
+/// to the honest nodes' configurations.
+pub async fn nodes_and_rogues(
+    rogues: usize,
+    tune: impl Fn(&mut NodeConfig),
+) -> (Vec<NodeIdentity>, Members, Vec<NodeHandle>) {
+    let mut ids = identities(rogues + 2);
+    ids.sort_by_key(|i| i.node_id());
+    let honest = ids.split_off(rogues);
+    let configs = honest
+        .into_iter()
         .map(|id| {
             let mut c = config(id);
             tune(&mut c);
@@ -202,16 +215,18 @@ pub async fn two_nodes_and_a_rogue_member_with(
         .collect();
     let nodes = subnet(configs).await;
     let mut reg = registry(2, &[&nodes[0], &nodes[1]]);
-    reg.members.push(Member {
-        id: rogue.node_id(),
-        addr: "127.0.0.1:9".parse().unwrap(),
-    });
+    for r in &ids {
+        reg.members.push(Member {
+            id: r.node_id(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        });
+    }
     for n in &nodes {
         n.update_registry(reg.clone()).await.unwrap();
     }
     wait_connected(&nodes, 1).await;
     let members = Members::new(2, reg.members.iter().map(|m| m.id));
-    (rogue, members, nodes)
+    (ids, members, nodes)
 }
 
 /// Encodes `msgs` as the multiplexer would send them.
