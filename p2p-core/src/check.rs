@@ -11,6 +11,7 @@
 //!
 //! Not part of the stable API.
 
+use crate::chunks::content_id;
 use crate::{
     Advert, Artifact, ArtifactId, Bytes, Config, Decision, Event, Input, Kind, Message, Node,
     NodeId, Output, Priority, PriorityFnRef, RequestId, Time,
@@ -389,7 +390,7 @@ impl Harness {
                     }
                 }
                 Output::Deliver { artifact, .. } => {
-                    if ArtifactId::of(&artifact.data) != artifact.id {
+                    if content_id(&artifact.data, self.node.config().chunk_size) != artifact.id {
                         return Err(format!(
                             "delivered {:?} with bytes of another hash",
                             artifact.id
@@ -407,7 +408,7 @@ impl Harness {
                 Output::Event(Event::Dropped { id, from, .. }) => {
                     self.offers.remove(&(from, id));
                 }
-                Output::Event(_) => {}
+                Output::Event(_) | Output::Cancel { .. } => {}
             }
         }
         self.check_bounds()

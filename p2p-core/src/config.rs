@@ -80,6 +80,21 @@ pub struct Config {
     pub max_attr_len: usize,
     /// Largest artifact accepted in an advert, push or response.
     pub max_artifact_size: u64,
+    /// Artifacts larger than this are chunked (named by their manifest, fetched chunk by chunk
+    /// from every peer holding chunks; see [`chunks`](crate::chunks)); a manifest with another
+    /// chunk size is refused as bad data, so every member of a subnet must use the same value.
+    /// Default [`DEFAULT_CHUNK_SIZE`](crate::chunks::DEFAULT_CHUNK_SIZE) (256 KiB).
+    pub chunk_size: u32,
+    /// Bytes of incomplete chunked artifacts held at once: a chunked download starts only
+    /// while its whole size fits (default 1 GiB).
+    pub max_incomplete_bytes: u64,
+    /// Chunk requests awaiting answers, over all peers (default 64).
+    pub max_chunks_in_flight: usize,
+    /// Chunk requests awaiting answers from one peer (default 8: 2 MiB at the default chunk
+    /// size, more than a 300 Mbit/s link carries in a 50 ms round trip).
+    pub max_chunks_in_flight_per_peer: usize,
+    /// Most chunk ranges in one `Have` message (default 1024).
+    pub max_have_ranges: usize,
     /// Publish every delivered artifact automatically (relay), for simple embedders.
     pub auto_relay: bool,
     /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
@@ -162,7 +177,12 @@ impl Default for Config {
             seed: 0,
             push_threshold: 1024,
             max_attr_len: 64,
-            max_artifact_size: 16 << 20,
+            max_artifact_size: 1 << 30,
+            chunk_size: crate::chunks::DEFAULT_CHUNK_SIZE,
+            max_incomplete_bytes: 1 << 30,
+            max_chunks_in_flight: 64,
+            max_chunks_in_flight_per_peer: 8,
+            max_have_ranges: 1024,
             auto_relay: false,
             max_auto_relay_pool: 100_000,
             max_auto_relay_pool_bytes: 1 << 30,
@@ -212,7 +232,14 @@ impl Config {
     /// contradict each other. Drivers call it before starting a node; a node given an invalid
     /// configuration still never panics, but may refuse every advert or request.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&'static str, u64); 13] = [
+        let nonzero: [(&'static str, u64); 17] = [
+            ("max_incomplete_bytes", self.max_incomplete_bytes),
+            ("max_chunks_in_flight", self.max_chunks_in_flight as u64),
+            (
+                "max_chunks_in_flight_per_peer",
+                self.max_chunks_in_flight_per_peer as u64,
+            ),
+            ("max_have_ranges", self.max_have_ranges as u64),
             ("serve_rate", self.serve_rate),
             ("serve_burst", self.serve_burst),
             ("advert_batch_size", self.advert_batch_size as u64),
@@ -259,6 +286,16 @@ impl Config {
         if self.retry_backoff_initial > self.retry_backoff_max {
             return Err(ConfigError::Inconsistent(
                 "retry_backoff_initial exceeds retry_backoff_max",
+            ));
+        }
+        if self.chunk_size < crate::chunks::MIN_CHUNK_SIZE {
+            return Err(ConfigError::Inconsistent(
+                "chunk_size is below the minimum chunk size (4 KiB)",
+            ));
+        }
+        if self.push_threshold >= self.chunk_size as u64 {
+            return Err(ConfigError::Inconsistent(
+                "push_threshold must be below chunk_size: chunked artifacts are never pushed",
             ));
         }
         if self.push_threshold > self.max_artifact_size {

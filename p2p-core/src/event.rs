@@ -69,6 +69,14 @@ pub enum Output {
         /// Why.
         reason: DisconnectReason,
     },
+    /// Drop the queued answer to request `req_id` to peer `to` if it has not started on the
+    /// wire (the peer cancelled it); an answer already partly sent finishes.
+    Cancel {
+        /// The peer.
+        to: NodeId,
+        /// The request the answer is for.
+        req_id: RequestId,
+    },
     /// Something worth observing.
     Event(Event),
 }

@@ -125,6 +125,7 @@ mod budget;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod check;
+pub mod chunks;
 mod config;
 mod downloads;
 mod event;
@@ -143,9 +144,10 @@ mod sink;
 mod types;
 
 pub use bytes::Bytes;
+pub use chunks::{Manifest, ManifestError};
 pub use config::{Config, ConfigError, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-pub use message::{Message, RequestId};
+pub use message::{ChunkRange, Message, RequestId};
 pub use metrics::{MetricInfo, MetricKind, Metrics};
 pub use node::{Node, TableSizes};
 pub use types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};

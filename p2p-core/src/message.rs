@@ -38,13 +38,58 @@ pub enum Message {
         /// The artifact's bytes.
         data: Bytes,
     },
-    /// The requested artifact is not in the sender's pool.
+    /// The requested artifact (or chunk) is not held by the sender.
     NotFound {
         /// The request answered.
         req_id: RequestId,
         /// The artifact asked for.
         id: ArtifactId,
     },
+    /// Asks for one chunk of a chunked artifact (see [`chunks`](crate::chunks)).
+    ChunkRequest {
+        /// Echoed in the answer.
+        req_id: RequestId,
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The requester's priority: the chunk travels in its [`Class`](crate::Class).
+        priority: Priority,
+    },
+    /// The bytes of a requested chunk.
+    Chunk {
+        /// The request answered.
+        req_id: RequestId,
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The chunk's bytes.
+        data: Bytes,
+    },
+    /// The sender holds these chunks of an artifact it is fetching, besides those it announced
+    /// before; with no ranges, it only tells that it is fetching the artifact (a peer that holds
+    /// chunks of it answers with its own `Have`).
+    Have {
+        /// The artifact.
+        id: ArtifactId,
+        /// Chunk index ranges, each `start..end`, ascending and disjoint.
+        ranges: Vec<ChunkRange>,
+    },
+    /// The requester no longer wants the answer to a request: an answer not yet sent is dropped.
+    Cancel {
+        /// The request.
+        req_id: RequestId,
+    },
+}
+
+/// A half-open range of chunk indices, `start..end`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ChunkRange {
+    /// The first index.
+    pub start: u32,
+    /// One past the last index.
+    pub end: u32,
 }
 
 impl Message {
@@ -57,13 +102,29 @@ impl Message {
             Message::Request { .. } => "request",
             Message::Response { .. } => "response",
             Message::NotFound { .. } => "not-found",
+            Message::ChunkRequest { .. } => "chunk-request",
+            Message::Chunk { .. } => "chunk",
+            Message::Have { .. } => "have",
+            Message::Cancel { .. } => "cancel",
+        }
+    }
+
+    /// The request this message answers, if it is an answer (a response, chunk or not-found).
+    pub fn answers(&self) -> Option<RequestId> {
+        match self {
+            Message::Response { req_id, .. }
+            | Message::Chunk { req_id, .. }
+            | Message::NotFound { req_id, .. } => Some(*req_id),
+            _ => None,
         }
     }
 
     /// Artifact payload bytes carried (zero for control messages).
     pub fn payload_len(&self) -> usize {
         match self {
-            Message::Push { data, .. } | Message::Response { data, .. } => data.len(),
+            Message::Push { data, .. }
+            | Message::Response { data, .. }
+            | Message::Chunk { data, .. } => data.len(),
             _ => 0,
         }
     }

@@ -337,6 +337,11 @@ impl Node {
                 self.on_response(from, req_id, id, Some(data))
             }
             Message::NotFound { req_id, id } => self.on_response(from, req_id, id, None),
+            Message::ChunkRequest { req_id, id, .. } => {
+                serving::not_found(&mut self.sink, from, req_id, id)
+            }
+            Message::Chunk { .. } => self.violation(from, "answer to a request never made"),
+            Message::Have { .. } | Message::Cancel { .. } => {}
         }
     }
 

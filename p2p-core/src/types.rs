@@ -61,7 +61,8 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// An artifact's name: the SHA-256 of its bytes.
+/// An artifact's name: the SHA-256 of its root (its bytes, or its manifest if it is larger than
+/// one chunk: see [`chunks`](crate::chunks)).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ArtifactId(pub [u8; 32]);
 
@@ -198,7 +199,7 @@ pub struct Advert {
 /// An artifact: opaque bytes named by their SHA-256, with a kind and attribute bytes.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Artifact {
-    /// SHA-256 of `data`.
+    /// The SHA-256 of `data`, or of its manifest if it is chunked.
     pub id: ArtifactId,
     /// The application's channel.
     pub kind: Kind,
@@ -209,11 +210,22 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// An artifact of `data`; its id is computed here.
+    /// An artifact of `data`; its id is computed here, with the default chunk size
+    /// ([`content_id`](crate::chunks::content_id)).
     pub fn new(kind: Kind, attr: impl Into<Bytes>, data: impl Into<Bytes>) -> Self {
+        Self::with_chunk_size(kind, attr, data, crate::chunks::DEFAULT_CHUNK_SIZE)
+    }
+
+    /// An artifact of `data` named for a subnet whose chunk size is `chunk_size`.
+    pub fn with_chunk_size(
+        kind: Kind,
+        attr: impl Into<Bytes>,
+        data: impl Into<Bytes>,
+        chunk_size: u32,
+    ) -> Self {
         let data = data.into();
         Artifact {
-            id: ArtifactId::of(&data),
+            id: crate::chunks::content_id(&data, chunk_size),
             kind,
             attr: attr.into(),
             data,

@@ -1,0 +1,282 @@
+//! Chunked content addressing: how an artifact larger than one chunk is named and verified.
+//!
+//! Every artifact id is the SHA-256 of the artifact's *root*:
+//! - an artifact of at most `chunk_size` bytes is its own root: its id is the SHA-256 of its
+//!   bytes, as for any small artifact;
+//! - a larger artifact is cut into chunks of `chunk_size` bytes (the last one shorter or equal),
+//!   and its root is its [`Manifest`]: [`MANIFEST_TAG`], the size, the chunk size and the
+//!   SHA-256 of every chunk in order.
+//!
+//! The two cases cannot name the same bytes twice: a root that begins with [`MANIFEST_TAG`] is a
+//! manifest by definition, so a small artifact whose bytes begin with the tag is refused (at
+//! publish and on receipt), and a manifest must describe at least two chunks. A receiver checks
+//! the root it fetched against the id with one SHA-256, then every chunk against the manifest as
+//! it arrives, from any peer.
+//!
+//! Manifest layout (little-endian), `40 + 32 × count` bytes:
+//!
+//! | bytes         | field                                           |
+//! |---------------|-------------------------------------------------|
+//! | 0..24         | [`MANIFEST_TAG`]                                |
+//! | 24..32        | `size: u64`, the artifact's size in bytes       |
+//! | 32..36        | `chunk_size: u32`                               |
+//! | 36..40        | `count: u32` = ceil(size / chunk_size), at least 2 |
+//! | 40..          | `count` × SHA-256 of chunk `i` (bytes `i × chunk_size ..`) |
+
+use crate::types::ArtifactId;
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+
+/// The first bytes of every manifest; no small artifact may begin with them.
+pub const MANIFEST_TAG: [u8; 24] = *b"p2p-gossip/manifest/v1\0\0";
+
+/// The default chunk size: 256 KiB (see `BENCHMARKS.md`, "Chunk size").
+pub const DEFAULT_CHUNK_SIZE: u32 = 256 << 10;
+
+/// The smallest chunk size a node accepts.
+pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
+
+/// Bytes of a manifest before its chunk hashes.
+pub const MANIFEST_HEADER_LEN: usize = 40;
+
+/// Why bytes are not a well-formed manifest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The bytes do not begin with [`MANIFEST_TAG`] or are shorter than the header.
+    #[error("not a manifest")]
+    NotManifest,
+    /// The chunk size is below [`MIN_CHUNK_SIZE`].
+    #[error("chunk size {0} is below the minimum")]
+    ChunkSize(u32),
+    /// The count does not equal ceil(size / chunk_size), or is below two.
+    #[error("chunk count {count} does not fit size {size} in chunks of {chunk_size}")]
+    Count {
+        /// The size.
+        size: u64,
+        /// The chunk size.
+        chunk_size: u32,
+        /// The count.
+        count: u32,
+    },
+    /// The length does not match the count.
+    #[error("manifest of {len} bytes for {count} chunks")]
+    Length {
+        /// The length.
+        len: usize,
+        /// The count.
+        count: u32,
+    },
+}
+
+/// The root of a chunked artifact: its size, chunk size and the hash of every chunk.
+///
+/// Holds the encoded bytes (cheap to clone and to send) and reads fields from them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Manifest {
+    root: Bytes,
+    size: u64,
+    chunk_size: u32,
+    count: u32,
+}
+
+impl Manifest {
+    /// The manifest of `data` cut into chunks of `chunk_size` bytes; `None` if `data` fits in
+    /// one chunk (it is then its own root) or `chunk_size` is below [`MIN_CHUNK_SIZE`].
+    pub fn build(data: &[u8], chunk_size: u32) -> Option<Manifest> {
+        if chunk_size < MIN_CHUNK_SIZE || data.len() as u64 <= chunk_size as u64 {
+            return None;
+        }
+        let count = data.len().div_ceil(chunk_size as usize);
+        let count = u32::try_from(count).ok()?;
+        let mut root = BytesMut::with_capacity(MANIFEST_HEADER_LEN + 32 * count as usize);
+        root.put_slice(&MANIFEST_TAG);
+        root.put_u64_le(data.len() as u64);
+        root.put_u32_le(chunk_size);
+        root.put_u32_le(count);
+        for chunk in data.chunks(chunk_size as usize) {
+            root.put_slice(&Sha256::digest(chunk));
+        }
+        Some(Manifest {
+            root: root.freeze(),
+            size: data.len() as u64,
+            chunk_size,
+            count,
+        })
+    }
+
+    /// Reads a manifest from its encoded bytes, checking its layout (not its id).
+    pub fn parse(root: Bytes) -> Result<Manifest, ManifestError> {
+        if root.len() < MANIFEST_HEADER_LEN || root[..24] != MANIFEST_TAG {
+            return Err(ManifestError::NotManifest);
+        }
+        let size = u64::from_le_bytes(root[24..32].try_into().expect("8 bytes"));
+        let chunk_size = u32::from_le_bytes(root[32..36].try_into().expect("4 bytes"));
+        let count = u32::from_le_bytes(root[36..40].try_into().expect("4 bytes"));
+        if chunk_size < MIN_CHUNK_SIZE {
+            return Err(ManifestError::ChunkSize(chunk_size));
+        }
+        if count < 2 || size.div_ceil(chunk_size as u64) != count as u64 {
+            return Err(ManifestError::Count {
+                size,
+                chunk_size,
+                count,
+            });
+        }
+        if (root.len() - MANIFEST_HEADER_LEN) as u64 != 32 * count as u64 {
+            return Err(ManifestError::Length {
+                len: root.len(),
+                count,
+            });
+        }
+        Ok(Manifest {
+            root,
+            size,
+            chunk_size,
+            count,
+        })
+    }
+
+    /// The artifact id this manifest names: the SHA-256 of its bytes.
+    pub fn id(&self) -> ArtifactId {
+        ArtifactId::of(&self.root)
+    }
+
+    /// The encoded manifest.
+    pub fn root(&self) -> &Bytes {
+        &self.root
+    }
+
+    /// The artifact's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// The number of chunks.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The byte range of chunk `index` within the artifact (empty past the last chunk).
+    pub fn range(&self, index: u32) -> Range<u64> {
+        let start = (index as u64 * self.chunk_size as u64).min(self.size);
+        let end = (start + self.chunk_size as u64).min(self.size);
+        start..end
+    }
+
+    /// The length of chunk `index` in bytes (zero past the last chunk).
+    pub fn chunk_len(&self, index: u32) -> u64 {
+        let r = self.range(index);
+        r.end - r.start
+    }
+
+    /// The SHA-256 of chunk `index`, if there is such a chunk.
+    pub fn chunk_hash(&self, index: u32) -> Option<&[u8]> {
+        if index >= self.count {
+            return None;
+        }
+        let at = MANIFEST_HEADER_LEN + 32 * index as usize;
+        Some(&self.root[at..at + 32])
+    }
+
+    /// Whether `data` is chunk `index` of the artifact (right length and hash).
+    pub fn verify_chunk(&self, index: u32, data: &[u8]) -> bool {
+        match self.chunk_hash(index) {
+            Some(h) => data.len() as u64 == self.chunk_len(index) && Sha256::digest(data)[..] == *h,
+            None => false,
+        }
+    }
+
+    /// The bytes of chunk `index` cut from the whole artifact's `data` (no copy).
+    pub fn slice(&self, data: &Bytes, index: u32) -> Option<Bytes> {
+        let r = self.range(index);
+        if index >= self.count || data.len() as u64 != self.size {
+            return None;
+        }
+        Some(data.slice(r.start as usize..r.end as usize))
+    }
+}
+
+/// Whether `bytes` begin with [`MANIFEST_TAG`] (and so are read as a manifest, never as a small
+/// artifact).
+pub fn is_manifest(bytes: &[u8]) -> bool {
+    bytes.len() >= MANIFEST_TAG.len() && bytes[..MANIFEST_TAG.len()] == MANIFEST_TAG
+}
+
+/// The id of an artifact of `data` when chunks are `chunk_size` bytes: the SHA-256 of its bytes
+/// if they fit one chunk, else the id of its [`Manifest`].
+pub fn content_id(data: &[u8], chunk_size: u32) -> ArtifactId {
+    match Manifest::build(data, chunk_size) {
+        Some(m) => m.id(),
+        None => ArtifactId::of(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_artifact_is_its_own_root() {
+        let data = vec![7u8; 5000];
+        assert_eq!(content_id(&data, 8192), ArtifactId::of(&data));
+        assert!(Manifest::build(&data, 8192).is_none());
+        assert!(Manifest::build(&data, 5000).is_none());
+    }
+
+    #[test]
+    fn a_large_artifact_is_named_by_its_manifest_and_every_chunk_verifies() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let m = Manifest::build(&data, 8192).expect("three chunks");
+        assert_eq!(m.count(), 3);
+        assert_eq!(m.root().len(), MANIFEST_HEADER_LEN + 3 * 32);
+        assert_eq!(m.range(2), 16384..20_000);
+        assert_eq!(content_id(&data, 8192), m.id());
+        assert_ne!(m.id(), ArtifactId::of(&data));
+        let whole = Bytes::from(data.clone());
+        for i in 0..3 {
+            let chunk = m.slice(&whole, i).unwrap();
+            assert!(m.verify_chunk(i, &chunk));
+            assert!(!m.verify_chunk((i + 1) % 3, &chunk));
+        }
+        assert!(!m.verify_chunk(3, b""));
+        assert_eq!(Manifest::parse(m.root().clone()), Ok(m.clone()));
+    }
+
+    #[test]
+    fn malformed_manifests_are_typed_errors() {
+        let data = vec![1u8; 3 * 4096];
+        let m = Manifest::build(&data, 4096).unwrap();
+        let root = m.root().to_vec();
+        assert_eq!(
+            Manifest::parse(Bytes::from_static(b"short")),
+            Err(ManifestError::NotManifest)
+        );
+        let mut bad_count = root.clone();
+        bad_count[36] = 4;
+        assert!(matches!(
+            Manifest::parse(Bytes::from(bad_count)),
+            Err(ManifestError::Count { .. })
+        ));
+        let mut truncated = root.clone();
+        truncated.pop();
+        assert!(matches!(
+            Manifest::parse(Bytes::from(truncated)),
+            Err(ManifestError::Length { .. })
+        ));
+        let mut tiny_chunks = root;
+        tiny_chunks[32..36].copy_from_slice(&16u32.to_le_bytes());
+        assert_eq!(
+            Manifest::parse(Bytes::from(tiny_chunks)),
+            Err(ManifestError::ChunkSize(16))
+        );
+        assert!(is_manifest(&MANIFEST_TAG));
+        assert!(!is_manifest(b"p2p"));
+    }
+}
