@@ -95,6 +95,10 @@ pub struct Config {
     pub max_chunks_in_flight_per_peer: usize,
     /// Most chunk ranges in one `Have` message (default 1024).
     pub max_have_ranges: usize,
+    /// How long a swarm asks full holders (the origin) only for its own stripe of the chunks
+    /// and leaves the rest to the partial holders, before it asks full holders for any chunk
+    /// (default 100 ms; see `BENCHMARKS.md`, "Swarming").
+    pub swarm_patience: Duration,
     /// Publish every delivered artifact automatically (relay), for simple embedders.
     pub auto_relay: bool,
     /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
@@ -183,6 +187,7 @@ impl Default for Config {
             max_chunks_in_flight: 64,
             max_chunks_in_flight_per_peer: 8,
             max_have_ranges: 1024,
+            swarm_patience: Duration::from_millis(100),
             auto_relay: false,
             max_auto_relay_pool: 100_000,
             max_auto_relay_pool_bytes: 1 << 30,

@@ -1,6 +1,7 @@
 //! Downloads: the adverts tracked for download, the download table, the ready queues, request
 //! scheduling, and timeouts, retries and back-off.
 
+use crate::chunks::{MANIFEST_HEADER_LEN, Manifest, is_manifest};
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, RetryReason};
 use crate::hash::{FastState, KeyedTable, SaltedState, keyed_hash};
@@ -77,6 +78,18 @@ pub(crate) enum Answer {
     Late,
     /// The artifact, verified, to deliver.
     Fetched(Artifact),
+    /// A chunked artifact's manifest, verified: its download ended, and a swarm is to fetch
+    /// its chunks from these full holders at this priority.
+    Manifest {
+        /// The manifest.
+        manifest: Manifest,
+        /// The download's advert.
+        advert: Advert,
+        /// The download's priority.
+        priority: Option<Priority>,
+        /// Its sources.
+        full: SmallVec<[NodeId; 4]>,
+    },
 }
 
 /// The downloads and the requests that serve them.
@@ -472,7 +485,16 @@ impl Downloads {
         cx.sink.metrics.bytes_received += data.len() as u64;
         // Integrity first. The hash alone decides: an advert's size is a hint, and the first
         // advertiser may have lied about it.
-        if ArtifactId::of(&data) != id {
+        // A root that begins with the manifest tag is a manifest (see `chunks`); it must be
+        // well formed, in this subnet's chunk size and within the size limit.
+        let manifest = if is_manifest(&data) {
+            Manifest::parse(data.clone()).ok().filter(|m| {
+                m.chunk_size() == cx.cfg.chunk_size && m.size() <= cx.cfg.max_artifact_size
+            })
+        } else {
+            None
+        };
+        if ArtifactId::of(&data) != id || (is_manifest(&data) && manifest.is_none()) {
             cx.peers.record_failed(&from);
             self.remove_source(id, from, cx);
             self.retry(id, from, req_id, RetryReason::BadData, cx);
@@ -484,6 +506,25 @@ impl Downloads {
             cx.sink.metrics.duplicates += 1;
             return Answer::Late;
         };
+        if let Some(manifest) = manifest {
+            let advert = Advert {
+                size: manifest.size(),
+                ..dl.advert.clone()
+            };
+            let priority = dl.priority;
+            let full = dl
+                .sources
+                .iter()
+                .map(|s| cx.peers.id_of_slot(*s))
+                .collect();
+            self.end_download(id, cx);
+            return Answer::Manifest {
+                manifest,
+                advert,
+                priority,
+                full,
+            };
+        }
         Answer::Fetched(Artifact {
             id,
             kind: dl.advert.kind,
@@ -685,7 +726,7 @@ impl Downloads {
                 // Being disconnected by a membership change that is still in progress.
                 continue;
             }
-            if !cx.peers.available(state, dl.advert.size, cx.cfg) {
+            if !cx.peers.available(state, fetch_size(&dl.advert, cx.cfg), cx.cfg) {
                 continue;
             }
             let rank = state.source_rank();
@@ -715,7 +756,7 @@ impl Downloads {
 
     fn start_request(&mut self, id: ArtifactId, peer: NodeId, cx: &mut Cx) {
         let dl = self.table.get_mut(&id).expect("queued download exists");
-        let size = dl.advert.size;
+        let size = fetch_size(&dl.advert, cx.cfg);
         let priority = dl.priority.unwrap_or_default();
         let deadline = cx.now + cx.cfg.request_timeout(size);
         let req_id = self.requests.start(peer, id, size, deadline);
@@ -863,8 +904,18 @@ impl Downloads {
 }
 
 /// Concurrent requests allowed for a download.
+/// The bytes a request for `advert` fetches: the artifact, or its manifest if it is chunked.
+fn fetch_size(advert: &Advert, cfg: &Config) -> u64 {
+    if advert.size > cfg.chunk_size as u64 {
+        let count = advert.size.div_ceil(cfg.chunk_size as u64);
+        MANIFEST_HEADER_LEN as u64 + 32 * count
+    } else {
+        advert.size
+    }
+}
+
 fn parallelism(dl: &Download, cfg: &Config) -> usize {
-    if dl.advert.size >= cfg.parallel_fetch_min_size {
+    if dl.advert.size >= cfg.parallel_fetch_min_size && dl.advert.size <= cfg.chunk_size as u64 {
         cfg.max_parallel_requests.max(1)
     } else {
         1

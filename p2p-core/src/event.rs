@@ -221,6 +221,10 @@ pub enum InputError {
         max: usize,
     },
     /// A published artifact's id is not the SHA-256 of its bytes.
-    #[error("artifact id does not match the SHA-256 of its bytes")]
+    #[error("artifact id does not match the SHA-256 of its root (its bytes, or its manifest if it is chunked)")]
     IdMismatch,
+    /// A published artifact of at most one chunk begins with the manifest tag, which would make
+    /// its bytes read as a manifest.
+    #[error("an artifact of at most one chunk must not begin with the manifest tag")]
+    ManifestTagged,
 }

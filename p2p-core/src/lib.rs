@@ -141,6 +141,7 @@ mod requests;
 pub mod rng;
 mod serving;
 mod sink;
+mod swarm;
 mod types;
 
 pub use bytes::Bytes;

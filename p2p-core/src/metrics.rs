@@ -106,6 +106,16 @@ declare_metrics! {
     requests_refused: Counter,
     /// Artifact bytes sent in responses and pushes.
     bytes_served: Counter as "artifact_bytes_served",
+    /// Chunks of chunked artifacts requested.
+    chunks_requested: Counter,
+    /// Chunks received (verified or not).
+    chunks_received: Counter,
+    /// Chunk requests answered with the chunk.
+    chunks_served: Counter,
+    /// Chunk requests cancelled on the wire (the artifact completed or was dropped).
+    chunks_cancelled: Counter,
+    /// Answers that peers cancelled before they left this node.
+    answers_cancelled: Counter,
     /// Adverts tracked (one per advertising peer and artifact).
     tracked_adverts: Gauge,
     /// Artifacts tracked for download.
@@ -118,6 +128,12 @@ declare_metrics! {
     pool_artifacts: Gauge,
     /// Bytes in the local pool.
     pool_bytes: Gauge,
+    /// Chunked artifacts being fetched (active or waiting for the memory budget).
+    swarms: Gauge,
+    /// Bytes reserved by the chunked artifacts being fetched.
+    incomplete_bytes: Gauge,
+    /// Chunk requests awaiting answers.
+    chunks_in_flight: Gauge,
     /// Peers the core counts as connected.
     connected_peers: Gauge as "core_connected_peers",
 }

@@ -4,9 +4,11 @@
 //! - `Pool` (`pool.rs`): the local pool, the auto-relay's bounds, who holds what;
 //! - `Downloads` (`downloads.rs`, with `requests.rs`): adverts, the download table, ready
 //!   queues, requests, timeouts, retries and back-off;
+//! - `Swarms` (`swarm.rs`): chunked artifacts fetched chunk by chunk from every holder;
 //! - `serving.rs`: answers to peers' requests, held while a peer is congested;
 //! - `Sink` (`sink.rs`): the outputs and counters that they all write to.
 
+use crate::chunks::{Manifest, is_manifest};
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output};
@@ -16,9 +18,10 @@ use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::pool::{Holders, Pool};
 use crate::rng::splitmix64;
-use crate::serving::{self, Offer};
+use crate::serving::{self, Offer, Pending};
 use crate::sink::Sink;
-use crate::types::{Advert, Artifact, ArtifactId, NodeId, Priority, Time};
+use crate::swarm::{CHUNK_REQ_BIT, ChunkAnswer, SwarmCx, Swarms};
+use crate::types::{Advert, Artifact, ArtifactId, NodeId, Time};
 use bytes::Bytes;
 
 /// One node's gossip state machine.
@@ -71,6 +74,9 @@ pub struct Node {
     peers: Peers,
     pool: Pool,
     downloads: Downloads,
+    swarms: Swarms,
+    /// The current members, sorted (the swarms' stripes follow this order).
+    members: Vec<NodeId>,
     sink: Sink,
     now: Time,
 }
@@ -85,6 +91,8 @@ impl Node {
             peers: Peers::new(fast, &cfg),
             pool: Pool::new(hs),
             downloads: Downloads::new(hs, fast, &cfg),
+            swarms: Swarms::new(hs, fast),
+            members: Vec::new(),
             sink: Sink::default(),
             now: Time::ZERO,
             cfg,
@@ -117,6 +125,9 @@ impl Node {
         m.pool_artifacts = self.pool.len() as u64;
         m.pool_bytes = self.pool.bytes();
         m.connected_peers = self.peers.len() as u64;
+        m.swarms = self.swarms.len() as u64;
+        m.incomplete_bytes = self.swarms.reserved();
+        m.chunks_in_flight = self.swarms.in_flight() as u64;
         m
     }
 
@@ -145,6 +156,10 @@ impl Node {
             requests: self.downloads.requests_len(),
             in_flight: self.peers.in_flight() as usize,
             in_flight_bytes: self.peers.in_flight_bytes(),
+            swarms: self.swarms.len(),
+            chunk_requests: self.swarms.requests_len(),
+            incomplete_bytes: self.swarms.reserved(),
+            incomplete_held_bytes: self.swarms.held_bytes(),
             delivered_memory: self.pool.delivered_len(),
             dropped_memory: self.downloads.dropped_len(),
             outputs: self.sink.len(),
@@ -157,10 +172,17 @@ impl Node {
         self.now = self.now.max(now);
         let (downloads, mut cx) = self.split();
         downloads.advance(&mut cx);
+        self.swarms
+            .advance(self.now, self.cfg.swarm_patience, &mut self.sink);
         let result = self.route(input);
         self.release_serving();
         let (downloads, mut cx) = self.split();
         downloads.schedule(&mut cx);
+        if self.swarms.len() > 0 {
+            let (swarms, mut scx) = self.split_swarms();
+            swarms.schedule(&mut scx);
+            swarms.flush(&mut scx);
+        }
         let pool = &self.pool;
         self.peers
             .feed_resync(self.cfg.advert_batch_size.max(1), |from, end, max, out| {
@@ -183,6 +205,7 @@ impl Node {
             Input::Reevaluate => {
                 let (downloads, mut cx) = self.split();
                 downloads.reevaluate(&mut cx);
+                self.reevaluate_swarms();
             }
             Input::Congestion { peer, congested } => self.on_congestion(peer, congested),
             Input::Timeout => {}
@@ -203,13 +226,16 @@ impl Node {
             .peers
             .resync_pending()
             .then(|| self.now + self.cfg.resync_interval);
-        let size = |id: &ArtifactId| self.pool.get(id).map(|a| a.data.len() as u64);
+        let size = |r: &Pending| {
+            serving::answer_bytes(&self.pool, &self.swarms, r).map(|b| b.len() as u64)
+        };
         let serving = self
             .peers
             .iter()
             .filter_map(|(_, p)| p.serving.next_release(&self.cfg, size))
             .min();
-        [self.downloads.next_wakeup(), resync, serving]
+        let swarms = self.swarms.next_wakeup(self.now, &self.cfg);
+        [self.downloads.next_wakeup(), resync, serving, swarms]
             .into_iter()
             .flatten()
             .min()
@@ -226,9 +252,47 @@ impl Node {
         (&mut self.downloads, cx)
     }
 
+    /// The swarms, and what they work with.
+    fn split_swarms(&mut self) -> (&mut Swarms, SwarmCx<'_>) {
+        let peers = &self.peers;
+        let cx = SwarmCx {
+            cfg: &self.cfg,
+            sink: &mut self.sink,
+            now: self.now,
+            members: &self.members,
+            me: self.id,
+            connected: Box::new(move |p: &NodeId| peers.contains(p)),
+        };
+        (&mut self.swarms, cx)
+    }
+
+    /// Asks the priority function again about every swarm; dropped ones are remembered.
+    fn reevaluate_swarms(&mut self) {
+        if self.swarms.len() == 0 {
+            return;
+        }
+        let downloads = &self.downloads;
+        let peers = &self.peers;
+        let mut cx = SwarmCx {
+            cfg: &self.cfg,
+            sink: &mut self.sink,
+            now: self.now,
+            members: &self.members,
+            me: self.id,
+            connected: Box::new(move |p: &NodeId| peers.contains(p)),
+        };
+        let dropped = self.swarms.reevaluate(|a| downloads.decide(a), &mut cx);
+        for advert in dropped {
+            self.downloads.remember_dropped(&advert, &self.cfg);
+        }
+    }
+
     // ---- membership and connections ----
 
-    fn on_membership(&mut self, version: u64, members: Vec<NodeId>) {
+    fn on_membership(&mut self, version: u64, mut members: Vec<NodeId>) {
+        members.sort_unstable();
+        members.dedup();
+        self.members.clone_from(&members);
         self.peers.set_members(members);
         for peer in self.peers.non_members() {
             self.disconnect(peer, DisconnectReason::NotMember);
@@ -284,6 +348,7 @@ impl Node {
         let reqs = downloads.release_peer(peer, slot, had_adverts, &mut cx);
         cx.peers.remove(&peer);
         downloads.retry_after_departure(peer, slot, reqs, &mut cx);
+        self.swarms.on_disconnect(peer);
         self.peers.reshare(&self.cfg, self.id);
     }
 
@@ -295,14 +360,20 @@ impl Node {
 
     /// Answers the held requests that the peers' congestion and byte budgets let through.
     fn release_serving(&mut self) {
-        let (pool, sink, cfg, now) = (&self.pool, &mut self.sink, &self.cfg, self.now);
-        let size = |id: &ArtifactId| pool.get(id).map(|a| a.data.len() as u64);
+        let (pool, swarms, sink, cfg, now) = (
+            &self.pool,
+            &self.swarms,
+            &mut self.sink,
+            &self.cfg,
+            self.now,
+        );
+        let size = |r: &Pending| serving::answer_bytes(pool, swarms, r).map(|b| b.len() as u64);
         for (peer, state) in self.peers.iter_mut() {
             if state.serving.len() == 0 {
                 continue;
             }
             for request in state.serving.release(now, cfg, size) {
-                serving::respond(pool, sink, *peer, request);
+                serving::respond(pool, swarms, sink, *peer, request);
             }
         }
     }
@@ -332,16 +403,35 @@ impl Node {
                 req_id,
                 id,
                 priority,
-            } => self.on_request(from, req_id, id, priority),
+            } => self.on_request(from, (req_id, id, priority, None)),
             Message::Response { req_id, id, data } => {
                 self.on_response(from, req_id, id, Some(data))
             }
-            Message::NotFound { req_id, id } => self.on_response(from, req_id, id, None),
-            Message::ChunkRequest { req_id, id, .. } => {
-                serving::not_found(&mut self.sink, from, req_id, id)
+            Message::NotFound { req_id, .. } if req_id & CHUNK_REQ_BIT != 0 => {
+                self.sink.metrics.responses_received += 1;
+                if !self.swarms.on_not_found(from, req_id) {
+                    self.violation(from, "answer to a request never made");
+                }
             }
-            Message::Chunk { .. } => self.violation(from, "answer to a request never made"),
-            Message::Have { .. } | Message::Cancel { .. } => {}
+            Message::NotFound { req_id, id } => self.on_response(from, req_id, id, None),
+            Message::ChunkRequest {
+                req_id,
+                id,
+                index,
+                priority,
+            } => self.on_request(from, (req_id, id, priority, Some(index))),
+            Message::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            } => self.on_chunk(from, req_id, id, index, data),
+            Message::Have { id, ranges } => {
+                if let Err(what) = self.swarms.on_have(from, id, &ranges, &self.cfg) {
+                    self.violation(from, what);
+                }
+            }
+            Message::Cancel { req_id } => self.on_cancel(from, req_id),
         }
     }
 
@@ -370,6 +460,9 @@ impl Node {
         if self.pool.note_holder(&advert.id, key) {
             return;
         }
+        if self.swarms.contains(&advert.id) {
+            return self.swarms.add_full(&advert.id, from);
+        }
         let (downloads, mut cx) = self.split();
         if let Err(reason) = downloads.on_advert(from, slot, advert, &mut cx) {
             self.disconnect(from, reason);
@@ -379,6 +472,7 @@ impl Node {
     fn on_withdraw(&mut self, from: NodeId, id: ArtifactId) {
         let key = self.peers.get(&from).expect("peer is connected").key;
         self.pool.forget_holder(&id, key);
+        self.swarms.on_withdraw(&id, from);
         let (downloads, mut cx) = self.split();
         downloads.on_withdraw(from, id, &mut cx);
     }
@@ -396,7 +490,10 @@ impl Node {
             return self.violation(from, "push above the push threshold");
         }
         // Integrity first: nothing about the artifact is trusted before its hash is checked.
-        if data.len() as u64 != advert.size || ArtifactId::of(&data) != advert.id {
+        if data.len() as u64 != advert.size
+            || is_manifest(&data)
+            || ArtifactId::of(&data) != advert.id
+        {
             return self.penalize(from);
         }
         let id = advert.id;
@@ -419,15 +516,18 @@ impl Node {
             attr: advert.attr,
             data,
         };
-        self.deliver(artifact, from);
+        self.deliver(artifact, None, from);
     }
 
-    fn on_request(&mut self, from: NodeId, req_id: RequestId, id: ArtifactId, priority: Priority) {
-        let size = self.pool.get(&id).map(|a| a.data.len() as u64);
+    fn on_request(&mut self, from: NodeId, request: Pending) {
+        let (req_id, id, ..) = request;
+        let size =
+            serving::answer_bytes(&self.pool, &self.swarms, &request).map(|b| b.len() as u64);
         let state = self.peers.get_mut(&from).expect("peer is connected");
-        let request = (req_id, id, priority);
         match state.serving.offer(request, size, self.now, &self.cfg) {
-            Offer::Serve => serving::respond(&self.pool, &mut self.sink, from, request),
+            Offer::Serve => {
+                serving::respond(&self.pool, &self.swarms, &mut self.sink, from, request)
+            }
             Offer::Held => {}
             Offer::NotFound => {
                 self.sink.metrics.requests_refused += 1;
@@ -457,8 +557,52 @@ impl Node {
             Answer::Unsolicited => self.violation(from, "answer to a request never made"),
             Answer::BadData => self.penalize(from),
             Answer::NotFound | Answer::Late => {}
-            Answer::Fetched(artifact) => self.deliver(artifact, from),
+            Answer::Fetched(artifact) => self.deliver(artifact, None, from),
+            Answer::Manifest {
+                manifest,
+                advert,
+                priority,
+                full,
+            } => {
+                if self.swarms.len() < self.cfg.max_pending_downloads {
+                    let (swarms, mut cx) = self.split_swarms();
+                    swarms.start(manifest, advert, priority, full, &mut cx);
+                } else {
+                    self.sink
+                        .dropped_advert(advert.id, from, DropReason::TableFull);
+                }
+            }
         }
+    }
+
+    fn on_chunk(&mut self, from: NodeId, req_id: RequestId, id: ArtifactId, index: u32, data: Bytes) {
+        match self
+            .swarms
+            .on_chunk(from, req_id, id, index, data, &mut self.sink)
+        {
+            ChunkAnswer::Unsolicited => self.violation(from, "answer to a request never made"),
+            ChunkAnswer::BadData => self.penalize(from),
+            ChunkAnswer::Kept => self.peers.record_served(&from),
+            ChunkAnswer::Complete(artifact) => {
+                self.peers.record_served(&from);
+                let ended = {
+                    let (swarms, mut cx) = self.split_swarms();
+                    swarms.end(&id, &mut cx)
+                };
+                if let Some((manifest, full)) = ended {
+                    self.deliver_swarmed(artifact, manifest, full, from);
+                }
+            }
+        }
+    }
+
+    /// The peer no longer wants the answer to `req_id`: a held request is forgotten, and the
+    /// driver drops a queued answer that has not started on the wire.
+    fn on_cancel(&mut self, from: NodeId, req_id: RequestId) {
+        let state = self.peers.get_mut(&from).expect("peer is connected");
+        state.serving.cancel(req_id);
+        self.sink.metrics.answers_cancelled += 1;
+        self.sink.push(Output::Cancel { to: from, req_id });
     }
 
     fn penalize(&mut self, peer: NodeId) {
@@ -475,7 +619,7 @@ impl Node {
     // ---- delivery and the pool ----
 
     /// Hands a verified artifact to the application, once, and ends its download.
-    fn deliver(&mut self, artifact: Artifact, from: NodeId) {
+    fn deliver(&mut self, artifact: Artifact, manifest: Option<Manifest>, from: NodeId) {
         let id = artifact.id;
         let mut holders = Holders::new();
         if let Some(state) = self.peers.get(&from) {
@@ -494,7 +638,24 @@ impl Node {
             .admits_relay(artifact.data.len() as u64, &self.cfg)
         {
             self.pool
-                .add(artifact, &mut self.peers, &mut self.sink, &self.cfg);
+                .add(artifact, manifest, &mut self.peers, &mut self.sink, &self.cfg);
+        }
+    }
+
+    /// Delivers a chunked artifact whose swarm completed; its full holders are known holders.
+    fn deliver_swarmed(
+        &mut self,
+        artifact: Artifact,
+        manifest: Manifest,
+        full: smallvec::SmallVec<[NodeId; 4]>,
+        from: NodeId,
+    ) {
+        let id = artifact.id;
+        self.deliver(artifact, Some(manifest), from);
+        for peer in full {
+            if let Some(state) = self.peers.get(&peer) {
+                self.pool.note_holder(&id, state.key);
+            }
         }
     }
 
@@ -512,11 +673,21 @@ impl Node {
                 max: self.cfg.max_attr_len,
             });
         }
-        if ArtifactId::of(&artifact.data) != artifact.id {
+        let manifest = Manifest::build(&artifact.data, self.cfg.chunk_size);
+        let root_id = match &manifest {
+            Some(m) => m.id(),
+            None if is_manifest(&artifact.data) => return Err(InputError::ManifestTagged),
+            None => ArtifactId::of(&artifact.data),
+        };
+        if root_id != artifact.id {
             return Err(InputError::IdMismatch);
         }
         if self.pool.contains(&artifact.id) {
             return Ok(());
+        }
+        if self.swarms.contains(&artifact.id) {
+            let (swarms, mut cx) = self.split_swarms();
+            swarms.end(&artifact.id, &mut cx);
         }
         // The application got it elsewhere: stop fetching, and remember who holds it.
         let mut holders = Holders::new();
@@ -525,8 +696,13 @@ impl Node {
             self.pool
                 .remember_delivered(artifact.id, holders, &self.cfg);
         }
-        self.pool
-            .add(artifact, &mut self.peers, &mut self.sink, &self.cfg);
+        self.pool.add(
+            artifact,
+            manifest,
+            &mut self.peers,
+            &mut self.sink,
+            &self.cfg,
+        );
         Ok(())
     }
 }
@@ -548,6 +724,14 @@ pub struct TableSizes {
     pub in_flight: usize,
     /// Bytes counted in the global in-flight limit.
     pub in_flight_bytes: u64,
+    /// Chunked artifacts being fetched (active or waiting).
+    pub swarms: usize,
+    /// Chunk requests awaiting an answer (timed out ones included).
+    pub chunk_requests: usize,
+    /// Bytes reserved by active swarms.
+    pub incomplete_bytes: u64,
+    /// Bytes of chunks held by incomplete artifacts.
+    pub incomplete_held_bytes: u64,
     /// Delivered ids remembered.
     pub delivered_memory: usize,
     /// Dropped ids remembered.
@@ -594,6 +778,12 @@ impl TableSizes {
                 self.requests,
                 cfg.max_in_flight_per_peer.saturating_mul(peers),
             ),
+            ("swarms", self.swarms, cfg.max_pending_downloads),
+            (
+                "chunk requests awaiting an answer",
+                self.chunk_requests,
+                cfg.max_chunks_in_flight_per_peer.saturating_mul(peers),
+            ),
             (
                 "delivered memory",
                 self.delivered_memory,
@@ -610,6 +800,23 @@ impl TableSizes {
             .filter(|(_, size, bound)| size > bound)
             .map(|(what, size, bound)| (what, size as u64, bound as u64))
             .collect();
+        // One swarm larger than the budget may run alone.
+        if self.incomplete_bytes > cfg.max_incomplete_bytes
+            && self.incomplete_held_bytes > cfg.max_incomplete_bytes
+        {
+            out.push((
+                "incomplete bytes",
+                self.incomplete_held_bytes,
+                cfg.max_incomplete_bytes,
+            ));
+        }
+        if self.incomplete_held_bytes > self.incomplete_bytes {
+            out.push((
+                "incomplete bytes held beyond the reservation",
+                self.incomplete_held_bytes,
+                self.incomplete_bytes,
+            ));
+        }
         if in_flight_bytes > cfg.max_in_flight_bytes {
             out.push(("bytes in flight", in_flight_bytes, cfg.max_in_flight_bytes));
         }

@@ -1,7 +1,9 @@
 //! The local pool: the artifacts this node serves (published, or received and relayed), who is
 //! known to hold them, and the memory of delivered artifacts.
 
+use crate::chunks::Manifest;
 use crate::config::Config;
+use bytes::Bytes;
 use crate::hash::{Map, SaltedState};
 use crate::message::Message;
 use crate::peers::{PeerKey, Peers};
@@ -16,6 +18,8 @@ pub(crate) type Holders = SmallVec<[PeerKey; 4]>;
 
 struct PoolEntry {
     artifact: Artifact,
+    /// Its manifest, if it is chunked.
+    manifest: Option<Manifest>,
     holders: Holders,
     /// Its place in the order of pooling.
     seq: u64,
@@ -55,6 +59,22 @@ impl Pool {
     /// Whether the pool holds `id`.
     pub(crate) fn contains(&self, id: &ArtifactId) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// The root of the pooled artifact `id`: what a request for it is answered with (its bytes,
+    /// or its manifest if it is chunked).
+    pub(crate) fn root(&self, id: &ArtifactId) -> Option<Bytes> {
+        let e = self.entries.get(id)?;
+        Some(match &e.manifest {
+            Some(m) => m.root().clone(),
+            None => e.artifact.data.clone(),
+        })
+    }
+
+    /// Chunk `index` of the pooled chunked artifact `id`.
+    pub(crate) fn chunk(&self, id: &ArtifactId, index: u32) -> Option<Bytes> {
+        let e = self.entries.get(id)?;
+        e.manifest.as_ref()?.slice(&e.artifact.data, index)
     }
 
     /// The pooled artifact `id`.
@@ -144,6 +164,7 @@ impl Pool {
     pub(crate) fn add(
         &mut self,
         artifact: Artifact,
+        manifest: Option<Manifest>,
         peers: &mut Peers,
         sink: &mut Sink,
         cfg: &Config,
@@ -175,6 +196,7 @@ impl Pool {
             id,
             PoolEntry {
                 artifact,
+                manifest,
                 holders,
                 seq,
             },
@@ -236,7 +258,7 @@ mod tests {
         let (mut peers, _, _) = two_peers(&cfg);
         let (mut pool, mut sink) = (Pool::new(SaltedState::new(1)), Sink::default());
         let art = Artifact::new(Kind(0), &b""[..], vec![1u8; 10]);
-        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        pool.add(art.clone(), None, &mut peers, &mut sink, &cfg);
         let out = sends(&mut sink);
         assert_eq!(out.len(), 2);
         assert!(
@@ -260,7 +282,7 @@ mod tests {
             .into_iter()
             .collect();
         pool.remember_delivered(art.id, holders, &cfg);
-        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        pool.add(art.clone(), None, &mut peers, &mut sink, &cfg);
         peers.flush_adverts(&mut sink, &cfg);
         let out = sends(&mut sink);
         assert_eq!(out.len(), 1);
@@ -285,7 +307,7 @@ mod tests {
         assert_eq!(pool.delivered_len(), 1);
         let (mut peers, _, _) = two_peers(&cfg);
         let mut sink = Sink::default();
-        pool.add(art.clone(), &mut peers, &mut sink, &cfg);
+        pool.add(art.clone(), None, &mut peers, &mut sink, &cfg);
         pool.remove(art.id, &peers, &mut sink);
         // Both connected peers have keys 0 and 1; key 3 held it: each gets a withdraw.
         assert_eq!(sends(&mut sink).len(), 2);
@@ -305,6 +327,7 @@ mod tests {
         assert!(!pool.admits_relay(26, &cfg));
         pool.add(
             Artifact::new(Kind(0), &b""[..], vec![1u8; 10]),
+            None,
             &mut peers,
             &mut sink,
             &cfg,
@@ -312,6 +335,7 @@ mod tests {
         assert!(pool.admits_relay(15, &cfg) && !pool.admits_relay(16, &cfg));
         pool.add(
             Artifact::new(Kind(0), &b""[..], vec![2u8; 1]),
+            None,
             &mut peers,
             &mut sink,
             &cfg,

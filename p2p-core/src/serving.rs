@@ -5,12 +5,15 @@ use crate::config::Config;
 use crate::message::{Message, RequestId};
 use crate::pool::Pool;
 use crate::sink::Sink;
+use crate::swarm::Swarms;
+use bytes::Bytes;
 use crate::types::{ArtifactId, Class, NodeId, Priority, Time};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-/// A request to serve: (request id, artifact, the requester's priority).
-pub(crate) type Pending = (RequestId, ArtifactId, Priority);
+/// A request to serve: (request id, artifact, the requester's priority, the chunk asked for or
+/// `None` for the whole artifact, or its manifest if it is chunked).
+pub(crate) type Pending = (RequestId, ArtifactId, Priority, Option<u32>);
 
 /// One peer's serving state, for one connection: whether the driver reports its send queue
 /// full, the requests held meanwhile or while the peer's byte budget is spent, when each
@@ -65,8 +68,10 @@ impl ServeQueue {
         now: Time,
         cfg: &Config,
     ) -> Offer {
-        let id = request.1;
-        if let Some(size) = size {
+        let (id, chunk) = (request.1, request.3);
+        // Early repeats are judged per artifact: a swarm asks one peer for many chunks of one
+        // artifact, which the byte budget bounds instead.
+        if let Some(size) = size.filter(|_| chunk.is_none()) {
             if !self.asked.contains_key(&id) && self.asked.len() >= cfg.max_queued_requests_per_peer
             {
                 self.asked.clear();
@@ -86,7 +91,7 @@ impl ServeQueue {
                 }
             }
         }
-        if self.held.iter().any(|h| h.1 == id) {
+        if self.held.iter().any(|h| h.1 == id && h.3 == chunk) {
             return Offer::NotFound;
         }
         if !self.congested && self.held.is_empty() && self.take(size.unwrap_or(0), now, cfg) {
@@ -142,14 +147,14 @@ impl ServeQueue {
         &mut self,
         now: Time,
         cfg: &Config,
-        size: impl Fn(&ArtifactId) -> Option<u64>,
+        size: impl Fn(&Pending) -> Option<u64>,
     ) -> Vec<Pending> {
         let mut out = Vec::new();
         while !self.congested {
             let Some(head) = self.held.front() else {
                 break;
             };
-            if !self.take(size(&head.1).unwrap_or(0), now, cfg) {
+            if !self.take(size(head).unwrap_or(0), now, cfg) {
                 break;
             }
             out.extend(self.held.pop_front());
@@ -162,14 +167,14 @@ impl ServeQueue {
     pub(crate) fn next_release(
         &self,
         cfg: &Config,
-        size: impl Fn(&ArtifactId) -> Option<u64>,
+        size: impl Fn(&Pending) -> Option<u64>,
     ) -> Option<Time> {
         if self.congested {
             return None;
         }
         let head = self.held.front()?;
         let burst = i64::try_from(cfg.serve_burst).unwrap_or(i64::MAX);
-        let need = i64::try_from(size(&head.1).unwrap_or(0))
+        let need = i64::try_from(size(head).unwrap_or(0))
             .unwrap_or(i64::MAX)
             .min(burst);
         let tokens = self.tokens.unwrap_or(burst);
@@ -184,25 +189,54 @@ impl ServeQueue {
         self.congested
     }
 
+    /// Forgets a held request the peer cancelled; returns whether it was held.
+    pub(crate) fn cancel(&mut self, req_id: RequestId) -> bool {
+        let before = self.held.len();
+        self.held.retain(|h| h.0 != req_id);
+        self.held.len() != before
+    }
+
     /// Requests held.
     pub(crate) fn len(&self) -> usize {
         self.held.len()
     }
 }
 
-/// Answers request `req_id` of `to` for `id` from the pool: the artifact in the class of the
-/// requester's priority, or not-found in class Control.
-pub(crate) fn respond(pool: &Pool, sink: &mut Sink, to: NodeId, (req_id, id, priority): Pending) {
-    let (msg, class) = match pool.get(&id) {
-        Some(artifact) => {
-            sink.metrics.requests_served += 1;
-            sink.metrics.bytes_served += artifact.data.len() as u64;
-            let data = artifact.data.clone();
-            (Message::Response { req_id, id, data }, priority.class())
-        }
-        None => return not_found(sink, to, req_id, id),
+/// The bytes an answer to `request` carries, if this node can answer it: the pooled
+/// artifact's root (its bytes, or its manifest if it is chunked), or a chunk from the pool or
+/// from an incomplete artifact's swarm.
+pub(crate) fn answer_bytes(pool: &Pool, swarms: &Swarms, request: &Pending) -> Option<Bytes> {
+    let id = &request.1;
+    match request.3 {
+        None => pool.root(id),
+        Some(i) => pool.chunk(id, i).or_else(|| swarms.chunk(id, i).cloned()),
+    }
+}
+
+/// Answers `request` of `to`: the bytes in the class of the requester's priority, or
+/// not-found in class Control.
+pub(crate) fn respond(pool: &Pool, swarms: &Swarms, sink: &mut Sink, to: NodeId, request: Pending) {
+    let (req_id, id, priority, chunk) = request;
+    let Some(data) = answer_bytes(pool, swarms, &request) else {
+        return not_found(sink, to, req_id, id);
     };
-    sink.send(to, msg, class);
+    sink.metrics.bytes_served += data.len() as u64;
+    let msg = match chunk {
+        None => {
+            sink.metrics.requests_served += 1;
+            Message::Response { req_id, id, data }
+        }
+        Some(index) => {
+            sink.metrics.chunks_served += 1;
+            Message::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            }
+        }
+    };
+    sink.send(to, msg, priority.class());
 }
 
 /// Answers request `req_id` of `to` for `id` with not-found, in class Control.
@@ -216,9 +250,10 @@ mod tests {
     use super::{Offer, ServeQueue, respond};
     use crate::config::Config;
     use crate::event::Output;
-    use crate::hash::SaltedState;
+    use crate::hash::{FastState, SaltedState};
     use crate::message::Message;
     use crate::pool::Pool;
+    use crate::swarm::Swarms;
     use crate::sink::Sink;
     use crate::types::{ArtifactId, Class, NodeId, Priority, Time};
 
@@ -241,20 +276,20 @@ mod tests {
         let (cfg, now) = (cfg(), Time::ZERO);
         let mut q = ServeQueue::default();
         assert_eq!(
-            q.offer((1, a(1), Priority(0)), None, now, &cfg),
+            q.offer((1, a(1), Priority(0), None), None, now, &cfg),
             Offer::Serve
         );
         q.set_congested(true);
         assert_eq!(
-            q.offer((2, a(2), Priority(0)), None, now, &cfg),
+            q.offer((2, a(2), Priority(0), None), None, now, &cfg),
             Offer::Held
         );
         assert_eq!(
-            q.offer((3, a(3), Priority(0)), None, now, &cfg),
+            q.offer((3, a(3), Priority(0), None), None, now, &cfg),
             Offer::Held
         );
         assert_eq!(
-            q.offer((4, a(4), Priority(0)), None, now, &cfg),
+            q.offer((4, a(4), Priority(0), None), None, now, &cfg),
             Offer::Full
         );
         assert_eq!(q.len(), 2);
@@ -265,7 +300,7 @@ mod tests {
         assert_eq!(released, [2, 3], "oldest first");
         assert_eq!(q.len(), 0);
         assert_eq!(
-            q.offer((5, a(5), Priority(0)), None, now, &cfg),
+            q.offer((5, a(5), Priority(0), None), None, now, &cfg),
             Offer::Serve
         );
     }
@@ -278,39 +313,39 @@ mod tests {
         let mut q = ServeQueue::default();
         let at = |ms| Time::from_millis(ms);
         assert_eq!(
-            q.offer((0, a(1), Priority(0)), Some(1), at(0), &cfg),
+            q.offer((0, a(1), Priority(0), None), Some(1), at(0), &cfg),
             Offer::Serve
         );
         let offers: Vec<Offer> = (1..4)
-            .map(|r| q.offer((r, a(1), Priority(0)), Some(1), at(r), &cfg))
+            .map(|r| q.offer((r, a(1), Priority(0), None), Some(1), at(r), &cfg))
             .collect();
         assert_eq!(offers, [Offer::NotFound, Offer::NotFound, Offer::Repeated]);
         // A repeat after the requester's own timeout is honest: served again.
         let mut q = ServeQueue::default();
         assert_eq!(
-            q.offer((0, a(1), Priority(0)), Some(1), at(0), &cfg),
+            q.offer((0, a(1), Priority(0), None), Some(1), at(0), &cfg),
             Offer::Serve
         );
         let later = Time::ZERO + gap;
         assert_eq!(
-            q.offer((1, a(1), Priority(0)), Some(1), later, &cfg),
+            q.offer((1, a(1), Priority(0), None), Some(1), later, &cfg),
             Offer::Serve
         );
         // Requests of artifacts not pooled are never counted.
         for r in 0..10 {
             assert_eq!(
-                q.offer((r, a(3), Priority(0)), None, later, &cfg),
+                q.offer((r, a(3), Priority(0), None), None, later, &cfg),
                 Offer::Serve
             );
         }
         // While one request of an artifact is held, another one of it is answered not-found.
         q.set_congested(true);
         assert_eq!(
-            q.offer((9, a(2), Priority(0)), None, later, &cfg),
+            q.offer((9, a(2), Priority(0), None), None, later, &cfg),
             Offer::Held
         );
         assert_eq!(
-            q.offer((10, a(2), Priority(0)), None, later, &cfg),
+            q.offer((10, a(2), Priority(0), None), None, later, &cfg),
             Offer::NotFound
         );
         assert_eq!(q.len(), 1);
@@ -321,23 +356,23 @@ mod tests {
         let cfg = cfg();
         let ms = Time::from_millis;
         let mut q = ServeQueue::default();
-        let size = |id: &ArtifactId| Some(u64::from(id.0[0]) * 10);
+        let size = |r: &super::Pending| Some(u64::from(r.1.0[0]) * 10);
         // 60 and 30 bytes of a 100-byte burst; then 70 must wait until 60 more refilled (6 ms).
         assert_eq!(
-            q.offer((1, a(6), Priority(0)), size(&a(6)), ms(0), &cfg),
+            q.offer((1, a(6), Priority(0), None), Some(u64::from(a(6).0[0]) * 10), ms(0), &cfg),
             Offer::Serve
         );
         assert_eq!(
-            q.offer((2, a(3), Priority(0)), size(&a(3)), ms(0), &cfg),
+            q.offer((2, a(3), Priority(0), None), Some(u64::from(a(3).0[0]) * 10), ms(0), &cfg),
             Offer::Serve
         );
         assert_eq!(
-            q.offer((3, a(7), Priority(0)), size(&a(7)), ms(0), &cfg),
+            q.offer((3, a(7), Priority(0), None), Some(u64::from(a(7).0[0]) * 10), ms(0), &cfg),
             Offer::Held
         );
         // A smaller request behind it waits its turn.
         assert_eq!(
-            q.offer((4, a(1), Priority(0)), size(&a(1)), ms(0), &cfg),
+            q.offer((4, a(1), Priority(0), None), Some(u64::from(a(1).0[0]) * 10), ms(0), &cfg),
             Offer::Held
         );
         assert_eq!(q.next_release(&cfg, size), Some(ms(6)));
@@ -350,11 +385,11 @@ mod tests {
         // An artifact larger than the burst passes on a full bucket.
         let big = |_: &ArtifactId| Some(1_000);
         assert_eq!(
-            q.offer((5, a(9), Priority(0)), big(&a(9)), ms(100), &cfg),
+            q.offer((5, a(9), Priority(0), None), big(&a(9)), ms(100), &cfg),
             Offer::Serve
         );
         assert_eq!(
-            q.offer((6, a(8), Priority(0)), big(&a(8)), ms(100), &cfg),
+            q.offer((6, a(8), Priority(0), None), big(&a(8)), ms(100), &cfg),
             Offer::Held
         );
     }
@@ -362,9 +397,10 @@ mod tests {
     #[test]
     fn a_request_is_answered_from_the_pool_or_with_not_found() {
         let pool = Pool::new(SaltedState::new(1));
+        let swarms = Swarms::new(SaltedState::new(1), FastState(1));
         let mut sink = Sink::default();
         let (to, id) = (NodeId([1; 32]), ArtifactId([2; 32]));
-        respond(&pool, &mut sink, to, (7, id, Priority(3)));
+        respond(&pool, &swarms, &mut sink, to, (7, id, Priority(3), None));
         match sink.pop() {
             Some(Output::Send {
                 to: t,

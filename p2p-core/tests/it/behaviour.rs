@@ -12,7 +12,7 @@ fn art(n: u8, size: usize) -> Artifact {
     if size > 0 {
         data[0] = n.wrapping_mul(31);
     }
-    Artifact::new(Kind(0), &b"a"[..], data)
+    Artifact::with_chunk_size(Kind(0), &b"a"[..], data, WHOLE)
 }
 
 fn advert_of(a: &Artifact) -> Message {
@@ -217,7 +217,11 @@ fn resync_on_reconnect_readvertises_pool() {
 
 #[test]
 fn publish_rejects_bad_artifacts_with_typed_errors() {
-    let mut node = connected_node(Config::default(), 1);
+    let cfg = Config {
+        max_artifact_size: 16 << 20,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 1);
     let big = Artifact::new(Kind(0), &b""[..], vec![0u8; (16 << 20) + 1]);
     assert!(matches!(
         node.handle_input(t(0), Input::Publish(big)),
@@ -439,6 +443,7 @@ fn repeated_bad_data_disconnects_peer() {
 fn timeout_scales_with_size_and_retries_elsewhere() {
     let cfg = Config {
         reevaluate_interval: Duration::from_secs(3600),
+        chunk_size: WHOLE,
         ..Config::default()
     };
     let size = 4 << 20;
@@ -765,6 +770,7 @@ fn large_artifacts_fetch_in_parallel_when_configured() {
     let cfg = Config {
         parallel_fetch_min_size: 1 << 20,
         max_parallel_requests: 2,
+        chunk_size: WHOLE,
         ..Config::default()
     };
     let mut node = connected_node(cfg, 3);

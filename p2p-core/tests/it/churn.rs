@@ -2,7 +2,7 @@
 //! costs the node a bounded amount of work per cycle, and a member that asks for the same
 //! artifact again and again gets a bounded number of bytes, while honest members are served.
 
-use crate::support::{connected_node, id, sends, step};
+use crate::support::{WHOLE, connected_node, id, sends, step};
 use p2p_core::{Artifact, ArtifactId, Config, Input, Kind, Message, Node, Time};
 use std::collections::BTreeSet;
 
@@ -157,10 +157,13 @@ fn honest_fetch(node: &mut Node, now: Time, arts: &[Artifact]) -> BTreeSet<Artif
 
 #[test]
 fn a_peer_repeating_requests_gets_bounded_serves_then_is_cut_off() {
-    let cfg = Config::default();
+    let cfg = Config {
+        chunk_size: WHOLE,
+        ..Config::default()
+    };
     let limit = cfg.max_early_repeats;
     let (mut node, _) = node_with_pool(cfg, 0);
-    let big = Artifact::new(Kind(0), &b""[..], vec![7u8; 4 << 20]);
+    let big = Artifact::with_chunk_size(Kind(0), &b""[..], vec![7u8; 4 << 20], WHOLE);
     let honest: Vec<Artifact> = (0..20u8)
         .map(|i| Artifact::new(Kind(0), &b""[..], vec![i; 64 << 10]))
         .collect();
@@ -207,12 +210,13 @@ fn the_byte_budget_bounds_what_one_peer_gets_while_others_are_served() {
     let cfg = Config {
         serve_rate: 16 << 20,
         serve_burst: 8 << 20,
+        chunk_size: WHOLE,
         ..Config::default()
     };
     let (rate, burst) = (cfg.serve_rate, cfg.serve_burst);
     let (mut node, _) = node_with_pool(cfg, 0);
     let bigs: Vec<Artifact> = (0..20u8)
-        .map(|i| Artifact::new(Kind(1), &b""[..], vec![i; 4 << 20]))
+        .map(|i| Artifact::with_chunk_size(Kind(1), &b""[..], vec![i; 4 << 20], WHOLE))
         .collect();
     let honest: Vec<Artifact> = (0..20u8)
         .map(|i| Artifact::new(Kind(0), &b""[..], vec![i; 64 << 10]))

@@ -167,6 +167,12 @@ impl Net {
                     let peer = self.index[&peer];
                     self.disconnect(node, peer);
                 }
+                Output::Cancel { to, req_id } => {
+                    // The answer is dropped if it is still queued on the link.
+                    if let Some(q) = self.links.get_mut(&(node, self.index[&to])) {
+                        q.retain(|m| m.answers() != Some(req_id));
+                    }
+                }
                 Output::Event(_) => {}
             }
         }
@@ -235,3 +241,7 @@ impl Net {
         self.transcript.finish()
     }
 }
+
+/// A chunk size no test artifact reaches: artifacts stay whole (for tests of whole-artifact
+/// requests).
+pub const WHOLE: u32 = u32::MAX;

@@ -1,0 +1,810 @@
+//! Swarms: chunked artifacts fetched chunk by chunk from every peer that holds part of them.
+//!
+//! A download of an artifact larger than one chunk fetches its manifest like any small artifact
+//! (`downloads.rs`), and the verified manifest starts a swarm here. The swarm then:
+//! - learns who holds which chunks: *full holders* advertised the artifact, *partial holders*
+//!   sent `Have` (on starting, a node sends an empty `Have` to its peers, and a peer already
+//!   swarming answers with every chunk it holds; each chunk verified later is announced to
+//!   every peer that is not a full holder, batched per input);
+//! - requests chunks in parallel, rarest first among partial holders, within per-peer and
+//!   global limits, and from full holders only its *stripe* (chunk `i` belongs to one of the
+//!   members that are not full holders, in turn by node id) until `swarm_patience` has passed
+//!   since the swarm started: so the origin sends each chunk about once and peers exchange the
+//!   rest;
+//! - verifies each chunk against the manifest on arrival, from any peer; a bad chunk penalizes
+//!   the peer as bad data does and excludes it from the swarm, a timeout or not-found asks
+//!   another holder;
+//! - serves the chunks it holds to its peers (`Node` answers `ChunkRequest`s from here while
+//!   the artifact is incomplete, from the pool afterwards);
+//! - cancels its requests still in flight on the wire (`Cancel`) when it completes or is
+//!   dropped.
+//!
+//! Memory: a swarm is *active* (its chunks may be fetched) only while the sizes of all active
+//! swarms fit `max_incomplete_bytes`; the others wait, highest priority first, so every active
+//! swarm can complete and no set of half-fetched artifacts can hold the budget for ever.
+
+use crate::chunks::Manifest;
+use crate::config::{Config, Decision};
+use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
+use crate::message::{ChunkRange, Message, RequestId};
+use crate::sink::Sink;
+use crate::types::{Advert, Artifact, ArtifactId, Class, NodeId, Priority, Time};
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Chunk request ids carry this bit, so that answers route to the swarms without a lookup in
+/// the downloads' requests (whose ids count up from one and never reach it).
+pub(crate) const CHUNK_REQ_BIT: u64 = 1 << 63;
+
+/// A set of chunk indices.
+#[derive(Clone, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(count: u32) -> Self {
+        Bits(vec![0; (count as usize).div_ceil(64)])
+    }
+    fn get(&self, i: u32) -> bool {
+        self.0
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    /// Sets bit `i`; returns whether it was clear.
+    fn set(&mut self, i: u32) -> bool {
+        let w = &mut self.0[i as usize / 64];
+        let was = *w & (1 << (i % 64)) == 0;
+        *w |= 1 << (i % 64);
+        was
+    }
+    fn clear(&mut self, i: u32) -> bool {
+        let w = &mut self.0[i as usize / 64];
+        let was = *w & (1 << (i % 64)) != 0;
+        *w &= !(1 << (i % 64));
+        was
+    }
+}
+
+/// Turns ascending indices into ascending disjoint ranges, at most `max` per batch.
+fn ranges_of(indices: impl Iterator<Item = u32>, max: usize) -> Vec<Vec<ChunkRange>> {
+    let mut out: Vec<Vec<ChunkRange>> = vec![Vec::new()];
+    for i in indices {
+        let batch = out.last_mut().expect("one batch");
+        match batch.last_mut() {
+            Some(r) if r.end == i => r.end = i + 1,
+            _ => {
+                if batch.len() >= max.max(1) {
+                    out.push(Vec::new());
+                }
+                let batch = out.last_mut().expect("one batch");
+                batch.push(ChunkRange {
+                    start: i,
+                    end: i + 1,
+                });
+            }
+        }
+    }
+    out.retain(|b| !b.is_empty());
+    out
+}
+
+/// A chunk request awaiting its answer.
+struct ChunkReq {
+    peer: NodeId,
+    id: ArtifactId,
+    index: u32,
+    /// Counted in the global limit (false once timed out: the peer stays busy until it answers).
+    counted: bool,
+    deadline: Option<Time>,
+}
+
+struct Swarm {
+    manifest: Manifest,
+    advert: Advert,
+    /// `None` while the priority function says `Later`.
+    priority: Option<Priority>,
+    seq: u64,
+    /// Its size is reserved in `max_incomplete_bytes`.
+    active: bool,
+    /// When it became active: full holders serve every chunk `swarm_patience` after it.
+    since: Time,
+    /// `swarm_patience` has passed since it became active.
+    patient: bool,
+    chunks: Vec<Option<Bytes>>,
+    held: u32,
+    /// The request in flight per chunk.
+    asked: Vec<Option<RequestId>>,
+    /// The chunks of this node's stripe: the ones it asks full holders for from the start.
+    stripe: Bits,
+    /// Connected peers that advertised the whole artifact.
+    full: SmallVec<[NodeId; 4]>,
+    /// Connected peers that told which chunks they hold.
+    partial: Vec<(NodeId, Bits)>,
+    /// Per chunk, how many partial holders have it.
+    avail: Vec<u16>,
+    /// Peers that sent a bad chunk: never asked again for this artifact.
+    bad: SmallVec<[NodeId; 2]>,
+    /// Chunks verified since the last announcement.
+    announce: Vec<u32>,
+    /// Peers that asked what this node holds (an empty `Have`), to answer at the next flush.
+    tell: SmallVec<[NodeId; 4]>,
+    /// Something changed that may let another request start.
+    dirty: bool,
+}
+
+/// What became of a chunk.
+pub(crate) enum ChunkAnswer {
+    /// No such request to that peer for that chunk: a protocol violation.
+    Unsolicited,
+    /// The bytes do not match the manifest: the peer is to be penalized.
+    BadData,
+    /// Verified and kept (or not needed any more).
+    Kept,
+    /// The last chunk: the whole artifact, verified chunk by chunk.
+    Complete(Artifact),
+}
+
+/// The swarms of this node and their chunk requests.
+///
+/// Invariants: `reserved` is the sum of the sizes of the active swarms, at most
+/// `max_incomplete_bytes` (one swarm larger than the budget may be active alone); every
+/// request in `reqs` belongs to a swarm's `asked` entry or has timed out, and `in_flight` counts
+/// the ones not timed out; `per_peer` counts every request awaiting an answer per peer; a
+/// swarm's `avail` counts its partial holders per chunk; a partial or full holder is a
+/// connected peer.
+pub(crate) struct Swarms {
+    table: Map<ArtifactId, Swarm>,
+    /// Swarms in the order their chunks are fetched: priority, then age.
+    order: BTreeSet<(Reverse<Priority>, u64, ArtifactId)>,
+    /// Inactive swarms waiting for the budget, in the same order.
+    waiting: BTreeSet<(Reverse<Priority>, u64, ArtifactId)>,
+    reqs: FastMap<RequestId, ChunkReq>,
+    deadlines: BTreeMap<(Time, RequestId), ()>,
+    per_peer: FastMap<NodeId, usize>,
+    in_flight: usize,
+    reserved: u64,
+    next_req: u64,
+    next_seq: u64,
+    /// A request ended since the last schedule: limits it held may let any swarm go on.
+    freed: bool,
+    salt: SaltedState,
+}
+
+/// Peer and request bookkeeping of a swarm decision, carried out by `Node`.
+pub(crate) struct SwarmCx<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) sink: &'a mut Sink,
+    pub(crate) now: Time,
+    /// The current members, sorted (for the stripes).
+    pub(crate) members: &'a [NodeId],
+    /// This node.
+    pub(crate) me: NodeId,
+    /// Whether a peer is connected.
+    pub(crate) connected: Box<dyn Fn(&NodeId) -> bool + 'a>,
+}
+
+impl Swarms {
+    pub(crate) fn new(salt: SaltedState, fast: FastState) -> Self {
+        Swarms {
+            table: Map::with_hasher(salt),
+            order: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            reqs: FastMap::with_hasher(fast),
+            deadlines: BTreeMap::new(),
+            per_peer: FastMap::with_hasher(fast),
+            in_flight: 0,
+            reserved: 0,
+            next_req: 0,
+            next_seq: 0,
+            freed: false,
+            salt,
+        }
+    }
+
+    /// Whether `id` is being swarmed.
+    pub(crate) fn contains(&self, id: &ArtifactId) -> bool {
+        self.table.contains_key(id)
+    }
+
+    /// Swarms (active or waiting).
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Chunk requests awaiting answers (timed out ones included).
+    pub(crate) fn requests_len(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Chunk requests in flight (not timed out).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Bytes reserved by active swarms.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Bytes of chunks held by incomplete artifacts.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.table
+            .values()
+            .map(|s| {
+                s.chunks
+                    .iter()
+                    .flatten()
+                    .map(|c| c.len() as u64)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// The chunk `index` of `id`, if this node holds it while the artifact is incomplete.
+    pub(crate) fn chunk(&self, id: &ArtifactId, index: u32) -> Option<&Bytes> {
+        self.table.get(id)?.chunks.get(index as usize)?.as_ref()
+    }
+
+    /// The earliest time a request times out or a swarm's patience ends.
+    pub(crate) fn next_wakeup(&self, now: Time, cfg: &Config) -> Option<Time> {
+        let deadline = self.deadlines.keys().next().map(|(t, _)| *t);
+        let patience = self
+            .table
+            .values()
+            .filter(|s| s.active && !s.patient)
+            .map(|s| (s.since + cfg.swarm_patience).max(now))
+            .min();
+        [deadline, patience].into_iter().flatten().min()
+    }
+
+    /// Starts a swarm of `manifest` for the download of `advert` at `priority`, whose sources
+    /// (full holders) are `full`.
+    pub(crate) fn start(
+        &mut self,
+        manifest: Manifest,
+        advert: Advert,
+        priority: Option<Priority>,
+        full: SmallVec<[NodeId; 4]>,
+        cx: &mut SwarmCx,
+    ) {
+        let id = manifest.id();
+        if self.table.contains_key(&id) {
+            return;
+        }
+        let count = manifest.count();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut swarm = Swarm {
+            stripe: stripe(&manifest, &full, cx),
+            chunks: vec![None; count as usize],
+            asked: vec![None; count as usize],
+            avail: vec![0; count as usize],
+            advert,
+            priority,
+            seq,
+            active: false,
+            since: cx.now,
+            patient: false,
+            held: 0,
+            full,
+            partial: Vec::new(),
+            bad: SmallVec::new(),
+            announce: Vec::new(),
+            tell: SmallVec::new(),
+            dirty: true,
+            manifest,
+        };
+        swarm.full.retain(|p| (cx.connected)(p));
+        let key = (Reverse(priority.unwrap_or_default()), seq, id);
+        self.table.insert(id, swarm);
+        self.waiting.insert(key);
+        self.activate(cx);
+    }
+
+    /// Activates waiting swarms while their sizes fit the budget.
+    fn activate(&mut self, cx: &mut SwarmCx) {
+        while let Some(&key) = self.waiting.first() {
+            let size = self.table[&key.2].manifest.size();
+            let fits = self.reserved + size <= cx.cfg.max_incomplete_bytes;
+            if !fits && self.reserved > 0 {
+                break;
+            }
+            self.waiting.remove(&key);
+            self.reserved += size;
+            self.order.insert(key);
+            let s = self.table.get_mut(&key.2).expect("waiting swarm exists");
+            s.active = true;
+            s.since = cx.now;
+            s.dirty = true;
+            // Ask the peers what they hold of it: the partial holders among them answer.
+            for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
+                if !s.full.contains(peer) {
+                    let msg = Message::Have {
+                        id: key.2,
+                        ranges: Vec::new(),
+                    };
+                    cx.sink.send(*peer, msg, Class::Control);
+                }
+            }
+        }
+    }
+
+    /// `peer` advertised the whole artifact `id`.
+    pub(crate) fn add_full(&mut self, id: &ArtifactId, peer: NodeId) {
+        if let Some(s) = self.table.get_mut(id)
+            && !s.full.contains(&peer)
+        {
+            s.full.push(peer);
+            s.dirty = true;
+        }
+    }
+
+    /// `peer` withdrew its advert of `id`.
+    pub(crate) fn on_withdraw(&mut self, id: &ArtifactId, peer: NodeId) {
+        if let Some(s) = self.table.get_mut(id) {
+            s.full.retain(|p| *p != peer);
+        }
+    }
+
+    /// A `Have` from `peer`; `Err` names a protocol violation.
+    pub(crate) fn on_have(
+        &mut self,
+        peer: NodeId,
+        id: ArtifactId,
+        ranges: &[ChunkRange],
+        cfg: &Config,
+    ) -> Result<(), &'static str> {
+        if ranges.len() > cfg.max_have_ranges {
+            return Err("too many ranges in one have");
+        }
+        let Some(s) = self.table.get_mut(&id) else {
+            // Not fetching it (any more): nothing to keep.
+            return Ok(());
+        };
+        let count = s.manifest.count();
+        if ranges.iter().any(|r| r.start >= r.end || r.end > count) {
+            return Err("have of chunks the artifact does not have");
+        }
+        if ranges.is_empty() {
+            if s.held > 0 && !s.tell.contains(&peer) && !s.full.contains(&peer) {
+                s.tell.push(peer);
+            }
+            return Ok(());
+        }
+        if s.bad.contains(&peer) {
+            return Ok(());
+        }
+        let pos = match s.partial.iter().position(|(p, _)| *p == peer) {
+            Some(pos) => pos,
+            None => {
+                s.partial.push((peer, Bits::new(count)));
+                s.partial.len() - 1
+            }
+        };
+        for r in ranges {
+            for i in r.start..r.end {
+                if s.partial[pos].1.set(i) {
+                    s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+                }
+            }
+        }
+        s.dirty = true;
+        Ok(())
+    }
+
+    /// Forgets `peer` in every swarm; its requests are retried elsewhere.
+    pub(crate) fn on_disconnect(&mut self, peer: NodeId) {
+        for s in self.table.values_mut() {
+            s.full.retain(|p| *p != peer);
+            drop_partial(s, peer);
+            s.tell.retain(|p| *p != peer);
+        }
+        let gone: Vec<RequestId> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for req_id in gone {
+            self.end_request(req_id);
+        }
+        self.per_peer.remove(&peer);
+    }
+
+    /// Ends a request: out of the limits, its deadline and its chunk's `asked`.
+    fn end_request(&mut self, req_id: RequestId) -> Option<ChunkReq> {
+        let req = self.reqs.remove(&req_id)?;
+        self.freed = true;
+        if req.counted {
+            self.in_flight -= 1;
+        }
+        if let Some(t) = req.deadline {
+            self.deadlines.remove(&(t, req_id));
+        }
+        if let Some(n) = self.per_peer.get_mut(&req.peer) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(s) = self.table.get_mut(&req.id)
+            && s.asked[req.index as usize] == Some(req_id)
+        {
+            s.asked[req.index as usize] = None;
+            s.dirty = true;
+        }
+        Some(req)
+    }
+
+    /// Times out the requests whose deadline passed: the chunk is asked elsewhere, the peer
+    /// stays busy until it answers and is no longer asked for that chunk.
+    pub(crate) fn advance(&mut self, now: Time, patience: Duration, sink: &mut Sink) {
+        while let Some((&(t, req_id), _)) = self.deadlines.first_key_value() {
+            if t > now {
+                break;
+            }
+            self.deadlines.remove(&(t, req_id));
+            sink.metrics.timeouts += 1;
+            let Some(req) = self.reqs.get_mut(&req_id) else {
+                continue;
+            };
+            req.deadline = None;
+            if req.counted {
+                req.counted = false;
+                self.in_flight -= 1;
+                self.freed = true;
+            }
+            let (peer, id, index) = (req.peer, req.id, req.index);
+            if let Some(s) = self.table.get_mut(&id) {
+                if s.asked[index as usize] == Some(req_id) {
+                    s.asked[index as usize] = None;
+                }
+                if let Some((_, bits)) = s.partial.iter_mut().find(|(p, _)| *p == peer)
+                    && bits.clear(index)
+                {
+                    s.avail[index as usize] -= 1;
+                }
+                s.dirty = true;
+            }
+        }
+        for s in self.table.values_mut() {
+            if s.active && !s.patient && now >= s.since + patience {
+                // Full holders may now be asked for any chunk.
+                s.patient = true;
+                s.dirty = true;
+            }
+        }
+    }
+
+    /// A not-found from `peer` for chunk request `req_id`; `false` if there was no such request.
+    pub(crate) fn on_not_found(&mut self, peer: NodeId, req_id: RequestId) -> bool {
+        match self.reqs.get(&req_id) {
+            Some(r) if r.peer == peer => {}
+            _ => return false,
+        }
+        let req = self.end_request(req_id).expect("request exists");
+        if let Some(s) = self.table.get_mut(&req.id) {
+            s.full.retain(|p| *p != peer);
+            if let Some((_, bits)) = s.partial.iter_mut().find(|(p, _)| *p == peer)
+                && bits.clear(req.index)
+            {
+                s.avail[req.index as usize] -= 1;
+            }
+        }
+        true
+    }
+
+    /// A chunk from `peer`.
+    pub(crate) fn on_chunk(
+        &mut self,
+        peer: NodeId,
+        req_id: RequestId,
+        id: ArtifactId,
+        index: u32,
+        data: Bytes,
+        sink: &mut Sink,
+    ) -> ChunkAnswer {
+        match self.reqs.get(&req_id) {
+            Some(r) if r.peer == peer && r.id == id && r.index == index => {}
+            _ => return ChunkAnswer::Unsolicited,
+        }
+        self.end_request(req_id);
+        sink.metrics.bytes_received += data.len() as u64;
+        sink.metrics.chunks_received += 1;
+        let Some(s) = self.table.get_mut(&id) else {
+            // Completed or dropped meanwhile.
+            sink.metrics.duplicates += 1;
+            return ChunkAnswer::Kept;
+        };
+        if !s.manifest.verify_chunk(index, &data) {
+            if !s.bad.contains(&peer) {
+                s.bad.push(peer);
+            }
+            s.full.retain(|p| *p != peer);
+            drop_partial(s, peer);
+            s.dirty = true;
+            return ChunkAnswer::BadData;
+        }
+        let slot = &mut s.chunks[index as usize];
+        if slot.is_some() {
+            sink.metrics.duplicates += 1;
+            return ChunkAnswer::Kept;
+        }
+        *slot = Some(data);
+        s.held += 1;
+        s.announce.push(index);
+        s.dirty = true;
+        if s.held < s.manifest.count() {
+            return ChunkAnswer::Kept;
+        }
+        let mut whole = BytesMut::with_capacity(s.manifest.size() as usize);
+        for c in s.chunks.iter().flatten() {
+            whole.extend_from_slice(c);
+        }
+        let artifact = Artifact {
+            id,
+            kind: s.advert.kind,
+            attr: s.advert.attr.clone(),
+            data: whole.freeze(),
+        };
+        ChunkAnswer::Complete(artifact)
+    }
+
+    /// Ends the swarm of `id` (completed, dropped, or obtained otherwise): cancels its requests
+    /// in flight on the wire and frees its budget. Returns its manifest and full holders.
+    pub(crate) fn end(
+        &mut self,
+        id: &ArtifactId,
+        cx: &mut SwarmCx,
+    ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
+        let s = self.table.remove(id)?;
+        let key = (Reverse(s.priority.unwrap_or_default()), s.seq, *id);
+        if s.active {
+            self.order.remove(&key);
+            self.reserved -= s.manifest.size();
+        } else {
+            self.waiting.remove(&key);
+        }
+        for req_id in s.asked.iter().flatten() {
+            if let Some(req) = self.end_request(*req_id) {
+                cx.sink.send(
+                    req.peer,
+                    Message::Cancel { req_id: *req_id },
+                    Class::Control,
+                );
+                cx.sink.metrics.chunks_cancelled += 1;
+            }
+        }
+        self.activate(cx);
+        Some((s.manifest, s.full))
+    }
+
+    /// Asks the priority function again about every swarm: a dropped one ends (its requests
+    /// cancelled), one wanted later pauses, the others take their new priority. Returns the
+    /// adverts dropped.
+    pub(crate) fn reevaluate(
+        &mut self,
+        decide: impl Fn(&Advert) -> Decision,
+        cx: &mut SwarmCx,
+    ) -> Vec<Advert> {
+        let mut dropped = Vec::new();
+        let ids: Vec<ArtifactId> = self.table.keys().copied().collect();
+        for id in ids {
+            let s = &self.table[&id];
+            let now_p = match decide(&s.advert) {
+                Decision::Drop => {
+                    dropped.push(s.advert.clone());
+                    self.end(&id, cx);
+                    continue;
+                }
+                Decision::Later => None,
+                Decision::Fetch(p) => Some(p),
+            };
+            if now_p == s.priority {
+                continue;
+            }
+            let (active, seq) = (s.active, s.seq);
+            let old = (Reverse(s.priority.unwrap_or_default()), seq, id);
+            let new = (Reverse(now_p.unwrap_or_default()), seq, id);
+            let set = if active {
+                &mut self.order
+            } else {
+                &mut self.waiting
+            };
+            set.remove(&old);
+            set.insert(new);
+            let s = self.table.get_mut(&id).expect("swarm exists");
+            s.priority = now_p;
+            s.dirty = true;
+        }
+        dropped
+    }
+
+    /// Starts chunk requests within the limits, swarms in priority order.
+    pub(crate) fn schedule(&mut self, cx: &mut SwarmCx) {
+        let order: Vec<ArtifactId> = self.order.iter().map(|k| k.2).collect();
+        let freed = std::mem::take(&mut self.freed);
+        for id in order {
+            if self.in_flight >= cx.cfg.max_chunks_in_flight {
+                return;
+            }
+            let s = self.table.get_mut(&id).expect("ordered swarm exists");
+            if !s.dirty && !freed {
+                continue;
+            }
+            s.dirty = false;
+            let Some(priority) = s.priority else {
+                continue;
+            };
+            while self.in_flight < cx.cfg.max_chunks_in_flight {
+                let Some((index, peer)) = self.pick(&id, cx) else {
+                    break;
+                };
+                self.request(id, index, peer, priority, cx);
+            }
+        }
+    }
+
+    /// The next chunk of `id` to ask for and whom to ask: the rarest chunk among partial
+    /// holders, ties by a keyed hash; partial holders before full ones, then the least busy.
+    fn pick(&self, id: &ArtifactId, cx: &SwarmCx) -> Option<(u32, NodeId)> {
+        let s = &self.table[id];
+        let patient = s.patient;
+        let room = |p: &NodeId| {
+            self.per_peer.get(p).copied().unwrap_or(0) < cx.cfg.max_chunks_in_flight_per_peer
+        };
+        let load = |p: &NodeId| self.per_peer.get(p).copied().unwrap_or(0);
+        let full_open: SmallVec<[NodeId; 4]> = s
+            .full
+            .iter()
+            .filter(|p| room(p) && !s.bad.contains(p))
+            .copied()
+            .collect();
+        let mut best: Option<((bool, u16, u64), u32)> = None;
+        for i in 0..s.manifest.count() {
+            if s.chunks[i as usize].is_some() || s.asked[i as usize].is_some() {
+                continue;
+            }
+            let avail = s.avail[i as usize];
+            let partial_ok = avail > 0
+                && s
+                    .partial
+                    .iter()
+                    .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
+            let full_ok = !full_open.is_empty() && (patient || s.stripe.get(i));
+            if !partial_ok && !full_ok {
+                continue;
+            }
+            let key = (!partial_ok, avail, keyed_hash(&self.salt, (id, i)));
+            if best.is_none_or(|(b, _)| key < b) {
+                best = Some((key, i));
+            }
+        }
+        let (_, i) = best?;
+        let partial = s
+            .partial
+            .iter()
+            .filter(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p))
+            .map(|(p, _)| *p)
+            .min_by_key(|p| (load(p), keyed_hash(&self.salt, (id, i, p))));
+        let peer = partial.or_else(|| {
+            full_open
+                .iter()
+                .copied()
+                .min_by_key(|p| (load(p), keyed_hash(&self.salt, (id, i, p))))
+        })?;
+        Some((i, peer))
+    }
+
+    fn request(
+        &mut self,
+        id: ArtifactId,
+        index: u32,
+        peer: NodeId,
+        priority: Priority,
+        cx: &mut SwarmCx,
+    ) {
+        let req_id = CHUNK_REQ_BIT | self.next_req;
+        self.next_req += 1;
+        let s = self.table.get_mut(&id).expect("swarm exists");
+        s.asked[index as usize] = Some(req_id);
+        let deadline = cx.now + cx.cfg.request_timeout(s.manifest.chunk_len(index));
+        self.reqs.insert(
+            req_id,
+            ChunkReq {
+                peer,
+                id,
+                index,
+                counted: true,
+                deadline: Some(deadline),
+            },
+        );
+        self.deadlines.insert((deadline, req_id), ());
+        self.in_flight += 1;
+        *self.per_peer.entry(peer).or_default() += 1;
+        cx.sink.metrics.chunks_requested += 1;
+        let msg = Message::ChunkRequest {
+            req_id,
+            id,
+            index,
+            priority,
+        };
+        cx.sink.send(peer, msg, Class::Control);
+    }
+
+    /// Announces newly verified chunks to every connected peer that is not a full holder, and
+    /// answers the peers that asked what this node holds.
+    pub(crate) fn flush(&mut self, cx: &mut SwarmCx) {
+        for (id, s) in self.table.iter_mut() {
+            if !s.announce.is_empty() {
+                s.announce.sort_unstable();
+                let batches = ranges_of(s.announce.drain(..), cx.cfg.max_have_ranges);
+                for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
+                    if s.full.contains(peer) || s.tell.contains(peer) {
+                        continue;
+                    }
+                    for ranges in &batches {
+                        let msg = Message::Have {
+                            id: *id,
+                            ranges: ranges.clone(),
+                        };
+                        cx.sink.send(*peer, msg, Class::Control);
+                    }
+                }
+            }
+            if !s.tell.is_empty() {
+                let held = (0..s.manifest.count()).filter(|i| s.chunks[*i as usize].is_some());
+                let batches = ranges_of(held, cx.cfg.max_have_ranges);
+                for peer in s.tell.drain(..) {
+                    if !(cx.connected)(&peer) {
+                        continue;
+                    }
+                    for ranges in &batches {
+                        let msg = Message::Have {
+                            id: *id,
+                            ranges: ranges.clone(),
+                        };
+                        cx.sink.send(peer, msg, Class::Control);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes `peer`'s partial holdings out of a swarm's availability counts.
+fn drop_partial(s: &mut Swarm, peer: NodeId) {
+    if let Some(pos) = s.partial.iter().position(|(p, _)| *p == peer) {
+        let (_, bits) = s.partial.swap_remove(pos);
+        for i in 0..s.manifest.count() {
+            if bits.get(i) {
+                s.avail[i as usize] -= 1;
+            }
+        }
+        s.dirty = true;
+    }
+}
+
+/// This node's stripe of a manifest's chunks: chunk `i` belongs to the `(i + offset)`-th of the
+/// members that are not full holders, sorted by id, where the offset comes from the artifact's
+/// id; every member computes the same assignment from the same membership.
+fn stripe(manifest: &Manifest, full: &[NodeId], cx: &SwarmCx) -> Bits {
+    let mut bits = Bits::new(manifest.count());
+    let takers: SmallVec<[NodeId; 64]> = cx
+        .members
+        .iter()
+        .filter(|m| !full.contains(m))
+        .copied()
+        .collect();
+    let Some(me) = takers.iter().position(|m| *m == cx.me) else {
+        return bits;
+    };
+    let id = manifest.id();
+    let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+    let n = takers.len() as u64;
+    for i in 0..manifest.count() {
+        if (i as u64 + offset % n) % n == me as u64 {
+            bits.set(i);
+        }
+    }
+    bits
+}
