@@ -40,6 +40,9 @@ struct Download {
     listed: SmallVec<[Slot; 4]>,
     /// Sources that failed since the last back-off.
     failed: SmallVec<[Slot; 2]>,
+    /// Sources that only hold part of a chunked artifact (they sent `Have`): they serve its
+    /// manifest, and its swarm does not count them as full holders.
+    partial: SmallVec<[Slot; 2]>,
     /// `None` while the priority function says `Later`.
     priority: Option<Priority>,
     seq: u64,
@@ -228,6 +231,32 @@ impl Downloads {
     /// pools nor delivered: adds a source to its download, or starts tracking one if the table
     /// has room and the priority function wants it. An error is the reason to disconnect the
     /// peer (past its advert limits).
+    /// A `Have` of `id` from `from`: a tracked download of it takes the sender as a source of
+    /// its manifest (a partial holder).
+    pub(crate) fn on_have(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        id: ArtifactId,
+        cx: &mut Cx,
+    ) -> Result<(), DisconnectReason> {
+        let Some(dl) = self.table.get(&id) else {
+            return Ok(());
+        };
+        if dl.sources.contains(&slot) {
+            return Ok(());
+        }
+        let advert = dl.advert.clone();
+        self.on_advert(from, slot, advert, cx)?;
+        if let Some(dl) = self.table.get_mut(&id)
+            && dl.sources.contains(&slot)
+            && !dl.partial.contains(&slot)
+        {
+            dl.partial.push(slot);
+        }
+        Ok(())
+    }
+
     pub(crate) fn on_advert(
         &mut self,
         from: NodeId,
@@ -303,6 +332,7 @@ impl Downloads {
             owner: slot,
             listed: SmallVec::new(),
             failed: SmallVec::new(),
+            partial: SmallVec::new(),
             priority,
             seq,
             queued: false,
@@ -515,6 +545,7 @@ impl Downloads {
             let full = dl
                 .sources
                 .iter()
+                .filter(|s| !dl.partial.contains(s))
                 .map(|s| cx.peers.id_of_slot(*s))
                 .collect();
             self.end_download(id, cx);
@@ -726,7 +757,10 @@ impl Downloads {
                 // Being disconnected by a membership change that is still in progress.
                 continue;
             }
-            if !cx.peers.available(state, fetch_size(&dl.advert, cx.cfg), cx.cfg) {
+            if !cx
+                .peers
+                .available(state, fetch_size(&dl.advert, cx.cfg), cx.cfg)
+            {
                 continue;
             }
             let rank = state.source_rank();

@@ -221,7 +221,9 @@ pub enum InputError {
         max: usize,
     },
     /// A published artifact's id is not the SHA-256 of its bytes.
-    #[error("artifact id does not match the SHA-256 of its root (its bytes, or its manifest if it is chunked)")]
+    #[error(
+        "artifact id does not match the SHA-256 of its root (its bytes, or its manifest if it is chunked)"
+    )]
     IdMismatch,
     /// A published artifact of at most one chunk begins with the manifest tag, which would make
     /// its bytes read as a manifest.

@@ -13,7 +13,7 @@ use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output};
 use crate::hash::{FastState, SaltedState};
-use crate::message::{Message, RequestId};
+use crate::message::{ChunkRange, Message, RequestId};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::pool::{Holders, Pool};
@@ -134,6 +134,12 @@ impl Node {
     /// Whether the local pool holds `id`.
     pub fn has_artifact(&self, id: &ArtifactId) -> bool {
         self.pool.contains(id)
+    }
+
+    /// Whether this node holds chunk `index` of the chunked artifact `id`, in its pool or in
+    /// the swarm fetching it.
+    pub fn has_chunk(&self, id: &ArtifactId, index: u32) -> bool {
+        self.pool.chunk(id, index).is_some() || self.swarms.chunk(id, index).is_some()
     }
 
     /// The artifact `id` from the local pool.
@@ -426,11 +432,7 @@ impl Node {
                 index,
                 data,
             } => self.on_chunk(from, req_id, id, index, data),
-            Message::Have { id, ranges } => {
-                if let Err(what) = self.swarms.on_have(from, id, &ranges, &self.cfg) {
-                    self.violation(from, what);
-                }
-            }
+            Message::Have { id, ranges } => self.on_have(from, id, &ranges),
             Message::Cancel { req_id } => self.on_cancel(from, req_id),
         }
     }
@@ -465,6 +467,21 @@ impl Node {
         }
         let (downloads, mut cx) = self.split();
         if let Err(reason) = downloads.on_advert(from, slot, advert, &mut cx) {
+            self.disconnect(from, reason);
+        }
+    }
+
+    /// A `Have`: the sender is fetching `id` and holds its manifest and these chunks. A swarm
+    /// learns its chunks; a download still waiting for the manifest takes the sender as a
+    /// source of the manifest, as if it had advertised the artifact, so a node that missed the
+    /// origin still gets the manifest from the partial holders.
+    fn on_have(&mut self, from: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
+        if let Err(what) = self.swarms.on_have(from, id, ranges, &self.cfg) {
+            return self.violation(from, what);
+        }
+        let slot = self.peers.get(&from).expect("peer is connected").slot;
+        let (downloads, mut cx) = self.split();
+        if let Err(reason) = downloads.on_have(from, slot, id, &mut cx) {
             self.disconnect(from, reason);
         }
     }
@@ -575,7 +592,14 @@ impl Node {
         }
     }
 
-    fn on_chunk(&mut self, from: NodeId, req_id: RequestId, id: ArtifactId, index: u32, data: Bytes) {
+    fn on_chunk(
+        &mut self,
+        from: NodeId,
+        req_id: RequestId,
+        id: ArtifactId,
+        index: u32,
+        data: Bytes,
+    ) {
         match self
             .swarms
             .on_chunk(from, req_id, id, index, data, &mut self.sink)
@@ -637,8 +661,13 @@ impl Node {
             .pool
             .admits_relay(artifact.data.len() as u64, &self.cfg)
         {
-            self.pool
-                .add(artifact, manifest, &mut self.peers, &mut self.sink, &self.cfg);
+            self.pool.add(
+                artifact,
+                manifest,
+                &mut self.peers,
+                &mut self.sink,
+                &self.cfg,
+            );
         }
     }
 

@@ -3,13 +3,13 @@
 
 use crate::chunks::Manifest;
 use crate::config::Config;
-use bytes::Bytes;
 use crate::hash::{Map, SaltedState};
 use crate::message::Message;
 use crate::peers::{PeerKey, Peers};
 use crate::recent::Recent;
 use crate::sink::Sink;
 use crate::types::{Advert, Artifact, ArtifactId, Class};
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 

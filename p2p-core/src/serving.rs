@@ -6,8 +6,8 @@ use crate::message::{Message, RequestId};
 use crate::pool::Pool;
 use crate::sink::Sink;
 use crate::swarm::Swarms;
-use bytes::Bytes;
 use crate::types::{ArtifactId, Class, NodeId, Priority, Time};
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -208,7 +208,7 @@ impl ServeQueue {
 pub(crate) fn answer_bytes(pool: &Pool, swarms: &Swarms, request: &Pending) -> Option<Bytes> {
     let id = &request.1;
     match request.3 {
-        None => pool.root(id),
+        None => pool.root(id).or_else(|| swarms.root(id)),
         Some(i) => pool.chunk(id, i).or_else(|| swarms.chunk(id, i).cloned()),
     }
 }
@@ -253,8 +253,8 @@ mod tests {
     use crate::hash::{FastState, SaltedState};
     use crate::message::Message;
     use crate::pool::Pool;
-    use crate::swarm::Swarms;
     use crate::sink::Sink;
+    use crate::swarm::Swarms;
     use crate::types::{ArtifactId, Class, NodeId, Priority, Time};
 
     fn cfg() -> Config {
@@ -359,20 +359,40 @@ mod tests {
         let size = |r: &super::Pending| Some(u64::from(r.1.0[0]) * 10);
         // 60 and 30 bytes of a 100-byte burst; then 70 must wait until 60 more refilled (6 ms).
         assert_eq!(
-            q.offer((1, a(6), Priority(0), None), Some(u64::from(a(6).0[0]) * 10), ms(0), &cfg),
+            q.offer(
+                (1, a(6), Priority(0), None),
+                Some(u64::from(a(6).0[0]) * 10),
+                ms(0),
+                &cfg
+            ),
             Offer::Serve
         );
         assert_eq!(
-            q.offer((2, a(3), Priority(0), None), Some(u64::from(a(3).0[0]) * 10), ms(0), &cfg),
+            q.offer(
+                (2, a(3), Priority(0), None),
+                Some(u64::from(a(3).0[0]) * 10),
+                ms(0),
+                &cfg
+            ),
             Offer::Serve
         );
         assert_eq!(
-            q.offer((3, a(7), Priority(0), None), Some(u64::from(a(7).0[0]) * 10), ms(0), &cfg),
+            q.offer(
+                (3, a(7), Priority(0), None),
+                Some(u64::from(a(7).0[0]) * 10),
+                ms(0),
+                &cfg
+            ),
             Offer::Held
         );
         // A smaller request behind it waits its turn.
         assert_eq!(
-            q.offer((4, a(1), Priority(0), None), Some(u64::from(a(1).0[0]) * 10), ms(0), &cfg),
+            q.offer(
+                (4, a(1), Priority(0), None),
+                Some(u64::from(a(1).0[0]) * 10),
+                ms(0),
+                &cfg
+            ),
             Offer::Held
         );
         assert_eq!(q.next_release(&cfg, size), Some(ms(6)));

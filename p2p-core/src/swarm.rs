@@ -242,6 +242,11 @@ impl Swarms {
             .sum()
     }
 
+    /// The manifest of `id`, if it is being swarmed.
+    pub(crate) fn root(&self, id: &ArtifactId) -> Option<Bytes> {
+        Some(self.table.get(id)?.manifest.root().clone())
+    }
+
     /// The chunk `index` of `id`, if this node holds it while the artifact is incomplete.
     pub(crate) fn chunk(&self, id: &ArtifactId, index: u32) -> Option<&Bytes> {
         self.table.get(id)?.chunks.get(index as usize)?.as_ref()
@@ -475,10 +480,17 @@ impl Swarms {
         }
     }
 
-    /// A not-found from `peer` for chunk request `req_id`; `false` if there was no such request.
+    /// Whether `req_id` is a chunk request id this node handed out (answered or not).
+    fn issued(&self, req_id: RequestId) -> bool {
+        req_id & CHUNK_REQ_BIT != 0 && req_id & !CHUNK_REQ_BIT < self.next_req
+    }
+
+    /// A not-found from `peer` for chunk request `req_id`; `false` if this node never asked
+    /// `peer` such a request.
     pub(crate) fn on_not_found(&mut self, peer: NodeId, req_id: RequestId) -> bool {
         match self.reqs.get(&req_id) {
             Some(r) if r.peer == peer => {}
+            None => return self.issued(req_id),
             _ => return false,
         }
         let req = self.end_request(req_id).expect("request exists");
@@ -505,6 +517,11 @@ impl Swarms {
     ) -> ChunkAnswer {
         match self.reqs.get(&req_id) {
             Some(r) if r.peer == peer && r.id == id && r.index == index => {}
+            None if self.issued(req_id) => {
+                // Cancelled, or the swarm ended: an answer may already have been on its way.
+                sink.metrics.duplicates += 1;
+                return ChunkAnswer::Kept;
+            }
             _ => return ChunkAnswer::Unsolicited,
         }
         self.end_request(req_id);
@@ -666,8 +683,7 @@ impl Swarms {
             }
             let avail = s.avail[i as usize];
             let partial_ok = avail > 0
-                && s
-                    .partial
+                && s.partial
                     .iter()
                     .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
             let full_ok = !full_open.is_empty() && (patient || s.stripe.get(i));

@@ -9,3 +9,4 @@ mod behaviour;
 mod churn;
 mod liveness;
 mod properties;
+mod swarm;

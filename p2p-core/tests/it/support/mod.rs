@@ -180,8 +180,17 @@ impl Net {
 
     /// Carries messages until none is in flight and no timer is due within a minute.
     pub fn run_until_quiet(&mut self, seed: u64) {
+        assert!(!self.run_until(seed, |_| false), "network did not go quiet");
+    }
+
+    /// Carries messages until `stop` holds (checked before each step: returns true) or the
+    /// network is quiet (returns false).
+    pub fn run_until(&mut self, seed: u64, mut stop: impl FnMut(&Net) -> bool) -> bool {
         let mut rng = Rng::new(seed);
         for _ in 0..1_000_000 {
+            if stop(self) {
+                return true;
+            }
             let busy: Vec<(usize, usize)> = self
                 .links
                 .iter()
@@ -200,7 +209,7 @@ impl Net {
                         }
                         continue;
                     }
-                    _ => return,
+                    _ => return false,
                 }
             }
             let (from, to) = busy[rng.below(busy.len() as u64) as usize];
@@ -222,6 +231,11 @@ impl Net {
         panic!("network did not go quiet");
     }
 
+    /// Whether node `a` may send to node `b`.
+    pub fn is_connected(&self, a: usize, b: usize) -> bool {
+        self.connected.get(&(a, b)).copied().unwrap_or(false)
+    }
+
     pub fn delivered_count(&self, node: usize, id: &ArtifactId) -> usize {
         self.deliveries[node].iter().filter(|a| a.id == *id).count()
     }
@@ -229,7 +243,8 @@ impl Net {
     pub fn check_integrity(&self) -> Result<(), String> {
         for (n, list) in self.deliveries.iter().enumerate() {
             for a in list {
-                if ArtifactId::of(&a.data) != a.id {
+                let chunk_size = self.nodes[n].config().chunk_size;
+                if p2p_core::chunks::content_id(&a.data, chunk_size) != a.id {
                     return Err(format!("node {n} got corrupt {:?}", a.id));
                 }
             }

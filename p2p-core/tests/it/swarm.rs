@@ -1,0 +1,355 @@
+//! Chunked artifacts: fetched chunk by chunk from full and partial holders, verified per chunk,
+//! cancelled on the wire, within the incomplete-bytes budget, and completed without the origin.
+
+use crate::support::*;
+use p2p_core::chunks::Manifest;
+use p2p_core::{
+    Artifact, Config, Decision, DisconnectReason, Input, Kind, Message, Output, Priority,
+    PriorityFnRef, Time,
+};
+
+const CHUNK: u32 = 16 << 10;
+
+fn chunked(cfg: &mut Config) {
+    cfg.chunk_size = CHUNK;
+}
+
+/// An artifact of `chunks` chunks (the last one shorter), with bytes that differ per chunk.
+fn big(n: u8, chunks: u32) -> Artifact {
+    let size = (chunks as usize - 1) * CHUNK as usize + 1000;
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u32 / 7).wrapping_mul(n as u32 + 1) as u8)
+        .collect();
+    Artifact::with_chunk_size(Kind(0), &b"big"[..], data, CHUNK)
+}
+
+fn served(net: &Net, node: usize) -> u64 {
+    net.nodes[node].metrics().chunks_served
+}
+
+#[test]
+fn a_chunked_artifact_reaches_every_node_once_and_peers_serve_each_other() {
+    for seed in 0..5 {
+        let n = 8;
+        let mut net = Net::new(n, seed, chunked);
+        net.connect_all();
+        let a = big(1, 16);
+        net.publish(0, a.clone());
+        net.run_until_quiet(seed);
+        net.check_integrity().unwrap();
+        for node in 1..n {
+            assert_eq!(
+                net.delivered_count(node, &a.id),
+                1,
+                "seed {seed} node {node}"
+            );
+            assert_eq!(net.deliveries[node][0].data, a.data);
+        }
+        // The origin sends about one copy of each chunk; the peers exchange the rest.
+        let origin = served(&net, 0);
+        let by_peers: u64 = (1..n).map(|i| served(&net, i)).sum();
+        assert_eq!(
+            origin + by_peers,
+            16 * (n as u64 - 1),
+            "each node got each chunk once"
+        );
+        assert!(
+            origin <= 16 * 2,
+            "seed {seed}: the origin served {origin} chunks, peers {by_peers}"
+        );
+        for node in 0..n {
+            let sizes = net.nodes[node].table_sizes();
+            assert_eq!((sizes.swarms, sizes.chunk_requests), (0, 0), "all done");
+            assert_eq!(sizes.incomplete_bytes, 0);
+        }
+    }
+}
+
+#[test]
+fn the_origin_may_leave_once_every_chunk_left_it() {
+    for seed in 0..5 {
+        let n = 6;
+        // The peers relay what they receive, as an application that validated it would.
+        let mut net = Net::new(n, seed, |cfg| {
+            cfg.chunk_size = CHUNK;
+            cfg.auto_relay = true;
+        });
+        net.connect_all();
+        let a = big(2, 12);
+        net.publish(0, a.clone());
+        let left_origin =
+            |net: &Net| (0..12).all(|i| (1..n).any(|node| net.nodes[node].has_chunk(&a.id, i)));
+        let stopped = net.run_until(seed, left_origin);
+        assert!(stopped, "seed {seed}: every chunk reached a peer");
+        for peer in 1..n {
+            net.disconnect(0, peer);
+        }
+        net.run_until_quiet(seed);
+        net.check_integrity().unwrap();
+        for node in 1..n {
+            assert_eq!(
+                net.delivered_count(node, &a.id),
+                1,
+                "seed {seed} node {node}"
+            );
+        }
+    }
+}
+
+#[test]
+fn incomplete_artifacts_stay_within_their_budget_and_all_complete() {
+    let budget = 40u64 << 10;
+    let tweak = |cfg: &mut Config| {
+        cfg.chunk_size = CHUNK;
+        cfg.max_incomplete_bytes = budget;
+    };
+    let mut net = Net::new(5, 3, tweak);
+    net.connect_all();
+    let arts: Vec<Artifact> = (0..4).map(|i| big(10 + i, 2)).collect();
+    for (i, a) in arts.iter().enumerate() {
+        net.publish(i % 2, a.clone());
+    }
+    let mut worst = 0;
+    net.run_until(3, |net| {
+        for node in &net.nodes {
+            let s = node.table_sizes();
+            worst = worst.max(s.incomplete_bytes);
+            assert!(s.incomplete_held_bytes <= s.incomplete_bytes);
+            assert!(s.exceeded(node.config(), 4).is_empty(), "{:?}", s);
+        }
+        false
+    });
+    assert!(
+        worst > 0 && worst <= budget,
+        "reserved at most the budget: {worst}"
+    );
+    for node in 2..5 {
+        for a in &arts {
+            assert_eq!(net.delivered_count(node, &a.id), 1);
+        }
+    }
+}
+
+/// A node with two full holders (peers 1 and 2) that fetched the manifest of `a`.
+fn swarming_node(a: &Artifact, cfg: Config) -> (p2p_core::Node, Vec<(p2p_core::NodeId, u64, u32)>) {
+    let mut node = connected_node(cfg, 2);
+    let manifest = Manifest::build(&a.data, CHUNK).unwrap();
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
+    recv(&mut node, t(0), id(2), Message::Adverts(vec![a.advert()]));
+    let (peer, req_id, _) = requests(&outs)[0];
+    let outs = recv(
+        &mut node,
+        t(1),
+        peer,
+        Message::Response {
+            req_id,
+            id: a.id,
+            data: manifest.root().clone(),
+        },
+    );
+    (node, chunk_requests(&outs))
+}
+
+fn chunk_requests(outs: &[Output]) -> Vec<(p2p_core::NodeId, u64, u32)> {
+    sends(outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::ChunkRequest { req_id, index, .. } => Some((to, req_id, index)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn disconnects(outs: &[Output]) -> Vec<(p2p_core::NodeId, DisconnectReason)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Disconnect { peer, reason } => Some((*peer, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chunk_of(a: &Artifact, index: u32) -> bytes::Bytes {
+    let m = Manifest::build(&a.data, CHUNK).unwrap();
+    m.slice(&a.data, index).unwrap()
+}
+
+#[test]
+fn a_bad_chunk_penalizes_its_sender_and_the_chunk_comes_from_another_holder() {
+    let a = big(3, 4);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        max_bad_data_per_peer: 0,
+        ..Config::default()
+    };
+    let (mut node, reqs) = swarming_node(&a, cfg);
+    assert_eq!(
+        reqs.len(),
+        4,
+        "every chunk asked at once, spread over both holders"
+    );
+    assert!(reqs.iter().any(|r| r.0 == id(1)) && reqs.iter().any(|r| r.0 == id(2)));
+    let mut delivered_n = 0;
+    let mut pending = reqs;
+    let mut liar_cut = false;
+    for round in 0..10 {
+        let mut next = Vec::new();
+        for (peer, req_id, index) in pending.drain(..) {
+            let data = if peer == id(1) {
+                bytes::Bytes::from(vec![0xee; chunk_of(&a, index).len()])
+            } else {
+                chunk_of(&a, index)
+            };
+            let msg = Message::Chunk {
+                req_id,
+                id: a.id,
+                index,
+                data,
+            };
+            let outs = recv(&mut node, t(2 + round), peer, msg);
+            liar_cut |= disconnects(&outs)
+                .iter()
+                .any(|(p, r)| *p == id(1) && matches!(r, DisconnectReason::BadData { .. }));
+            for d in delivered(&outs) {
+                assert_eq!(d.data, a.data);
+                delivered_n += 1;
+            }
+            next.extend(chunk_requests(&outs));
+        }
+        pending = next;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    assert!(liar_cut, "the peer that sent a bad chunk is cut off");
+    assert_eq!(
+        delivered_n, 1,
+        "the artifact completes from the honest holder"
+    );
+    assert_eq!(node.table_sizes().swarms, 0);
+}
+
+#[test]
+fn dropping_a_swarm_cancels_its_requests_on_the_wire() {
+    let a = big(4, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let (mut node, reqs) = swarming_node(&a, cfg);
+    assert!(!reqs.is_empty());
+    node.set_priority_fn(PriorityFnRef::new(|_: &p2p_core::Advert| Decision::Drop));
+    let outs = step(&mut node, t(5), Input::Reevaluate);
+    let mut cancelled: Vec<(p2p_core::NodeId, u64)> = sends(&outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::Cancel { req_id } => Some((to, req_id)),
+            _ => None,
+        })
+        .collect();
+    let mut asked: Vec<(p2p_core::NodeId, u64)> = reqs.iter().map(|r| (r.0, r.1)).collect();
+    cancelled.sort();
+    asked.sort();
+    assert_eq!(cancelled, asked, "every request in flight is cancelled");
+    assert_eq!(node.table_sizes().swarms, 0);
+    assert_eq!(node.table_sizes().chunk_requests, 0);
+    // A chunk arriving after the cancel is harmless.
+    let (peer, req_id, index) = reqs[0];
+    let msg = Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    let outs = recv(&mut node, t(6), peer, msg);
+    assert!(disconnects(&outs).is_empty() && delivered(&outs).is_empty());
+}
+
+#[test]
+fn a_cancelled_request_is_not_answered_and_the_driver_drops_its_queued_answer() {
+    // The server: holds `a` in its pool, its peer 1 congested so requests wait.
+    let a = big(5, 3);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 1);
+    step(&mut node, t(0), Input::Publish(a.clone()));
+    step(
+        &mut node,
+        t(0),
+        Input::Congestion {
+            peer: id(1),
+            congested: true,
+        },
+    );
+    let ask = |req_id, index| Message::ChunkRequest {
+        req_id,
+        id: a.id,
+        index,
+        priority: Priority::NORMAL,
+    };
+    recv(&mut node, t(1), id(1), ask(1 << 63 | 1, 0));
+    recv(&mut node, t(1), id(1), ask(1 << 63 | 2, 1));
+    let outs = recv(
+        &mut node,
+        t(2),
+        id(1),
+        Message::Cancel {
+            req_id: 1 << 63 | 1,
+        },
+    );
+    assert!(outs.iter().any(
+        |o| matches!(o, Output::Cancel { to, req_id } if *to == id(1) && *req_id == 1 << 63 | 1)
+    ));
+    let outs = step(
+        &mut node,
+        t(3),
+        Input::Congestion {
+            peer: id(1),
+            congested: false,
+        },
+    );
+    let answered: Vec<u32> = sends(&outs)
+        .into_iter()
+        .filter_map(|(_, m, _)| match m {
+            Message::Chunk { index, data, .. } => {
+                assert_eq!(data, chunk_of(&a, index));
+                Some(index)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![1],
+        "only the request not cancelled is answered"
+    );
+}
+
+#[test]
+fn a_have_of_chunks_the_artifact_lacks_is_a_violation() {
+    let a = big(6, 3);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let (mut node, _) = swarming_node(&a, cfg);
+    let outs = recv(
+        &mut node,
+        t(3),
+        id(2),
+        Message::Have {
+            id: a.id,
+            ranges: vec![p2p_core::ChunkRange { start: 2, end: 9 }],
+        },
+    );
+    assert!(matches!(
+        disconnects(&outs)[..],
+        [(p, DisconnectReason::ProtocolViolation(_))] if p == id(2)
+    ));
+}
