@@ -13,8 +13,8 @@
 
 use crate::chunks::content_id;
 use crate::{
-    Advert, Artifact, ArtifactId, Bytes, Config, Decision, Event, Input, Kind, Message, Node,
-    NodeId, Output, Priority, PriorityFnRef, RequestId, Time,
+    Advert, Artifact, ArtifactId, Bytes, ChunkRange, Config, Decision, Event, Input, Kind, Message,
+    Node, NodeId, Output, Priority, PriorityFnRef, RequestId, Time,
 };
 use hashbrown::{HashMap, HashSet};
 use std::time::Duration;
@@ -52,7 +52,12 @@ fn small_config(seed: u64) -> Config {
         seed,
         push_threshold: 64,
         max_attr_len: 8,
-        max_artifact_size: 8192,
+        max_artifact_size: 16384,
+        chunk_size: CHUNK,
+        max_chunks_in_flight: 4,
+        max_chunks_in_flight_per_peer: 2,
+        max_have_ranges: 3,
+        max_incomplete_bytes: 20_000,
         max_adverts_per_peer: 6,
         max_adverts_per_peer_per_kind: 4,
         max_pending_downloads: 5,
@@ -73,19 +78,40 @@ fn small_config(seed: u64) -> Config {
 }
 
 const PEERS: usize = 5;
-const SIZES: [usize; 6] = [0, 10, 64, 65, 3000, 5000];
+/// The chunk size: artifacts of 5,000 and 12,000 bytes are chunked (2 and 3 chunks).
+const CHUNK: u32 = crate::chunks::MIN_CHUNK_SIZE;
+const SIZES: [usize; 7] = [0, 10, 64, 65, 3000, 5000, 12_000];
 
 fn peer(i: u8) -> NodeId {
     NodeId([i % PEERS as u8 + 1; 32])
 }
 
 fn payload(i: u8) -> Bytes {
-    let i = i % 12;
-    Bytes::from(vec![i; SIZES[i as usize % SIZES.len()]])
+    let i = i % 14;
+    let len = SIZES[i as usize % SIZES.len()];
+    Bytes::from((0..len).map(|k| i ^ (k / 1000) as u8).collect::<Vec<u8>>())
 }
 
 fn artifact(i: u8) -> Artifact {
-    Artifact::new(Kind((i % 3) as u16), vec![i; (i % 4) as usize], payload(i))
+    Artifact::with_chunk_size(
+        Kind((i % 3) as u16),
+        vec![i; (i % 4) as usize],
+        payload(i),
+        CHUNK,
+    )
+}
+
+/// What an honest holder answers a request for `id` with: its root (its bytes, or its
+/// manifest), or chunk `index`.
+fn answer_of(id: &ArtifactId, index: Option<u32>) -> Option<Bytes> {
+    let a = known_artifact(id)?;
+    let manifest = crate::chunks::Manifest::build(&a.data, CHUNK);
+    match (index, manifest) {
+        (None, None) => Some(a.data),
+        (None, Some(m)) => Some(m.root().clone()),
+        (Some(i), Some(m)) => m.slice(&a.data, i),
+        (Some(_), None) => None,
+    }
 }
 
 /// Runs the input sequence encoded by `data` against a fresh node, checking the invariants after
@@ -119,7 +145,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         let op = r.byte();
         let p = peer(r.byte());
         let x = r.byte();
-        let input = match op % 16 {
+        let input = match op % 19 {
             0 => Input::Membership {
                 version: x as u64,
                 members: (0..PEERS as u8)
@@ -171,16 +197,23 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 },
             ),
             8 | 9 => match h.pick_request(x) {
-                Some((req_id, to, id)) => {
+                Some((req_id, to, id, index)) => {
                     let data = match r.byte() % 4 {
                         0 => Bytes::from_static(b"bad"),
-                        _ => (0..12u8)
-                            .map(artifact)
-                            .find(|a| a.id == id)
-                            .map(|a| a.data)
-                            .unwrap_or_default(),
+                        _ => answer_of(&id, index).unwrap_or_default(),
                     };
-                    msg(to, Message::Response { req_id, id, data })
+                    match index {
+                        None => msg(to, Message::Response { req_id, id, data }),
+                        Some(index) => msg(
+                            to,
+                            Message::Chunk {
+                                req_id,
+                                id,
+                                index,
+                                data,
+                            },
+                        ),
+                    }
                 }
                 None => msg(
                     p,
@@ -192,7 +225,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 ),
             },
             10 => match h.pick_request(x) {
-                Some((req_id, to, id)) => msg(to, Message::NotFound { req_id, id }),
+                Some((req_id, to, id, _)) => msg(to, Message::NotFound { req_id, id }),
                 None => msg(
                     p,
                     Message::NotFound {
@@ -203,6 +236,39 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             },
             11 => Input::Publish(artifact(x)),
             12 => Input::Remove(artifact(x).id),
+            16 => msg(
+                p,
+                Message::ChunkRequest {
+                    req_id: 1 << 63 | x as u64,
+                    id: artifact(x).id,
+                    index: u32::from(r.byte() % 4),
+                    priority: Priority(r.byte()),
+                },
+            ),
+            17 => {
+                let start = u32::from(r.byte() % 4);
+                let ranges = match r.byte() % 3 {
+                    0 => Vec::new(),
+                    1 => vec![ChunkRange {
+                        start,
+                        end: start + 1,
+                    }],
+                    _ => vec![ChunkRange { start: 0, end: 3 }],
+                };
+                msg(
+                    p,
+                    Message::Have {
+                        id: artifact(x).id,
+                        ranges,
+                    },
+                )
+            }
+            18 => msg(
+                p,
+                Message::Cancel {
+                    req_id: 1 << 63 | x as u64,
+                },
+            ),
             13 => {
                 h.set_priority_fn(match x % 4 {
                     0 => PriorityFnRef::fetch_all(),
@@ -222,7 +288,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 peer: p,
                 congested: x.is_multiple_of(2),
             },
-            _ => {
+            15 => {
                 let next = h.node.poll_timeout().unwrap_or(h.now);
                 h.now = if x.is_multiple_of(2) {
                     next.max(h.now)
@@ -231,6 +297,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 };
                 Input::Timeout
             }
+            _ => unreachable!("op is below 19"),
         };
         h.input(input)?;
     }
@@ -250,7 +317,8 @@ struct Harness {
     now: Time,
     connected: HashSet<NodeId>,
     members: HashSet<NodeId>,
-    sent_requests: HashMap<RequestId, (NodeId, ArtifactId)>,
+    /// Requests the node sent and awaits: peer, artifact, and chunk index for chunk requests.
+    sent_requests: HashMap<RequestId, (NodeId, ArtifactId, Option<u32>)>,
     delivered: HashSet<ArtifactId>,
     /// Artifacts the application published (removed or not).
     pooled: HashSet<ArtifactId>,
@@ -265,19 +333,19 @@ struct Harness {
 
 /// The artifacts whose bytes the harness knows (every id `artifact(x)` can have).
 fn known_artifact(id: &ArtifactId) -> Option<Artifact> {
-    (0..12u8).map(artifact).find(|a| a.id == *id)
+    (0..14u8).map(artifact).find(|a| a.id == *id)
 }
 
 impl Harness {
-    fn pick_request(&self, x: u8) -> Option<(RequestId, NodeId, ArtifactId)> {
+    fn pick_request(&self, x: u8) -> Option<(RequestId, NodeId, ArtifactId, Option<u32>)> {
         if self.sent_requests.is_empty() {
             return None;
         }
         let mut ids: Vec<_> = self.sent_requests.keys().copied().collect();
         ids.sort_unstable();
         let req_id = ids[x as usize % ids.len()];
-        let (to, id) = self.sent_requests[&req_id];
-        Some((req_id, to, id))
+        let (to, id, index) = self.sent_requests[&req_id];
+        Some((req_id, to, id, index))
     }
 
     fn set_priority_fn(&mut self, f: PriorityFnRef) {
@@ -297,7 +365,7 @@ impl Harness {
     fn forget_peer(&mut self, p: &NodeId) {
         self.offers.retain(|(q, _), _| q != p);
         self.asked.retain(|(q, _)| q != p);
-        self.sent_requests.retain(|_, (to, _)| to != p);
+        self.sent_requests.retain(|_, (to, _, _)| to != p);
     }
 
     fn forget_artifact(&mut self, id: &ArtifactId) {
@@ -362,7 +430,10 @@ impl Harness {
             }
             Input::Message {
                 from,
-                msg: Message::Response { req_id, .. } | Message::NotFound { req_id, .. },
+                msg:
+                    Message::Response { req_id, .. }
+                    | Message::NotFound { req_id, .. }
+                    | Message::Chunk { req_id, .. },
             } if self.connected.contains(from) => {
                 self.sent_requests.remove(req_id);
             }
@@ -384,9 +455,20 @@ impl Harness {
                             msg.name()
                         ));
                     }
-                    if let Message::Request { req_id, id, .. } = msg {
-                        self.sent_requests.insert(req_id, (to, id));
-                        self.asked.insert((to, id));
+                    match msg {
+                        Message::Request { req_id, id, .. } => {
+                            self.sent_requests.insert(req_id, (to, id, None));
+                            self.asked.insert((to, id));
+                        }
+                        Message::ChunkRequest {
+                            req_id, id, index, ..
+                        } => {
+                            self.sent_requests.insert(req_id, (to, id, Some(index)));
+                        }
+                        Message::Cancel { req_id } => {
+                            self.sent_requests.remove(&req_id);
+                        }
+                        _ => {}
                     }
                 }
                 Output::Deliver { artifact, .. } => {
@@ -422,17 +504,19 @@ impl Harness {
         for _ in 0..400 {
             let mut pending: Vec<_> = self.sent_requests.iter().map(|(r, v)| (*r, *v)).collect();
             pending.sort_unstable();
-            for (req_id, (to, id)) in pending {
+            for (req_id, (to, id, index)) in pending {
                 if !self.connected.contains(&to) {
                     continue;
                 }
-                let msg = match known_artifact(&id) {
-                    Some(a) => Message::Response {
+                let msg = match (answer_of(&id, index), index) {
+                    (Some(data), None) => Message::Response { req_id, id, data },
+                    (Some(data), Some(index)) => Message::Chunk {
                         req_id,
                         id,
-                        data: a.data,
+                        index,
+                        data,
                     },
-                    None => Message::NotFound { req_id, id },
+                    (None, _) => Message::NotFound { req_id, id },
                 };
                 self.input(Input::Message { from: to, msg })?;
             }
