@@ -17,6 +17,7 @@ use crate::{
     Node, NodeId, Output, Priority, PriorityFnRef, RequestId, Time,
 };
 use hashbrown::{HashMap, HashSet};
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// The hash that node `id` with seed `seed` gives `artifact` in its tables. With the seed known,
@@ -58,6 +59,7 @@ fn small_config(seed: u64) -> Config {
         max_chunks_in_flight_per_peer: 2,
         max_have_ranges: 3,
         max_incomplete_bytes: 20_000,
+        offload_chunk_hashing: seed % 2 == 1,
         max_adverts_per_peer: 6,
         max_adverts_per_peer_per_kind: 4,
         max_pending_downloads: 5,
@@ -135,6 +137,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         asked: HashSet::new(),
         variants: HashMap::new(),
         steps: 0,
+        hashes: Vec::new(),
     };
     let all: Vec<NodeId> = (0..PEERS as u8).map(peer).chain([local]).collect();
     h.input(Input::Membership {
@@ -329,6 +332,8 @@ struct Harness {
     /// Every advert of an artifact the node accepted, whichever peer sent it.
     variants: HashMap<ArtifactId, Vec<Advert>>,
     steps: usize,
+    /// Hashes the node asked for, to feed back.
+    hashes: Vec<(ArtifactId, u32, [u8; 32])>,
 }
 
 /// The artifacts whose bytes the harness knows (every id `artifact(x)` can have).
@@ -490,10 +495,19 @@ impl Harness {
                 Output::Event(Event::Dropped { id, from, .. }) => {
                     self.offers.remove(&(from, id));
                 }
+                Output::HashChunk { id, index, data } => {
+                    let digest: [u8; 32] = Sha256::digest(&data).into();
+                    self.hashes.push((id, index, digest));
+                }
                 Output::Event(_) | Output::Cancel { .. } => {}
             }
         }
-        self.check_bounds()
+        self.check_bounds()?;
+        // The driver's hashes come back as inputs of their own.
+        while let Some((id, index, digest)) = self.hashes.pop() {
+            self.input(Input::ChunkHashed { id, index, digest })?;
+        }
+        Ok(())
     }
 
     /// Every peer turns honest and time moves on: each request is answered with the artifact's

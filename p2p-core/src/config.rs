@@ -99,6 +99,12 @@ pub struct Config {
     /// and leaves the rest to the partial holders, before it asks full holders for any chunk
     /// (default 100 ms; see `BENCHMARKS.md`, "Swarming").
     pub swarm_patience: Duration,
+    /// Leave the SHA-256 of received chunks to the driver: the node emits
+    /// [`Output::HashChunk`](crate::Output::HashChunk) and waits for
+    /// [`Input::ChunkHashed`](crate::Input::ChunkHashed) before it judges the chunk, so that a
+    /// driver can hash bulk data off the task that moves urgent traffic (default `false`: the
+    /// node hashes chunks itself).
+    pub offload_chunk_hashing: bool,
     /// Publish every delivered artifact automatically (relay), for simple embedders.
     pub auto_relay: bool,
     /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
@@ -188,6 +194,7 @@ impl Default for Config {
             max_chunks_in_flight_per_peer: 8,
             max_have_ranges: 1024,
             swarm_patience: Duration::from_millis(100),
+            offload_chunk_hashing: false,
             auto_relay: false,
             max_auto_relay_pool: 100_000,
             max_auto_relay_pool_bytes: 1 << 30,

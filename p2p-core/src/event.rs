@@ -41,6 +41,16 @@ pub enum Input {
     },
     /// The timer from [`Node::poll_timeout`](crate::Node::poll_timeout) fired.
     Timeout,
+    /// The SHA-256 of a chunk the node asked for with [`Output::HashChunk`] (only with
+    /// [`Config::offload_chunk_hashing`](crate::Config::offload_chunk_hashing)).
+    ChunkHashed {
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The SHA-256 of the bytes given in the output.
+        digest: [u8; 32],
+    },
 }
 
 /// An action for the driver, drained with [`Node::poll_output`](crate::Node::poll_output).
@@ -76,6 +86,17 @@ pub enum Output {
         to: NodeId,
         /// The request the answer is for.
         req_id: RequestId,
+    },
+    /// Compute the SHA-256 of `data` (a received chunk) and feed it back as
+    /// [`Input::ChunkHashed`] with the same `id` and `index`; the node keeps the chunk until
+    /// then. Only with [`Config::offload_chunk_hashing`](crate::Config::offload_chunk_hashing).
+    HashChunk {
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The chunk's bytes.
+        data: bytes::Bytes,
     },
     /// Something worth observing.
     Event(Event),

@@ -215,6 +215,7 @@ impl Node {
             }
             Input::Congestion { peer, congested } => self.on_congestion(peer, congested),
             Input::Timeout => {}
+            Input::ChunkHashed { id, index, digest } => self.on_chunk_hashed(id, index, &digest),
         }
         Ok(())
     }
@@ -600,12 +601,26 @@ impl Node {
         index: u32,
         data: Bytes,
     ) {
-        match self
+        let offload = self.cfg.offload_chunk_hashing;
+        let answer = self
             .swarms
-            .on_chunk(from, req_id, id, index, data, &mut self.sink)
-        {
+            .on_chunk(from, (req_id, id, index, data), offload, &mut self.sink);
+        self.judged(from, id, answer);
+    }
+
+    /// The driver's hash of a chunk it was asked to hash.
+    fn on_chunk_hashed(&mut self, id: ArtifactId, index: u32, digest: &[u8; 32]) {
+        if let Some((from, answer)) = self.swarms.on_hashed(id, index, digest) {
+            self.judged(from, id, answer);
+        }
+    }
+
+    /// Carries out what became of a chunk of `id` from `from`.
+    fn judged(&mut self, from: NodeId, id: ArtifactId, answer: ChunkAnswer) {
+        match answer {
             ChunkAnswer::Unsolicited => self.violation(from, "answer to a request never made"),
             ChunkAnswer::BadData => self.penalize(from),
+            ChunkAnswer::Checking => {}
             ChunkAnswer::Kept => self.peers.record_served(&from),
             ChunkAnswer::Complete(artifact) => {
                 self.peers.record_served(&from);

@@ -25,6 +25,7 @@
 
 use crate::chunks::Manifest;
 use crate::config::{Config, Decision};
+use crate::event::Output;
 use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
 use crate::message::{ChunkRange, Message, RequestId};
 use crate::sink::Sink;
@@ -126,6 +127,8 @@ struct Swarm {
     avail: Vec<u16>,
     /// Peers that sent a bad chunk: never asked again for this artifact.
     bad: SmallVec<[NodeId; 2]>,
+    /// Chunks received and waiting for their hash from the driver, with their senders.
+    checking: Vec<(u32, Bytes, NodeId)>,
     /// Chunks verified since the last announcement.
     announce: Vec<u32>,
     /// Peers that asked what this node holds (an empty `Have`), to answer at the next flush.
@@ -142,6 +145,8 @@ pub(crate) enum ChunkAnswer {
     BadData,
     /// Verified and kept (or not needed any more).
     Kept,
+    /// Waiting for its hash from the driver.
+    Checking,
     /// The last chunk: the whole artifact, verified chunk by chunk.
     Complete(Artifact),
 }
@@ -296,6 +301,7 @@ impl Swarms {
             full,
             partial: Vec::new(),
             bad: SmallVec::new(),
+            checking: Vec::new(),
             announce: Vec::new(),
             tell: SmallVec::new(),
             dirty: true,
@@ -509,10 +515,8 @@ impl Swarms {
     pub(crate) fn on_chunk(
         &mut self,
         peer: NodeId,
-        req_id: RequestId,
-        id: ArtifactId,
-        index: u32,
-        data: Bytes,
+        (req_id, id, index, data): (RequestId, ArtifactId, u32, Bytes),
+        offload: bool,
         sink: &mut Sink,
     ) -> ChunkAnswer {
         match self.reqs.get(&req_id) {
@@ -532,7 +536,52 @@ impl Swarms {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         };
-        if !s.manifest.verify_chunk(index, &data) {
+        if s.chunks[index as usize].is_some() || s.checking.iter().any(|c| c.0 == index) {
+            sink.metrics.duplicates += 1;
+            return ChunkAnswer::Kept;
+        }
+        if offload {
+            sink.push(Output::HashChunk {
+                id,
+                index,
+                data: data.clone(),
+            });
+            s.checking.push((index, data, peer));
+            return ChunkAnswer::Checking;
+        }
+        let ok = s.manifest.verify_chunk(index, &data);
+        judge(s, id, index, data, peer, ok)
+    }
+
+    /// The driver's hash of a chunk it was asked to hash; returns the sender and what became
+    /// of the chunk (`None` if no such chunk waits).
+    pub(crate) fn on_hashed(
+        &mut self,
+        id: ArtifactId,
+        index: u32,
+        digest: &[u8; 32],
+    ) -> Option<(NodeId, ChunkAnswer)> {
+        let s = self.table.get_mut(&id)?;
+        let pos = s.checking.iter().position(|c| c.0 == index)?;
+        let (_, data, peer) = s.checking.swap_remove(pos);
+        let ok = data.len() as u64 == s.manifest.chunk_len(index)
+            && s.manifest.chunk_hash(index) == Some(&digest[..]);
+        Some((peer, judge(s, id, index, data, peer, ok)))
+    }
+}
+
+/// Keeps a chunk whose hash matched (`ok`), or excludes its sender; the whole artifact once
+/// every chunk is held.
+fn judge(
+    s: &mut Swarm,
+    id: ArtifactId,
+    index: u32,
+    data: Bytes,
+    peer: NodeId,
+    ok: bool,
+) -> ChunkAnswer {
+    {
+        if !ok {
             if !s.bad.contains(&peer) {
                 s.bad.push(peer);
             }
@@ -543,7 +592,6 @@ impl Swarms {
         }
         let slot = &mut s.chunks[index as usize];
         if slot.is_some() {
-            sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         }
         *slot = Some(data);
@@ -565,7 +613,9 @@ impl Swarms {
         };
         ChunkAnswer::Complete(artifact)
     }
+}
 
+impl Swarms {
     /// Ends the swarm of `id` (completed, dropped, or obtained otherwise): cancels its requests
     /// in flight on the wire and frees its budget. Returns its manifest and full holders.
     pub(crate) fn end(
@@ -678,7 +728,10 @@ impl Swarms {
             .collect();
         let mut best: Option<((bool, u16, u64), u32)> = None;
         for i in 0..s.manifest.count() {
-            if s.chunks[i as usize].is_some() || s.asked[i as usize].is_some() {
+            if s.chunks[i as usize].is_some()
+                || s.asked[i as usize].is_some()
+                || s.checking.iter().any(|c| c.0 == i)
+            {
                 continue;
             }
             let avail = s.avail[i as usize];

@@ -66,6 +66,23 @@ fn a_chunked_artifact_reaches_every_node_once_and_peers_serve_each_other() {
 }
 
 #[test]
+fn chunks_hashed_by_the_driver_complete_the_same_way() {
+    let n = 6;
+    let mut net = Net::new(n, 9, |cfg| {
+        cfg.chunk_size = CHUNK;
+        cfg.offload_chunk_hashing = true;
+    });
+    net.connect_all();
+    let a = big(7, 10);
+    net.publish(0, a.clone());
+    net.run_until_quiet(9);
+    net.check_integrity().unwrap();
+    for node in 1..n {
+        assert_eq!(net.delivered_count(node, &a.id), 1, "node {node}");
+    }
+}
+
+#[test]
 fn the_origin_may_leave_once_every_chunk_left_it() {
     for seed in 0..5 {
         let n = 6;

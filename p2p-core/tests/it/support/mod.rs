@@ -3,6 +3,7 @@
 
 use p2p_core::rng::Rng;
 use p2p_core::{Artifact, ArtifactId, Class, Config, Input, Message, Node, NodeId, Output, Time};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -153,6 +154,7 @@ impl Net {
 
     pub fn input(&mut self, node: usize, input: Input) {
         self.nodes[node].handle_input(self.now, input).unwrap();
+        let mut hashes = Vec::new();
         while let Some(out) = self.nodes[node].poll_output() {
             format!("{node} {out:?}").hash(&mut self.transcript);
             match out {
@@ -173,8 +175,15 @@ impl Net {
                         q.retain(|m| m.answers() != Some(req_id));
                     }
                 }
+                Output::HashChunk { id, index, data } => {
+                    let digest = sha2::Sha256::digest(&data).into();
+                    hashes.push(Input::ChunkHashed { id, index, digest });
+                }
                 Output::Event(_) => {}
             }
+        }
+        for input in hashes {
+            self.input(node, input);
         }
     }
 
