@@ -25,8 +25,20 @@ pub enum Input {
         /// The message, already decoded by the transport.
         msg: Message,
     },
-    /// The application adds an artifact to the pool and wants it gossiped.
+    /// The application adds an artifact to the pool and wants it gossiped. A chunked artifact's
+    /// manifest is computed here, hashing all its bytes on the node's task: prefer
+    /// [`Input::PublishChunked`] for large artifacts.
     Publish(Artifact),
+    /// As [`Input::Publish`], with the manifest that the application computed
+    /// ([`Manifest::build`](crate::Manifest::build) with the node's chunk size) off the node's
+    /// task. The node checks that the manifest names the artifact and has its size and the
+    /// node's chunk size; that the chunks hash as the manifest says is the application's word.
+    PublishChunked {
+        /// The artifact.
+        artifact: Artifact,
+        /// Its manifest.
+        manifest: crate::Manifest,
+    },
     /// The application removes an artifact from the pool; peers are told to forget it.
     Remove(ArtifactId),
     /// The application's state moved: ask the priority function again about every kept advert.
@@ -246,6 +258,10 @@ pub enum InputError {
         "artifact id does not match the SHA-256 of its root (its bytes, or its manifest if it is chunked)"
     )]
     IdMismatch,
+    /// A manifest given with a publish does not name the artifact, or has another size or
+    /// chunk size.
+    #[error("the manifest does not match the artifact or the node's chunk size")]
+    ManifestMismatch,
     /// A published artifact of at most one chunk begins with the manifest tag, which would make
     /// its bytes read as a manifest.
     #[error("an artifact of at most one chunk must not begin with the manifest tag")]

@@ -206,7 +206,10 @@ impl Node {
             Input::PeerConnected(peer) => self.on_connected(peer),
             Input::PeerDisconnected(peer) => self.drop_peer(peer),
             Input::Message { from, msg } => self.on_message(from, msg),
-            Input::Publish(artifact) => return self.publish(artifact),
+            Input::Publish(artifact) => return self.publish(artifact, None),
+            Input::PublishChunked { artifact, manifest } => {
+                return self.publish(artifact, Some(manifest));
+            }
             Input::Remove(id) => self.pool.remove(id, &self.peers, &mut self.sink),
             Input::Reevaluate => {
                 let (downloads, mut cx) = self.split();
@@ -703,7 +706,7 @@ impl Node {
         }
     }
 
-    fn publish(&mut self, artifact: Artifact) -> Result<(), InputError> {
+    fn publish(&mut self, artifact: Artifact, given: Option<Manifest>) -> Result<(), InputError> {
         let size = artifact.data.len() as u64;
         if size > self.cfg.max_artifact_size {
             return Err(InputError::ArtifactTooLarge {
@@ -717,7 +720,18 @@ impl Node {
                 max: self.cfg.max_attr_len,
             });
         }
-        let manifest = Manifest::build(&artifact.data, self.cfg.chunk_size);
+        let manifest = match given {
+            Some(m) => {
+                if m.id() != artifact.id
+                    || m.size() != artifact.data.len() as u64
+                    || m.chunk_size() != self.cfg.chunk_size
+                {
+                    return Err(InputError::ManifestMismatch);
+                }
+                Some(m)
+            }
+            None => Manifest::build(&artifact.data, self.cfg.chunk_size),
+        };
         let root_id = match &manifest {
             Some(m) => m.id(),
             None if is_manifest(&artifact.data) => return Err(InputError::ManifestTagged),

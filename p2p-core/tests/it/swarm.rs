@@ -370,3 +370,50 @@ fn a_have_of_chunks_the_artifact_lacks_is_a_violation() {
         [(p, DisconnectReason::ProtocolViolation(_))] if p == id(2)
     ));
 }
+
+#[test]
+fn a_manifest_given_with_a_publish_must_name_the_artifact() {
+    let a = big(8, 3);
+    let other = big(9, 3);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 1);
+    let wrong = Manifest::build(&other.data, CHUNK).unwrap();
+    assert_eq!(
+        node.handle_input(
+            t(0),
+            Input::PublishChunked {
+                artifact: a.clone(),
+                manifest: wrong
+            }
+        ),
+        Err(p2p_core::InputError::ManifestMismatch)
+    );
+    let right = Manifest::build(&a.data, CHUNK).unwrap();
+    node.handle_input(
+        t(0),
+        Input::PublishChunked {
+            artifact: a.clone(),
+            manifest: right.clone(),
+        },
+    )
+    .unwrap();
+    assert!(node.has_chunk(&a.id, 2));
+    // A request for it is answered with the manifest.
+    let outs = recv(
+        &mut node,
+        t(1),
+        id(1),
+        Message::Request {
+            req_id: 1,
+            id: a.id,
+            priority: Priority::NORMAL,
+        },
+    );
+    assert!(sends(&outs).iter().any(|(_, m, _)| matches!(
+        m,
+        Message::Response { data, .. } if data == right.root()
+    )));
+}
