@@ -417,3 +417,64 @@ fn a_manifest_given_with_a_publish_must_name_the_artifact() {
         Message::Response { data, .. } if data == right.root()
     )));
 }
+
+/// Every honest node receives a chunked artifact exactly once, intact, within the bounds at
+/// every step, while up to a third of the other nodes corrupt every chunk they send or never
+/// answer chunk requests; the origin is honest and stays.
+#[test]
+fn prop_honest_nodes_complete_despite_faulty_chunk_holders() {
+    fn prop(n: u8, chunks: u8, faulty: u8, seed: u64) -> quickcheck::TestResult {
+        let n = 4 + (n % 6) as usize;
+        let chunks = 2 + (chunks % 14) as u32;
+        let mut net = Net::new(n, seed, |cfg| {
+            cfg.chunk_size = CHUNK;
+            cfg.auto_relay = true;
+        });
+        let f = (n - 1) / 3;
+        for k in 0..f {
+            let node = 1 + (faulty as usize + k) % (n - 1);
+            let fault = if (faulty >> k) & 1 == 0 {
+                ChunkFault::Corrupt
+            } else {
+                ChunkFault::Silent
+            };
+            net.faulty.insert(node, fault);
+        }
+        net.connect_all();
+        let a = big(seed as u8, chunks);
+        net.publish(0, a.clone());
+        let mut broken = None;
+        net.run_until(seed, |net| {
+            for (i, node) in net.nodes.iter().enumerate() {
+                let s = node.table_sizes();
+                if let Some(e) = s.exceeded(node.config(), n).first() {
+                    broken = Some(format!("node {i}: {e:?}"));
+                    return true;
+                }
+            }
+            false
+        });
+        if let Some(e) = broken {
+            return quickcheck::TestResult::error(e);
+        }
+        if let Err(e) = net.check_integrity() {
+            return quickcheck::TestResult::error(e);
+        }
+        for node in 1..n {
+            if net.faulty.contains_key(&node) {
+                continue;
+            }
+            let got = net.delivered_count(node, &a.id);
+            if got != 1 {
+                return quickcheck::TestResult::error(format!(
+                    "n {n} chunks {chunks} faulty {:?}: node {node} delivered {got} times",
+                    net.faulty
+                ));
+            }
+        }
+        quickcheck::TestResult::passed()
+    }
+    quickcheck::QuickCheck::new()
+        .tests(60)
+        .quickcheck(prop as fn(u8, u8, u8, u64) -> quickcheck::TestResult);
+}

@@ -89,6 +89,17 @@ pub struct Net {
     pub deliveries: Vec<Vec<Artifact>>,
     transcript: std::collections::hash_map::DefaultHasher,
     index: HashMap<NodeId, usize>,
+    /// Nodes whose chunks are tampered with on the way out.
+    pub faulty: BTreeMap<usize, ChunkFault>,
+}
+
+/// How a faulty node's chunks go wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkFault {
+    /// Every chunk it sends has its bytes flipped.
+    Corrupt,
+    /// It never answers a chunk request.
+    Silent,
 }
 
 impl Net {
@@ -121,6 +132,7 @@ impl Net {
             deliveries: vec![Vec::new(); n],
             transcript: Default::default(),
             index: (0..n).map(|i| (id(i), i)).collect(),
+            faulty: BTreeMap::new(),
         }
     }
 
@@ -158,8 +170,17 @@ impl Net {
         while let Some(out) = self.nodes[node].poll_output() {
             format!("{node} {out:?}").hash(&mut self.transcript);
             match out {
-                Output::Send { to, msg, .. } => {
+                Output::Send { to, mut msg, .. } => {
                     let to = self.index[&to];
+                    if let Message::Chunk { data, .. } = &mut msg {
+                        match self.faulty.get(&node) {
+                            Some(ChunkFault::Silent) => continue,
+                            Some(ChunkFault::Corrupt) => {
+                                *data = data.iter().map(|b| !b).collect::<Vec<u8>>().into();
+                            }
+                            None => {}
+                        }
+                    }
                     if self.connected.get(&(node, to)).copied().unwrap_or(false) {
                         self.links.entry((node, to)).or_default().push_back(msg);
                     }
