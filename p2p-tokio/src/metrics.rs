@@ -148,6 +148,9 @@ declare_metrics! {
     messages_received: Counter,
     /// Messages handed to the multiplexers for sending.
     messages_sent: Counter,
+    /// Queued answers dropped before any of their bytes were sent, because the requester
+    /// cancelled the request (the core's `Output::Cancel`).
+    answers_cancelled: Counter,
     /// Times a peer's send queue passed its high-water mark (the core was told it is congested).
     congestion_events: Counter,
     /// Artifacts handed to the application's delivery stream.

@@ -167,7 +167,8 @@ impl Net {
                     let peer = self.index[&peer];
                     self.disconnect(node, peer);
                 }
-                Output::Event(_) => {}
+                // Messages on these links are already on the wire: nothing to drop.
+                Output::Cancel { .. } | Output::Event(_) => {}
             }
         }
     }
