@@ -197,7 +197,12 @@ pub fn largest_message(core: &p2p_core::Config) -> usize {
     let push = (1 + ADVERT_FIXED_LEN + 4)
         .saturating_add(core.max_attr_len)
         .saturating_add(whole);
-    let chunk_msg = (1 + 8 + 32 + 4 + 4usize).saturating_add(chunk);
+    let chunked = artifact > chunk;
+    let chunk_msg = if chunked {
+        (1 + 8 + 32 + 4 + 4usize).saturating_add(chunk)
+    } else {
+        0
+    };
     let chunks = core
         .max_artifact_size
         .div_ceil(u64::from(core.chunk_size.max(1)));
@@ -205,7 +210,7 @@ pub fn largest_message(core: &p2p_core::Config) -> usize {
         .unwrap_or(usize::MAX)
         .saturating_mul(32)
         .saturating_add(p2p_core::chunks::MANIFEST_HEADER_LEN);
-    let manifest_msg = if artifact > chunk {
+    let manifest_msg = if chunked {
         (1 + 8 + 32 + 4usize).saturating_add(manifest)
     } else {
         0
