@@ -763,7 +763,19 @@ impl Sim<'_> {
                     self.cut_off(i, p, reason.to_string());
                 }
             }
+            Output::Cancel { to, req_id } => self.cancel(i, to, req_id),
             Output::Event(_) => {}
+        }
+    }
+
+    /// Carries out node `i`'s cancel of its queued answer to `req_id` for `to`.
+    fn cancel(&mut self, i: u32, to: NodeId, req_id: u64) {
+        let Some(&to) = self.index.get(&to) else {
+            return;
+        };
+        let (_, cleared) = self.net.cancel(i, to, req_id);
+        if cleared && self.honest(i as usize) {
+            self.congestion(i, to, false);
         }
     }
 
@@ -772,7 +784,7 @@ impl Sim<'_> {
         let now = self.q.now();
         let id = artifact.id;
         let v = &mut self.checks;
-        if ArtifactId::of(&artifact.data) != id {
+        if p2p_core::chunks::content_id(&artifact.data, self.cfg.chunk_size) != id {
             v.integrity.add(|| {
                 format!("node {i} delivered {id:?} (from {from:?}) whose bytes hash elsewhere")
             });
@@ -1020,7 +1032,8 @@ impl Sim<'_> {
             return;
         }
         let data = Rng::new(derive(self.sc.seed, 1_000_000 + p as u64)).bytes(spec.size);
-        let artifact = Artifact::new(spec.kind, (p as u32).to_le_bytes().to_vec(), data);
+        let attr = (p as u32).to_le_bytes().to_vec();
+        let artifact = Artifact::with_chunk_size(spec.kind, attr, data, self.cfg.chunk_size);
         if !self.runs_core(spec.node as u32) {
             return;
         }
