@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-use p2p_core::{Advert, ArtifactId, Kind, Message};
 #[cfg(feature = "trace")]
 use p2p_trace::PriorityProfile;
 use p2p_transport::codec::{self, Limits};
@@ -203,22 +201,19 @@ impl NodeConfig {
         }
     }
 
-    /// The codec limits matching a core configured with `core`: messages up to the largest push
-    /// of an artifact, the core's attribute length and advert count; the default of
-    /// `mux.limits`.
+    /// The codec limits matching a core configured with `core`
+    /// ([`Limits::for_core`]: messages up to the largest the core sends, a chunk or an
+    /// unchunked artifact with its header, or a manifest; the core's attribute length, advert
+    /// count and chunk range count); the default of `mux.limits`.
     ///
     /// The codec limits live in one place, `mux.limits`, which the multiplexer applies to both
-    /// directions; the core's own bounds (`max_artifact_size`, `max_attr_len`,
-    /// `max_adverts_per_message`) stay in `core`, where the core enforces them. The limits
-    /// follow the core's bounds, not the reverse: after changing those bounds, set `mux.limits`
-    /// to `NodeConfig::codec_limits(&cfg.core)` again. [`validate`](Self::validate) refuses
-    /// limits that cannot carry what the core sends.
+    /// directions; the core's own bounds (`max_artifact_size`, `chunk_size`, `max_attr_len`,
+    /// `max_adverts_per_message`, `max_have_ranges`) stay in `core`, where the core enforces
+    /// them. The limits follow the core's bounds, not the reverse: after changing those bounds,
+    /// set `mux.limits` to `NodeConfig::codec_limits(&cfg.core)` again.
+    /// [`validate`](Self::validate) refuses limits that cannot carry what the core sends.
     pub fn codec_limits(core: &p2p_core::Config) -> Limits {
-        Limits {
-            max_message_size: largest_message(core),
-            max_attr_len: core.max_attr_len,
-            max_adverts: core.max_adverts_per_message,
-        }
+        Limits::for_core(core)
     }
 
     /// Checks the settings that would make the node misbehave.
@@ -229,7 +224,7 @@ impl NodeConfig {
         let limits = &self.mux.limits;
         if limits.max_message_size < largest_message(&self.core) {
             return bad(
-                "mux.limits.max_message_size cannot carry an artifact of core.max_artifact_size with its header",
+                "mux.limits.max_message_size cannot carry the largest message of the core (a chunk, an unchunked artifact or a manifest, with its header)",
             );
         }
         if limits.max_attr_len < self.core.max_attr_len {
@@ -237,6 +232,9 @@ impl NodeConfig {
         }
         if limits.max_adverts < self.core.advert_batch_size {
             return bad("mux.limits.max_adverts is below core.advert_batch_size");
+        }
+        if limits.max_have_ranges < self.core.max_have_ranges {
+            return bad("mux.limits.max_have_ranges is below core.max_have_ranges");
         }
         if self.delivery_buffer == 0
             || self.delivery_buffer_bytes == 0
@@ -273,28 +271,16 @@ impl NodeConfig {
     }
 }
 
-/// The encoded size of the largest message carrying an artifact: a push of
-/// `core.max_artifact_size` bytes whose advert has an attribute of `core.max_attr_len` bytes (a
-/// push's header is the largest of any message with a payload).
+/// The encoded size of the largest message the core sends ([`codec::largest_message`]).
 fn largest_message(core: &p2p_core::Config) -> usize {
-    let bare = Message::Push {
-        advert: Advert {
-            id: ArtifactId([0; 32]),
-            kind: Kind(0),
-            size: 0,
-            attr: Bytes::new(),
-        },
-        data: Bytes::new(),
-    };
-    let artifact = usize::try_from(core.max_artifact_size).unwrap_or(usize::MAX);
-    codec::encoded_len(&bare)
-        .saturating_add(core.max_attr_len)
-        .saturating_add(artifact)
+    codec::largest_message(core)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use p2p_core::{Advert, ArtifactId, Kind, Message};
 
     fn config() -> NodeConfig {
         let identity = NodeIdentity::generate().unwrap();
@@ -302,21 +288,30 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_message_is_a_full_push() {
+    fn the_largest_message_is_a_full_push_of_an_unchunked_artifact() {
         let core = p2p_core::Config {
-            max_artifact_size: 1000,
+            max_artifact_size: 100_000,
             max_attr_len: 10,
             ..p2p_core::Config::default()
         };
-        let push = Message::Push {
+        let push = |len: usize| Message::Push {
             advert: Advert {
                 id: ArtifactId([1; 32]),
                 kind: Kind(3),
-                size: 1000,
+                size: len as u64,
                 attr: Bytes::from(vec![0; 10]),
             },
-            data: Bytes::from(vec![0; 1000]),
+            data: Bytes::from(vec![0; len]),
         };
+        // Artifacts above the chunk size travel in chunks: the largest message is one chunk's
+        // worth, however large artifacts may be.
+        let chunked = p2p_core::Config {
+            max_artifact_size: 1 << 30,
+            ..core.clone()
+        };
+        let chunk = chunked.chunk_size as usize;
+        assert_eq!(largest_message(&chunked), codec::encoded_len(&push(chunk)));
+        let push = push(100_000);
         assert_eq!(largest_message(&core), codec::encoded_len(&push));
         let limits = NodeConfig::codec_limits(&core);
         assert_eq!(limits.max_message_size, codec::encoded_len(&push));
@@ -334,7 +329,7 @@ mod tests {
     #[test]
     fn limits_that_cannot_carry_the_core_are_refused() {
         let mut cfg = config();
-        cfg.core.max_artifact_size += 1;
+        cfg.core.chunk_size *= 2;
         assert!(matches!(
             cfg.validate(),
             Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_message_size")
@@ -354,6 +349,13 @@ mod tests {
         assert!(matches!(
             cfg.validate(),
             Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_adverts")
+        ));
+
+        let mut cfg = config();
+        cfg.mux.limits.max_have_ranges = cfg.core.max_have_ranges - 1;
+        assert!(matches!(
+            cfg.validate(),
+            Err(StartError::InvalidConfig(m)) if m.starts_with("mux.limits.max_have_ranges")
         ));
 
         let mut cfg = config();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use p2p_core::{
     Artifact, ArtifactId, DisconnectReason, Input, InputError, Node, NodeId, Output, PriorityFnRef,
-    Time,
+    RequestId, Time,
 };
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
@@ -389,7 +389,32 @@ impl Driver {
                 };
                 self.after_close(peer, cause);
             }
+            Output::Cancel { to, req_id } => self.cancel_answer(to, req_id),
             Output::Event(event) => debug!(?event, "core event"),
+        }
+    }
+
+    /// Drops the queued answer to `req_id` for peer `to` if its writer has not started it,
+    /// the same way a send reaches the writer: through the connection's shared sending half.
+    fn cancel_answer(&mut self, to: NodeId, req_id: RequestId) {
+        let Some(conn) = self.conns.get(&to) else {
+            return;
+        };
+        let (dropped, drained) = {
+            let mut tx = conn.shared.lock();
+            let dropped = tx.cancel(req_id);
+            (dropped, dropped && tx.poll_congestion() == Some(false))
+        };
+        if dropped {
+            inc(&self.counters.answers_cancelled);
+            debug!(peer = %to, req_id, "queued answer cancelled");
+        }
+        if drained {
+            debug!(peer = %to, "send queue drained");
+            self.follow_up.push_back(Input::Congestion {
+                peer: to,
+                congested: false,
+            });
         }
     }
 

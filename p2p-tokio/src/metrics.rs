@@ -148,6 +148,9 @@ declare_metrics! {
     messages_received: Counter,
     /// Messages handed to the multiplexers for sending.
     messages_sent: Counter,
+    /// Queued answers dropped before any of their bytes were sent, because the requester
+    /// cancelled the request (the core's `Output::Cancel`).
+    answers_cancelled: Counter,
     /// Times a peer's send queue passed its high-water mark (the core was told it is congested).
     congestion_events: Counter,
     /// Artifacts handed to the application's delivery stream.
@@ -267,7 +270,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 54);
+        assert_eq!(names.len(), 55);
     }
 
     #[test]
@@ -297,7 +300,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 54);
+        assert_eq!(values.len(), 55);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

@@ -1,26 +1,32 @@
 //! The versioned binary encoding of [`Message`] and of the connection handshake [`Hello`].
 //!
-//! Decoding works on [`Bytes`] and never copies artifact payloads: the `data` of a push or a
-//! response is a [`Bytes::slice`] of the input. Every length read from the wire is checked
+//! Decoding works on [`Bytes`] and never copies artifact payloads: the `data` of a push, a
+//! response or a chunk is a [`Bytes::slice`] of the input. Every length read from the wire is checked
 //! against [`Limits`] (and against the bytes actually present) before anything is allocated,
 //! and every malformed input gives a [`DecodeError`], never a panic.
 //!
-//! # Message format (protocol version 1)
+//! # Message format (protocol version 2)
 //!
 //! All integers are little-endian. A message is one tag byte followed by its fields; the
 //! encoding is canonical (one message, one byte string), and a decoder rejects trailing bytes.
 //!
-//! | tag | message    | fields after the tag                                        |
-//! |-----|------------|-------------------------------------------------------------|
-//! | 1   | `Push`     | advert, `data_len: u32`, `data`                              |
-//! | 2   | `Adverts`  | `count: u16`, `count` × advert                               |
-//! | 3   | `Withdraw` | `id: [u8; 32]`                                               |
-//! | 4   | `Request`  | `req_id: u64`, `id: [u8; 32]`, `priority: u8`                |
-//! | 5   | `Response` | `req_id: u64`, `id: [u8; 32]`, `data_len: u32`, `data`       |
-//! | 6   | `NotFound` | `req_id: u64`, `id: [u8; 32]`                                |
+//! | tag | message        | fields after the tag                                              |
+//! |-----|----------------|-------------------------------------------------------------------|
+//! | 1   | `Push`         | advert, `data_len: u32`, `data`                                    |
+//! | 2   | `Adverts`      | `count: u16`, `count` × advert                                     |
+//! | 3   | `Withdraw`     | `id: [u8; 32]`                                                     |
+//! | 4   | `Request`      | `req_id: u64`, `id: [u8; 32]`, `priority: u8`                      |
+//! | 5   | `Response`     | `req_id: u64`, `id: [u8; 32]`, `data_len: u32`, `data`             |
+//! | 6   | `NotFound`     | `req_id: u64`, `id: [u8; 32]`                                      |
+//! | 7   | `ChunkRequest` | `req_id: u64`, `id: [u8; 32]`, `index: u32`, `priority: u8`        |
+//! | 8   | `Chunk`        | `req_id: u64`, `id: [u8; 32]`, `index: u32`, `data_len: u32`, `data` |
+//! | 9   | `Have`         | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
+//! | 10  | `Cancel`       | `req_id: u64`                                                      |
 //!
 //! An advert is `id: [u8; 32]`, `kind: u16`, `size: u64`, `attr_len: u16`, `attr` (44 bytes
-//! plus the attribute).
+//! plus the attribute). The ranges of a `Have` are half-open chunk index ranges: each is
+//! non-empty (`start < end`) and begins at or after the end of the one before (ascending and
+//! disjoint); a decoder refuses any other, and more than [`Limits::max_have_ranges`] of them.
 //!
 //! The payload (`data`) is always the last field, so a message splits into a small header and
 //! the payload itself ([`encode_parts`]), which the multiplexer sends without copying.
@@ -30,11 +36,11 @@
 //! Every message travels in a [`Class`] its type allows ([`allowed_classes`]); the connection
 //! layer refuses to queue any other and cuts off a peer that sends one:
 //!
-//! | message                                      | classes                  |
-//! |----------------------------------------------|--------------------------|
-//! | `Adverts`, `Withdraw`, `Request`, `NotFound` | control                  |
-//! | `Push`                                       | urgent                   |
-//! | `Response`                                   | urgent, normal or bulk (the requester's priority) |
+//! | message                                                                   | classes |
+//! |---------------------------------------------------------------------------|---------|
+//! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel` | control |
+//! | `Push`                                                                    | urgent  |
+//! | `Response`, `Chunk`                  | urgent, normal or bulk (the requester's priority) |
 //!
 //! # Handshake format
 //!
@@ -48,11 +54,11 @@
 //! | 7..15  | `registry_version: u64`                                        |
 
 use bytes::{BufMut, Bytes, BytesMut};
-use p2p_core::{Advert, ArtifactId, Class, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
 use thiserror::Error;
 
 /// The message format version this codec speaks (announced in [`Hello::protocol_version`]).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The first four bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 4] = *b"P2PG";
 /// The version of the [`Hello`] layout itself.
@@ -63,16 +69,21 @@ pub const HELLO_LEN: usize = 15;
 pub const MAX_MESSAGE_SIZE_CEILING: usize = 1 << 30;
 
 /// The classes a message of `msg`'s type may travel in (see the module docs): control
-/// messages in [`Class::Control`], pushes in [`Class::Urgent`], responses in the class of the
-/// requester's priority (urgent, normal or bulk).
+/// messages in [`Class::Control`], pushes in [`Class::Urgent`], responses and chunks in the
+/// class of the requester's priority (urgent, normal or bulk).
 pub fn allowed_classes(msg: &Message) -> &'static [Class] {
     match msg {
         Message::Adverts(_)
         | Message::Withdraw(_)
         | Message::Request { .. }
-        | Message::NotFound { .. } => &[Class::Control],
+        | Message::NotFound { .. }
+        | Message::ChunkRequest { .. }
+        | Message::Have { .. }
+        | Message::Cancel { .. } => &[Class::Control],
         Message::Push { .. } => &[Class::Urgent],
-        Message::Response { .. } => &[Class::Urgent, Class::Normal, Class::Bulk],
+        Message::Response { .. } | Message::Chunk { .. } => {
+            &[Class::Urgent, Class::Normal, Class::Bulk]
+        }
     }
 }
 
@@ -87,9 +98,15 @@ const TAG_WITHDRAW: u8 = 3;
 const TAG_REQUEST: u8 = 4;
 const TAG_RESPONSE: u8 = 5;
 const TAG_NOT_FOUND: u8 = 6;
+const TAG_CHUNK_REQUEST: u8 = 7;
+const TAG_CHUNK: u8 = 8;
+const TAG_HAVE: u8 = 9;
+const TAG_CANCEL: u8 = 10;
 
 /// Encoded length of an advert without its attribute.
 const ADVERT_FIXED_LEN: usize = 32 + 2 + 8 + 2;
+/// Encoded length of one chunk range of a `Have`.
+const RANGE_LEN: usize = 4 + 4;
 
 /// Bounds applied while decoding (and by [`check_encodable`] before sending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +117,10 @@ pub struct Limits {
     pub max_attr_len: usize,
     /// Most adverts in one `Adverts` message (default 1024, at most `u16::MAX`).
     pub max_adverts: usize,
+    /// Most chunk ranges in one `Have` message (default 1024, as the core's
+    /// `max_have_ranges`; at most `u16::MAX`): 8 KiB of ranges, enough to describe any
+    /// holding of a 1 GiB artifact in 256 KiB chunks.
+    pub max_have_ranges: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +129,7 @@ impl Default for Limits {
             max_message_size: 16 << 20,
             max_attr_len: 64,
             max_adverts: 1024,
+            max_have_ranges: 1024,
         }
     }
 }
@@ -125,9 +147,24 @@ pub enum LimitsError {
     /// `max_adverts` does not fit the 16-bit count field.
     #[error("max_adverts {0} exceeds the 16-bit count field")]
     Adverts(usize),
+    /// `max_have_ranges` does not fit the 16-bit count field.
+    #[error("max_have_ranges {0} exceeds the 16-bit count field")]
+    HaveRanges(usize),
 }
 
 impl Limits {
+    /// The limits matching a core configured with `core`: messages up to
+    /// [`largest_message`]`(core)`, the core's attribute length, advert count and chunk range
+    /// count. Nodes of one subnet share these settings, so what one sends the others accept.
+    pub fn for_core(core: &p2p_core::Config) -> Limits {
+        Limits {
+            max_message_size: largest_message(core),
+            max_attr_len: core.max_attr_len,
+            max_adverts: core.max_adverts_per_message,
+            max_have_ranges: core.max_have_ranges,
+        }
+    }
+
     /// Checks that every limit is representable on the wire.
     pub fn validate(&self) -> Result<(), LimitsError> {
         if self.max_message_size == 0 || self.max_message_size > MAX_MESSAGE_SIZE_CEILING {
@@ -139,8 +176,54 @@ impl Limits {
         if self.max_adverts > u16::MAX as usize {
             return Err(LimitsError::Adverts(self.max_adverts));
         }
+        if self.max_have_ranges > u16::MAX as usize {
+            return Err(LimitsError::HaveRanges(self.max_have_ranges));
+        }
         Ok(())
     }
+}
+
+/// The encoded length of the largest message a core configured with `core` sends: the
+/// largest of a push or response of an artifact that is not chunked (at most
+/// `min(max_artifact_size, chunk_size)` bytes, with the longest attribute), a chunk, the
+/// response carrying the manifest of a `max_artifact_size` artifact, a full `Adverts` batch and
+/// a full `Have`. With the defaults (1 GiB artifacts in 256 KiB chunks) it is a chunk or an
+/// unchunked artifact of 256 KiB plus a few dozen header bytes.
+pub fn largest_message(core: &p2p_core::Config) -> usize {
+    let artifact = usize::try_from(core.max_artifact_size).unwrap_or(usize::MAX);
+    let chunk = usize::try_from(core.chunk_size).unwrap_or(usize::MAX);
+    let whole = artifact.min(chunk);
+    // Push: tag, advert with its attribute, data_len; a response or chunk header is shorter.
+    let push = (1 + ADVERT_FIXED_LEN + 4)
+        .saturating_add(core.max_attr_len)
+        .saturating_add(whole);
+    let chunked = artifact > chunk;
+    let chunk_msg = if chunked {
+        (1 + 8 + 32 + 4 + 4usize).saturating_add(chunk)
+    } else {
+        0
+    };
+    let chunks = core
+        .max_artifact_size
+        .div_ceil(u64::from(core.chunk_size.max(1)));
+    let manifest = usize::try_from(chunks)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(32)
+        .saturating_add(p2p_core::chunks::MANIFEST_HEADER_LEN);
+    let manifest_msg = if chunked {
+        (1 + 8 + 32 + 4usize).saturating_add(manifest)
+    } else {
+        0
+    };
+    let adverts = core
+        .max_adverts_per_message
+        .saturating_mul(ADVERT_FIXED_LEN.saturating_add(core.max_attr_len))
+        .saturating_add(1 + 2);
+    let have = core
+        .max_have_ranges
+        .saturating_mul(RANGE_LEN)
+        .saturating_add(1 + 32 + 2);
+    push.max(chunk_msg).max(manifest_msg).max(adverts).max(have)
 }
 
 /// Why bytes from a peer are not a valid message or hello.
@@ -183,6 +266,33 @@ pub enum DecodeError {
         count: usize,
         /// The configured limit.
         limit: usize,
+    },
+    /// A `Have` message announces more chunk ranges than the limit.
+    #[error("{count} chunk ranges in one message exceed the limit of {limit}")]
+    TooManyRanges {
+        /// The announced count.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A chunk range of a `Have` is empty (`start >= end`).
+    #[error("empty chunk range {start}..{end}")]
+    EmptyRange {
+        /// The range's start.
+        start: u32,
+        /// The range's end.
+        end: u32,
+    },
+    /// A chunk range of a `Have` starts before the end of the previous one (ranges must be
+    /// ascending and disjoint).
+    #[error(
+        "chunk range starting at {start} overlaps or precedes the previous one ending at {previous_end}"
+    )]
+    UnorderedRanges {
+        /// The end of the previous range.
+        previous_end: u32,
+        /// The start of the offending range.
+        start: u32,
     },
     /// Bytes remain after a complete message or hello.
     #[error("{extra} trailing bytes after a complete {what}")]
@@ -242,6 +352,17 @@ pub enum EncodeError {
         /// The configured limit.
         limit: usize,
     },
+    /// A `Have` message holds more than `max_have_ranges` ranges.
+    #[error("{count} chunk ranges in one message exceed the limit of {limit}")]
+    TooManyRanges {
+        /// The number of ranges.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A `Have` message's ranges are not non-empty, ascending and disjoint.
+    #[error("chunk ranges must be non-empty, ascending and disjoint")]
+    BadRanges,
 }
 
 /// The connection handshake, sent by each side before any message.
@@ -318,6 +439,10 @@ fn header_len(msg: &Message) -> usize {
         Message::Request { .. } => 8 + 32 + 1,
         Message::Response { .. } => 8 + 32 + 4,
         Message::NotFound { .. } => 8 + 32,
+        Message::ChunkRequest { .. } => 8 + 32 + 4 + 1,
+        Message::Chunk { .. } => 8 + 32 + 4 + 4,
+        Message::Have { ranges, .. } => 32 + 2 + RANGE_LEN * ranges.len(),
+        Message::Cancel { .. } => 8,
     }
 }
 
@@ -349,6 +474,21 @@ pub fn check_encodable(msg: &Message, limits: &Limits) -> Result<usize, EncodeEr
             }
             adverts.iter().try_for_each(check_attr)?;
         }
+        Message::Have { ranges, .. } => {
+            if ranges.len() > limits.max_have_ranges.min(u16::MAX as usize) {
+                return Err(EncodeError::TooManyRanges {
+                    count: ranges.len(),
+                    limit: limits.max_have_ranges,
+                });
+            }
+            let mut previous_end = 0;
+            for r in ranges {
+                if r.start >= r.end || r.start < previous_end {
+                    return Err(EncodeError::BadRanges);
+                }
+                previous_end = r.end;
+            }
+        }
         _ => {}
     }
     let size = encoded_len(msg);
@@ -368,12 +508,14 @@ pub fn check_encodable(msg: &Message, limits: &Limits) -> Result<usize, EncodeEr
 /// # Panics
 ///
 /// If a length does not fit its field (payload over 4 GiB, attribute over 64 KiB, more than
-/// 65535 adverts): a caller's bug. [`check_encodable`] rules all of these out.
+/// 65535 adverts or chunk ranges): a caller's bug. [`check_encodable`] rules all of these out.
 pub fn encode(msg: &Message, out: &mut BytesMut) {
     out.reserve(encoded_len(msg));
     encode_header(msg, out);
     match msg {
-        Message::Push { data, .. } | Message::Response { data, .. } => out.put_slice(data),
+        Message::Push { data, .. }
+        | Message::Response { data, .. }
+        | Message::Chunk { data, .. } => out.put_slice(data),
         _ => {}
     }
 }
@@ -395,7 +537,9 @@ pub fn encode_parts(msg: &Message, scratch: &mut BytesMut) -> (Bytes, Bytes) {
     encode_header(msg, scratch);
     let header = scratch.split().freeze();
     let payload = match msg {
-        Message::Push { data, .. } | Message::Response { data, .. } => data.clone(),
+        Message::Push { data, .. }
+        | Message::Response { data, .. }
+        | Message::Chunk { data, .. } => data.clone(),
         _ => Bytes::new(),
     };
     (header, payload)
@@ -458,6 +602,43 @@ fn encode_header(msg: &Message, out: &mut BytesMut) {
             out.put_u64_le(*req_id);
             out.put_slice(&id.0);
         }
+        Message::ChunkRequest {
+            req_id,
+            id,
+            index,
+            priority,
+        } => {
+            out.put_u8(TAG_CHUNK_REQUEST);
+            out.put_u64_le(*req_id);
+            out.put_slice(&id.0);
+            out.put_u32_le(*index);
+            out.put_u8(priority.0);
+        }
+        Message::Chunk {
+            req_id,
+            id,
+            index,
+            data,
+        } => {
+            out.put_u8(TAG_CHUNK);
+            out.put_u64_le(*req_id);
+            out.put_slice(&id.0);
+            out.put_u32_le(*index);
+            out.put_u32_le(len_u32(data.len()));
+        }
+        Message::Have { id, ranges } => {
+            out.put_u8(TAG_HAVE);
+            out.put_slice(&id.0);
+            out.put_u16_le(len_u16(ranges.len(), "chunk range count"));
+            for r in ranges {
+                out.put_u32_le(r.start);
+                out.put_u32_le(r.end);
+            }
+        }
+        Message::Cancel { req_id } => {
+            out.put_u8(TAG_CANCEL);
+            out.put_u64_le(*req_id);
+        }
     }
 }
 
@@ -517,6 +698,32 @@ pub fn decode(buf: Bytes, limits: &Limits) -> Result<Message, DecodeError> {
         TAG_NOT_FOUND => Message::NotFound {
             req_id: r.u64("request id")?,
             id: r.id("not-found id")?,
+        },
+        TAG_CHUNK_REQUEST => Message::ChunkRequest {
+            req_id: r.u64("request id")?,
+            id: r.id("chunk request id")?,
+            index: r.u32("chunk index")?,
+            priority: Priority(r.u8("chunk request priority")?),
+        },
+        TAG_CHUNK => {
+            let req_id = r.u64("request id")?;
+            let id = r.id("chunk id")?;
+            let index = r.u32("chunk index")?;
+            let data = r.payload(&buf, limits)?;
+            Message::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            }
+        }
+        TAG_HAVE => {
+            let id = r.id("have id")?;
+            let ranges = r.ranges(limits)?;
+            Message::Have { id, ranges }
+        }
+        TAG_CANCEL => Message::Cancel {
+            req_id: r.u64("request id")?,
         },
         other => return Err(DecodeError::UnknownTag(other)),
     };
@@ -600,6 +807,44 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Reads `count: u16` and that many chunk ranges, checking the count against the limit
+    /// and the bytes present before allocating, and every range's order.
+    fn ranges(&mut self, limits: &Limits) -> Result<Vec<ChunkRange>, DecodeError> {
+        let count = self.u16("chunk range count")? as usize;
+        if count > limits.max_have_ranges {
+            return Err(DecodeError::TooManyRanges {
+                count,
+                limit: limits.max_have_ranges,
+            });
+        }
+        let needed = count * RANGE_LEN;
+        if needed > self.remaining() {
+            return Err(DecodeError::Truncated {
+                what: "chunk ranges",
+                needed,
+                available: self.remaining(),
+            });
+        }
+        let mut ranges = Vec::with_capacity(count);
+        let mut previous_end = 0;
+        for _ in 0..count {
+            let start = self.u32("chunk range start")?;
+            let end = self.u32("chunk range end")?;
+            if start >= end {
+                return Err(DecodeError::EmptyRange { start, end });
+            }
+            if start < previous_end {
+                return Err(DecodeError::UnorderedRanges {
+                    previous_end,
+                    start,
+                });
+            }
+            previous_end = end;
+            ranges.push(ChunkRange { start, end });
+        }
+        Ok(ranges)
+    }
+
     /// Reads `data_len: u32` and slices that many bytes out of `whole` without copying.
     fn payload(&mut self, whole: &Bytes, limits: &Limits) -> Result<Bytes, DecodeError> {
         let len = self.u32("payload length")? as usize;
@@ -647,6 +892,7 @@ pub fn fuzz_decode(data: &[u8]) {
         max_message_size: 512,
         max_attr_len: 4,
         max_adverts: 3,
+        max_have_ranges: 2,
     };
     let loose = decode(input.clone(), &default);
     if let Ok(msg) = &loose {

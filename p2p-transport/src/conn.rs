@@ -51,7 +51,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::{Class, Message, Time};
+use p2p_core::{Class, Message, RequestId, Time};
 use thiserror::Error;
 
 use crate::codec::{self, DecodeError, HELLO_LEN, Hello};
@@ -305,6 +305,17 @@ impl ConnSender {
             self.congested = true;
         }
         Ok(())
+    }
+
+    /// Drops the queued answer to request `req_id` if it has not started on the wire
+    /// ([`MuxSender::cancel`]); returns whether one was dropped. Clears the congestion mark
+    /// when the queue falls to `low_water`.
+    pub fn cancel(&mut self, req_id: RequestId) -> bool {
+        let dropped = self.mux.cancel(req_id);
+        if dropped && self.congested && self.mux.queued_bytes_total() <= self.low_water {
+            self.congested = false;
+        }
+        dropped
     }
 
     /// Appends our hello (first, once, on top of `max_bytes`) and then whole frames to `out`

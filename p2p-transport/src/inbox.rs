@@ -4,11 +4,11 @@
 //! # Lanes by message type
 //!
 //! A message's [`Lane`] follows from its type, not from the sender's claim: control messages
-//! (`Adverts`, `Withdraw`, `Request`, `NotFound`) in [`Lane::Control`], pushes in
-//! [`Lane::Push`], responses in [`Lane::Urgent`], [`Lane::Normal`] or [`Lane::Bulk`] by the
-//! class they arrived in. The connection layer already refused a class the type does not allow
-//! ([`crate::codec::allowed_classes`]), so a peer can pick the lane of a response only among
-//! the response lanes. That choice cannot be checked against the priority of our request
+//! (`Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`) in
+//! [`Lane::Control`], pushes in [`Lane::Push`], responses and chunks in [`Lane::Urgent`],
+//! [`Lane::Normal`] or [`Lane::Bulk`] by the class they arrived in. The connection layer
+//! already refused a class the type does not allow ([`crate::codec::allowed_classes`]), so a
+//! peer can pick the lane of a response or chunk only among the response lanes. That choice cannot be checked against the priority of our request
 //! before the core sees the response; what a spoofer gains is bounded by the per-peer queues: a
 //! bulk response claimed urgent competes in the urgent lane only with the spoofer's own queue
 //! there, once per round-robin turn, and never delays another peer's message by more than the
@@ -58,15 +58,15 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 /// A lane of the inbox, chosen by message type (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Lane {
-    /// `Adverts`, `Withdraw`, `Request`, `NotFound`.
+    /// `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`.
     Control = 0,
     /// `Push`.
     Push = 1,
-    /// Responses that arrived in the urgent class.
+    /// Responses and chunks that arrived in the urgent class.
     Urgent = 2,
-    /// Responses that arrived in the normal class.
+    /// Responses and chunks that arrived in the normal class.
     Normal = 3,
-    /// Responses that arrived in the bulk class.
+    /// Responses and chunks that arrived in the bulk class.
     Bulk = 4,
 }
 
@@ -85,13 +85,13 @@ impl Lane {
         self as usize
     }
 
-    /// The lane of `msg`, which arrived in `class`: by its type, and for a response by its
-    /// class (a response in the control class, which the connection layer refuses, counts as
+    /// The lane of `msg`, which arrived in `class`: by its type, and for a response or chunk
+    /// by its class (one in the control class, which the connection layer refuses, counts as
     /// bulk).
     pub fn of(msg: &Message, class: Class) -> Lane {
         match msg {
             Message::Push { .. } => Lane::Push,
-            Message::Response { .. } => match class {
+            Message::Response { .. } | Message::Chunk { .. } => match class {
                 Class::Urgent => Lane::Urgent,
                 Class::Normal => Lane::Normal,
                 Class::Control | Class::Bulk => Lane::Bulk,
@@ -99,7 +99,10 @@ impl Lane {
             Message::Adverts(_)
             | Message::Withdraw(_)
             | Message::Request { .. }
-            | Message::NotFound { .. } => Lane::Control,
+            | Message::NotFound { .. }
+            | Message::ChunkRequest { .. }
+            | Message::Have { .. }
+            | Message::Cancel { .. } => Lane::Control,
         }
     }
 }
@@ -118,9 +121,10 @@ pub struct InboxConfig {
     /// interleaves lanes more finely, larger serves more per visit.
     pub quantum: usize,
     /// Weight of each lane in [`Lane::ALL`] order (default 2, 2, 8, 4, 2; each at least 1).
-    /// Control messages and pushes are unsolicited, so a member can flood them; responses
-    /// answer this node's own requests (an unrequested one cuts the peer off), so their volume
-    /// is bounded by its in-flight limits, and they weigh more, by priority. A flooded control
+    /// Control messages (chunk requests, `Have` and `Cancel` among them) and pushes are
+    /// unsolicited, so a member can flood them; responses and chunks answer this node's own
+    /// requests (an unrequested one cuts the peer off), so their volume is bounded by its
+    /// in-flight limits, and they weigh more, by priority. A flooded control
     /// lane thus takes at most as many bytes as a busy bulk lane.
     pub weights: [u32; LANES],
 }
@@ -377,14 +381,39 @@ mod tests {
             id,
             data: Bytes::from_static(b"x"),
         };
+        let chunk = Message::Chunk {
+            req_id: 2,
+            id,
+            index: 3,
+            data: Bytes::from_static(b"y"),
+        };
+        let control = [
+            req,
+            Message::Withdraw(id),
+            Message::ChunkRequest {
+                req_id: 2,
+                id,
+                index: 3,
+                priority: p2p_core::Priority::URGENT,
+            },
+            Message::Have {
+                id,
+                ranges: vec![p2p_core::ChunkRange { start: 0, end: 4 }],
+            },
+            Message::Cancel { req_id: 2 },
+        ];
         for class in Class::ALL {
-            assert_eq!(Lane::of(&req, class), Lane::Control);
-            assert_eq!(Lane::of(&Message::Withdraw(id), class), Lane::Control);
+            for msg in &control {
+                assert_eq!(Lane::of(msg, class), Lane::Control, "{}", msg.name());
+            }
         }
-        assert_eq!(Lane::of(&resp, Class::Urgent), Lane::Urgent);
-        assert_eq!(Lane::of(&resp, Class::Normal), Lane::Normal);
-        assert_eq!(Lane::of(&resp, Class::Bulk), Lane::Bulk);
-        assert!(cost_of(&req) > MESSAGE_OVERHEAD);
+        for answer in [&resp, &chunk] {
+            assert_eq!(Lane::of(answer, Class::Urgent), Lane::Urgent);
+            assert_eq!(Lane::of(answer, Class::Normal), Lane::Normal);
+            assert_eq!(Lane::of(answer, Class::Bulk), Lane::Bulk);
+        }
+        let req = &control[0];
+        assert!(cost_of(req) > MESSAGE_OVERHEAD);
     }
 
     #[test]

@@ -66,7 +66,7 @@ use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
 use crate::reassembly::{BudgetSlot, ReassemblyBudget, Refused};
 use crate::sched::{Cut, MIN_CUT, Scheduler};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use p2p_core::{Class, Message, Time};
+use p2p_core::{Class, Message, RequestId, Time};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Duration;
@@ -392,11 +392,13 @@ pub enum MuxError {
     },
 }
 
-/// A message queued for sending: its stream id and encoded header and payload.
+/// A message queued for sending: its stream id, encoded header and payload, and the request
+/// it answers (for [`MuxSender::cancel`]).
 struct OutMsg {
     stream: u32,
     header: Bytes,
     payload: Bytes,
+    answers: Option<RequestId>,
 }
 
 /// One frame ready to emit: its header bytes and the ranges of its message's parts it carries.
@@ -479,9 +481,18 @@ impl MuxSender {
             stream,
             header,
             payload,
+            answers: msg.answers(),
         };
         self.sched.push(class, out, len);
         Ok(())
+    }
+
+    /// Drops the queued answer to request `req_id` (a response, chunk or not-found, see
+    /// [`Message::answers`]) if none of its frames went out yet; an answer already started
+    /// finishes, since its receiver would otherwise hold a partial message until it stalls.
+    /// Returns whether an answer was dropped. Its bytes leave the queue figures at once.
+    pub fn cancel(&mut self, req_id: RequestId) -> bool {
+        self.sched.remove_unstarted(|m| m.answers == Some(req_id)) > 0
     }
 
     /// Encoded message bytes queued in `class` and not yet emitted (frame headers excluded).
@@ -1171,6 +1182,7 @@ pub fn fuzz_config() -> MuxConfig {
             max_message_size: 4096,
             max_attr_len: 16,
             max_adverts: 8,
+            max_have_ranges: 8,
         },
         frame_size: MIN_FRAME_SIZE,
         max_active: [1, 1, 1, 1],

@@ -253,6 +253,36 @@ impl<T> Scheduler<T> {
         }
         removed
     }
+
+    /// Removes every queued message that has not started (none of its bytes were cut) and for
+    /// which `drop` is true; a started one stays and finishes. Returns how many were removed.
+    /// The round-robin cursor keeps pointing at the message it pointed at, if that one stays.
+    pub fn remove_unstarted(&mut self, mut drop: impl FnMut(&T) -> bool) -> usize {
+        let mut removed = 0;
+        for q in &mut self.classes {
+            let mut i = 0;
+            let mut freed = 0;
+            while i < q.msgs.len() {
+                let e = &q.msgs[i];
+                if e.sent == 0 && drop(&e.item) {
+                    freed += e.total;
+                    q.msgs.remove(i);
+                    removed += 1;
+                    if i < q.rr {
+                        q.rr -= 1;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            q.queued -= freed;
+            self.total_queued -= freed;
+            if q.rr >= q.msgs.len() {
+                q.rr = 0;
+            }
+        }
+        removed
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +352,28 @@ mod tests {
             .map(|f| 1 << f.0)
             .sum();
         assert_eq!(completed, 0b010101);
+        assert_eq!(s.queued_bytes_total(), 0);
+    }
+
+    #[test]
+    fn remove_unstarted_keeps_a_started_message_and_the_round_robin_turn() {
+        let mut s = Scheduler::new(1000, [1; 4], [3, 3, 3, 3]);
+        for i in 0..4 {
+            s.push(Class::Bulk, i, 2500);
+        }
+        // 0 and 1 start; the cursor points at 2, not yet started.
+        let _ = next(&mut s);
+        let _ = next(&mut s);
+        assert_eq!(s.remove_unstarted(|t| *t == 0 || *t == 3), 1);
+        assert_eq!(s.queued_messages(Class::Bulk), 3);
+        assert_eq!(s.queued_bytes(Class::Bulk), 1500 + 1500 + 2500);
+        // 1 has started: it stays. Removing 2, at the cursor, wraps the cursor to 0.
+        assert_eq!(s.remove_unstarted(|t| *t == 1), 0);
+        assert_eq!(s.remove_unstarted(|t| *t == 2), 1);
+        let frames = drain(&mut s, 1 << 20);
+        let order: Vec<u32> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(order, vec![0, 1, 0, 1]);
+        assert!(s.is_idle());
         assert_eq!(s.queued_bytes_total(), 0);
     }
 }

@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 /// The misbehaviour of a byzantine actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ByzKind {
-    /// Advertises artifacts and answers requests with bytes that do not match the advert, and
-    /// pushes artifacts whose bytes do not hash to their id. Honest nodes must penalize it and
+    /// Advertises artifacts and answers requests (and chunk requests) with bytes that do not
+    /// match the advert (the manifest), and pushes artifacts whose bytes do not hash to their id. Honest nodes must penalize it and
     /// cut it off.
     BadData,
     /// Re-advertises everything it hears (so it looks like a source of every artifact) and never
     /// answers a request. Honest nodes must time out and fetch elsewhere.
     Silent,
-    /// Advertises artifacts it does not have and answers `NotFound`.
+    /// Advertises artifacts it does not have and answers `NotFound` (to chunk requests too).
     Phantom,
     /// Floods adverts of one kind past every per-peer limit. Honest nodes must cut it off.
     Flood,
@@ -49,8 +49,8 @@ pub enum ByzKind {
     /// inside the limits that costs the honest nodes hash-table work. Never answers a request.
     HashFlood,
     /// Re-advertises what it hears (in the control class, as it must) and answers requests with
-    /// random bytes in the urgent class (allowed for a response, so a bulk response claimed
-    /// urgent: it only reorders the attacker's own uplink); at each tick sends every peer one
+    /// random bytes in the urgent class (allowed for a response or chunk, so a bulk response
+    /// claimed urgent: it only reorders the attacker's own uplink), chunk requests likewise; at each tick sends every peer one
     /// message in a class its type does not allow (adverts as urgent, a withdraw as bulk, a
     /// push as control, a request as normal, in turn). Honest nodes must cut it off and ban it
     /// at its first wrong-class message.
@@ -581,9 +581,30 @@ impl Byz {
             }
             (
                 ByzKind::Phantom | ByzKind::Churn | ByzKind::Malformed | ByzKind::Churner,
-                Message::Request { req_id, id, .. },
+                Message::Request { req_id, id, .. } | Message::ChunkRequest { req_id, id, .. },
             ) => {
                 out.push((from, Message::NotFound { req_id, id }, Class::Control));
+            }
+            // A chunk of random bytes: it fails the manifest's hash of that chunk.
+            (
+                ByzKind::BadData | ByzKind::ClassSpoofer,
+                Message::ChunkRequest {
+                    req_id, id, index, ..
+                },
+            ) => {
+                let data = Bytes::from(self.rng.bytes(p2p_core::chunks::MIN_CHUNK_SIZE as usize));
+                let class = if self.kind == ByzKind::BadData {
+                    Class::Normal
+                } else {
+                    Class::Urgent
+                };
+                let chunk = Message::Chunk {
+                    req_id,
+                    id,
+                    index,
+                    data,
+                };
+                out.push((from, chunk, class));
             }
             _ => {}
         }

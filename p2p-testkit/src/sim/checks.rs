@@ -276,6 +276,42 @@ fn hash_message(h: &mut RunHash, msg: &Message) {
             h.u64(*req_id);
             h.u64(id8(&id.0));
         }
+        Message::ChunkRequest {
+            req_id,
+            id,
+            index,
+            priority,
+        } => {
+            h.u64(17);
+            h.u64(*req_id);
+            h.u64(id8(&id.0));
+            h.u64(u64::from(*index));
+            h.u64(u64::from(priority.0));
+        }
+        Message::Chunk {
+            req_id,
+            id,
+            index,
+            data,
+        } => {
+            h.u64(18);
+            h.u64(*req_id);
+            h.u64(id8(&id.0));
+            h.u64(u64::from(*index));
+            h.u64(data.len() as u64);
+        }
+        Message::Have { id, ranges } => {
+            h.u64(19);
+            h.u64(id8(&id.0));
+            h.u64(ranges.len() as u64);
+            for r in ranges {
+                h.u64(u64::from(r.start) << 32 | u64::from(r.end));
+            }
+        }
+        Message::Cancel { req_id } => {
+            h.u64(20);
+            h.u64(*req_id);
+        }
     }
 }
 
@@ -298,6 +334,11 @@ fn hash_output(h: &mut RunHash, now: u64, node: u32, o: &Output) {
             h.u64(3);
             h.u64(id8(&peer.0));
             h.bytes(reason.to_string().as_bytes());
+        }
+        Output::Cancel { to, req_id } => {
+            h.u64(5);
+            h.u64(id8(&to.0));
+            h.u64(*req_id);
         }
         Output::Event(e) => {
             h.u64(4);

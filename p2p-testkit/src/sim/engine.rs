@@ -763,7 +763,19 @@ impl Sim<'_> {
                     self.cut_off(i, p, reason.to_string());
                 }
             }
+            Output::Cancel { to, req_id } => self.cancel(i, to, req_id),
             Output::Event(_) => {}
+        }
+    }
+
+    /// Carries out node `i`'s cancel of its queued answer to `req_id` for `to`.
+    fn cancel(&mut self, i: u32, to: NodeId, req_id: u64) {
+        let Some(&to) = self.index.get(&to) else {
+            return;
+        };
+        let (_, cleared) = self.net.cancel(i, to, req_id);
+        if cleared && self.honest(i as usize) {
+            self.congestion(i, to, false);
         }
     }
 

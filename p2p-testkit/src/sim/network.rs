@@ -362,6 +362,36 @@ impl Network {
         Enqueued::Waiting { congested }
     }
 
+    /// Drops the message answering request `req_id` queued in `from`'s direction to `to` if
+    /// none of its frames left yet (the connection layer's `ConnSender::cancel`); one already
+    /// started finishes. Returns whether one was dropped and whether the direction's
+    /// congestion just cleared (the queue fell to the low water mark).
+    pub(super) fn cancel(&mut self, from: u32, to: u32, req_id: u64) -> (bool, bool) {
+        let d = dir(from, to);
+        let Some(conn) = self.conns.get_mut(&key(from, to)) else {
+            return (false, false);
+        };
+        let Some(sched) = conn.sched[d].as_mut() else {
+            return (false, false);
+        };
+        let dropped = sched.remove_unstarted(|q| q.msg.answers() == Some(req_id)) > 0;
+        let queued = sched.queued_bytes_total() as u64;
+        if sched.is_idle() {
+            // The uplink skips (and unlists) a direction without a scheduler.
+            conn.sched[d] = None;
+        }
+        let mut cleared = false;
+        if let Some((_, low)) = self.congestion
+            && dropped
+            && conn.congested[d]
+            && queued <= low
+        {
+            conn.congested[d] = false;
+            cleared = true;
+        }
+        (dropped, cleared)
+    }
+
     /// Queues in `from`'s uplink for `to`, ahead of its scheduler's frames, the first frame of a
     /// message of `total` encoded bytes in `class` whose other frames never follow (a full
     /// frame of payload under the first frame header). False when the connection is down.
@@ -764,5 +794,49 @@ mod tests {
             .iter()
             .position(|(_, m)| matches!(m, Message::Response { req_id: 1_000, .. }));
         assert!(to_two.is_some_and(|p| p < 8), "{to_two:?}");
+    }
+
+    #[test]
+    fn a_cancelled_answer_never_leaves_unless_it_started() {
+        let (mut net, mut q) = pair(Some((50_000, 20_000)));
+        // The first response starts at once; two more wait behind it, past the high water.
+        send(&mut net, &mut q, 0, 1, response(30_000), Class::Bulk);
+        let mut congested = false;
+        for size in [30_001, 30_002] {
+            if let Enqueued::Waiting { congested: true } =
+                net.enqueue(0, 1, response(size), Class::Bulk, true, 0)
+            {
+                congested = true;
+            }
+        }
+        assert!(congested);
+        assert_eq!(
+            net.cancel(0, 1, 30_001),
+            (true, false),
+            "still above low water"
+        );
+        assert_eq!(
+            net.cancel(0, 1, 30_000),
+            (false, false),
+            "started: it finishes"
+        );
+        assert_eq!(
+            net.cancel(0, 1, 30_002),
+            (true, true),
+            "down to the low water"
+        );
+        assert_eq!(net.cancel(0, 1, 30_002), (false, false));
+        assert_eq!(
+            net.cancel(1, 0, 30_000),
+            (false, false),
+            "the other direction"
+        );
+        let run = drain(&mut net, &mut q);
+        let got: Vec<&Message> = run.got.iter().map(|(_, m)| m).collect();
+        assert_eq!(got, [&response(30_000)]);
+        assert!(
+            run.cleared.is_empty(),
+            "the clear was reported once, by the cancel"
+        );
     }
 }

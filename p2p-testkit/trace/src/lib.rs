@@ -176,6 +176,16 @@ struct ConfigRec {
     push_threshold: u64,
     max_attr_len: usize,
     max_artifact_size: u64,
+    #[serde(default = "default_chunks::chunk_size")]
+    chunk_size: u32,
+    #[serde(default = "default_chunks::max_incomplete_bytes")]
+    max_incomplete_bytes: u64,
+    #[serde(default = "default_chunks::max_chunks_in_flight")]
+    max_chunks_in_flight: usize,
+    #[serde(default = "default_chunks::max_chunks_in_flight_per_peer")]
+    max_chunks_in_flight_per_peer: usize,
+    #[serde(default = "default_chunks::max_have_ranges")]
+    max_have_ranges: usize,
     auto_relay: bool,
     max_auto_relay_pool: usize,
     #[serde(default = "default_relay_pool_bytes")]
@@ -224,6 +234,28 @@ mod default_serve {
     }
 }
 
+/// Traces written before chunking replay with nothing chunked (the largest chunk size: every
+/// artifact they hold is below it, as it was when they were recorded) and the default chunk
+/// bounds, which then never apply.
+mod default_chunks {
+    use p2p_core::Config;
+    pub fn chunk_size() -> u32 {
+        u32::MAX
+    }
+    pub fn max_incomplete_bytes() -> u64 {
+        Config::default().max_incomplete_bytes
+    }
+    pub fn max_chunks_in_flight() -> usize {
+        Config::default().max_chunks_in_flight
+    }
+    pub fn max_chunks_in_flight_per_peer() -> usize {
+        Config::default().max_chunks_in_flight_per_peer
+    }
+    pub fn max_have_ranges() -> usize {
+        Config::default().max_have_ranges
+    }
+}
+
 /// Traces written before resyncs were paced replay with the default.
 fn default_resync_interval() -> Duration {
     Config::default().resync_interval
@@ -240,6 +272,11 @@ impl From<&Config> for ConfigRec {
             push_threshold: c.push_threshold,
             max_attr_len: c.max_attr_len,
             max_artifact_size: c.max_artifact_size,
+            chunk_size: c.chunk_size,
+            max_incomplete_bytes: c.max_incomplete_bytes,
+            max_chunks_in_flight: c.max_chunks_in_flight,
+            max_chunks_in_flight_per_peer: c.max_chunks_in_flight_per_peer,
+            max_have_ranges: c.max_have_ranges,
             auto_relay: c.auto_relay,
             max_auto_relay_pool: c.max_auto_relay_pool,
             max_auto_relay_pool_bytes: c.max_auto_relay_pool_bytes,
@@ -278,6 +315,11 @@ impl ConfigRec {
             push_threshold: self.push_threshold,
             max_attr_len: self.max_attr_len,
             max_artifact_size: self.max_artifact_size,
+            chunk_size: self.chunk_size,
+            max_incomplete_bytes: self.max_incomplete_bytes,
+            max_chunks_in_flight: self.max_chunks_in_flight,
+            max_chunks_in_flight_per_peer: self.max_chunks_in_flight_per_peer,
+            max_have_ranges: self.max_have_ranges,
             auto_relay: self.auto_relay,
             max_auto_relay_pool: self.max_auto_relay_pool,
             max_auto_relay_pool_bytes: self.max_auto_relay_pool_bytes,

@@ -6,8 +6,8 @@
 use super::profile::PriorityProfile;
 use base64::Engine;
 use p2p_core::{
-    Advert, Artifact, ArtifactId, Bytes, Class, Decision, DisconnectReason, DropReason, Event,
-    Input, Kind, Message, NodeId, Output, Priority, RetryReason,
+    Advert, Artifact, ArtifactId, Bytes, ChunkRange, Class, Decision, DisconnectReason, DropReason,
+    Event, Input, Kind, Message, NodeId, Output, Priority, RetryReason,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -286,6 +286,43 @@ pub enum MessageRec {
         #[serde(with = "art_hex")]
         id: ArtifactId,
     },
+    /// [`Message::ChunkRequest`].
+    ChunkRequest {
+        /// The request id.
+        req_id: u64,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The requester's priority.
+        priority: u8,
+    },
+    /// [`Message::Chunk`].
+    Chunk {
+        /// The request id.
+        req_id: u64,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The bytes.
+        data: Payload,
+    },
+    /// [`Message::Have`].
+    Have {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk ranges, each `[start, end]` (half-open).
+        ranges: Vec<[u32; 2]>,
+    },
+    /// [`Message::Cancel`].
+    Cancel {
+        /// The request id.
+        req_id: u64,
+    },
 }
 
 /// A recorded message whose payload is only a digest cannot be turned back into a [`Message`].
@@ -323,6 +360,33 @@ impl MessageRec {
                 req_id: *req_id,
                 id: *id,
             },
+            Message::ChunkRequest {
+                req_id,
+                id,
+                index,
+                priority,
+            } => MessageRec::ChunkRequest {
+                req_id: *req_id,
+                id: *id,
+                index: *index,
+                priority: priority.0,
+            },
+            Message::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            } => MessageRec::Chunk {
+                req_id: *req_id,
+                id: *id,
+                index: *index,
+                data: Payload::of(data, inline_max),
+            },
+            Message::Have { id, ranges } => MessageRec::Have {
+                id: *id,
+                ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
+            },
+            Message::Cancel { req_id } => MessageRec::Cancel { req_id: *req_id },
         }
     }
 
@@ -356,6 +420,36 @@ impl MessageRec {
                 req_id: *req_id,
                 id: *id,
             },
+            MessageRec::ChunkRequest {
+                req_id,
+                id,
+                index,
+                priority,
+            } => Message::ChunkRequest {
+                req_id: *req_id,
+                id: *id,
+                index: *index,
+                priority: Priority(*priority),
+            },
+            MessageRec::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            } => Message::Chunk {
+                req_id: *req_id,
+                id: *id,
+                index: *index,
+                data: bytes(data)?,
+            },
+            MessageRec::Have { id, ranges } => Message::Have {
+                id: *id,
+                ranges: ranges
+                    .iter()
+                    .map(|&[start, end]| ChunkRange { start, end })
+                    .collect(),
+            },
+            MessageRec::Cancel { req_id } => Message::Cancel { req_id: *req_id },
         })
     }
 
@@ -387,6 +481,29 @@ impl MessageRec {
                 format!("response #{req_id} art:{id} len={}", data.len())
             }
             MessageRec::NotFound { req_id, id } => format!("not-found #{req_id} art:{id}"),
+            MessageRec::ChunkRequest {
+                req_id,
+                id,
+                index,
+                priority,
+            } => format!("chunk-request #{req_id} art:{id} chunk={index} prio={priority}"),
+            MessageRec::Chunk {
+                req_id,
+                id,
+                index,
+                data,
+            } => format!("chunk #{req_id} art:{id} chunk={index} len={}", data.len()),
+            MessageRec::Have { id, ranges } => {
+                let mut s = format!("have art:{id} n={}", ranges.len());
+                for [start, end] in ranges.iter().take(3) {
+                    let _ = write!(s, " {start}..{end}");
+                }
+                if ranges.len() > 3 {
+                    s.push_str(" ...");
+                }
+                s
+            }
+            MessageRec::Cancel { req_id } => format!("cancel #{req_id}"),
         }
     }
 }
@@ -795,6 +912,14 @@ pub enum OutputRec {
         /// Why.
         reason: DisconnectReasonRec,
     },
+    /// [`Output::Cancel`].
+    Cancel {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        to: NodeId,
+        /// The request whose queued answer is dropped.
+        req_id: u64,
+    },
     /// [`Output::Event`].
     Event {
         /// The event.
@@ -822,6 +947,10 @@ impl OutputRec {
                 peer: *peer,
                 reason: reason.into(),
             },
+            Output::Cancel { to, req_id } => OutputRec::Cancel {
+                to: *to,
+                req_id: *req_id,
+            },
             Output::Event(e) => OutputRec::Event { event: e.into() },
         }
     }
@@ -842,6 +971,7 @@ impl OutputRec {
                 data.len()
             ),
             OutputRec::Disconnect { peer, reason } => format!("disconnect {peer} {reason:?}"),
+            OutputRec::Cancel { to, req_id } => format!("cancel answer #{req_id} to {to}"),
             OutputRec::Event { event } => match event {
                 EventRec::Dropped { id, from, reason } => {
                     format!("event dropped art:{id} from {from} ({reason})")
@@ -871,6 +1001,7 @@ impl OutputRec {
             OutputRec::Send { to, .. } => vec![*to],
             OutputRec::Deliver { from, .. } => vec![*from],
             OutputRec::Disconnect { peer, .. } => vec![*peer],
+            OutputRec::Cancel { to, .. } => vec![*to],
             OutputRec::Event { event } => match event {
                 EventRec::Dropped { from, .. } => vec![*from],
                 EventRec::Retry { peer, .. }

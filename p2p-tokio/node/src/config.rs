@@ -194,6 +194,11 @@ struct RawTuning {
     auto_relay: Option<bool>,
     push_threshold: Option<u64>,
     max_artifact_size: Option<u64>,
+    chunk_size: Option<u32>,
+    max_incomplete_bytes: Option<u64>,
+    max_chunks_in_flight: Option<usize>,
+    max_chunks_in_flight_per_peer: Option<usize>,
+    max_have_ranges: Option<usize>,
     connect_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     keepalive_interval_ms: Option<u64>,
@@ -221,8 +226,19 @@ pub struct Tuning {
     pub auto_relay: Option<bool>,
     /// Push threshold in bytes.
     pub push_threshold: Option<u64>,
-    /// Largest artifact accepted.
+    /// Largest artifact accepted (default 1 GiB).
     pub max_artifact_size: Option<u64>,
+    /// Artifacts larger than this are fetched in chunks of this size (default 256 KiB; every
+    /// member must use the same value).
+    pub chunk_size: Option<u32>,
+    /// Bytes of chunked artifacts being fetched at once (default 1 GiB).
+    pub max_incomplete_bytes: Option<u64>,
+    /// Chunk requests awaiting answers, over all peers (default 64).
+    pub max_chunks_in_flight: Option<usize>,
+    /// Chunk requests awaiting answers from one peer (default 8).
+    pub max_chunks_in_flight_per_peer: Option<usize>,
+    /// Chunk ranges in one `Have` message (default 1024).
+    pub max_have_ranges: Option<usize>,
     /// Dial timeout.
     pub connect_timeout: Option<Duration>,
     /// TLS + hello timeout.
@@ -388,6 +404,11 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         auto_relay: t.auto_relay,
         push_threshold: t.push_threshold,
         max_artifact_size: t.max_artifact_size,
+        chunk_size: t.chunk_size,
+        max_incomplete_bytes: t.max_incomplete_bytes,
+        max_chunks_in_flight: t.max_chunks_in_flight,
+        max_chunks_in_flight_per_peer: t.max_chunks_in_flight_per_peer,
+        max_have_ranges: t.max_have_ranges,
         connect_timeout: ms(t.connect_timeout_ms),
         handshake_timeout: ms(t.handshake_timeout_ms),
         keepalive_interval: ms(t.keepalive_interval_ms),

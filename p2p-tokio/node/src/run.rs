@@ -62,9 +62,24 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     }
     if let Some(v) = t.max_artifact_size {
         cfg.core.max_artifact_size = v;
-        // The codec limits follow the core's bounds.
-        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     }
+    if let Some(v) = t.chunk_size {
+        cfg.core.chunk_size = v;
+    }
+    if let Some(v) = t.max_incomplete_bytes {
+        cfg.core.max_incomplete_bytes = v;
+    }
+    if let Some(v) = t.max_chunks_in_flight {
+        cfg.core.max_chunks_in_flight = v;
+    }
+    if let Some(v) = t.max_chunks_in_flight_per_peer {
+        cfg.core.max_chunks_in_flight_per_peer = v;
+    }
+    if let Some(v) = t.max_have_ranges {
+        cfg.core.max_have_ranges = v;
+    }
+    // The codec limits follow the core's bounds.
+    cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     if let Some(v) = t.connect_timeout {
         cfg.connect_timeout = v;
     }
@@ -327,8 +342,8 @@ mod tests {
     use p2p_tokio::NodeIdentity;
 
     #[test]
-    fn a_tuned_artifact_size_takes_the_codec_limits_along() {
-        for size in [1 << 10, 1 << 20] {
+    fn a_tuned_artifact_or_chunk_size_takes_the_codec_limits_along() {
+        for (size, chunk) in [(1 << 10, None), (1 << 20, None), (1 << 30, Some(1 << 20))] {
             let file = NodeFile {
                 path: PathBuf::from("node.toml"),
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -341,13 +356,20 @@ mod tests {
                 default_decision: Decision::Drop,
                 tuning: Tuning {
                     max_artifact_size: Some(size),
+                    chunk_size: chunk,
+                    max_have_ranges: Some(2000),
                     ..Tuning::default()
                 },
             };
             let cfg = node_config(file, None);
             assert_eq!(cfg.core.max_artifact_size, size);
+            assert_eq!(cfg.core.max_have_ranges, 2000);
             assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
-            assert!(cfg.mux.limits.max_message_size > size as usize);
+            assert_eq!(cfg.mux.limits.max_have_ranges, 2000);
+            // One message carries an unchunked artifact or a chunk.
+            let one = size.min(u64::from(cfg.core.chunk_size));
+            assert_eq!(cfg.core.chunk_size, chunk.unwrap_or(256 << 10));
+            assert!(cfg.mux.limits.max_message_size > one as usize);
             cfg.validate().unwrap();
         }
     }

@@ -382,11 +382,12 @@ async fn member_advertising_thousands_it_never_serves_does_not_delay_honest_arti
     assert!(m.core.tracked_adverts >= 5000, "the attack was still on");
     drain.abort();
 
-    // An unsolicited 4 MiB push is a protocol violation: cut off, nothing delivered.
+    // An unsolicited 200 KiB push (over the push threshold, within the message size limit) is
+    // a protocol violation: cut off, nothing delivered.
     let (mut tls, hello) = raw_member_connection(&rogue, members, b).await;
     hello.unwrap();
     wait_metrics(b, "rogue admitted", |m| m.peers_connected == 2).await;
-    let big = bytes(99, 4 << 20);
+    let big = bytes(99, 200 << 10);
     let push = Message::Push {
         advert: p2p_core::Advert {
             id: p2p_core::ArtifactId::of(&big),

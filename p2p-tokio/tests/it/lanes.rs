@@ -31,13 +31,14 @@ async fn a_member_sending_a_message_in_a_class_its_type_does_not_allow_is_cut_of
             })
             .collect(),
     );
-    let big = bytes(3, 1 << 20);
+    let big = bytes(3, 100 << 10);
     let response = Message::Response {
         req_id: 1,
         id: ArtifactId::of(&big),
         data: big,
     };
-    // An advert batch claimed urgent to `a`, a 1 MiB response claimed control to `b`.
+    // An advert batch claimed urgent to `a`, a 100 KiB response (several frames, within the
+    // message size limit) claimed control to `b`.
     for (target, class, msg) in [(a, Class::Urgent, adverts), (b, Class::Control, response)] {
         let (mut tls, hello) = raw_member_connection(&rogue, members.clone(), target).await;
         hello.unwrap();

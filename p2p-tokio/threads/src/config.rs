@@ -82,8 +82,8 @@ fn os_seed() -> Result<u64, Error> {
 }
 
 impl ThreadedConfig {
-    /// Defaults: core defaults with a seed from the operating system, a message limit fitting
-    /// the core's largest artifact, connection-layer and policy defaults, 5 s connect and
+    /// Defaults: core defaults with a seed from the operating system, codec limits fitting
+    /// the core's largest message ([`Limits::for_core`]), connection-layer and policy defaults, 5 s connect and
     /// 2 s handshake timeouts, 64 pending inbound handshakes (4 per source address, registry
     /// addresses only), 100 ms tick, 1024 deliveries.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Result<Self, Error> {
@@ -91,11 +91,7 @@ impl ThreadedConfig {
             seed: os_seed()?,
             ..p2p_core::Config::default()
         };
-        let limits = Limits {
-            max_message_size: core.max_artifact_size as usize + 4096,
-            max_attr_len: core.max_attr_len,
-            max_adverts: core.max_adverts_per_message,
-        };
+        let limits = Limits::for_core(&core);
         let conn = ConnConfig::with_mux(MuxConfig {
             limits,
             ..MuxConfig::default()
@@ -140,18 +136,17 @@ impl ThreadedConfig {
         self.conn.validate()?;
         self.policy.validate()?;
         let limits = &self.conn.mux.limits;
-        if limits.max_message_size
-            < self.core.max_artifact_size as usize + 128 + self.core.max_attr_len
-        {
+        if limits.max_message_size < p2p_transport::codec::largest_message(&self.core) {
             return Err(Error::InvalidConfig(
-                "conn.mux.limits.max_message_size is too small for core.max_artifact_size",
+                "conn.mux.limits.max_message_size is too small for the core's largest message (a chunk, an unchunked artifact or a manifest)",
             ));
         }
         if limits.max_attr_len < self.core.max_attr_len
             || limits.max_adverts < self.core.advert_batch_size
+            || limits.max_have_ranges < self.core.max_have_ranges
         {
             return Err(Error::InvalidConfig(
-                "conn.mux.limits must admit core.max_attr_len and core.advert_batch_size",
+                "conn.mux.limits must admit core.max_attr_len, core.advert_batch_size and core.max_have_ranges",
             ));
         }
         if self.write_chunk < MIN_TRANSMIT + p2p_transport::codec::HELLO_LEN {

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use p2p_core::{Class, Message, NodeId, Time};
+use p2p_core::{Class, Message, NodeId, RequestId, Time};
 use p2p_transport::admission::{Admission, AdmissionView, Ticket};
 use p2p_transport::codec::Hello;
 use p2p_transport::conn::{
@@ -248,6 +248,14 @@ impl Link {
         };
         let _ = self.wake.try_send(());
         Ok(change)
+    }
+
+    /// Drops the queued answer to `req_id` if the writer has not started it; returns whether
+    /// one was dropped and a change of the congestion mark.
+    pub fn cancel(&self, req_id: RequestId) -> (bool, Option<bool>) {
+        let mut s = lock(&self.sender);
+        let dropped = s.cancel(req_id);
+        (dropped, s.poll_congestion())
     }
 
     /// Ends the connection without reporting it: the node thread asked.

@@ -230,6 +230,21 @@ impl NodeThread {
                 };
                 self.policy.closed(now, peer, cause);
             }
+            Output::Cancel { to, req_id } => {
+                let Some(link) = self.links.get(&to) else {
+                    return;
+                };
+                let (dropped, change) = link.cancel(req_id);
+                if dropped {
+                    debug!(peer = %to, req_id, "queued answer cancelled");
+                }
+                if let Some(congested) = change {
+                    self.follow_up.push_back(Input::Congestion {
+                        peer: to,
+                        congested,
+                    });
+                }
+            }
             Output::Event(event) => debug!(?event, "core event"),
         }
     }

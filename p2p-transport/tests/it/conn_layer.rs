@@ -723,3 +723,41 @@ fn prop_an_honest_dialer_is_never_refused_for_churn() {
         .tests(500)
         .quickcheck(prop as fn(Vec<(bool, u16)>, u64) -> bool);
 }
+
+#[test]
+fn cancelling_queued_answers_clears_the_congestion_mark() {
+    let cfg = ConnConfig::with_mux(MuxConfig {
+        high_water: 1 << 20,
+        ..MuxConfig::default()
+    });
+    let (mut tx, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    let chunk = |req_id: u64| Message::Chunk {
+        req_id,
+        id: ArtifactId([7; 32]),
+        index: 0,
+        data: Bytes::from(vec![req_id as u8; 300 << 10]),
+    };
+    for req in 1..=4 {
+        tx.push(Class::Normal, &chunk(req)).unwrap();
+    }
+    assert_eq!(tx.poll_congestion(), Some(true));
+    // Down to 900 KiB: still above low water (512 KiB).
+    assert!(tx.cancel(4));
+    assert_eq!(tx.poll_congestion(), None);
+    assert!(tx.cancel(3));
+    assert_eq!(tx.poll_congestion(), None);
+    // Down to 300 KiB: drained.
+    assert!(tx.cancel(2));
+    assert_eq!(tx.poll_congestion(), Some(false));
+    assert!(!tx.cancel(3));
+    pump(&mut tx, &mut rx, t(1), 7000);
+    let got = events(&mut rx).unwrap();
+    let reqs: Vec<u64> = got
+        .iter()
+        .filter_map(|e| match e {
+            ConnEvent::Message(Class::Normal, Message::Chunk { req_id, .. }) => Some(*req_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reqs, vec![1]);
+}

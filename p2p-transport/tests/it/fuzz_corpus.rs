@@ -5,7 +5,7 @@
 //! `cargo test -p p2p-transport --test fuzz_corpus -- --ignored write_seed_corpus`.
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::{Advert, ArtifactId, Class, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
 use p2p_transport::codec::{self, Hello};
 use p2p_transport::conn;
 use p2p_transport::mux::{self, MuxSender};
@@ -74,6 +74,43 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
                 id: ArtifactId([9; 32]),
             },
         ),
+        (
+            "chunk-request",
+            Message::ChunkRequest {
+                req_id: 80,
+                id: ArtifactId([10; 32]),
+                index: 3,
+                priority: Priority::BULK,
+            },
+        ),
+        (
+            "chunk",
+            Message::Chunk {
+                req_id: 81,
+                id: ArtifactId([11; 32]),
+                index: 4,
+                data: Bytes::from(vec![0xcdu8; 300]),
+            },
+        ),
+        (
+            "have",
+            Message::Have {
+                id: ArtifactId([12; 32]),
+                ranges: vec![
+                    ChunkRange { start: 0, end: 2 },
+                    ChunkRange { start: 2, end: 3 },
+                    ChunkRange { start: 7, end: 40 },
+                ],
+            },
+        ),
+        (
+            "have-empty",
+            Message::Have {
+                id: ArtifactId([13; 32]),
+                ranges: vec![],
+            },
+        ),
+        ("cancel", Message::Cancel { req_id: 82 }),
     ]
 }
 
@@ -96,13 +133,26 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     long_attr[43..45].copy_from_slice(&200u16.to_le_bytes());
     seeds.push(("push-attr-too-long".into(), long_attr));
     seeds.push(("empty".into(), vec![]));
-    seeds.push(("unknown-tag".into(), vec![9, 1, 2, 3]));
+    let mut chunk_len = enc(&sample_messages()[9].1);
+    chunk_len[45..49].copy_from_slice(&u32::MAX.to_le_bytes());
+    seeds.push(("chunk-huge-length".into(), chunk_len));
+    let have = enc(&sample_messages()[10].1);
+    let mut have_count = have.clone();
+    have_count[33..35].copy_from_slice(&u16::MAX.to_le_bytes());
+    seeds.push(("have-huge-count".into(), have_count));
+    let mut have_empty_range = have.clone();
+    have_empty_range[43..47].copy_from_slice(&3u32.to_le_bytes());
+    seeds.push(("have-empty-range".into(), have_empty_range));
+    let mut have_unordered = have;
+    have_unordered[51..55].copy_from_slice(&1u32.to_le_bytes());
+    seeds.push(("have-unordered".into(), have_unordered));
+    seeds.push(("unknown-tag".into(), vec![11, 1, 2, 3]));
     let mut hello = BytesMut::new();
     codec::encode_hello(&Hello::new(42), &mut hello);
     seeds.push(("hello".into(), hello.to_vec()));
-    let mut hello_v2 = hello.to_vec();
-    hello_v2[5] = 2;
-    seeds.push(("hello-protocol-2".into(), hello_v2));
+    let mut hello_v1 = hello.to_vec();
+    hello_v1[5..7].copy_from_slice(&1u16.to_le_bytes());
+    seeds.push(("hello-protocol-1".into(), hello_v1));
     seeds.push(("hello-http".into(), b"GET / HTTP/1.1\r\n".to_vec()));
     seeds.push((
         "hello-tls-client-hello".into(),
@@ -337,6 +387,31 @@ fn valid_seeds_decode_and_reassemble() {
         n += 1;
     }
     assert_eq!(n, 5);
+}
+
+#[test]
+fn broken_decode_seeds_fail_for_the_reason_they_are_named_after() {
+    let expected = [
+        ("chunk-huge-length", "TooLarge"),
+        ("have-huge-count", "TooManyRanges"),
+        ("have-empty-range", "EmptyRange"),
+        ("have-unordered", "UnorderedRanges"),
+        ("unknown-tag", "UnknownTag"),
+        ("hello-protocol-1", "BadProtocolVersion"),
+    ];
+    let seeds = decode_seeds();
+    for (name, variant) in expected {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let err = if name.starts_with("hello") {
+            codec::decode_hello(data).unwrap_err()
+        } else {
+            codec::decode(Bytes::copy_from_slice(data), &codec::Limits::default()).unwrap_err()
+        };
+        assert!(
+            format!("{err:?}").starts_with(variant),
+            "{name}: got {err:?}"
+        );
+    }
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! every malformed input gives its named error.
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::{Advert, ArtifactId, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Manifest, Message, Priority};
 use p2p_transport::codec::{
     DecodeError, EncodeError, HELLO_LEN, Hello, Limits, LimitsError, PROTOCOL_VERSION,
-    check_encodable, decode, decode_hello, encode, encode_hello, encode_parts, encoded_len,
+    allowed_classes, check_encodable, decode, decode_hello, encode, encode_hello, encode_parts,
+    encoded_len,
 };
 use quickcheck::QuickCheck;
 
@@ -34,6 +35,18 @@ const ID_AA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const ID_BB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 /// kind 0x0102, size 0x0102030405060708, little-endian.
 const KIND_SIZE: &str = "02010807060504030201";
+/// The manifest of [`golden_manifest_and_ids`]' data.
+/// tag, size 10000, chunk size 4096, count 3; then the SHA-256 of each chunk.
+const MANIFEST_ROOT_HEX: &str = concat!(
+    "7032702d676f737369702f6d616e69666573742f7631000010270000000000000010000003000000",
+    "d67c656e01756650d77717b0839985a056ec28ffe174601d690fc407a2ceffca",
+    "416317ed11e1666ed2a36373377df576bd327eb944640bf119b242d6f941bb5a",
+    "825cabc798c5aefd6ec7b0f6dbab6c5fe7ff84336193a4e462556d1b0bc37bf1",
+);
+/// Its id.
+const MANIFEST_ID_HEX: &str = "fb5cc92cc73d68c989287d29f9a6e9b23d2c631ad317d716b4ea731ba368453e";
+/// The id of the small artifact `b"hello, swarm"`.
+const SMALL_ID_HEX: &str = "372dea1b852de54b1324402f98984731166040215521c4a94803e97348da1bf0";
 
 /// Checks the golden encoding, and that it decodes back to the message.
 fn golden(msg: Message, expected: String) {
@@ -107,16 +120,98 @@ fn golden_not_found() {
 }
 
 #[test]
+fn golden_chunk_request() {
+    golden(
+        Message::ChunkRequest {
+            req_id: 0x1122_3344_5566_7788,
+            id: id(0xaa),
+            index: 0x0102_0304,
+            priority: Priority(7),
+        },
+        format!("078877665544332211{ID_AA}0403020107"),
+    );
+}
+
+#[test]
+fn golden_chunk() {
+    golden(
+        Message::Chunk {
+            req_id: 3,
+            id: id(0xbb),
+            index: 258,
+            data: Bytes::from_static(b"\x00\xffz"),
+        },
+        format!("080300000000000000{ID_BB}020100000300000000ff7a"),
+    );
+}
+
+#[test]
+fn golden_have() {
+    golden(
+        Message::Have {
+            id: id(0xaa),
+            ranges: vec![
+                ChunkRange { start: 0, end: 2 },
+                ChunkRange { start: 2, end: 3 },
+                ChunkRange {
+                    start: 0x0100,
+                    end: 0x0001_0000,
+                },
+            ],
+        },
+        format!("09{ID_AA}0300000000000200000002000000030000000001000000000100"),
+    );
+    golden(
+        Message::Have {
+            id: id(0xbb),
+            ranges: vec![],
+        },
+        format!("09{ID_BB}0000"),
+    );
+}
+
+#[test]
+fn golden_cancel() {
+    golden(
+        Message::Cancel {
+            req_id: 0x0102_0304_0506_0708,
+        },
+        "0a0807060504030201".to_string(),
+    );
+}
+
+/// The manifest of 10,000 bytes (byte i = i % 251) in chunks of 4096: three chunks, and the
+/// artifact id is the SHA-256 of the manifest. A change of the manifest layout or hashing
+/// changes every large artifact's id, which nodes of different versions would disagree on.
+#[test]
+fn golden_manifest_and_ids() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let m = Manifest::build(&data, 4096).expect("10,000 bytes take three chunks of 4096");
+    assert_eq!(m.count(), 3);
+    assert_eq!(hex::encode(m.root()), MANIFEST_ROOT_HEX);
+    assert_eq!(hex::encode(m.id().0), MANIFEST_ID_HEX);
+    assert_eq!(
+        p2p_core::chunks::content_id(&data, 4096),
+        m.id(),
+        "a large artifact is named by its manifest"
+    );
+    assert_eq!(Manifest::parse(m.root().clone()), Ok(m));
+    // A small artifact is its own root: its id is the SHA-256 of its bytes.
+    let small = p2p_core::chunks::content_id(b"hello, swarm", 4096);
+    assert_eq!(hex::encode(small.0), SMALL_ID_HEX);
+}
+
+#[test]
 fn golden_hello() {
     let hello = Hello {
-        protocol_version: 1,
+        protocol_version: 2,
         registry_version: 0x0a0b,
     };
     let mut out = BytesMut::new();
     encode_hello(&hello, &mut out);
     assert_eq!(
         hex::encode(&out),
-        "5032504701".to_string() + "0100" + "0b0a000000000000"
+        "5032504701".to_string() + "0200" + "0b0a000000000000"
     );
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));
@@ -179,8 +274,8 @@ fn unknown_tag_is_rejected() {
         Err(DecodeError::UnknownTag(0))
     );
     assert_eq!(
-        decode(Bytes::from_static(&[7, 1, 2]), &Limits::default()),
-        Err(DecodeError::UnknownTag(7))
+        decode(Bytes::from_static(&[11, 1, 2]), &Limits::default()),
+        Err(DecodeError::UnknownTag(11))
     );
 }
 
@@ -344,6 +439,13 @@ fn hello_with_other_versions_is_rejected() {
         decode_hello(&bad_proto),
         Err(DecodeError::BadProtocolVersion { found: 9 })
     );
+    // A peer of protocol version 1 (no chunk messages) is refused.
+    let mut v1 = good.to_vec();
+    v1[5..7].copy_from_slice(&1u16.to_le_bytes());
+    assert_eq!(
+        decode_hello(&v1),
+        Err(DecodeError::BadProtocolVersion { found: 1 })
+    );
 }
 
 #[test]
@@ -388,4 +490,199 @@ fn limits_are_validated() {
         ..Limits::default()
     };
     assert_eq!(attr.validate(), Err(LimitsError::AttrLen(70_000)));
+    let ranges = Limits {
+        max_have_ranges: 65_536,
+        ..Limits::default()
+    };
+    assert_eq!(ranges.validate(), Err(LimitsError::HaveRanges(65_536)));
+    assert_eq!(Limits::default().max_have_ranges, 1024);
+}
+
+fn have(ranges: &[(u32, u32)]) -> Message {
+    Message::Have {
+        id: id(0xaa),
+        ranges: ranges
+            .iter()
+            .map(|&(start, end)| ChunkRange { start, end })
+            .collect(),
+    }
+}
+
+/// The bytes of a `Have` with `ranges` as given, whether valid or not.
+fn have_bytes(ranges: &[(u32, u32)]) -> Bytes {
+    let mut b = vec![9u8];
+    b.extend_from_slice(&[0xaa; 32]);
+    b.extend_from_slice(&(ranges.len() as u16).to_le_bytes());
+    for &(start, end) in ranges {
+        b.extend_from_slice(&start.to_le_bytes());
+        b.extend_from_slice(&end.to_le_bytes());
+    }
+    Bytes::from(b)
+}
+
+#[test]
+fn have_ranges_must_be_non_empty_ascending_and_disjoint() {
+    let limits = Limits::default();
+    let ok = [(0, 1), (1, 5), (9, u32::MAX)];
+    assert_eq!(decode(have_bytes(&ok), &limits), Ok(have(&ok)));
+    assert_eq!(
+        decode(have_bytes(&[(0, 1), (4, 4)]), &limits),
+        Err(DecodeError::EmptyRange { start: 4, end: 4 })
+    );
+    assert_eq!(
+        decode(have_bytes(&[(5, 3)]), &limits),
+        Err(DecodeError::EmptyRange { start: 5, end: 3 })
+    );
+    assert_eq!(
+        decode(have_bytes(&[(0, 5), (4, 8)]), &limits),
+        Err(DecodeError::UnorderedRanges {
+            previous_end: 5,
+            start: 4
+        })
+    );
+    assert_eq!(
+        decode(have_bytes(&[(10, 12), (0, 2)]), &limits),
+        Err(DecodeError::UnorderedRanges {
+            previous_end: 12,
+            start: 0
+        })
+    );
+    // The sender refuses to queue what the receiver would refuse.
+    for bad in [&[(4, 4)][..], &[(0, 5), (4, 8)], &[(10, 12), (0, 2)]] {
+        assert_eq!(
+            check_encodable(&have(bad), &limits),
+            Err(EncodeError::BadRanges)
+        );
+    }
+}
+
+#[test]
+fn have_range_count_over_the_limit_is_rejected_before_allocating() {
+    let limits = Limits::default();
+    // Announces 65535 ranges and carries none: refused on the count alone.
+    let mut b = vec![9u8];
+    b.extend_from_slice(&[0; 32]);
+    b.extend_from_slice(&[0xff, 0xff]);
+    assert_eq!(
+        decode(Bytes::from(b), &limits),
+        Err(DecodeError::TooManyRanges {
+            count: 65535,
+            limit: 1024
+        })
+    );
+    // Within the limit but more than the bytes present hold: truncated, not allocated.
+    let mut b = vec![9u8];
+    b.extend_from_slice(&[0; 32]);
+    b.extend_from_slice(&1024u16.to_le_bytes());
+    b.extend_from_slice(&[0; 16]);
+    assert!(matches!(
+        decode(Bytes::from(b), &limits),
+        Err(DecodeError::Truncated {
+            what: "chunk ranges",
+            ..
+        })
+    ));
+    let tight = Limits {
+        max_have_ranges: 2,
+        ..Limits::default()
+    };
+    let three = have(&[(0, 1), (2, 3), (4, 5)]);
+    assert_eq!(
+        check_encodable(&three, &tight),
+        Err(EncodeError::TooManyRanges { count: 3, limit: 2 })
+    );
+    assert_eq!(
+        decode(enc(&three), &tight),
+        Err(DecodeError::TooManyRanges { count: 3, limit: 2 })
+    );
+}
+
+#[test]
+fn decoded_chunk_payload_is_a_slice_of_the_input() {
+    let msg = Message::Chunk {
+        req_id: 9,
+        id: id(1),
+        index: 2,
+        data: Bytes::from(vec![7u8; 4096]),
+    };
+    let bytes = enc(&msg);
+    let range = bytes.as_ptr_range();
+    let Ok(Message::Chunk { data, .. }) = decode(bytes.clone(), &Limits::default()) else {
+        panic!("chunk must decode");
+    };
+    assert!(range.contains(&data.as_ptr()), "payload was copied");
+    let mut scratch = BytesMut::new();
+    let (head, payload) = encode_parts(&msg, &mut scratch);
+    assert_eq!(head.len(), 1 + 8 + 32 + 4 + 4);
+    let Message::Chunk { data, .. } = &msg else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload.as_ptr(),
+        data.as_ptr(),
+        "encode_parts copied the chunk"
+    );
+}
+
+#[test]
+fn classes_of_the_chunk_messages() {
+    let chunk_request = Message::ChunkRequest {
+        req_id: 1,
+        id: id(1),
+        index: 0,
+        priority: Priority::URGENT,
+    };
+    for control in [
+        chunk_request,
+        have(&[(0, 1)]),
+        Message::Cancel { req_id: 1 },
+    ] {
+        assert_eq!(
+            allowed_classes(&control),
+            &[Class::Control],
+            "{}",
+            control.name()
+        );
+    }
+    let chunk = Message::Chunk {
+        req_id: 1,
+        id: id(1),
+        index: 0,
+        data: Bytes::new(),
+    };
+    assert_eq!(
+        allowed_classes(&chunk),
+        &[Class::Urgent, Class::Normal, Class::Bulk]
+    );
+}
+
+#[test]
+fn limits_for_the_default_core_carry_every_message_it_sends() {
+    let core = p2p_core::Config::default();
+    let limits = Limits::for_core(&core);
+    assert_eq!(limits.validate(), Ok(()));
+    assert_eq!(limits.max_have_ranges, core.max_have_ranges);
+    let chunk = Message::Chunk {
+        req_id: 1,
+        id: id(1),
+        index: 0,
+        data: Bytes::from(vec![0u8; core.chunk_size as usize]),
+    };
+    assert!(check_encodable(&chunk, &limits).is_ok());
+    // The manifest of a largest artifact travels in a response.
+    let chunks = core.max_artifact_size.div_ceil(u64::from(core.chunk_size)) as usize;
+    let manifest = Message::Response {
+        req_id: 1,
+        id: id(1),
+        data: Bytes::from(vec![0u8; 40 + 32 * chunks]),
+    };
+    assert!(check_encodable(&manifest, &limits).is_ok());
+    let full_have = have(
+        &(0..core.max_have_ranges as u32)
+            .map(|i| (2 * i, 2 * i + 1))
+            .collect::<Vec<_>>(),
+    );
+    assert!(check_encodable(&full_have, &limits).is_ok());
+    // Chunked artifacts keep messages small: far below the 1 GiB largest artifact.
+    assert!(limits.max_message_size < 1 << 20, "{limits:?}");
 }

@@ -795,3 +795,145 @@ fn a_message_and_its_priority_class_survive_together() {
     }
     assert_eq!(FRAME_HEADER_LEN, 9);
 }
+
+// ---- cancel: a queued answer the requester no longer wants ---------------------------------
+
+/// A chunk of `len` bytes answering request `req_id`, every byte `req_id as u8`.
+fn chunk(req_id: u64, len: usize) -> Message {
+    Message::Chunk {
+        req_id,
+        id: ArtifactId([0xcc; 32]),
+        index: req_id as u32,
+        data: Bytes::from(vec![req_id as u8; len]),
+    }
+}
+
+/// Whether `wire` contains 32 consecutive bytes equal to `b` (a chunk's payload pattern).
+fn contains_run(wire: &[u8], b: u8) -> bool {
+    wire.windows(32).any(|w| w.iter().all(|&x| x == b))
+}
+
+#[test]
+fn a_queued_chunk_is_cancelled_and_its_bytes_never_appear() {
+    let cfg = MuxConfig::default();
+    let frame = cfg.frame_size;
+    let mut tx = sender(cfg.clone());
+    let mut rx = receiver(cfg.clone());
+    let len = 3 * frame;
+    // Five chunks in bulk: four are active (max_active 4), the fifth waits behind them.
+    for req in 1..=5 {
+        tx.push(Class::Bulk, &chunk(req, len)).unwrap();
+    }
+    let per = codec::encoded_len(&chunk(1, len));
+    assert_eq!(tx.queued_bytes(Class::Bulk), 5 * per);
+    // One frame of chunk 1 goes out.
+    let mut wire = BytesMut::new();
+    let first = tx.poll_transmit(&mut wire, FIRST_FRAME_HEADER_LEN + frame);
+    assert_eq!(first, FIRST_FRAME_HEADER_LEN + frame);
+
+    // Chunk 5 has not started: dropped, its bytes leave the queue at once.
+    assert!(tx.cancel(5));
+    assert_eq!(tx.queued_bytes(Class::Bulk), 5 * per - frame - per);
+    assert_eq!(tx.queued_bytes_total(), tx.queued_bytes(Class::Bulk));
+    assert!(!tx.cancel(5), "already dropped");
+    // Chunk 1 has started: it finishes.
+    assert!(!tx.cancel(1));
+    // A request with the same id is not an answer: never dropped.
+    let request = Message::Request {
+        req_id: 3,
+        id: ArtifactId([1; 32]),
+        priority: Priority::BULK,
+    };
+    tx.push(Class::Control, &request).unwrap();
+    // Chunk 3 is active but not started yet: dropped too.
+    assert!(tx.cancel(3));
+    assert!(!tx.cancel(99), "no answer to an unknown request");
+
+    let _ = tx.poll_transmit(&mut wire, usize::MAX);
+    assert!(tx.is_idle());
+    assert_eq!(tx.queued_bytes_total(), 0);
+    let wire = wire.freeze();
+    assert!(!contains_run(&wire, 5) && !contains_run(&wire, 3));
+    assert!(contains_run(&wire, 1) && contains_run(&wire, 2) && contains_run(&wire, 4));
+    let streams: Vec<u32> = parse_frames(&wire).iter().map(|f| f.stream).collect();
+    assert!(
+        !streams.contains(&4) && !streams.contains(&2),
+        "{streams:?}"
+    );
+    rx.feed(wire);
+    let got = drain(&mut rx);
+    let mut chunks: Vec<_> = got
+        .iter()
+        .filter_map(|(c, m)| match m {
+            Message::Chunk { req_id, data, .. } => {
+                assert_eq!(*c, Class::Bulk);
+                assert_eq!(data.len(), len);
+                Some(*req_id)
+            }
+            _ => None,
+        })
+        .collect();
+    chunks.sort_unstable();
+    assert_eq!(
+        chunks,
+        vec![1, 2, 4],
+        "the started chunk finished and decoded"
+    );
+    assert!(got.contains(&(Class::Control, request)));
+}
+
+#[test]
+fn a_cancelled_not_found_or_response_is_dropped_like_a_chunk() {
+    let mut tx = sender(MuxConfig {
+        max_active: [1, 1, 1, 1],
+        ..MuxConfig::default()
+    });
+    tx.push(Class::Normal, &response(1, 40_000)).unwrap();
+    tx.push(Class::Normal, &response(2, 40_000)).unwrap();
+    let not_found = Message::NotFound {
+        req_id: 3,
+        id: ArtifactId([3; 32]),
+    };
+    tx.push(Class::Control, &not_found).unwrap();
+    assert!(tx.cancel(2));
+    assert!(tx.cancel(3));
+    let mut wire = BytesMut::new();
+    let _ = tx.poll_transmit(&mut wire, usize::MAX);
+    let mut rx = receiver(MuxConfig::default());
+    rx.feed(wire.freeze());
+    assert_eq!(drain(&mut rx), vec![(Class::Normal, response(1, 40_000))]);
+}
+
+#[test]
+fn cancelling_relieves_congestion_and_keeps_the_queue_figures_exact() {
+    let cfg = MuxConfig {
+        high_water: 1 << 20,
+        ..MuxConfig::default()
+    };
+    let mut tx = sender(cfg);
+    let len = 256 << 10;
+    let per = codec::encoded_len(&chunk(1, len));
+    for req in 1..=4 {
+        tx.push(Class::Bulk, &chunk(req, len)).unwrap();
+    }
+    tx.push(Class::Urgent, &chunk(10, len)).unwrap();
+    assert!(tx.is_congested());
+    assert_eq!(tx.queued_bytes_total(), 5 * per);
+    for req in [2, 4, 10] {
+        assert!(tx.cancel(req));
+    }
+    assert_eq!(tx.queued_bytes(Class::Bulk), 2 * per);
+    assert_eq!(tx.queued_bytes(Class::Urgent), 0);
+    assert_eq!(tx.queued_bytes_total(), 2 * per);
+    assert!(!tx.is_congested());
+    // What is left goes out whole, frame by frame, and the figures reach zero exactly.
+    let mut wire = BytesMut::new();
+    let mut sent = 0;
+    while !tx.is_idle() {
+        sent += tx.poll_transmit(&mut wire, MIN_TRANSMIT + 1000);
+    }
+    assert_eq!(sent, wire.len());
+    let payload: usize = parse_frames(&wire).iter().map(|f| f.len).sum();
+    assert_eq!(payload, 2 * per);
+    assert_eq!(tx.queued_bytes_total(), 0);
+}

@@ -2,8 +2,8 @@
 //! survives serialize -> parse; write failures are reported, not panicked on.
 
 use p2p_core::{
-    Advert, Artifact, ArtifactId, Bytes, Class, Config, DisconnectReason, DropReason, Event, Input,
-    Kind, Message, Node, NodeId, Output, Priority, RetryReason, Time,
+    Advert, Artifact, ArtifactId, Bytes, ChunkRange, Class, Config, DisconnectReason, DropReason,
+    Event, Input, Kind, Message, Node, NodeId, Output, Priority, RetryReason, Time,
 };
 use p2p_trace::{
     Header, InputRec, OutputRec, Payload, PriorityProfile, Record, Recorder, Trace, TraceError,
@@ -210,6 +210,37 @@ fn a_header_missing_a_config_field_names_it() {
 }
 
 #[test]
+fn a_header_without_chunk_settings_parses_with_nothing_chunked() {
+    let mut l = lines(&valid_trace());
+    for field in [
+        "\"chunk_size\":262144,",
+        "\"max_incomplete_bytes\":1073741824,",
+        "\"max_chunks_in_flight\":64,",
+        "\"max_chunks_in_flight_per_peer\":8,",
+        "\"max_have_ranges\":1024,",
+    ] {
+        assert!(l[0].contains(field), "{field} in {}", l[0]);
+        l[0] = l[0].replace(field, "");
+    }
+    let trace = Trace::parse_bytes(&join(&l)).unwrap();
+    let c = &trace.header.config;
+    assert_eq!(
+        c.chunk_size,
+        u32::MAX,
+        "a trace from before chunking chunks nothing"
+    );
+    assert!(c.max_artifact_size < u64::from(c.chunk_size));
+    let d = Config::default();
+    assert_eq!(c.max_incomplete_bytes, d.max_incomplete_bytes);
+    assert_eq!(c.max_chunks_in_flight, d.max_chunks_in_flight);
+    assert_eq!(
+        c.max_chunks_in_flight_per_peer,
+        d.max_chunks_in_flight_per_peer
+    );
+    assert_eq!(c.max_have_ranges, d.max_have_ranges);
+}
+
+#[test]
 fn a_header_with_an_unknown_priority_profile_is_an_error() {
     let mut l = lines(&valid_trace());
     l[0] = l[0].replace("\"fetch-all\"", "\"fetch-most\"");
@@ -352,7 +383,7 @@ fn arb_advert(g: &mut Gen) -> Advert {
 }
 
 fn arb_message(g: &mut Gen) -> Message {
-    match u8::arbitrary(g) % 6 {
+    match u8::arbitrary(g) % 10 {
         0 => Message::Push {
             advert: arb_advert(g),
             data: arb_bytes(g),
@@ -372,9 +403,40 @@ fn arb_message(g: &mut Gen) -> Message {
             id: arb_id(g),
             data: arb_bytes(g),
         },
-        _ => Message::NotFound {
+        5 => Message::NotFound {
             req_id: u64::arbitrary(g),
             id: arb_id(g),
+        },
+        6 => Message::ChunkRequest {
+            req_id: u64::arbitrary(g),
+            id: arb_id(g),
+            index: u32::arbitrary(g),
+            priority: Priority(u8::arbitrary(g)),
+        },
+        7 => Message::Chunk {
+            req_id: u64::arbitrary(g),
+            id: arb_id(g),
+            index: u32::arbitrary(g),
+            data: arb_bytes(g),
+        },
+        8 => {
+            let n = usize::arbitrary(g) % 5;
+            let mut next = 0u32;
+            let ranges = (0..n)
+                .map(|_| {
+                    let start = next + u32::arbitrary(g) % 3;
+                    let end = start + 1 + u32::arbitrary(g) % 50;
+                    next = end;
+                    ChunkRange { start, end }
+                })
+                .collect();
+            Message::Have {
+                id: arb_id(g),
+                ranges,
+            }
+        }
+        _ => Message::Cancel {
+            req_id: u64::arbitrary(g),
         },
     }
 }
@@ -441,7 +503,7 @@ impl Arbitrary for ArbInput {
 
 impl Arbitrary for ArbOutput {
     fn arbitrary(g: &mut Gen) -> Self {
-        ArbOutput(match u8::arbitrary(g) % 9 {
+        ArbOutput(match u8::arbitrary(g) % 10 {
             0 => Output::Send {
                 to: arb_node(g),
                 msg: arb_message(g),
@@ -488,6 +550,10 @@ impl Arbitrary for ArbOutput {
                 peer: arb_node(g),
                 reason: arb_reason(g),
             }),
+            7 => Output::Cancel {
+                to: arb_node(g),
+                req_id: u64::arbitrary(g),
+            },
             _ => Output::Event(Event::MembershipChanged {
                 version: u64::arbitrary(g),
                 members: usize::arbitrary(g),
@@ -501,6 +567,8 @@ fn round_trip(inputs: Vec<ArbInput>, outputs: Vec<ArbOutput>, inline_max: u8, se
     let config = Config {
         seed,
         push_threshold: seed % 5000,
+        chunk_size: 4096 + (seed % 100_000) as u32,
+        max_have_ranges: 1 + (seed % 3000) as usize,
         reevaluate_interval: Duration::from_nanos(seed % 7_777_777_777),
         ..Config::default()
     };

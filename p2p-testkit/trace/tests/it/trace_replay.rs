@@ -98,7 +98,7 @@ impl Net {
                     self.at(self.now + latency, j, Input::Message { from, msg });
                 }
                 Output::Deliver { artifact, .. } => self.delivered.push((dst, artifact.id)),
-                Output::Disconnect { .. } | Output::Event(_) => {}
+                Output::Disconnect { .. } | Output::Cancel { .. } | Output::Event(_) => {}
             }
         }
     }

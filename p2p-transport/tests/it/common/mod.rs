@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use p2p_core::{Advert, ArtifactId, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, ChunkRange, Kind, Message, Priority};
 use quickcheck::{Arbitrary, Gen};
 
 /// A quickcheck wrapper: an arbitrary message of any type within the default limits.
@@ -41,9 +41,26 @@ pub fn arb_advert(g: &mut Gen) -> Advert {
     }
 }
 
+/// Up to `max` chunk ranges, non-empty, ascending and disjoint (adjacent ones included).
+pub fn arb_ranges(g: &mut Gen, max: usize) -> Vec<ChunkRange> {
+    let n = usize::arbitrary(g) % (max + 1);
+    let mut next = u32::arbitrary(g) % 1000;
+    let mut ranges = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = next.saturating_add(u32::arbitrary(g) % 4);
+        let end = start.saturating_add(1 + u32::arbitrary(g) % 100);
+        if start >= end {
+            break;
+        }
+        ranges.push(ChunkRange { start, end });
+        next = end;
+    }
+    ranges
+}
+
 impl Arbitrary for M {
     fn arbitrary(g: &mut Gen) -> Self {
-        M(match u8::arbitrary(g) % 6 {
+        M(match u8::arbitrary(g) % 10 {
             0 => Message::Push {
                 advert: arb_advert(g),
                 data: arb_payload(g),
@@ -63,9 +80,28 @@ impl Arbitrary for M {
                 id: arb_id(g),
                 data: arb_payload(g),
             },
-            _ => Message::NotFound {
+            5 => Message::NotFound {
                 req_id: u64::arbitrary(g),
                 id: arb_id(g),
+            },
+            6 => Message::ChunkRequest {
+                req_id: u64::arbitrary(g),
+                id: arb_id(g),
+                index: u32::arbitrary(g),
+                priority: Priority(u8::arbitrary(g)),
+            },
+            7 => Message::Chunk {
+                req_id: u64::arbitrary(g),
+                id: arb_id(g),
+                index: u32::arbitrary(g),
+                data: arb_payload(g),
+            },
+            8 => Message::Have {
+                id: arb_id(g),
+                ranges: arb_ranges(g, 40),
+            },
+            _ => Message::Cancel {
+                req_id: u64::arbitrary(g),
             },
         })
     }
