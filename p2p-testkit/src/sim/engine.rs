@@ -27,6 +27,7 @@ use p2p_core::{
 use p2p_transport::codec::class_allowed;
 use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction, Refusal};
 use p2p_transport::reassembly::{BudgetSlot, ReassemblyBudget};
+use sha2::Digest;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -764,6 +765,12 @@ impl Sim<'_> {
                 }
             }
             Output::Cancel { to, req_id } => self.cancel(i, to, req_id),
+            Output::HashChunk { id, index, data } => {
+                // The simulated driver hashes at once, as part of the same step.
+                let digest = sha2::Sha256::digest(&data).into();
+                self.pending
+                    .push_back((i, Input::ChunkHashed { id, index, digest }));
+            }
             Output::Event(_) => {}
         }
     }
@@ -783,8 +790,12 @@ impl Sim<'_> {
     fn deliver(&mut self, i: u32, artifact: Artifact, from: NodeId) {
         let now = self.q.now();
         let id = artifact.id;
+        let chunk_size = match &self.slots[i as usize].actor {
+            Actor::Honest(node) => node.config().chunk_size,
+            _ => p2p_core::chunks::DEFAULT_CHUNK_SIZE,
+        };
         let v = &mut self.checks;
-        if ArtifactId::of(&artifact.data) != id {
+        if p2p_core::chunks::content_id(&artifact.data, chunk_size) != id {
             v.integrity.add(|| {
                 format!("node {i} delivered {id:?} (from {from:?}) whose bytes hash elsewhere")
             });
