@@ -178,8 +178,7 @@ impl Node {
         self.now = self.now.max(now);
         let (downloads, mut cx) = self.split();
         downloads.advance(&mut cx);
-        self.swarms
-            .advance(self.now, self.cfg.swarm_patience, &mut self.sink);
+        self.swarms.advance(self.now, &self.cfg, &mut self.sink);
         let result = self.route(input);
         self.release_serving();
         let (downloads, mut cx) = self.split();

@@ -113,12 +113,18 @@ struct Swarm {
     since: Time,
     /// `swarm_patience` has passed since it became active.
     patient: bool,
+    /// One chunk request timeout has passed since it became active: any node asks the full
+    /// holders for any chunk no partial holder has.
+    overdue: bool,
     chunks: Vec<Option<Bytes>>,
     held: u32,
     /// The request in flight per chunk.
     asked: Vec<Option<RequestId>>,
-    /// The chunks of this node's stripe: the ones it asks full holders for from the start.
-    stripe: Bits,
+    /// Who fetches each chunk from the full holders: chunk `i` belongs to
+    /// `takers[(i + offset) % takers.len()]` (see [`Swarm::asks_full`]).
+    stripes: Stripes,
+    /// Peers that sent a `Have` of it (they are fetching it, or hold it in part).
+    interested: SmallVec<[NodeId; 8]>,
     /// Connected peers that advertised the whole artifact.
     full: SmallVec<[NodeId; 4]>,
     /// Connected peers that told which chunks they hold.
@@ -263,8 +269,15 @@ impl Swarms {
         let patience = self
             .table
             .values()
-            .filter(|s| s.active && !s.patient)
-            .map(|s| (s.since + cfg.swarm_patience).max(now))
+            .filter(|s| s.active && !s.overdue)
+            .map(|s| {
+                let t = if s.patient {
+                    s.since + overdue_after(s, cfg)
+                } else {
+                    s.since + cfg.swarm_patience
+                };
+                t.max(now)
+            })
             .min();
         [deadline, patience].into_iter().flatten().min()
     }
@@ -287,7 +300,8 @@ impl Swarms {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut swarm = Swarm {
-            stripe: stripe(&manifest, &full, cx),
+            stripes: Stripes::new(&manifest, &full, cx),
+            interested: SmallVec::new(),
             chunks: vec![None; count as usize],
             asked: vec![None; count as usize],
             avail: vec![0; count as usize],
@@ -297,6 +311,7 @@ impl Swarms {
             active: false,
             since: cx.now,
             patient: false,
+            overdue: false,
             held: 0,
             full,
             partial: Vec::new(),
@@ -378,6 +393,10 @@ impl Swarms {
         if ranges.iter().any(|r| r.start >= r.end || r.end > count) {
             return Err("have of chunks the artifact does not have");
         }
+        if !s.interested.contains(&peer) {
+            s.interested.push(peer);
+            s.dirty = true;
+        }
         if ranges.is_empty() {
             if s.held > 0 && !s.tell.contains(&peer) && !s.full.contains(&peer) {
                 s.tell.push(peer);
@@ -448,7 +467,7 @@ impl Swarms {
 
     /// Times out the requests whose deadline passed: the chunk is asked elsewhere, the peer
     /// stays busy until it answers and is no longer asked for that chunk.
-    pub(crate) fn advance(&mut self, now: Time, patience: Duration, sink: &mut Sink) {
+    pub(crate) fn advance(&mut self, now: Time, cfg: &Config, sink: &mut Sink) {
         while let Some((&(t, req_id), _)) = self.deadlines.first_key_value() {
             if t > now {
                 break;
@@ -478,9 +497,12 @@ impl Swarms {
             }
         }
         for s in self.table.values_mut() {
-            if s.active && !s.patient && now >= s.since + patience {
-                // Full holders may now be asked for any chunk.
+            if s.active && !s.patient && now >= s.since + cfg.swarm_patience {
                 s.patient = true;
+                s.dirty = true;
+            }
+            if s.active && !s.overdue && now >= s.since + overdue_after(s, cfg) {
+                s.overdue = true;
                 s.dirty = true;
             }
         }
@@ -715,7 +737,7 @@ impl Swarms {
     /// holders, ties by a keyed hash; partial holders before full ones, then the least busy.
     fn pick(&self, id: &ArtifactId, cx: &SwarmCx) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
-        let patient = s.patient;
+        let overdue = s.overdue;
         let room = |p: &NodeId| {
             self.per_peer.get(p).copied().unwrap_or(0) < cx.cfg.max_chunks_in_flight_per_peer
         };
@@ -739,7 +761,7 @@ impl Swarms {
                 && s.partial
                     .iter()
                     .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
-            let full_ok = !full_open.is_empty() && (patient || s.stripe.get(i));
+            let full_ok = !full_open.is_empty() && (overdue || s.asks_full(i, cx.me));
             if !partial_ok && !full_ok {
                 continue;
             }
@@ -840,6 +862,12 @@ impl Swarms {
     }
 }
 
+/// How long after it became active a swarm asks full holders for any chunk: one chunk request
+/// timeout, the time an owner that wants the artifact has to fetch its chunks and say so.
+fn overdue_after(s: &Swarm, cfg: &Config) -> Duration {
+    cfg.request_timeout(u64::from(s.manifest.chunk_size()))
+}
+
 /// Takes `peer`'s partial holdings out of a swarm's availability counts.
 fn drop_partial(s: &mut Swarm, peer: NodeId) {
     if let Some(pos) = s.partial.iter().position(|(p, _)| *p == peer) {
@@ -853,27 +881,48 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
     }
 }
 
-/// This node's stripe of a manifest's chunks: chunk `i` belongs to the `(i + offset)`-th of the
-/// members that are not full holders, sorted by id, where the offset comes from the artifact's
-/// id; every member computes the same assignment from the same membership.
-fn stripe(manifest: &Manifest, full: &[NodeId], cx: &SwarmCx) -> Bits {
-    let mut bits = Bits::new(manifest.count());
-    let takers: SmallVec<[NodeId; 64]> = cx
-        .members
-        .iter()
-        .filter(|m| !full.contains(m))
-        .copied()
-        .collect();
-    let Some(me) = takers.iter().position(|m| *m == cx.me) else {
-        return bits;
-    };
-    let id = manifest.id();
-    let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
-    let n = takers.len() as u64;
-    for i in 0..manifest.count() {
-        if (i as u64 + offset % n) % n == me as u64 {
-            bits.set(i);
-        }
+/// The assignment of chunks to the nodes that fetch them from the full holders: chunk `i`
+/// belongs to the `(i + offset)`-th of the members that were not full holders when the swarm
+/// started, sorted by id, where the offset comes from the artifact's id. Every member computes
+/// the same assignment from the same membership, so the origin sends each chunk about once.
+struct Stripes {
+    takers: Vec<NodeId>,
+    offset: u64,
+}
+
+impl Stripes {
+    fn new(manifest: &Manifest, full: &[NodeId], cx: &SwarmCx) -> Self {
+        let takers: Vec<NodeId> = cx
+            .members
+            .iter()
+            .filter(|m| !full.contains(m))
+            .copied()
+            .collect();
+        let id = manifest.id();
+        let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+        Stripes { takers, offset }
     }
-    bits
+}
+
+impl Swarm {
+    /// Whether this node (`me`) asks the full holders for chunk `i`: the chunk's owner does
+    /// until `swarm_patience` has passed; after it, the first taker from the owner on (in the
+    /// stripes' order) that is this node or a peer known to fetch the artifact (it sent a
+    /// `Have`), so a chunk whose owner does not want the artifact passes to the next one that
+    /// does. (Past one chunk request timeout, any node asks; see `pick`.)
+    fn asks_full(&self, i: u32, me: NodeId) -> bool {
+        let t = &self.stripes.takers;
+        if t.is_empty() {
+            return true;
+        }
+        let n = t.len() as u64;
+        let owner = (u64::from(i) + self.stripes.offset % n) % n;
+        if !self.patient {
+            return t[owner as usize] == me;
+        }
+        (0..n)
+            .map(|k| t[((owner + k) % n) as usize])
+            .find(|p| *p == me || self.interested.contains(p))
+            == Some(me)
+    }
 }
