@@ -335,6 +335,12 @@ fn hash_output(h: &mut RunHash, now: u64, node: u32, o: &Output) {
             h.u64(id8(&peer.0));
             h.bytes(reason.to_string().as_bytes());
         }
+        Output::HashChunk { id, index, data } => {
+            h.u64(6);
+            h.u64(id8(&id.0));
+            h.u64(u64::from(*index));
+            h.u64(data.len() as u64);
+        }
         Output::Cancel { to, req_id } => {
             h.u64(5);
             h.u64(id8(&to.0));

@@ -27,6 +27,7 @@ use p2p_core::{
 use p2p_transport::codec::class_allowed;
 use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction, Refusal};
 use p2p_transport::reassembly::{BudgetSlot, ReassemblyBudget};
+use sha2::Digest;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -764,6 +765,12 @@ impl Sim<'_> {
                 }
             }
             Output::Cancel { to, req_id } => self.cancel(i, to, req_id),
+            Output::HashChunk { id, index, data } => {
+                // The simulated driver hashes at once, as part of the same step.
+                let digest = sha2::Sha256::digest(&data).into();
+                self.pending
+                    .push_back((i, Input::ChunkHashed { id, index, digest }));
+            }
             Output::Event(_) => {}
         }
     }

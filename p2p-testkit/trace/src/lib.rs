@@ -186,6 +186,10 @@ struct ConfigRec {
     max_chunks_in_flight_per_peer: usize,
     #[serde(default = "default_chunks::max_have_ranges")]
     max_have_ranges: usize,
+    #[serde(default = "default_chunks::swarm_patience")]
+    swarm_patience: Duration,
+    #[serde(default)]
+    offload_chunk_hashing: bool,
     auto_relay: bool,
     max_auto_relay_pool: usize,
     #[serde(default = "default_relay_pool_bytes")]
@@ -254,6 +258,9 @@ mod default_chunks {
     pub fn max_have_ranges() -> usize {
         Config::default().max_have_ranges
     }
+    pub fn swarm_patience() -> std::time::Duration {
+        Config::default().swarm_patience
+    }
 }
 
 /// Traces written before resyncs were paced replay with the default.
@@ -277,6 +284,8 @@ impl From<&Config> for ConfigRec {
             max_chunks_in_flight: c.max_chunks_in_flight,
             max_chunks_in_flight_per_peer: c.max_chunks_in_flight_per_peer,
             max_have_ranges: c.max_have_ranges,
+            swarm_patience: c.swarm_patience,
+            offload_chunk_hashing: c.offload_chunk_hashing,
             auto_relay: c.auto_relay,
             max_auto_relay_pool: c.max_auto_relay_pool,
             max_auto_relay_pool_bytes: c.max_auto_relay_pool_bytes,
@@ -320,6 +329,8 @@ impl ConfigRec {
             max_chunks_in_flight: self.max_chunks_in_flight,
             max_chunks_in_flight_per_peer: self.max_chunks_in_flight_per_peer,
             max_have_ranges: self.max_have_ranges,
+            swarm_patience: self.swarm_patience,
+            offload_chunk_hashing: self.offload_chunk_hashing,
             auto_relay: self.auto_relay,
             max_auto_relay_pool: self.max_auto_relay_pool,
             max_auto_relay_pool_bytes: self.max_auto_relay_pool_bytes,

@@ -68,6 +68,22 @@ mod b64 {
     }
 }
 
+mod manifest_b64 {
+    use super::*;
+    use p2p_core::Manifest;
+    pub fn serialize<S: Serializer>(m: &Manifest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(m.root()))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Manifest, D::Error> {
+        let s = String::deserialize(d)?;
+        let root = B64
+            .decode(s.as_bytes())
+            .map_err(|e| D::Error::custom(format!("invalid base64: {e}")))?;
+        Manifest::parse(Bytes::from(root))
+            .map_err(|e| D::Error::custom(format!("invalid manifest: {e}")))
+    }
+}
+
 mod class_name {
     use super::*;
     pub fn serialize<S: Serializer>(c: &Class, s: S) -> Result<S::Ok, S::Error> {
@@ -554,6 +570,34 @@ pub enum InputRec {
         #[serde(with = "b64")]
         data: Bytes,
     },
+    /// [`Input::PublishChunked`].
+    PublishChunked {
+        /// The artifact id as given by the application.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The kind.
+        kind: u16,
+        /// The attribute bytes.
+        #[serde(with = "b64")]
+        attr: Bytes,
+        /// The artifact's bytes.
+        #[serde(with = "b64")]
+        data: Bytes,
+        /// The manifest as given by the application.
+        #[serde(with = "manifest_b64")]
+        manifest: p2p_core::Manifest,
+    },
+    /// [`Input::ChunkHashed`].
+    ChunkHashed {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The driver's SHA-256 of the chunk.
+        #[serde(with = "art_hex")]
+        digest: ArtifactId,
+    },
     /// [`Input::Remove`].
     Remove {
         /// The artifact.
@@ -593,6 +637,18 @@ impl From<&Input> for InputRec {
                 attr: a.attr.clone(),
                 data: a.data.clone(),
             },
+            Input::PublishChunked { artifact, manifest } => InputRec::PublishChunked {
+                id: artifact.id,
+                kind: artifact.kind.0,
+                attr: artifact.attr.clone(),
+                data: artifact.data.clone(),
+                manifest: manifest.clone(),
+            },
+            Input::ChunkHashed { id, index, digest } => InputRec::ChunkHashed {
+                id: *id,
+                index: *index,
+                digest: ArtifactId(*digest),
+            },
             Input::Remove(id) => InputRec::Remove { id: *id },
             Input::Reevaluate => InputRec::Reevaluate,
             Input::Congestion { peer, congested } => InputRec::Congestion {
@@ -629,6 +685,26 @@ impl InputRec {
                 attr: attr.clone(),
                 data: data.clone(),
             }),
+            InputRec::PublishChunked {
+                id,
+                kind,
+                attr,
+                data,
+                manifest,
+            } => Input::PublishChunked {
+                artifact: Artifact {
+                    id: *id,
+                    kind: Kind(*kind),
+                    attr: attr.clone(),
+                    data: data.clone(),
+                },
+                manifest: manifest.clone(),
+            },
+            InputRec::ChunkHashed { id, index, digest } => Input::ChunkHashed {
+                id: *id,
+                index: *index,
+                digest: digest.0,
+            },
             InputRec::Remove { id } => Input::Remove(*id),
             InputRec::Reevaluate => Input::Reevaluate,
             InputRec::Congestion { peer, congested } => Input::Congestion {
@@ -657,6 +733,12 @@ impl InputRec {
                 attr.len(),
                 data.len()
             ),
+            InputRec::PublishChunked { id, data, .. } => {
+                format!("publish-chunked art:{id} len={}", data.len())
+            }
+            InputRec::ChunkHashed { id, index, .. } => {
+                format!("chunk-hashed art:{id} #{index}")
+            }
             InputRec::Remove { id } => format!("remove art:{id}"),
             InputRec::Reevaluate => "reevaluate".to_owned(),
             InputRec::Congestion { peer, congested } => {
@@ -920,6 +1002,16 @@ pub enum OutputRec {
         /// The request whose queued answer is dropped.
         req_id: u64,
     },
+    /// [`Output::HashChunk`].
+    HashChunk {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+        /// The chunk's bytes (or their digest).
+        data: Payload,
+    },
     /// [`Output::Event`].
     Event {
         /// The event.
@@ -951,6 +1043,11 @@ impl OutputRec {
                 to: *to,
                 req_id: *req_id,
             },
+            Output::HashChunk { id, index, data } => OutputRec::HashChunk {
+                id: *id,
+                index: *index,
+                data: Payload::of(data, inline_max),
+            },
             Output::Event(e) => OutputRec::Event { event: e.into() },
         }
     }
@@ -972,6 +1069,9 @@ impl OutputRec {
             ),
             OutputRec::Disconnect { peer, reason } => format!("disconnect {peer} {reason:?}"),
             OutputRec::Cancel { to, req_id } => format!("cancel answer #{req_id} to {to}"),
+            OutputRec::HashChunk { id, index, data } => {
+                format!("hash-chunk art:{id} #{index} len={}", data.len())
+            }
             OutputRec::Event { event } => match event {
                 EventRec::Dropped { id, from, reason } => {
                     format!("event dropped art:{id} from {from} ({reason})")
@@ -1002,6 +1102,7 @@ impl OutputRec {
             OutputRec::Deliver { from, .. } => vec![*from],
             OutputRec::Disconnect { peer, .. } => vec![*peer],
             OutputRec::Cancel { to, .. } => vec![*to],
+            OutputRec::HashChunk { .. } => Vec::new(),
             OutputRec::Event { event } => match event {
                 EventRec::Dropped { from, .. } => vec![*from],
                 EventRec::Retry { peer, .. }
