@@ -345,9 +345,9 @@ impl Network {
     }
 
     /// Brings the link between `a` and `b` up in a new epoch; false when there is no such link
-    /// or it is up already.
-    /// Each end that runs the connection layer queues its hello first and starts its timers
-    /// (the caller arms the check with [`Network::arm_timer`] and starts the frames).
+    /// or it is up already. Each end that runs the connection layer queues its hello first and
+    /// starts its timers (the caller arms the check with [`Network::arm_timer`] and starts the
+    /// frames).
     pub(super) fn connect(&mut self, a: u32, b: u32, now: u64) -> bool {
         let k = key(a, b);
         let layers = [self.layer(k.0), self.layer(k.1)];
@@ -1000,6 +1000,51 @@ mod tests {
         let mut cleared: Vec<u32> = net.start_frame(0, 0, &mut q).into_iter().collect();
         cleared.extend(drain(&mut net, &mut q).cleared);
         assert_eq!(cleared, [1]);
+    }
+
+    #[test]
+    fn the_hello_goes_first_and_a_cut_link_holds_its_frames_until_it_heals() {
+        let timers = Some((ConnConfig::default(), vec![Layer::Honest; 2]));
+        let mut net = Network::new(
+            [8_000_000; 2],
+            Duration::ZERO,
+            None,
+            None,
+            timers,
+            Rng::new(1),
+        );
+        net.add_link(0, 1, |_| Duration::from_millis(10));
+        let mut q = Queue::default();
+        assert!(net.connect(0, 1, 0));
+        assert!(!net.established(0, 1));
+        send(&mut net, &mut q, 0, 1, response(1_000), Class::Bulk);
+        net.start_frame(1, 0, &mut q);
+        // Node 0's hello (15 bytes) is through 15 us + 10 ms after the start, then its message.
+        let got = drain(&mut net, &mut q).got;
+        assert!(net.established(0, 1));
+        let hello = HELLO_LEN as u64 * 1_000;
+        let wire = wire_len(&response(1_000)) as u64 * 1_000;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, hello + wire + 10 * MS + wire);
+        // A cut link: the frame leaves but arrives only one latency after the heal, in order.
+        net.set_cut(0, 1, true, &mut q);
+        send(&mut net, &mut q, 0, 1, response(10), Class::Bulk);
+        send(&mut net, &mut q, 0, 1, response(20), Class::Bulk);
+        assert!(drain(&mut net, &mut q).got.is_empty());
+        assert!(!net.established(0, 1));
+        let healed = q.now();
+        net.set_cut(0, 1, false, &mut q);
+        let got = drain(&mut net, &mut q).got;
+        let sizes: Vec<u64> = got
+            .iter()
+            .map(|(_, m)| match m {
+                Message::Response { req_id, .. } => *req_id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [10, 20]);
+        assert!(got[0].0 >= healed + 10 * MS);
+        assert!(net.established(0, 1));
     }
 
     #[test]
