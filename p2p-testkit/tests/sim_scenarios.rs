@@ -711,3 +711,116 @@ fn byz_f_mixed_connection_attackers_do_not_stop_progress() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The connection layer's timers on the simulated links (`ConnConfig`'s defaults: keepalive
+// after 5 s of silence, idle timeout 30 s, hello within 5 s).
+// ---------------------------------------------------------------------------------------------
+
+/// One way latency of the timer tests' links.
+const TIMER_LINK: Duration = ms(10);
+/// The connection layer's default idle timeout and hello timeout.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A partition that closes nothing (bytes across it just stop) is detected by the idle
+/// timeout: every connection across it ends within the idle timeout plus one latency of the
+/// cut (the keepalives keep the other connections up through the quiet stretch), without a
+/// ban; after the heal the links come back, and what either side published meanwhile reaches
+/// every node.
+#[test]
+fn a_silent_partition_ends_links_by_the_idle_timeout_and_they_come_back_after_the_heal() {
+    let cut_at = ms(1_000);
+    let heal_at = ms(40_000);
+    let side = [0usize, 1, 2];
+    for seed in 0..2 {
+        let r = Scenario::new(seed)
+            .name("silent-partition")
+            .nodes(6)
+            .link(TIMER_LINK, 100_000_000)
+            .publish(ms(0), 0, URGENT, 500)
+            .publish(ms(0), 4, BULK, 200_000)
+            .partition(cut_at, side.to_vec())
+            .publish(ms(2_000), 1, URGENT, 700)
+            .publish(ms(2_000), 5, BULK, 300_000)
+            .heal(heal_at)
+            .settle(ms(5_000))
+            .run();
+        r.assert_passed();
+        all_delivered(&r);
+        let idle = cutoffs_of(&r, "nothing received");
+        let across = |a: usize, b: usize| side.contains(&a) != side.contains(&b);
+        // Each of the 9 connections across the cut ended once, by one of its ends; no other
+        // connection did, and nobody was banned.
+        let mut pairs: Vec<(usize, usize)> =
+            idle.keys().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        assert_eq!(pairs.len(), 9, "{r}");
+        assert!(pairs.iter().all(|&(a, b)| across(a, b)), "{r}");
+        assert_eq!(r.cutoffs.len(), 9, "{r}");
+        for c in &r.cutoffs {
+            assert!(!c.banned, "{c:?}");
+            let after_cut = Duration::from_nanos(c.at.as_nanos()) - cut_at;
+            // The last byte across came before the cut plus one latency, and the keepalives
+            // (every 5 s of silence) make it at most one keepalive interval before the cut.
+            assert!(after_cut <= IDLE_TIMEOUT + TIMER_LINK, "{c:?}");
+            assert!(after_cut >= IDLE_TIMEOUT - Duration::from_secs(5), "{c:?}");
+        }
+        // Every artifact reached all 5 other nodes, those published across the cut after the
+        // heal.
+        for a in &r.artifacts {
+            assert_eq!((a.expected, a.holders), (5, 5), "{a:?}\n{r}");
+            let done = Duration::from_nanos(a.published_at.as_nanos()) + a.complete_after.unwrap();
+            if a.published_at.as_nanos() > 0 {
+                assert!(done > heal_at, "{a:?}");
+            }
+        }
+    }
+}
+
+/// A member that completes the handshake and then sends nothing, not even its hello
+/// (`ByzKind::Mute`), is cut by every honest node that opened a connection with it at the
+/// hello deadline (5 s after the connection started), without a ban, as the drivers' hello
+/// exchange does; the honest nodes' artifacts flow meanwhile as without it.
+#[test]
+fn a_peer_that_never_sends_its_hello_is_cut_at_the_hello_deadline() {
+    for seed in 0..3 {
+        let build = |mute: bool| {
+            let sc = Scenario::new(seed)
+                .name("mute")
+                .nodes(5)
+                .link(TIMER_LINK, 100_000_000)
+                .publish(ms(0), 0, URGENT, 500)
+                .publish(ms(100), 1, BULK, 200_000)
+                .publish(ms(6_000), 3, URGENT, 800)
+                .run_for(ms(12_000));
+            if mute {
+                sc.byzantine(2, ByzKind::Mute)
+            } else {
+                sc
+            }
+        };
+        let base = build(false).run();
+        let r = build(true).run();
+        r.assert_passed();
+        all_delivered(&r);
+        assert_eq!(r.expected, 3 * 3, "{r}");
+        // Honest delivery is no slower than without the mute peer (which never counts as
+        // connected, so no core ever sends it anything).
+        assert!(all_hold(&r).max <= all_hold(&base).max, "{r}\n{base}");
+        assert!(all_hold(&r).max < ms(200), "{r}");
+        assert!(!r.cutoffs.is_empty(), "{r}");
+        for c in &r.cutoffs {
+            assert_eq!(c.peer, 2, "{c:?}");
+            assert!(c.reason.contains("no hello within") && !c.banned, "{c:?}");
+            // A connection starts at 0 or at a redial after the back-off; its hello deadline
+            // is 5 s later.
+            assert!(c.at.as_nanos() >= HELLO_TIMEOUT.as_nanos() as u64, "{c:?}");
+        }
+        // Every honest node cut it at the first deadline, 5 s after the start.
+        assert_eq!(r.cut_off_by(2, "no hello within"), 4, "{r}");
+        let first = r.cutoffs.iter().map(|c| c.at.as_nanos()).min();
+        assert_eq!(first, Some(HELLO_TIMEOUT.as_nanos() as u64), "{r}");
+    }
+}

@@ -16,7 +16,9 @@
 //!   [`ConnConfig::idle_timeout`].
 //!
 //! Both take the time as an argument and never read a clock. The TLS record layer below them
-//! is the driver's: these halves see plaintext.
+//! is the driver's: these halves see plaintext. Their timers are also available alone
+//! ([`KeepaliveTimer`], [`ReceiveTimers`]), for a runner that moves the bytes itself (the
+//! simulator).
 //!
 //! # Driving a connection
 //!
@@ -252,13 +254,104 @@ pub fn connection_in(
     ))
 }
 
+/// The keepalive rule of [`ConnSender`] alone: a keepalive falls due
+/// [`ConnConfig::keepalive_interval`] after bytes were last handed out for writing, and is
+/// queued only when nothing else waits (queuing one restarts the interval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveTimer {
+    interval: Duration,
+    last_transmit: Time,
+}
+
+impl KeepaliveTimer {
+    /// The timer of a connection that starts at `now`.
+    pub fn new(cfg: &ConnConfig, now: Time) -> Self {
+        KeepaliveTimer {
+            interval: cfg.keepalive_interval,
+            last_transmit: now,
+        }
+    }
+
+    /// Bytes were handed out for writing at `now`, or a keepalive was queued: restarts it.
+    pub fn transmitted(&mut self, now: Time) {
+        self.last_transmit = self.last_transmit.max(now);
+    }
+
+    /// When a keepalive falls due.
+    pub fn deadline(&self) -> Time {
+        self.last_transmit + self.interval
+    }
+
+    /// Whether a keepalive is due at `now` (the sender queues one if nothing else waits).
+    pub fn is_due(&self, now: Time) -> bool {
+        now >= self.deadline()
+    }
+}
+
+/// The timers of [`ConnReceiver`] alone: the peer's hello within
+/// [`ConnConfig::hello_timeout`] of the start, then some input at least every
+/// [`ConnConfig::idle_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveTimers {
+    /// The hello deadline, until the hello arrived.
+    hello_deadline: Option<Time>,
+    hello_timeout: Duration,
+    idle_timeout: Duration,
+    last_input: Time,
+}
+
+impl ReceiveTimers {
+    /// The timers of a connection that starts at `now`.
+    pub fn new(cfg: &ConnConfig, now: Time) -> Self {
+        ReceiveTimers {
+            hello_deadline: Some(now + cfg.hello_timeout),
+            hello_timeout: cfg.hello_timeout,
+            idle_timeout: cfg.idle_timeout,
+            last_input: now,
+        }
+    }
+
+    /// Bytes arrived at `now` (or the reader resumed after a pause of its own).
+    pub fn heard(&mut self, now: Time) {
+        self.last_input = self.last_input.max(now);
+    }
+
+    /// The peer's hello arrived: its deadline no longer applies.
+    pub fn hello_received(&mut self) {
+        self.hello_deadline = None;
+    }
+
+    /// Whether the peer's hello arrived.
+    pub fn has_hello(&self) -> bool {
+        self.hello_deadline.is_none()
+    }
+
+    /// The earliest deadline: the hello's until it arrived, or the idle timeout's.
+    pub fn deadline(&self) -> Time {
+        let idle = self.last_input + self.idle_timeout;
+        self.hello_deadline.map_or(idle, |h| h.min(idle))
+    }
+
+    /// The error that ends the connection at `now`, if a deadline passed: no hello in time
+    /// ([`ConnError::HelloTimeout`]) or nothing received for the idle timeout
+    /// ([`ConnError::Idle`]); neither is a misbehaviour.
+    pub fn expired(&self, now: Time) -> Option<ConnError> {
+        if self.hello_deadline.is_some_and(|h| now >= h) {
+            Some(ConnError::HelloTimeout(self.hello_timeout))
+        } else if now >= self.last_input + self.idle_timeout {
+            Some(ConnError::Idle(self.idle_timeout))
+        } else {
+            None
+        }
+    }
+}
+
 /// The sending half of a connection.
 pub struct ConnSender {
     mux: MuxSender,
     hello: Option<BytesMut>,
-    keepalive_interval: Duration,
+    keepalive: KeepaliveTimer,
     low_water: usize,
-    last_transmit: Time,
     congested: bool,
     reported: bool,
     keepalives: u64,
@@ -277,9 +370,8 @@ impl ConnSender {
         Ok(ConnSender {
             mux: MuxSender::new(cfg.mux.clone())?,
             hello: Some(bytes),
-            keepalive_interval: cfg.keepalive_interval,
+            keepalive: KeepaliveTimer::new(cfg, now),
             low_water: cfg.low_water,
-            last_transmit: now,
             congested: false,
             reported: false,
             keepalives: 0,
@@ -354,7 +446,7 @@ impl ConnSender {
 
     fn after_transmit(&mut self, now: Time, n: usize) {
         if n > 0 {
-            self.last_transmit = now;
+            self.keepalive.transmitted(now);
             if self.unwritten == 0 {
                 self.last_progress = now;
             }
@@ -401,7 +493,7 @@ impl ConnSender {
     /// When [`handle_timeout`](Self::handle_timeout) should run: a keepalive interval after
     /// the last transmission, or earlier the write stall deadline while bytes are unwritten.
     pub fn poll_timeout(&self) -> Time {
-        let keepalive = self.last_transmit + self.keepalive_interval;
+        let keepalive = self.keepalive.deadline();
         if self.unwritten > 0 {
             keepalive.min(self.last_progress + self.write_stall_timeout)
         } else {
@@ -424,7 +516,7 @@ impl ConnSender {
             self.error = Some(e.clone());
             return Err(e);
         }
-        if now < self.last_transmit + self.keepalive_interval || self.wants_transmit() {
+        if !self.keepalive.is_due(now) || self.wants_transmit() {
             return Ok(false);
         }
         // An empty batch is always encodable and the queue is empty: the push cannot fail.
@@ -435,7 +527,7 @@ impl ConnSender {
         if queued {
             self.keepalives += 1;
             // The timer restarts now, even before the keepalive is transmitted.
-            self.last_transmit = now;
+            self.keepalive.transmitted(now);
         }
         Ok(queued)
     }
@@ -456,10 +548,7 @@ pub struct ConnReceiver {
     mux: MuxReceiver,
     /// The peer's hello bytes read so far; `None` once the hello was decoded.
     hello: Option<Vec<u8>>,
-    hello_deadline: Time,
-    hello_timeout: Duration,
-    idle_timeout: Duration,
-    last_input: Time,
+    timers: ReceiveTimers,
     /// When the driver paused reading, while it does.
     paused_since: Option<Time>,
     error: Option<ConnError>,
@@ -479,10 +568,7 @@ impl ConnReceiver {
         Ok(ConnReceiver {
             mux,
             hello: Some(Vec::with_capacity(HELLO_LEN)),
-            hello_deadline: now + cfg.hello_timeout,
-            hello_timeout: cfg.hello_timeout,
-            idle_timeout: cfg.idle_timeout,
-            last_input: now,
+            timers: ReceiveTimers::new(cfg, now),
             paused_since: None,
             error: None,
         })
@@ -494,7 +580,7 @@ impl ConnReceiver {
             buf.clear();
             return;
         }
-        self.last_input = now;
+        self.timers.heard(now);
         self.mux.set_time(now);
         if let Some(hello) = &mut self.hello {
             let take = (HELLO_LEN - hello.len()).min(buf.len());
@@ -518,6 +604,7 @@ impl ConnReceiver {
             }
             let decoded = codec::decode_hello(hello);
             self.hello = None;
+            self.timers.hello_received();
             return match decoded {
                 Ok(h) => Ok(Some(ConnEvent::Hello(h))),
                 Err(e) => Err(self.fail(ConnError::Hello(e))),
@@ -558,7 +645,7 @@ impl ConnReceiver {
     /// silence; if [`pause`](Self::pause) marked its start, the stall deadlines of the
     /// messages under reassembly move by its length as well.
     pub fn touch(&mut self, now: Time) {
-        self.last_input = self.last_input.max(now);
+        self.timers.heard(now);
         if let Some(since) = self.paused_since.take() {
             self.mux.pause_for(now.saturating_since(since));
         }
@@ -576,12 +663,7 @@ impl ConnReceiver {
         if self.error.is_some() {
             return None;
         }
-        let idle = self.last_input + self.idle_timeout;
-        let at = if self.hello.is_some() {
-            idle.min(self.hello_deadline)
-        } else {
-            idle
-        };
+        let at = self.timers.deadline();
         Some(self.mux.poll_deadline().map_or(at, |d| d.min(at)))
     }
 
@@ -592,10 +674,8 @@ impl ConnReceiver {
         if self.error.is_some() {
             return;
         }
-        if self.hello.is_some() && now >= self.hello_deadline {
-            self.fail(ConnError::HelloTimeout(self.hello_timeout));
-        } else if now >= self.last_input + self.idle_timeout {
-            self.fail(ConnError::Idle(self.idle_timeout));
+        if let Some(e) = self.timers.expired(now) {
+            self.fail(e);
         } else if self.mux.unparsed_bytes() == 0
             && let Err(e) = self.mux.check_stalled(now)
         {

@@ -71,11 +71,15 @@ pub enum ByzKind {
     /// and requests everything advertised to it, to keep them sending). Honest nodes must end
     /// the connection after their write stall timeout, without a ban.
     StalledReader,
+    /// Completes the handshake and then sends nothing at all, not even the connection's hello
+    /// (a peer that hangs or is not ours). Honest nodes must end the connection at the hello
+    /// deadline without a ban (as their connection layer does, `ConnError::HelloTimeout`).
+    Mute,
 }
 
 impl ByzKind {
     /// Every kind.
-    pub const ALL: [ByzKind; 14] = [
+    pub const ALL: [ByzKind; 15] = [
         ByzKind::BadData,
         ByzKind::Silent,
         ByzKind::Phantom,
@@ -90,6 +94,7 @@ impl ByzKind {
         ByzKind::Churner,
         ByzKind::PartialFrames,
         ByzKind::StalledReader,
+        ByzKind::Mute,
     ];
 
     /// The kinds that break the protocol above the connection layer (what the core sees).
@@ -123,6 +128,7 @@ impl ByzKind {
             ByzKind::Churner => "churner",
             ByzKind::PartialFrames => "partial-frames",
             ByzKind::StalledReader => "stalled-reader",
+            ByzKind::Mute => "mute",
         }
     }
 }
@@ -475,7 +481,8 @@ impl Byz {
             | ByzKind::HashFlood
             | ByzKind::Churner
             | ByzKind::PartialFrames
-            | ByzKind::StalledReader => {}
+            | ByzKind::StalledReader
+            | ByzKind::Mute => {}
         }
     }
 
@@ -793,7 +800,8 @@ impl Byz {
             | ByzKind::Malformed
             | ByzKind::Squatter
             | ByzKind::Churner
-            | ByzKind::PartialFrames => {}
+            | ByzKind::PartialFrames
+            | ByzKind::Mute => {}
         }
     }
 }

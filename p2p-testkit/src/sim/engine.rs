@@ -12,7 +12,7 @@
 use super::byz::{Byz, ByzKind, Limits, Sends};
 use super::checks::{Checks, Components, Deliveries, Outcome, urgent_latency};
 use super::faults::{Faults, RandomFaults};
-use super::network::{Enqueued, Network, nanos};
+use super::network::{Due, Enqueued, Layer, Network, nanos};
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::record::{ActiveTrace, Recorder};
 use super::report::{ArtifactFigure, Check, Cutoff, Report};
@@ -190,11 +190,29 @@ impl<'a> Sim<'a> {
         let members = (0..n).map(|i| sc.is_initial_member(i)).collect();
         let watched = (0..n).map(|i| !sc.byzantine.iter().any(|(j, _)| *j == i));
         let write_stall = Some((sc.write_stall_timeout, watched.collect()));
+        let conn = sc.conn_config();
+        conn.validate()
+            .expect("the scenario's connection settings are valid");
+        let layers = (0..n)
+            .map(|i| match sc.byzantine.iter().find(|(j, _)| *j == i) {
+                None => Layer::Honest,
+                Some((_, ByzKind::Mute)) => Layer::Bare,
+                Some(_) => Layer::Sender,
+            })
+            .collect();
+        let timers = Some((conn, layers));
         Sim {
             sc,
             cfg,
             q: Queue::default(),
-            net: Network::new(bandwidths, sc.link.jitter, sc.congestion, write_stall, rng),
+            net: Network::new(
+                bandwidths,
+                sc.link.jitter,
+                sc.congestion,
+                write_stall,
+                timers,
+                rng,
+            ),
             faults: Faults::new(members, sc.byz_period),
             checks: Checks::default(),
             recorder: Recorder::new(profile),
@@ -524,50 +542,52 @@ impl Sim<'_> {
             }
             return;
         }
-        // Each honest end admits the connection once its handshake is through (the dialer's
-        // first); a refusal ends it, and a churning peer is banned by the refusing policy.
-        let mut admitted = Vec::new();
-        for (me, peer) in [(lo, hi), (hi, lo)] {
-            let id = self.ids[peer as usize];
-            let Some(p) = &mut self.slots[me as usize].policy else {
-                continue;
-            };
-            if p.is_connected(&id) {
-                continue;
-            }
-            match p.admit(now, id, me == lo) {
-                Ok(_) => admitted.push((me, id)),
-                Err(refusal) => {
-                    for (by, peer_id) in admitted {
-                        if let Some(p) = &mut self.slots[by as usize].policy {
-                            p.closed(now, peer_id, CloseCause::Lost);
-                        }
-                    }
-                    // A churning peer that dialed us is banned; our own dial that raced the
-                    // limit only waits for the next token.
-                    if let Refusal::Churning { .. } = refusal {
-                        self.cutoffs.push(Cutoff {
-                            at: now,
-                            by: me as usize,
-                            peer: peer as usize,
-                            reason: format!("policy: {refusal}"),
-                            banned: me != lo,
-                        });
-                    }
-                    self.run_policy(lo);
-                    self.run_policy(hi);
-                    return;
+        // Each end that runs the connection layer sends its hello first; an honest end admits
+        // the connection by its policy once the peer's hello arrived (`hello_arrived`).
+        if self.net.connect(a, b, self.q.now()) {
+            self.opened(a, b);
+            self.opened(b, a);
+            self.net.arm_timer(a, b, &mut self.q);
+            for end in [a, b] {
+                if self.alive(end as usize) && self.net.idle(end) {
+                    self.start_frame(end);
                 }
             }
         }
-        let up = self.net.connect(a, b, self.q.now());
-        if up {
-            self.notify_connected(a, b);
-            self.notify_connected(b, a);
+    }
+
+    /// `peer`'s hello went through to `me`: an honest `me` admits the connection by its
+    /// policy, as the drivers do once the hello exchange completed, and tells its core; or
+    /// refuses it (a churning peer is banned) and closes it.
+    fn hello_arrived(&mut self, peer: u32, me: u32) {
+        let now = Time::from_nanos(self.q.now());
+        let (lo, _) = self.dial_order(me, peer);
+        let id = self.ids[peer as usize];
+        let Some(p) = &mut self.slots[me as usize].policy else {
+            return;
+        };
+        match p.admit(now, id, me == lo) {
+            Ok(_) => self.pending.push_back((me, Input::PeerConnected(id))),
+            Err(refusal) => {
+                // A churning peer that dialed us is banned; our own dial that raced the limit
+                // only waits for the next token.
+                if let Refusal::Churning { .. } = refusal {
+                    self.cutoffs.push(Cutoff {
+                        at: now,
+                        by: me as usize,
+                        peer: peer as usize,
+                        reason: format!("policy: {refusal}"),
+                        banned: me != lo,
+                    });
+                }
+                self.close_for(me, peer, None, None, Some(me));
+            }
         }
     }
 
-    fn notify_connected(&mut self, me: u32, peer: u32) {
+    /// The connection between `me` and `peer` came up: an honest `me` gives it a slot in its
+    /// reassembly budget (its core hears of it with the peer's hello); a byzantine `me` acts.
+    fn opened(&mut self, me: u32, peer: u32) {
         if let (Some(budget), Some(epoch)) =
             (&self.slots[me as usize].budget, self.net.epoch(me, peer))
         {
@@ -579,10 +599,7 @@ impl Sim<'_> {
             };
             self.rx.insert((peer, me), rx);
         }
-        if self.runs_core(me) {
-            let id = self.ids[peer as usize];
-            self.pending.push_back((me, Input::PeerConnected(id)));
-        } else if self.byz_react(me, |b, sends| b.on_connect(peer, sends)) {
+        if self.byz_react(me, |b, sends| b.on_connect(peer, sends)) {
             self.start_partials(me, peer);
             self.arm_byz(me);
         }
@@ -631,38 +648,61 @@ impl Sim<'_> {
     /// Takes the link between `a` and `b` down, tells both, and brings it back after
     /// `reconnect` if given.
     fn close(&mut self, a: u32, b: u32, reconnect: Option<Duration>) {
-        self.close_for(a, b, reconnect, None);
+        self.close_for(a, b, reconnect, None, None);
     }
 
-    /// [`close`](Self::close), where `by` (if any) cut the other end off for misbehaviour.
-    fn close_for(&mut self, a: u32, b: u32, reconnect: Option<Duration>, by: Option<u32>) {
+    /// [`close`](Self::close), where `by` (if any) cut the other end off for misbehaviour and
+    /// `informed` (if any) is an end whose policy already knows (it refused the connection).
+    /// An honest end that admitted the connection tells its policy and core that it ended;
+    /// one still waiting for the peer's hello never admitted it: its policy hears of a failed
+    /// dial if it dialed (and of the misbehaviour, if any), as the drivers' handshakes report.
+    fn close_for(
+        &mut self,
+        a: u32,
+        b: u32,
+        reconnect: Option<Duration>,
+        by: Option<u32>,
+        informed: Option<u32>,
+    ) {
         if !self.net.close(a, b) {
             return;
         }
         self.rx.remove(&(a, b));
         self.rx.remove(&(b, a));
         let now = Time::from_nanos(self.q.now());
-        for (me, peer) in [(a, b), (b, a)] {
+        let (lo, _) = self.dial_order(a, b);
+        let mut admitted = [false; 2];
+        for (k, (me, peer)) in [(a, b), (b, a)].into_iter().enumerate() {
             let cause = if by == Some(me) {
                 CloseCause::Misbehaviour
             } else {
                 CloseCause::Lost
             };
             let id = self.ids[peer as usize];
-            if let Some(p) = &mut self.slots[me as usize].policy {
+            let Some(p) = &mut self.slots[me as usize].policy else {
+                continue;
+            };
+            if p.is_connected(&id) {
+                admitted[k] = true;
                 p.closed(now, id, cause);
+            } else if informed != Some(me) {
+                if cause == CloseCause::Misbehaviour {
+                    p.misbehaved(now, id);
+                }
+                if me == lo {
+                    p.dial_failed(now, id);
+                }
             }
         }
-        let (lo, _) = self.dial_order(a, b);
         let dialer_has_policy = self.slots[lo as usize].policy.is_some();
         let reconnect = if dialer_has_policy { None } else { reconnect };
-        for (me, peer) in [(a, b), (b, a)] {
+        for (k, (me, peer)) in [(a, b), (b, a)].into_iter().enumerate() {
             match &mut self.slots[me as usize].actor {
-                Actor::Honest(_) => self
+                Actor::Honest(_) if admitted[k] => self
                     .pending
                     .push_back((me, Input::PeerDisconnected(self.ids[peer as usize]))),
+                Actor::Honest(_) | Actor::Down => {}
                 Actor::Byz(z) => z.on_disconnect(peer),
-                Actor::Down => {}
             }
         }
         if let Some(d) = reconnect {
@@ -689,7 +729,7 @@ impl Sim<'_> {
             banned: misbehaviour,
         });
         let cause = misbehaviour.then_some(by);
-        self.close_for(by, peer, self.sc.reconnect_cut_off, cause);
+        self.close_for(by, peer, self.sc.reconnect_cut_off, cause, None);
     }
 
     /// Feeds the queued inputs to their cores, and acts on their outputs, until none is left.
@@ -884,10 +924,21 @@ impl Sim<'_> {
     }
 
     fn through(&mut self, f: FrameEv) {
+        let now = self.q.now();
+        if f.hello {
+            let carried = self.net.carries(f.from, f.to, f.epoch);
+            if self.net.through(&f, now) {
+                self.start_frame(f.from);
+            }
+            if carried {
+                self.hello_arrived(f.from, f.to);
+            }
+            return;
+        }
         if !self.reassemble(&f) {
             return;
         }
-        if self.net.through(&f) {
+        if self.net.through(&f, now) {
             self.start_frame(f.from);
         }
         if let Some(d) = f.last {
@@ -986,6 +1037,26 @@ impl Sim<'_> {
         }
     }
 
+    /// The connection layer's timer check of the connection between `a` and `b`: a receiver
+    /// whose hello or idle deadline passed ends it (`ConnError::HelloTimeout` or `Idle`, not a
+    /// misbehaviour, as in the drivers); a sender with nothing sent for the keepalive interval
+    /// queues a keepalive (an empty `Adverts` batch in the control class, real wire bytes).
+    fn conn_timer(&mut self, a: u32, b: u32, epoch: u32) {
+        match self.net.timers_due(a, b, epoch, self.q.now()) {
+            Due::Stale => {}
+            Due::Expired { by, peer, error } => {
+                let reason = format!("transport: {error}");
+                self.end_connection(by, peer, reason, error.is_misbehaviour());
+            }
+            Due::Check(keepalives) => {
+                for (from, to) in keepalives.into_iter().flatten() {
+                    self.enqueue(from, to, Message::Adverts(Vec::new()), Class::Control);
+                }
+                self.net.arm_timer(a, b, &mut self.q);
+            }
+        }
+    }
+
     /// Hands a message that is through the receiver's downlink, in `class`, to the receiver.
     fn receive(&mut self, d: Delivery, class: Class) {
         let Delivery {
@@ -996,6 +1067,10 @@ impl Sim<'_> {
         } = d;
         if !self.net.carries(from, to, epoch) {
             self.checks.lost += 1;
+            return;
+        }
+        // A keepalive: the receiver's connection layer drops it.
+        if class == Class::Control && matches!(&msg, Message::Adverts(a) if a.is_empty()) {
             return;
         }
         if self.honest(to as usize) && encoded_len(&msg) > self.sc.max_message_size {
@@ -1078,6 +1153,9 @@ impl Sim<'_> {
         }
     }
 
+    /// Cuts the links across the partition without closing them: their bytes wait, and each
+    /// connection ends only when a receiver's idle timeout notices the silence (or a sender's
+    /// write stall timeout its full window), as over TCP.
     fn partition(&mut self, side: &[usize]) {
         self.faults.partition(side);
         let faults = &self.faults;
@@ -1085,12 +1163,17 @@ impl Sim<'_> {
             .net
             .links_where(|(a, b), up| up && faults.partitioned(a, b));
         for (a, b) in cut {
-            self.close(a, b, None);
+            self.net.set_cut(a, b, true, &mut self.q);
         }
     }
 
+    /// Lets the waiting bytes of the connections that survived the partition through, and
+    /// brings the links that are down back up.
     fn heal(&mut self) {
         self.faults.heal();
+        for (a, b) in self.net.links_where(|_, up| up) {
+            self.net.set_cut(a, b, false, &mut self.q);
+        }
         for (a, b) in self.net.links_where(|_, up| !up) {
             self.connect(a, b);
         }
@@ -1162,7 +1245,9 @@ impl Sim<'_> {
     /// Whether a connection deadline still has something to watch: a message under
     /// reassembly, or bytes waiting on a full window.
     fn watching(&self) -> bool {
-        self.rx.values().any(|r| !r.partials.is_empty()) || self.net.write_watched()
+        self.rx.values().any(|r| !r.partials.is_empty())
+            || self.net.write_watched()
+            || self.net.timers_watched()
     }
 
     fn dispatch(&mut self, ev: EvKind) {
@@ -1182,6 +1267,7 @@ impl Sim<'_> {
                 stream,
             } => self.partial_deadline(node, peer, epoch, stream),
             EvKind::WriteStall { from, to, epoch } => self.write_stall(from, to, epoch),
+            EvKind::ConnTimer { a, b, epoch } => self.conn_timer(a, b, epoch),
             EvKind::Sample => {
                 self.sample();
                 if self.q.live() > 0 {
@@ -1327,9 +1413,10 @@ impl Sim<'_> {
         let eligible: Vec<bool> = (0..n)
             .map(|i| self.honest(i) && self.alive(i) && self.faults.is_member(i))
             .collect();
-        let up = self
-            .net
-            .links_where(|(a, b), up| up && eligible[a as usize] && eligible[b as usize]);
+        let net = &self.net;
+        let up = net.links_where(|(a, b), up| {
+            up && eligible[a as usize] && eligible[b as usize] && net.established(a, b)
+        });
         let reach = Components::of(n, up.iter().map(|&(a, b)| (a as usize, b as usize)));
         let mut out = Deliveries::default();
         for (k, a) in self.arts.iter().enumerate() {

@@ -224,7 +224,14 @@ mod tests {
 
     #[test]
     fn random_faults_hit_honest_nodes_and_are_repaired_in_the_window() {
-        let mut net = Network::new([1_000_000; 6], Duration::ZERO, None, None, Rng::new(0));
+        let mut net = Network::new(
+            [1_000_000; 6],
+            Duration::ZERO,
+            None,
+            None,
+            None,
+            Rng::new(0),
+        );
         for a in 0..6 {
             net.add_link(a, (a + 1) % 6, |_| Duration::from_millis(1));
         }

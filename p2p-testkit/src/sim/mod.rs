@@ -31,9 +31,12 @@
 //! - Every honest node runs p2p-transport's connection policy (`PeerPolicy`) over its links, as
 //!   the real drivers do: of two nodes the lower id dials; after a connection ends it redials by
 //!   the policy's back-off (with seeded jitter); a peer it cut off is banned, for longer at each
-//!   repeat offence, and neither dialed nor admitted meanwhile. Partitions, crashes and
-//!   membership changes still open and close links as the scenario says, through the same
-//!   admission; a byzantine dialer reconnects after the scenario's fixed delays.
+//!   repeat offence, and neither dialed nor admitted meanwhile. Crashes, dropped connections
+//!   and membership changes close links at once (a closed socket); a partition silences its
+//!   links without closing them: their bytes wait and go on when it heals (as TCP retransmits
+//!   them), unless the idle timeout (or the write stall timeout) ended the connection first.
+//!   Links come back through the same admission; a byzantine dialer reconnects after the
+//!   scenario's fixed delays.
 //! - Honest nodes run the connection layer's rules above the bytes on their links, with the
 //!   real types where the rule is not byte-level:
 //!   - the receiver closes a connection that carries a message above
@@ -51,13 +54,24 @@
 //!   - the sending end of a direction whose bytes wait on a full window with no frame
 //!     accepted for [`Scenario::write_stall_timeout`] ends the connection without a ban (the
 //!     write stall rule of `ConnSender`);
-//!   - admissions pass the policy's `admit`: a refusal (a churning peer, banned) keeps the
-//!     link down.
+//!   - each end sends its hello (the codec's `HELLO_LEN` bytes, unframed) before any frame;
+//!     an honest end admits the connection by the policy's `admit` once the peer's hello is
+//!     through, and only then tells its core (`PeerConnected`), as the drivers do after their
+//!     hello exchange; a refusal (a churning peer, banned) closes it. A peer whose hello did
+//!     not come within [`Scenario::conn_timers`]' hello timeout is cut off
+//!     (`ConnError::HelloTimeout`, no ban; a dialer's policy counts a failed dial);
+//!   - a sender that sent nothing for the keepalive interval sends a keepalive, an empty
+//!     `Adverts` batch in the control class (real wire bytes, counted), which receivers drop;
+//!     an honest receiver ends a connection that brought no byte for the idle timeout
+//!     (`ConnError::Idle`, no ban). The simulated cores take every message at once, so a
+//!     receiver never pauses its reading. These timers are p2p-transport's own
+//!     (`conn::KeepaliveTimer`, `conn::ReceiveTimers`, the ones `ConnSender` and
+//!     `ConnReceiver` run), with `ConnConfig`'s defaults (5 s, 30 s, 5 s). Byzantine actors
+//!     send their hello and keepalives too, except [`ByzKind::Mute`], which sends nothing.
 //!
 //!   These checks are watchdog events: they do not keep a run going on their own, only while
-//!   something they watch is pending. The hello exchange, keepalives and the idle timeout are
-//!   not modelled (a link is up or down, and idle links stay up); every other rule is the
-//!   core's to enforce.
+//!   something they watch is pending (a hello awaited, a connection a partition silences);
+//!   every other rule is the core's to enforce.
 //!
 //! # Recording a node
 //! [`Scenario::record`] records any honest node's core with a [`crate::trace::TraceWriter`]:

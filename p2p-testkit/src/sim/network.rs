@@ -23,13 +23,24 @@
 //!   accepted (or turned busy);
 //! - a direction turns congested when its queued bytes reach the high water mark and clears
 //!   when they fall to the low one (the rule of the connection layer's `ConnSender`); each
-//!   change is returned once, to be told to the sender.
+//!   change is returned once, to be told to the sender;
+//! - a sender that runs the connection layer ([`Layer`]) sends its hello (the codec's
+//!   [`HELLO_LEN`] bytes, unframed) before any other frame of a connection, and its keepalive
+//!   timer (`p2p_transport::conn::KeepaliveTimer`) restarts at every frame it starts; an
+//!   honest receiver's hello and idle timers (`p2p_transport::conn::ReceiveTimers`) hear every
+//!   frame through its downlink; a connection with timers has one [`EvKind::ConnTimer`] check
+//!   pending, at its earliest deadline or later (never earlier than needed);
+//! - while a partition cuts a link ([`Network::set_cut`]), its frames leave the uplinks and
+//!   wait, in order, until it heals (as TCP retransmits them); a connection that ends
+//!   meanwhile loses them.
 
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::rng::Rng;
 use super::{FIRST_FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
-use p2p_core::{Class, Message};
+use p2p_core::{Class, Message, Time};
+use p2p_transport::codec::HELLO_LEN;
+use p2p_transport::conn::{ConnConfig, ConnError, KeepaliveTimer, ReceiveTimers};
 use p2p_transport::mux::MuxConfig;
 use p2p_transport::sched::Scheduler;
 use std::collections::VecDeque;
@@ -60,11 +71,31 @@ struct Conn {
     progress: [u64; 2],
     /// Whether a write stall check is scheduled for each direction.
     stall_armed: [bool; 2],
+    /// Whether each direction's hello waits to be sent.
+    hello: [bool; 2],
+    /// Whether each direction's hello went through its receiver's downlink (or its sender
+    /// sends none).
+    hello_through: [bool; 2],
+    /// Each direction's keepalive timer at its sender, if the sender runs the connection layer.
+    keepalive: [Option<KeepaliveTimer>; 2],
+    /// Each direction's hello and idle timers at its receiver, if the receiver is honest.
+    arrival: [Option<ReceiveTimers>; 2],
+    /// When the pending [`EvKind::ConnTimer`] check is due.
+    timer_at: Option<u64>,
+    /// Whether a partition cuts the link.
+    cut: bool,
+    /// Each direction's frames sent while the link is cut, in order.
+    held: [Vec<FrameEv>; 2],
 }
 
 impl Conn {
     fn carries(&self, epoch: u32) -> bool {
         self.up && self.epoch == epoch
+    }
+
+    /// Whether direction `d` has bytes waiting to be sent (its hello, frames).
+    fn busy(&self, d: usize) -> bool {
+        self.hello[d] || self.sched[d].is_some() || !self.bare[d].is_empty()
     }
 
     /// The window of a sender with an uplink of `bps`.
@@ -95,7 +126,34 @@ struct Frame {
     stream: u32,
     first_of: Option<u32>,
     ends_partial: bool,
+    hello: bool,
     last: Option<Message>,
+}
+
+/// What one end of a connection runs of the connection layer's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layer {
+    /// An honest node: its hello and keepalives as a sender, the hello and idle timeouts as a
+    /// receiver.
+    Honest,
+    /// A byzantine actor over a real connection layer: its hello and keepalives as a sender.
+    Sender,
+    /// Nothing: no hello, no keepalive, no timeout (a mute actor).
+    Bare,
+}
+
+/// What a connection's timer check found.
+pub(super) enum Due {
+    /// Nothing to do: the check is stale or the connection is gone.
+    Stale,
+    /// The receiving end `by` ends the connection to `peer` with `error`.
+    Expired {
+        by: u32,
+        peer: u32,
+        error: ConnError,
+    },
+    /// Keepalives to queue now, as (sender, receiver); the caller re-arms the check.
+    Check([Option<(u32, u32)>; 2]),
 }
 
 /// One node's uplink (its connections with queued messages, served round-robin, and the frame
@@ -134,6 +192,9 @@ pub(super) struct Network {
     wire_bytes: u64,
     /// The write stall timeout, and per node whether its sends are watched by it.
     write_stall: Option<(u64, Vec<bool>)>,
+    /// The connection layer's timer settings, and per node what it runs of them (none: every
+    /// end is [`Layer::Bare`]).
+    timers: Option<(ConnConfig, Vec<Layer>)>,
 }
 
 fn key(a: u32, b: u32) -> (u32, u32) {
@@ -156,12 +217,15 @@ pub(super) fn nanos(d: Duration) -> u64 {
 impl Network {
     /// A network of nodes with these bandwidths (both directions) and no links yet.
     /// With `write_stall`, the nodes it names close a connection whose queued bytes to the
-    /// peer saw no progress for its timeout (see [`Network::write_stalled`]).
+    /// peer saw no progress for its timeout (see [`Network::write_stalled`]). With `timers`,
+    /// each node's ends run the connection layer's hello, keepalive and idle timers as its
+    /// [`Layer`] says.
     pub(super) fn new(
         bandwidths: impl IntoIterator<Item = u64>,
         jitter: Duration,
         congestion: Option<(u64, u64)>,
         write_stall: Option<(Duration, Vec<bool>)>,
+        timers: Option<(ConnConfig, Vec<Layer>)>,
         rng: Rng,
     ) -> Self {
         let ports: Vec<Port> = bandwidths
@@ -183,7 +247,16 @@ impl Network {
             congestion,
             wire_bytes: 0,
             write_stall: write_stall.map(|(t, w)| (nanos(t).max(1), w)),
+            timers,
         }
+    }
+
+    /// What node `i` runs of the connection layer's timers.
+    fn layer(&self, i: u32) -> Layer {
+        self.timers
+            .as_ref()
+            .and_then(|(_, l)| l.get(i as usize).copied())
+            .unwrap_or(Layer::Bare)
     }
 
     /// Adds a link between `a` and `b` (down), with the latency `latency` gives for its key;
@@ -216,6 +289,13 @@ impl Network {
                 bare: [Vec::new(), Vec::new()],
                 progress: [0; 2],
                 stall_armed: [false; 2],
+                hello: [false; 2],
+                hello_through: [true; 2],
+                keepalive: [None, None],
+                arrival: [None, None],
+                timer_at: None,
+                cut: false,
+                held: [Vec::new(), Vec::new()],
             },
         );
         self.adj[a].push(b as u32);
@@ -265,9 +345,13 @@ impl Network {
     }
 
     /// Brings the link between `a` and `b` up in a new epoch; false when there is no such link
-    /// or it is up already.
+    /// or it is up already. Each end that runs the connection layer queues its hello first and
+    /// starts its timers (the caller arms the check with [`Network::arm_timer`] and starts the
+    /// frames).
     pub(super) fn connect(&mut self, a: u32, b: u32, now: u64) -> bool {
-        let Some(conn) = self.conns.get_mut(&key(a, b)) else {
+        let k = key(a, b);
+        let layers = [self.layer(k.0), self.layer(k.1)];
+        let Some(conn) = self.conns.get_mut(&k) else {
             return false;
         };
         if conn.up {
@@ -282,7 +366,151 @@ impl Network {
         conn.next_stream = [0; 2];
         conn.bare = [Vec::new(), Vec::new()];
         conn.progress = [now; 2];
+        conn.timer_at = None;
+        conn.cut = false;
+        let t = Time::from_nanos(now);
+        // Direction d goes from end d to end 1 - d.
+        for d in 0..2 {
+            let (sender, receiver) = (layers[d], layers[1 - d]);
+            let sends = sender != Layer::Bare;
+            conn.hello[d] = sends;
+            conn.hello_through[d] = !sends;
+            let cfg = self.timers.as_ref().map(|(c, _)| c);
+            conn.keepalive[d] = cfg.filter(|_| sends).map(|c| KeepaliveTimer::new(c, t));
+            conn.arrival[d] = cfg
+                .filter(|_| receiver == Layer::Honest)
+                .map(|c| ReceiveTimers::new(c, t));
+            if sends && !conn.listed[d] {
+                conn.listed[d] = true;
+                let from = if d == 0 { k.0 } else { k.1 };
+                let to = if d == 0 { k.1 } else { k.0 };
+                self.ports[from as usize].uplink.push_back(to);
+            }
+        }
         true
+    }
+
+    /// Schedules the timer check of the connection between `a` and `b` at its earliest
+    /// deadline, unless one is pending by then. A direction whose keepalive is overdue while
+    /// its bytes wait (a full window) is checked again one interval later: its next frame
+    /// restarts the interval.
+    pub(super) fn arm_timer(&mut self, a: u32, b: u32, q: &mut Queue) {
+        let Some((cfg, _)) = &self.timers else {
+            return;
+        };
+        let k = key(a, b);
+        let Some(conn) = self.conns.get_mut(&k).filter(|c| c.up) else {
+            return;
+        };
+        let now = q.now();
+        let interval = nanos(cfg.keepalive_interval);
+        let mut next: Option<u64> = None;
+        for d in 0..2 {
+            if let Some(r) = &conn.arrival[d] {
+                let t = r.deadline().as_nanos();
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+            if let Some(k) = &conn.keepalive[d] {
+                let mut t = k.deadline().as_nanos();
+                if t <= now && conn.busy(d) {
+                    t = now.saturating_add(interval);
+                }
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        let Some(t) = next.map(|t| t.max(now)) else {
+            return;
+        };
+        if conn.timer_at.is_some_and(|at| at <= t) {
+            return;
+        }
+        conn.timer_at = Some(t);
+        let epoch = conn.epoch;
+        q.push(
+            t,
+            EvKind::ConnTimer {
+                a: k.0,
+                b: k.1,
+                epoch,
+            },
+        );
+    }
+
+    /// The timer check of the connection between `a` and `b` (of `epoch`) at `now`: a
+    /// receiver's expired deadline (the first found), else the keepalives due on directions
+    /// with nothing waiting (their timers restart now, as `ConnSender` restarts its own when
+    /// it queues one).
+    pub(super) fn timers_due(&mut self, a: u32, b: u32, epoch: u32, now: u64) -> Due {
+        let k = key(a, b);
+        let Some(conn) = self.conns.get_mut(&k).filter(|c| c.carries(epoch)) else {
+            return Due::Stale;
+        };
+        if conn.timer_at != Some(now) {
+            return Due::Stale;
+        }
+        conn.timer_at = None;
+        let t = Time::from_nanos(now);
+        let ends = [k.0, k.1];
+        for d in 0..2 {
+            if let Some(error) = conn.arrival[d].as_ref().and_then(|r| r.expired(t)) {
+                return Due::Expired {
+                    by: ends[1 - d],
+                    peer: ends[d],
+                    error,
+                };
+            }
+        }
+        let mut keepalives = [None, None];
+        for d in 0..2 {
+            let idle = !conn.busy(d);
+            if let Some(k) = &mut conn.keepalive[d]
+                && idle
+                && k.is_due(t)
+            {
+                k.transmitted(t);
+                keepalives[d] = Some((ends[d], ends[1 - d]));
+            }
+        }
+        Due::Check(keepalives)
+    }
+
+    /// Whether a receiver's timer watches over something the run must see through: a hello
+    /// not yet arrived, or a connection a partition cuts (its idle timeout will end it).
+    pub(super) fn timers_watched(&self) -> bool {
+        self.conns.values().any(|c| {
+            c.up && (0..2).any(|d| {
+                c.arrival[d]
+                    .as_ref()
+                    .is_some_and(|r| c.cut || !r.has_hello())
+            })
+        })
+    }
+
+    /// Cuts the link between `a` and `b` (a partition) or heals it: while cut, frames leave
+    /// and wait; healing sends them on, in order, one latency later.
+    pub(super) fn set_cut(&mut self, a: u32, b: u32, cut: bool, q: &mut Queue) {
+        let Some(conn) = self.conns.get_mut(&key(a, b)).filter(|c| c.up) else {
+            return;
+        };
+        conn.cut = cut;
+        if cut {
+            return;
+        }
+        for d in 0..2 {
+            for f in std::mem::take(&mut conn.held[d]) {
+                let at = (q.now() + conn.latency).max(conn.last_arrival[d]);
+                conn.last_arrival[d] = at;
+                q.push(at, EvKind::Arrive(f));
+            }
+        }
+    }
+
+    /// Whether the connection between `a` and `b` is established: up, not cut, and both
+    /// hellos through.
+    pub(super) fn established(&self, a: u32, b: u32) -> bool {
+        self.conns
+            .get(&key(a, b))
+            .is_some_and(|c| c.up && !c.cut && c.hello_through == [true; 2])
     }
 
     /// Takes the link between `a` and `b` down; false when there is no such link or it is down.
@@ -298,6 +526,12 @@ impl Network {
         conn.sched = [None, None];
         conn.bare = [Vec::new(), Vec::new()];
         conn.congested = [false; 2];
+        conn.hello = [false; 2];
+        conn.keepalive = [None, None];
+        conn.arrival = [None, None];
+        conn.timer_at = None;
+        conn.cut = false;
+        conn.held = [Vec::new(), Vec::new()];
         true
     }
 
@@ -342,7 +576,7 @@ impl Network {
         let enc = encoded_len(&msg);
         let stream = conn.next_stream[d];
         conn.next_stream[d] = stream.wrapping_add(1);
-        if conn.sched[d].is_none() && conn.bare[d].is_empty() {
+        if !conn.busy(d) {
             conn.progress[d] = now;
         }
         let sched = conn.sched[d].get_or_insert_with(scheduler);
@@ -424,7 +658,7 @@ impl Network {
             return false;
         }
         conn.stall_armed[d] = false;
-        if conn.sched[d].is_none() && conn.bare[d].is_empty() {
+        if !conn.busy(d) {
             return false;
         }
         let due = conn.progress[d].saturating_add(*timeout);
@@ -438,9 +672,9 @@ impl Network {
 
     /// Whether a write stall check is armed on a direction with bytes waiting.
     pub(super) fn write_watched(&self) -> bool {
-        self.conns.values().any(|c| {
-            (0..2).any(|d| c.stall_armed[d] && (c.sched[d].is_some() || !c.bare[d].is_empty()))
-        })
+        self.conns
+            .values()
+            .any(|c| (0..2).any(|d| c.stall_armed[d] && c.busy(d)))
     }
 
     /// Starts `node`'s next frame (from the next connection in round-robin order whose window
@@ -480,7 +714,14 @@ impl Network {
             }
             let stream = conn.next_stream[d];
             let bare_len = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64;
-            let cut = if let Some(&(class, total)) = conn.bare[d].first() {
+            let hello = conn.hello[d];
+            let cut = if hello {
+                // The hello goes first, unframed; it has no stream number.
+                (HELLO_LEN <= room).then(|| {
+                    conn.hello[d] = false;
+                    (HELLO_LEN as u64, Class::Control, 0, None, false, None)
+                })
+            } else if let Some(&(class, total)) = conn.bare[d].first() {
                 (bare_len as usize <= room).then(|| {
                     conn.bare[d].remove(0);
                     conn.next_stream[d] = stream.wrapping_add(1);
@@ -528,16 +769,19 @@ impl Network {
                 continue;
             };
             conn.progress[d] = q.now();
+            if let Some(k) = &mut conn.keepalive[d] {
+                k.transmitted(Time::from_nanos(q.now()));
+            }
             let queued = conn.sched[d]
                 .as_ref()
                 .map_or(0, |s| s.queued_bytes_total() as u64);
             if conn.sched[d].as_ref().is_some_and(|s| s.is_idle()) {
                 conn.sched[d] = None;
             }
-            if conn.sched[d].is_none() && conn.bare[d].is_empty() {
-                conn.listed[d] = false;
-            } else {
+            if conn.busy(d) {
                 port.uplink.push_back(to);
+            } else {
+                conn.listed[d] = false;
             }
             conn.inflight[d] += bytes;
             let mut cleared = None;
@@ -556,6 +800,7 @@ impl Network {
                 stream,
                 first_of,
                 ends_partial,
+                hello,
                 last: done,
             });
             let t = q.now() + tx_nanos(bytes, port.up_bps);
@@ -600,9 +845,14 @@ impl Network {
                 stream: f.stream,
                 first_of: f.first_of,
                 ends_partial: f.ends_partial,
+                hello: f.hello,
                 last,
             };
-            q.push(at, EvKind::Arrive(frame));
+            if conn.cut {
+                conn.held[d].push(frame);
+            } else {
+                q.push(at, EvKind::Arrive(frame));
+            }
         }
         true
     }
@@ -616,9 +866,10 @@ impl Network {
         q.push(done, EvKind::Through(f));
     }
 
-    /// A frame is through its receiver's downlink and leaves the window. True when the sender's uplink
-    /// is idle and the connection still up: the caller starts its next frame.
-    pub(super) fn through(&mut self, f: &FrameEv) -> bool {
+    /// A frame is through its receiver's downlink at `now` and leaves the window; the
+    /// receiver's timers hear it. True when the sender's uplink is idle and the connection
+    /// still up: the caller starts its next frame.
+    pub(super) fn through(&mut self, f: &FrameEv, now: u64) -> bool {
         let Some(conn) = self.conns.get_mut(&key(f.from, f.to)) else {
             return false;
         };
@@ -627,6 +878,15 @@ impl Network {
         }
         let d = dir(f.from, f.to);
         conn.inflight[d] = conn.inflight[d].saturating_sub(f.bytes as u64);
+        if f.hello {
+            conn.hello_through[d] = true;
+        }
+        if let Some(r) = &mut conn.arrival[d] {
+            r.heard(Time::from_nanos(now));
+            if f.hello {
+                r.hello_received();
+            }
+        }
         self.idle(f.from)
     }
 }
@@ -644,6 +904,7 @@ mod tests {
             [8_000_000; 2],
             Duration::ZERO,
             congestion,
+            None,
             None,
             Rng::new(1),
         );
@@ -689,7 +950,7 @@ mod tests {
                 }
                 EvKind::Arrive(f) => net.arrive(f, q),
                 EvKind::Through(f) => {
-                    if net.through(&f) {
+                    if net.through(&f, q.now()) {
                         run.cleared.extend(net.start_frame(f.from, 0, q));
                     }
                     if let Some(d) = f.last.filter(|d| net.carries(d.from, d.to, d.epoch)) {
@@ -772,10 +1033,55 @@ mod tests {
     }
 
     #[test]
+    fn the_hello_goes_first_and_a_cut_link_holds_its_frames_until_it_heals() {
+        let timers = Some((ConnConfig::default(), vec![Layer::Honest; 2]));
+        let mut net = Network::new(
+            [8_000_000; 2],
+            Duration::ZERO,
+            None,
+            None,
+            timers,
+            Rng::new(1),
+        );
+        net.add_link(0, 1, |_| Duration::from_millis(10));
+        let mut q = Queue::default();
+        assert!(net.connect(0, 1, 0));
+        assert!(!net.established(0, 1));
+        send(&mut net, &mut q, 0, 1, response(1_000), Class::Bulk);
+        net.start_frame(1, 0, &mut q);
+        // Node 0's hello (15 bytes) is through 15 us + 10 ms after the start, then its message.
+        let got = drain(&mut net, &mut q).got;
+        assert!(net.established(0, 1));
+        let hello = HELLO_LEN as u64 * 1_000;
+        let wire = wire_len(&response(1_000)) as u64 * 1_000;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, hello + wire + 10 * MS + wire);
+        // A cut link: the frame leaves but arrives only one latency after the heal, in order.
+        net.set_cut(0, 1, true, &mut q);
+        send(&mut net, &mut q, 0, 1, response(10), Class::Bulk);
+        send(&mut net, &mut q, 0, 1, response(20), Class::Bulk);
+        assert!(drain(&mut net, &mut q).got.is_empty());
+        assert!(!net.established(0, 1));
+        let healed = q.now();
+        net.set_cut(0, 1, false, &mut q);
+        let got = drain(&mut net, &mut q).got;
+        let sizes: Vec<u64> = got
+            .iter()
+            .map(|(_, m)| match m {
+                Message::Response { req_id, .. } => *req_id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [10, 20]);
+        assert!(got[0].0 >= healed + 10 * MS);
+        assert!(net.established(0, 1));
+    }
+
+    #[test]
     fn the_window_bounds_bytes_in_flight_per_direction() {
         // Node 1's downlink is ten times slower than node 0's uplink.
         let bps = [8_000_000, 800_000, 8_000_000];
-        let mut net = Network::new(bps, Duration::ZERO, None, None, Rng::new(1));
+        let mut net = Network::new(bps, Duration::ZERO, None, None, None, Rng::new(1));
         for b in [1, 2] {
             net.add_link(0, b, |_| Duration::from_millis(1));
             assert!(net.connect(0, b as u32, 0));

@@ -4,7 +4,7 @@
 //! - events pop in (time, sequence number) order: the earliest first, and among events at the
 //!   same time the one pushed first;
 //! - `live` counts the queued events other than the watchdogs ([`EvKind::is_watchdog`]: the
-//!   periodic sample and the connection deadlines), so a run can stop when only those are left;
+//!   periodic sample, the connection deadlines and timers), so a run can stop when only those are left;
 //! - `now` is the time of the last event popped and never goes back.
 
 use p2p_core::{Class, Message};
@@ -34,6 +34,8 @@ pub(super) struct FrameEv {
     pub(super) first_of: Option<u32>,
     /// Whether it is the last frame of a message of several frames.
     pub(super) ends_partial: bool,
+    /// Whether it is its sender's hello (unframed, before any message).
+    pub(super) hello: bool,
     pub(super) last: Option<Box<Delivery>>,
 }
 
@@ -68,6 +70,9 @@ pub(super) enum EvKind {
     },
     /// Honest `from`'s check that its bytes queued for `to` (connection `epoch`) are accepted.
     WriteStall { from: u32, to: u32, epoch: u32 },
+    /// The connection layer's timer check of the connection between `a` and `b` (of `epoch`):
+    /// hello and idle deadlines, keepalives.
+    ConnTimer { a: u32, b: u32, epoch: u32 },
 }
 
 impl EvKind {
@@ -76,7 +81,10 @@ impl EvKind {
     pub(super) fn is_watchdog(&self) -> bool {
         matches!(
             self,
-            EvKind::Sample | EvKind::PartialDeadline { .. } | EvKind::WriteStall { .. }
+            EvKind::Sample
+                | EvKind::PartialDeadline { .. }
+                | EvKind::WriteStall { .. }
+                | EvKind::ConnTimer { .. }
         )
     }
 }

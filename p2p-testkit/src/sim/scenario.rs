@@ -5,6 +5,7 @@ use super::report::Report;
 use super::{BULK, URGENT};
 use crate::trace::PriorityProfile;
 use p2p_core::{Config, Decision, Kind, Priority, PriorityFnRef};
+use p2p_transport::conn::ConnConfig;
 use p2p_transport::mux::MuxConfig;
 use p2p_transport::peers::PolicyConfig;
 use std::fmt;
@@ -214,6 +215,10 @@ pub struct Scenario {
     pub(crate) reassembly_cap: Option<usize>,
     /// The honest senders' write stall timeout.
     pub(crate) write_stall_timeout: Duration,
+    /// The connection layer's keepalive interval, idle timeout and hello timeout.
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) hello_timeout: Duration,
     pub(crate) duration: Option<Duration>,
     pub(crate) settle: Duration,
     pub(crate) sample_interval: Duration,
@@ -238,6 +243,7 @@ impl fmt::Debug for Scenario {
 impl Scenario {
     /// A scenario of 4 fully meshed honest nodes, 10 ms links at 1 Gbit/s and no workload.
     pub fn new(seed: u64) -> Self {
+        let conn = ConnConfig::default();
         Scenario {
             seed,
             name: "custom".into(),
@@ -272,6 +278,9 @@ impl Scenario {
             mux: MuxConfig::default(),
             reassembly_cap: None,
             write_stall_timeout: Duration::from_secs(10),
+            keepalive_interval: conn.keepalive_interval,
+            idle_timeout: conn.idle_timeout,
+            hello_timeout: conn.hello_timeout,
             duration: None,
             settle: Duration::from_secs(30),
             sample_interval: Duration::from_millis(100),
@@ -510,6 +519,34 @@ impl Scenario {
     pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
         self.write_stall_timeout = timeout;
         self
+    }
+
+    /// The connection layer's timers on every link (`p2p_transport::conn::ConnConfig`'s, with
+    /// its defaults 5 s, 30 s and 5 s): a sender with nothing sent for `keepalive_interval`
+    /// sends a keepalive; an honest receiver ends a connection that brought nothing for
+    /// `idle_timeout`, or no hello within `hello_timeout` of its start. `idle_timeout` must
+    /// exceed `keepalive_interval`, and both be positive.
+    pub fn conn_timers(
+        mut self,
+        keepalive_interval: Duration,
+        idle_timeout: Duration,
+        hello_timeout: Duration,
+    ) -> Self {
+        self.keepalive_interval = keepalive_interval;
+        self.idle_timeout = idle_timeout;
+        self.hello_timeout = hello_timeout;
+        self
+    }
+
+    /// The connection layer's settings of the simulated links: its timers
+    /// ([`Scenario::conn_timers`]) and the multiplexer's bounds.
+    pub(crate) fn conn_config(&self) -> ConnConfig {
+        ConnConfig {
+            keepalive_interval: self.keepalive_interval,
+            idle_timeout: self.idle_timeout,
+            hello_timeout: self.hello_timeout,
+            ..ConnConfig::with_mux(self.mux.clone())
+        }
     }
 
     /// Stops the run at this virtual time (default: last scripted action + settle time).
