@@ -31,8 +31,9 @@ use std::ops::Range;
 /// The first bytes of every manifest; no small artifact may begin with them.
 pub const MANIFEST_TAG: [u8; 24] = *b"p2p-gossip/manifest/v1\0\0";
 
-/// The default chunk size: 256 KiB (see `BENCHMARKS.md`, "Chunk size").
-pub const DEFAULT_CHUNK_SIZE: u32 = 256 << 10;
+/// The default chunk size: 128 KiB, the fastest of 64 KiB to 1 MiB for 4 MiB and 64 MiB
+/// broadcasts to 40 simulated nodes (`p2p-sim measure --chunks`; `BENCHMARKS.md`, "Swarming").
+pub const DEFAULT_CHUNK_SIZE: u32 = 128 << 10;
 
 /// The smallest chunk size a node accepts.
 pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
@@ -201,6 +202,11 @@ impl Manifest {
         }
         Some(data.slice(r.start as usize..r.end as usize))
     }
+}
+
+/// The SHA-256 of `data`: what a driver computes for [`Output::HashChunk`](crate::Output::HashChunk).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
 }
 
 /// Whether `bytes` begin with [`MANIFEST_TAG`] (and so are read as a manifest, never as a small

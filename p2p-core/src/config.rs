@@ -83,15 +83,15 @@ pub struct Config {
     /// Artifacts larger than this are chunked (named by their manifest, fetched chunk by chunk
     /// from every peer holding chunks; see [`chunks`](crate::chunks)); a manifest with another
     /// chunk size is refused as bad data, so every member of a subnet must use the same value.
-    /// Default [`DEFAULT_CHUNK_SIZE`](crate::chunks::DEFAULT_CHUNK_SIZE) (256 KiB).
+    /// Default [`DEFAULT_CHUNK_SIZE`](crate::chunks::DEFAULT_CHUNK_SIZE) (128 KiB).
     pub chunk_size: u32,
     /// Bytes of incomplete chunked artifacts held at once: a chunked download starts only
     /// while its whole size fits (default 1 GiB).
     pub max_incomplete_bytes: u64,
     /// Chunk requests awaiting answers, over all peers (default 64).
     pub max_chunks_in_flight: usize,
-    /// Chunk requests awaiting answers from one peer (default 8: 2 MiB at the default chunk
-    /// size, more than a 300 Mbit/s link carries in a 50 ms round trip).
+    /// Chunk requests awaiting answers from one peer (default 8: 1 MiB at the default chunk
+    /// size; 4 to 16 made little difference in the simulator, `BENCHMARKS.md`, "Swarming").
     pub max_chunks_in_flight_per_peer: usize,
     /// Most chunk ranges in one `Have` message (default 1024).
     pub max_have_ranges: usize,

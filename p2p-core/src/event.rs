@@ -254,12 +254,10 @@ pub enum InputError {
         max: usize,
     },
     /// A published artifact's id is not the SHA-256 of its bytes.
-    #[error(
-        "artifact id does not match the SHA-256 of its root (its bytes, or its manifest if it is chunked)"
-    )]
+    #[error("artifact id does not match the SHA-256 of its bytes")]
     IdMismatch,
-    /// A manifest given with a publish does not name the artifact, or has another size or
-    /// chunk size.
+    /// A chunked artifact's id is not its manifest's, or a manifest given with a publish does
+    /// not name the artifact or has another size or chunk size.
     #[error("the manifest does not match the artifact or the node's chunk size")]
     ManifestMismatch,
     /// A published artifact of at most one chunk begins with the manifest tag, which would make

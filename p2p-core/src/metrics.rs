@@ -114,8 +114,8 @@ declare_metrics! {
     chunks_served: Counter,
     /// Chunk requests cancelled on the wire (the artifact completed or was dropped).
     chunks_cancelled: Counter,
-    /// Answers that peers cancelled before they left this node.
-    answers_cancelled: Counter,
+    /// `Cancel` messages received: a peer no longer wanted an answer.
+    cancels_received: Counter,
     /// Adverts tracked (one per advertising peer and artifact).
     tracked_adverts: Gauge,
     /// Artifacts tracked for download.

@@ -642,7 +642,7 @@ impl Node {
     fn on_cancel(&mut self, from: NodeId, req_id: RequestId) {
         let state = self.peers.get_mut(&from).expect("peer is connected");
         state.serving.cancel(req_id);
-        self.sink.metrics.answers_cancelled += 1;
+        self.sink.metrics.cancels_received += 1;
         self.sink.push(Output::Cancel { to: from, req_id });
     }
 
@@ -737,7 +737,11 @@ impl Node {
             None => ArtifactId::of(&artifact.data),
         };
         if root_id != artifact.id {
-            return Err(InputError::IdMismatch);
+            return Err(if manifest.is_some() {
+                InputError::ManifestMismatch
+            } else {
+                InputError::IdMismatch
+            });
         }
         if self.pool.contains(&artifact.id) {
             return Ok(());

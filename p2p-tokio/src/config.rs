@@ -151,10 +151,13 @@ impl NodeConfig {
     /// 5 s connect timeout, 2 s handshake timeout, 64 pending inbound handshakes (4 per source
     /// address, registry addresses only), keepalive every 5 s, idle cut after 30 s, write
     /// stall cut after 10 s, reassembly capped at twice the core's in-flight bytes, reconnect
-    /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS socket buffers.
+    /// back-off 100 ms to 10 s, delivery buffer 1024 deliveries or 256 MiB, TCP_NODELAY on, OS
+    /// socket buffers; the core's chunk hashing offloaded to tokio's blocking pool.
     pub fn new(identity: NodeIdentity, listen: SocketAddr) -> Self {
         let core = p2p_core::Config {
             seed: os_seed(),
+            // The driver hashes received chunks on tokio's blocking pool.
+            offload_chunk_hashing: true,
             ..p2p_core::Config::default()
         };
         let mux = MuxConfig {
@@ -310,7 +313,17 @@ mod tests {
             ..core.clone()
         };
         let chunk = chunked.chunk_size as usize;
-        assert_eq!(largest_message(&chunked), codec::encoded_len(&push(chunk)));
+        // ... or the manifest of the largest artifact, whichever is longer.
+        let chunks = chunked.max_artifact_size.div_ceil(chunk as u64) as usize;
+        let manifest = Message::Response {
+            req_id: 1,
+            id: ArtifactId([1; 32]),
+            data: Bytes::from(vec![0; p2p_core::chunks::MANIFEST_HEADER_LEN + 32 * chunks]),
+        };
+        assert_eq!(
+            largest_message(&chunked),
+            codec::encoded_len(&push(chunk)).max(codec::encoded_len(&manifest))
+        );
         let push = push(100_000);
         assert_eq!(largest_message(&core), codec::encoded_len(&push));
         let limits = NodeConfig::codec_limits(&core);

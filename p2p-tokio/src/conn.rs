@@ -40,6 +40,12 @@ pub(crate) enum Event {
     },
     /// The peer's send queue fell below the low-water mark after being congested.
     Drained { peer: NodeId, conn: u64 },
+    /// The SHA-256 of a chunk the core asked for ([`p2p_core::Output::HashChunk`]).
+    ChunkHashed {
+        id: p2p_core::ArtifactId,
+        index: u32,
+        digest: [u8; 32],
+    },
     /// The connection ended on its own.
     Closed {
         peer: NodeId,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use p2p_core::{
-    Artifact, ArtifactId, DisconnectReason, Input, InputError, Node, NodeId, Output, PriorityFnRef,
-    RequestId, Time,
+    Artifact, ArtifactId, DisconnectReason, Input, InputError, Manifest, Node, NodeId, Output,
+    PriorityFnRef, RequestId, Time,
 };
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
@@ -37,6 +37,8 @@ use crate::net::{self, SocketOpts};
 pub(crate) enum Command {
     Publish {
         artifact: Artifact,
+        /// Its manifest, computed off the node task, if it is chunked.
+        manifest: Option<Manifest>,
         reply: oneshot::Sender<Result<ArtifactId, NodeError>>,
     },
     Remove {
@@ -390,6 +392,15 @@ impl Driver {
                 self.after_close(peer, cause);
             }
             Output::Cancel { to, req_id } => self.cancel_answer(to, req_id),
+            Output::HashChunk { id, index, data } => {
+                // Bulk hashing runs on tokio's blocking pool, never on this task, which moves
+                // the urgent traffic; the digest comes back as an event.
+                let events = self.events_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let digest = p2p_core::chunks::sha256(&data);
+                    let _ = events.blocking_send(Event::ChunkHashed { id, index, digest });
+                });
+            }
             Output::Event(event) => debug!(?event, "core event"),
         }
     }
@@ -444,9 +455,16 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish { artifact, reply } => {
+            Command::Publish {
+                artifact,
+                manifest,
+                reply,
+            } => {
                 let id = artifact.id;
-                let r = self.feed(Input::Publish(artifact));
+                let r = self.feed(match manifest {
+                    Some(manifest) => Input::PublishChunked { artifact, manifest },
+                    None => Input::Publish(artifact),
+                });
                 let _ = reply.send(r.map(|()| id).map_err(NodeError::from));
             }
             Command::Remove { id, reply } => {
@@ -637,6 +655,9 @@ impl Driver {
                 debug!(%peer, %error, "dial failed");
                 self.policy.dial_failed(self.now(), peer);
                 self.run_policy();
+            }
+            Event::ChunkHashed { id, index, digest } => {
+                let _ = self.feed(Input::ChunkHashed { id, index, digest });
             }
             Event::Drained { peer, conn } => {
                 if self.is_current(peer, conn) {

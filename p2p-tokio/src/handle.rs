@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use p2p_core::{Artifact, ArtifactId, Kind, NodeId, PriorityFnRef};
+use p2p_core::{Artifact, ArtifactId, Kind, Manifest, NodeId, PriorityFnRef};
 #[cfg(feature = "trace")]
 use p2p_trace::PriorityProfile;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -139,6 +139,8 @@ pub(crate) struct Inner {
     pub commands: mpsc::Sender<Command>,
     pub counters: Arc<Counters>,
     pub core_metrics: Arc<Mutex<p2p_core::Metrics>>,
+    /// The subnet's chunk size: artifacts larger than it are named by their manifest.
+    pub chunk_size: u32,
     pub deliveries: Mutex<Option<Deliveries>>,
     pub task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -193,16 +195,47 @@ impl NodeHandle {
     }
 
     /// Adds an artifact of `kind` with `attr` and `data` to the pool and gossips it; returns
-    /// its id (the SHA-256 of `data`, computed in the caller's task).
+    /// its id: the SHA-256 of `data`, or of its manifest if it is larger than the chunk size.
+    /// The hashing runs in the caller's task, or for a chunked artifact on tokio's blocking
+    /// pool, never on the node task.
     pub async fn publish(
         &self,
         kind: Kind,
         attr: Bytes,
         data: Bytes,
     ) -> Result<ArtifactId, NodeError> {
-        let artifact = Artifact::new(kind, attr, data);
-        self.ask(|reply| Command::Publish { artifact, reply })
-            .await?
+        let chunk_size = self.inner.chunk_size;
+        if data.len() as u64 <= u64::from(chunk_size) {
+            let artifact = Artifact::with_chunk_size(kind, attr, data, chunk_size);
+            return self
+                .ask(|reply| Command::Publish {
+                    artifact,
+                    manifest: None,
+                    reply,
+                })
+                .await?;
+        }
+        let (artifact, manifest) = tokio::task::spawn_blocking(move || {
+            let manifest = Manifest::build(&data, chunk_size);
+            let id = manifest
+                .as_ref()
+                .map_or_else(|| ArtifactId::of(&data), Manifest::id);
+            let artifact = Artifact {
+                id,
+                kind,
+                attr,
+                data,
+            };
+            (artifact, manifest)
+        })
+        .await
+        .map_err(|_| NodeError::Closed)?;
+        self.ask(|reply| Command::Publish {
+            artifact,
+            manifest,
+            reply,
+        })
+        .await?
     }
 
     /// Removes an artifact from the pool; peers are told to forget its advert.

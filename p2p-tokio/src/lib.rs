@@ -202,6 +202,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         write_stall_timeout: cfg.write_stall_timeout,
     };
     conn.validate()?;
+    let chunk_size = cfg.core.chunk_size;
     let policy = PeerPolicy::new(
         id,
         PolicyConfig {
@@ -326,6 +327,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         commands: commands_tx,
         counters,
         core_metrics,
+        chunk_size,
         deliveries: Mutex::new(Some(deliveries_rx)),
         task: Mutex::new(Some(task)),
     }))

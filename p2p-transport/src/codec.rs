@@ -119,7 +119,8 @@ pub struct Limits {
     pub max_adverts: usize,
     /// Most chunk ranges in one `Have` message (default 1024, as the core's
     /// `max_have_ranges`; at most `u16::MAX`): 8 KiB of ranges, enough to describe any
-    /// holding of a 1 GiB artifact in 256 KiB chunks.
+    /// holding of an artifact of up to 2,048 chunks (256 MiB in 128 KiB chunks) in one message;
+    /// larger holdings take several.
     pub max_have_ranges: usize,
 }
 
@@ -187,8 +188,8 @@ impl Limits {
 /// largest of a push or response of an artifact that is not chunked (at most
 /// `min(max_artifact_size, chunk_size)` bytes, with the longest attribute), a chunk, the
 /// response carrying the manifest of a `max_artifact_size` artifact, a full `Adverts` batch and
-/// a full `Have`. With the defaults (1 GiB artifacts in 256 KiB chunks) it is a chunk or an
-/// unchunked artifact of 256 KiB plus a few dozen header bytes.
+/// a full `Have`. With the defaults (1 GiB artifacts in 128 KiB chunks) it is the manifest of
+/// a 1 GiB artifact: 8,192 chunk hashes, 256 KiB plus a few dozen header bytes.
 pub fn largest_message(core: &p2p_core::Config) -> usize {
     let artifact = usize::try_from(core.max_artifact_size).unwrap_or(usize::MAX);
     let chunk = usize::try_from(core.chunk_size).unwrap_or(usize::MAX);

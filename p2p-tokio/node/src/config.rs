@@ -228,7 +228,7 @@ pub struct Tuning {
     pub push_threshold: Option<u64>,
     /// Largest artifact accepted (default 1 GiB).
     pub max_artifact_size: Option<u64>,
-    /// Artifacts larger than this are fetched in chunks of this size (default 256 KiB; every
+    /// Artifacts larger than this are fetched in chunks of this size (default 128 KiB; every
     /// member must use the same value).
     pub chunk_size: Option<u32>,
     /// Bytes of chunked artifacts being fetched at once (default 1 GiB).

@@ -368,7 +368,10 @@ mod tests {
             assert_eq!(cfg.mux.limits.max_have_ranges, 2000);
             // One message carries an unchunked artifact or a chunk.
             let one = size.min(u64::from(cfg.core.chunk_size));
-            assert_eq!(cfg.core.chunk_size, chunk.unwrap_or(256 << 10));
+            assert_eq!(
+                cfg.core.chunk_size,
+                chunk.unwrap_or(p2p_core::chunks::DEFAULT_CHUNK_SIZE)
+            );
             assert!(cfg.mux.limits.max_message_size > one as usize);
             cfg.validate().unwrap();
         }

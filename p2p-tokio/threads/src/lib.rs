@@ -114,7 +114,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use p2p_core::{Artifact, ArtifactId, Kind, Node, NodeId};
+use p2p_core::{Artifact, ArtifactId, Kind, Manifest, Node, NodeId};
 use p2p_transport::admission::{Admission, AdmissionView};
 use p2p_transport::peers::PeerPolicy;
 use p2p_transport::tls::{self, Membership};
@@ -175,6 +175,8 @@ pub struct ThreadedNode {
     deliveries: Receiver<Delivered>,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The subnet's chunk size: artifacts larger than it are named by their manifest.
+    chunk_size: u32,
 }
 
 impl ThreadedNode {
@@ -198,6 +200,7 @@ impl ThreadedNode {
         let (accept_tx, accept_rx) = channel();
         // The registry's addresses from the start, so that members are admitted at once.
         let _ = accept_tx.send(conn::AcceptMsg::View(AdmissionView::new(&registry, [])));
+        let chunk_size = cfg.core.chunk_size;
         let core = Node::new(id, cfg.core);
         let (events, events_rx) = sync_channel(cfg.event_buffer);
         let (deliveries_tx, deliveries) = sync_channel(cfg.delivery_buffer);
@@ -227,6 +230,7 @@ impl ThreadedNode {
             deliveries,
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
+            chunk_size,
         };
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -274,8 +278,17 @@ impl ThreadedNode {
         attr: impl Into<Bytes>,
         data: impl Into<Bytes>,
     ) -> Result<ArtifactId, Error> {
-        let artifact = Artifact::new(kind, attr, data);
-        self.request(|reply| Command::Publish(artifact, reply))?
+        let data = data.into();
+        let manifest = Manifest::build(&data, self.chunk_size);
+        let artifact = Artifact {
+            id: manifest
+                .as_ref()
+                .map_or_else(|| ArtifactId::of(&data), Manifest::id),
+            kind,
+            attr: attr.into(),
+            data,
+        };
+        self.request(|reply| Command::Publish(artifact, manifest, reply))?
     }
 
     /// The verified artifacts from peers, each once, bounded by `delivery_buffer`.

@@ -53,7 +53,12 @@ pub(crate) enum Event {
 
 /// What the handle asks of the node thread.
 pub(crate) enum Command {
-    Publish(Artifact, SyncSender<Result<ArtifactId, Error>>),
+    /// An artifact and its manifest if it is chunked (both computed on the caller's thread).
+    Publish(
+        Artifact,
+        Option<p2p_core::Manifest>,
+        SyncSender<Result<ArtifactId, Error>>,
+    ),
     Peers(SyncSender<Vec<NodeId>>),
     UpdateRegistry(Registry, SyncSender<Result<(), Error>>),
     Shutdown,
@@ -230,6 +235,12 @@ impl NodeThread {
                 };
                 self.policy.closed(now, peer, cause);
             }
+            Output::HashChunk { id, index, data } => {
+                // This driver hashes on its node thread (it sets no offload by default).
+                let digest = p2p_core::chunks::sha256(&data);
+                self.follow_up
+                    .push_back(Input::ChunkHashed { id, index, digest });
+            }
             Output::Cancel { to, req_id } => {
                 let Some(link) = self.links.get(&to) else {
                     return;
@@ -313,9 +324,12 @@ impl NodeThread {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish(artifact, reply) => {
+            Command::Publish(artifact, manifest, reply) => {
                 let id = artifact.id;
-                let r = self.feed(Input::Publish(artifact));
+                let r = self.feed(match manifest {
+                    Some(manifest) => Input::PublishChunked { artifact, manifest },
+                    None => Input::Publish(artifact),
+                });
                 let _ = reply.try_send(r.map(|()| id).map_err(Error::from));
             }
             Command::Peers(reply) => {

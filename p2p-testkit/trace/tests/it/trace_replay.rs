@@ -98,6 +98,11 @@ impl Net {
                     self.at(self.now + latency, j, Input::Message { from, msg });
                 }
                 Output::Deliver { artifact, .. } => self.delivered.push((dst, artifact.id)),
+                Output::HashChunk { id, index, data } => {
+                    // A driver hashing off the node's task: the digest comes back a little later.
+                    let digest = p2p_core::chunks::sha256(&data);
+                    self.at(self.now + MS, dst, Input::ChunkHashed { id, index, digest });
+                }
                 Output::Disconnect { .. } | Output::Cancel { .. } | Output::Event(_) => {}
             }
         }
