@@ -90,8 +90,10 @@ pub(crate) enum Answer {
         advert: Advert,
         /// The download's priority.
         priority: Option<Priority>,
-        /// Its sources.
+        /// Its sources that advertised it (full holders).
         full: SmallVec<[NodeId; 4]>,
+        /// Its sources that sent `Have` (they fetch it too).
+        partial: SmallVec<[NodeId; 4]>,
     },
 }
 
@@ -548,12 +550,19 @@ impl Downloads {
                 .filter(|s| !dl.partial.contains(s))
                 .map(|s| cx.peers.id_of_slot(*s))
                 .collect();
+            let partial = dl
+                .partial
+                .iter()
+                .filter(|s| dl.sources.contains(s))
+                .map(|s| cx.peers.id_of_slot(*s))
+                .collect();
             self.end_download(id, cx);
             return Answer::Manifest {
                 manifest,
                 advert,
                 priority,
                 full,
+                partial,
             };
         }
         Answer::Fetched(Artifact {

@@ -357,7 +357,7 @@ impl Node {
         let reqs = downloads.release_peer(peer, slot, had_adverts, &mut cx);
         cx.peers.remove(&peer);
         downloads.retry_after_departure(peer, slot, reqs, &mut cx);
-        self.swarms.on_disconnect(peer);
+        self.swarms.on_disconnect(peer, &mut self.sink);
         self.peers.reshare(&self.cfg, self.id);
     }
 
@@ -544,7 +544,8 @@ impl Node {
         let size =
             serving::answer_bytes(&self.pool, &self.swarms, &request).map(|b| b.len() as u64);
         let state = self.peers.get_mut(&from).expect("peer is connected");
-        match state.serving.offer(request, size, self.now, &self.cfg) {
+        let offer = state.serving.offer(request, size, self.now, &self.cfg);
+        match offer {
             Offer::Serve => {
                 serving::respond(&self.pool, &self.swarms, &mut self.sink, from, request)
             }
@@ -583,10 +584,11 @@ impl Node {
                 advert,
                 priority,
                 full,
+                partial,
             } => {
                 if self.swarms.len() < self.cfg.max_pending_downloads {
                     let (swarms, mut cx) = self.split_swarms();
-                    swarms.start(manifest, advert, priority, full, &mut cx);
+                    swarms.start(manifest, advert, priority, (full, partial), &mut cx);
                 } else {
                     self.sink
                         .dropped_advert(advert.id, from, DropReason::TableFull);
@@ -626,9 +628,12 @@ impl Node {
             ChunkAnswer::Kept => self.peers.record_served(&from),
             ChunkAnswer::Complete(artifact) => {
                 self.peers.record_served(&from);
+                let pooled = self
+                    .pool
+                    .admits_relay(artifact.data.len() as u64, &self.cfg);
                 let ended = {
                     let (swarms, mut cx) = self.split_swarms();
-                    swarms.end(&id, &mut cx)
+                    swarms.finish(&id, &artifact.data, pooled, &mut cx)
                 };
                 if let Some((manifest, full)) = ended {
                     self.deliver_swarmed(artifact, manifest, full, from);

@@ -141,6 +141,8 @@ struct Swarm {
     tell: SmallVec<[NodeId; 4]>,
     /// Something changed that may let another request start.
     dirty: bool,
+    /// Complete and delivered but not pooled: it still serves its chunks until then.
+    done_until: Option<Time>,
 }
 
 /// What became of a chunk.
@@ -266,6 +268,7 @@ impl Swarms {
     /// The earliest time a request times out or a swarm's patience ends.
     pub(crate) fn next_wakeup(&self, now: Time, cfg: &Config) -> Option<Time> {
         let deadline = self.deadlines.keys().next().map(|(t, _)| *t);
+        let linger = self.table.values().filter_map(|s| s.done_until).min();
         let patience = self
             .table
             .values()
@@ -279,17 +282,17 @@ impl Swarms {
                 t.max(now)
             })
             .min();
-        [deadline, patience].into_iter().flatten().min()
+        [deadline, patience, linger].into_iter().flatten().min()
     }
 
     /// Starts a swarm of `manifest` for the download of `advert` at `priority`, whose sources
-    /// (full holders) are `full`.
+    /// are `full` holders and peers known to fetch it too (they sent `Have`).
     pub(crate) fn start(
         &mut self,
         manifest: Manifest,
         advert: Advert,
         priority: Option<Priority>,
-        full: SmallVec<[NodeId; 4]>,
+        (full, interested): (SmallVec<[NodeId; 4]>, SmallVec<[NodeId; 4]>),
         cx: &mut SwarmCx,
     ) {
         let id = manifest.id();
@@ -301,7 +304,7 @@ impl Swarms {
         self.next_seq += 1;
         let mut swarm = Swarm {
             stripes: Stripes::new(&manifest, &full, cx),
-            interested: SmallVec::new(),
+            interested: interested.into_iter().collect(),
             chunks: vec![None; count as usize],
             asked: vec![None; count as usize],
             avail: vec![0; count as usize],
@@ -320,6 +323,7 @@ impl Swarms {
             announce: Vec::new(),
             tell: SmallVec::new(),
             dirty: true,
+            done_until: None,
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -424,8 +428,9 @@ impl Swarms {
         Ok(())
     }
 
-    /// Forgets `peer` in every swarm; its requests are retried elsewhere.
-    pub(crate) fn on_disconnect(&mut self, peer: NodeId) {
+    /// Forgets `peer` in every swarm; its requests are retried elsewhere (each counts as a
+    /// retry).
+    pub(crate) fn on_disconnect(&mut self, peer: NodeId, sink: &mut Sink) {
         for s in self.table.values_mut() {
             s.full.retain(|p| *p != peer);
             drop_partial(s, peer);
@@ -438,7 +443,12 @@ impl Swarms {
             .map(|(id, _)| *id)
             .collect();
         for req_id in gone {
-            self.end_request(req_id);
+            if self
+                .end_request(req_id)
+                .is_some_and(|r| r.deadline.is_some())
+            {
+                sink.metrics.retries += 1;
+            }
         }
         self.per_peer.remove(&peer);
     }
@@ -494,6 +504,18 @@ impl Swarms {
                     s.avail[index as usize] -= 1;
                 }
                 s.dirty = true;
+            }
+        }
+        let expired: Vec<ArtifactId> = self
+            .table
+            .iter()
+            .filter(|(_, s)| s.done_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(s) = self.table.remove(&id) {
+                self.reserved -= s.manifest.size();
+                self.freed = true;
             }
         }
         for s in self.table.values_mut() {
@@ -638,6 +660,47 @@ fn judge(
 }
 
 impl Swarms {
+    /// Ends the swarm of `id` that completed with `data`: cancels its requests still in flight
+    /// and, unless the artifact is pooled (`pooled`: the pool serves it), keeps serving its
+    /// chunks, cut from `data`, for one chunk request timeout: peers that count on the chunks
+    /// it announced (or announces now) find them. Returns its manifest and full holders.
+    pub(crate) fn finish(
+        &mut self,
+        id: &ArtifactId,
+        data: &Bytes,
+        pooled: bool,
+        cx: &mut SwarmCx,
+    ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
+        if pooled {
+            return self.end(id, cx);
+        }
+        let s = self.table.get_mut(id)?;
+        let key = (Reverse(s.priority.unwrap_or_default()), s.seq, *id);
+        let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
+        s.done_until = Some(cx.now + cx.cfg.request_timeout(u64::from(s.manifest.chunk_size())));
+        for i in 0..s.manifest.count() {
+            s.chunks[i as usize] = s.manifest.slice(data, i);
+        }
+        let out = (s.manifest.clone(), s.full.clone());
+        self.order.remove(&key);
+        self.cancel_all(&asked, cx);
+        Some(out)
+    }
+
+    /// Cancels requests on the wire.
+    fn cancel_all(&mut self, asked: &[RequestId], cx: &mut SwarmCx) {
+        for req_id in asked {
+            if let Some(req) = self.end_request(*req_id) {
+                cx.sink.send(
+                    req.peer,
+                    Message::Cancel { req_id: *req_id },
+                    Class::Control,
+                );
+                cx.sink.metrics.chunks_cancelled += 1;
+            }
+        }
+    }
+
     /// Ends the swarm of `id` (completed, dropped, or obtained otherwise): cancels its requests
     /// in flight on the wire and frees its budget. Returns its manifest and full holders.
     pub(crate) fn end(
@@ -653,16 +716,8 @@ impl Swarms {
         } else {
             self.waiting.remove(&key);
         }
-        for req_id in s.asked.iter().flatten() {
-            if let Some(req) = self.end_request(*req_id) {
-                cx.sink.send(
-                    req.peer,
-                    Message::Cancel { req_id: *req_id },
-                    Class::Control,
-                );
-                cx.sink.metrics.chunks_cancelled += 1;
-            }
-        }
+        let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
+        self.cancel_all(&asked, cx);
         self.activate(cx);
         Some((s.manifest, s.full))
     }
@@ -679,6 +734,9 @@ impl Swarms {
         let ids: Vec<ArtifactId> = self.table.keys().copied().collect();
         for id in ids {
             let s = &self.table[&id];
+            if s.done_until.is_some() {
+                continue;
+            }
             let now_p = match decide(&s.advert) {
                 Decision::Drop => {
                     dropped.push(s.advert.clone());
@@ -710,6 +768,8 @@ impl Swarms {
 
     /// Starts chunk requests within the limits, swarms in priority order.
     pub(crate) fn schedule(&mut self, cx: &mut SwarmCx) {
+        // A budget freed by a lingering swarm that ended lets waiting ones start.
+        self.activate(cx);
         let order: Vec<ArtifactId> = self.order.iter().map(|k| k.2).collect();
         let freed = std::mem::take(&mut self.freed);
         for id in order {
@@ -882,9 +942,10 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
 }
 
 /// The assignment of chunks to the nodes that fetch them from the full holders: chunk `i`
-/// belongs to the `(i + offset)`-th of the members that were not full holders when the swarm
-/// started, sorted by id, where the offset comes from the artifact's id. Every member computes
-/// the same assignment from the same membership, so the origin sends each chunk about once.
+/// belongs to the `(i + offset)`-th of the members that were connected (or this node) and not
+/// full holders when the swarm started, sorted by id, where the offset comes from the
+/// artifact's id. In a full mesh every member computes the same assignment, so the origin sends
+/// each chunk about once; a member that is down or unreachable owns no chunk.
 struct Stripes {
     takers: Vec<NodeId>,
     offset: u64,
@@ -895,7 +956,7 @@ impl Stripes {
         let takers: Vec<NodeId> = cx
             .members
             .iter()
-            .filter(|m| !full.contains(m))
+            .filter(|m| !full.contains(m) && (**m == cx.me || (cx.connected)(m)))
             .copied()
             .collect();
         let id = manifest.id();

@@ -247,6 +247,9 @@ fn a_bad_chunk_penalizes_its_sender_and_the_chunk_comes_from_another_holder() {
         delivered_n, 1,
         "the artifact completes from the honest holder"
     );
+    // It serves its chunks for one chunk request timeout more, then forgets them.
+    assert_eq!(node.table_sizes().chunk_requests, 0);
+    step(&mut node, t(10_000), Input::Timeout);
     assert_eq!(node.table_sizes().swarms, 0);
 }
 

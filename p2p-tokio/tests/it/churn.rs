@@ -130,7 +130,9 @@ fn frames(msgs: &[(Class, Message)]) -> BytesMut {
 async fn a_member_asking_for_a_4_mib_artifact_1000_times_gets_bounded_bytes_while_honest_fetches_flow()
  {
     init_log();
-    let (rogue, members, nodes) = two_nodes_and_a_rogue_member().await;
+    // The 4 MiB artifact travels whole: the rogue repeats requests for the whole of it.
+    let (rogue, members, nodes) =
+        two_nodes_and_a_rogue_member_with(|c| whole_up_to(c, 8 << 20)).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let big = bytes(7, 4 << 20);
     let big_id = a.publish(Kind(1), Bytes::new(), big.clone()).await.unwrap();

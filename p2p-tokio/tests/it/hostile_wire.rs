@@ -135,6 +135,9 @@ async fn colluders_holding_partial_messages_are_cut_at_the_stall_deadline_and_ho
     let (rogues, members, nodes) = nodes_and_rogues(3, |c| {
         c.mux.partial_timeout = stall;
         c.reassembly_cap = cap;
+        // Artifacts up to 8 MiB travel whole, so the colluders' 4 MiB messages are within the
+        // limits and only the budget and the stall rule hold them.
+        whole_up_to(c, 8 << 20);
     })
     .await;
     let (a, b) = (&nodes[0], &nodes[1]);

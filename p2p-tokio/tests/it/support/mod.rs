@@ -243,3 +243,10 @@ pub fn frames(msgs: &[(p2p_core::Class, Message)]) -> BytesMut {
     }
     out
 }
+
+/// Artifacts up to `size` bytes travel whole (one message): the chunk size, and the codec
+/// limits that follow from it.
+pub fn whole_up_to(c: &mut NodeConfig, size: u32) {
+    c.core.chunk_size = size;
+    c.mux.limits = NodeConfig::codec_limits(&c.core);
+}

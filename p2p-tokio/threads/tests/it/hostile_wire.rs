@@ -28,6 +28,10 @@ fn config(identity: NodeIdentity) -> ThreadedConfig {
     cfg.core.retry_backoff_max = Duration::from_millis(500);
     cfg.conn.write_stall_timeout = Duration::from_millis(500);
     cfg.conn.mux.partial_timeout = Duration::from_millis(1800);
+    // Artifacts up to 8 MiB travel whole, so a rogue's 4 MiB message is within the limits and
+    // only the stall rule can cut it.
+    cfg.core.chunk_size = 8 << 20;
+    cfg.conn.mux.limits = p2p_transport::codec::Limits::for_core(&cfg.core);
     cfg
 }
 
