@@ -82,19 +82,23 @@ pub(crate) enum Answer {
     /// The artifact, verified, to deliver.
     Fetched(Artifact),
     /// A chunked artifact's manifest, verified: its download ended, and a swarm is to fetch
-    /// its chunks from these full holders at this priority.
-    Manifest {
-        /// The manifest.
-        manifest: Manifest,
-        /// The download's advert.
-        advert: Advert,
-        /// The download's priority.
-        priority: Option<Priority>,
-        /// Its sources that advertised it (full holders).
-        full: SmallVec<[NodeId; 4]>,
-        /// Its sources that sent `Have` (they fetch it too).
-        partial: SmallVec<[NodeId; 4]>,
-    },
+    /// its chunks.
+    Manifest(Box<SwarmStart>),
+}
+
+/// What a swarm starts from: the manifest, the download's advert and priority, and who holds
+/// the artifact.
+pub(crate) struct SwarmStart {
+    /// The manifest.
+    pub(crate) manifest: Manifest,
+    /// The download's advert.
+    pub(crate) advert: Advert,
+    /// The download's priority.
+    pub(crate) priority: Option<Priority>,
+    /// Its sources that advertised it (full holders).
+    pub(crate) full: SmallVec<[NodeId; 4]>,
+    /// Its sources that sent `Have` (they fetch it too).
+    pub(crate) partial: SmallVec<[NodeId; 4]>,
 }
 
 /// The downloads and the requests that serve them.
@@ -557,13 +561,13 @@ impl Downloads {
                 .map(|s| cx.peers.id_of_slot(*s))
                 .collect();
             self.end_download(id, cx);
-            return Answer::Manifest {
+            return Answer::Manifest(Box::new(SwarmStart {
                 manifest,
                 advert,
                 priority,
                 full,
                 partial,
-            };
+            }));
         }
         Answer::Fetched(Artifact {
             id,

@@ -579,19 +579,13 @@ impl Node {
             Answer::BadData => self.penalize(from),
             Answer::NotFound | Answer::Late => {}
             Answer::Fetched(artifact) => self.deliver(artifact, None, from),
-            Answer::Manifest {
-                manifest,
-                advert,
-                priority,
-                full,
-                partial,
-            } => {
+            Answer::Manifest(start) => {
                 if self.swarms.len() < self.cfg.max_pending_downloads {
                     let (swarms, mut cx) = self.split_swarms();
-                    swarms.start(manifest, advert, priority, (full, partial), &mut cx);
+                    swarms.start(*start, &mut cx);
                 } else {
                     self.sink
-                        .dropped_advert(advert.id, from, DropReason::TableFull);
+                        .dropped_advert(start.advert.id, from, DropReason::TableFull);
                 }
             }
         }

@@ -25,6 +25,7 @@
 
 use crate::chunks::Manifest;
 use crate::config::{Config, Decision};
+use crate::downloads::SwarmStart;
 use crate::event::Output;
 use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
 use crate::message::{ChunkRange, Message, RequestId};
@@ -287,14 +288,14 @@ impl Swarms {
 
     /// Starts a swarm of `manifest` for the download of `advert` at `priority`, whose sources
     /// are `full` holders and peers known to fetch it too (they sent `Have`).
-    pub(crate) fn start(
-        &mut self,
-        manifest: Manifest,
-        advert: Advert,
-        priority: Option<Priority>,
-        (full, interested): (SmallVec<[NodeId; 4]>, SmallVec<[NodeId; 4]>),
-        cx: &mut SwarmCx,
-    ) {
+    pub(crate) fn start(&mut self, start: SwarmStart, cx: &mut SwarmCx) {
+        let SwarmStart {
+            manifest,
+            advert,
+            priority,
+            full,
+            partial: interested,
+        } = start;
         let id = manifest.id();
         if self.table.contains_key(&id) {
             return;

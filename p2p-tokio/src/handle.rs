@@ -189,6 +189,12 @@ impl NodeHandle {
         self.inner.node_id
     }
 
+    /// The subnet's chunk size: an artifact larger than it is named by its manifest
+    /// ([`p2p_core::chunks::content_id`]).
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.chunk_size
+    }
+
     /// The address the node listens on (the bound port when the configuration said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr

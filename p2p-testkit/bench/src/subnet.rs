@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use p2p_core::chunks::content_id;
 use p2p_core::rng::Rng;
 use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
 use p2p_transport::identity::{IdentityError, NodeIdentity};
@@ -1039,7 +1040,16 @@ async fn publish_tracked(
     let handle = handles.get(origin).ok_or_else(|| {
         SubnetError::Workload(format!("origin {origin} is not a node of the subnet"))
     })?;
-    let id = ArtifactId::of(&data);
+    let chunk_size = handle.chunk_size();
+    let id = if data.len() as u64 > u64::from(chunk_size) {
+        // Hashing a large artifact is bulk work: off the runtime's worker threads.
+        let d = data.clone();
+        tokio::task::spawn_blocking(move || content_id(&d, chunk_size))
+            .await
+            .map_err(|e| SubnetError::Workload(format!("hashing failed: {e}")))?
+    } else {
+        ArtifactId::of(&data)
+    };
     // Registered before publishing: a push may be delivered before `publish` returns.
     lock(tracker).publish(id, origin, kind, data.len() as u64, Instant::now());
     handle

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
+use p2p_core::chunks::{DEFAULT_CHUNK_SIZE, content_id};
 use p2p_core::{ArtifactId, Kind, NodeId};
 use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
 use serde::{Deserialize, Serialize};
@@ -422,7 +423,7 @@ async fn node_async(socket_buffer: Option<usize>) -> Result<(), String> {
                         let workload = decode_workload(&words[4..])?;
                         let plan = workload.plan(nodes).map_err(|e| e.to_string())?;
                         let mine: Vec<_> = plan.iter().filter(|p| p.origin == index).cloned().collect();
-                        ids = plan.iter().map(|p| (tag(&p.data), ArtifactId::of(&p.data))).collect();
+                        ids = plan.iter().map(|p| (tag(&p.data), content_id(&p.data, DEFAULT_CHUNK_SIZE))).collect();
                         record = Some(Record {
                             expected: plan.len() - mine.len(),
                             have: HashSet::new(),
