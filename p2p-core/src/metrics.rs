@@ -116,6 +116,9 @@ declare_metrics! {
     chunks_cancelled: Counter,
     /// `Cancel` messages received: a peer no longer wanted an answer.
     cancels_received: Counter,
+    /// Chunked downloads set back to wait because no chunk arrived for two chunk request
+    /// timeouts while others waited for the memory budget.
+    swarms_stalled: Counter,
     /// Adverts tracked (one per advertising peer and artifact).
     tracked_adverts: Gauge,
     /// Artifacts tracked for download.

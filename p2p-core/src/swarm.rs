@@ -144,6 +144,8 @@ struct Swarm {
     dirty: bool,
     /// Complete and delivered but not pooled: it still serves its chunks until then.
     done_until: Option<Time>,
+    /// The chunks held when progress was last seen, and when.
+    progress: (u32, Time),
 }
 
 /// What became of a chunk.
@@ -270,6 +272,15 @@ impl Swarms {
     pub(crate) fn next_wakeup(&self, now: Time, cfg: &Config) -> Option<Time> {
         let deadline = self.deadlines.keys().next().map(|(t, _)| *t);
         let linger = self.table.values().filter_map(|s| s.done_until).min();
+        let stall = if self.waiting.is_empty() {
+            None
+        } else {
+            self.table
+                .values()
+                .filter(|s| s.active && s.done_until.is_none())
+                .map(|s| (s.progress.1 + stall_after(s, cfg)).max(now))
+                .min()
+        };
         let patience = self
             .table
             .values()
@@ -283,7 +294,10 @@ impl Swarms {
                 t.max(now)
             })
             .min();
-        [deadline, patience, linger].into_iter().flatten().min()
+        [deadline, patience, linger, stall]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Starts a swarm of `manifest` for the download of `advert` at `priority`, whose sources
@@ -325,6 +339,7 @@ impl Swarms {
             tell: SmallVec::new(),
             dirty: true,
             done_until: None,
+            progress: (0, cx.now),
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -348,6 +363,7 @@ impl Swarms {
             let s = self.table.get_mut(&key.2).expect("waiting swarm exists");
             s.active = true;
             s.since = cx.now;
+            s.progress = (s.held, cx.now);
             s.dirty = true;
             // Ask the peers what they hold of it: the partial holders among them answer.
             for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
@@ -517,6 +533,24 @@ impl Swarms {
             if let Some(s) = self.table.remove(&id) {
                 self.reserved -= s.manifest.size();
                 self.freed = true;
+            }
+        }
+        if !self.waiting.is_empty() {
+            let stalled: Vec<ArtifactId> = self
+                .table
+                .iter_mut()
+                .filter(|(_, s)| s.active && s.done_until.is_none())
+                .filter_map(|(id, s)| {
+                    if s.held > s.progress.0 {
+                        s.progress = (s.held, now);
+                        None
+                    } else {
+                        (now >= s.progress.1 + stall_after(s, cfg)).then_some(*id)
+                    }
+                })
+                .collect();
+            for id in stalled {
+                self.demote(&id, sink);
             }
         }
         for s in self.table.values_mut() {
@@ -690,16 +724,48 @@ impl Swarms {
 
     /// Cancels requests on the wire.
     fn cancel_all(&mut self, asked: &[RequestId], cx: &mut SwarmCx) {
+        self.cancel_requests(asked, cx.sink);
+    }
+
+    fn cancel_requests(&mut self, asked: &[RequestId], sink: &mut Sink) {
         for req_id in asked {
             if let Some(req) = self.end_request(*req_id) {
-                cx.sink.send(
+                sink.send(
                     req.peer,
                     Message::Cancel { req_id: *req_id },
                     Class::Control,
                 );
-                cx.sink.metrics.chunks_cancelled += 1;
+                sink.metrics.chunks_cancelled += 1;
             }
         }
+    }
+
+    /// Takes an active swarm that made no progress for a while back to the end of the waiting
+    /// ones while others wait: its requests are cancelled, its chunks dropped and its budget
+    /// freed, so swarms that no one serves (a member advertising artifacts it never serves
+    /// the chunks of) cannot hold `max_incomplete_bytes` for ever.
+    fn demote(&mut self, id: &ArtifactId, sink: &mut Sink) {
+        let Some(s) = self.table.get_mut(id) else {
+            return;
+        };
+        let prio = Reverse(s.priority.unwrap_or_default());
+        self.order.remove(&(prio, s.seq, *id));
+        let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
+        let count = s.manifest.count() as usize;
+        self.reserved -= s.manifest.size();
+        s.active = false;
+        s.patient = false;
+        s.overdue = false;
+        s.chunks = vec![None; count];
+        s.held = 0;
+        s.checking.clear();
+        s.announce.clear();
+        s.seq = self.next_seq;
+        self.next_seq += 1;
+        self.waiting.insert((prio, s.seq, *id));
+        self.freed = true;
+        sink.metrics.swarms_stalled += 1;
+        self.cancel_requests(&asked, sink);
     }
 
     /// Ends the swarm of `id` (completed, dropped, or obtained otherwise): cancels its requests
@@ -921,6 +987,12 @@ impl Swarms {
             }
         }
     }
+}
+
+/// How long an active swarm may go without a verified chunk while others wait for the budget:
+/// two chunk request timeouts.
+fn stall_after(s: &Swarm, cfg: &Config) -> Duration {
+    cfg.request_timeout(u64::from(s.manifest.chunk_size())) * 2
 }
 
 /// How long after it became active a swarm asks full holders for any chunk: one chunk request

@@ -7,6 +7,7 @@ use p2p_core::{
     Artifact, Config, Decision, DisconnectReason, Input, Kind, Message, Output, Priority,
     PriorityFnRef, Time,
 };
+use std::time::Duration;
 
 const CHUNK: u32 = 16 << 10;
 
@@ -480,4 +481,84 @@ fn prop_honest_nodes_complete_despite_faulty_chunk_holders() {
     quickcheck::QuickCheck::new()
         .tests(60)
         .quickcheck(prop as fn(u8, u8, u8, u64) -> quickcheck::TestResult);
+}
+
+/// A member advertises a large artifact whose chunks it never serves and answers its manifest
+/// first, so that its swarm takes the whole incomplete-bytes budget; an honest member's large
+/// artifact waits, then is fetched once the stalled swarm has gone two chunk request timeouts
+/// without a chunk. Bound: delivered within three chunk request timeouts of its manifest.
+#[test]
+fn a_swarm_no_one_serves_gives_its_budget_to_a_waiting_one() {
+    let squat = big(20, 4);
+    let honest = big(21, 4);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        max_incomplete_bytes: squat.data.len() as u64,
+        ..Config::default()
+    };
+    let chunk_timeout = cfg.request_timeout(u64::from(CHUNK));
+    let mut node = connected_node(cfg, 2);
+    let root = |a: &Artifact| Manifest::build(&a.data, CHUNK).unwrap().root().clone();
+    // Peer 1 advertises the squatting artifact and answers its manifest at once.
+    let outs = recv(
+        &mut node,
+        t(0),
+        id(1),
+        Message::Adverts(vec![squat.advert()]),
+    );
+    let (_, req, _) = requests(&outs)[0];
+    let msg = Message::Response {
+        req_id: req,
+        id: squat.id,
+        data: root(&squat),
+    };
+    let squat_asks = chunk_requests(&recv(&mut node, t(1), id(1), msg));
+    assert!(!squat_asks.is_empty() && squat_asks.iter().all(|r| r.0 == id(1)));
+    // Peer 2's artifact: its manifest arrives, but the budget is taken.
+    let outs = recv(
+        &mut node,
+        t(2),
+        id(2),
+        Message::Adverts(vec![honest.advert()]),
+    );
+    let (_, req, _) = requests(&outs)[0];
+    let msg = Message::Response {
+        req_id: req,
+        id: honest.id,
+        data: root(&honest),
+    };
+    assert!(chunk_requests(&recv(&mut node, t(3), id(2), msg)).is_empty());
+    assert_eq!(node.table_sizes().swarms, 2);
+    // Peer 1 never answers. Time goes on; peer 2 answers whatever it is asked.
+    let mut now = t(3);
+    let mut delivered_at = None;
+    let mut pending: Vec<(p2p_core::NodeId, u64, u32)> = Vec::new();
+    while now < t(3) + chunk_timeout * 4 && delivered_at.is_none() {
+        let mut outs = Vec::new();
+        for (peer, req_id, index) in pending.drain(..) {
+            if peer == id(2) {
+                let msg = Message::Chunk {
+                    req_id,
+                    id: honest.id,
+                    index,
+                    data: chunk_of(&honest, index),
+                };
+                outs.extend(recv(&mut node, now, peer, msg));
+            }
+        }
+        let next = node
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_millis(100));
+        now = next.max(now + Duration::from_millis(1));
+        outs.extend(step(&mut node, now, Input::Timeout));
+        if delivered(&outs).iter().any(|a| a.id == honest.id) {
+            delivered_at = Some(now);
+        }
+        pending.extend(chunk_requests(&outs));
+        let s = node.table_sizes();
+        assert!(s.exceeded(node.config(), 2).is_empty(), "{s:?}");
+    }
+    let at = delivered_at.expect("the honest artifact is delivered");
+    assert!(at <= t(3) + chunk_timeout * 3, "delivered at {at:?}");
+    assert!(node.metrics().swarms_stalled >= 1);
 }
