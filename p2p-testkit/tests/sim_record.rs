@@ -472,3 +472,57 @@ fn a_node_whose_priority_function_no_profile_names_is_recorded_by_its_decisions(
     }
     assert_eq!(r.outputs_matched, count(&trace, Record::is_output));
 }
+
+/// A node that fetched chunked artifacts from several holders (manifest, chunk requests,
+/// chunks, haves, cancels), with its chunk hashing left to the driver or done by the core,
+/// replays to identical outputs.
+#[test]
+fn a_node_fetching_chunked_artifacts_replays_to_identical_outputs() {
+    for offload in [false, true] {
+        let report = Scenario::new(3)
+            .name("chunked-record")
+            .nodes(6)
+            .link(ms(10), 100_000_000)
+            .auto_relay(true)
+            .config(move |c| c.offload_chunk_hashing = offload)
+            .publish(ms(0), 0, BULK, 1 << 20)
+            .publish(ms(5), 1, NORMAL, 700 << 10)
+            .publish(ms(10), 2, URGENT, 300)
+            .settle(Duration::from_secs(10))
+            .record(4, TraceSink::Memory)
+            .run();
+        report.assert_passed();
+        let trace = parse(&report.traces[0]);
+        let chunks = count(&trace, |r| {
+            matches!(
+                r,
+                Record::In {
+                    input: InputRec::Message {
+                        msg: MessageRec::Chunk { .. },
+                        ..
+                    },
+                    ..
+                }
+            )
+        });
+        assert!(
+            chunks >= 8 + 6,
+            "the recorded node fetched both artifacts' chunks: {chunks}"
+        );
+        let hashed = count(&trace, |r| {
+            matches!(
+                r,
+                Record::In {
+                    input: InputRec::ChunkHashed { .. },
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            hashed > 0,
+            offload,
+            "driver hashes recorded as inputs only when offloaded"
+        );
+        assert_replays_identically(&trace);
+    }
+}
