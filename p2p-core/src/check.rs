@@ -469,6 +469,7 @@ impl Harness {
                             req_id, id, index, ..
                         } => {
                             self.sent_requests.insert(req_id, (to, id, Some(index)));
+                            self.asked.insert((to, id));
                         }
                         Message::Cancel { req_id } => {
                             self.sent_requests.remove(&req_id);
