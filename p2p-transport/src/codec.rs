@@ -31,6 +31,18 @@
 //! The payload (`data`) is always the last field, so a message splits into a small header and
 //! the payload itself ([`encode_parts`]), which the multiplexer sends without copying.
 //!
+//! # Chunked artifacts
+//!
+//! An artifact's id is the SHA-256 of its *root* ([`p2p_core::chunks`]): the artifact's bytes
+//! if it is at most `chunk_size` bytes (the same for every member), else its manifest:
+//! `b"p2p-gossip/manifest/v1\0\0"` (24 bytes), `size: u64`, `chunk_size: u32`, `count: u32`
+//! (= ceil(size / chunk_size), at least 2), then `count` SHA-256s, one per chunk `i` (bytes
+//! `i × chunk_size ..` of the artifact). A `Response` carries the root: for a chunked artifact
+//! its manifest, which the receiver checks against the id before it asks for any chunk; each
+//! `Chunk` is then checked against its hash in the manifest. No small artifact may begin with the
+//! tag, so no id names two byte strings. The golden vectors in `tests/it/wire_codec.rs` pin the
+//! ids of a small artifact and of a chunked one.
+//!
 //! # Classes by message type
 //!
 //! Every message travels in a [`Class`] its type allows ([`allowed_classes`]); the connection
