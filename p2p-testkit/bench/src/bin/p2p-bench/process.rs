@@ -16,7 +16,7 @@
 //! share at the planned instants of a common start time, and records when each artifact was
 //! published and delivered in wall-clock nanoseconds (one machine, one clock). The parent joins
 //! the records into the same [`Outcome`] as an in-process run. CPU time and peak RSS are each
-//! child's own (from its /proc), summed.
+//! child's own (from its /proc), summed; the peak RSS of each node is kept too.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -320,6 +320,9 @@ fn join(
         cpu_s: results.iter().map(|r| r.cpu_ns).sum::<u64>() as f64 / 1e9,
         peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
+        node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
+        largest_artifact_bytes: crate::workloads::largest(&spec.workload),
+        node_rss_bound_bytes: crate::workloads::node_rss_bound_of(&spec.workload),
         missing: expected.saturating_sub(delivered),
         duplicates: results.iter().map(|r| r.duplicates + r.unexpected).sum(),
         duplicate_receipts: results.iter().map(|r| r.duplicate_receipts).sum(),
