@@ -49,6 +49,10 @@ struct Cli {
     /// autotunes up to megabytes on loopback).
     #[arg(long)]
     socket_buffer: Option<usize>,
+    /// The subnet's chunk size in bytes (default 128 KiB): artifacts larger than it swarm in
+    /// chunks, smaller ones travel whole.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4096..))]
+    chunk_size: Option<u32>,
     /// W5's nodes (a process each).
     #[arg(long, default_value_t = workloads::W5_DEFAULT.0 as u64, value_parser = clap::value_parser!(u64).range(2..=64))]
     w5_nodes: u64,
@@ -95,6 +99,9 @@ enum Cmd {
         /// SO_SNDBUF/SO_RCVBUF of the node's connections.
         #[arg(long)]
         socket_buffer: Option<usize>,
+        /// The subnet's chunk size.
+        #[arg(long)]
+        chunk_size: Option<u32>,
     },
 }
 
@@ -107,9 +114,10 @@ fn main() -> ExitCode {
                 print!("{}", results::compare(&a, &b));
                 ExitCode::SUCCESS
             }),
-        Some(Cmd::Node { socket_buffer }) => {
-            process::node_main(*socket_buffer).map(|()| ExitCode::SUCCESS)
-        }
+        Some(Cmd::Node {
+            socket_buffer,
+            chunk_size,
+        }) => process::node_main(*socket_buffer, *chunk_size).map(|()| ExitCode::SUCCESS),
         None => run(&cli),
     };
     match result {
@@ -157,6 +165,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         quick,
         block_size: cli.block_size as usize,
         socket_buffer: cli.socket_buffer,
+        chunk_size: cli.chunk_size,
         w5: (
             cli.w5_nodes as usize,
             cli.w5_blocks as usize,

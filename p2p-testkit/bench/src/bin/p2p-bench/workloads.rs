@@ -6,6 +6,7 @@ use std::time::Duration;
 use p2p_bench::subnet::{
     LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
 };
+use p2p_tokio::NodeConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
@@ -25,6 +26,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
     pub socket_buffer: Option<usize>,
+    /// The subnet's chunk size (`None`: the default, 128 KiB).
+    pub chunk_size: Option<u32>,
     /// Always run with one process per node (its per-node peak RSS is the point).
     pub process_per_node: bool,
 }
@@ -38,6 +41,8 @@ pub struct Sizes {
     pub block_size: usize,
     /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
     pub socket_buffer: Option<usize>,
+    /// The subnet's chunk size (`None`: the default, 128 KiB).
+    pub chunk_size: Option<u32>,
     /// W5 (large chunked artifacts, full runs only): (nodes, artifacts, artifact size).
     pub w5: (usize, usize, usize),
 }
@@ -93,6 +98,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: small(w1_count, KIB, Duration::ZERO),
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: false,
         },
         Spec {
@@ -104,6 +110,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: urgent_load,
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: false,
         },
         Spec {
@@ -121,6 +128,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             },
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: false,
         },
         Spec {
@@ -130,6 +138,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: small(w3_count, KIB, Duration::ZERO),
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: false,
         },
         Spec {
@@ -141,6 +150,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: bulk_load,
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: false,
         },
     ];
@@ -162,6 +172,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             },
             timeout: Duration::from_secs(600),
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
             process_per_node: true,
         });
     }
@@ -330,6 +341,16 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
     }
 }
 
+/// Applies the run's settings to a node's configuration: the socket buffers, and the chunk
+/// size with the codec limits that follow from it.
+pub fn tune(cfg: &mut NodeConfig, socket_buffer: Option<usize>, chunk_size: Option<u32>) {
+    cfg.socket_buffer = socket_buffer;
+    if let Some(size) = chunk_size {
+        cfg.core.chunk_size = size;
+        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
+    }
+}
+
 /// Runs `spec` on a subnet of nodes in this process. Only the workload is measured: the
 /// nodes' start and TLS handshakes happen before, their shutdown after.
 pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
@@ -337,7 +358,7 @@ pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
         spec.nodes,
         workload_priority_fn(),
         Duration::from_secs(60),
-        |_, cfg| cfg.socket_buffer = spec.socket_buffer,
+        |_, cfg| tune(cfg, spec.socket_buffer, spec.chunk_size),
     )
     .await
     .map_err(|e| format!("{}: {e}", spec.name))?;
@@ -373,6 +394,7 @@ mod tests {
             quick: false,
             block_size: 4 * MIB,
             socket_buffer: None,
+            chunk_size: None,
             w5: W5_DEFAULT,
         });
         let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
@@ -418,6 +440,7 @@ mod tests {
             quick: true,
             block_size: 4 * MIB,
             socket_buffer: None,
+            chunk_size: None,
             w5: W5_DEFAULT,
         }) {
             assert_ne!(s.name, "W5", "W5 never runs in the quick form");
