@@ -1,6 +1,7 @@
 //! `cargo xtask bench [args]`: builds `p2p-bench` in release and runs it with the malloc settings
 //! below; every argument goes to it (`--quick`, `--out PATH`, `--block-size N`,
-//! `--process-per-node`, `--only PARTS`, or `compare A.json B.json`). See BENCHMARKS.md.
+//! `--process-per-node`, `--chunk-size N`, `--only PARTS`, W5's `--w5-nodes`, `--w5-blocks`,
+//! `--w5-block-size`, or `compare A.json B.json`). See BENCHMARKS.md.
 
 use std::path::PathBuf;
 use std::process::Command;

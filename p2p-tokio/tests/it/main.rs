@@ -12,3 +12,4 @@ mod lanes;
 mod metrics;
 mod strangers;
 mod subnet;
+mod swarm;

@@ -237,6 +237,18 @@ fn publish_and_check(rt: &Runtime, nodes: &mut [Any], from: usize, tag: u8) {
     for (kind, data) in wanted {
         expected.push((publisher.publish(rt, kind, data.clone()), data));
     }
+    // The 1 MiB one is chunked: named by its manifest, it swarms between the two kinds of
+    // node, and each receiver checks its bytes and receives it once (`expect_deliveries`).
+    let (large_id, large) = &expected[1];
+    assert_eq!(
+        *large_id,
+        p2p_core::chunks::content_id(large, p2p_core::chunks::DEFAULT_CHUNK_SIZE)
+    );
+    assert_ne!(
+        *large_id,
+        ArtifactId::of(large),
+        "the 1 MiB artifact is chunked"
+    );
     publisher.publish(rt, DROPPED, bytes(tag + 3, 100));
     publisher.publish(rt, DROPPED, bytes(tag + 4, 200 << 10));
     let origin = publisher.id();

@@ -31,7 +31,8 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// Tiny counts (4 to 6 nodes, 200 small, 4 large): checks that every part still works,
-    /// in seconds. Fails if anything is missing or duplicated, like the full run.
+    /// in seconds (W5 is left out). Fails if anything is missing or duplicated, like the full
+    /// run.
     #[arg(long)]
     quick: bool,
     /// Where to write the JSON results.
@@ -48,7 +49,21 @@ struct Cli {
     /// autotunes up to megabytes on loopback).
     #[arg(long)]
     socket_buffer: Option<usize>,
-    /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4.
+    /// The subnet's chunk size in bytes (default 128 KiB): artifacts larger than it swarm in
+    /// chunks, smaller ones travel whole.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4096..))]
+    chunk_size: Option<u32>,
+    /// W5's nodes (a process each).
+    #[arg(long, default_value_t = workloads::W5_DEFAULT.0 as u64, value_parser = clap::value_parser!(u64).range(2..=64))]
+    w5_nodes: u64,
+    /// W5's number of artifacts, all published by one node at t=0.
+    #[arg(long, default_value_t = workloads::W5_DEFAULT.1 as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    w5_blocks: u64,
+    /// Size of a W5 artifact in bytes (64 MiB by default; at most 1 GiB, a node's default
+    /// `max_artifact_size`).
+    #[arg(long, default_value_t = workloads::W5_DEFAULT.2 as u64, value_parser = clap::value_parser!(u64).range(16..=(1 << 30)))]
+    w5_block_size: u64,
+    /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
 }
@@ -65,6 +80,8 @@ enum Part {
     W3,
     #[value(name = "W4", alias = "w4")]
     W4,
+    #[value(name = "W5", alias = "w5")]
+    W5,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +99,9 @@ enum Cmd {
         /// SO_SNDBUF/SO_RCVBUF of the node's connections.
         #[arg(long)]
         socket_buffer: Option<usize>,
+        /// The subnet's chunk size.
+        #[arg(long)]
+        chunk_size: Option<u32>,
     },
 }
 
@@ -94,9 +114,10 @@ fn main() -> ExitCode {
                 print!("{}", results::compare(&a, &b));
                 ExitCode::SUCCESS
             }),
-        Some(Cmd::Node { socket_buffer }) => {
-            process::node_main(*socket_buffer).map(|()| ExitCode::SUCCESS)
-        }
+        Some(Cmd::Node {
+            socket_buffer,
+            chunk_size,
+        }) => process::node_main(*socket_buffer, *chunk_size).map(|()| ExitCode::SUCCESS),
         None => run(&cli),
     };
     match result {
@@ -144,6 +165,12 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         quick,
         block_size: cli.block_size as usize,
         socket_buffer: cli.socket_buffer,
+        chunk_size: cli.chunk_size,
+        w5: (
+            cli.w5_nodes as usize,
+            cli.w5_blocks as usize,
+            cli.w5_block_size as usize,
+        ),
     };
     let specs: Vec<_> = workloads::specs(sizes)
         .into_iter()
@@ -152,6 +179,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 "W1" => Part::W1,
                 "W2" => Part::W2,
                 "W3" => Part::W3,
+                "W5" => Part::W5,
                 _ => Part::W4,
             };
             wants(cli, part)
@@ -164,7 +192,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let mut outcomes = Vec::with_capacity(specs.len());
     for spec in &specs {
         eprintln!("running {}: {}", spec.name, spec.title);
-        let outcome = if cli.process_per_node {
+        let outcome = if cli.process_per_node || spec.process_per_node {
             process::run(spec)?
         } else {
             runtime.block_on(workloads::run_in_process(spec))?

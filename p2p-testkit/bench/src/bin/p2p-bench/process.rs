@@ -16,7 +16,7 @@
 //! share at the planned instants of a common start time, and records when each artifact was
 //! published and delivered in wall-clock nanoseconds (one machine, one clock). The parent joins
 //! the records into the same [`Outcome`] as an in-process run. CPU time and peak RSS are each
-//! child's own (from its /proc), summed.
+//! child's own (from its /proc), summed; the peak RSS of each node is kept too.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
-use p2p_core::chunks::{DEFAULT_CHUNK_SIZE, content_id};
+use p2p_core::chunks::content_id;
 use p2p_core::{ArtifactId, Kind, NodeId};
 use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,11 @@ struct Procs {
 }
 
 impl Procs {
-    fn spawn(n: usize, socket_buffer: Option<usize>) -> Result<Self, String> {
+    fn spawn(
+        n: usize,
+        socket_buffer: Option<usize>,
+        chunk_size: Option<u32>,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let (tx, lines) = mpsc::channel();
         let mut procs = Vec::with_capacity(n);
@@ -139,6 +143,9 @@ impl Procs {
             cmd.arg("node");
             if let Some(size) = socket_buffer {
                 cmd.arg("--socket-buffer").arg(size.to_string());
+            }
+            if let Some(size) = chunk_size {
+                cmd.arg("--chunk-size").arg(size.to_string());
             }
             let mut child = cmd
                 .stdin(Stdio::piped())
@@ -215,7 +222,7 @@ impl Drop for Procs {
 pub fn run(spec: &Spec) -> Result<Outcome, String> {
     let n = spec.nodes;
     let plan = spec.workload.plan(n).map_err(|e| e.to_string())?;
-    let mut procs = Procs::spawn(n, spec.socket_buffer)?;
+    let mut procs = Procs::spawn(n, spec.socket_buffer, spec.chunk_size)?;
     let setup = Instant::now() + Duration::from_secs(60);
     let ready = procs.gather("ready", setup)?;
     let members: Vec<String> = ready.iter().map(|r| r.replace(' ', "@")).collect();
@@ -320,6 +327,9 @@ fn join(
         cpu_s: results.iter().map(|r| r.cpu_ns).sum::<u64>() as f64 / 1e9,
         peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
+        node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
+        largest_artifact_bytes: crate::workloads::largest(&spec.workload),
+        node_rss_bound_bytes: crate::workloads::node_rss_bound_of(&spec.workload),
         missing: expected.saturating_sub(delivered),
         duplicates: results.iter().map(|r| r.duplicates + r.unexpected).sum(),
         duplicate_receipts: results.iter().map(|r| r.duplicate_receipts).sum(),
@@ -331,12 +341,12 @@ fn join(
 // ---------------------------------------------------------------- child side
 
 /// The hidden `node` command: one node, driven over stdin and stdout.
-pub fn node_main(socket_buffer: Option<usize>) -> Result<(), String> {
+pub fn node_main(socket_buffer: Option<usize>, chunk_size: Option<u32>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(node_async(socket_buffer));
+    let result = runtime.block_on(node_async(socket_buffer, chunk_size));
     if let Err(e) = &result {
         println!("error {e}");
     }
@@ -365,13 +375,13 @@ struct Record {
     unexpected: u64,
 }
 
-async fn node_async(socket_buffer: Option<usize>) -> Result<(), String> {
+async fn node_async(socket_buffer: Option<usize>, chunk_size: Option<u32>) -> Result<(), String> {
     let mut input = stdin_lines();
     let identity = NodeIdentity::generate().map_err(|e| e.to_string())?;
     let my_id = identity.node_id();
     let mut cfg = NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     cfg.core.priority_fn = workload_priority_fn();
-    cfg.socket_buffer = socket_buffer;
+    crate::workloads::tune(&mut cfg, socket_buffer, chunk_size);
     let handle = p2p_tokio::start(cfg, Registry::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -422,8 +432,9 @@ async fn node_async(socket_buffer: Option<usize>) -> Result<(), String> {
                         let (index, nodes, start) = (num(1)? as usize, num(2)? as usize, num(3)?);
                         let workload = decode_workload(&words[4..])?;
                         let plan = workload.plan(nodes).map_err(|e| e.to_string())?;
+                        let chunk = handle.chunk_size();
                         let mine: Vec<_> = plan.iter().filter(|p| p.origin == index).cloned().collect();
-                        ids = plan.iter().map(|p| (tag(&p.data), content_id(&p.data, DEFAULT_CHUNK_SIZE))).collect();
+                        ids = plan.iter().map(|p| (tag(&p.data), content_id(&p.data, chunk))).collect();
                         record = Some(Record {
                             expected: plan.len() - mine.len(),
                             have: HashSet::new(),

@@ -188,6 +188,14 @@ fn figures(r: &Results) -> Vec<Figure> {
             "MB",
             Lower,
         );
+        if let Some(max) = w.node_peak_rss_bytes.iter().max() {
+            fig(
+                format!("{n}.node_peak_rss_max"),
+                *max as f64 / MB,
+                "MB",
+                Lower,
+            );
+        }
         fig(format!("{n}.missing"), w.missing as f64, "pairs", Lower);
         fig(
             format!("{n}.duplicates"),
@@ -252,6 +260,20 @@ fn targets(r: &Results) -> Vec<Target> {
             _ => None,
         },
     });
+    for w in r.workloads.iter().filter(|w| w.node_rss_bound_bytes > 0) {
+        let Some(max) = w.node_peak_rss_bytes.iter().max() else {
+            continue;
+        };
+        out.push(Target {
+            target: format!("{} peak RSS per node <= the code's bound", w.name),
+            measured: format!(
+                "{:.0} MB max vs {:.0} MB",
+                *max as f64 / MB,
+                w.node_rss_bound_bytes as f64 / MB
+            ),
+            met: Some(*max <= w.node_rss_bound_bytes),
+        });
+    }
     let missing: u64 = r.workloads.iter().map(|w| w.missing).sum();
     let dups: u64 = r.workloads.iter().map(|w| w.duplicates).sum();
     out.push(Target {
@@ -347,6 +369,13 @@ pub fn table(r: &Results) -> String {
                 lat(|l| l.p99_ms),
             );
         }
+        for w in r
+            .workloads
+            .iter()
+            .filter(|w| !w.node_peak_rss_bytes.is_empty())
+        {
+            let _ = writeln!(s, "{}", node_rss_line(w));
+        }
         for w in &r.workloads {
             if let Some(b) = w.latency("bulk") {
                 let _ = writeln!(
@@ -370,6 +399,33 @@ pub fn table(r: &Results) -> String {
 }
 
 /// The comparison of two runs, figure by figure: B / A and whether B is better.
+/// The peak RSS of each node process of `w`, against its largest artifact and the bound.
+fn node_rss_line(w: &Outcome) -> String {
+    let mut peaks = w.node_peak_rss_bytes.clone();
+    peaks.sort_unstable();
+    let (min, max) = (peaks[0], peaks[peaks.len() - 1]);
+    let median = peaks[peaks.len() / 2];
+    let size = w.largest_artifact_bytes.max(1) as f64;
+    let mut line = format!(
+        "  {} peak RSS per node: min {:.0} MB, median {:.0} MB, max {:.0} MB = {:.2} x the \
+         largest artifact ({:.0} MB)",
+        w.name,
+        min as f64 / MB,
+        median as f64 / MB,
+        max as f64 / MB,
+        max as f64 / size,
+        size / MB
+    );
+    if w.node_rss_bound_bytes > 0 {
+        let _ = write!(
+            line,
+            "; bound {:.0} MB (2 x the bytes fetched at once + 128 MiB)",
+            w.node_rss_bound_bytes as f64 / MB
+        );
+    }
+    line
+}
+
 pub fn compare(a: &Results, b: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "A: {}  ({})", a.commit, a.machine);
@@ -467,6 +523,27 @@ mod tests {
             }],
             ..Outcome::default()
         }
+    }
+
+    #[test]
+    fn per_node_peaks_are_reported_against_the_bound() {
+        let mut w = outcome("W5", 1.0, 1.0, 0);
+        w.node_peak_rss_bytes = vec![300_000_000, 100_000_000, 200_000_000];
+        w.largest_artifact_bytes = 100_000_000;
+        w.node_rss_bound_bytes = 250_000_000;
+        let line = node_rss_line(&w);
+        assert!(
+            line.contains("min 100 MB, median 200 MB, max 300 MB = 3.00 x"),
+            "{line}"
+        );
+        let r = results(vec![w]);
+        let t = r
+            .targets
+            .iter()
+            .find(|t| t.target.starts_with("W5 peak RSS"))
+            .unwrap();
+        assert_eq!(t.met, Some(false));
+        assert!(r.figures.iter().any(|f| f.name == "W5.node_peak_rss_max"));
     }
 
     fn results(workloads: Vec<Outcome>) -> Results {

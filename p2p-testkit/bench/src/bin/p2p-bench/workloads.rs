@@ -1,4 +1,4 @@
-//! The end-to-end workloads W1..W4 on real nodes over TLS on 127.0.0.1, and what is measured
+//! The end-to-end workloads W1..W5 on real nodes over TLS on 127.0.0.1, and what is measured
 //! of each run.
 
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use p2p_bench::subnet::{
     LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
 };
+use p2p_tokio::NodeConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
@@ -25,6 +26,10 @@ pub struct Spec {
     pub timeout: Duration,
     /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
     pub socket_buffer: Option<usize>,
+    /// The subnet's chunk size (`None`: the default, 128 KiB).
+    pub chunk_size: Option<u32>,
+    /// Always run with one process per node (its per-node peak RSS is the point).
+    pub process_per_node: bool,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -36,7 +41,14 @@ pub struct Sizes {
     pub block_size: usize,
     /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
     pub socket_buffer: Option<usize>,
+    /// The subnet's chunk size (`None`: the default, 128 KiB).
+    pub chunk_size: Option<u32>,
+    /// W5 (large chunked artifacts, full runs only): (nodes, artifacts, artifact size).
+    pub w5: (usize, usize, usize),
 }
+
+/// W5's default shape: 13 nodes, 4 artifacts of 64 MiB from one node.
+pub const W5_DEFAULT: (usize, usize, usize) = (13, 4, 64 * MIB);
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -76,7 +88,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
         ..urgent_load.clone()
     };
     let rate = urgent as f64 / urgent_spread.as_secs_f64();
-    vec![
+    let mut specs = vec![
         Spec {
             name: "W1",
             title: format!(
@@ -86,6 +98,8 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: small(w1_count, KIB, Duration::ZERO),
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: false,
         },
         Spec {
             name: "W4-idle",
@@ -96,6 +110,8 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: urgent_load,
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: false,
         },
         Spec {
             name: "W2",
@@ -112,6 +128,8 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             },
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: false,
         },
         Spec {
             name: "W3",
@@ -120,6 +138,8 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: small(w3_count, KIB, Duration::ZERO),
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: false,
         },
         Spec {
             name: "W4-bulk",
@@ -130,9 +150,51 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
             workload: bulk_load,
             timeout,
             socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: false,
         },
-    ]
+    ];
+    // W5 is heavy (13 processes, artifacts of 64 MiB and more): never in the quick form.
+    if !q {
+        let (w5_nodes, w5_count, w5_size) = sizes.w5;
+        specs.push(Spec {
+            name: "W5",
+            title: format!(
+                "chunked: {w5_nodes} nodes, {w5_count} x {} from one node, a process per node",
+                fmt_size(w5_size)
+            ),
+            nodes: w5_nodes,
+            workload: Workload {
+                large: w5_count,
+                large_size: w5_size,
+                large_origins: 1,
+                ..small(0, KIB, Duration::ZERO)
+            },
+            timeout: Duration::from_secs(600),
+            socket_buffer: sizes.socket_buffer,
+            chunk_size: sizes.chunk_size,
+            process_per_node: true,
+        });
+    }
+    specs
 }
+
+/// The bound of a node's peak RSS that the code gives for a workload of large artifacts
+/// fetched at once: each receiver holds every chunk of an artifact (its size) and, when the
+/// last one arrives, assembles the whole artifact next to them (its size again) before the
+/// chunks are freed; every artifact is fetched at once (within `max_incomplete_bytes`, 1 GiB by
+/// default), so twice the bytes fetched at once, plus a base for the runtime, TLS and queues
+/// (128 MiB). The origin holds its artifacts once.
+pub fn node_rss_bound(w: &Workload) -> u64 {
+    let at_once = (w.large * w.large_size) as u64;
+    2 * at_once.min(BUDGET + w.large_size as u64) + BASE_RSS
+}
+
+/// The default `max_incomplete_bytes` of a node.
+const BUDGET: u64 = 1 << 30;
+
+/// A node's memory besides the artifacts (runtime, TLS, queues, buffers), for the bound.
+const BASE_RSS: u64 = 128 << 20;
 
 fn fmt_size(b: usize) -> String {
     if b.is_multiple_of(MIB) {
@@ -191,6 +253,15 @@ pub struct Outcome {
     pub peak_rss_bytes: u64,
     /// Whether the peak was reset before the run (otherwise it is the process's peak so far).
     pub peak_rss_reset: bool,
+    /// Peak RSS of each node process, bytes, in node order (process-per-node mode only).
+    #[serde(default)]
+    pub node_peak_rss_bytes: Vec<u64>,
+    /// The size of the largest artifact, bytes.
+    #[serde(default)]
+    pub largest_artifact_bytes: u64,
+    /// [`node_rss_bound`] of the workload, bytes (0 if it has no large artifacts).
+    #[serde(default)]
+    pub node_rss_bound_bytes: u64,
     /// (artifact, node) pairs never delivered.
     pub missing: u64,
     /// Deliveries of an artifact to a node that already had it, or of unknown artifacts.
@@ -227,6 +298,9 @@ impl Outcome {
             cpu_s: cpu.as_secs_f64(),
             peak_rss_bytes: peak,
             peak_rss_reset: reset,
+            node_peak_rss_bytes: Vec::new(),
+            largest_artifact_bytes: largest(&spec.workload),
+            node_rss_bound_bytes: node_rss_bound_of(&spec.workload),
             missing: r.expected.saturating_sub(r.delivered),
             duplicates: r.duplicate_deliveries + r.unexpected_deliveries,
             duplicate_receipts: r.duplicate_receipts,
@@ -246,12 +320,34 @@ impl Outcome {
     }
 }
 
+/// The size of `w`'s largest artifact.
+pub fn largest(w: &Workload) -> u64 {
+    let small = if w.small > 0 { *w.small_size.end() } else { 0 };
+    let large = if w.large > 0 { w.large_size } else { 0 };
+    small.max(large) as u64
+}
+
+/// [`node_rss_bound`] if `w` has large artifacts, else 0.
+pub fn node_rss_bound_of(w: &Workload) -> u64 {
+    if w.large > 0 { node_rss_bound(w) } else { 0 }
+}
+
 /// The class name of a workload kind.
 pub fn class_of(kind: p2p_core::Kind) -> &'static str {
     match kind {
         SMALL_KIND => "urgent",
         LARGE_KIND => "bulk",
         _ => "other",
+    }
+}
+
+/// Applies the run's settings to a node's configuration: the socket buffers, and the chunk
+/// size with the codec limits that follow from it.
+pub fn tune(cfg: &mut NodeConfig, socket_buffer: Option<usize>, chunk_size: Option<u32>) {
+    cfg.socket_buffer = socket_buffer;
+    if let Some(size) = chunk_size {
+        cfg.core.chunk_size = size;
+        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     }
 }
 
@@ -262,7 +358,7 @@ pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
         spec.nodes,
         workload_priority_fn(),
         Duration::from_secs(60),
-        |_, cfg| cfg.socket_buffer = spec.socket_buffer,
+        |_, cfg| tune(cfg, spec.socket_buffer, spec.chunk_size),
     )
     .await
     .map_err(|e| format!("{}: {e}", spec.name))?;
@@ -298,6 +394,8 @@ mod tests {
             quick: false,
             block_size: 4 * MIB,
             socket_buffer: None,
+            chunk_size: None,
+            w5: W5_DEFAULT,
         });
         let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
         let w1 = by("W1");
@@ -322,6 +420,13 @@ mod tests {
         assert_eq!(idle.workload.spread, bulk.workload.spread);
         assert_eq!(idle.workload.large, 0);
         assert_eq!(bulk.workload.large_origins, bulk.nodes);
+        let w5 = by("W5");
+        assert_eq!(
+            (w5.nodes, w5.workload.large, w5.workload.large_size),
+            (13, 4, 64 * MIB)
+        );
+        assert!(w5.process_per_node);
+        assert_eq!(node_rss_bound(&w5.workload), (512 + 128) * MIB as u64);
         for s in &specs {
             s.workload
                 .plan(s.nodes)
@@ -335,7 +440,10 @@ mod tests {
             quick: true,
             block_size: 4 * MIB,
             socket_buffer: None,
+            chunk_size: None,
+            w5: W5_DEFAULT,
         }) {
+            assert_ne!(s.name, "W5", "W5 never runs in the quick form");
             assert!(s.nodes <= 6, "{}", s.name);
             assert!(
                 s.workload.small <= 200 && s.workload.large <= 4,
