@@ -452,6 +452,10 @@ impl Swarms {
             s.full.retain(|p| *p != peer);
             drop_partial(s, peer);
             s.tell.retain(|p| *p != peer);
+            // A new connection starts afresh, as a source of a download does once it is
+            // advertised again (its penalties live on in the peer's ban and bad-data count).
+            s.bad.retain(|p| *p != peer);
+            s.interested.retain(|p| *p != peer);
         }
         let gone: Vec<RequestId> = self
             .reqs
