@@ -105,6 +105,10 @@ pub struct Config {
     /// driver can hash bulk data off the task that moves urgent traffic (default `false`: the
     /// node hashes chunks itself).
     pub offload_chunk_hashing: bool,
+    /// How long a node that completed a chunked artifact without pooling it (no relay) still
+    /// serves its chunks, so that peers that learnt of them (or are owed a chunk it fetched for
+    /// them from the origin) find them (default 500 ms: a few round trips).
+    pub swarm_linger: Duration,
     /// Publish every delivered artifact automatically (relay), for simple embedders.
     pub auto_relay: bool,
     /// Bound on the local pool's artifact count when auto-relaying: past it, delivered artifacts are
@@ -195,6 +199,7 @@ impl Default for Config {
             max_have_ranges: 1024,
             swarm_patience: Duration::from_millis(100),
             offload_chunk_hashing: false,
+            swarm_linger: Duration::from_millis(500),
             auto_relay: false,
             max_auto_relay_pool: 100_000,
             max_auto_relay_pool_bytes: 1 << 30,

@@ -701,8 +701,8 @@ fn judge(
 impl Swarms {
     /// Ends the swarm of `id` that completed with `data`: cancels its requests still in flight
     /// and, unless the artifact is pooled (`pooled`: the pool serves it), keeps serving its
-    /// chunks, cut from `data`, for one chunk request timeout: peers that count on the chunks
-    /// it announced (or announces now) find them. Returns its manifest and full holders.
+    /// chunks, cut from `data`, for `swarm_linger`: peers that count on the chunks it announced
+    /// (or announces now) find them. Returns its manifest and full holders.
     pub(crate) fn finish(
         &mut self,
         id: &ArtifactId,
@@ -716,7 +716,7 @@ impl Swarms {
         let s = self.table.get_mut(id)?;
         let key = (Reverse(s.priority.unwrap_or_default()), s.seq, *id);
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
-        s.done_until = Some(cx.now + cx.cfg.request_timeout(u64::from(s.manifest.chunk_size())));
+        s.done_until = Some(cx.now + cx.cfg.swarm_linger);
         for i in 0..s.manifest.count() {
             s.chunks[i as usize] = s.manifest.slice(data, i);
         }
@@ -959,12 +959,19 @@ impl Swarms {
         for (id, s) in self.table.iter_mut() {
             if !s.announce.is_empty() {
                 s.announce.sort_unstable();
-                let batches = ranges_of(s.announce.drain(..), cx.cfg.max_have_ranges);
-                for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
+                let fresh: Vec<u32> = s.announce.drain(..).collect();
+                // Only peers that fetch it too (they sent a `Have`) hear of new chunks, and only
+                // of those they are not known to hold.
+                for peer in s.interested.iter().filter(|p| (cx.connected)(p)) {
                     if s.full.contains(peer) || s.tell.contains(peer) {
                         continue;
                     }
-                    for ranges in &batches {
+                    let theirs = s.partial.iter().find(|(p, _)| p == peer).map(|(_, b)| b);
+                    let lacking = fresh
+                        .iter()
+                        .copied()
+                        .filter(|i| !theirs.is_some_and(|b| b.get(*i)));
+                    for ranges in ranges_of(lacking, cx.cfg.max_have_ranges) {
                         let msg = Message::Have {
                             id: *id,
                             ranges: ranges.clone(),

@@ -190,6 +190,8 @@ struct ConfigRec {
     swarm_patience: Duration,
     #[serde(default)]
     offload_chunk_hashing: bool,
+    #[serde(default = "default_chunks::swarm_linger")]
+    swarm_linger: Duration,
     auto_relay: bool,
     max_auto_relay_pool: usize,
     #[serde(default = "default_relay_pool_bytes")]
@@ -261,6 +263,9 @@ mod default_chunks {
     pub fn swarm_patience() -> std::time::Duration {
         Config::default().swarm_patience
     }
+    pub fn swarm_linger() -> std::time::Duration {
+        Config::default().swarm_linger
+    }
 }
 
 /// Traces written before resyncs were paced replay with the default.
@@ -286,6 +291,7 @@ impl From<&Config> for ConfigRec {
             max_have_ranges: c.max_have_ranges,
             swarm_patience: c.swarm_patience,
             offload_chunk_hashing: c.offload_chunk_hashing,
+            swarm_linger: c.swarm_linger,
             auto_relay: c.auto_relay,
             max_auto_relay_pool: c.max_auto_relay_pool,
             max_auto_relay_pool_bytes: c.max_auto_relay_pool_bytes,
@@ -331,6 +337,7 @@ impl ConfigRec {
             max_have_ranges: self.max_have_ranges,
             swarm_patience: self.swarm_patience,
             offload_chunk_hashing: self.offload_chunk_hashing,
+            swarm_linger: self.swarm_linger,
             auto_relay: self.auto_relay,
             max_auto_relay_pool: self.max_auto_relay_pool,
             max_auto_relay_pool_bytes: self.max_auto_relay_pool_bytes,

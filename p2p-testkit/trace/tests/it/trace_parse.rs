@@ -220,6 +220,7 @@ fn a_header_without_chunk_settings_parses_with_nothing_chunked() {
         "\"max_have_ranges\":1024,",
         "\"swarm_patience\":{\"secs\":0,\"nanos\":100000000},",
         "\"offload_chunk_hashing\":false,",
+        "\"swarm_linger\":{\"secs\":0,\"nanos\":500000000},",
     ] {
         assert!(l[0].contains(field), "{field} in {}", l[0]);
         l[0] = l[0].replace(field, "");
