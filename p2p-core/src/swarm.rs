@@ -146,6 +146,31 @@ struct Swarm {
     done_until: Option<Time>,
     /// The chunks held when progress was last seen, and when.
     progress: (u32, Time),
+    /// It was set back to wait for lack of progress: it then ranks after every swarm that was
+    /// not (see [`Swarm::key`]).
+    stalled: bool,
+}
+
+/// A swarm's place in the active and waiting orders.
+type Key = (Reverse<Priority>, u64, ArtifactId);
+
+impl Swarm {
+    /// Its place in the orders: by priority, then age; a swarm once set back for lack of
+    /// progress ranks as the lowest priority, so the waiting ones all get their turn before it
+    /// comes back, whatever priority it claims.
+    fn key(&self, id: ArtifactId) -> Key {
+        let p = if self.stalled {
+            Priority(0)
+        } else {
+            self.priority.unwrap_or_default()
+        };
+        (Reverse(p), self.seq, id)
+    }
+
+    /// Whether any connected peer is known to hold some of it.
+    fn has_holder(&self) -> bool {
+        !self.full.is_empty() || self.avail.iter().any(|n| *n > 0)
+    }
 }
 
 /// What became of a chunk.
@@ -173,9 +198,9 @@ pub(crate) enum ChunkAnswer {
 pub(crate) struct Swarms {
     table: Map<ArtifactId, Swarm>,
     /// Swarms in the order their chunks are fetched: priority, then age.
-    order: BTreeSet<(Reverse<Priority>, u64, ArtifactId)>,
+    order: BTreeSet<Key>,
     /// Inactive swarms waiting for the budget, in the same order.
-    waiting: BTreeSet<(Reverse<Priority>, u64, ArtifactId)>,
+    waiting: BTreeSet<Key>,
     reqs: FastMap<RequestId, ChunkReq>,
     deadlines: BTreeMap<(Time, RequestId), ()>,
     per_peer: FastMap<NodeId, usize>,
@@ -340,10 +365,22 @@ impl Swarms {
             dirty: true,
             done_until: None,
             progress: (0, cx.now),
+            stalled: false,
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
-        let key = (Reverse(priority.unwrap_or_default()), seq, id);
+        let key = swarm.key(id);
+        // Ask the peers what they hold of it: the partial holders among them answer, and the
+        // others learn that this node fetches it too.
+        for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
+            if !swarm.full.contains(peer) {
+                let msg = Message::Have {
+                    id,
+                    ranges: Vec::new(),
+                };
+                cx.sink.send(*peer, msg, Class::Control);
+            }
+        }
         self.table.insert(id, swarm);
         self.waiting.insert(key);
         self.activate(cx);
@@ -351,7 +388,15 @@ impl Swarms {
 
     /// Activates waiting swarms while their sizes fit the budget.
     fn activate(&mut self, cx: &mut SwarmCx) {
-        while let Some(&key) = self.waiting.first() {
+        // Swarms no connected peer holds any of wait without taking the budget.
+        let candidates: SmallVec<[Key; 8]> = self
+            .waiting
+            .iter()
+            .filter(|k| self.table[&k.2].has_holder())
+            .take(8)
+            .copied()
+            .collect();
+        for key in candidates {
             let size = self.table[&key.2].manifest.size();
             let fits = self.reserved + size <= cx.cfg.max_incomplete_bytes;
             if !fits && self.reserved > 0 {
@@ -365,16 +410,6 @@ impl Swarms {
             s.since = cx.now;
             s.progress = (s.held, cx.now);
             s.dirty = true;
-            // Ask the peers what they hold of it: the partial holders among them answer.
-            for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
-                if !s.full.contains(peer) {
-                    let msg = Message::Have {
-                        id: key.2,
-                        ranges: Vec::new(),
-                    };
-                    cx.sink.send(*peer, msg, Class::Control);
-                }
-            }
         }
     }
 
@@ -714,7 +749,7 @@ impl Swarms {
             return self.end(id, cx);
         }
         let s = self.table.get_mut(id)?;
-        let key = (Reverse(s.priority.unwrap_or_default()), s.seq, *id);
+        let key = s.key(*id);
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
         s.done_until = Some(cx.now + cx.cfg.swarm_linger);
         for i in 0..s.manifest.count() {
@@ -752,8 +787,7 @@ impl Swarms {
         let Some(s) = self.table.get_mut(id) else {
             return;
         };
-        let prio = Reverse(s.priority.unwrap_or_default());
-        self.order.remove(&(prio, s.seq, *id));
+        self.order.remove(&s.key(*id));
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
         let count = s.manifest.count() as usize;
         self.reserved -= s.manifest.size();
@@ -765,8 +799,9 @@ impl Swarms {
         s.checking.clear();
         s.announce.clear();
         s.seq = self.next_seq;
+        s.stalled = true;
         self.next_seq += 1;
-        self.waiting.insert((prio, s.seq, *id));
+        self.waiting.insert(s.key(*id));
         self.freed = true;
         sink.metrics.swarms_stalled += 1;
         self.cancel_requests(&asked, sink);
@@ -780,7 +815,7 @@ impl Swarms {
         cx: &mut SwarmCx,
     ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
         let s = self.table.remove(id)?;
-        let key = (Reverse(s.priority.unwrap_or_default()), s.seq, *id);
+        let key = s.key(*id);
         if s.active {
             self.order.remove(&key);
             self.reserved -= s.manifest.size();
@@ -820,9 +855,12 @@ impl Swarms {
             if now_p == s.priority {
                 continue;
             }
-            let (active, seq) = (s.active, s.seq);
-            let old = (Reverse(s.priority.unwrap_or_default()), seq, id);
-            let new = (Reverse(now_p.unwrap_or_default()), seq, id);
+            let active = s.active;
+            let old = s.key(id);
+            let s = self.table.get_mut(&id).expect("swarm exists");
+            s.priority = now_p;
+            s.dirty = true;
+            let new = s.key(id);
             let set = if active {
                 &mut self.order
             } else {
@@ -830,9 +868,6 @@ impl Swarms {
             };
             set.remove(&old);
             set.insert(new);
-            let s = self.table.get_mut(&id).expect("swarm exists");
-            s.priority = now_p;
-            s.dirty = true;
         }
         dropped
     }
