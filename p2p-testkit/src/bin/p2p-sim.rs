@@ -15,8 +15,8 @@
 
 use p2p_core::Config;
 use p2p_testkit::sim::{
-    LatencyStats, NORMAL, Report, SWARM_BPS, SWARM_LATENCY, Scenario, Topology, Workload, catalog,
-    named,
+    LatencyStats, NORMAL, Report, SWARM_BPS, SWARM_LATENCY, SWARM_PUBLISH_AT, Scenario, Topology,
+    Workload, catalog, named,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -279,7 +279,8 @@ fn timed(sc: Scenario) -> (Report, f64) {
 }
 
 /// One swarming run of `measure`: `size` bytes from node 0 to `nodes` relaying nodes in a full
-/// mesh, 300 Mbit/s per node, 25 ms one way, no jitter, with `tune` applied to the config.
+/// mesh, 300 Mbit/s per node, 25 ms one way, no jitter, with `tune` applied to the config,
+/// published once the connections are up (`SWARM_PUBLISH_AT`).
 fn swarm_run(
     nodes: usize,
     size: usize,
@@ -292,7 +293,7 @@ fn swarm_run(
         .jitter(Duration::ZERO)
         .auto_relay(true)
         .config(tune)
-        .publish(Duration::ZERO, 0, NORMAL, size)
+        .publish(SWARM_PUBLISH_AT, 0, NORMAL, size)
         .expect_complete()
         .settle(Duration::from_secs(15));
     timed(sc)
