@@ -199,9 +199,9 @@ pub const SWARM_BAD_TIMEOUT: Duration = ms(500);
 /// When `swarm-origin-crash` crashes the origin, after its publish: 4 MiB at 300 Mbit/s is
 /// 112 ms on the origin's uplink and the pull protocol takes 100 ms before the first chunk
 /// leaves (advert, manifest request, manifest, chunk request); every chunk had gone through
-/// from the origin 254 to 255 ms after the publish in seeds 0..20 (the run checks it:
-/// `origin-spread`), and no node completes before about 445 ms, so the crash leaves every
-/// node with chunks to fetch from the partial holders.
+/// from the origin 238 to 240 ms after the publish in seeds 0..20 (the run checks it:
+/// `origin-spread`), and no node completes before 431 ms, so the crash leaves every node with
+/// chunks to fetch from the partial holders.
 pub const SWARM_CRASH_AFTER: Duration = ms(300);
 /// Slow nodes of `swarm-slow-nodes`: a third of [`SWARM_NODES`].
 pub const SWARM_SLOW: usize = SWARM_NODES / 3;
