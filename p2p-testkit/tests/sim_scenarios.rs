@@ -2,7 +2,11 @@
 //! More seeds go through the CLI:
 //! `cargo run -p p2p-testkit --release --bin p2p-sim -- run <name> --seeds 0..100`.
 
-use p2p_testkit::sim::{BULK, ByzKind, LatencyStats, Report, Scenario, TraceSink, URGENT, named};
+use p2p_testkit::sim::{
+    BULK, ByzKind, LatencyStats, Report, SWARM_BAD_TIMEOUT, SWARM_BPS, SWARM_CRASH_AFTER, SWARM_F,
+    SWARM_LATENCY, SWARM_NODES, Scenario, TraceSink, URGENT, named, swarm_bad_third_attackers,
+    swarm_slow_nodes,
+};
 use p2p_testkit::trace::{InputRec, MessageRec, OutputRec, Record, Trace};
 use std::time::Duration;
 
@@ -822,5 +826,183 @@ fn a_peer_that_never_sends_its_hello_is_cut_at_the_hello_deadline() {
         assert_eq!(r.cut_off_by(2, "no hello within"), 4, "{r}");
         let first = r.cutoffs.iter().map(|c| c.at.as_nanos()).min();
         assert_eq!(first, Some(HELLO_TIMEOUT.as_nanos() as u64), "{r}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Swarming: chunked artifacts (4 MiB, 32 chunks of 128 KiB) from node 0 to 13 relaying nodes on
+// 300 Mbit/s links of 25 ms. Every run must deliver to every running honest member once and
+// intact within bounded state (the `complete` check besides the usual ones). Larger runs
+// (`swarm-4m-40`, `swarm-64m-*`, `swarm-partial-mesh`) go through `p2p-sim run`.
+//
+// Measured (release, `p2p-sim run <name> --seeds 0..20`), all-hold time after the publish
+// (min / p50 / max) and amplification:
+//   swarm-4m-13               431 / 433 / 435 ms    1.006
+//   swarm-bad-third-baseline  413 / 414 / 417 ms    1.005  (9 honest nodes, 4 empty slots)
+//   swarm-bad-third          1429 / 1430 / 1451 ms  1.006  (attack - baseline: 1013 to 1035 ms)
+//   swarm-origin-crash        431 / 433 / 435 ms    1.006  (every chunk out at 238-240 ms)
+//   swarm-slow-nodes         1486 / 1508 / 1548 ms  1.006
+// ---------------------------------------------------------------------------------------------
+
+/// Checks a swarm run: every check passed, each artifact reached every running honest member
+/// (the `complete` check: nothing vacuous), once, intact, within bounded state.
+fn swarm_ok(r: &Report) {
+    r.assert_passed();
+    all_delivered(r);
+    for name in [
+        "complete",
+        "eventual-delivery",
+        "exactly-once",
+        "integrity",
+        "bounded-state",
+    ] {
+        assert!(r.check(name).is_some_and(|c| c.ok), "{name}:\n{r}");
+    }
+    for a in &r.artifacts {
+        assert!(a.chunks > 1, "not chunked:\n{r}");
+        assert!(a.complete_after.is_some(), "incomplete:\n{r}");
+    }
+}
+
+/// The only artifact's all-hold time (publish until every expected node held it).
+fn hold(r: &Report) -> Duration {
+    r.artifacts[0].complete_after.expect("complete")
+}
+
+#[test]
+fn swarms_deliver_4_mib_to_13_nodes_once_with_the_origin_sending_each_chunk_once() {
+    for r in run_named("swarm-4m-13", 0..3) {
+        swarm_ok(&r);
+        let a = &r.artifacts[0];
+        // Peers exchange what the origin sent: it sends each chunk about once (32 of 32
+        // measured), never a copy per peer (12 x 32).
+        assert!(a.origin_chunk_sends <= u64::from(a.chunks) * 5 / 4, "{r}");
+        // Have, Cancel, requests and framing included (1.006 measured; the target is 1.05).
+        assert!(r.amplification() <= 1.05, "{r}");
+        // Progress bound, in virtual time: well under the 1,418 ms of whole-artifact
+        // transfers from the origin (431 to 435 ms measured, the physical bound is 162 ms).
+        assert!(hold(&r) <= ms(1_000), "{r}");
+        assert!(
+            r.counter("chunks_cancelled") <= r.counter("chunks_requested"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn swarms_complete_despite_a_third_serving_bad_chunks_or_never_answering() {
+    for seed in 0..3 {
+        let calm = named("swarm-bad-third-baseline", seed)
+            .expect("exists")
+            .run();
+        swarm_ok(&calm);
+        let r = named("swarm-bad-third", seed).expect("exists").run();
+        swarm_ok(&r);
+        let attackers = swarm_bad_third_attackers(seed);
+        assert_eq!(attackers.len(), SWARM_F);
+        for (node, kind) in &attackers {
+            match kind {
+                // Its chunks fail the manifest: it is cut off and banned.
+                ByzKind::BadChunks => assert!(
+                    r.cut_off_by(*node, "wrong hash or size") > 0,
+                    "bad-chunks node {node} never cut off:\n{r}"
+                ),
+                ByzKind::Silent => {}
+                other => panic!("unexpected attacker kind {other:?}"),
+            }
+        }
+        assert!(
+            r.cutoffs
+                .iter()
+                .all(|c| attackers.iter().any(|(n, _)| *n == c.peer)),
+            "an honest node was cut off:\n{r}"
+        );
+        // The silent ones are routed around after their requests time out.
+        assert!(r.counter("timeouts") > 0, "{r}");
+        // Bound: a silent holder can cost a download one request timeout for the manifest (it
+        // echoes the advert, so it may be the manifest's source) and one chunk request timeout
+        // (it claims every chunk, so it is asked first, up to 8 chunks per peer at once, which
+        // time out together); the chunks asked of the f / 2 silent holders then cross one
+        // link again (f / 2 x 8 x 128 KiB at 300 Mbit/s).
+        let cfg = p2p_core::Config {
+            request_timeout_base: SWARM_BAD_TIMEOUT,
+            ..p2p_core::Config::default()
+        };
+        let chunk = u64::from(cfg.chunk_size);
+        let manifest = 40 + 32 * u64::from(r.artifacts[0].chunks);
+        let refetch = (SWARM_F / 2 * cfg.max_chunks_in_flight_per_peer) as u64 * chunk;
+        let refetch = Duration::from_secs_f64(refetch as f64 * 8.0 / SWARM_BPS as f64);
+        let bound =
+            hold(&calm) + cfg.request_timeout(manifest) + cfg.request_timeout(chunk) + refetch;
+        eprintln!(
+            "swarm-bad-third seed {seed}: baseline {:?}, attacked {:?}, bound {:?}",
+            hold(&calm),
+            hold(&r),
+            bound
+        );
+        assert!(
+            hold(&r) <= bound,
+            "all-hold {:?} above the no-attack {:?} plus the timeouts ({bound:?}):\n{r}",
+            hold(&r),
+            hold(&calm)
+        );
+    }
+}
+
+#[test]
+fn swarms_complete_after_the_origin_crashes_once_every_chunk_left_it() {
+    for r in run_named("swarm-origin-crash", 0..3) {
+        swarm_ok(&r);
+        let a = &r.artifacts[0];
+        // The `origin-spread` check passed: every chunk had gone through from the origin
+        // before the crash...
+        let out = a.all_chunks_out.expect("every chunk left the origin");
+        assert!(out < SWARM_CRASH_AFTER, "{r}");
+        assert!(r.check("origin-spread").is_some_and(|c| c.ok), "{r}");
+        // ...and no node had completed then: each finished from the partial holders alone,
+        // the origin gone (it is not among the running members the `complete` check counts).
+        assert_eq!(a.expected, SWARM_NODES - 1, "{r}");
+        for (node, d) in a.delivered_after.iter().enumerate() {
+            if node != a.origin {
+                let d = d.expect("delivered");
+                assert!(
+                    d > SWARM_CRASH_AFTER,
+                    "node {node} done before the crash:\n{r}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn swarms_complete_with_a_third_of_the_nodes_at_a_tenth_of_the_rate() {
+    for r in run_named("swarm-slow-nodes", 0..3) {
+        swarm_ok(&r);
+        let slow = swarm_slow_nodes(r.seed);
+        let a = &r.artifacts[0];
+        let times = |is_slow: bool| -> Vec<Duration> {
+            a.delivered_after
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != a.origin && slow.contains(i) == is_slow)
+                .map(|(_, d)| d.expect("delivered"))
+                .collect()
+        };
+        let (fast, slowest) = (times(false), times(true));
+        let slow_bound =
+            Duration::from_secs_f64((4u64 << 20) as f64 * 8.0 / (SWARM_BPS / 10) as f64)
+                + 2 * SWARM_LATENCY;
+        // Every node, fast and slow, completes within 1.5 x the slow nodes' own physical
+        // bound (4 MiB at 30 Mbit/s + 2 x 25 ms = 1,168 ms, so 1,752 ms; over seeds 0..20 the
+        // fast nodes took 1,357 to 1,508 ms, the slow ones 1,378 to 1,547 ms).
+        assert!(fast.len() == SWARM_NODES - 1 - slowest.len(), "{r}");
+        for d in fast.iter().chain(&slowest) {
+            assert!(*d <= slow_bound * 3 / 2, "{r}");
+        }
+        // Not asserted, because it does not hold: the fast nodes keep their own pace. They
+        // finish at 1,357 to 1,508 ms (431 to 435 ms without slow nodes): a fast node asks partial
+        // holders before full ones and the least loaded first, whatever their rate, so some
+        // of its chunks queue behind a slow node's 30 Mbit/s uplink shared by 12 requesters
+        // (BENCHMARKS.md, "Swarming").
     }
 }

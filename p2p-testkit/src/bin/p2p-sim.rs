@@ -5,7 +5,7 @@
 //! p2p-sim list
 //! p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose]
 //!                        [--record-node I --trace-dir DIR]
-//! p2p-sim measure [--quick]
+//! p2p-sim measure [--quick | --chunks]
 //! ```
 //!
 //! With `--record-node I --trace-dir DIR`, every run records node `I`'s core to
@@ -13,8 +13,10 @@
 //! `DIR/<name>-<seed>-node<I>-restart<k>.jsonl`) and prints the `p2p-trace replay` command for
 //! each file. A run whose node `I` is not an honest node is run without recording, with a note.
 
+use p2p_core::Config;
 use p2p_testkit::sim::{
-    LatencyStats, NORMAL, Report, Scenario, Topology, Workload, catalog, named,
+    LatencyStats, NORMAL, Report, SWARM_BPS, SWARM_LATENCY, SWARM_PUBLISH_AT, Scenario, Topology,
+    Workload, catalog, named,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  p2p-sim list\n  p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose] [--record-node I --trace-dir DIR]\n  p2p-sim measure [--quick]\n\n--record-node I --trace-dir DIR: record node I's core in every run to DIR/<name>-<seed>-node<I>.jsonl\n  (a restart after a crash starts DIR/<name>-<seed>-node<I>-restart<k>.jsonl) and print the replay command"
+        "usage:\n  p2p-sim list\n  p2p-sim run <name|all> [--seeds A..B] [--determinism] [--verbose] [--record-node I --trace-dir DIR]\n  p2p-sim measure [--quick | --chunks]\n\n--record-node I --trace-dir DIR: record node I's core in every run to DIR/<name>-<seed>-node<I>.jsonl\n  (a restart after a crash starts DIR/<name>-<seed>-node<I>-restart<k>.jsonl) and print the replay command"
     );
     ExitCode::from(2)
 }
@@ -122,7 +124,11 @@ fn main() -> ExitCode {
             }
         }
         Some("measure") => {
-            measure(args.iter().any(|a| a == "--quick"));
+            if args.iter().any(|a| a == "--chunks") {
+                measure_chunks();
+            } else {
+                measure(args.iter().any(|a| a == "--quick"));
+            }
             ExitCode::SUCCESS
         }
         _ => usage(),
@@ -210,6 +216,21 @@ fn run_many(
         } else if verbose {
             print!("{r}");
         }
+        if verbose {
+            for a in r.artifacts.iter().filter(|a| a.chunks > 0) {
+                let per_node: Vec<String> = a
+                    .delivered_after
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| d.map(|d| format!("{i}:{:.0}", ms(d))))
+                    .collect();
+                println!(
+                    "  artifact #{} delivered (node:ms) {}",
+                    a.index,
+                    per_node.join(" ")
+                );
+            }
+        }
         print_traces(&r);
     }
     let secs = started.elapsed().as_secs_f64();
@@ -257,56 +278,162 @@ fn timed(sc: Scenario) -> (Report, f64) {
     (r, started.elapsed().as_secs_f64())
 }
 
-fn measure(quick: bool) {
-    const SIZE: usize = 4 << 20;
-    const BPS: u64 = 300_000_000;
-    let latency = Duration::from_millis(25);
-    let bound = Duration::from_secs_f64(SIZE as f64 * 8.0 / BPS as f64) + 2 * latency;
+/// One swarming run of `measure`: `size` bytes from node 0 to `nodes` relaying nodes in a full
+/// mesh, 300 Mbit/s per node, 25 ms one way, no jitter, with `tune` applied to the config,
+/// published once the connections are up (`SWARM_PUBLISH_AT`).
+fn swarm_run(
+    nodes: usize,
+    size: usize,
+    tune: impl Fn(&mut Config) + Send + Sync + 'static,
+) -> (Report, f64) {
+    let sc = Scenario::new(1)
+        .name("measure-swarm")
+        .nodes(nodes)
+        .link(SWARM_LATENCY, SWARM_BPS)
+        .jitter(Duration::ZERO)
+        .auto_relay(true)
+        .config(tune)
+        .publish(SWARM_PUBLISH_AT, 0, NORMAL, size)
+        .expect_complete()
+        .settle(Duration::from_secs(15));
+    timed(sc)
+}
+
+/// The physical lower bound of a broadcast of `size` bytes: its time on one 300 Mbit/s link
+/// plus two one-way latencies (the request and the first byte's way back).
+fn swarm_bound(size: usize) -> Duration {
+    Duration::from_secs_f64(size as f64 * 8.0 / SWARM_BPS as f64) + 2 * SWARM_LATENCY
+}
+
+/// Formats an optional duration in milliseconds.
+fn ms_or(d: Option<Duration>) -> String {
+    d.map_or("never".into(), |d| format!("{:.0} ms", ms(d)))
+}
+
+/// Prints the swarming targets (issue 12) beside their bounds; with `quick`, without the
+/// 64 MiB run (13 s and 2.6 GB of simulator memory).
+fn measure_swarm(quick: bool) {
     println!(
-        "large artifacts: 4 MiB from one node, full mesh, 300 Mbit/s per node, 25 ms one way; lower bound {:.0} ms",
-        ms(bound)
+        "swarming targets: one artifact from node 0, full mesh, 300 Mbit/s per node, 25 ms one way, auto-relay, default config (chunks of {} KiB); bound = size / bandwidth + 2 x latency",
+        p2p_core::chunks::DEFAULT_CHUNK_SIZE >> 10
     );
-    let count = if quick { 1 } else { 3 };
-    for (n, design) in [(13usize, "~1 s"), (40, "~3 s")] {
-        for relay in [false, true] {
-            let mut sc = Scenario::new(1)
-                .name("measure-large")
-                .nodes(n)
-                .link(latency, BPS)
-                .jitter(Duration::ZERO)
-                .auto_relay(relay)
-                .settle(Duration::from_secs(15));
-            for k in 0..count {
-                sc = sc.publish(Duration::from_secs(10 * k as u64), 0, NORMAL, SIZE);
-            }
-            let (r, secs) = timed(sc);
-            let times: Vec<String> = r
-                .artifacts
-                .iter()
-                .map(|a| {
-                    a.complete_after
-                        .map_or("incomplete".into(), |d| format!("{:.0} ms", ms(d)))
-                })
-                .collect();
-            println!(
-                "  {n:>2} nodes, auto-relay {:<5}: all hold it after [{}] (design {design}); first holders p50 {:.0} ms; amplification {:.3}; {} ({} events in {:.2}s)",
-                relay,
-                times.join(", "),
-                ms(r.latency.p50),
-                r.amplification(),
-                if r.passed() {
-                    "checks ok"
-                } else {
-                    "CHECKS FAILED"
-                },
-                r.events,
-                secs
-            );
-            if !r.passed() {
-                print!("{r}");
-            }
+    let mut cases = vec![(4usize << 20, 13usize, 1.5), (4 << 20, 40, 1.5)];
+    if !quick {
+        cases.push((64 << 20, 40, 1.2));
+    }
+    for (size, nodes, target) in cases {
+        let (r, secs) = swarm_run(nodes, size, |_| {});
+        let bound = swarm_bound(size);
+        let a = &r.artifacts[0];
+        let x = a
+            .complete_after
+            .map(|d| d.as_secs_f64() / bound.as_secs_f64());
+        println!(
+            "  {:>2} MiB to {nodes:>2} nodes: all hold it after {} = {} the {:.0} ms bound (target <= {target} x: {}); first chunk out of the origin {}, every chunk {}; origin sent {} chunk messages for {} chunks; amplification {:.3} (target <= 1.05: {}); {} ({} events in {:.1} s)",
+            size >> 20,
+            ms_or(a.complete_after),
+            x.map_or("-".into(), |x| format!("{x:.2} x")),
+            ms(bound),
+            if x.is_some_and(|x| x <= target) {
+                "met"
+            } else {
+                "missed"
+            },
+            ms_or(a.first_chunk_out),
+            ms_or(a.all_chunks_out),
+            a.origin_chunk_sends,
+            a.chunks,
+            r.amplification(),
+            if r.amplification() <= 1.05 {
+                "met"
+            } else {
+                "missed"
+            },
+            if r.passed() {
+                "checks ok"
+            } else {
+                "CHECKS FAILED"
+            },
+            r.events,
+            secs
+        );
+        if !r.passed() {
+            print!("{r}");
         }
     }
+}
+
+/// Prints the sweeps of chunk size, in-flight limits and swarm patience behind the defaults:
+/// 4 MiB and 64 MiB from one node to 40 (as [`measure_swarm`]).
+fn measure_chunks() {
+    let row = |label: String, size: usize, tune: Box<dyn Fn(&mut Config) + Send + Sync>| {
+        let (r, secs) = swarm_run(40, size, tune);
+        let a = &r.artifacts[0];
+        let bound = swarm_bound(size);
+        println!(
+            "    {label:<28} {:>2} MiB: all hold {:>9} ({}), first chunk out {:>7}, every chunk out {:>8}, origin chunk sends {:>4}/{:<4} amplification {:.3}{} ({:.1} s)",
+            size >> 20,
+            ms_or(a.complete_after),
+            a.complete_after.map_or("-".into(), |d| format!(
+                "{:.2} x bound",
+                d.as_secs_f64() / bound.as_secs_f64()
+            )),
+            ms_or(a.first_chunk_out),
+            ms_or(a.all_chunks_out),
+            a.origin_chunk_sends,
+            a.chunks,
+            r.amplification(),
+            if r.passed() { "" } else { ", CHECKS FAILED" },
+            secs
+        );
+    };
+    println!(
+        "chunk sweeps: 40 nodes, full mesh, 300 Mbit/s, 25 ms, auto-relay; one setting changed at a time"
+    );
+    println!("  chunk size (in-flight limits 64 / 8 per peer, patience 100 ms):");
+    for size in [4usize << 20, 64 << 20] {
+        for chunk in [64u32 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+            row(
+                format!("chunk_size {} KiB", chunk >> 10),
+                size,
+                Box::new(move |c| c.chunk_size = chunk),
+            );
+        }
+    }
+    println!("  chunk requests in flight per peer (global 64):");
+    for size in [4usize << 20, 64 << 20] {
+        for per_peer in [2usize, 4, 8, 16] {
+            row(
+                format!("per peer {per_peer}"),
+                size,
+                Box::new(move |c| c.max_chunks_in_flight_per_peer = per_peer),
+            );
+        }
+    }
+    println!("  chunk requests in flight in all (8 per peer):");
+    for size in [4usize << 20, 64 << 20] {
+        for all in [16usize, 32, 64, 128] {
+            row(
+                format!("in all {all}"),
+                size,
+                Box::new(move |c| c.max_chunks_in_flight = all),
+            );
+        }
+    }
+    println!("  swarm patience (full holders asked only for the own stripe until it passes):");
+    for size in [4usize << 20, 64 << 20] {
+        for patience in [0u64, 50, 100, 200, 400] {
+            row(
+                format!("swarm_patience {patience} ms"),
+                size,
+                Box::new(move |c| c.swarm_patience = Duration::from_millis(patience)),
+            );
+        }
+    }
+}
+
+fn measure(quick: bool) {
+    measure_swarm(quick);
     let n = if quick { 200 } else { 1_000 };
     let sc = Scenario::new(1)
         .name("measure-scale")

@@ -12,11 +12,19 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ByzKind {
     /// Advertises artifacts and answers requests (and chunk requests) with bytes that do not
-    /// match the advert (the manifest), and pushes artifacts whose bytes do not hash to their id. Honest nodes must penalize it and
-    /// cut it off.
+    /// match the advert (the manifest), and pushes artifacts whose bytes do not hash to their
+    /// id; to a swarm's empty `Have` it answers that it holds every chunk of the artifact (a
+    /// partial holder, asked before full holders). Honest nodes must penalize it and cut it
+    /// off.
     BadData,
-    /// Re-advertises everything it hears (so it looks like a source of every artifact) and never
-    /// answers a request. Honest nodes must time out and fetch elsewhere.
+    /// Misbehaves in swarms only: advertises nothing and pushes nothing, answers a swarm's
+    /// empty `Have` with every chunk of the artifact (a partial holder, asked before full
+    /// holders) and every chunk request with random bytes. Honest nodes must penalize it at
+    /// its first chunk, as bad data, and cut it off.
+    BadChunks,
+    /// Re-advertises everything it hears (so it looks like a source of every artifact), answers
+    /// a swarm's empty `Have` with every chunk, and never answers a request or a chunk
+    /// request. Honest nodes must time out and fetch elsewhere.
     Silent,
     /// Advertises artifacts it does not have and answers `NotFound` (to chunk requests too).
     Phantom,
@@ -79,8 +87,9 @@ pub enum ByzKind {
 
 impl ByzKind {
     /// Every kind.
-    pub const ALL: [ByzKind; 15] = [
+    pub const ALL: [ByzKind; 16] = [
         ByzKind::BadData,
+        ByzKind::BadChunks,
         ByzKind::Silent,
         ByzKind::Phantom,
         ByzKind::Flood,
@@ -115,6 +124,7 @@ impl ByzKind {
     pub fn name(self) -> &'static str {
         match self {
             ByzKind::BadData => "bad-data",
+            ByzKind::BadChunks => "bad-chunks",
             ByzKind::Silent => "silent",
             ByzKind::Phantom => "phantom",
             ByzKind::Flood => "flood",
@@ -150,6 +160,8 @@ pub(crate) struct Limits {
     pub max_buffered_bytes: usize,
     /// Messages an honest receiver reassembles at once on one connection.
     pub max_partial_messages: usize,
+    /// The subnet's chunk size: artifacts larger than it are chunked.
+    pub chunk_size: u32,
 }
 
 impl Limits {
@@ -482,6 +494,7 @@ impl Byz {
             | ByzKind::Churner
             | ByzKind::PartialFrames
             | ByzKind::StalledReader
+            | ByzKind::BadChunks
             | ByzKind::Mute => {}
         }
     }
@@ -566,6 +579,15 @@ impl Byz {
         match (self.kind, msg) {
             (ByzKind::Silent, Message::Adverts(adverts)) => self.echo(from, adverts, out),
             (ByzKind::Silent, Message::Push { advert, .. }) => self.echo(from, vec![advert], out),
+            (ByzKind::BadData | ByzKind::BadChunks, Message::Adverts(adverts)) => {
+                self.remember(adverts)
+            }
+            (
+                ByzKind::BadData | ByzKind::BadChunks | ByzKind::Silent,
+                Message::Have { id, ranges },
+            ) if ranges.is_empty() => {
+                self.claim_all_chunks(from, id, out);
+            }
             (ByzKind::BadData, Message::Request { req_id, id, .. }) => {
                 let size = self.fake.get(&id).copied().unwrap_or(64).min(1 << 20);
                 let data = Bytes::from(self.rng.bytes(size as usize));
@@ -594,16 +616,16 @@ impl Byz {
             }
             // A chunk of random bytes: it fails the manifest's hash of that chunk.
             (
-                ByzKind::BadData | ByzKind::ClassSpoofer,
+                ByzKind::BadData | ByzKind::BadChunks | ByzKind::ClassSpoofer,
                 Message::ChunkRequest {
                     req_id, id, index, ..
                 },
             ) => {
                 let data = Bytes::from(self.rng.bytes(p2p_core::chunks::MIN_CHUNK_SIZE as usize));
-                let class = if self.kind == ByzKind::BadData {
-                    Class::Normal
-                } else {
+                let class = if self.kind == ByzKind::ClassSpoofer {
                     Class::Urgent
+                } else {
+                    Class::Normal
                 };
                 let chunk = Message::Chunk {
                     req_id,
@@ -644,6 +666,21 @@ impl Byz {
                 }
             }
         }
+    }
+
+    /// Answers `peer`'s empty `Have` of `id` (it started a swarm) with a `Have` of every chunk,
+    /// if `id` was advertised to us as an artifact larger than one chunk.
+    fn claim_all_chunks(&mut self, peer: u32, id: ArtifactId, out: &mut Sends) {
+        let chunk = u64::from(self.limits.chunk_size.max(1));
+        let Some(size) = self.heard.iter().find(|a| a.id == id).map(|a| a.size) else {
+            return;
+        };
+        if size <= chunk {
+            return;
+        }
+        let end = u32::try_from(size.div_ceil(chunk)).unwrap_or(u32::MAX);
+        let ranges = vec![p2p_core::ChunkRange { start: 0, end }];
+        out.push((peer, Message::Have { id, ranges }, Class::Control));
     }
 
     /// The size of a remembered advert of `id` (64 if none).
@@ -796,6 +833,7 @@ impl Byz {
                 }
             }
             ByzKind::BadData
+            | ByzKind::BadChunks
             | ByzKind::Silent
             | ByzKind::Malformed
             | ByzKind::Squatter

@@ -3,7 +3,7 @@
 use super::byz::ByzKind;
 use super::rng::{Rng, derive};
 use super::scenario::{Scenario, Topology, Workload};
-use super::{BULK, URGENT};
+use super::{BULK, NORMAL, URGENT};
 use std::time::Duration;
 
 /// A named scenario.
@@ -177,6 +177,115 @@ fn byz_f_mixed_conn(seed: u64) -> [ByzKind; BYZ_F] {
 /// A `byz-f-*` run with f attackers of one kind.
 fn byz_f_all(seed: u64, kind: ByzKind) -> Scenario {
     byz_f(seed, &format!("byz-f-{}", kind.name()), Some([kind; BYZ_F]))
+}
+
+/// Bandwidth of a node in the `swarm-*` scenarios: 300 Mbit/s.
+pub const SWARM_BPS: u64 = 300_000_000;
+/// One-way latency of a link in the `swarm-*` scenarios.
+pub const SWARM_LATENCY: Duration = ms(25);
+/// When the origin of a `swarm-*` scenario publishes: after every connection is up (hellos
+/// take one 25 ms latency), so the figures measure the broadcast alone.
+pub const SWARM_PUBLISH_AT: Duration = ms(100);
+/// Nodes of `swarm-bad-third`, `swarm-origin-crash` and `swarm-slow-nodes`.
+pub const SWARM_NODES: usize = 13;
+/// Attackers of `swarm-bad-third`: f = floor((n - 1) / 3) of [`SWARM_NODES`].
+pub const SWARM_F: usize = (SWARM_NODES - 1) / 3;
+/// Size of the artifact of the 4 MiB `swarm-*` scenarios.
+pub const SWARM_4M: usize = 4 << 20;
+/// Chunk request timeout base of `swarm-bad-third` (and its baseline): 500 ms, as the
+/// `byz-f-*` scenarios' request timeout, so a silent holder's chunk is asked elsewhere within
+/// about half a second (500 ms + 200 ms per MiB: 525 ms for a 128 KiB chunk).
+pub const SWARM_BAD_TIMEOUT: Duration = ms(500);
+/// When `swarm-origin-crash` crashes the origin, after its publish: 4 MiB at 300 Mbit/s is
+/// 112 ms on the origin's uplink and the pull protocol takes 100 ms before the first chunk
+/// leaves (advert, manifest request, manifest, chunk request); every chunk had gone through
+/// from the origin 238 to 240 ms after the publish in seeds 0..20 (the run checks it:
+/// `origin-spread`), and no node completes before 431 ms, so the crash leaves every node with
+/// chunks to fetch from the partial holders.
+pub const SWARM_CRASH_AFTER: Duration = ms(300);
+/// Slow nodes of `swarm-slow-nodes`: a third of [`SWARM_NODES`].
+pub const SWARM_SLOW: usize = SWARM_NODES / 3;
+
+/// A `swarm-*` run: `nodes` relaying nodes on 300 Mbit/s links of 25 ms (jitter 1 ms) in a full
+/// mesh, node 0 publishing one artifact of `size` random bytes (chunked at the default 128
+/// KiB) at [`SWARM_PUBLISH_AT`], which every honest member must get (`expect_complete`).
+fn swarm(seed: u64, name: &str, nodes: usize, size: usize) -> Scenario {
+    Scenario::new(seed)
+        .name(name)
+        .nodes(nodes)
+        .link(SWARM_LATENCY, SWARM_BPS)
+        .jitter(ms(1))
+        .auto_relay(true)
+        .publish(SWARM_PUBLISH_AT, 0, NORMAL, size)
+        .expect_complete()
+        .settle(Duration::from_secs(10))
+}
+
+/// `count` distinct node indices of `1..nodes` (never the origin, node 0), drawn from `seed`.
+fn draw_nodes(seed: u64, stream: u64, nodes: usize, count: usize) -> Vec<usize> {
+    let mut r = Rng::new(derive(seed, stream));
+    let mut all: Vec<usize> = (1..nodes).collect();
+    for k in 0..count.min(all.len()) {
+        let j = k + r.below((all.len() - k) as u64) as usize;
+        all.swap(k, j);
+    }
+    all.truncate(count);
+    all
+}
+
+/// The attacker slots of `swarm-bad-third` (drawn from the seed, never the origin) and their
+/// kinds: half serve bad chunks ([`ByzKind::BadChunks`], which misbehaves in swarms only, so
+/// honest nodes meet it there and not at its first push), half never answer
+/// ([`ByzKind::Silent`]).
+pub fn swarm_bad_third_attackers(seed: u64) -> Vec<(usize, ByzKind)> {
+    draw_nodes(seed, 95, SWARM_NODES, SWARM_F)
+        .into_iter()
+        .enumerate()
+        .map(|(k, node)| {
+            let kind = if k % 2 == 0 {
+                ByzKind::BadChunks
+            } else {
+                ByzKind::Silent
+            };
+            (node, kind)
+        })
+        .collect()
+}
+
+/// `swarm-bad-third` (with `attack`) or its baseline: 4 MiB from node 0 to [`SWARM_NODES`]
+/// slots, [`SWARM_F`] of them (drawn from the seed) attackers or, without `attack`, empty
+/// slots that are never members (the same honest nodes and artifact without any attack).
+/// Both kinds answer an honest swarm's empty `Have` with every chunk, so honest nodes ask them
+/// first (partial holders before full ones); the bad-chunk ones are penalized at their first
+/// chunk, the silent ones (which also echo the advert) cost a request timeout
+/// ([`SWARM_BAD_TIMEOUT`]). A cut-off
+/// attacker reconnects after 500 ms (and is refused while banned).
+fn swarm_bad_third(seed: u64, attack: bool) -> Scenario {
+    let name = if attack {
+        "swarm-bad-third"
+    } else {
+        "swarm-bad-third-baseline"
+    };
+    let attackers = swarm_bad_third_attackers(seed);
+    let mut s = swarm(seed, name, SWARM_NODES, SWARM_4M)
+        .config(|c| c.request_timeout_base = SWARM_BAD_TIMEOUT)
+        .reconnect_cut_off(Some(ms(500)));
+    if attack {
+        for (node, kind) in attackers {
+            s = s.byzantine(node, kind);
+        }
+    } else {
+        let honest = (0..SWARM_NODES)
+            .filter(|i| !attackers.iter().any(|(n, _)| n == i))
+            .collect();
+        s = s.initial_members(honest);
+    }
+    s
+}
+
+/// The slow nodes of `swarm-slow-nodes` (drawn from the seed, never the origin).
+pub fn swarm_slow_nodes(seed: u64) -> Vec<usize> {
+    draw_nodes(seed, 94, SWARM_NODES, SWARM_SLOW)
 }
 
 /// Every named scenario.
@@ -418,6 +527,65 @@ pub fn catalog() -> Vec<CatalogEntry> {
             name: "byz-f-mixed-conn",
             about: "f = 4 of 13 colluding: class spoofer, churner, partial frames and stalled reader on seed-drawn slots",
             build: |seed| byz_f(seed, "byz-f-mixed-conn", Some(byz_f_mixed_conn(seed))),
+        },
+        CatalogEntry {
+            name: "swarm-4m-13",
+            about: "4 MiB from one node to 13, full mesh, 300 Mbit/s, 25 ms: chunks swarm, every node completes once",
+            build: |seed| swarm(seed, "swarm-4m-13", 13, SWARM_4M),
+        },
+        CatalogEntry {
+            name: "swarm-4m-40",
+            about: "4 MiB from one node to 40, full mesh, 300 Mbit/s, 25 ms",
+            build: |seed| swarm(seed, "swarm-4m-40", 40, SWARM_4M),
+        },
+        CatalogEntry {
+            name: "swarm-64m-13",
+            about: "64 MiB from one node to 13, full mesh, 300 Mbit/s, 25 ms",
+            build: |seed| swarm(seed, "swarm-64m-13", 13, 64 << 20),
+        },
+        CatalogEntry {
+            name: "swarm-64m-40",
+            about: "64 MiB from one node to 40, full mesh, 300 Mbit/s, 25 ms",
+            build: |seed| swarm(seed, "swarm-64m-40", 40, 64 << 20),
+        },
+        CatalogEntry {
+            name: "swarm-partial-mesh",
+            about: "4 MiB to 40 nodes on a random graph of degree ~8: chunks travel through relaying swarms",
+            build: |seed| {
+                swarm(seed, "swarm-partial-mesh", 40, SWARM_4M)
+                    .topology(Topology::Random { degree: 8 })
+            },
+        },
+        CatalogEntry {
+            name: "swarm-bad-third-baseline",
+            about: "swarm-bad-third's honest nodes and artifact with the 4 attacker slots empty: the no-attack figures",
+            build: |seed| swarm_bad_third(seed, false),
+        },
+        CatalogEntry {
+            name: "swarm-bad-third",
+            about: "f = 4 of 13 claim every chunk: 2 serve bad chunks (penalized), 2 never answer (timed out); every honest node completes",
+            build: |seed| swarm_bad_third(seed, true),
+        },
+        CatalogEntry {
+            name: "swarm-origin-crash",
+            about: "4 MiB to 13; the origin crashes once every chunk has left it: the partial holders finish it",
+            build: |seed| {
+                let at = SWARM_PUBLISH_AT + SWARM_CRASH_AFTER;
+                swarm(seed, "swarm-origin-crash", SWARM_NODES, SWARM_4M)
+                    .crash(at, 0)
+                    .expect_origin_spread_by(at)
+            },
+        },
+        CatalogEntry {
+            name: "swarm-slow-nodes",
+            about: "4 MiB to 13, a third of them (seed-drawn) at 30 Mbit/s: every node completes, the fast ones at their own pace",
+            build: |seed| {
+                let mut s = swarm(seed, "swarm-slow-nodes", SWARM_NODES, SWARM_4M);
+                for node in swarm_slow_nodes(seed) {
+                    s = s.node_bandwidth(node, SWARM_BPS / 10);
+                }
+                s
+            },
         },
     ]
 }

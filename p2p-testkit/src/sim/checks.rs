@@ -433,6 +433,11 @@ mod tests {
             expected,
             holders,
             complete_after: None,
+            delivered_after: Vec::new(),
+            chunks: 0,
+            origin_chunk_sends: 0,
+            first_chunk_out: None,
+            all_chunks_out: None,
         };
         let mut d = Deliveries::default();
         d.add(Outcome {

@@ -75,6 +75,21 @@ struct ArtInfo {
     attr: p2p_core::Bytes,
     /// Per node: first delivery latency in nanoseconds plus one (0: never).
     first: Vec<u64>,
+    /// Its chunks leaving the origin (empty when it is not chunked).
+    spread: Spread,
+}
+
+/// How the chunks of a chunked artifact left its origin: which went through to a peer (a
+/// `Chunk` from the origin handed to the peer), and when the first and the last did.
+#[derive(Default)]
+struct Spread {
+    out: Vec<bool>,
+    count: u32,
+    /// Times (nanoseconds plus one, 0: not yet) the first chunk and every chunk were out.
+    first_at: u64,
+    all_at: u64,
+    /// `Chunk` messages of it the origin queued (answers it cancelled before they started too).
+    sends: u64,
 }
 
 struct Sim<'a> {
@@ -101,6 +116,59 @@ struct Sim<'a> {
     rx: HashMap<(u32, u32), Reassembly>,
     /// The largest node-wide reassembly reservation seen at an honest node, and the cap.
     reassembly_peak: (usize, usize),
+}
+
+/// Chunks of an artifact of `size` bytes: 0 if it fits one chunk (it is not chunked).
+fn chunk_count(size: usize, chunk_size: u32) -> u32 {
+    let chunk = chunk_size.max(1) as usize;
+    if size <= chunk {
+        0
+    } else {
+        u32::try_from(size.div_ceil(chunk)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The `origin-spread` check: every chunk of every chunked artifact published before `by`
+/// went through from its origin to some peer by `by`.
+fn spread_check(figures: &[ArtifactFigure], by: Duration) -> Check {
+    let by_ns = nanos(by);
+    let mut late = Vec::new();
+    let mut last = Duration::ZERO;
+    for f in figures {
+        let published = f.published_at.as_nanos();
+        if f.chunks == 0 || published >= by_ns {
+            continue;
+        }
+        match f.all_chunks_out {
+            Some(d) if published + nanos(d) <= by_ns => {
+                last = last.max(Duration::from_nanos(published) + d);
+            }
+            Some(d) => late.push(format!(
+                "artifact #{}: its {} chunks were out of the origin at {:.1} ms, after {:.1} ms",
+                f.index,
+                f.chunks,
+                (Duration::from_nanos(published) + d).as_secs_f64() * 1e3,
+                by.as_secs_f64() * 1e3
+            )),
+            None => late.push(format!(
+                "artifact #{}: not all of its {} chunks ever left the origin",
+                f.index, f.chunks
+            )),
+        }
+    }
+    Check {
+        name: "origin-spread",
+        ok: late.is_empty(),
+        detail: if late.is_empty() {
+            format!(
+                "every chunk out of its origin by {:.1} ms (the last at {:.1} ms)",
+                by.as_secs_f64() * 1e3,
+                last.as_secs_f64() * 1e3
+            )
+        } else {
+            late.join("; ")
+        },
+    }
 }
 
 /// Runs `sc` and checks its properties.
@@ -373,6 +441,7 @@ impl Sim<'_> {
             push_threshold: c.push_threshold,
             max_buffered_bytes: self.sc.mux.max_buffered_bytes,
             max_partial_messages: self.sc.mux.max_partial_messages,
+            chunk_size: c.chunk_size,
         }
     }
 
@@ -870,6 +939,11 @@ impl Sim<'_> {
     fn enqueue(&mut self, from: u32, to: u32, msg: Message, class: Class) {
         let honest = self.honest(from as usize);
         let now = self.q.now();
+        if let Message::Chunk { id, .. } = &msg
+            && let Some(a) = self.origin_art(from, id)
+        {
+            a.spread.sends += 1;
+        }
         match self.net.enqueue(from, to, msg, class, honest, now) {
             Enqueued::NoLink => return,
             Enqueued::Lost => {
@@ -1083,6 +1157,14 @@ impl Sim<'_> {
             self.cut_off(to, from, reason);
             return;
         }
+        if let Message::Chunk { id, index, .. } = &msg
+            && self.runs_core(to)
+        {
+            let now = self.q.now();
+            if let Some(a) = self.origin_art(from, id) {
+                a.spread.note(*index as usize, now.saturating_sub(a.at) + 1);
+            }
+        }
         if self.runs_core(to) {
             let from = self.ids[from as usize];
             self.pending.push_back((to, Input::Message { from, msg }));
@@ -1092,8 +1174,37 @@ impl Sim<'_> {
     }
 }
 
+impl Spread {
+    /// Chunk `index` went through from the origin at `t` (nanoseconds after the publish, plus
+    /// one).
+    fn note(&mut self, index: usize, t: u64) {
+        let Some(out) = self.out.get_mut(index) else {
+            return;
+        };
+        if *out {
+            return;
+        }
+        *out = true;
+        self.count += 1;
+        if self.first_at == 0 {
+            self.first_at = t;
+        }
+        if self.count as usize == self.out.len() {
+            self.all_at = t;
+        }
+    }
+}
+
 /// Actions and faults.
 impl Sim<'_> {
+    /// The chunked artifact `id` if honest node `node` published it.
+    fn origin_art(&mut self, node: u32, id: &ArtifactId) -> Option<&mut ArtInfo> {
+        let &k = self.art_by_id.get(id)?;
+        self.arts[k]
+            .as_mut()
+            .filter(|a| a.origin == node as usize && !a.spread.out.is_empty())
+    }
+
     fn action(&mut self, k: usize) {
         match self.actions[k].clone() {
             Action::Publish(p) => self.publish(p),
@@ -1128,6 +1239,10 @@ impl Sim<'_> {
             at: self.q.now(),
             attr: artifact.attr.clone(),
             first: vec![0; self.slots.len()],
+            spread: Spread {
+                out: vec![false; chunk_count(spec.size, self.cfg.chunk_size) as usize],
+                ..Spread::default()
+            },
         });
         self.pending
             .push_back((spec.node as u32, Input::Publish(artifact)));
@@ -1345,6 +1460,12 @@ impl Sim<'_> {
                 .unwrap_or_default();
             checks.push(urgent_latency(urgent, max));
         }
+        if sc.expect_complete {
+            checks.push(self.complete_check(&deliveries.figures));
+        }
+        if let Some(by) = sc.spread_by {
+            checks.push(spread_check(&deliveries.figures, by));
+        }
         Report {
             name: sc.name.clone(),
             seed: sc.seed,
@@ -1358,6 +1479,7 @@ impl Sim<'_> {
             latency_by_kind,
             wire_bytes: self.net.wire_bytes(),
             ideal_bytes: deliveries.ideal,
+            counters: self.counters(),
             max_state: self.checks.max_state,
             cutoffs: self.cutoffs,
             reassembly_peak: self.reassembly_peak,
@@ -1367,6 +1489,55 @@ impl Sim<'_> {
             output_hash: self.checks.hash.value(),
             traces: self.recorder.into_traces(),
         }
+    }
+
+    /// The `complete` check: every artifact reached every honest member that runs, other
+    /// than its origin.
+    fn complete_check(&self, figures: &[ArtifactFigure]) -> Check {
+        let running = |i: usize| self.honest(i) && self.alive(i) && self.faults.is_member(i);
+        let live = (0..self.slots.len()).filter(|&i| running(i)).count();
+        let mut missing = Vec::new();
+        for f in figures {
+            let want = live - usize::from(running(f.origin));
+            if f.expected != want || f.holders != want {
+                missing.push(format!(
+                    "artifact #{} reached {} of the {want} running honest members",
+                    f.index, f.holders
+                ));
+            }
+        }
+        Check {
+            name: "complete",
+            ok: missing.is_empty(),
+            detail: if missing.is_empty() {
+                format!(
+                    "{} artifacts, each at all {live} running honest members",
+                    figures.len()
+                )
+            } else {
+                missing.truncate(5);
+                missing.join("; ")
+            },
+        }
+    }
+
+    /// Every counter summed over the honest cores running now.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut sums: Vec<(&'static str, u64)> = p2p_core::Metrics::INFO
+            .iter()
+            .filter(|m| m.kind == p2p_core::MetricKind::Counter)
+            .map(|m| (m.name, 0))
+            .collect();
+        for slot in &self.slots {
+            if let Actor::Honest(node) = &slot.actor {
+                for (info, v) in node.metrics().values() {
+                    if let Some(s) = sums.iter_mut().find(|(n, _)| *n == info.name) {
+                        s.1 += v;
+                    }
+                }
+            }
+        }
+        sums
     }
 
     /// Ends the traces of the incarnations still running.
@@ -1487,6 +1658,17 @@ impl Sim<'_> {
                 expected: exp,
                 holders: got,
                 complete_after: complete.map(Duration::from_nanos),
+                delivered_after: a
+                    .first
+                    .iter()
+                    .map(|&f| (f > 0).then(|| Duration::from_nanos(f - 1)))
+                    .collect(),
+                chunks: a.spread.out.len() as u32,
+                origin_chunk_sends: a.spread.sends,
+                first_chunk_out: (a.spread.first_at > 0)
+                    .then(|| Duration::from_nanos(a.spread.first_at - 1)),
+                all_chunks_out: (a.spread.all_at > 0)
+                    .then(|| Duration::from_nanos(a.spread.all_at - 1)),
             },
             first: &a.first,
         }

@@ -78,6 +78,19 @@ pub struct ArtifactFigure {
     pub holders: usize,
     /// Time from publish until the last expected node got it, if all did.
     pub complete_after: Option<Duration>,
+    /// Per node slot: time from publish until its first delivery there (`None`: never, and
+    /// for the origin).
+    pub delivered_after: Vec<Option<Duration>>,
+    /// Its chunks (0: it fits one chunk and is not chunked).
+    pub chunks: u32,
+    /// `Chunk` messages of it that the origin queued (answers it cancelled before they
+    /// started included): about `chunks` when peers exchange the rest among themselves.
+    pub origin_chunk_sends: u64,
+    /// Time from publish until the first chunk from the origin was through at a peer.
+    pub first_chunk_out: Option<Duration>,
+    /// Time from publish until every chunk had gone through from the origin to some peer at
+    /// least once (from then on the origin may leave).
+    pub all_chunks_out: Option<Duration>,
 }
 
 /// An honest node closing its connection to a peer.
@@ -146,6 +159,9 @@ pub struct Report {
     pub wire_bytes: u64,
     /// The ideal: each artifact's size times the number of other honest nodes expected to get it.
     pub ideal_bytes: u64,
+    /// Every counter of [`p2p_core::Metrics`] summed over the honest cores running at the end
+    /// (a crashed node's counts are lost with it), by metric name.
+    pub counters: Vec<(&'static str, u64)>,
     /// Field-wise maximum of every honest node's [`TableSizes`] over the samples.
     pub max_state: TableSizes,
     /// Connections cut off by honest nodes, admissions they refused for churn, and
@@ -181,6 +197,14 @@ impl Report {
             return 1.0;
         }
         self.delivered as f64 / self.expected as f64
+    }
+
+    /// The summed counter `name` (0 if there is none of that name).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Whether every check held.
@@ -266,6 +290,40 @@ impl fmt::Display for Report {
             self.events,
             self.end.as_nanos() as f64 / 1e9
         )?;
+        for a in self.artifacts.iter().filter(|a| a.chunks > 0) {
+            let t = |d: Option<Duration>| {
+                d.map_or("never".to_string(), |d| {
+                    format!("{:.1}ms", d.as_secs_f64() * 1e3)
+                })
+            };
+            writeln!(
+                f,
+                "  artifact #{} ({} bytes, {} chunks, origin {}): first chunk out of the origin {}, every chunk {}, {} chunk sends by the origin; all hold it {}",
+                a.index,
+                a.size,
+                a.chunks,
+                a.origin,
+                t(a.first_chunk_out),
+                t(a.all_chunks_out),
+                a.origin_chunk_sends,
+                t(a.complete_after)
+            )?;
+        }
+        let shown: Vec<String> = [
+            "requests_sent",
+            "timeouts",
+            "retries",
+            "bad_data",
+            "peers_disconnected",
+            "chunks_requested",
+            "chunks_received",
+            "chunks_served",
+            "chunks_cancelled",
+        ]
+        .iter()
+        .map(|n| format!("{n} {}", self.counter(n)))
+        .collect();
+        writeln!(f, "  counters (running honest nodes): {}", shown.join(", "))?;
         writeln!(f, "  max state {:?}", self.max_state)?;
         for t in &self.traces {
             write!(

@@ -223,6 +223,8 @@ pub struct Scenario {
     pub(crate) settle: Duration,
     pub(crate) sample_interval: Duration,
     pub(crate) urgent_p99_max: Option<Duration>,
+    pub(crate) expect_complete: bool,
+    pub(crate) spread_by: Option<Duration>,
     pub(crate) check_determinism: bool,
     pub(crate) byz_period: Duration,
     pub(crate) byz_budget: u32,
@@ -285,6 +287,8 @@ impl Scenario {
             settle: Duration::from_secs(30),
             sample_interval: Duration::from_millis(100),
             urgent_p99_max: None,
+            expect_complete: false,
+            spread_by: None,
             check_determinism: false,
             byz_period: Duration::from_millis(20),
             byz_budget: 2_000,
@@ -570,6 +574,23 @@ impl Scenario {
     /// Fails the run if the p99 delivery latency of [`URGENT`] artifacts exceeds `max`.
     pub fn expect_urgent_p99(mut self, max: Duration) -> Self {
         self.urgent_p99_max = Some(max);
+        self
+    }
+
+    /// Fails the run unless every artifact reached every honest member that runs at the end
+    /// (other than its origin): the `complete` check. Without it, delivery is only expected
+    /// where a final connection path joins a node to a holder, so an artifact that no
+    /// survivor got would pass.
+    pub fn expect_complete(mut self) -> Self {
+        self.expect_complete = true;
+        self
+    }
+
+    /// Fails the run unless every chunk of every chunked artifact published before `at` had
+    /// gone through from its origin to some peer by `at` (the `origin-spread` check): a crash
+    /// of the origin at `at` then leaves every chunk with a holder.
+    pub fn expect_origin_spread_by(mut self, at: Duration) -> Self {
+        self.spread_by = Some(at);
         self
     }
 
