@@ -600,15 +600,18 @@ impl Node {
         data: Bytes,
     ) {
         let offload = self.cfg.offload_chunk_hashing;
-        let answer = self
-            .swarms
-            .on_chunk(from, (req_id, id, index, data), offload, &mut self.sink);
+        let answer = self.swarms.on_chunk(
+            from,
+            (req_id, id, index, data),
+            (offload, self.now),
+            &mut self.sink,
+        );
         self.judged(from, id, answer);
     }
 
     /// The driver's hash of a chunk it was asked to hash.
     fn on_chunk_hashed(&mut self, id: ArtifactId, index: u32, digest: &[u8; 32]) {
-        if let Some((from, answer)) = self.swarms.on_hashed(id, index, digest) {
+        if let Some((from, answer)) = self.swarms.on_hashed(id, index, digest, self.now) {
             self.judged(from, id, answer);
         }
     }

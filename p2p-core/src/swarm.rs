@@ -100,6 +100,8 @@ struct ChunkReq {
     /// Counted in the global limit (false once timed out: the peer stays busy until it answers).
     counted: bool,
     deadline: Option<Time>,
+    /// When it was sent.
+    sent: Time,
 }
 
 struct Swarm {
@@ -146,6 +148,8 @@ struct Swarm {
     done_until: Option<Time>,
     /// The chunks held when progress was last seen, and when.
     progress: (u32, Time),
+    /// When it last gained a verified chunk (or became active).
+    gained: Time,
     /// It was set back to wait for lack of progress: it then ranks after every swarm that was
     /// not (see [`Swarm::key`]).
     stalled: bool,
@@ -165,6 +169,11 @@ impl Swarm {
             self.priority.unwrap_or_default()
         };
         (Reverse(p), self.seq, id)
+    }
+
+    /// Whether it has no request in flight and no chunk waiting for its hash.
+    fn is_idle(&self) -> bool {
+        self.asked.iter().all(Option::is_none) && self.checking.is_empty()
     }
 
     /// Whether any connected peer is known to hold some of it.
@@ -204,6 +213,9 @@ pub(crate) struct Swarms {
     reqs: FastMap<RequestId, ChunkReq>,
     deadlines: BTreeMap<(Time, RequestId), ()>,
     per_peer: FastMap<NodeId, usize>,
+    /// Per connected peer, how long its chunk answers took (a moving average, in nanoseconds;
+    /// a timeout counts as its whole timeout): a node asks the holder that should answer first.
+    pace: FastMap<NodeId, u64>,
     in_flight: usize,
     reserved: u64,
     next_req: u64,
@@ -235,6 +247,7 @@ impl Swarms {
             reqs: FastMap::with_hasher(fast),
             deadlines: BTreeMap::new(),
             per_peer: FastMap::with_hasher(fast),
+            pace: FastMap::with_hasher(fast),
             in_flight: 0,
             reserved: 0,
             next_req: 0,
@@ -297,6 +310,13 @@ impl Swarms {
     pub(crate) fn next_wakeup(&self, now: Time, cfg: &Config) -> Option<Time> {
         let deadline = self.deadlines.keys().next().map(|(t, _)| *t);
         let linger = self.table.values().filter_map(|s| s.done_until).min();
+        let idle = self
+            .table
+            .values()
+            .filter(|s| s.active && s.done_until.is_none() && s.is_idle())
+            .map(|s| s.gained + cfg.swarm_patience)
+            .filter(|t| *t > now)
+            .min();
         let stall = if self.waiting.is_empty() {
             None
         } else {
@@ -319,7 +339,7 @@ impl Swarms {
                 t.max(now)
             })
             .min();
-        [deadline, patience, linger, stall]
+        [deadline, patience, linger, stall, idle]
             .into_iter()
             .flatten()
             .min()
@@ -366,6 +386,7 @@ impl Swarms {
             done_until: None,
             progress: (0, cx.now),
             stalled: false,
+            gained: cx.now,
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -409,6 +430,7 @@ impl Swarms {
             s.active = true;
             s.since = cx.now;
             s.progress = (s.held, cx.now);
+            s.gained = cx.now;
             s.dirty = true;
         }
     }
@@ -507,6 +529,7 @@ impl Swarms {
             }
         }
         self.per_peer.remove(&peer);
+        self.pace.remove(&peer);
     }
 
     /// Ends a request: out of the limits, its deadline and its chunk's `asked`.
@@ -550,6 +573,8 @@ impl Swarms {
                 self.freed = true;
             }
             let (peer, id, index) = (req.peer, req.id, req.index);
+            let waited = now.saturating_since(req.sent).as_nanos() as u64;
+            note_pace(&mut self.pace, peer, waited);
             if let Some(s) = self.table.get_mut(&id) {
                 if s.asked[index as usize] == Some(req_id) {
                     s.asked[index as usize] = None;
@@ -597,6 +622,9 @@ impl Swarms {
                 s.patient = true;
                 s.dirty = true;
             }
+            if s.active && s.is_idle() && now >= s.gained + cfg.swarm_patience {
+                s.dirty = true;
+            }
             if s.active && !s.overdue && now >= s.since + overdue_after(s, cfg) {
                 s.overdue = true;
                 s.dirty = true;
@@ -634,11 +662,16 @@ impl Swarms {
         &mut self,
         peer: NodeId,
         (req_id, id, index, data): (RequestId, ArtifactId, u32, Bytes),
-        offload: bool,
+        (offload, now): (bool, Time),
         sink: &mut Sink,
     ) -> ChunkAnswer {
         match self.reqs.get(&req_id) {
-            Some(r) if r.peer == peer && r.id == id && r.index == index => {}
+            Some(r) if r.peer == peer && r.id == id && r.index == index => {
+                if r.deadline.is_some() {
+                    let took = now.saturating_since(r.sent).as_nanos() as u64;
+                    note_pace(&mut self.pace, peer, took);
+                }
+            }
             None if self.issued(req_id) => {
                 // Cancelled, or the swarm ended: an answer may already have been on its way.
                 sink.metrics.duplicates += 1;
@@ -668,6 +701,9 @@ impl Swarms {
             return ChunkAnswer::Checking;
         }
         let ok = s.manifest.verify_chunk(index, &data);
+        if ok {
+            s.gained = now;
+        }
         judge(s, id, index, data, peer, ok)
     }
 
@@ -678,12 +714,16 @@ impl Swarms {
         id: ArtifactId,
         index: u32,
         digest: &[u8; 32],
+        now: Time,
     ) -> Option<(NodeId, ChunkAnswer)> {
         let s = self.table.get_mut(&id)?;
         let pos = s.checking.iter().position(|c| c.0 == index)?;
         let (_, data, peer) = s.checking.swap_remove(pos);
         let ok = data.len() as u64 == s.manifest.chunk_len(index)
             && s.manifest.chunk_hash(index) == Some(&digest[..]);
+        if ok {
+            s.gained = now;
+        }
         Some((peer, judge(s, id, index, data, peer, ok)))
     }
 }
@@ -904,6 +944,11 @@ impl Swarms {
     fn pick(&self, id: &ArtifactId, cx: &SwarmCx) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
         let overdue = s.overdue;
+        // A node with nothing in flight for the swarm that gained no chunk for `swarm_patience`
+        // may ask a full holder for one chunk no partial holder has: an owner that is slow (or
+        // out of reach) then holds its chunks back from no one, and the origin sends at most one
+        // extra chunk at a time per waiting node.
+        let idle = s.is_idle() && cx.now >= s.gained + cx.cfg.swarm_patience;
         let room = |p: &NodeId| {
             self.per_peer.get(p).copied().unwrap_or(0) < cx.cfg.max_chunks_in_flight_per_peer
         };
@@ -927,7 +972,7 @@ impl Swarms {
                 && s.partial
                     .iter()
                     .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
-            let full_ok = !full_open.is_empty() && (overdue || s.asks_full(i, cx.me));
+            let full_ok = !full_open.is_empty() && (overdue || idle || s.asks_full(i, cx.me));
             if !partial_ok && !full_ok {
                 continue;
             }
@@ -937,18 +982,20 @@ impl Swarms {
             }
         }
         let (_, i) = best?;
+        // The holder expected to answer first: its requests in flight (this one included)
+        // times its pace; one not yet heard from is tried first.
+        let rank = |p: &NodeId| {
+            let pace = self.pace.get(p).copied().unwrap_or(0);
+            let expected = (load(p) as u64 + 1).saturating_mul(pace);
+            (expected, load(p), keyed_hash(&self.salt, (id, i, p)))
+        };
         let partial = s
             .partial
             .iter()
             .filter(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p))
             .map(|(p, _)| *p)
-            .min_by_key(|p| (load(p), keyed_hash(&self.salt, (id, i, p))));
-        let peer = partial.or_else(|| {
-            full_open
-                .iter()
-                .copied()
-                .min_by_key(|p| (load(p), keyed_hash(&self.salt, (id, i, p))))
-        })?;
+            .min_by_key(rank);
+        let peer = partial.or_else(|| full_open.iter().copied().min_by_key(rank))?;
         Some((i, peer))
     }
 
@@ -973,6 +1020,7 @@ impl Swarms {
                 index,
                 counted: true,
                 deadline: Some(deadline),
+                sent: cx.now,
             },
         );
         self.deadlines.insert((deadline, req_id), ());
@@ -1045,6 +1093,12 @@ fn stall_after(s: &Swarm, cfg: &Config) -> Duration {
 /// timeout, the time an owner that wants the artifact has to fetch its chunks and say so.
 fn overdue_after(s: &Swarm, cfg: &Config) -> Duration {
     cfg.request_timeout(u64::from(s.manifest.chunk_size()))
+}
+
+/// Records that `peer` took `took` nanoseconds to answer a chunk request (or to time out).
+fn note_pace(pace: &mut FastMap<NodeId, u64>, peer: NodeId, took: u64) {
+    let e = pace.entry(peer).or_insert(took);
+    *e = (*e).saturating_mul(3).saturating_add(took) / 4;
 }
 
 /// Takes `peer`'s partial holdings out of a swarm's availability counts.
