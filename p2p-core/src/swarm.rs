@@ -682,8 +682,9 @@ impl Swarms {
         self.end_request(req_id);
         sink.metrics.bytes_received += data.len() as u64;
         sink.metrics.chunks_received += 1;
-        let Some(s) = self.table.get_mut(&id) else {
-            // Completed or dropped meanwhile.
+        let Some(s) = self.table.get_mut(&id).filter(|s| s.active) else {
+            // Completed, dropped or set back to wait meanwhile (a late answer to a request
+            // that timed out): a waiting swarm holds nothing.
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         };
