@@ -1043,19 +1043,15 @@ impl Swarms {
         for (id, s) in self.table.iter_mut() {
             if !s.announce.is_empty() {
                 s.announce.sort_unstable();
-                let fresh: Vec<u32> = s.announce.drain(..).collect();
-                // Only peers that fetch it too (they sent a `Have`) hear of new chunks, and only
-                // of those they are not known to hold.
-                for peer in s.interested.iter().filter(|p| (cx.connected)(p)) {
+                let batches = ranges_of(s.announce.drain(..), cx.cfg.max_have_ranges);
+                // Every connected peer that is not a full holder hears of new chunks, so one
+                // that starts fetching it later already knows who holds what (announcing only
+                // to peers known to fetch it made 64 MiB to 40 simulated nodes 15 % slower).
+                for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
                     if s.full.contains(peer) || s.tell.contains(peer) {
                         continue;
                     }
-                    let theirs = s.partial.iter().find(|(p, _)| p == peer).map(|(_, b)| b);
-                    let lacking = fresh
-                        .iter()
-                        .copied()
-                        .filter(|i| !theirs.is_some_and(|b| b.get(*i)));
-                    for ranges in ranges_of(lacking, cx.cfg.max_have_ranges) {
+                    for ranges in &batches {
                         let msg = Message::Have {
                             id: *id,
                             ranges: ranges.clone(),
