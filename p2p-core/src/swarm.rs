@@ -798,15 +798,11 @@ impl Swarms {
         }
         let out = (s.manifest.clone(), s.full.clone());
         self.order.remove(&key);
-        self.cancel_all(&asked, cx);
+        self.cancel_requests(&asked, cx.sink);
         Some(out)
     }
 
-    /// Cancels requests on the wire.
-    fn cancel_all(&mut self, asked: &[RequestId], cx: &mut SwarmCx) {
-        self.cancel_requests(asked, cx.sink);
-    }
-
+    /// Ends requests and cancels them on the wire.
     fn cancel_requests(&mut self, asked: &[RequestId], sink: &mut Sink) {
         for req_id in asked {
             if let Some(req) = self.end_request(*req_id) {
@@ -864,7 +860,7 @@ impl Swarms {
             self.waiting.remove(&key);
         }
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
-        self.cancel_all(&asked, cx);
+        self.cancel_requests(&asked, cx.sink);
         self.activate(cx);
         Some((s.manifest, s.full))
     }

@@ -27,19 +27,6 @@ fn response(req_id: u64, a: &Artifact) -> Message {
     }
 }
 
-fn t(ms: u64) -> Time {
-    Time::from_millis(ms)
-}
-
-fn disconnects(outs: &[Output]) -> Vec<(p2p_core::NodeId, DisconnectReason)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Disconnect { peer, reason } => Some((*peer, reason.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 fn events(outs: &[Output]) -> Vec<Event> {
     outs.iter()
         .filter_map(|o| match o {

@@ -2,13 +2,9 @@
 //! costs the node a bounded amount of work per cycle, and a member that asks for the same
 //! artifact again and again gets a bounded number of bytes, while honest members are served.
 
-use crate::support::{WHOLE, connected_node, id, sends, step};
+use crate::support::{WHOLE, connected_node, id, sends, step, t};
 use p2p_core::{Artifact, ArtifactId, Config, Input, Kind, Message, Node, Time};
 use std::collections::BTreeSet;
-
-fn t(ms: u64) -> Time {
-    Time::from_millis(ms)
-}
 
 /// A node (id 0) with peers 1 and 2 connected and `n` small artifacts published.
 fn node_with_pool(cfg: Config, n: u32) -> (Node, Vec<Artifact>) {

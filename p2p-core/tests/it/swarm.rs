@@ -5,7 +5,7 @@ use crate::support::*;
 use p2p_core::chunks::Manifest;
 use p2p_core::{
     Artifact, Config, Decision, DisconnectReason, Input, Kind, Message, Output, Priority,
-    PriorityFnRef, Time,
+    PriorityFnRef,
 };
 use std::time::Duration;
 
@@ -149,22 +149,35 @@ fn incomplete_artifacts_stay_within_their_budget_and_all_complete() {
 }
 
 /// A node with two full holders (peers 1 and 2) that fetched the manifest of `a`.
+/// The answer to manifest request `req_id` for `a`.
+fn manifest_answer(req_id: u64, a: &Artifact) -> Message {
+    Message::Response {
+        req_id,
+        id: a.id,
+        data: Manifest::build(&a.data, CHUNK).unwrap().root().clone(),
+    }
+}
+
+/// Peer `from` advertises `a` at `at` and answers the manifest request at once: the outputs
+/// of the answer (the swarm's first chunk requests, if it became active).
+fn fetch_manifest(
+    node: &mut p2p_core::Node,
+    at: u64,
+    from: p2p_core::NodeId,
+    a: &Artifact,
+) -> Vec<Output> {
+    let outs = recv(node, t(at), from, Message::Adverts(vec![a.advert()]));
+    let (peer, req_id, _) = requests(&outs)[0];
+    recv(node, t(at + 1), peer, manifest_answer(req_id, a))
+}
+
+/// A node with two full holders (peers 1 and 2) that fetched the manifest of `a`.
 fn swarming_node(a: &Artifact, cfg: Config) -> (p2p_core::Node, Vec<(p2p_core::NodeId, u64, u32)>) {
     let mut node = connected_node(cfg, 2);
-    let manifest = Manifest::build(&a.data, CHUNK).unwrap();
     let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
     recv(&mut node, t(0), id(2), Message::Adverts(vec![a.advert()]));
     let (peer, req_id, _) = requests(&outs)[0];
-    let outs = recv(
-        &mut node,
-        t(1),
-        peer,
-        Message::Response {
-            req_id,
-            id: a.id,
-            data: manifest.root().clone(),
-        },
-    );
+    let outs = recv(&mut node, t(1), peer, manifest_answer(req_id, a));
     (node, chunk_requests(&outs))
 }
 
@@ -173,19 +186,6 @@ fn chunk_requests(outs: &[Output]) -> Vec<(p2p_core::NodeId, u64, u32)> {
         .into_iter()
         .filter_map(|(to, m, _)| match m {
             Message::ChunkRequest { req_id, index, .. } => Some((to, req_id, index)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn t(ms: u64) -> Time {
-    Time::from_millis(ms)
-}
-
-fn disconnects(outs: &[Output]) -> Vec<(p2p_core::NodeId, DisconnectReason)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Disconnect { peer, reason } => Some((*peer, reason.clone())),
             _ => None,
         })
         .collect()
@@ -498,36 +498,11 @@ fn a_swarm_no_one_serves_gives_its_budget_to_a_waiting_one() {
     };
     let chunk_timeout = cfg.request_timeout(u64::from(CHUNK));
     let mut node = connected_node(cfg, 2);
-    let root = |a: &Artifact| Manifest::build(&a.data, CHUNK).unwrap().root().clone();
     // Peer 1 advertises the squatting artifact and answers its manifest at once.
-    let outs = recv(
-        &mut node,
-        t(0),
-        id(1),
-        Message::Adverts(vec![squat.advert()]),
-    );
-    let (_, req, _) = requests(&outs)[0];
-    let msg = Message::Response {
-        req_id: req,
-        id: squat.id,
-        data: root(&squat),
-    };
-    let squat_asks = chunk_requests(&recv(&mut node, t(1), id(1), msg));
+    let squat_asks = chunk_requests(&fetch_manifest(&mut node, 0, id(1), &squat));
     assert!(!squat_asks.is_empty() && squat_asks.iter().all(|r| r.0 == id(1)));
     // Peer 2's artifact: its manifest arrives, but the budget is taken.
-    let outs = recv(
-        &mut node,
-        t(2),
-        id(2),
-        Message::Adverts(vec![honest.advert()]),
-    );
-    let (_, req, _) = requests(&outs)[0];
-    let msg = Message::Response {
-        req_id: req,
-        id: honest.id,
-        data: root(&honest),
-    };
-    assert!(chunk_requests(&recv(&mut node, t(3), id(2), msg)).is_empty());
+    assert!(chunk_requests(&fetch_manifest(&mut node, 2, id(2), &honest)).is_empty());
     assert_eq!(node.table_sizes().swarms, 2);
     // Peer 1 never answers. Time goes on; peer 2 answers whatever it is asked.
     let mut now = t(3);

@@ -290,3 +290,18 @@ impl Net {
 /// A chunk size no test artifact reaches: artifacts stay whole (for tests of whole-artifact
 /// requests).
 pub const WHOLE: u32 = u32::MAX;
+
+/// `ms` milliseconds after the epoch.
+pub fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+/// The disconnects among `outs`: (peer, reason).
+pub fn disconnects(outs: &[Output]) -> Vec<(NodeId, p2p_core::DisconnectReason)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Disconnect { peer, reason } => Some((*peer, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
