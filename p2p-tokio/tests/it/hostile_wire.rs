@@ -188,19 +188,34 @@ async fn colluders_holding_partial_messages_are_cut_at_the_stall_deadline_and_ho
         m.reassembly_peak_bytes <= cap as u64,
         "the node-wide cap holds"
     );
-    // Two colluders are cut for stalling (a misbehaviour), one timeout after their last frame
-    // (their only one); the third was
-    // refused by the budget earlier.
-    let mut cut = cut_after.clone();
-    cut.sort();
-    assert!(cut[0] < stall, "the third colluder was refused at once");
-    for c in &cut[1..] {
+    // Each colluder is either refused by the budget at once (not a misbehaviour: the third
+    // in line, or a second one if b's honest transfers hold part of the shared half at that
+    // moment) or cut for stalling (a misbehaviour), one timeout after its only frame.
+    let early = cut_after
+        .iter()
+        .filter(|c| **c < stall - Duration::from_millis(100));
+    let early = early.count();
+    for c in &cut_after {
         assert!(
-            *c >= stall - Duration::from_millis(100) && *c < stall + Duration::from_millis(1500),
-            "cut at the stall deadline: {c:?}"
+            *c < stall - Duration::from_millis(100)
+                || (*c >= stall - Duration::from_millis(100)
+                    && *c < stall + Duration::from_millis(1500)),
+            "cut at once or at the stall deadline: {c:?}"
         );
     }
-    assert_eq!(m.protocol_errors, 2, "two stalls counted as misbehaviour");
+    assert!(
+        early >= 1,
+        "a colluder was refused by the budget: {cut_after:?}"
+    );
+    assert!(
+        early < 3,
+        "a colluder held its partials until the stall deadline: {cut_after:?}"
+    );
+    assert_eq!(
+        m.protocol_errors,
+        (3 - early) as u64,
+        "the stalls, and only they, counted as misbehaviour"
+    );
     wait_metrics(a, "partials released", |m| m.reassembly_bytes == 0).await;
     assert_eq!(a.connected_peers().await.unwrap(), vec![b.node_id()]);
     for n in &nodes {
