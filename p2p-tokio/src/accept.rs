@@ -116,6 +116,11 @@ impl AcceptLoop {
                             continue;
                         }
                     };
+                    // The view may have changed in the same turn as the accept; a socket is
+                    // judged against the registry the node holds when it arrives.
+                    if self.view.has_changed().unwrap_or(false) {
+                        self.apply_view();
+                    }
                     let admitted = match self.admission.arrive(self.clock.now(), remote.ip()) {
                         Ok(a) => a,
                         Err(why) => {

@@ -359,7 +359,7 @@ pub(crate) fn accept_loop(
         inc(&shared.counters.evicted);
         debug!(ip = %e.ip, reason = %e.reason, "pending handshake aborted");
     };
-    while !shared.stopped() {
+    let drain = |admission: &mut Admission, socks: &mut HashMap<Ticket, TcpStream>| {
         while let Ok(msg) = msgs.try_recv() {
             match msg {
                 AcceptMsg::View(view) => admission.set_view(&view),
@@ -369,12 +369,18 @@ pub(crate) fn accept_loop(
                 }
             }
         }
+    };
+    while !shared.stopped() {
+        drain(&mut admission, &mut socks);
         let now = shared.now();
         for e in admission.handle_timeout(now) {
             evict(&mut socks, e);
         }
         match listener.accept() {
             Ok((sock, remote)) => {
+                // A view sent while the socket was arriving is applied first: a socket is
+                // judged against the registry the node holds when it arrives.
+                drain(&mut admission, &mut socks);
                 let admitted = match admission.arrive(now, remote.ip()) {
                     Ok(a) => a,
                     Err(why) => {
