@@ -204,6 +204,90 @@ impl Manifest {
     }
 }
 
+/// The chunks of an incomplete artifact, written in place into one buffer of the artifact's
+/// size: completing it hands that buffer over with no copy, so a receiver holds each byte once
+/// (the chunk it received is dropped once written). The buffer is allocated zeroed at the first
+/// chunk, so untouched pages cost no memory where the allocator maps them lazily.
+///
+/// A chunk held while the artifact is incomplete is served as a copy ([`Assembly::chunk`]); the
+/// completed artifact serves slices of itself.
+#[derive(Debug, Default)]
+pub(crate) struct Assembly {
+    /// Per chunk, its part of the buffer (empty until the first chunk is written).
+    pieces: Vec<BytesMut>,
+    /// Per chunk, whether it was written.
+    have: Vec<bool>,
+    held: u32,
+}
+
+impl Assembly {
+    /// An assembly of `manifest`'s artifact holding no chunk (and no memory).
+    pub(crate) fn new(manifest: &Manifest) -> Self {
+        Assembly {
+            pieces: Vec::new(),
+            have: vec![false; manifest.count() as usize],
+            held: 0,
+        }
+    }
+
+    /// Whether chunk `index` is held.
+    pub(crate) fn has(&self, index: u32) -> bool {
+        self.have.get(index as usize).copied().unwrap_or(false)
+    }
+
+    /// How many chunks are held.
+    pub(crate) fn held(&self) -> u32 {
+        self.held
+    }
+
+    /// The indices of the held chunks, in order.
+    pub(crate) fn held_indices(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.have.len() as u32).filter(|i| self.have[*i as usize])
+    }
+
+    /// A copy of chunk `index`, if held.
+    pub(crate) fn chunk(&self, index: u32) -> Option<Bytes> {
+        let piece = self.pieces.get(index as usize)?;
+        self.has(index).then(|| Bytes::copy_from_slice(piece))
+    }
+
+    /// Writes chunk `index` (already verified against `manifest`); returns false, writing
+    /// nothing, if it is held already or its length is not the chunk's.
+    pub(crate) fn write(&mut self, manifest: &Manifest, index: u32, data: &[u8]) -> bool {
+        if index >= manifest.count()
+            || self.has(index)
+            || data.len() as u64 != manifest.chunk_len(index)
+        {
+            return false;
+        }
+        if self.pieces.is_empty() {
+            let mut buf = BytesMut::zeroed(manifest.size() as usize);
+            self.pieces = (0..manifest.count())
+                .map(|i| buf.split_to(manifest.chunk_len(i) as usize))
+                .collect();
+        }
+        self.pieces[index as usize].copy_from_slice(data);
+        self.have[index as usize] = true;
+        self.held += 1;
+        true
+    }
+
+    /// The whole artifact, once every chunk is held (the buffer itself: its pieces lie side by
+    /// side, so joining them copies nothing). The assembly then still says every chunk is held
+    /// but serves none: the whole artifact serves them.
+    pub(crate) fn take_whole(&mut self) -> Option<Bytes> {
+        if self.pieces.is_empty() || self.held as usize != self.have.len() {
+            return None;
+        }
+        let mut pieces = std::mem::take(&mut self.pieces).into_iter();
+        let mut whole = pieces.next()?;
+        for p in pieces {
+            whole.unsplit(p);
+        }
+        Some(whole.freeze())
+    }
+}
+
 /// The SHA-256 of `data`: what a driver computes for [`Output::HashChunk`](crate::Output::HashChunk).
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
@@ -284,5 +368,38 @@ mod tests {
         );
         assert!(is_manifest(&MANIFEST_TAG));
         assert!(!is_manifest(b"p2p"));
+    }
+
+    #[test]
+    fn an_assembly_completes_in_place_from_chunks_in_any_order() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let m = Manifest::build(&data, 4096).unwrap();
+        let mut a = Assembly::new(&m);
+        assert_eq!(a.chunk(0), None);
+        for i in [2, 0] {
+            let r = m.range(i);
+            assert!(a.write(&m, i, &data[r.start as usize..r.end as usize]));
+        }
+        // Held twice, or of the wrong length: refused, nothing changes.
+        assert!(!a.write(&m, 0, &data[..4096]));
+        assert!(!a.write(&m, 1, &data[..100]));
+        assert!(!a.write(&m, 3, &data[..100]));
+        assert_eq!(a.held(), 2);
+        assert_eq!(a.held_indices().collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(a.chunk(2).unwrap(), &data[8192..]);
+        assert_eq!(a.take_whole(), None, "incomplete");
+        let first = a.pieces[0].as_ptr();
+        assert!(a.write(&m, 1, &data[4096..8192]));
+        let whole = a.take_whole().unwrap();
+        assert_eq!(whole, data);
+        assert_eq!(
+            whole.as_ptr(),
+            first,
+            "the pieces were joined without a copy"
+        );
+        assert!(
+            a.has(1) && a.chunk(1).is_none(),
+            "the whole artifact serves its chunks"
+        );
     }
 }

@@ -139,7 +139,7 @@ impl Node {
     /// Whether this node holds chunk `index` of the chunked artifact `id`, in its pool or in
     /// the swarm fetching it.
     pub fn has_chunk(&self, id: &ArtifactId, index: u32) -> bool {
-        self.pool.chunk(id, index).is_some() || self.swarms.chunk(id, index).is_some()
+        self.pool.chunk(id, index).is_some() || self.swarms.holds(id, index)
     }
 
     /// The artifact `id` from the local pool.

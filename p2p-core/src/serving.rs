@@ -209,7 +209,7 @@ pub(crate) fn answer_bytes(pool: &Pool, swarms: &Swarms, request: &Pending) -> O
     let id = &request.1;
     match request.3 {
         None => pool.root(id).or_else(|| swarms.root(id)),
-        Some(i) => pool.chunk(id, i).or_else(|| swarms.chunk(id, i).cloned()),
+        Some(i) => pool.chunk(id, i).or_else(|| swarms.chunk(id, i)),
     }
 }
 

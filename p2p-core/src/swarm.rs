@@ -23,7 +23,7 @@
 //! swarms fit `max_incomplete_bytes`; the others wait, highest priority first, so every active
 //! swarm can complete and no set of half-fetched artifacts can hold the budget for ever.
 
-use crate::chunks::Manifest;
+use crate::chunks::{Assembly, Manifest};
 use crate::config::{Config, Decision};
 use crate::downloads::SwarmStart;
 use crate::event::Output;
@@ -31,7 +31,7 @@ use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
 use crate::message::{ChunkRange, Message, RequestId};
 use crate::sink::Sink;
 use crate::types::{Advert, Artifact, ArtifactId, Class, NodeId, Priority, Time};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,8 +119,10 @@ struct Swarm {
     /// One chunk request timeout has passed since it became active: any node asks the full
     /// holders for any chunk no partial holder has.
     overdue: bool,
-    chunks: Vec<Option<Bytes>>,
-    held: u32,
+    /// The chunks held, written in place.
+    parts: Assembly,
+    /// The completed artifact while it lingers (see `done_until`): it serves slices of itself.
+    whole: Option<Bytes>,
     /// The request in flight per chunk.
     asked: Vec<Option<RequestId>>,
     /// Who fetches each chunk from the full holders: chunk `i` belongs to
@@ -287,10 +289,9 @@ impl Swarms {
         self.table
             .values()
             .map(|s| {
-                s.chunks
-                    .iter()
-                    .flatten()
-                    .map(|c| c.len() as u64)
+                s.parts
+                    .held_indices()
+                    .map(|i| s.manifest.chunk_len(i))
                     .sum::<u64>()
             })
             .sum()
@@ -301,9 +302,22 @@ impl Swarms {
         Some(self.table.get(id)?.manifest.root().clone())
     }
 
-    /// The chunk `index` of `id`, if this node holds it while the artifact is incomplete.
-    pub(crate) fn chunk(&self, id: &ArtifactId, index: u32) -> Option<&Bytes> {
-        self.table.get(id)?.chunks.get(index as usize)?.as_ref()
+    /// The chunk `index` of `id`, if this node holds it while the artifact is incomplete (a
+    /// copy) or lingers after completing it (a slice).
+    pub(crate) fn chunk(&self, id: &ArtifactId, index: u32) -> Option<Bytes> {
+        let s = self.table.get(id)?;
+        match &s.whole {
+            Some(whole) => s.manifest.slice(whole, index),
+            None => s.parts.chunk(index),
+        }
+    }
+
+    /// Whether this node holds chunk `index` of `id` while the artifact is incomplete or
+    /// lingers.
+    pub(crate) fn holds(&self, id: &ArtifactId, index: u32) -> bool {
+        self.table.get(id).is_some_and(|s| {
+            s.parts.has(index) || (s.whole.is_some() && index < s.manifest.count())
+        })
     }
 
     /// The earliest time a request times out or a swarm's patience ends.
@@ -365,7 +379,8 @@ impl Swarms {
         let mut swarm = Swarm {
             stripes: Stripes::new(&manifest, &full, cx),
             interested: interested.into_iter().collect(),
-            chunks: vec![None; count as usize],
+            parts: Assembly::new(&manifest),
+            whole: None,
             asked: vec![None; count as usize],
             avail: vec![0; count as usize],
             advert,
@@ -375,7 +390,6 @@ impl Swarms {
             since: cx.now,
             patient: false,
             overdue: false,
-            held: 0,
             full,
             partial: Vec::new(),
             bad: SmallVec::new(),
@@ -429,7 +443,7 @@ impl Swarms {
             let s = self.table.get_mut(&key.2).expect("waiting swarm exists");
             s.active = true;
             s.since = cx.now;
-            s.progress = (s.held, cx.now);
+            s.progress = (s.parts.held(), cx.now);
             s.gained = cx.now;
             s.dirty = true;
         }
@@ -476,7 +490,7 @@ impl Swarms {
             s.dirty = true;
         }
         if ranges.is_empty() {
-            if s.held > 0 && !s.tell.contains(&peer) && !s.full.contains(&peer) {
+            if s.parts.held() > 0 && !s.tell.contains(&peer) && !s.full.contains(&peer) {
                 s.tell.push(peer);
             }
             return Ok(());
@@ -605,8 +619,8 @@ impl Swarms {
                 .iter_mut()
                 .filter(|(_, s)| s.active && s.done_until.is_none())
                 .filter_map(|(id, s)| {
-                    if s.held > s.progress.0 {
-                        s.progress = (s.held, now);
+                    if s.parts.held() > s.progress.0 {
+                        s.progress = (s.parts.held(), now);
                         None
                     } else {
                         (now >= s.progress.1 + stall_after(s, cfg)).then_some(*id)
@@ -688,7 +702,7 @@ impl Swarms {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         };
-        if s.chunks[index as usize].is_some() || s.checking.iter().any(|c| c.0 == index) {
+        if s.parts.has(index) || s.checking.iter().any(|c| c.0 == index) {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         }
@@ -749,26 +763,19 @@ fn judge(
             s.dirty = true;
             return ChunkAnswer::BadData;
         }
-        let slot = &mut s.chunks[index as usize];
-        if slot.is_some() {
+        if !s.parts.write(&s.manifest, index, &data) {
             return ChunkAnswer::Kept;
         }
-        *slot = Some(data);
-        s.held += 1;
         s.announce.push(index);
         s.dirty = true;
-        if s.held < s.manifest.count() {
+        let Some(whole) = s.parts.take_whole() else {
             return ChunkAnswer::Kept;
-        }
-        let mut whole = BytesMut::with_capacity(s.manifest.size() as usize);
-        for c in s.chunks.iter().flatten() {
-            whole.extend_from_slice(c);
-        }
+        };
         let artifact = Artifact {
             id,
             kind: s.advert.kind,
             attr: s.advert.attr.clone(),
-            data: whole.freeze(),
+            data: whole,
         };
         ChunkAnswer::Complete(artifact)
     }
@@ -793,9 +800,7 @@ impl Swarms {
         let key = s.key(*id);
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
         s.done_until = Some(cx.now + cx.cfg.swarm_linger);
-        for i in 0..s.manifest.count() {
-            s.chunks[i as usize] = s.manifest.slice(data, i);
-        }
+        s.whole = Some(data.clone());
         let out = (s.manifest.clone(), s.full.clone());
         self.order.remove(&key);
         self.cancel_requests(&asked, cx.sink);
@@ -826,13 +831,11 @@ impl Swarms {
         };
         self.order.remove(&s.key(*id));
         let asked: SmallVec<[RequestId; 4]> = s.asked.iter().flatten().copied().collect();
-        let count = s.manifest.count() as usize;
         self.reserved -= s.manifest.size();
         s.active = false;
         s.patient = false;
         s.overdue = false;
-        s.chunks = vec![None; count];
-        s.held = 0;
+        s.parts = Assembly::new(&s.manifest);
         s.checking.clear();
         s.announce.clear();
         s.seq = self.next_seq;
@@ -958,7 +961,7 @@ impl Swarms {
             .collect();
         let mut best: Option<((bool, u16, u64), u32)> = None;
         for i in 0..s.manifest.count() {
-            if s.chunks[i as usize].is_some()
+            if s.parts.has(i)
                 || s.asked[i as usize].is_some()
                 || s.checking.iter().any(|c| c.0 == i)
             {
@@ -1056,7 +1059,7 @@ impl Swarms {
                 }
             }
             if !s.tell.is_empty() {
-                let held = (0..s.manifest.count()).filter(|i| s.chunks[*i as usize].is_some());
+                let held = s.parts.held_indices();
                 let batches = ranges_of(held, cx.cfg.max_have_ranges);
                 for peer in s.tell.drain(..) {
                     if !(cx.connected)(&peer) {
