@@ -419,7 +419,7 @@ fn node_rss_line(w: &Outcome) -> String {
     if w.node_rss_bound_bytes > 0 {
         let _ = write!(
             line,
-            "; bound {:.0} MB (2 x the bytes fetched at once + 128 MiB)",
+            "; bound {:.0} MB (the artifacts' bytes, each held once, + 128 MiB)",
             w.node_rss_bound_bytes as f64 / MB
         );
     }

@@ -179,19 +179,14 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
     specs
 }
 
-/// The bound of a node's peak RSS that the code gives for a workload of large artifacts
-/// fetched at once: each receiver holds every chunk of an artifact (its size) and, when the
-/// last one arrives, assembles the whole artifact next to them (its size again) before the
-/// chunks are freed; every artifact is fetched at once (within `max_incomplete_bytes`, 1 GiB by
-/// default), so twice the bytes fetched at once, plus a base for the runtime, TLS and queues
-/// (128 MiB). The origin holds its artifacts once.
+/// The bound of a node's peak RSS that the code gives for a workload of large artifacts: a
+/// receiver writes each verified chunk in place into one buffer of its artifact's size, which
+/// becomes the delivered and pooled artifact with no copy, so it holds each artifact once (and
+/// the origin holds its artifacts once), plus a base for the runtime, TLS, queues and the chunks
+/// in flight (128 MiB).
 pub fn node_rss_bound(w: &Workload) -> u64 {
-    let at_once = (w.large * w.large_size) as u64;
-    2 * at_once.min(BUDGET + w.large_size as u64) + BASE_RSS
+    (w.large * w.large_size) as u64 + BASE_RSS
 }
-
-/// The default `max_incomplete_bytes` of a node.
-const BUDGET: u64 = 1 << 30;
 
 /// A node's memory besides the artifacts (runtime, TLS, queues, buffers), for the bound.
 const BASE_RSS: u64 = 128 << 20;
