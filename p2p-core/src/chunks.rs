@@ -86,25 +86,11 @@ impl Manifest {
     /// The manifest of `data` cut into chunks of `chunk_size` bytes; `None` if `data` fits in
     /// one chunk (it is then its own root) or `chunk_size` is below [`MIN_CHUNK_SIZE`].
     pub fn build(data: &[u8], chunk_size: u32) -> Option<Manifest> {
-        if chunk_size < MIN_CHUNK_SIZE || data.len() as u64 <= chunk_size as u64 {
-            return None;
-        }
-        let count = data.len().div_ceil(chunk_size as usize);
-        let count = u32::try_from(count).ok()?;
-        let mut root = BytesMut::with_capacity(MANIFEST_HEADER_LEN + 32 * count as usize);
-        root.put_slice(&MANIFEST_TAG);
-        root.put_u64_le(data.len() as u64);
-        root.put_u32_le(chunk_size);
-        root.put_u32_le(count);
+        let mut b = ManifestBuilder::new(chunk_size)?;
         for chunk in data.chunks(chunk_size as usize) {
-            root.put_slice(&Sha256::digest(chunk));
+            b.push(chunk).ok()?;
         }
-        Some(Manifest {
-            root: root.freeze(),
-            size: data.len() as u64,
-            chunk_size,
-            count,
-        })
+        b.finish()
     }
 
     /// Reads a manifest from its encoded bytes, checking its layout (not its id).
@@ -201,6 +187,92 @@ impl Manifest {
             return None;
         }
         Some(data.slice(r.start as usize..r.end as usize))
+    }
+}
+
+/// Builds a [`Manifest`] from an artifact's chunks handed over in order, one at a time, so an
+/// artifact need not be in memory whole to be named (for example while it is read from a file).
+#[derive(Debug)]
+pub struct ManifestBuilder {
+    root: BytesMut,
+    size: u64,
+    chunk_size: u32,
+    count: u32,
+    /// A chunk shorter than `chunk_size` was pushed: it must be the last.
+    ended: bool,
+}
+
+/// A chunk handed to a [`ManifestBuilder`] out of shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkShapeError {
+    /// The chunk is empty or longer than the chunk size.
+    #[error("chunk of {len} bytes with chunk size {chunk_size}")]
+    Length {
+        /// Its length.
+        len: usize,
+        /// The chunk size.
+        chunk_size: u32,
+    },
+    /// A chunk came after one shorter than the chunk size.
+    #[error("a chunk after the last (shorter) one")]
+    AfterLast,
+    /// More than `u32::MAX` chunks.
+    #[error("too many chunks")]
+    TooMany,
+}
+
+impl ManifestBuilder {
+    /// A builder for chunks of `chunk_size` bytes; `None` if it is below [`MIN_CHUNK_SIZE`].
+    pub fn new(chunk_size: u32) -> Option<Self> {
+        if chunk_size < MIN_CHUNK_SIZE {
+            return None;
+        }
+        let mut root = BytesMut::with_capacity(MANIFEST_HEADER_LEN + 32 * 16);
+        root.put_slice(&MANIFEST_TAG);
+        root.put_bytes(0, MANIFEST_HEADER_LEN - MANIFEST_TAG.len());
+        Some(ManifestBuilder {
+            root,
+            size: 0,
+            chunk_size,
+            count: 0,
+            ended: false,
+        })
+    }
+
+    /// Adds the next chunk: `chunk_size` bytes, or fewer for the last one.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ChunkShapeError> {
+        if self.ended {
+            return Err(ChunkShapeError::AfterLast);
+        }
+        if chunk.is_empty() || chunk.len() as u64 > self.chunk_size as u64 {
+            return Err(ChunkShapeError::Length {
+                len: chunk.len(),
+                chunk_size: self.chunk_size,
+            });
+        }
+        self.count = self.count.checked_add(1).ok_or(ChunkShapeError::TooMany)?;
+        self.ended = chunk.len() < self.chunk_size as usize;
+        self.size += chunk.len() as u64;
+        self.root.put_slice(&Sha256::digest(chunk));
+        Ok(())
+    }
+
+    /// The manifest of the chunks pushed; `None` if they fit in one chunk (the artifact is then
+    /// its own root).
+    pub fn finish(mut self) -> Option<Manifest> {
+        if self.count < 2 {
+            return None;
+        }
+        let tag = MANIFEST_TAG.len();
+        self.root[tag..tag + 8].copy_from_slice(&self.size.to_le_bytes());
+        self.root[tag + 8..tag + 12].copy_from_slice(&self.chunk_size.to_le_bytes());
+        self.root[tag + 12..tag + 16].copy_from_slice(&self.count.to_le_bytes());
+        Some(Manifest {
+            root: self.root.freeze(),
+            size: self.size,
+            chunk_size: self.chunk_size,
+            count: self.count,
+        })
     }
 }
 
@@ -401,5 +473,35 @@ mod tests {
             a.has(1) && a.chunk(1).is_none(),
             "the whole artifact serves its chunks"
         );
+    }
+
+    #[test]
+    fn a_manifest_built_chunk_by_chunk_equals_the_one_built_whole() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let whole = Manifest::build(&data, 4096).unwrap();
+        let mut b = ManifestBuilder::new(4096).unwrap();
+        for c in data.chunks(4096) {
+            b.push(c).unwrap();
+        }
+        assert_eq!(b.finish().unwrap().root(), whole.root());
+        assert_eq!(
+            Manifest::parse(whole.root().clone()).unwrap().id(),
+            whole.id()
+        );
+        // Out of shape: a chunk after a short one, an oversized or empty chunk.
+        let mut b = ManifestBuilder::new(4096).unwrap();
+        b.push(&data[..100]).unwrap();
+        assert_eq!(b.push(&data[..100]), Err(ChunkShapeError::AfterLast));
+        let mut b = ManifestBuilder::new(4096).unwrap();
+        assert!(matches!(
+            b.push(&data[..5000]),
+            Err(ChunkShapeError::Length { .. })
+        ));
+        assert!(matches!(b.push(&[]), Err(ChunkShapeError::Length { .. })));
+        // One chunk: the artifact is its own root.
+        let mut b = ManifestBuilder::new(4096).unwrap();
+        b.push(&data[..4096]).unwrap();
+        assert!(b.finish().is_none());
+        assert!(ManifestBuilder::new(MIN_CHUNK_SIZE - 1).is_none());
     }
 }

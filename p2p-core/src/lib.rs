@@ -145,7 +145,7 @@ mod swarm;
 mod types;
 
 pub use bytes::Bytes;
-pub use chunks::{Manifest, ManifestError};
+pub use chunks::{ChunkShapeError, Manifest, ManifestBuilder, ManifestError};
 pub use config::{Config, ConfigError, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
 pub use message::{ChunkRange, Message, RequestId};

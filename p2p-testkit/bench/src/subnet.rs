@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use p2p_core::ManifestBuilder;
 use p2p_core::chunks::content_id;
 use p2p_core::rng::Rng;
 use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
@@ -135,6 +136,75 @@ pub struct Planned {
     pub at: Duration,
 }
 
+/// What one planned artifact is, without its bytes (see [`Workload::plan_for`]).
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The publishing node's index.
+    pub origin: usize,
+    /// The artifact's kind.
+    pub kind: Kind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its first 8 bytes as a little-endian number: its index in the plan's making order.
+    pub tag: u64,
+    /// Its id, if a chunk size was given.
+    pub id: Option<p2p_core::ArtifactId>,
+}
+
+/// A planned artifact before its bytes are made.
+#[derive(Clone, Copy)]
+struct Slot {
+    origin: usize,
+    kind: Kind,
+    size: usize,
+    at: Duration,
+    index: u64,
+}
+
+impl Slot {
+    /// Its bytes, drawn from `rng`; the first 8 are its index.
+    fn make(&self, rng: &mut Rng) -> Planned {
+        let mut data = vec![0u8; self.size];
+        rng.fill(&mut data);
+        data[..8].copy_from_slice(&self.index.to_le_bytes());
+        Planned {
+            origin: self.origin,
+            kind: self.kind,
+            data: Bytes::from(data),
+            at: self.at,
+        }
+    }
+
+    /// Its id for chunks of `chunk_size` (if given), drawing the same bytes as [`Slot::make`]
+    /// a chunk at a time (the generator fills 8 bytes per draw, so pieces of a multiple of 8
+    /// bytes draw the same stream as one fill).
+    fn id_streamed(&self, rng: &mut Rng, chunk_size: Option<u32>) -> Option<p2p_core::ArtifactId> {
+        const PIECE: u32 = 1 << 20;
+        let piece = chunk_size.unwrap_or(PIECE) as usize;
+        let mut builder = chunk_size.and_then(ManifestBuilder::new);
+        if self.size <= piece || piece % 8 != 0 || (chunk_size.is_some() && builder.is_none()) {
+            let data = self.make(rng).data;
+            return chunk_size.map(|c| content_id(&data, c));
+        }
+        let mut buf = vec![0u8; piece];
+        let mut left = self.size;
+        let mut first = true;
+        while left > 0 {
+            let n = left.min(piece);
+            rng.fill(&mut buf[..n]);
+            if first {
+                buf[..8].copy_from_slice(&self.index.to_le_bytes());
+                first = false;
+            }
+            if let Some(b) = &mut builder {
+                b.push(&buf[..n]).expect("pieces of the chunk size");
+            }
+            left -= n;
+        }
+        builder.map(|b| b.finish().expect("more than one chunk").id())
+    }
+}
+
 impl Workload {
     /// Checks the sizes and counts.
     pub fn validate(&self) -> Result<(), SubnetError> {
@@ -163,42 +233,81 @@ impl Workload {
 
     /// The artifacts to publish on a subnet of `nodes` nodes, in publishing order.
     pub fn plan(&self, nodes: usize) -> Result<Vec<Planned>, SubnetError> {
+        let mut out = Vec::with_capacity(self.small + self.large);
+        self.generate(nodes, |slot, rng| out.push(slot.make(rng)))?;
+        out.sort_by_key(|p| p.at);
+        Ok(out)
+    }
+
+    /// The plan as one node of a process-per-node run needs it: the bytes of the artifacts
+    /// whose origin `keep` accepts (in publishing order), and what every artifact is, with its
+    /// id for chunks of `chunk_size` if one is given. The other artifacts' bytes are made (and
+    /// hashed) a chunk at a time, so the caller never holds them.
+    pub fn plan_for(
+        &self,
+        nodes: usize,
+        chunk_size: Option<u32>,
+        keep: impl Fn(usize) -> bool,
+    ) -> Result<(Vec<Planned>, Vec<Summary>), SubnetError> {
+        let mut kept = Vec::new();
+        let mut all = Vec::with_capacity(self.small + self.large);
+        self.generate(nodes, |slot, rng| {
+            let id = if keep(slot.origin) {
+                let p = slot.make(rng);
+                let id = chunk_size.map(|c| content_id(&p.data, c));
+                kept.push(p);
+                id
+            } else {
+                slot.id_streamed(rng, chunk_size)
+            };
+            all.push(Summary {
+                origin: slot.origin,
+                kind: slot.kind,
+                size: slot.size as u64,
+                tag: slot.index,
+                id,
+            });
+        })?;
+        kept.sort_by_key(|p| p.at);
+        Ok((kept, all))
+    }
+
+    /// Hands every planned artifact's slot to `f` in making order, with the generator its bytes
+    /// come from (`f` must draw exactly the slot's bytes from it).
+    fn generate(&self, nodes: usize, mut f: impl FnMut(Slot, &mut Rng)) -> Result<(), SubnetError> {
         self.validate()?;
         if nodes < 2 {
             return Err(SubnetError::TooFewNodes(nodes));
         }
         let mut rng = Rng::new(self.seed);
-        let mut out = Vec::with_capacity(self.small + self.large);
         let mut index = 0u64;
-        let mut make = |rng: &mut Rng, size: usize| {
-            let mut data = vec![0u8; size];
-            rng.fill(&mut data);
-            data[..8].copy_from_slice(&index.to_le_bytes());
-            index += 1;
-            Bytes::from(data)
-        };
         let origins = self.large_origins.min(nodes).max(1);
         for i in 0..self.large {
-            out.push(Planned {
+            let slot = Slot {
                 origin: i % origins,
                 kind: LARGE_KIND,
-                data: make(&mut rng, self.large_size),
+                size: self.large_size,
                 at: Duration::ZERO,
-            });
+                index,
+            };
+            index += 1;
+            f(slot, &mut rng);
         }
         let span = (self.small_size.end() - self.small_size.start()) as u64 + 1;
         for i in 0..self.small {
             let size = self.small_size.start() + rng.below(span) as usize;
             let at = self.spread.mul_f64(i as f64 / self.small.max(1) as f64);
-            out.push(Planned {
+            let slot = Slot {
                 origin: i % nodes,
                 kind: SMALL_KIND,
-                data: make(&mut rng, size),
+                size,
                 at,
-            });
+                index,
+            };
+            index += 1;
+            f(slot, &mut rng);
         }
-        out.sort_by_key(|p| p.at);
-        Ok(out)
+        Ok(())
     }
 
     /// Total payload bytes of the plan (each artifact once).
@@ -1214,5 +1323,38 @@ mod tests {
             "{text}"
         );
         assert!((r.amplification() - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_node_s_plan_names_every_artifact_as_the_whole_plan_does() {
+        let w = Workload {
+            small: 5,
+            large: 2,
+            large_size: 300_000,
+            large_origins: 2,
+            ..Workload::default()
+        };
+        let plan = w.plan(3).unwrap();
+        let (mine, all) = w.plan_for(3, Some(65_536), |o| o == 1).unwrap();
+        let ids: HashMap<u64, p2p_core::ArtifactId> = plan
+            .iter()
+            .map(|p| {
+                let tag = u64::from_le_bytes(p.data[..8].try_into().unwrap());
+                (tag, content_id(&p.data, 65_536))
+            })
+            .collect();
+        assert_eq!(all.len(), plan.len());
+        for s in &all {
+            assert_eq!(Some(ids[&s.tag]), s.id, "artifact {}", s.tag);
+        }
+        let expect: Vec<_> = plan
+            .iter()
+            .filter(|p| p.origin == 1)
+            .map(|p| p.data.clone())
+            .collect();
+        assert_eq!(
+            mine.iter().map(|p| p.data.clone()).collect::<Vec<_>>(),
+            expect
+        );
     }
 }

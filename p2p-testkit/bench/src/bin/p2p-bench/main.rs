@@ -59,9 +59,9 @@ struct Cli {
     /// W5's number of artifacts, all published by one node at t=0.
     #[arg(long, default_value_t = workloads::W5_DEFAULT.1 as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
     w5_blocks: u64,
-    /// Size of a W5 artifact in bytes (64 MiB by default; at most 1 GiB, a node's default
+    /// Size of a W5 artifact in bytes (64 MiB by default; at most 4 GiB, the benchmark nodes'
     /// `max_artifact_size`).
-    #[arg(long, default_value_t = workloads::W5_DEFAULT.2 as u64, value_parser = clap::value_parser!(u64).range(16..=(1 << 30)))]
+    #[arg(long, default_value_t = workloads::W5_DEFAULT.2 as u64, value_parser = clap::value_parser!(u64).range(16..=workloads::MAX_ARTIFACT_SIZE))]
     w5_block_size: u64,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
-use p2p_core::chunks::content_id;
 use p2p_core::{ArtifactId, Kind, NodeId};
 use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
 use serde::{Deserialize, Serialize};
@@ -221,7 +220,15 @@ impl Drop for Procs {
 /// Runs `spec` with one process per node.
 pub fn run(spec: &Spec) -> Result<Outcome, String> {
     let n = spec.nodes;
-    let plan = spec.workload.plan(n).map_err(|e| e.to_string())?;
+    // What each artifact is, by tag (the parent holds none of their bytes).
+    let (_, all) = spec
+        .workload
+        .plan_for(n, None, |_| false)
+        .map_err(|e| e.to_string())?;
+    let info: Info = all
+        .iter()
+        .map(|a| (a.tag, (a.origin, a.kind, a.size)))
+        .collect();
     let mut procs = Procs::spawn(n, spec.socket_buffer, spec.chunk_size)?;
     let setup = Instant::now() + Duration::from_secs(60);
     let ready = procs.gather("ready", setup)?;
@@ -249,21 +256,15 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
         .map(|r| serde_json::from_str(r).map_err(|e| format!("bad node result: {e}")))
         .collect::<Result<_, _>>()?;
     drop(procs);
-    Ok(join(spec, &plan, &results, elapsed))
+    Ok(join(spec, &info, &results, elapsed))
 }
 
+/// Each planned artifact's origin, kind and size, by tag.
+type Info = HashMap<u64, (usize, Kind, u64)>;
+
 /// Joins the children's records into one outcome.
-fn join(
-    spec: &Spec,
-    plan: &[p2p_bench::subnet::Planned],
-    results: &[NodeResult],
-    elapsed: Duration,
-) -> Outcome {
+fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> Outcome {
     let n = spec.nodes;
-    let info: HashMap<u64, (usize, Kind, u64)> = plan
-        .iter()
-        .map(|p| (tag(&p.data), (p.origin, p.kind, p.data.len() as u64)))
-        .collect();
     let published: HashMap<u64, u64> = results
         .iter()
         .flat_map(|r| r.published.iter().copied())
@@ -284,12 +285,12 @@ fn join(
             lat.entry(kind).or_default().push(at.saturating_sub(p));
         }
     }
-    let expected = plan.len() as u64 * (n as u64 - 1);
+    let expected = info.len() as u64 * (n as u64 - 1);
     let complete = delivered == expected;
     let full = Duration::from_nanos(last.saturating_sub(first));
     let secs = if complete { full } else { elapsed }.as_secs_f64();
     let wire: u64 = results.iter().map(|r| r.wire_bytes).sum();
-    let payload: u64 = plan.iter().map(|p| p.data.len() as u64).sum();
+    let payload: u64 = info.values().map(|i| i.2).sum();
     let mut latency: Vec<Latency> = lat
         .into_iter()
         .map(|(kind, mut v)| {
@@ -313,7 +314,7 @@ fn join(
         title: spec.title.clone(),
         mode: "process-per-node".into(),
         nodes: n,
-        artifacts: plan.len(),
+        artifacts: info.len(),
         payload_bytes: payload,
         full_delivery_s: complete.then_some(full.as_secs_f64()),
         elapsed_s: elapsed.as_secs_f64(),
@@ -431,18 +432,20 @@ async fn node_async(socket_buffer: Option<usize>, chunk_size: Option<u32>) -> Re
                         };
                         let (index, nodes, start) = (num(1)? as usize, num(2)? as usize, num(3)?);
                         let workload = decode_workload(&words[4..])?;
-                        let plan = workload.plan(nodes).map_err(|e| e.to_string())?;
                         let chunk = handle.chunk_size();
-                        let mine: Vec<_> = plan.iter().filter(|p| p.origin == index).cloned().collect();
-                        ids = plan.iter().map(|p| (tag(&p.data), content_id(&p.data, chunk))).collect();
+                        // Only this node's artifacts are held; the others are named as they
+                        // are made, a chunk at a time.
+                        let (mine, all) = workload
+                            .plan_for(nodes, Some(chunk), |origin| origin == index)
+                            .map_err(|e| e.to_string())?;
+                        ids = all.iter().filter_map(|a| Some((a.tag, a.id?))).collect();
                         record = Some(Record {
-                            expected: plan.len() - mine.len(),
+                            expected: ids.len() - mine.len(),
                             have: HashSet::new(),
                             delivered: Vec::new(),
                             duplicates: 0,
                             unexpected: 0,
                         });
-                        drop(plan);
                         let m = handle.metrics();
                         let reset = machine::reset_peak_rss();
                         before = (

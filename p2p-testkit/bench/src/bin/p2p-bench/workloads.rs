@@ -336,14 +336,18 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
     }
 }
 
-/// Applies the run's settings to a node's configuration: the socket buffers, and the chunk
-/// size with the codec limits that follow from it.
+/// The largest W5 artifact, and so every benchmark node's `max_artifact_size`.
+pub const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
+
+/// Applies the run's settings to a node's configuration: the socket buffers, the chunk size,
+/// [`MAX_ARTIFACT_SIZE`], and the codec limits that follow from them.
 pub fn tune(cfg: &mut NodeConfig, socket_buffer: Option<usize>, chunk_size: Option<u32>) {
     cfg.socket_buffer = socket_buffer;
     if let Some(size) = chunk_size {
         cfg.core.chunk_size = size;
-        cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     }
+    cfg.core.max_artifact_size = MAX_ARTIFACT_SIZE;
+    cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
 }
 
 /// Runs `spec` on a subnet of nodes in this process. Only the workload is measured: the
@@ -421,7 +425,7 @@ mod tests {
             (13, 4, 64 * MIB)
         );
         assert!(w5.process_per_node);
-        assert_eq!(node_rss_bound(&w5.workload), (512 + 128) * MIB as u64);
+        assert_eq!(node_rss_bound(&w5.workload), (256 + 128) * MIB as u64);
         for s in &specs {
             s.workload
                 .plan(s.nodes)
