@@ -34,10 +34,14 @@
 //! newly pushed urgent message goes out right after the frame in flight.
 //!
 //! Within a class, up to `max_active[class]` messages are interleaved round-robin, frame by
-//! frame, so a small message is not stuck behind a large one of its class. Consequently a
-//! message is delivered before every later message of its class that has at least as many
-//! frames; with `max_active = 1` a class is strictly FIFO. The control class defaults to 1 so
-//! that, for example, a `Withdraw` never overtakes the `Adverts` batch it withdraws from.
+//! frame. Consequently a message is delivered before every later message of its class that
+//! has at least as many frames; with `max_active = 1` a class is strictly FIFO. Every class
+//! defaults to 1: no message of a default core exceeds a chunk (128 KiB, 3.5 ms at 300 Mbit/s)
+//! or a manifest, so a small message waits behind at most one such message of its class, and a
+//! chunk is finished before the next starts, so the peer can forward it that much sooner
+//! (interleaving 4 chunks made all 4 arrive at the time of the last; see BENCHMARKS.md,
+//! "FIFO within a class"). FIFO also keeps a `Withdraw` from overtaking the `Adverts` batch it
+//! withdraws from.
 //!
 //! # Bounds
 //!
@@ -54,7 +58,7 @@
 //! scheduler serves every started message of a class round-robin and every class by weight,
 //! so a started message gets a frame at least every `(Σ weights / weight of its class) ×
 //! max_active[class]` frames of its connection ([`MuxConfig::max_frames_between`]; bulk with
-//! the defaults: 29 × 4 = 116 frames of 16 KiB, 1.8 MiB, under 8 s on a connection carrying
+//! the defaults: 29 frames of 16 KiB, 464 KiB, under 2 s on a connection carrying
 //! 2 Mbit/s). A sender that trickles one frame per message just under the
 //! timeout holds its reservations for as long as it trickles; what it can hold is bounded by
 //! `max_buffered_bytes` and the node-wide [`ReassemblyBudget`] (its fair share: a connection
@@ -96,7 +100,8 @@ pub struct MuxConfig {
     pub frame_size: usize,
     /// Weight of each class in [`Class::ALL`] order (default 16, 8, 4, 1; each at least 1).
     pub weights: [u32; Class::COUNT],
-    /// Messages of each class interleaved at once (default 1, 4, 4, 4; each at least 1).
+    /// Messages of each class interleaved at once (default 1 for every class: FIFO within a
+    /// class; each at least 1).
     pub max_active: [usize; Class::COUNT],
     /// Total queued bytes at which [`MuxSender::is_congested`] turns true (default 8 MiB).
     pub high_water: usize,
@@ -116,9 +121,9 @@ pub struct MuxConfig {
     /// `partial_timeout` (since its last frame, or its first) fails the connection
     /// ([`MuxError::Stalled`]). Default 30 s. An honest sender's scheduler gives a started
     /// message a frame at least every `(Σ weights / weight of its class) × max_active[class]`
-    /// frames of its connection (with the defaults at most 29 × 4 = 116 frames of 16 KiB for
-    /// bulk, 1.8 MiB: under 8 s on a connection carrying 2 Mbit/s), far below 30 s on any link
-    /// an honest deployment runs.
+    /// frames of its connection (with the defaults at most 29 frames of 16 KiB for bulk,
+    /// 464 KiB: under 2 s on a connection carrying 2 Mbit/s), far below 30 s on any link an
+    /// honest deployment runs.
     pub partial_timeout: Duration,
 }
 
@@ -128,7 +133,7 @@ impl Default for MuxConfig {
             limits: Limits::default(),
             frame_size: 16 << 10,
             weights: [16, 8, 4, 1],
-            max_active: [1, 4, 4, 4],
+            max_active: [1, 1, 1, 1],
             high_water: 8 << 20,
             max_queued_per_class: 64 << 20,
             max_partial_messages: 64,

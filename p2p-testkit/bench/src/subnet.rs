@@ -182,7 +182,10 @@ impl Slot {
         const PIECE: u32 = 1 << 20;
         let piece = chunk_size.unwrap_or(PIECE) as usize;
         let mut builder = chunk_size.and_then(ManifestBuilder::new);
-        if self.size <= piece || !piece.is_multiple_of(8) || (chunk_size.is_some() && builder.is_none()) {
+        if self.size <= piece
+            || !piece.is_multiple_of(8)
+            || (chunk_size.is_some() && builder.is_none())
+        {
             let data = self.make(rng).data;
             return chunk_size.map(|c| content_id(&data, c));
         }

@@ -129,8 +129,23 @@ fn urgent_pushed_with_bulk_goes_first() {
 }
 
 #[test]
-fn small_message_is_not_stuck_behind_a_large_one_of_its_class() {
+fn by_default_a_class_is_fifo_so_a_message_completes_before_the_next_starts() {
     let cfg = MuxConfig::default();
+    let mut tx = sender(cfg.clone());
+    tx.push(Class::Normal, &response(1, 100 << 10)).unwrap();
+    tx.push(Class::Normal, &response(2, 100 << 10)).unwrap();
+    let mut out = BytesMut::new();
+    let _ = tx.poll_transmit(&mut out, usize::MAX);
+    let frames = parse_frames(&out);
+    let first_of_second = frames.iter().position(|f| f.stream == 1).unwrap();
+    assert!(frames[..first_of_second].last().unwrap().last);
+    assert!(frames[first_of_second..].iter().all(|f| f.stream == 1));
+}
+
+#[test]
+fn small_message_is_not_stuck_behind_a_large_one_of_an_interleaving_class() {
+    let mut cfg = MuxConfig::default();
+    cfg.max_active = [1, 4, 4, 4];
     let mut tx = sender(cfg.clone());
     tx.push(Class::Normal, &response(1, 4 << 20)).unwrap();
     tx.push(Class::Normal, &response(2, 100)).unwrap();

@@ -223,6 +223,7 @@ fn colluders_filling_the_budget_leave_an_honest_connection_its_share() {
 fn an_honest_slow_sender_interleaving_large_messages_is_never_cut() {
     let mut cfg = small_cfg();
     cfg.mux.max_buffered_bytes = 1 << 20;
+    cfg.mux.max_active = [1, 4, 4, 4];
     let (_, mut rx) = connection(&cfg, Hello::new(1), t(0)).unwrap();
     let mut peer = Peer::new(&cfg);
     let mut all = peer.hello.take().unwrap();
