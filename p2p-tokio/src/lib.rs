@@ -213,6 +213,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             forgive_after: cfg.misbehaviour_forgive_after,
             churn_burst: cfg.reconnect_churn_burst,
             churn_refill: cfg.reconnect_churn_refill,
+            topology: cfg.topology.clone(),
         },
         cfg.core.seed,
     )?;
