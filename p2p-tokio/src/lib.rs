@@ -183,7 +183,8 @@ use p2p_transport::reassembly::ReassemblyBudget;
 const COMMAND_BUFFER: usize = 256;
 
 /// Starts a node: binds `cfg.listen`, then dials the members of `registry` with a higher id
-/// and accepts the others. Must be called inside a tokio runtime.
+/// and accepts the others (of those its [`NodeConfig::topology`] makes neighbours). Must be
+/// called inside a tokio runtime.
 pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, StartError> {
     cfg.validate()?;
     let id = cfg.identity.node_id();

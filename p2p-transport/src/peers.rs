@@ -261,7 +261,8 @@ impl PeerPolicy {
         &self.cfg
     }
 
-    /// Whether this node dials `peer` (rather than waiting for it).
+    /// Whether this node dials `peer` (rather than waiting for it) when it is a neighbour: the
+    /// lower id dials.
     pub fn dials(&self, peer: &NodeId) -> bool {
         self.me < *peer
     }
