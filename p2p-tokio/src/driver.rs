@@ -547,6 +547,10 @@ impl Driver {
         let version = self.registry.version;
         self.policy
             .set_members(self.now(), version, members.iter().copied());
+        self.counters.peers_neighbours.store(
+            self.policy.neighbours().count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let policy = &self.policy;
         self.dials.retain(|peer, task| {
             let keep = policy.is_neighbour(peer);

@@ -14,6 +14,8 @@ use std::time::Duration;
 async fn wait_for_topology(nodes: &[&NodeHandle], topo: &Topology, members: &[NodeId]) {
     for node in nodes {
         let want = topo.neighbours(&node.node_id(), members);
+        // The status figure: how many neighbours the node has by its topology.
+        assert_eq!(node.metrics().peers_neighbours, want.len() as u64);
         within(1, "the node's connections to match its neighbours", async {
             loop {
                 let got: BTreeSet<NodeId> = node
