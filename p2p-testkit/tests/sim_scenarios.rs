@@ -1006,3 +1006,21 @@ fn swarms_complete_with_a_third_of_the_nodes_at_a_tenth_of_the_rate() {
         // (BENCHMARKS.md, "Swarming").
     }
 }
+
+#[test]
+fn a_partial_mesh_from_the_derived_topology_delivers_everything_over_many_seeds() {
+    // The graph the real nodes derive (`p2p_transport::topology`, degree 2: each node has 2 to
+    // 4 neighbours of 11), with relaying: every artifact reaches every node, in every seed.
+    for r in run_named("partial-mesh", 0..50) {
+        all_delivered(&r);
+        assert!(r.check("exactly-once").is_some_and(|c| c.ok), "{r}");
+    }
+    // A member leaving and returning changes the graph: the nodes prune the connections that
+    // are no longer edges (no ban) and dial the new ones, and still deliver everything.
+    for r in run_named("partial-mesh-membership", 0..10) {
+        all_delivered(&r);
+        // The only connections cut are those of the member removed (by the cores, as for any
+        // removal); a pruned connection is neither a cut-off nor a ban.
+        assert!(r.cutoffs.iter().all(|c| c.peer == 5), "{:?}", r.cutoffs);
+    }
+}

@@ -10,6 +10,7 @@ use p2p_trace::PriorityProfile;
 use p2p_transport::codec::{self, Limits};
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::MuxConfig;
+use p2p_transport::topology::Topology;
 
 use crate::error::StartError;
 
@@ -132,6 +133,15 @@ pub struct NodeConfig {
     /// to the head of the line, larger writes bulk with fewer calls. At least
     /// [`MIN_TRANSMIT`](p2p_transport::mux::MIN_TRANSMIT).
     pub write_chunk: usize,
+    /// Which members the node connects to (see [`p2p_transport::topology`]). Default
+    /// [`Topology::All`], a full mesh: every artifact is one hop from every member, and the
+    /// subnets this library targets (tens of members) afford n - 1 connections a node.
+    /// [`Topology::Degree`] connects each node to about `k` members of a graph that every node
+    /// derives alike from the member ids, for larger subnets; artifacts then travel through
+    /// relays, so a topology other than `All` needs `core.auto_relay` (else
+    /// [`StartError::PartialTopologyWithoutRelay`]). [`Topology::Explicit`] connects to the
+    /// listed members that list this node too.
+    pub topology: Topology,
 }
 
 /// A secret seed from the operating system's secure random source (through the TLS crypto
@@ -201,6 +211,7 @@ impl NodeConfig {
             socket_buffer: None,
             tcp_notsent_lowat: Some(128 << 10),
             write_chunk: 64 << 10,
+            topology: Topology::All,
         }
     }
 
@@ -270,6 +281,12 @@ impl NodeConfig {
         if self.reassembly_cap < self.mux.limits.max_message_size {
             return bad("reassembly_cap is below mux.limits.max_message_size");
         }
+        self.topology
+            .validate()
+            .map_err(p2p_transport::peers::PolicyConfigError::from)?;
+        if !self.topology.is_full() && !self.core.auto_relay {
+            return Err(StartError::PartialTopologyWithoutRelay);
+        }
         Ok(())
     }
 }
@@ -336,6 +353,22 @@ mod tests {
     fn defaults_derive_the_codec_limits_from_the_core() {
         let cfg = config();
         assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn a_partial_topology_needs_relaying_and_a_workable_degree() {
+        let mut cfg = config();
+        cfg.topology = Topology::Degree(3);
+        assert!(matches!(
+            cfg.validate(),
+            Err(StartError::PartialTopologyWithoutRelay)
+        ));
+        cfg.core.auto_relay = true;
+        cfg.validate().unwrap();
+        cfg.topology = Topology::Degree(1);
+        assert!(matches!(cfg.validate(), Err(StartError::Policy(_))));
+        cfg.topology = Topology::Explicit(Default::default());
         cfg.validate().unwrap();
     }
 

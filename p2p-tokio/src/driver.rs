@@ -547,9 +547,13 @@ impl Driver {
         let version = self.registry.version;
         self.policy
             .set_members(self.now(), version, members.iter().copied());
+        self.counters.peers_neighbours.store(
+            self.policy.neighbours().count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let policy = &self.policy;
         self.dials.retain(|peer, task| {
-            let keep = policy.is_member(peer);
+            let keep = policy.is_neighbour(peer);
             if !keep {
                 task.abort();
             }
@@ -571,6 +575,15 @@ impl Driver {
                     }
                     if self.close_conn(peer, Close::Abort) {
                         info!(%peer, "disconnected: removed from the registry");
+                    }
+                }
+                PolicyAction::Prune(peer) => {
+                    if let Some(t) = self.dials.remove(&peer) {
+                        t.abort();
+                    }
+                    if self.close_conn(peer, Close::Abort) {
+                        info!(%peer, "disconnected: no longer a neighbour in the topology");
+                        let _ = self.feed(Input::PeerDisconnected(peer));
                     }
                 }
             }

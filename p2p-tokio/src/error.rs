@@ -27,6 +27,10 @@ pub enum StartError {
     /// The connection policy's configuration is invalid.
     #[error("invalid connection policy: {0}")]
     Policy(#[from] PolicyConfigError),
+    /// A partial topology ([`NodeConfig::topology`](crate::NodeConfig::topology) other than
+    /// all members) without relaying: an artifact would reach only the publisher's neighbours.
+    #[error("a partial topology needs relaying: set core.auto_relay")]
+    PartialTopologyWithoutRelay,
     /// The admission settings are invalid.
     #[error("invalid admission settings: {0}")]
     Admission(#[from] p2p_transport::admission::AdmissionConfigError),

@@ -183,7 +183,8 @@ use p2p_transport::reassembly::ReassemblyBudget;
 const COMMAND_BUFFER: usize = 256;
 
 /// Starts a node: binds `cfg.listen`, then dials the members of `registry` with a higher id
-/// and accepts the others. Must be called inside a tokio runtime.
+/// and accepts the others (of those its [`NodeConfig::topology`] makes neighbours). Must be
+/// called inside a tokio runtime.
 pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, StartError> {
     cfg.validate()?;
     let id = cfg.identity.node_id();
@@ -213,6 +214,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             forgive_after: cfg.misbehaviour_forgive_after,
             churn_burst: cfg.reconnect_churn_burst,
             churn_refill: cfg.reconnect_churn_refill,
+            topology: cfg.topology.clone(),
         },
         cfg.core.seed,
     )?;

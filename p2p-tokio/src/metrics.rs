@@ -127,6 +127,9 @@ declare_metrics! {
     dial_failures: Counter,
     /// Peers with an established connection.
     peers_connected: Gauge,
+    /// Members this node connects to by its topology (its neighbours; every other member in a
+    /// full mesh): `peers_connected` below it means some neighbours are not connected.
+    peers_neighbours: Gauge,
     /// Established connections that ended (for any reason).
     disconnects: Counter,
     /// Connections cut because the peer broke the wire protocol (malformed frames, limits).
@@ -270,7 +273,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 64);
+        assert_eq!(names.len(), 65);
     }
 
     #[test]
@@ -300,7 +303,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 64);
+        assert_eq!(values.len(), 65);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

@@ -17,3 +17,4 @@ pub mod reassembly;
 pub mod registry;
 pub mod sched;
 pub mod tls;
+pub mod topology;

@@ -18,7 +18,15 @@
 //!   token, so neither side reconnects faster than the limit. The default lets the back-off of an
 //!   honest dialer through with room to spare;
 //! - **membership**: a new registry version dials the new members (when ours to dial) and
-//!   closes the connections of removed ones; a member that leaves and returns starts afresh.
+//!   closes the connections of removed ones; a member that leaves and returns starts afresh;
+//! - **topology**: only the members that the configured [`Topology`] makes this node's
+//!   *neighbours* are dialed and admitted. Each registry version recomputes them: a member that
+//!   is no longer a neighbour has its connection closed ([`PolicyAction::Prune`], no ban) and a
+//!   new neighbour is dialed. An inbound connection from a member that is not a neighbour is
+//!   refused ([`Refusal::NotNeighbour`], no ban) after it passed the churn limit, so a member
+//!   cannot reconnect faster than the limit by being refused. With a derived topology every
+//!   honest member computes the same graph, so a refusal happens only while two nodes hold
+//!   different registry versions, and the dialer's back-off retries until they agree.
 //!
 //! The driver carries out [`PolicyAction`]s (dial, close) and reports what happened: dial
 //! failures, established connections (which it admits or refuses as told), closed connections
@@ -31,6 +39,8 @@ use std::time::Duration;
 use p2p_core::rng::{Rng, derive};
 use p2p_core::{NodeId, Time};
 use thiserror::Error;
+
+use crate::topology::{Topology, TopologyError};
 
 /// Settings of the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +65,10 @@ pub struct PolicyConfig {
     /// connections after a stable one), about half this rate, and one per 5 s at worst after
     /// that; a member churning at the limit costs at most one admission a second.
     pub churn_refill: Duration,
+    /// Which members to connect to (default [`Topology::All`], a full mesh: every member is
+    /// one hop from every other, the lowest latency, at the cost of n - 1 connections a node).
+    /// A partial topology needs relaying (the core's `auto_relay`) to reach everyone.
+    pub topology: Topology,
 }
 
 impl Default for PolicyConfig {
@@ -67,6 +81,7 @@ impl Default for PolicyConfig {
             forgive_after: Duration::from_secs(3600),
             churn_burst: 10,
             churn_refill: Duration::from_secs(1),
+            topology: Topology::All,
         }
     }
 }
@@ -99,6 +114,9 @@ pub enum PolicyConfigError {
         /// The refill period.
         refill: Duration,
     },
+    /// The topology cannot work.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
 }
 
 impl PolicyConfig {
@@ -122,6 +140,7 @@ impl PolicyConfig {
                 refill: self.churn_refill,
             });
         }
+        self.topology.validate()?;
         Ok(())
     }
 }
@@ -134,6 +153,10 @@ pub enum PolicyAction {
     Dial(NodeId),
     /// Close the connection to this peer: it is no longer a member.
     Close(NodeId),
+    /// Close the connection to this peer without a ban: it is still a member but no longer a
+    /// neighbour in the topology. The policy counts it closed already; the core must hear
+    /// that it disconnected.
+    Prune(NodeId),
 }
 
 /// How to admit an established connection.
@@ -169,6 +192,9 @@ pub enum Refusal {
     /// A higher id dialed us: the lower id dials.
     #[error("the lower id dials: a higher id must not dial us")]
     WrongDirection,
+    /// The peer is a member but not a neighbour of this node in the topology.
+    #[error("a member, but not a neighbour in the topology")]
+    NotNeighbour,
 }
 
 /// Why a connection ended, as the policy needs to know it.
@@ -185,6 +211,8 @@ pub enum CloseCause {
 /// The policy's record of one member.
 #[derive(Clone, Debug, Default)]
 struct Peer {
+    /// Whether the topology makes it a neighbour (only neighbours are dialed and admitted).
+    neighbour: bool,
     /// Since when it is connected, if it is.
     connected: Option<Time>,
     /// A dial was handed to the driver and its outcome is not reported yet.
@@ -233,13 +261,16 @@ impl PeerPolicy {
         &self.cfg
     }
 
-    /// Whether this node dials `peer` (rather than waiting for it).
+    /// Whether this node dials `peer` (rather than waiting for it) when it is a neighbour: the
+    /// lower id dials.
     pub fn dials(&self, peer: &NodeId) -> bool {
         self.me < *peer
     }
 
-    /// Installs the members of registry `version`: new members we dial are dialed at once,
-    /// removed members' connections are closed and their records (bans included) forgotten.
+    /// Installs the members of registry `version` and the neighbours the topology gives among
+    /// them: new neighbours we dial are dialed at once, removed members' connections are
+    /// closed and their records (bans included) forgotten, and members that are no longer
+    /// neighbours have their connections pruned (their records, bans included, are kept).
     pub fn set_members(
         &mut self,
         now: Time,
@@ -247,16 +278,29 @@ impl PeerPolicy {
         members: impl IntoIterator<Item = NodeId>,
     ) {
         self.version = Some(version);
+        let members: Vec<NodeId> = members.into_iter().collect();
+        let neighbours = self.cfg.topology.neighbours(&self.me, &members);
         let mut next: BTreeMap<NodeId, Peer> = BTreeMap::new();
         for id in members {
-            if id == self.me {
+            if id == self.me || next.contains_key(&id) {
                 continue;
             }
-            let dial_at = (self.me < id).then_some(now);
-            let peer = self.peers.remove(&id).unwrap_or_else(|| Peer {
-                dial_at,
-                ..Peer::default()
-            });
+            let neighbour = neighbours.contains(&id);
+            let mut peer = self.peers.remove(&id).unwrap_or_default();
+            if neighbour && !peer.neighbour {
+                // A new member, or one that became a neighbour: dialed at once if ours to
+                // dial (after its ban, if any).
+                peer.attempts = 0;
+                peer.dial_at = (self.me < id).then(|| later(now, peer.banned_until));
+            } else if !neighbour && peer.neighbour {
+                if peer.connected.take().is_some() {
+                    self.actions.push_back(PolicyAction::Prune(id));
+                }
+                // A dial in flight is refused when it completes (or fails quietly).
+                peer.dialing = false;
+                peer.dial_at = None;
+            }
+            peer.neighbour = neighbour;
             next.insert(id, peer);
         }
         for (id, old) in std::mem::replace(&mut self.peers, next) {
@@ -264,11 +308,12 @@ impl PeerPolicy {
                 self.actions.push_back(PolicyAction::Close(id));
             }
         }
-        // Dials not yet carried out to members that left are dropped.
+        // Dials not yet carried out to members that left or are no longer neighbours are
+        // dropped.
         let peers = &self.peers;
         self.actions.retain(|a| match a {
-            PolicyAction::Dial(id) => peers.contains_key(id),
-            PolicyAction::Close(_) => true,
+            PolicyAction::Dial(id) => peers.get(id).is_some_and(|p| p.neighbour),
+            PolicyAction::Close(_) | PolicyAction::Prune(_) => true,
         });
         self.handle_timeout(now);
     }
@@ -281,6 +326,20 @@ impl PeerPolicy {
     /// Whether `peer` is a current member.
     pub fn is_member(&self, peer: &NodeId) -> bool {
         self.peers.contains_key(peer)
+    }
+
+    /// Whether `peer` is a current member and a neighbour in the topology: one this node
+    /// connects to.
+    pub fn is_neighbour(&self, peer: &NodeId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.neighbour)
+    }
+
+    /// The current neighbours, in id order.
+    pub fn neighbours(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.neighbour)
+            .map(|(id, _)| *id)
     }
 
     /// When `peer`'s ban ends, if it is banned at `now`.
@@ -340,6 +399,12 @@ impl PeerPolicy {
             return Err(Refusal::Churning { until });
         }
         take_token(&self.cfg, p, now);
+        if !p.neighbour {
+            // Not an offence: the peer may hold another registry version. It took a token, so
+            // refusals cannot be provoked faster than the churn limit.
+            p.dial_at = None;
+            return Err(Refusal::NotNeighbour);
+        }
         p.dial_at = None;
         let replaced = p.connected.replace(now).is_some();
         Ok(if replaced { Admit::Replace } else { Admit::New })
@@ -352,7 +417,7 @@ impl PeerPolicy {
         };
         p.dialing = false;
         p.attempts = p.attempts.saturating_add(1);
-        if p.connected.is_none() && self.me < peer {
+        if p.connected.is_none() && p.neighbour && self.me < peer {
             let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
             p.dial_at = Some(later(
                 later(now + delay, churn_ok_at(&self.cfg, p)),
@@ -380,7 +445,7 @@ impl PeerPolicy {
         if cause == CloseCause::Misbehaviour {
             ban(&self.cfg, p, now);
         }
-        if dials && !p.dialing {
+        if dials && p.neighbour && !p.dialing {
             let delay = backoff(&self.cfg, &mut self.rng, p.attempts);
             p.dial_at = Some(later(
                 later(now + delay, churn_ok_at(&self.cfg, p)),
@@ -416,7 +481,7 @@ impl PeerPolicy {
     pub fn poll_timeout(&self) -> Option<Time> {
         self.peers
             .values()
-            .filter(|p| !p.dialing && p.connected.is_none())
+            .filter(|p| p.neighbour && !p.dialing && p.connected.is_none())
             .filter_map(|p| p.dial_at)
             .min()
     }
@@ -424,7 +489,11 @@ impl PeerPolicy {
     /// Queues a [`PolicyAction::Dial`] for every dial due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         for (id, p) in &mut self.peers {
-            if p.connected.is_none() && !p.dialing && p.dial_at.is_some_and(|t| t <= now) {
+            if p.neighbour
+                && p.connected.is_none()
+                && !p.dialing
+                && p.dial_at.is_some_and(|t| t <= now)
+            {
                 p.dialing = true;
                 p.dial_at = None;
                 self.actions.push_back(PolicyAction::Dial(*id));

@@ -298,11 +298,33 @@ pub fn catalog() -> Vec<CatalogEntry> {
         },
         CatalogEntry {
             name: "relay",
-            about: "60 nodes on a random graph of degree 6 with auto-relay: delivery through relays",
+            about: "60 nodes on the derived graph of degree 4 (4 to 6, mean ~6) with auto-relay: delivery through relays",
             build: |seed| {
                 base(seed, "relay", 60)
-                    .topology(Topology::Random { degree: 6 })
+                    .topology(Topology::Degree(4))
                     .workload(mixed(1, 2, 100_000, 1_000))
+            },
+        },
+        CatalogEntry {
+            name: "partial-mesh",
+            about: "12 nodes on the sparsest derived graph (degree 2 to 4) with auto-relay: every artifact reaches every node",
+            build: |seed| {
+                base(seed, "partial-mesh", 12)
+                    .topology(Topology::Degree(2))
+                    .workload(mixed(1, 1, 20_000, 300))
+                    .settle(Duration::from_secs(5))
+            },
+        },
+        CatalogEntry {
+            name: "partial-mesh-membership",
+            about: "partial-mesh while a member leaves and returns: the nodes rewire to the new graph (prune, dial) and still deliver everything",
+            build: |seed| {
+                base(seed, "partial-mesh-membership", 12)
+                    .topology(Topology::Degree(2))
+                    .workload(mixed(1, 1, 20_000, 1_500))
+                    .remove_member(ms(400), 5)
+                    .add_member(ms(900), 5)
+                    .settle(Duration::from_secs(5))
             },
         },
         CatalogEntry {
@@ -415,10 +437,10 @@ pub fn catalog() -> Vec<CatalogEntry> {
         },
         CatalogEntry {
             name: "random-faults-relay",
-            about: "40 nodes on a random graph with relays under random faults",
+            about: "40 nodes on the derived graph of degree 6 with relays under random faults",
             build: |seed| {
                 base(seed, "random-faults-relay", 40)
-                    .topology(Topology::Random { degree: 8 })
+                    .topology(Topology::Degree(6))
                     .workload(mixed(1, 2, 100_000, 3_000))
                     .random_faults(6, ms(100), ms(3_000))
             },
@@ -550,10 +572,9 @@ pub fn catalog() -> Vec<CatalogEntry> {
         },
         CatalogEntry {
             name: "swarm-partial-mesh",
-            about: "4 MiB to 40 nodes on a random graph of degree ~8: chunks travel through relaying swarms",
+            about: "4 MiB to 40 nodes on the derived graph of degree 6: chunks travel through relaying swarms",
             build: |seed| {
-                swarm(seed, "swarm-partial-mesh", 40, SWARM_4M)
-                    .topology(Topology::Random { degree: 8 })
+                swarm(seed, "swarm-partial-mesh", 40, SWARM_4M).topology(Topology::Degree(6))
             },
         },
         CatalogEntry {
@@ -604,9 +625,7 @@ pub fn random(seed: u64) -> Scenario {
     let nodes = r.range(4, 24) as usize;
     let mut s = base(seed, "random", nodes);
     if r.chance(0.5) {
-        s = s.topology(Topology::Random {
-            degree: r.range(3, 8) as usize,
-        });
+        s = s.topology(Topology::Degree(r.range(2, 7) as usize));
     }
     s = s.workload(mixed(
         r.range(1, 4) as usize,

@@ -112,6 +112,8 @@ struct Sim<'a> {
     cutoffs: Vec<Cutoff>,
     /// Scratch buffer of a byzantine actor's sends.
     sends: Sends,
+    /// With [`Topology::Degree`]: each node's neighbours in the graph over the current members.
+    derived: Option<Vec<Vec<u32>>>,
     /// Per direction (sender, honest receiver) of an up connection: its reassembly state.
     rx: HashMap<(u32, u32), Reassembly>,
     /// The largest node-wide reassembly reservation seen at an honest node, and the cap.
@@ -295,6 +297,7 @@ impl<'a> Sim<'a> {
             inputs: 0,
             cutoffs: Vec::new(),
             sends: Vec::new(),
+            derived: None,
             rx: HashMap::new(),
             reassembly_peak: (0, 0),
         }
@@ -333,7 +336,9 @@ impl<'a> Sim<'a> {
             }
         }
         for (a, b) in self.net.links_where(|_, _| true) {
-            self.connect(a, b);
+            if self.linked(a, b) {
+                self.connect(a, b);
+            }
         }
         self.q
             .push(nanos(sc.sample_interval).max(1), EvKind::Sample);
@@ -377,7 +382,48 @@ impl<'a> Sim<'a> {
                     self.net.add_link(a, b, latency);
                 }
             }
+            Topology::Degree(_) => self.derive_graph(),
         }
+    }
+
+    /// With [`Topology::Degree`]: derives the graph over the current members as the nodes do,
+    /// and adds the links it needs.
+    fn derive_graph(&mut self) {
+        let sc = self.sc;
+        let Topology::Degree(k) = sc.topology else {
+            return;
+        };
+        let members = self.faults.member_ids(&self.ids);
+        let graph = p2p_transport::topology::Topology::Degree(k)
+            .graph(&members)
+            .unwrap_or_default();
+        let mut adj = vec![Vec::new(); sc.nodes];
+        for (a, nbrs) in &graph {
+            let ai = self.index[a];
+            adj[ai as usize] = nbrs.iter().map(|b| self.index[b]).collect();
+            adj[ai as usize].sort_unstable();
+        }
+        let latency = |k: (usize, usize)| {
+            sc.link_latency
+                .iter()
+                .rev()
+                .find(|(l, _)| *l == k)
+                .map_or(sc.link.latency, |(_, d)| *d)
+        };
+        for (a, nbrs) in adj.iter().enumerate() {
+            for &b in nbrs {
+                self.net.add_link(a, b as usize, latency);
+            }
+        }
+        self.derived = Some(adj);
+    }
+
+    /// Whether `a` and `b` may connect: a link of the topology (for a derived one, an edge of
+    /// the current graph, not a link left from an earlier membership).
+    fn linked(&self, a: u32, b: u32) -> bool {
+        self.derived
+            .as_ref()
+            .is_none_or(|d| d[a as usize].binary_search(&b).is_ok())
     }
 
     /// Adds the scenario's generated workload, published by the `honest` nodes, to the
@@ -424,8 +470,13 @@ impl Sim<'_> {
         matches!(self.slots[i as usize].actor, Actor::Honest(_))
     }
 
+    /// `i`'s neighbours in the topology: its links, or for a derived topology its neighbours
+    /// in the current graph.
     fn neighbours(&self, i: usize) -> Vec<u32> {
-        self.net.neighbours(i).to_vec()
+        match &self.derived {
+            Some(d) => d[i].clone(),
+            None => self.net.neighbours(i).to_vec(),
+        }
     }
 
     /// What a byzantine actor may send without being cut off for size alone.
@@ -478,7 +529,11 @@ impl Sim<'_> {
         let version = self.faults.version();
         self.pending
             .push_back((i as u32, Input::Membership { version, members }));
-        let policy = PeerPolicy::new(self.ids[i], self.sc.policy.clone(), derive(seed, 7))
+        let mut policy_cfg = self.sc.policy.clone();
+        if let Topology::Degree(k) = self.sc.topology {
+            policy_cfg.topology = p2p_transport::topology::Topology::Degree(k);
+        }
+        let policy = PeerPolicy::new(self.ids[i], policy_cfg, derive(seed, 7))
             .expect("the scenario's policy settings are valid");
         self.slots[i].policy = Some(Box::new(policy));
         self.slots[i].policy_at = None;
@@ -491,16 +546,20 @@ impl Sim<'_> {
         self.install_peers(i);
     }
 
-    /// Gives honest node `i`'s policy its peers: the members it has a link to.
+    /// Gives honest node `i`'s policy its peers: the members it has a link to, or with a
+    /// derived topology every member (its policy derives the graph itself).
     fn install_peers(&mut self, i: usize) {
         let now = Time::from_nanos(self.q.now());
         let version = self.faults.version();
-        let peers: Vec<NodeId> = self
-            .neighbours(i)
-            .into_iter()
-            .filter(|j| self.faults.is_member(*j as usize))
-            .map(|j| self.ids[j as usize])
-            .collect();
+        let peers: Vec<NodeId> = if self.derived.is_some() {
+            self.faults.member_ids(&self.ids)
+        } else {
+            self.neighbours(i)
+                .into_iter()
+                .filter(|j| self.faults.is_member(*j as usize))
+                .map(|j| self.ids[j as usize])
+                .collect()
+        };
         if let Some(p) = &mut self.slots[i].policy {
             p.set_members(now, version, peers);
         }
@@ -533,6 +592,13 @@ impl Sim<'_> {
                 PolicyAction::Close(peer) => {
                     if let Some(&j) = self.index.get(&peer) {
                         self.close(i, j, None);
+                    }
+                }
+                PolicyAction::Prune(peer) => {
+                    // The policy counts the connection closed already; its core hears of it.
+                    if let Some(&j) = self.index.get(&peer) {
+                        self.pending.push_back((i, Input::PeerDisconnected(peer)));
+                        self.close_for(i, j, None, None, Some(i));
                     }
                 }
             }
@@ -570,12 +636,29 @@ impl Sim<'_> {
     fn broadcast_membership(&mut self) {
         let version = self.faults.next_version();
         let members = self.faults.member_ids(&self.ids);
+        self.derive_graph();
         for i in 0..self.slots.len() {
             if self.honest(i) && self.alive(i) {
                 let members = members.clone();
                 self.pending
                     .push_back((i as u32, Input::Membership { version, members }));
                 self.install_peers(i);
+            }
+        }
+        // New edges whose dialing end runs no policy (a byzantine actor) come up here; the
+        // honest dialers dialed theirs.
+        if let Some(d) = &self.derived {
+            let mut edges = Vec::new();
+            for (a, nbrs) in d.iter().enumerate() {
+                for &b in nbrs {
+                    let (lo, _) = self.dial_order(a as u32, b);
+                    if lo == a as u32 && self.slots[a].policy.is_none() {
+                        edges.push((a as u32, b));
+                    }
+                }
+            }
+            for (a, b) in edges {
+                self.connect(a, b);
             }
         }
     }
@@ -1290,7 +1373,9 @@ impl Sim<'_> {
             self.net.set_cut(a, b, false, &mut self.q);
         }
         for (a, b) in self.net.links_where(|_, up| !up) {
-            self.connect(a, b);
+            if self.linked(a, b) {
+                self.connect(a, b);
+            }
         }
     }
 
@@ -1300,8 +1385,10 @@ impl Sim<'_> {
         }
     }
 
+    /// Closes every connection of `i` (with a derived topology, links to former neighbours
+    /// included).
     fn close_neighbours(&mut self, i: usize) {
-        for j in self.neighbours(i) {
+        for j in self.net.neighbours(i).to_vec() {
             self.close(i as u32, j, None);
         }
     }

@@ -10,7 +10,8 @@
 //! opens a socket or spawns a thread, so the same seed replays the same run bit for bit.
 //!
 //! # The network model
-//! - A topology ([`Topology`]): full mesh, random graph of a given degree, or explicit links. Each
+//! - A topology ([`Topology`]): full mesh, random graph of a given degree, explicit links, or the
+//!   degree-k graph the real nodes derive from the members (`p2p_transport::topology`). Each
 //!   link has a one-way latency with uniform jitter; frames on one connection never reorder.
 //! - Each node has an uplink and a downlink of given bandwidth. Each direction of a connection
 //!   queues its messages in p2p-transport's frame scheduler (`p2p_transport::sched`), the one

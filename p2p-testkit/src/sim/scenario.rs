@@ -49,6 +49,11 @@ pub enum Topology {
     },
     /// Exactly these links (node indices).
     Links(Vec<(usize, usize)>),
+    /// The degree-`k` graph of p2p-transport's [`Topology::Degree`](p2p_transport::topology::Topology::Degree)
+    /// over the current members, the one the real nodes derive: honest nodes run it in their
+    /// policies (they dial and admit their neighbours only, and on a membership change prune the
+    /// connections to members that are no longer neighbours and dial the new ones).
+    Degree(usize),
 }
 
 /// A scripted fault or change.

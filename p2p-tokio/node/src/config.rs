@@ -15,6 +15,7 @@ use std::time::Duration;
 use p2p_core::{Decision, Kind, NodeId, Priority, PriorityFnRef};
 use p2p_tokio::{Member, Registry};
 use p2p_transport::identity::{NodeIdentity, node_id_of_cert};
+use p2p_transport::topology::Topology;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -217,6 +218,44 @@ struct RawTuning {
     max_pending_handshakes: Option<usize>,
     max_pending_handshakes_per_address: Option<usize>,
     admit_registry_addresses_only: Option<bool>,
+    peers: Option<Spanned<RawPeers>>,
+}
+
+/// `peers = "all"`, `peers = 8` or `peers = ["<node id hex>", ...]`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum RawPeers {
+    Degree(i64),
+    Word(String),
+    List(Vec<String>),
+}
+
+/// The topology of `peers`.
+fn parse_peers(raw: &RawPeers) -> Result<Topology, String> {
+    let topology = match raw {
+        RawPeers::Word(w) if w == "all" => Topology::All,
+        RawPeers::Word(w) => {
+            return Err(format!(
+                "`{w}` is not a topology: \"all\", a degree (peers = 8) or a list of node ids"
+            ));
+        }
+        RawPeers::Degree(k) => {
+            Topology::Degree(usize::try_from(*k).map_err(|_| format!("{k} is not a degree"))?)
+        }
+        RawPeers::List(ids) if ids.is_empty() => {
+            return Err("an empty list connects to no one".into());
+        }
+        RawPeers::List(ids) => Topology::Explicit(
+            ids.iter()
+                .map(|id| {
+                    NodeId::from_hex(&id.to_ascii_lowercase())
+                        .ok_or_else(|| format!("`{id}` is not a node id (64 hex digits)"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    topology.validate().map_err(|e| e.to_string())?;
+    Ok(topology)
 }
 
 /// Optional settings of the node; unset ones keep the library's defaults.
@@ -275,6 +314,9 @@ pub struct Tuning {
     pub max_pending_handshakes_per_address: Option<usize>,
     /// Refuse, before TLS, sources that are no member's registry address (off behind NAT).
     pub admit_registry_addresses_only: Option<bool>,
+    /// Which members to connect to (`peers`, default all): a degree or a list of ids makes a
+    /// partial mesh, which turns `auto_relay` on (an explicit `auto_relay = false` is refused).
+    pub peers: Option<Topology>,
 }
 
 /// A validated node configuration.
@@ -400,8 +442,22 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         None => Decision::Fetch(Priority::NORMAL),
     };
     let t = raw.tuning;
+    let peers = t
+        .peers
+        .as_ref()
+        .map(|p| parse_peers(p.get_ref()).map_err(|m| src.err("tuning.peers", Some(p.span()), m)))
+        .transpose()?;
+    let partial = peers.as_ref().is_some_and(|p| !p.is_full());
+    if partial && t.auto_relay == Some(false) {
+        let span = t.peers.as_ref().map(Spanned::span);
+        return Err(src.err(
+            "tuning.peers",
+            span,
+            "a partial topology needs relaying: remove `auto_relay = false`",
+        ));
+    }
     let tuning = Tuning {
-        auto_relay: t.auto_relay,
+        auto_relay: t.auto_relay.or(partial.then_some(true)),
         push_threshold: t.push_threshold,
         max_artifact_size: t.max_artifact_size,
         chunk_size: t.chunk_size,
@@ -427,6 +483,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         max_pending_handshakes: t.max_pending_handshakes,
         max_pending_handshakes_per_address: t.max_pending_handshakes_per_address,
         admit_registry_addresses_only: t.admit_registry_addresses_only,
+        peers,
     };
     Ok(NodeFile {
         path: path.to_path_buf(),
@@ -695,6 +752,48 @@ mod tests {
         assert_eq!(f.tuning.misbehaviour_ban_max_ms, Some(4000));
         assert_eq!(f.tuning.reconnect_churn_burst, Some(3));
         assert_eq!(f.tuning.reconnect_churn_refill_ms, Some(2000));
+    }
+
+    #[test]
+    fn peers_parse_as_all_a_degree_or_a_list_and_turn_relaying_on() {
+        let parse = |v: &str| {
+            let text = format!("listen = \"x\"\n[tuning]\npeers = {v}\n");
+            let f = src(&text).parse::<RawTuningFile>().unwrap();
+            parse_peers(f.tuning.peers.unwrap().get_ref())
+        };
+        assert_eq!(parse("\"all\""), Ok(Topology::All));
+        assert_eq!(parse("4"), Ok(Topology::Degree(4)));
+        let (a, b) = (NodeId([1; 32]), NodeId([0xab; 32]));
+        let list = format!("[\"{}\", \"{}\"]", a.to_hex(), b.to_hex().to_uppercase());
+        assert_eq!(parse(&list), Ok(Topology::Explicit([a, b].into())));
+        for bad in ["1", "-3", "\"some\"", "[]", "[\"abc\"]"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+
+        // In a node file: a partial topology turns relaying on, and refuses it turned off.
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeIdentity::generate().unwrap();
+        std::fs::write(dir.path().join("key.pem"), id.key_pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), id.cert_pem()).unwrap();
+        let path = dir.path().join("node.toml");
+        let head = "listen = \"127.0.0.1:1\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\nregistry = \"r.toml\"\n[tuning]\n";
+        std::fs::write(&path, format!("{head}peers = 8\n")).unwrap();
+        let n = load_node(&path).unwrap();
+        assert_eq!(n.tuning.peers, Some(Topology::Degree(8)));
+        assert_eq!(n.tuning.auto_relay, Some(true));
+        std::fs::write(&path, format!("{head}peers = \"all\"\n")).unwrap();
+        assert_eq!(load_node(&path).unwrap().tuning.auto_relay, None);
+        std::fs::write(&path, format!("{head}auto_relay = false\npeers = 8\n")).unwrap();
+        let Err(e) = load_node(&path) else {
+            panic!("relaying turned off under a partial topology is refused")
+        };
+        assert_eq!(e.key.as_deref(), Some("tuning.peers"));
+        assert_eq!(e.line, Some(7));
+        std::fs::write(&path, format!("{head}peers = 1\n")).unwrap();
+        let Err(e) = load_node(&path) else {
+            panic!("a degree of 1 is refused")
+        };
+        assert!(e.to_string().contains("degree of at least 2"), "{e}");
     }
 
     #[test]

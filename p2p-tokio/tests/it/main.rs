@@ -13,3 +13,4 @@ mod metrics;
 mod strangers;
 mod subnet;
 mod swarm;
+mod topology;

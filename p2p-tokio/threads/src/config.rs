@@ -28,7 +28,8 @@ pub struct ThreadedConfig {
     /// The connection layer: multiplexer, keepalive, idle and hello timeouts, congestion marks.
     /// `keepalive_interval` must stay below every peer's idle timeout.
     pub conn: ConnConfig,
-    /// Dial rule, reconnect back-off and bans.
+    /// Dial rule, reconnect back-off, bans and the topology (`policy.topology`, default every
+    /// member; a partial one needs `core.auto_relay`, see p2p-tokio's `NodeConfig::topology`).
     pub policy: PolicyConfig,
     /// Deadline of a TCP connect.
     pub connect_timeout: Duration,
@@ -135,6 +136,9 @@ impl ThreadedConfig {
         self.admission().validate()?;
         self.conn.validate()?;
         self.policy.validate()?;
+        if !self.policy.topology.is_full() && !self.core.auto_relay {
+            return Err(Error::PartialTopologyWithoutRelay);
+        }
         let limits = &self.conn.mux.limits;
         if limits.max_message_size < p2p_transport::codec::largest_message(&self.core) {
             return Err(Error::InvalidConfig(

@@ -21,6 +21,10 @@ pub enum Error {
     /// The connection policy's configuration is invalid.
     #[error("invalid policy configuration: {0}")]
     Policy(#[from] PolicyConfigError),
+    /// A partial topology (`policy.topology` other than all members) without relaying: an
+    /// artifact would reach only the publisher's neighbours.
+    #[error("a partial topology needs relaying: set core.auto_relay")]
+    PartialTopologyWithoutRelay,
     /// The admission settings are invalid.
     #[error("invalid admission settings: {0}")]
     Admission(#[from] p2p_transport::admission::AdmissionConfigError),

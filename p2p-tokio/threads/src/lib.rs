@@ -12,7 +12,8 @@
 //!   `Send` pushes into the peer's [`ConnSender`](p2p_transport::conn::ConnSender), `Deliver`
 //!   goes to the bounded [`ThreadedNode::deliveries`] channel, `Disconnect` closes the
 //!   connection and tells the policy (which bans a misbehaving peer), a policy `Dial` starts a
-//!   dial thread, a policy `Close` closes a removed member's connection. It never touches a
+//!   dial thread, a policy `Close` closes a removed member's connection and a `Prune` that of
+//!   a member no longer a neighbour in the topology (telling the core). It never touches a
 //!   socket.
 //! - **The accept thread** takes inbound TCP connections and runs the sans-IO
 //!   [`p2p_transport::admission`] machine on each before any TLS (registry addresses only,

@@ -444,6 +444,12 @@ impl NodeThread {
                         info!(%peer, "disconnected: removed from the registry");
                     }
                 }
+                PolicyAction::Prune(peer) => {
+                    if self.drop_link(peer) {
+                        info!(%peer, "disconnected: no longer a neighbour in the topology");
+                        let _ = self.feed(Input::PeerDisconnected(peer));
+                    }
+                }
             }
         }
     }

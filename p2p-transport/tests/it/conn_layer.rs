@@ -1,6 +1,7 @@
 //! The sans-IO connection layer: one connection's halves back to back, and the node's peer
 //! policy, driven with explicit times.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +10,7 @@ use p2p_transport::codec::{DecodeError, Hello};
 use p2p_transport::conn::{ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection};
 use p2p_transport::mux::{MuxConfig, MuxSender, PushError};
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction, PolicyConfig, Refusal};
+use p2p_transport::topology::Topology;
 use quickcheck::{QuickCheck, TestResult};
 
 fn t(ms: u64) -> Time {
@@ -452,13 +454,21 @@ fn removed_members_are_closed_and_forgotten_and_return_with_a_clean_slate() {
     assert_eq!(p.version(), Some(3));
 }
 
-/// Under any sequence of events the policy never dials a connected peer, a non-member, a peer
-/// it does not dial, or a peer already being dialed; and every member it dials that is
-/// neither connected nor banned has a dial due within the maximum back-off.
+/// Under any sequence of events and any topology the policy never dials a connected peer, a
+/// non-member, a non-neighbour, a peer it does not dial, or a peer already being dialed; it
+/// prunes only members that are not neighbours; and every neighbour it dials that is neither
+/// connected nor banned has a dial due within the maximum back-off.
 #[test]
 fn prop_the_policy_keeps_its_rules_and_always_redials() {
-    fn prop(ops: Vec<(u8, u8, u16)>) -> bool {
-        let cfg = PolicyConfig::default();
+    fn prop(ops: Vec<(u8, u8, u16)>, topology: u8) -> bool {
+        let cfg = PolicyConfig {
+            topology: match topology % 3 {
+                0 => Topology::All,
+                1 => Topology::Degree(2),
+                _ => Topology::Explicit([1, 3, 5, 6, 8].map(id).into()),
+            },
+            ..PolicyConfig::default()
+        };
         let me = 4u8;
         let mut p = PeerPolicy::new(id(me), cfg.clone(), 7).unwrap();
         let mut members: Vec<u8> = vec![1, 2, 3, 4, 5, 6, 7];
@@ -496,7 +506,7 @@ fn prop_the_policy_keeps_its_rules_and_always_redials() {
             while let Some(a) = p.poll_action() {
                 match a {
                     PolicyAction::Dial(d) => {
-                        if p.is_connected(&d) || !p.is_member(&d) || !p.dials(&d) {
+                        if p.is_connected(&d) || !p.is_neighbour(&d) || !p.dials(&d) {
                             return false;
                         }
                         dialing.push(d);
@@ -506,13 +516,19 @@ fn prop_the_policy_keeps_its_rules_and_always_redials() {
                             return false;
                         }
                     }
+                    PolicyAction::Prune(c) => {
+                        if !p.is_member(&c) || p.is_neighbour(&c) || p.is_connected(&c) {
+                            return false;
+                        }
+                    }
                 }
             }
-            dialing.retain(|d| !p.is_connected(d) && p.is_member(d));
-            // Liveness: a member we dial, not connected, not being dialed, has a timer.
+            dialing.retain(|d| !p.is_connected(d) && p.is_neighbour(d));
+            // Liveness: a neighbour we dial, not connected, not being dialed, has a timer.
             for m in &members {
                 let m = id(*m);
-                if p.dials(&m) && !p.is_connected(&m) && !dialing.contains(&m) {
+                if p.is_neighbour(&m) && p.dials(&m) && !p.is_connected(&m) && !dialing.contains(&m)
+                {
                     let limit = now + cfg.backoff_max;
                     let limit = p.banned_until(now, &m).map_or(limit, |b| b.max(limit));
                     match p.poll_timeout() {
@@ -526,7 +542,147 @@ fn prop_the_policy_keeps_its_rules_and_always_redials() {
     }
     QuickCheck::new()
         .tests(300)
-        .quickcheck(prop as fn(Vec<(u8, u8, u16)>) -> bool);
+        .quickcheck(prop as fn(Vec<(u8, u8, u16)>, u8) -> bool);
+}
+
+// ---- the topology ----
+
+fn policy_with(me: NodeId, topology: Topology) -> PeerPolicy {
+    let cfg = PolicyConfig {
+        topology,
+        ..PolicyConfig::default()
+    };
+    PeerPolicy::new(me, cfg, 42).unwrap()
+}
+
+#[test]
+fn a_derived_topology_dials_only_neighbours_and_refuses_other_members_without_a_ban() {
+    let members: Vec<NodeId> = (1..=16).map(id).collect();
+    let topo = Topology::Degree(2);
+    for me in &members {
+        let nbrs = topo.neighbours(me, &members);
+        assert!(nbrs.len() >= 2 && nbrs.len() <= 4, "{}", nbrs.len());
+        let mut p = policy_with(*me, topo.clone());
+        p.set_members(t(0), 1, members.iter().copied());
+        let dialed: Vec<NodeId> = nbrs.iter().filter(|n| *n > me).copied().collect();
+        let expected: Vec<PolicyAction> = dialed.iter().map(|n| PolicyAction::Dial(*n)).collect();
+        assert_eq!(
+            actions(&mut p),
+            expected,
+            "only the neighbours with higher ids"
+        );
+        assert_eq!(p.neighbours().collect::<BTreeSet<_>>(), nbrs);
+        for other in members.iter().filter(|m| *m < me) {
+            let got = p.admit(t(1), *other, false);
+            if nbrs.contains(other) {
+                assert_eq!(got, Ok(Admit::New));
+            } else {
+                assert_eq!(got, Err(Refusal::NotNeighbour));
+                // Still a member, not banned: it may become a neighbour later.
+                assert!(p.is_member(other) && p.may_connect(t(1), other));
+            }
+        }
+        // A dial that failed is retried; nothing is dialed that is not a neighbour.
+        for n in &dialed {
+            p.dial_failed(t(2), *n);
+        }
+        let mut redialed = BTreeSet::new();
+        while redialed.len() < dialed.len() {
+            let now = p.poll_timeout().expect("a redial is due");
+            p.handle_timeout(now);
+            for a in actions(&mut p) {
+                let PolicyAction::Dial(n) = a else {
+                    panic!("{a:?}")
+                };
+                assert!(nbrs.contains(&n));
+                redialed.insert(n);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_member_that_stops_being_a_neighbour_is_pruned_without_a_ban_and_new_neighbours_dialed() {
+    let topo = Topology::Degree(2);
+    let members: Vec<NodeId> = (10..=25).map(id).collect();
+    let me = id(10);
+    let before = topo.neighbours(&me, &members);
+    // A newcomer that takes a place next to `me` in a ring.
+    let (newcomer, after) = (26..=255)
+        .map(|b| {
+            let mut m = members.clone();
+            m.push(id(b));
+            (id(b), topo.neighbours(&me, &m))
+        })
+        .find(|(_, after)| before.difference(after).next().is_some())
+        .expect("some newcomer changes the neighbours");
+    let mut p = policy_with(me, topo.clone());
+    p.set_members(t(0), 1, members.iter().copied());
+    actions(&mut p);
+    for n in &before {
+        assert_eq!(p.admit(t(1), *n, *n > me), Ok(Admit::New));
+    }
+    let mut next = members.clone();
+    next.push(newcomer);
+    p.set_members(t(2), 2, next.iter().copied());
+    let lost: Vec<NodeId> = before.difference(&after).copied().collect();
+    let gained: Vec<NodeId> = after.difference(&before).copied().collect();
+    let mut expected: Vec<PolicyAction> = lost.iter().map(|n| PolicyAction::Prune(*n)).collect();
+    expected.extend(gained.iter().map(|n| PolicyAction::Dial(*n)));
+    assert_eq!(actions(&mut p), expected);
+    for n in &lost {
+        assert!(!p.is_connected(n) && p.is_member(n));
+        assert_eq!(p.banned_until(t(2), n), None, "pruning is no ban");
+        // A dial of ours that was in flight and completes is refused.
+        assert_eq!(p.admit(t(3), *n, true), Err(Refusal::NotNeighbour));
+    }
+    // No redial of a pruned member, however long we wait.
+    if let Some(due) = p.poll_timeout() {
+        p.handle_timeout(due + Duration::from_secs(3600));
+        assert!(
+            actions(&mut p)
+                .iter()
+                .all(|a| !lost.iter().any(|n| *a == PolicyAction::Dial(*n)))
+        );
+    }
+    // Back to the first membership: the pruned members are neighbours again and dialed at once
+    // (if ours to dial), the newcomer's connection closed as a removed member's.
+    assert_eq!(p.admit(t(4), newcomer, newcomer > me), Ok(Admit::New));
+    p.set_members(t(5), 3, members.iter().copied());
+    let got = actions(&mut p);
+    assert!(got.contains(&PolicyAction::Close(newcomer)), "{got:?}");
+    for n in lost.iter().filter(|n| **n > me) {
+        assert!(got.contains(&PolicyAction::Dial(*n)), "{got:?}");
+    }
+}
+
+#[test]
+fn an_explicit_list_connects_members_that_list_each_other() {
+    let me = id(5);
+    let mut p = policy_with(me, Topology::Explicit([id(2), id(7), id(42)].into()));
+    p.set_members(t(0), 1, [2, 3, 5, 7, 9].map(id));
+    // 9 is a member we would dial in a full mesh, 42 is listed but no member.
+    assert_eq!(actions(&mut p), vec![PolicyAction::Dial(id(7))]);
+    assert_eq!(p.admit(t(1), id(2), false), Ok(Admit::New));
+    assert_eq!(p.admit(t(1), id(3), false), Err(Refusal::NotNeighbour));
+    assert_eq!(p.neighbours().collect::<Vec<_>>(), vec![id(2), id(7)]);
+}
+
+#[test]
+fn refusals_of_a_non_neighbour_count_towards_the_churn_limit() {
+    let cfg = PolicyConfig::default();
+    let mut p = policy_with(id(9), Topology::Explicit([id(2)].into()));
+    p.set_members(t(0), 1, [id(1), id(2), id(9)]);
+    for _ in 0..cfg.churn_burst {
+        assert_eq!(p.admit(t(0), id(1), false), Err(Refusal::NotNeighbour));
+    }
+    assert!(matches!(
+        p.admit(t(0), id(1), false),
+        Err(Refusal::Churning { .. })
+    ));
+    assert!(p.banned_until(t(0), &id(1)).is_some());
+    // The neighbour is unaffected.
+    assert_eq!(p.admit(t(0), id(2), false), Ok(Admit::New));
 }
 
 // ---- the churn limit ----

@@ -9,6 +9,7 @@ mod conn_layer;
 mod fuzz_corpus;
 mod tls_handshake;
 mod tls_identity;
+mod topology;
 mod wire_codec;
 mod wire_mux;
 mod wire_stall;

@@ -9,6 +9,7 @@ use p2p_core::{Advert, ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnR
 use p2p_threads::{Member, Registry, ThreadedConfig, ThreadedNode};
 use p2p_tokio::{NodeConfig, NodeHandle};
 use p2p_transport::identity::NodeIdentity;
+use p2p_transport::topology::Topology;
 use tokio::runtime::Runtime;
 
 use crate::support::{bytes, identities};
@@ -63,15 +64,24 @@ enum Any {
 
 impl Any {
     fn start(rt: &Runtime, identity: NodeIdentity, threaded: bool) -> Any {
+        Any::start_in(rt, identity, threaded, Topology::All)
+    }
+
+    /// A node that connects to its neighbours in `topology` (relaying, if it is partial).
+    fn start_in(rt: &Runtime, identity: NodeIdentity, threaded: bool, topology: Topology) -> Any {
+        let relay = !topology.is_full();
         if threaded {
-            let node = ThreadedNode::start(threaded_config(identity), Registry::default());
+            let mut cfg = threaded_config(identity);
+            cfg.policy.topology = topology;
+            cfg.core.auto_relay = relay;
+            let node = ThreadedNode::start(cfg, Registry::default());
             Any::Threaded(node.expect("threaded start"))
         } else {
+            let mut cfg = tokio_config(identity);
+            cfg.topology = topology;
+            cfg.core.auto_relay = relay;
             let node = rt
-                .block_on(p2p_tokio::start(
-                    tokio_config(identity),
-                    p2p_tokio::Registry::default(),
-                ))
+                .block_on(p2p_tokio::start(cfg, p2p_tokio::Registry::default()))
                 .expect("tokio start");
             let deliveries = node.take_deliveries().expect("deliveries");
             Any::Tokio(node, deliveries)
@@ -287,6 +297,49 @@ fn threaded_and_tokio_nodes_exchange_artifacts() {
     publish_and_check(&rt, &mut nodes, 0, 10);
     publish_and_check(&rt, &mut nodes, 3, 20);
     publish_and_check(&rt, &mut nodes, 2, 30);
+    for n in nodes {
+        n.shutdown(&rt);
+    }
+}
+
+/// Nine nodes of both kinds, eight of them members, on the derived graph of degree 2: each
+/// connects to its neighbours only, artifacts reach every member through relays, and when the
+/// ninth joins both kinds rewire (prune and dial) to the new graph and deliver to it too.
+#[test]
+fn threaded_and_tokio_nodes_keep_a_derived_partial_mesh() {
+    let rt = runtime();
+    let topo = Topology::Degree(2);
+    let mut nodes: Vec<Any> = identities(9)
+        .into_iter()
+        .enumerate()
+        .map(|(i, identity)| Any::start_in(&rt, identity, i % 2 == 0, topo.clone()))
+        .collect();
+    let all: Vec<Member> = nodes.iter().map(Any::member).collect();
+    for (version, members) in [(1, &all[..8]), (2, &all[..])] {
+        let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        for n in &nodes[..members.len()] {
+            n.install(&rt, version, members);
+        }
+        for n in &nodes[..members.len()] {
+            wait_peers(&rt, n, &topo.neighbours(&n.id(), &ids));
+        }
+        let tag = version as u8;
+        let data = bytes(tag, 300);
+        let id = nodes[1].publish(&rt, Kind(1), data.clone());
+        let origin = nodes[1].id();
+        for n in nodes[..members.len()]
+            .iter_mut()
+            .filter(|n| n.id() != origin)
+        {
+            // A newcomer first catches up on what its neighbours hold.
+            let wanted = |got: &(ArtifactId, NodeId, Bytes)| got.0 == id;
+            let got = std::iter::from_fn(|| n.next_delivery(&rt, WAIT))
+                .find(wanted)
+                .expect("delivered in time");
+            assert_eq!(got.2, data);
+            assert!(topo.neighbours(&n.id(), &ids).contains(&got.1));
+        }
+    }
     for n in nodes {
         n.shutdown(&rt);
     }
