@@ -838,6 +838,8 @@ mod tests {
         assert_eq!(n.identity.node_id(), id.node_id());
         assert_eq!(n.listen, "0.0.0.0:4100".parse().unwrap());
         assert_eq!(n.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(n.api, Some(DEFAULT_API));
+        assert!(!n.api_allow_remote);
         assert_eq!(n.registry, dir.path().join("registry.toml"));
         assert_eq!(
             n.priorities,
