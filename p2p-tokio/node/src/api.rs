@@ -634,6 +634,31 @@ mod tests {
         assert_eq!(&*lines.next().await.unwrap(), "x\n");
     }
 
+    #[tokio::test]
+    async fn an_oversize_upload_is_refused_before_the_rest_of_it_is_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&pulled);
+        // 1000 pieces of 1 KiB, against a limit of 10 KiB.
+        let pieces = futures_util::stream::iter(0..1000).map(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(Bytes::from(vec![0u8; 1024]))
+        });
+        let e = read_body(Body::from_stream(pieces), None, 10 << 10)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            pulled.load(Ordering::Relaxed),
+            11,
+            "read stopped at the first excess"
+        );
+        let ok = read_body(Body::from(vec![7u8; 10 << 10]), Some(10 << 10), 10 << 10)
+            .await
+            .unwrap();
+        assert_eq!(ok.len(), 10 << 10);
+    }
+
     #[test]
     fn delivered_files_appear_whole_under_their_id() {
         let dir = tempfile::tempdir().unwrap();

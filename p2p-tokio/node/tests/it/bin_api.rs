@@ -219,6 +219,18 @@ fn three_nodes_publish_watch_get_status_and_remove_through_the_cli() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let status = status_json(apis[0]);
+    assert_eq!(status["registry"]["version"], 2, "{status}");
+    assert_eq!(status["registry"]["members"], 3, "{status}");
+    assert_eq!(status["node_id"], ids[0].as_str(), "{status}");
+    for rate in [
+        "deliveries_per_s",
+        "artifact_bytes_in_per_s",
+        "socket_bytes_in_per_s",
+        "socket_bytes_out_per_s",
+    ] {
+        assert!(status["rates"][rate].is_number(), "{status}");
+    }
     // The human status names both peers of a.
     let status = ok(apis[0], &["status"]);
     assert!(status.contains("peers      2: "), "{status}");
