@@ -342,6 +342,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
     let r = *s.rates.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(Json(json!({
         "node_id": s.handle.node_id().to_hex(),
+        "max_artifact_size": s.max_upload,
         "listen": s.handle.local_addr().to_string(),
         "uptime_s": s.started.elapsed().as_secs(),
         "registry": { "version": s.reloads.version(), "members": s.reloads.members() },

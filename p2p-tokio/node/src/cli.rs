@@ -172,6 +172,20 @@ async fn run(client: Client, cmd: ApiCommand) -> Result<u8, ClientError> {
             };
             let data = std::fs::read(&file)
                 .map_err(|e| ClientError::Io(format!("cannot read {}: {e}", file.display())))?;
+            // The node would refuse it with 413 after the first bytes over its limit, and a
+            // client still sending may see the connection reset rather than the answer.
+            let max = client.status().await?["max_artifact_size"].as_u64();
+            if let Some(max) = max.filter(|&m| data.len() as u64 > m) {
+                return Err(ClientError::Status {
+                    status: hyper::StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!(
+                        "{} is {} bytes, more than the node's max_artifact_size of {max} bytes \
+                         (checked before sending)",
+                        file.display(),
+                        data.len()
+                    ),
+                });
+            }
             let v = client
                 .publish(&PublishArgs { kind, attr }, Bytes::from(data))
                 .await?;
