@@ -19,7 +19,9 @@
 //! Deliveries are fanned out through a broadcast channel of [`WATCH_BUFFER`] events (metadata
 //! only, no artifact bytes); a watcher that falls behind by more is told how many it missed
 //! (`{"event":"lagged","skipped":N}`) instead of growing memory. At most [`MAX_WATCHERS`]
-//! watchers at once; more get `503`.
+//! watchers at once; more get `503`. The server serves at most
+//! [`ServeLimits::max_connections`] connections at once and closes one whose client sends no
+//! request head within [`ServeLimits::header_timeout`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,11 +159,64 @@ pub fn metrics_router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until the task is aborted.
+/// The HTTP server's own bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Connections served at once; further ones wait in the listener's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request head (also between requests on a kept-alive
+    /// connection); then the connection is closed.
+    pub header_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    /// 128 connections (room for [`MAX_WATCHERS`] watchers and as many other clients), 10 s
+    /// for a request head.
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: 2 * MAX_WATCHERS,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`ServeLimits`] until the task is aborted.
 pub fn serve(listener: TcpListener, router: Router) -> JoinHandle<()> {
+    serve_with(listener, router, ServeLimits::default())
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) within `limits` until the task is aborted. A failed
+/// `accept` (out of file descriptors, a connection reset while queued) is logged and retried
+/// after a pause; it never ends the server.
+pub fn serve_with(listener: TcpListener, router: Router, limits: ServeLimits) -> JoinHandle<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "API server stopped");
+        let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API server: accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "API connection ended with an error");
+                }
+                drop(permit);
+            });
         }
     })
 }
@@ -658,6 +713,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.len(), 10 << 10);
+    }
+
+    /// Sends `GET /v1/x` on `s` and returns the status line, or `None` if the connection was
+    /// closed without an answer.
+    async fn ask(s: &mut tokio::net::TcpStream) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /v1/x HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.lines().next().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn connections_are_bounded_and_a_silent_one_is_closed_at_the_head_timeout() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().fallback(not_found);
+        let limits = ServeLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(300),
+        };
+        let server = serve_with(listener, router, limits);
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Both slots are held by silent clients: a third waits in the backlog.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), ask(&mut third))
+            .await
+            .expect("answered once a silent client was dropped");
+        assert_eq!(answer.as_deref(), Some("HTTP/1.1 404 Not Found"));
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "served before a slot was free: {:?}",
+            started.elapsed()
+        );
+        // The silent ones were closed by the server.
+        for mut s in silent {
+            let mut b = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+                .await
+                .expect("closed within the head timeout");
+            assert!(matches!(n, Ok(0) | Err(_)));
+        }
+        server.abort();
     }
 
     #[test]
