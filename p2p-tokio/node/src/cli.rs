@@ -5,7 +5,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use clap::{Args, Subcommand};
 use p2p_node::client::{Client, ClientError, PublishArgs};
 use p2p_node::config::{DEFAULT_API, api_address_of};
@@ -170,25 +169,23 @@ async fn run(client: Client, cmd: ApiCommand) -> Result<u8, ClientError> {
                 },
                 (None, None) => Vec::new(),
             };
-            let data = std::fs::read(&file)
-                .map_err(|e| ClientError::Io(format!("cannot read {}: {e}", file.display())))?;
+            let len = std::fs::metadata(&file)
+                .map_err(|e| ClientError::Io(format!("cannot read {}: {e}", file.display())))?
+                .len();
             // The node would refuse it with 413 after the first bytes over its limit, and a
             // client still sending may see the connection reset rather than the answer.
             let max = client.status().await?["max_artifact_size"].as_u64();
-            if let Some(max) = max.filter(|&m| data.len() as u64 > m) {
+            if let Some(max) = max.filter(|&m| len > m) {
                 return Err(ClientError::Status {
                     status: hyper::StatusCode::PAYLOAD_TOO_LARGE,
                     message: format!(
-                        "{} is {} bytes, more than the node's max_artifact_size of {max} bytes \
-                         (checked before sending)",
+                        "{} is {len} bytes, more than the node's max_artifact_size of {max} \
+                         bytes (checked before sending)",
                         file.display(),
-                        data.len()
                     ),
                 });
             }
-            let v = client
-                .publish(&PublishArgs { kind, attr }, Bytes::from(data))
-                .await?;
+            let v = client.publish(&PublishArgs { kind, attr }, &file).await?;
             println!("{}", str_of(&v, "id"));
             eprintln!(
                 "published {} (kind {kind}, {})",

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -56,7 +58,35 @@ pub enum ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     addr: SocketAddr,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpConnector, Upload>,
+}
+
+/// A request body: bytes in memory, or a file read a piece at a time.
+type Upload = BoxBody<Bytes, std::io::Error>;
+
+/// Bytes read from a file per piece of an upload.
+pub const UPLOAD_PIECE: usize = 256 << 10;
+
+/// The body of `file`, read [`UPLOAD_PIECE`] bytes at a time as the connection takes them.
+fn file_body(file: std::fs::File) -> Upload {
+    let pieces = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; UPLOAD_PIECE];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((file, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((_, buf))) if buf.is_empty() => None,
+            Ok(Ok((file, buf))) => Some((Ok(Frame::data(Bytes::from(buf))), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    BodyExt::boxed(StreamBody::new(pieces))
 }
 
 /// Parameters of [`Client::publish`].
@@ -89,12 +119,24 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<Response<Incoming>, ClientError> {
+        let len = body.len() as u64;
+        let body = Full::new(body).map_err(|never| match never {}).boxed();
+        self.send_body(method, path, body, len).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Upload,
+        len: u64,
+    ) -> Result<Response<Incoming>, ClientError> {
         let uri = format!("http://{}{path}", self.addr);
         let req = Request::builder()
             .method(method)
             .uri(&uri)
-            .header(hyper::header::CONTENT_LENGTH, body.len())
-            .body(Full::new(body))
+            .header(hyper::header::CONTENT_LENGTH, len)
+            .body(body)
             .map_err(|e| ClientError::Protocol(format!("bad request {uri}: {e}")))?;
         let resp = self
             .http
@@ -128,14 +170,21 @@ impl Client {
             .map_err(|_| ClientError::Timeout)?
     }
 
-    /// Publishes `data`; returns the API's answer (`id`, `kind`, `size`).
-    pub async fn publish(&self, args: &PublishArgs, data: Bytes) -> Result<Value, ClientError> {
-        let mut path = format!("/v1/artifacts?kind={}", args.kind);
+    /// Publishes the file at `path`, streamed from disk (the client holds one piece of it at a
+    /// time); returns the API's answer (`id`, `kind`, `size`).
+    pub async fn publish(&self, args: &PublishArgs, path: &Path) -> Result<Value, ClientError> {
+        let cannot =
+            |e: std::io::Error| ClientError::Io(format!("cannot read {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        let mut target = format!("/v1/artifacts?kind={}", args.kind);
         if !args.attr.is_empty() {
-            path.push_str("&attr_hex=");
-            path.push_str(&hex::encode(&args.attr));
+            target.push_str("&attr_hex=");
+            target.push_str(&hex::encode(&args.attr));
         }
-        let resp = self.send(Method::POST, &path, data).await?;
+        let resp = self
+            .send_body(Method::POST, &target, file_body(file), len)
+            .await?;
         let bytes = read_limited(resp.into_body(), MAX_JSON).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("not JSON: {e}")))
     }
