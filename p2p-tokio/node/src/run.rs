@@ -246,9 +246,12 @@ impl Servers {
         let mut tasks = Vec::new();
         let mut api_local = None;
         if let Some(addr) = self.api {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("key `api`: cannot listen on {addr}: {e}"))?;
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                format!(
+                    "key `api`: cannot listen on {addr}: {e} (another node on this host? \
+                         give each its own `api` address, or `api = \"off\"`)"
+                )
+            })?;
             let local = listener
                 .local_addr()
                 .map_err(|e| format!("key `api`: {e}"))?;

@@ -434,3 +434,39 @@ fn the_cli_reads_the_api_address_from_a_node_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot reach the node's API at 127.0.0.1:9"));
 }
+
+#[test]
+fn an_api_address_in_use_stops_the_node_at_start_with_one_line_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = write_identity(dir.path());
+    write_registry(
+        dir.path(),
+        1,
+        &[(id.node_id().to_hex(), "127.0.0.1:9".parse().unwrap())],
+    );
+    std::fs::write(
+        dir.path().join("node.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\n\
+             registry = \"registry.toml\"\napi = \"{addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("node.toml");
+    let out = cli(
+        &["run", "--config", config.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("p2p-node: error:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains(&format!("key `api`: cannot listen on {addr}")),
+        "{line}"
+    );
+}
