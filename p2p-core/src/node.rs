@@ -147,6 +147,13 @@ impl Node {
         self.pool.get(id)
     }
 
+    /// The pooled artifacts in the order they were pooled, from position `from` on, each with
+    /// its position (a cursor: pass the last position seen plus one to go on where a previous
+    /// walk stopped). Positions only grow; a removed artifact leaves a gap.
+    pub fn pooled_from(&self, from: u64) -> impl Iterator<Item = (u64, &Artifact)> {
+        self.pool.iter_from(from)
+    }
+
     /// The connected peers.
     pub fn connected_peers(&self) -> impl Iterator<Item = &NodeId> {
         self.peers.ids()

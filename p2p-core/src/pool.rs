@@ -82,6 +82,14 @@ impl Pool {
         self.entries.get(id).map(|e| &e.artifact)
     }
 
+    /// The pooled artifacts whose sequence numbers are `from` or later, in pooling order, with
+    /// their sequence numbers.
+    pub(crate) fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Artifact)> {
+        self.order
+            .range(from..)
+            .filter_map(|(seq, id)| self.entries.get(id).map(|e| (*seq, &e.artifact)))
+    }
+
     /// Artifacts pooled.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -270,6 +278,27 @@ mod tests {
         pool.remove(art.id, &peers, &mut sink);
         assert_eq!((pool.len(), pool.bytes()), (0, 0));
         assert_eq!(sends(&mut sink).len(), 2, "a withdraw to each peer");
+    }
+
+    #[test]
+    fn the_pool_is_walked_in_pooling_order_from_a_position() {
+        let cfg = Config::default();
+        let (mut peers, _, _) = two_peers(&cfg);
+        let (mut pool, mut sink) = (Pool::new(SaltedState::new(1)), Sink::default());
+        let arts: Vec<Artifact> = (0..4u8)
+            .map(|i| Artifact::new(Kind(u16::from(i)), &b""[..], vec![i; 10]))
+            .collect();
+        for a in &arts {
+            pool.add(a.clone(), None, &mut peers, &mut sink, &cfg);
+        }
+        pool.remove(arts[1].id, &peers, &mut sink);
+        let walk = |from| -> Vec<_> { pool.iter_from(from).map(|(s, a)| (s, a.id)).collect() };
+        assert_eq!(
+            walk(0),
+            vec![(0, arts[0].id), (2, arts[2].id), (3, arts[3].id)]
+        );
+        assert_eq!(walk(1), vec![(2, arts[2].id), (3, arts[3].id)]);
+        assert_eq!(walk(4), vec![]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::conn::{
     self, Clock, Close, CloseReason, ConnCtx, ConnSettings, ConnShared, Event, InboxShared,
 };
 use crate::error::NodeError;
-use crate::handle::{Delivered, DeliveryQueue, QueueError};
+use crate::handle::{Delivered, DeliveryQueue, PoolEntry, PoolPage, QueueError};
 use crate::handshake::{Established, Handshaker};
 use crate::metrics::{Counters, inc};
 use crate::net::{self, SocketOpts};
@@ -60,6 +60,15 @@ pub(crate) enum Command {
     },
     Peers {
         reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    Get {
+        id: ArtifactId,
+        reply: oneshot::Sender<Option<Artifact>>,
+    },
+    PoolList {
+        from: u64,
+        max: usize,
+        reply: oneshot::Sender<PoolPage>,
     },
     DropConnection {
         peer: NodeId,
@@ -505,6 +514,27 @@ impl Driver {
                 let mut peers: Vec<NodeId> = self.conns.keys().copied().collect();
                 peers.sort();
                 let _ = reply.send(peers);
+            }
+            Command::Get { id, reply } => {
+                // A clone shares the artifact's bytes.
+                let _ = reply.send(self.core.artifact(&id).cloned());
+            }
+            Command::PoolList { from, max, reply } => {
+                let mut entries = Vec::with_capacity(max.min(1024));
+                let mut next = None;
+                for (seq, a) in self.core.pooled_from(from) {
+                    if entries.len() == max {
+                        next = Some(seq);
+                        break;
+                    }
+                    entries.push(PoolEntry {
+                        id: a.id,
+                        kind: a.kind,
+                        size: a.data.len() as u64,
+                        attr: a.attr.clone(),
+                    });
+                }
+                let _ = reply.send(PoolPage { entries, next });
             }
             Command::DropConnection { peer, reply } => {
                 let existed = self.close_conn(peer, Close::Abort);

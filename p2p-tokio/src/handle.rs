@@ -24,6 +24,28 @@ pub struct Delivered {
     pub from: NodeId,
 }
 
+/// One pooled artifact, as [`NodeHandle::pool_list`] lists it (without its bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// Its id.
+    pub id: ArtifactId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its attribute bytes.
+    pub attr: Bytes,
+}
+
+/// A page of the pool in pooling order, from [`NodeHandle::pool_list`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolPage {
+    /// The artifacts of this page.
+    pub entries: Vec<PoolEntry>,
+    /// Where the next page starts (pass it as `from`), if any artifact is left.
+    pub next: Option<u64>,
+}
+
 /// A delivery in the channel, holding its share of the byte budget until the application
 /// takes it.
 #[derive(Debug)]
@@ -247,6 +269,20 @@ impl NodeHandle {
     /// Removes an artifact from the pool; peers are told to forget its advert.
     pub async fn remove(&self, id: ArtifactId) -> Result<(), NodeError> {
         self.ask(|reply| Command::Remove { id, reply }).await
+    }
+
+    /// The artifact `id` if the local pool holds it (what this node published, and what it
+    /// relays). The bytes are shared with the pool, not copied.
+    pub async fn get(&self, id: ArtifactId) -> Result<Option<Artifact>, NodeError> {
+        self.ask(|reply| Command::Get { id, reply }).await
+    }
+
+    /// At most `max` pooled artifacts in pooling order, starting at position `from` (0 for the
+    /// first page, then the previous page's [`PoolPage::next`]). The node task walks only the
+    /// page, so a large pool is listed a bounded page at a time.
+    pub async fn pool_list(&self, from: u64, max: usize) -> Result<PoolPage, NodeError> {
+        self.ask(|reply| Command::PoolList { from, max, reply })
+            .await
     }
 
     /// Takes the stream of deliveries; `None` if it was already taken.

@@ -40,9 +40,43 @@ pub enum IdentityError {
     /// The private key is of a type or encoding the crypto provider cannot sign with.
     #[error("unsupported private key: {0}")]
     UnsupportedKey(rustls::Error),
+    /// A generated key came in an encoding other than the expected PKCS#8 form of an Ed25519
+    /// key, so it cannot be rewritten in the form common tools read.
+    #[error("the generated key has an unexpected encoding")]
+    KeyEncoding,
     /// The private key's public half is not the key in the certificate.
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
+}
+
+/// The DER prefix of a version 1 PKCS#8 Ed25519 private key (RFC 8410 section 7), up to its
+/// 32-byte seed: `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET
+/// STRING (32 bytes) } }`.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The DER prefix of a version 2 PKCS#8 Ed25519 private key with its public key (RFC 5958),
+/// as `ring` generates it, up to its seed; the seed is followed by `[1] { 0x00, 32 bytes }`.
+const ED25519_PKCS8_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The version 1 PKCS#8 DER of an Ed25519 key given as version 1 or 2 PKCS#8 DER, or `None` if
+/// `der` is neither. Version 1 carries the seed only; OpenSSL 3.0 refuses `ring`'s version 2.
+fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Vec<u8>> {
+    let v1 = der.len() == 48 && der[..16] == ED25519_PKCS8_V1_PREFIX;
+    let v2 = der.len() == 83
+        && der[..16] == ED25519_PKCS8_V2_PREFIX
+        && der[48..51] == [0x81, 0x21, 0x00];
+    if !(v1 || v2) {
+        return None;
+    }
+    let seed = &der[16..48];
+    let mut v1 = Vec::with_capacity(48);
+    v1.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
+    v1.extend_from_slice(seed);
+    Some(v1)
 }
 
 /// The [`NodeId`] a certificate stands for: the SHA-256 of its SubjectPublicKeyInfo DER.
@@ -109,8 +143,19 @@ impl NodeIdentity {
     ///
     /// The certificate names [`server_name_for`] the new node id and is valid from 1975 to 4096
     /// (rcgen's defaults; dates are not checked by the verifiers anyway).
+    ///
+    /// The key is kept (and [`key_pem`](Self::key_pem) written) as a version 1 PKCS#8
+    /// `PRIVATE KEY` (RFC 5208), which common tools such as `openssl pkey` read.
     pub fn generate() -> Result<Self, IdentityError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let generated = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let v1 = ed25519_pkcs8_v1(generated.serialized_der()).ok_or(IdentityError::KeyEncoding)?;
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(v1),
+            &rcgen::PKCS_ED25519,
+        )?;
+        if key.public_key_der() != generated.public_key_der() {
+            return Err(IdentityError::KeyEncoding);
+        }
         let node_id = NodeId::from_public_key_der(&key.public_key_der());
         let name = dns_name_for(node_id);
         let mut params = rcgen::CertificateParams::new(vec![name.clone()])?;
@@ -204,4 +249,25 @@ impl fmt::Debug for NodeIdentity {
 /// The crypto provider every identity and configuration of this crate uses: rustls' `ring`.
 pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_pkcs8_is_rewritten_as_version_1_with_the_same_seed() {
+        let v2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .unwrap()
+            .serialize_der();
+        let v1 = ed25519_pkcs8_v1(&v2).unwrap();
+        assert_eq!(v1[..16], ED25519_PKCS8_V1_PREFIX);
+        assert_eq!(v1[16..], v2[16..48]);
+        assert_eq!(ed25519_pkcs8_v1(&v1), Some(v1.clone()));
+        assert_eq!(ed25519_pkcs8_v1(&v2[..82]), None);
+        assert_eq!(ed25519_pkcs8_v1(&[0x30; 48]), None);
+        let mut other_alg = v1.clone();
+        other_alg[11] = 0x71; // Ed448
+        assert_eq!(ed25519_pkcs8_v1(&other_alg), None);
+    }
 }

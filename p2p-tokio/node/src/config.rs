@@ -21,6 +21,8 @@ use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::units::{Millis, Size};
+
 /// A configuration problem, rendered as one line: `file:line: key `k`: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -173,6 +175,9 @@ struct RawNode {
     cert: Spanned<String>,
     registry: Spanned<String>,
     metrics: Option<Spanned<String>>,
+    api: Option<Spanned<String>>,
+    api_allow_remote: Option<bool>,
+    deliveries_dir: Option<Spanned<String>>,
     record_trace: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     #[serde(default)]
@@ -193,28 +198,28 @@ struct RawPriority {
 #[serde(deny_unknown_fields)]
 struct RawTuning {
     auto_relay: Option<bool>,
-    push_threshold: Option<u64>,
-    max_artifact_size: Option<u64>,
-    chunk_size: Option<u32>,
-    max_incomplete_bytes: Option<u64>,
+    push_threshold: Option<Size>,
+    max_artifact_size: Option<Size>,
+    chunk_size: Option<Spanned<Size>>,
+    max_incomplete_bytes: Option<Size>,
     max_chunks_in_flight: Option<usize>,
     max_chunks_in_flight_per_peer: Option<usize>,
     max_have_ranges: Option<usize>,
-    connect_timeout_ms: Option<u64>,
-    handshake_timeout_ms: Option<u64>,
-    keepalive_interval_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    write_stall_timeout_ms: Option<u64>,
-    reassembly_cap: Option<usize>,
-    reconnect_backoff_min_ms: Option<u64>,
-    reconnect_backoff_max_ms: Option<u64>,
-    misbehaviour_ban_ms: Option<u64>,
-    misbehaviour_ban_max_ms: Option<u64>,
+    connect_timeout_ms: Option<Millis>,
+    handshake_timeout_ms: Option<Millis>,
+    keepalive_interval_ms: Option<Millis>,
+    idle_timeout_ms: Option<Millis>,
+    write_stall_timeout_ms: Option<Millis>,
+    reassembly_cap: Option<Size>,
+    reconnect_backoff_min_ms: Option<Millis>,
+    reconnect_backoff_max_ms: Option<Millis>,
+    misbehaviour_ban_ms: Option<Millis>,
+    misbehaviour_ban_max_ms: Option<Millis>,
     reconnect_churn_burst: Option<u32>,
-    reconnect_churn_refill_ms: Option<u64>,
+    reconnect_churn_refill_ms: Option<Millis>,
     delivery_buffer: Option<usize>,
     tcp_nodelay: Option<bool>,
-    socket_buffer: Option<usize>,
+    socket_buffer: Option<Size>,
     max_pending_handshakes: Option<usize>,
     max_pending_handshakes_per_address: Option<usize>,
     admit_registry_addresses_only: Option<bool>,
@@ -319,6 +324,54 @@ pub struct Tuning {
     pub peers: Option<Topology>,
 }
 
+/// The API address of a node whose file does not set `api`: loopback only, so that only local
+/// users can publish and remove artifacts.
+pub const DEFAULT_API: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9000);
+
+/// The `api` setting: its address (or `None` if `"off"`), refused if it is not loopback unless
+/// `api_allow_remote` is set.
+fn api_setting(
+    src: &Source<'_>,
+    api: Option<&Spanned<String>>,
+    allow_remote: Option<bool>,
+) -> Result<(Option<SocketAddr>, bool), ConfigError> {
+    let allow_remote = allow_remote.unwrap_or(false);
+    let Some(api) = api else {
+        return Ok((Some(DEFAULT_API), allow_remote));
+    };
+    if api.get_ref() == "off" {
+        return Ok((None, allow_remote));
+    }
+    let addr = parse_addr(api.get_ref()).map_err(|m| src.err("api", Some(api.span()), m))?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(src.err(
+            "api",
+            Some(api.span()),
+            format!(
+                "{addr} is not a loopback address; the API lets anyone who reaches it publish \
+                 and remove artifacts, so it listens on loopback (127.0.0.1 or [::1]) unless \
+                 `api_allow_remote = true` is set"
+            ),
+        ));
+    }
+    Ok((Some(addr), allow_remote))
+}
+
+/// Reads only the API address of the node configuration at `path` (for the CLI's `--config`),
+/// without loading the identity or validating the rest.
+pub fn api_address_of(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+    #[derive(Deserialize)]
+    struct ApiOnly {
+        api: Option<Spanned<String>>,
+        api_allow_remote: Option<bool>,
+    }
+    let text = read(path)?;
+    let src = Source { path, text: &text };
+    let raw: ApiOnly = src.parse()?;
+    api_setting(&src, raw.api.as_ref(), raw.api_allow_remote).map(|(a, _)| a)
+}
+
 /// A validated node configuration.
 pub struct NodeFile {
     /// The file it came from.
@@ -329,8 +382,14 @@ pub struct NodeFile {
     pub identity: NodeIdentity,
     /// The registry file (resolved).
     pub registry: PathBuf,
-    /// Prometheus endpoint address.
+    /// Prometheus endpoint address (the API's address serves `/metrics` too).
     pub metrics: Option<SocketAddr>,
+    /// The local application API's address ([`DEFAULT_API`] unless set; `None` if `api = "off"`).
+    pub api: Option<SocketAddr>,
+    /// Whether `api` may be a non-loopback address (the API has no authentication).
+    pub api_allow_remote: bool,
+    /// A directory each delivered artifact is written into, as `<hex id>`.
+    pub deliveries_dir: Option<PathBuf>,
     /// Trace file.
     pub record_trace: Option<PathBuf>,
     /// Log filter from the file.
@@ -372,8 +431,17 @@ fn parse_decision(s: &str) -> Result<Decision, String> {
     }
 }
 
-fn ms(v: Option<u64>) -> Option<Duration> {
-    v.map(Duration::from_millis)
+fn ms(v: Option<Millis>) -> Option<Duration> {
+    v.map(|m| m.0)
+}
+
+fn bytes(v: Option<Size>) -> Option<u64> {
+    v.map(|s| s.0)
+}
+
+fn bytes_usize(v: Option<Size>) -> Option<usize> {
+    // A size beyond the address space is as good as unbounded.
+    v.map(|s| usize::try_from(s.0).unwrap_or(usize::MAX))
 }
 
 /// Loads and validates the node configuration at `path`, with its identity files.
@@ -441,6 +509,11 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
             .map_err(|m| src.err("default_priority", Some(d.span()), m))?,
         None => Decision::Fetch(Priority::NORMAL),
     };
+    let (api, api_allow_remote) = api_setting(&src, raw.api.as_ref(), raw.api_allow_remote)?;
+    let deliveries_dir = raw
+        .deliveries_dir
+        .as_ref()
+        .map(|d| src.resolve(d.get_ref()));
     let t = raw.tuning;
     let peers = t
         .peers
@@ -456,12 +529,28 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
             "a partial topology needs relaying: remove `auto_relay = false`",
         ));
     }
+    let chunk_size = t
+        .chunk_size
+        .as_ref()
+        .map(|c| {
+            u32::try_from(c.get_ref().0).map_err(|_| {
+                src.err(
+                    "tuning.chunk_size",
+                    Some(c.span()),
+                    format!(
+                        "{} bytes is more than the largest chunk size, 4 GiB - 1",
+                        c.get_ref().0
+                    ),
+                )
+            })
+        })
+        .transpose()?;
     let tuning = Tuning {
         auto_relay: t.auto_relay.or(partial.then_some(true)),
-        push_threshold: t.push_threshold,
-        max_artifact_size: t.max_artifact_size,
-        chunk_size: t.chunk_size,
-        max_incomplete_bytes: t.max_incomplete_bytes,
+        push_threshold: bytes(t.push_threshold),
+        max_artifact_size: bytes(t.max_artifact_size),
+        chunk_size,
+        max_incomplete_bytes: bytes(t.max_incomplete_bytes),
         max_chunks_in_flight: t.max_chunks_in_flight,
         max_chunks_in_flight_per_peer: t.max_chunks_in_flight_per_peer,
         max_have_ranges: t.max_have_ranges,
@@ -470,7 +559,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         keepalive_interval: ms(t.keepalive_interval_ms),
         idle_timeout: ms(t.idle_timeout_ms),
         write_stall_timeout: ms(t.write_stall_timeout_ms),
-        reassembly_cap: t.reassembly_cap,
+        reassembly_cap: bytes_usize(t.reassembly_cap),
         reconnect_backoff_min: ms(t.reconnect_backoff_min_ms),
         reconnect_backoff_max: ms(t.reconnect_backoff_max_ms),
         misbehaviour_ban: ms(t.misbehaviour_ban_ms),
@@ -479,7 +568,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         reconnect_churn_refill: ms(t.reconnect_churn_refill_ms),
         delivery_buffer: t.delivery_buffer,
         tcp_nodelay: t.tcp_nodelay,
-        socket_buffer: t.socket_buffer,
+        socket_buffer: bytes_usize(t.socket_buffer),
         max_pending_handshakes: t.max_pending_handshakes,
         max_pending_handshakes_per_address: t.max_pending_handshakes_per_address,
         admit_registry_addresses_only: t.admit_registry_addresses_only,
@@ -491,6 +580,9 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         identity,
         registry,
         metrics,
+        api,
+        api_allow_remote,
+        deliveries_dir,
         record_trace,
         log_level,
         priorities,
@@ -748,10 +840,11 @@ mod tests {
     fn ban_settings_parse() {
         let text = "listen = \"x\"\n[tuning]\nmisbehaviour_ban_ms = 500\nmisbehaviour_ban_max_ms = 4000\nreconnect_churn_burst = 3\nreconnect_churn_refill_ms = 2000\n";
         let f = src(text).parse::<RawTuningFile>().unwrap();
-        assert_eq!(f.tuning.misbehaviour_ban_ms, Some(500));
-        assert_eq!(f.tuning.misbehaviour_ban_max_ms, Some(4000));
+        let ms = |v: u64| Some(Millis(Duration::from_millis(v)));
+        assert_eq!(f.tuning.misbehaviour_ban_ms, ms(500));
+        assert_eq!(f.tuning.misbehaviour_ban_max_ms, ms(4000));
         assert_eq!(f.tuning.reconnect_churn_burst, Some(3));
-        assert_eq!(f.tuning.reconnect_churn_refill_ms, Some(2000));
+        assert_eq!(f.tuning.reconnect_churn_refill_ms, ms(2000));
     }
 
     #[test]
@@ -844,6 +937,8 @@ mod tests {
         assert_eq!(n.identity.node_id(), id.node_id());
         assert_eq!(n.listen, "0.0.0.0:4100".parse().unwrap());
         assert_eq!(n.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(n.api, Some(DEFAULT_API));
+        assert!(!n.api_allow_remote);
         assert_eq!(n.registry, dir.path().join("registry.toml"));
         assert_eq!(
             n.priorities,

@@ -8,8 +8,9 @@ use p2p_transport::identity::NodeIdentity;
 
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail};
 
-/// Writes `dir/key.pem` (owner-only permissions) and `dir/cert.pem`, and prints the node id in
-/// hex on stdout. Existing files are kept unless `force`.
+/// Writes `dir/key.pem` (owner-only permissions; a version 1 PKCS#8 `PRIVATE KEY`, which
+/// `openssl pkey` reads) and `dir/cert.pem`, and prints the node id in hex on stdout. Existing
+/// files are kept unless `force`.
 pub fn run(dir: &Path, force: bool) -> u8 {
     let key_path = dir.join("key.pem");
     let cert_path = dir.join("cert.pem");

@@ -3,13 +3,15 @@
 //! - `p2p-node keygen --out DIR` writes `key.pem` and `cert.pem` and prints the node id.
 //! - `p2p-node run --config node.toml` runs one node of a subnet spread over machines.
 //! - `p2p-node demo` runs a whole subnet in this process under a mixed workload and reports.
+//! - `p2p-node publish|remove|get|list|watch|status|reevaluate` talk to a running node's local
+//!   API (`--api ADDR` or `--config FILE`; default 127.0.0.1:9000).
 //!
 //! Exit codes: 0 success, 1 failure at run time (or an incomplete demo), 2 bad usage or
 //! configuration (one line on stderr says what and where).
 
+mod cli;
 mod demo;
 mod keygen;
-mod prom;
 mod run;
 
 use std::path::PathBuf;
@@ -23,7 +25,16 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser, Debug)]
-#[command(name = "p2p-node", version, about = "IC-style artifact gossip node")]
+#[command(
+    name = "p2p-node",
+    version,
+    about = "IC-style artifact gossip node",
+    long_about = "IC-style artifact gossip node.\n\n\
+        `run` starts a node from a configuration file. A running node serves a local HTTP API \
+        (by default on 127.0.0.1:9000, key `api` of its configuration; see docs/node-api.md): \
+        `publish`, `remove`, `get`, `list`, `watch`, `status` and `reevaluate` are its \
+        command-line client, pointed at a node with --api ADDR or --config FILE."
+)]
 struct Cli {
     /// Log filter (e.g. `info`, `p2p_tokio=debug`); overrides RUST_LOG and the config file.
     #[arg(long, global = true, value_name = "FILTER")]
@@ -43,7 +54,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Run a node from a configuration file.
+    /// Run a node from a configuration file; it serves the local API (see `api` in the file).
     Run {
         /// The node's configuration (see examples/node.toml).
         #[arg(long, value_name = "FILE")]
@@ -54,6 +65,8 @@ enum Command {
     },
     /// Run a local subnet in this process under a mixed workload and report on delivery.
     Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Api(cli::ApiCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +78,7 @@ fn main() -> ExitCode {
             record_trace,
         } => run::main(&config, record_trace, cli.log_level.as_deref()),
         Command::Demo(args) => demo::main(&args, cli.log_level.as_deref()),
+        Command::Api(cmd) => cli::main(cmd),
     };
     ExitCode::from(code)
 }

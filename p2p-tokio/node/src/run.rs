@@ -1,18 +1,18 @@
 //! `p2p-node run`: one node of a subnet, configured by a file, with a registry that follows its
-//! file (safely: see [`p2p_node::reload`]), a Prometheus endpoint and structured logs.
+//! file (safely: see [`p2p_node::reload`]), the local application API ([`p2p_node::api`]) with
+//! the Prometheus endpoint, and structured logs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use p2p_node::api::{self, ApiState};
 use p2p_node::config::{NodeFile, load_node, load_registry};
 use p2p_node::reload::{ReloadMetrics, ReloadSettings, Reloader, Stamp};
-use p2p_tokio::{NodeConfig, NodeHandle, PriorityProfile, Registry, StartError};
-use prometheus_client::registry::Registry as MetricsRegistry;
+use p2p_tokio::{NodeConfig, PriorityProfile, Registry, StartError};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::prom;
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail, init_logs};
 
 /// Loads the configuration and runs the node until SIGINT or SIGTERM.
@@ -56,6 +56,9 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     }
     if let Some(v) = t.auto_relay {
         cfg.core.auto_relay = v;
+    }
+    if let Some(v) = &t.peers {
+        cfg.topology = v.clone();
     }
     if let Some(v) = t.push_threshold {
         cfg.core.push_threshold = v;
@@ -146,6 +149,8 @@ async fn node(
     let config_path = file.path.clone();
     let registry_path = file.registry.clone();
     let metrics_addr = file.metrics;
+    let api_addr = file.api;
+    let deliveries_dir = file.deliveries_dir.clone();
     let id = file.identity.node_id();
     if !registry.members.iter().any(|m| m.id == id) {
         tracing::warn!(
@@ -163,7 +168,20 @@ async fn node(
         ReloadSettings::default(),
         Arc::clone(&reload_metrics),
     );
+    if let Some(dir) = &deliveries_dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return fail(
+            EXIT_FAILURE,
+            format!(
+                "{}: key `deliveries_dir`: cannot create {}: {e}",
+                config_path.display(),
+                dir.display()
+            ),
+        );
+    }
     let cfg = node_config(file, record_trace);
+    let max_upload = cfg.core.max_artifact_size;
     let handle = match p2p_tokio::start(cfg, registry).await {
         Ok(h) => h,
         Err(e @ StartError::InvalidConfig(_)) => {
@@ -175,27 +193,33 @@ async fn node(
     println!("node {} listening on {}", id.to_hex(), handle.local_addr());
     tracing::info!(node = %id.to_hex(), listen = %handle.local_addr(), registry_version = version, "node started");
 
+    let state = ApiState::new(
+        handle.clone(),
+        Arc::clone(&reload_metrics),
+        max_upload,
+        deliveries_dir.clone(),
+    );
     let mut tasks = Vec::new();
-    if let Some(addr) = metrics_addr {
-        match serve_metrics(addr, handle.clone(), &reload_metrics).await {
-            Ok((local, task)) => {
-                println!("metrics on http://{local}/metrics");
-                tracing::info!(%local, "serving Prometheus metrics at /metrics");
-                tasks.push(task);
-            }
-            Err(e) => {
-                handle.shutdown().await;
-                return fail(
-                    EXIT_FAILURE,
-                    format!(
-                        "{}: key `metrics`: cannot listen on {addr}: {e}",
-                        config_path.display()
-                    ),
-                );
-            }
+    match handle.take_deliveries() {
+        Some(deliveries) => tasks.push(tokio::spawn(api::fan_out(
+            deliveries,
+            state.events(),
+            deliveries_dir,
+        ))),
+        None => tracing::error!("the node's deliveries were already taken"),
+    }
+    let servers = Servers {
+        api: api_addr,
+        metrics: metrics_addr,
+    };
+    match servers.start(&state).await {
+        Ok(started) => tasks.extend(started),
+        Err(e) => {
+            handle.shutdown().await;
+            return fail(EXIT_FAILURE, format!("{}: {e}", config_path.display()));
         }
     }
-    tasks.push(tokio::spawn(drain_deliveries(handle.clone())));
+    tasks.push(api::sample_rates(Arc::clone(&state)));
     let reload_now = Arc::new(Notify::new());
     tasks.push(tokio::spawn(forward_hangups(Arc::clone(&reload_now))));
     tasks.push(tokio::spawn(reloader.run(handle.clone(), reload_now)));
@@ -209,38 +233,55 @@ async fn node(
     0
 }
 
-async fn serve_metrics(
-    addr: SocketAddr,
-    handle: NodeHandle,
-    reloads: &Arc<ReloadMetrics>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let mut registry = MetricsRegistry::default();
-    handle.register_metrics(&mut registry);
-    reloads.register(&mut registry);
-    let task = tokio::spawn(async move {
-        if let Err(e) = prom::serve(listener, move || prom::encode(&registry)).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok((local, task))
+/// The listeners of the API and of a separate metrics address.
+struct Servers {
+    api: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
 }
 
-/// Consumes the node's deliveries: this binary has no application, it logs and counts them.
-async fn drain_deliveries(handle: NodeHandle) {
-    let Some(mut deliveries) = handle.take_deliveries() else {
-        tracing::error!("the node's deliveries were already taken");
-        return;
-    };
-    while let Some(d) = deliveries.recv().await {
-        tracing::debug!(
-            artifact = %d.artifact.id.to_hex(),
-            kind = d.artifact.kind.0,
-            size = d.artifact.data.len(),
-            from = %d.from.to_hex(),
-            "delivered"
-        );
+impl Servers {
+    /// Binds and serves the API (with `/metrics`) and, if its address differs, a listener of
+    /// `/metrics` alone; announces each on stdout and in the log.
+    async fn start(
+        &self,
+        state: &Arc<ApiState>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+        let mut tasks = Vec::new();
+        let mut api_local = None;
+        if let Some(addr) = self.api {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                format!(
+                    "key `api`: cannot listen on {addr}: {e} (another node on this host? \
+                         give each its own `api` address, or `api = \"off\"`)"
+                )
+            })?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| format!("key `api`: {e}"))?;
+            println!("api on http://{local}/v1/");
+            tracing::info!(%local, "serving the application API at /v1/ and metrics at /metrics");
+            tasks.push(api::serve(listener, api::router(Arc::clone(state))));
+            api_local = Some(local);
+        }
+        match (self.metrics, api_local) {
+            (Some(addr), Some(local)) if addr == local || Some(addr) == self.api => {
+                println!("metrics on http://{local}/metrics");
+            }
+            (Some(addr), _) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("key `metrics`: cannot listen on {addr}: {e}"))?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|e| format!("key `metrics`: {e}"))?;
+                println!("metrics on http://{local}/metrics");
+                tracing::info!(%local, "serving Prometheus metrics at /metrics");
+                tasks.push(api::serve(listener, api::metrics_router(Arc::clone(state))));
+            }
+            (None, Some(local)) => println!("metrics on http://{local}/metrics"),
+            (None, None) => {}
+        }
+        Ok(tasks)
     }
 }
 
@@ -350,6 +391,9 @@ mod tests {
                 identity: NodeIdentity::generate().unwrap(),
                 registry: PathBuf::from("registry.toml"),
                 metrics: None,
+                api: None,
+                api_allow_remote: false,
+                deliveries_dir: None,
                 record_trace: None,
                 log_level: None,
                 priorities: Vec::new(),

@@ -148,3 +148,38 @@ quickcheck! {
         node_id_from_server_name(&server_name_for(id)) == Some(id)
     }
 }
+
+#[test]
+fn a_generated_key_is_version_1_pkcs8_private_key_pem() {
+    let identity = NodeIdentity::generate().unwrap();
+    let pem = identity.key_pem();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    let der = identity.key_der();
+    let der = der.secret_der();
+    // SEQUENCE of 46 bytes, INTEGER 0 (version 1), the Ed25519 OID, the 32-byte seed.
+    assert_eq!(der.len(), 48);
+    assert_eq!(
+        der[..16],
+        [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20
+        ]
+    );
+}
+
+#[test]
+fn a_version_2_pkcs8_key_as_ring_writes_it_still_loads() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    // ring's form: version 2 with the public key attached (RFC 5958).
+    assert_eq!(key.serialized_der()[4], 0x01);
+    assert_eq!(key.serialized_der().len(), 83);
+    let cert = rcgen::CertificateParams::new(vec!["x.node.p2p".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let loaded = NodeIdentity::from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+    assert_eq!(
+        loaded.node_id(),
+        NodeId::from_public_key_der(&key.public_key_der())
+    );
+}

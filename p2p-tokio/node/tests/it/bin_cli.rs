@@ -72,6 +72,104 @@ fn keygen_writes_loadable_pems_and_prints_their_id() {
 }
 
 #[test]
+fn keygen_writes_a_key_that_openssl_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path());
+    let key = dir.path().join("key.pem");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    match Command::new("openssl")
+        .args(["pkey", "-in", key.to_str().unwrap(), "-noout"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "openssl pkey refused the key: {}",
+            text(&out.stderr)
+        ),
+        Err(e) => println!("openssl is not available ({e}); skipped its check of the key"),
+    }
+}
+
+#[test]
+fn a_node_config_loads_a_key_in_the_version_2_pkcs8_form_ring_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    // ring's PKCS#8 v2 (with the public key), as rcgen writes it.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["n.node.p2p".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    let id = NodeIdentity::from_pem(&cert.pem(), &key.serialize_pem())
+        .unwrap()
+        .node_id();
+    std::fs::write(
+        dir.path().join("registry.toml"),
+        format!(
+            "version = 1\nmember_count = 1\n[[member]]\nid = \"{}\"\naddr = \"127.0.0.1:9\"\n",
+            id.to_hex()
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, format!("{GOOD}api = \"off\"\n")).unwrap();
+    let node = p2p_node::config::load_node(&path).unwrap();
+    assert_eq!(node.identity.node_id(), id);
+    assert_eq!(node.api, None);
+}
+
+#[test]
+fn a_non_loopback_api_address_is_refused_unless_allowed() {
+    for addr in ["0.0.0.0:9000", "192.0.2.1:9000", "[::]:9000"] {
+        let (_dir, config) = config_dir(&format!("{GOOD}api = \"{addr}\"\n"));
+        let line = bad_config_line(&config);
+        assert!(line.contains(&format!("{config}:5: key `api`")), "{line}");
+        assert!(line.contains("api_allow_remote = true"), "{line}");
+    }
+    let (dir, config) = config_dir(&format!(
+        "{GOOD}api = \"192.0.2.1:9000\"\napi_allow_remote = true\n"
+    ));
+    let node = p2p_node::config::load_node(Path::new(&config)).unwrap();
+    assert_eq!(node.api, Some("192.0.2.1:9000".parse().unwrap()));
+    drop(dir);
+    for addr in ["127.0.0.2:0", "[::1]:0"] {
+        let (_dir, config) = config_dir(&format!("{GOOD}api = \"{addr}\"\n"));
+        let node = p2p_node::config::load_node(Path::new(&config)).unwrap();
+        assert_eq!(node.api, Some(addr.parse().unwrap()));
+    }
+    let (_dir, config) = config_dir(GOOD);
+    let node = p2p_node::config::load_node(Path::new(&config)).unwrap();
+    assert_eq!(node.api, Some(p2p_node::config::DEFAULT_API));
+}
+
+#[test]
+fn human_readable_sizes_and_durations_are_read_and_bad_ones_named() {
+    let (_dir, config) = config_dir(&format!(
+        "{GOOD}[tuning]\nmax_artifact_size = \"64 MiB\"\nidle_timeout_ms = \"1.5s\"\n\
+         socket_buffer = 65536\nconnect_timeout_ms = 250\n"
+    ));
+    let node = p2p_node::config::load_node(Path::new(&config)).unwrap();
+    assert_eq!(node.tuning.max_artifact_size, Some(64 << 20));
+    assert_eq!(node.tuning.idle_timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(node.tuning.socket_buffer, Some(65536));
+    assert_eq!(
+        node.tuning.connect_timeout,
+        Some(Duration::from_millis(250))
+    );
+    let (_dir, config) = config_dir(&format!("{GOOD}[tuning]\nchunk_size = \"64 mib\"\n"));
+    let line = bad_config_line(&config);
+    assert!(line.contains("key `tuning.chunk_size`"), "{line}");
+    assert!(line.contains("unknown size unit"), "{line}");
+    let (_dir, config) = config_dir(&format!("{GOOD}[tuning]\nchunk_size = \"8 GiB\"\n"));
+    let line = bad_config_line(&config);
+    assert!(line.contains(":6: key `tuning.chunk_size`"), "{line}");
+}
+
+#[test]
 fn keygen_refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let first = keygen(dir.path());

@@ -1,4 +1,5 @@
 //! `p2p-node run` as a process: the Prometheus endpoint, the registry reload and a clean stop.
+//! Its helpers (a node process, its files) serve the API tests too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use p2p_transport::identity::NodeIdentity;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2p-node");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_p2p-node");
 
 /// A running `p2p-node run`, killed when dropped.
-struct Node {
-    child: Child,
+pub(crate) struct Node {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
-    listen: SocketAddr,
-    metrics: SocketAddr,
+    pub(crate) listen: SocketAddr,
+    pub(crate) metrics: SocketAddr,
+    /// The API address, if the node announced one.
+    pub(crate) api: Option<SocketAddr>,
 }
 
 impl Drop for Node {
@@ -27,7 +30,8 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn start(config: &Path) -> Node {
+    /// Starts `p2p-node run --config config` and waits for it to announce its addresses.
+    pub(crate) fn start(config: &Path) -> Node {
         let mut child = Command::new(BIN)
             .args([
                 "run",
@@ -56,6 +60,7 @@ impl Node {
             lines,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics: SocketAddr::from(([0, 0, 0, 0], 0)),
+            api: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut listen, mut metrics) = (None, None);
@@ -70,6 +75,8 @@ impl Node {
                 listen = Some(addr.parse().unwrap());
             } else if let Some(rest) = line.strip_prefix("metrics on http://") {
                 metrics = Some(rest.trim_end_matches("/metrics").parse().unwrap());
+            } else if let Some(rest) = line.strip_prefix("api on http://") {
+                node.api = Some(rest.trim_end_matches("/v1/").parse().unwrap());
             }
         }
         node.listen = listen.unwrap();
@@ -78,10 +85,18 @@ impl Node {
     }
 }
 
-/// One HTTP/1.1 request; returns (status line, headers, body).
-fn http(addr: SocketAddr, request: &str) -> (String, String, String) {
+/// One HTTP/1.1 request on its own connection, closed after the response (a
+/// `Connection: close` header is added to a head without one); returns (status line, headers,
+/// body).
+pub(crate) fn http(addr: SocketAddr, request: &str) -> (String, String, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap_or((request, ""));
+    let request = if head.to_ascii_lowercase().contains("\r\nconnection:") {
+        request.to_owned()
+    } else {
+        format!("{head}\r\nConnection: close\r\n\r\n{body}")
+    };
     s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
@@ -105,7 +120,7 @@ fn sample(body: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn write_identity(dir: &Path) -> NodeIdentity {
+pub(crate) fn write_identity(dir: &Path) -> NodeIdentity {
     let id = NodeIdentity::generate().unwrap();
     std::fs::write(dir.join("key.pem"), id.key_pem()).unwrap();
     std::fs::write(dir.join("cert.pem"), id.cert_pem()).unwrap();
@@ -116,13 +131,13 @@ fn write_config(dir: &Path) {
     std::fs::write(
         dir.join("node.toml"),
         "listen = \"127.0.0.1:0\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\n\
-         registry = \"registry.toml\"\nmetrics = \"127.0.0.1:0\"\n\
+         registry = \"registry.toml\"\nmetrics = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
          [tuning]\nreconnect_backoff_min_ms = 50\nreconnect_backoff_max_ms = 200\n",
     )
     .unwrap();
 }
 
-fn write_registry(dir: &Path, version: u64, members: &[(String, SocketAddr)]) {
+pub(crate) fn write_registry(dir: &Path, version: u64, members: &[(String, SocketAddr)]) {
     let mut text = format!("version = {version}\nmember_count = {}\n", members.len());
     for (id, addr) in members {
         text.push_str(&format!("[[member]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));

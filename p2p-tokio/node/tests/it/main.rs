@@ -3,6 +3,7 @@
 //! One test binary with a module per subject (each documents itself), so that the tests
 //! share one build and link and run in parallel across subjects.
 
+mod bin_api;
 mod bin_cli;
 mod bin_run;
 mod registry_reload;
