@@ -84,6 +84,10 @@ pub(crate) struct DriverSettings {
     pub conn: ConnSettings,
     pub sock: SocketOpts,
     pub connect_timeout: Duration,
+    /// The address dials leave from: the listening IP when the node listens on one address
+    /// (so peers that admit only registry addresses see the address the registry lists), else
+    /// the system's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// One established connection, as the node task sees it.
@@ -657,10 +661,14 @@ impl Driver {
         let hs = self.handshaker.clone();
         let sock = self.settings.sock;
         let connect_timeout = self.settings.connect_timeout;
+        let source = self
+            .settings
+            .source
+            .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
         let events = self.events_tx.clone();
         debug!(%peer, %addr, "dialing");
         let task = tokio::spawn(async move {
-            let result = match net::dial(addr, &sock, connect_timeout).await {
+            let result = match net::dial(addr, source, &sock, connect_timeout).await {
                 Ok(tcp) => hs
                     .connect(tcp, peer, addr)
                     .await

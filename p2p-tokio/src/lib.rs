@@ -308,6 +308,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             },
             sock,
             connect_timeout: cfg.connect_timeout,
+            source: Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
         },
         registry,
         membership,

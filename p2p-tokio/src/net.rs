@@ -58,9 +58,10 @@ pub(crate) fn listen(addr: SocketAddr, opts: &SocketOpts) -> io::Result<TcpListe
     TcpListener::from_std(socket.into())
 }
 
-/// Connects to `addr` within `timeout`, with the options set.
+/// Connects to `addr` within `timeout`, from `source` if given (any port), with the options set.
 pub(crate) async fn dial(
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     opts: &SocketOpts,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
@@ -70,6 +71,9 @@ pub(crate) async fn dial(
         TcpSocket::new_v6()?
     };
     opts.apply_buffers(SockRef::from(&socket))?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
     let stream = tokio::time::timeout(timeout, socket.connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;

@@ -418,3 +418,37 @@ async fn a_banned_member_is_refused_before_tls_from_its_address_and_inside_tls_f
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_their_own_addresses_dial_from_them_and_admit_each_other() {
+    init_log();
+    // Three members, each listening on its own loopback address, with the default rule that
+    // only registry addresses are admitted before TLS: a dial must leave from the dialer's
+    // listening address, or its peer refuses it as a stranger.
+    let configs = identities(3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut c = config(id);
+            c.listen = SocketAddr::new(loopback(20 + i as u8), 0);
+            assert!(c.admit_registry_addresses_only);
+            c
+        })
+        .collect();
+    let nodes = subnet(configs).await;
+    wait_connected(&nodes, 2).await;
+    let mut rxs: Vec<_> = nodes[1..]
+        .iter()
+        .map(|n| n.take_deliveries().unwrap())
+        .collect();
+    let id = nodes[0]
+        .publish(Kind(1), Bytes::new(), Bytes::from(vec![7u8; 2000]))
+        .await
+        .unwrap();
+    for rx in &mut rxs {
+        assert_eq!(ids_of(&receive(rx, 1).await), vec![id]);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
