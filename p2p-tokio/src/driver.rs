@@ -28,7 +28,7 @@ use crate::conn::{
     self, Clock, Close, CloseReason, ConnCtx, ConnSettings, ConnShared, Event, InboxShared,
 };
 use crate::error::NodeError;
-use crate::handle::{Delivered, DeliveryQueue, PoolEntry, PoolPage, QueueError};
+use crate::handle::{Delivered, DeliveryQueue, PoolEntry, PoolPage, QueueError, TopologyView};
 use crate::handshake::{Established, Handshaker};
 use crate::metrics::{Counters, inc};
 use crate::net::{self, SocketOpts};
@@ -60,6 +60,9 @@ pub(crate) enum Command {
     },
     Peers {
         reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    Topology {
+        reply: oneshot::Sender<TopologyView>,
     },
     Get {
         id: ArtifactId,
@@ -518,6 +521,13 @@ impl Driver {
                 let mut peers: Vec<NodeId> = self.conns.keys().copied().collect();
                 peers.sort();
                 let _ = reply.send(peers);
+            }
+            Command::Topology { reply } => {
+                let _ = reply.send(TopologyView {
+                    topology: self.policy.config().topology.clone(),
+                    members: self.registry.members.iter().map(|m| m.id).collect(),
+                    neighbours: self.policy.neighbours().collect(),
+                });
             }
             Command::Get { id, reply } => {
                 // A clone shares the artifact's bytes.

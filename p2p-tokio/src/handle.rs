@@ -37,6 +37,25 @@ pub struct PoolEntry {
     pub attr: Bytes,
 }
 
+/// The mesh as this node sees it ([`NodeHandle::topology`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyView {
+    /// The configured topology ([`NodeConfig::topology`](crate::NodeConfig::topology)).
+    pub topology: p2p_transport::topology::Topology,
+    /// The members in force, in registry order.
+    pub members: Vec<NodeId>,
+    /// The members this node connects to, in ascending order.
+    pub neighbours: Vec<NodeId>,
+}
+
+impl TopologyView {
+    /// The whole subnet's graph that every member derives (`None` for an explicit list, which
+    /// each member sets for itself).
+    pub fn graph(&self) -> Option<p2p_transport::topology::Graph> {
+        self.topology.graph(&self.members)
+    }
+}
+
 /// A page of the pool in pooling order, from [`NodeHandle::pool_list`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolPage {
@@ -338,6 +357,11 @@ impl NodeHandle {
     /// The peers with an established connection, in ascending order.
     pub async fn connected_peers(&self) -> Result<Vec<NodeId>, NodeError> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// The configured topology, the members in force and this node's neighbours among them.
+    pub async fn topology(&self) -> Result<TopologyView, NodeError> {
+        self.ask(|reply| Command::Topology { reply }).await
     }
 
     /// Drops the connection to `peer` as if the network had cut it (no ban): the core is told

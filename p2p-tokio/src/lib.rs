@@ -159,7 +159,7 @@ use tracing::info;
 
 pub use config::{Member, NodeConfig, Registry};
 pub use error::{NodeError, StartError};
-pub use handle::{Delivered, Deliveries, NodeHandle, PoolEntry, PoolPage};
+pub use handle::{Delivered, Deliveries, NodeHandle, PoolEntry, PoolPage, TopologyView};
 pub use metrics::NodeMetrics;
 
 /// Types of the lower crates that the embedding API takes or returns, re-exported.

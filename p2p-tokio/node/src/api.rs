@@ -393,6 +393,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
 
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let peers = s.handle.connected_peers().await?;
+    let topo = s.handle.topology().await?;
     let m = s.handle.metrics();
     let r = *s.rates.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(Json(json!({
@@ -402,6 +403,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "uptime_s": s.started.elapsed().as_secs(),
         "registry": { "version": s.reloads.version(), "members": s.reloads.members() },
         "peers": peers.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "topology": topology_json(&topo),
         "pool": { "artifacts": m.core.pool_artifacts, "bytes": m.core.pool_bytes },
         "in_flight": {
             "requests": m.core.in_flight,
@@ -418,6 +420,32 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
             "socket_bytes_out_per_s": r.socket_bytes_out,
         },
     })))
+}
+
+/// The configured topology, this node's neighbours, and (for a derived topology) the whole
+/// graph's degrees and whether it is connected.
+fn topology_json(t: &p2p_tokio::TopologyView) -> Value {
+    use p2p_transport::topology::{Topology, degree_stats, is_connected};
+    let setting = match &t.topology {
+        Topology::All => "all".to_string(),
+        Topology::Degree(k) => format!("degree {k}"),
+        Topology::Explicit(list) => format!("explicit list of {}", list.len()),
+    };
+    let graph = t.graph().map(|g| {
+        let d = degree_stats(&g);
+        json!({
+            "nodes": d.nodes,
+            "edges": d.edges,
+            "min_degree": d.min,
+            "max_degree": d.max,
+            "connected": is_connected(&g),
+        })
+    });
+    json!({
+        "setting": setting,
+        "neighbours": t.neighbours.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "graph": graph,
+    })
 }
 
 #[derive(Deserialize)]

@@ -338,6 +338,28 @@ fn print_status(v: &Value) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let t = &v["topology"];
+    let neighbours = t["neighbours"].as_array().map_or(0, Vec::len);
+    let graph = &t["graph"];
+    let shape = if graph.is_object() {
+        format!(
+            "; graph of {} members, degree {}..={}, {}",
+            u64_of(graph, "nodes"),
+            u64_of(graph, "min_degree"),
+            u64_of(graph, "max_degree"),
+            if graph["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "NOT connected"
+            }
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "topology   {}, {neighbours} neighbours{shape}",
+        t["setting"].as_str().unwrap_or("-")
+    );
     println!(
         "pool       {} artifacts, {}",
         u64_of(&v["pool"], "artifacts"),
