@@ -6,4 +6,5 @@
 mod bin_api;
 mod bin_cli;
 mod bin_run;
+mod guide;
 mod registry_reload;
