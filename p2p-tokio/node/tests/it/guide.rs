@@ -34,10 +34,8 @@ fn blocks(guide: &str) -> Vec<Block> {
     let mut section = 0;
     let mut lines = guide.lines();
     while let Some(line) = lines.next() {
-        if let Some(rest) = line.strip_prefix("## ") {
-            if let Some((n, _)) = rest.split_once('.') {
-                section = n.parse().unwrap_or(section);
-            }
+        if let Some((n, _)) = line.strip_prefix("## ").and_then(|r| r.split_once('.')) {
+            section = n.parse().unwrap_or(section);
         }
         if line.trim() == "```sh" {
             let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
