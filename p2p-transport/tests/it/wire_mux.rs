@@ -144,8 +144,10 @@ fn by_default_a_class_is_fifo_so_a_message_completes_before_the_next_starts() {
 
 #[test]
 fn small_message_is_not_stuck_behind_a_large_one_of_an_interleaving_class() {
-    let mut cfg = MuxConfig::default();
-    cfg.max_active = [1, 4, 4, 4];
+    let cfg = MuxConfig {
+        max_active: [1, 4, 4, 4],
+        ..MuxConfig::default()
+    };
     let mut tx = sender(cfg.clone());
     tx.push(Class::Normal, &response(1, 4 << 20)).unwrap();
     tx.push(Class::Normal, &response(2, 100)).unwrap();
