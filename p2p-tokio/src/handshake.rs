@@ -190,9 +190,11 @@ impl Handshaker {
             connection_in(&self.budget, &self.conn, self.hello(), self.clock.now())
                 .map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
         let mut out = BytesMut::new();
-        let _ = tx.poll_transmit(self.clock.now(), &mut out, p2p_transport::mux::MIN_TRANSMIT);
+        let n = tx.poll_transmit(self.clock.now(), &mut out, p2p_transport::mux::MIN_TRANSMIT);
         stream.write_all(&out).await.map_err(HandshakeError::Io)?;
         stream.flush().await.map_err(HandshakeError::Io)?;
+        // The hello is on the wire: the write stall timer only covers bytes still waiting.
+        tx.handle_written(self.clock.now(), n);
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             match rx.poll_event() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 use bytes::{BufMut, Bytes, BytesMut};
+use p2p_core::chunks::DEFAULT_CHUNK_SIZE;
 use p2p_core::{Class, Kind, Message, Priority};
 use p2p_tokio::NodeHandle;
 use p2p_transport::codec::{self, HELLO_LEN, Hello};
@@ -224,6 +225,49 @@ async fn colluders_holding_partial_messages_are_cut_at_the_stall_deadline_and_ho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_not_cut_for_a_write_stall_shorter_than_the_keepalive_interval() {
+    init_log();
+    // Only bytes that wait for the socket arm the write stall timer: the hellos, written
+    // during the handshake, and the keepalives are on the wire, so connections with nothing to
+    // send outlive many stall timeouts.
+    let stall = Duration::from_millis(200);
+    let keepalive = Duration::from_millis(700);
+    let nodes = subnet(
+        identities(2)
+            .into_iter()
+            .map(|id| {
+                let mut c = config(id);
+                c.write_stall_timeout = stall;
+                c.keepalive_interval = keepalive;
+                c
+            })
+            .collect(),
+    )
+    .await;
+    wait_connected(&nodes, 1).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Two keepalive intervals (seven stall timeouts) with nothing but keepalives to send.
+    tokio::time::sleep(2 * keepalive).await;
+    for n in &nodes {
+        let m = n.metrics();
+        assert_eq!(m.write_stalls, 0, "an idle connection was cut: {m:#?}");
+        assert_eq!(m.disconnects, 0, "{m:#?}");
+        assert!(m.keepalives_sent >= 1, "the connection was idle: {m:#?}");
+    }
+    // And the connection still carries artifacts.
+    let mut rx_b = b.take_deliveries().unwrap();
+    let id = a
+        .publish(Kind(1), Bytes::new(), bytes(7, 1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&receive(&mut rx_b, 1).await), vec![id]);
+    assert_eq!(a.metrics().write_stalls, 0);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_while_honest_artifacts_flow()
  {
     init_log();
@@ -236,20 +280,23 @@ async fn a_member_that_never_reads_is_cut_after_the_write_stall_timeout_while_ho
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut rx_b = b.take_deliveries().unwrap();
     let baseline = honest_batch(a, &mut rx_b, 30, &[]).await;
-    // a holds a 4 MiB artifact; the rogue sees its advert, asks for it four times, and never
-    // reads another byte.
+    // a holds a 4 MiB artifact (32 chunks); the rogue sees its advert, asks for every chunk,
+    // and never reads another byte: 4 MiB wait for a socket whose buffers hold a few hundred
+    // KiB.
     let mut tls = raw_member(&rogues[0], &members, a, Some(64 << 10)).await;
     wait_metrics(a, "rogue admitted", |m| m.peers_connected == 2).await;
+    let big_len = 4u32 << 20;
     let big = a
-        .publish(Kind(1), Bytes::new(), bytes(60, 4 << 20))
+        .publish(Kind(1), Bytes::new(), bytes(60, big_len as usize))
         .await
         .unwrap();
     let mut mux = MuxSender::new(MuxConfig::default()).unwrap();
-    let requests: Vec<(Class, Message)> = (0..4)
-        .map(|req_id| {
-            let msg = Message::Request {
-                req_id,
+    let requests: Vec<(Class, Message)> = (0..big_len / DEFAULT_CHUNK_SIZE)
+        .map(|index| {
+            let msg = Message::ChunkRequest {
+                req_id: u64::from(index),
                 id: big,
+                index,
                 priority: Priority(0),
             };
             (Class::Control, msg)
