@@ -18,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  ci                               tidy, fmt, clippy, test, doc and quick bench checks, in order
+  ci                               tidy, fmt, clippy, test, doc, quick bench and testbed smoke checks,
+                                   in order
   tidy                             only the tidy checks (also run by `cargo test`)
   bench [args]                     build p2p-bench in release and run it (see BENCHMARKS.md):
                                    --quick, --out PATH, --block-size N, --process-per-node,

@@ -16,7 +16,12 @@
 //! share at the planned instants of a common start time, and records when each artifact was
 //! published and delivered in wall-clock nanoseconds (one machine, one clock). The parent joins
 //! the records into the same [`Outcome`] as an in-process run. CPU time and peak RSS are each
-//! child's own (from its /proc), summed; the peak RSS of each node is kept too.
+//! child's own (from its /proc), summed; each node's CPU time and peak RSS are kept too.
+//!
+//! With `--netns`, node `i` runs as `ip netns exec <ns_i> p2p-bench node --listen <addr_i>`,
+//! so its node listens on (and dials from) its namespace's address; the parent stays in its
+//! own namespace and talks to it over the same pipes. `cargo xtask testbed` sets up the
+//! namespaces, the bridge and the shaped links.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
