@@ -141,11 +141,14 @@ pub struct NodeNet {
 /// How a link is shaped.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Shaping {
-    /// The longest a packet may wait in a tbf queue (tbf's `latency`: the queue holds
-    /// rate x this plus the burst).
+    /// How long the tbf queue is at the link's rate: its `limit` is rate x this plus one
+    /// 64 KiB GSO packet.
     pub queue: Duration,
     /// tbf's bucket, bytes (`None`: [`DEFAULT_BURST`], or 1 ms at the rate if more).
     pub burst: Option<u64>,
+    /// The nodes' TCP congestion control (`net.ipv4.tcp_congestion_control` in each node's
+    /// namespace; `None`: what a new namespace gets, the root namespace's).
+    pub congestion: Option<&'static str>,
 }
 
 /// The default tbf bucket: larger than a 64 KiB GSO packet, so tbf passes the kernel's
@@ -153,6 +156,9 @@ pub struct Shaping {
 /// packets in software: one 286 Mbit/s TCP stream then took 3.2 s of softirq CPU in 4 s
 /// instead of 0.2 s here, and a testbed of 13 nodes became CPU-bound in the kernel.
 pub const DEFAULT_BURST: u64 = 128 << 10;
+
+/// The largest packet the kernel's segmentation offload hands a qdisc, with headers.
+const GSO_PACKET: u64 = (64 << 10) + 256;
 
 impl Shaping {
     fn burst_for(&self, rate_bps: u64) -> u64 {
@@ -224,15 +230,29 @@ impl Testbed {
             )?;
             exec("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             exec("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            if let Some(cc) = shaping.congestion {
+                exec(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &ns,
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv4.tcp_congestion_control={cc}"),
+                    ],
+                )?;
+            }
             let rate_s = format!("{rate}bit");
             let burst = shaping.burst_for(rate).to_string();
-            let latency = format!("{}us", shaping.queue.as_micros());
+            let limit = (rate as f64 / 8.0 * shaping.queue.as_secs_f64()) as u64 + GSO_PACKET;
+            let limit = limit.to_string();
             for (where_, dev) in [(&ns, "eth0"), (&br, peer.as_str())] {
                 exec(
                     "tc",
                     &[
                         "-n", where_, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate_s,
-                        "burst", &burst, "latency", &latency,
+                        "burst", &burst, "limit", &limit,
                     ],
                 )?;
             }
@@ -571,6 +591,7 @@ struct Args {
     slow_fraction: Option<f64>,
     queue: Option<Duration>,
     burst: Option<u64>,
+    congestion: Option<&'static str>,
     deadline: Option<Duration>,
     sim: bool,
     bench_args: Vec<String>,
@@ -615,6 +636,19 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
                 ))
             }
             "--burst" => a.burst = Some(num("--burst", value("--burst")?)? as u64),
+            "--cc" => {
+                let cc = value("--cc")?;
+                a.congestion = Some(match cc.as_str() {
+                    "bbr" => "bbr",
+                    "cubic" => "cubic",
+                    "reno" => "reno",
+                    _ => {
+                        return Err(usage(format!(
+                            "`--cc` takes bbr, cubic or reno, not `{cc}`"
+                        )));
+                    }
+                });
+            }
             "--deadline" => {
                 a.deadline = Some(Duration::from_secs_f64(num(
                     "--deadline",
@@ -1013,18 +1047,24 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
         shaping: Shaping {
             queue: a.queue.unwrap_or(Duration::from_millis(10)),
             burst: a.burst,
+            congestion: a.congestion,
         },
         stop,
         bench_args: a.bench_args.clone(),
         netem_reported: false,
     };
     println!(
-        "links: tc tbf both ways, queue {} ms, burst {}",
+        "links: tc tbf both ways, queue {} ms at the rate + 64 KiB, burst {}; TCP congestion control {}",
         ctx.shaping.queue.as_secs_f64() * 1e3,
         a.burst
-            .map_or("1 ms at the rate (at least 16 KiB)".into(), |b| format!(
+            .map_or("128 KiB (or 1 ms at the rate if more)".into(), |b| format!(
                 "{b} B"
-            ))
+            )),
+        a.congestion.map_or_else(
+            || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+                .map_or("the default".into(), |s| s.trim().to_owned()),
+            str::to_owned
+        )
     );
     let mut done = Vec::new();
     let mut failed = Vec::new();

@@ -67,6 +67,10 @@ struct Cli {
     /// 0 turns it off).
     #[arg(long)]
     notsent_lowat: Option<u32>,
+    /// Bytes every node's writers take from the multiplexer per socket write (default: the
+    /// node's, 64 KiB).
+    #[arg(long)]
+    write_chunk: Option<usize>,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -122,6 +126,9 @@ enum Cmd {
         /// TCP_NOTSENT_LOWAT of the node's connections (0: off).
         #[arg(long)]
         notsent_lowat: Option<u32>,
+        /// Bytes the node's writers take from the multiplexer per socket write.
+        #[arg(long)]
+        write_chunk: Option<usize>,
     },
 }
 
@@ -139,12 +146,14 @@ fn main() -> ExitCode {
             socket_buffer,
             chunk_size,
             notsent_lowat,
+            write_chunk,
         }) => process::node_main(
             *listen,
             Tuning {
                 socket_buffer: *socket_buffer,
                 chunk_size: *chunk_size,
                 notsent_lowat: *notsent_lowat,
+                write_chunk: *write_chunk,
             },
         )
         .map(|()| ExitCode::SUCCESS),
@@ -195,6 +204,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         socket_buffer: cli.socket_buffer,
         chunk_size: cli.chunk_size,
         notsent_lowat: cli.notsent_lowat,
+        write_chunk: cli.write_chunk,
     };
     let sizes = Sizes {
         quick,

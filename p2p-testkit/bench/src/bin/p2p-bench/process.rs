@@ -167,6 +167,9 @@ impl Procs {
             if let Some(bytes) = tuning.notsent_lowat {
                 cmd.arg("--notsent-lowat").arg(bytes.to_string());
             }
+            if let Some(bytes) = tuning.write_chunk {
+                cmd.arg("--write-chunk").arg(bytes.to_string());
+            }
             let mut child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

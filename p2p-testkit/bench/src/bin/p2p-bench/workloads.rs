@@ -40,6 +40,9 @@ pub struct Tuning {
     /// TCP_NOTSENT_LOWAT of the nodes' connections (`None`: the node's default; `Some(0)`:
     /// off, the OS default).
     pub notsent_lowat: Option<u32>,
+    /// Bytes the nodes' writers take from the multiplexer per socket write (`None`: the
+    /// node's default, 64 KiB).
+    pub write_chunk: Option<usize>,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -424,13 +427,16 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
 }
 
 /// Applies the run's settings to a node's configuration: the socket buffers, TCP_NOTSENT_LOWAT,
-/// and the chunk size with the codec limits that follow from it.
+/// the writers' chunk, and the chunk size with the codec limits that follow from it.
 pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
     cfg.socket_buffer = tuning.socket_buffer;
     match tuning.notsent_lowat {
         None => {}
         Some(0) => cfg.tcp_notsent_lowat = None,
         Some(bytes) => cfg.tcp_notsent_lowat = Some(bytes),
+    }
+    if let Some(bytes) = tuning.write_chunk {
+        cfg.write_chunk = bytes.max(p2p_transport::mux::MIN_TRANSMIT);
     }
     if let Some(size) = tuning.chunk_size {
         cfg.core.chunk_size = size;
