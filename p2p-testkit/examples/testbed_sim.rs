@@ -5,8 +5,11 @@
 //! ```text
 //! cargo run --release -p p2p-testkit --example testbed_sim -- \
 //!     --custom name=W2,nodes=13,large=50,large_size=1048576,origins=1 \
-//!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000]
+//!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--per-artifact]
 //! ```
+//!
+//! `--per-artifact` also prints, to stderr, when each artifact's first and last chunk left
+//! its origin and when every node held it.
 //!
 //! The publishes follow p2p-bench's plan (`p2p_bench::subnet::Workload::plan`): the large
 //! artifacts at t=0, round-robin over the first `origins` nodes, fetched at bulk priority;
@@ -127,6 +130,19 @@ fn run(args: &[String]) -> Result<String, String> {
         .max()
         .unwrap_or(Duration::ZERO);
     let complete = all_hold != Duration::MAX;
+    if args.iter().any(|a| a == "--per-artifact") {
+        for a in &report.artifacts {
+            let done = a.complete_after.map_or(-1.0, |c| {
+                ms(Duration::from_nanos(a.published_at.as_nanos()) + c - start)
+            });
+            let first = a.first_chunk_out.map_or(-1.0, ms);
+            let out = a.all_chunks_out.map_or(-1.0, ms);
+            eprintln!(
+                "artifact {} from {}: first chunk out {first:.1} ms, all out {out:.1} ms, all hold {done:.1} ms, origin chunk sends {} of {}",
+                a.index, a.origin, a.origin_chunk_sends, a.chunks
+            );
+        }
+    }
     let lat = |kind| {
         report
             .latency_by_kind
