@@ -8,7 +8,10 @@
 //!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--per-artifact]
 //! ```
 //!
-//! `--per-artifact` also prints, to stderr, when each artifact's first and last chunk left
+//! `--congestion` turns on the drivers' congestion marks (8 MiB / 4 MiB queued to a peer);
+//! `--max-chunks-in-flight N`, `--max-chunks-in-flight-per-peer N` and `--swarm-patience-ms MS`
+//! change the core's settings of those names. `--latency-us` and `--jitter-us` add one-way latency and jitter to every link (default 0,
+//! as on the testbed). `--per-artifact` also prints, to stderr, when each artifact's first and last chunk left
 //! its origin and when every node held it.
 //!
 //! The publishes follow p2p-bench's plan (`p2p_bench::subnet::Workload::plan`): the large
@@ -98,16 +101,47 @@ fn run(args: &[String]) -> Result<String, String> {
             .collect::<Result<_, String>>()?,
         _ => Vec::new(),
     };
-    // Publishes start once the mesh is up (the hellos cross instantly without latency).
-    let start = Duration::from_millis(100);
+    let micros = |name: &str| -> Result<Duration, String> {
+        value(args, name).map_or(Ok(Duration::ZERO), |v| {
+            v.parse()
+                .map(Duration::from_micros)
+                .map_err(|_| format!("{name} is not a number"))
+        })
+    };
+    let (latency, jitter) = (micros("--latency-us")?, micros("--jitter-us")?);
+    // Publishes start once the mesh is up.
+    let start = Duration::from_millis(100) + 4 * latency;
     let mut s = Scenario::new(1)
         .name("testbed")
         .nodes(shape.nodes)
-        .link(Duration::ZERO, rate)
-        .jitter(Duration::ZERO)
+        .link(latency, rate)
+        .jitter(jitter)
         .auto_relay(false)
         .expect_complete()
         .settle(Duration::from_secs(60));
+    if args.iter().any(|a| a == "--congestion") {
+        // The drivers' marks: the multiplexer's high water (8 MiB) and half of it.
+        s = s.congestion(8 << 20, 4 << 20);
+    }
+    let num = |name: &str| -> Result<Option<u64>, String> {
+        value(args, name)
+            .map(|v| v.parse().map_err(|_| format!("{name} is not a number")))
+            .transpose()
+    };
+    let in_flight = num("--max-chunks-in-flight")?;
+    let per_peer = num("--max-chunks-in-flight-per-peer")?;
+    let patience = num("--swarm-patience-ms")?;
+    s = s.config(move |c| {
+        if let Some(n) = in_flight {
+            c.max_chunks_in_flight = n as usize;
+        }
+        if let Some(n) = per_peer {
+            c.max_chunks_in_flight_per_peer = n as usize;
+        }
+        if let Some(ms) = patience {
+            c.swarm_patience = Duration::from_millis(ms);
+        }
+    });
     for &node in &slow {
         s = s.node_bandwidth(node, slow_rate);
     }

@@ -71,6 +71,9 @@ struct Cli {
     /// node's, 64 KiB).
     #[arg(long)]
     write_chunk: Option<usize>,
+    /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
+    #[arg(long)]
+    swarm_patience_ms: Option<u64>,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -129,6 +132,9 @@ enum Cmd {
         /// Bytes the node's writers take from the multiplexer per socket write.
         #[arg(long)]
         write_chunk: Option<usize>,
+        /// The core's `swarm_patience`, ms.
+        #[arg(long)]
+        swarm_patience_ms: Option<u64>,
     },
 }
 
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
             chunk_size,
             notsent_lowat,
             write_chunk,
+            swarm_patience_ms,
         }) => process::node_main(
             *listen,
             Tuning {
@@ -154,6 +161,7 @@ fn main() -> ExitCode {
                 chunk_size: *chunk_size,
                 notsent_lowat: *notsent_lowat,
                 write_chunk: *write_chunk,
+                swarm_patience_ms: *swarm_patience_ms,
             },
         )
         .map(|()| ExitCode::SUCCESS),
@@ -205,6 +213,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         chunk_size: cli.chunk_size,
         notsent_lowat: cli.notsent_lowat,
         write_chunk: cli.write_chunk,
+        swarm_patience_ms: cli.swarm_patience_ms,
     };
     let sizes = Sizes {
         quick,

@@ -170,6 +170,9 @@ impl Procs {
             if let Some(bytes) = tuning.write_chunk {
                 cmd.arg("--write-chunk").arg(bytes.to_string());
             }
+            if let Some(ms) = tuning.swarm_patience_ms {
+                cmd.arg("--swarm-patience-ms").arg(ms.to_string());
+            }
             let mut child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

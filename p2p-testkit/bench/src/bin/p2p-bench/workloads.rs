@@ -43,6 +43,8 @@ pub struct Tuning {
     /// Bytes the nodes' writers take from the multiplexer per socket write (`None`: the
     /// node's default, 64 KiB).
     pub write_chunk: Option<usize>,
+    /// The core's `swarm_patience`, ms (`None`: the default, 100 ms).
+    pub swarm_patience_ms: Option<u64>,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -434,6 +436,9 @@ pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
         None => {}
         Some(0) => cfg.tcp_notsent_lowat = None,
         Some(bytes) => cfg.tcp_notsent_lowat = Some(bytes),
+    }
+    if let Some(ms) = tuning.swarm_patience_ms {
+        cfg.core.swarm_patience = Duration::from_millis(ms);
     }
     if let Some(bytes) = tuning.write_chunk {
         cfg.write_chunk = bytes.max(p2p_transport::mux::MIN_TRANSMIT);
