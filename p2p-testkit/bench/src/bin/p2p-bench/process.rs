@@ -621,6 +621,17 @@ mod tests {
     }
 
     #[test]
+    fn placements_are_namespace_and_address() {
+        let p: Placement = "p2ptb1r0-3=10.99.0.4".parse().unwrap();
+        assert_eq!(p.netns, "p2ptb1r0-3");
+        assert_eq!(p.addr, "10.99.0.4".parse::<IpAddr>().unwrap());
+        assert!("p2ptb1r0-3".parse::<Placement>().is_err());
+        assert!("=10.99.0.4".parse::<Placement>().is_err());
+        assert!("ns=10.99.0".parse::<Placement>().is_err());
+        assert!("a b=10.0.0.1".parse::<Placement>().is_err());
+    }
+
+    #[test]
     fn tags_are_the_plan_index() {
         let w = Workload::default();
         let plan = w.plan(4).unwrap();

@@ -532,6 +532,38 @@ mod tests {
     }
 
     #[test]
+    fn custom_workloads_take_every_key_and_refuse_nonsense() {
+        let tuning = Tuning {
+            write_chunk: Some(16384),
+            ..Tuning::default()
+        };
+        let s = custom(
+            "name=W4-bulk,nodes=7,small=40,small_size=300,large=14,large_size=2048,origins=7,spread_ms=1500,timeout_s=9",
+            tuning,
+        )
+        .unwrap();
+        assert_eq!((s.name.as_str(), s.nodes), ("W4-bulk", 7));
+        assert_eq!((s.workload.small, s.workload.small_size), (40, 300..=300));
+        assert_eq!(
+            (
+                s.workload.large,
+                s.workload.large_size,
+                s.workload.large_origins
+            ),
+            (14, 2048, 7)
+        );
+        assert_eq!(s.workload.spread, Duration::from_millis(1500));
+        assert_eq!(s.timeout, Duration::from_secs(9));
+        assert_eq!(s.tuning, tuning);
+        assert!(s.process_per_node);
+        assert!(custom("nodes=4", tuning).is_err(), "a name is required");
+        assert!(custom("name=x,nodes=1", tuning).is_err());
+        assert!(custom("name=x,bogus=1", tuning).is_err());
+        assert!(custom("name=x,large=two", tuning).is_err());
+        assert!(custom("name=x,large=1,large_size=4", tuning).is_err());
+    }
+
+    #[test]
     fn quick_specs_are_tiny() {
         for s in specs(Sizes {
             quick: true,
