@@ -113,6 +113,12 @@ fn exec(program: &str, args: &[&str]) -> Result<String, TaskError> {
     }
 }
 
+/// [`exec`] with the arguments split at whitespace (the testbed's names and numbers have none).
+fn run_words(program: &str, args: &str) -> Result<String, TaskError> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    exec(program, &args)
+}
+
 /// Why the testbed cannot run here, if it cannot: not root, or no `ip`/`tc`.
 pub fn unavailable() -> Option<String> {
     let uid = exec("id", &["-u"]).ok().map(|s| s.trim().to_owned());
@@ -196,64 +202,37 @@ impl Testbed {
         let br = format!("{id}-br");
         exec("ip", &["netns", "add", &br])?;
         tb.namespaces.push(br.clone());
-        exec("ip", &["-n", &br, "link", "add", "br0", "type", "bridge"])?;
-        exec("ip", &["-n", &br, "link", "set", "br0", "up"])?;
+        run_words("ip", &format!("-n {br} link add br0 type bridge"))?;
+        run_words("ip", &format!("-n {br} link set br0 up"))?;
         for (i, &rate) in rates.iter().enumerate() {
             stop.check()?;
             let ns = format!("{id}-{i}");
             exec("ip", &["netns", "add", &ns])?;
             tb.namespaces.push(ns.clone());
-            let peer = format!("v{i}");
-            exec(
-                "ip",
-                &[
-                    "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &peer,
-                    "netns", &br,
-                ],
-            )?;
-            exec(
-                "ip",
-                &["-n", &br, "link", "set", &peer, "master", "br0", "up"],
-            )?;
             let addr = node_addr(i);
-            exec(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{addr}/16"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            exec("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            exec("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            for cmd in [
+                format!("link add eth0 netns {ns} type veth peer name v{i} netns {br}"),
+                format!("-n {br} link set v{i} master br0 up"),
+                format!("-n {ns} addr add {addr}/16 dev eth0"),
+                format!("-n {ns} link set eth0 up"),
+                format!("-n {ns} link set lo up"),
+            ] {
+                run_words("ip", &cmd)?;
+            }
             if let Some(cc) = shaping.congestion {
-                exec(
+                run_words(
                     "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &ns,
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv4.tcp_congestion_control={cc}"),
-                    ],
+                    &format!("netns exec {ns} sysctl -qw net.ipv4.tcp_congestion_control={cc}"),
                 )?;
             }
-            let rate_s = format!("{rate}bit");
-            let burst = shaping.burst_for(rate).to_string();
+            let burst = shaping.burst_for(rate);
             let limit = (rate as f64 / 8.0 * shaping.queue.as_secs_f64()) as u64 + GSO_PACKET;
-            let limit = limit.to_string();
-            for (where_, dev) in [(&ns, "eth0"), (&br, peer.as_str())] {
-                exec(
+            for (where_, dev) in [(&ns, "eth0".to_owned()), (&br, format!("v{i}"))] {
+                run_words(
                     "tc",
-                    &[
-                        "-n", where_, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate_s,
-                        "burst", &burst, "limit", &limit,
-                    ],
+                    &format!(
+                        "-n {where_} qdisc add dev {dev} root tbf rate {rate}bit burst {burst} limit {limit}"
+                    ),
                 )?;
             }
             tb.nodes.push(NodeNet {
