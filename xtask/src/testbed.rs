@@ -913,6 +913,9 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             ),
         );
     }
+    for (spec, _) in runs {
+        println!("  {}: {}", spec.name, spec.shape.describe());
+    }
     // Urgent latency under bulk against idle, per rate.
     for (spec, m) in runs {
         let Some(rest) = spec.name.strip_prefix("W4-bulk") else {
