@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{TaskError, bench, shell, tidy};
+use crate::{TaskError, bench, shell, testbed, tidy};
 
 /// How a step does its work.
 enum Action {
@@ -109,6 +109,14 @@ fn steps() -> Vec<Step> {
             // timing.
             name: "bench",
             action: Action::Command(bench::quick_command),
+        },
+        Step {
+            // `cargo xtask testbed --smoke`: 4 node processes in network namespaces on a bridge,
+            // tbf-shaped links, real TLS, a few seconds; fails if anything is missing or
+            // delivered twice or a namespace is left behind; skipped (with the reason) when not
+            // root or without iproute2.
+            name: "testbed",
+            action: Action::InProcess(testbed::ci_smoke),
         },
         // Later steps go here, each as one more entry, for example:
         //   `sim`:   `cargo xtask sim --ci`      (the deterministic simulator's seed sweep)

@@ -9,6 +9,7 @@ mod ci;
 mod fuzz;
 mod shell;
 mod sim;
+mod testbed;
 mod tidy;
 
 use std::process::ExitCode;
@@ -17,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  ci                               tidy, fmt, clippy, test, doc and quick bench checks, in order
+  ci                               tidy, fmt, clippy, test, doc, quick bench and testbed smoke checks,
+                                   in order
   tidy                             only the tidy checks (also run by `cargo test`)
   bench [args]                     build p2p-bench in release and run it (see BENCHMARKS.md):
                                    --quick, --out PATH, --block-size N, --process-per-node,
@@ -27,6 +29,10 @@ commands:
   sim [args...]                    the simulator: `cargo run --release -p p2p-testkit --bin p2p-sim --
                                    <args>` (default `run all --seeds 0..5`; `sim list` names the scenarios),
                                    ending with p2p-sim's exit code (1: a check failed, 2: usage)
+  testbed [args] [-- bench args]   link-bound runs: nodes in network namespaces on a bridge, tc tbf
+                                   links (root only; see BENCHMARKS.md): --only NAMES, --rate MBIT,
+                                   --slow-fraction F, --queue-ms MS, --burst B, --cc ALGO, --deadline S,
+                                   --no-sim, --smoke (CI's short run), --cleanup [--force]
   help                             this text
 ";
 
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         "tidy" => no_args("tidy", rest).and_then(|()| tidy::run()),
         "fuzz" => fuzz::FuzzArgs::parse(rest).and_then(|args| fuzz::run(&args)),
         "bench" => bench::run(rest),
+        "testbed" => testbed::run(rest),
         // A new task is one more arm here and one module.
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

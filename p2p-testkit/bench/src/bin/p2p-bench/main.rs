@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 use crate::results::Results;
-use crate::workloads::Sizes;
+use crate::workloads::{Sizes, Tuning};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,9 +63,30 @@ struct Cli {
     /// `max_artifact_size`).
     #[arg(long, default_value_t = workloads::W5_DEFAULT.2 as u64, value_parser = clap::value_parser!(u64).range(16..=workloads::MAX_ARTIFACT_SIZE))]
     w5_block_size: u64,
+    /// TCP_NOTSENT_LOWAT of every node's connections, bytes (default: the node's, 128 KiB;
+    /// 0 turns it off).
+    #[arg(long)]
+    notsent_lowat: Option<u32>,
+    /// Bytes every node's writers take from the multiplexer per socket write (default: the
+    /// node's, 64 KiB).
+    #[arg(long)]
+    write_chunk: Option<usize>,
+    /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
+    #[arg(long)]
+    swarm_patience_ms: Option<u64>,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
+    /// A workload of its own instead of W1..W5, with a process per node (repeatable):
+    /// `name=NAME,nodes=N,small=COUNT,small_size=BYTES,large=COUNT,large_size=BYTES,origins=N,
+    /// spread_ms=MS,timeout_s=S`. Limits and micro run only if `--only` names them.
+    #[arg(long)]
+    custom: Vec<String>,
+    /// Runs node `i` in network namespace `NS_i` (through `ip netns exec`, so as root),
+    /// listening on `ADDR_i` there: comma-separated `NS=ADDR` pairs, at least one per node.
+    /// Implies `--process-per-node`. `cargo xtask testbed` sets the namespaces up.
+    #[arg(long, value_delimiter = ',')]
+    netns: Vec<process::Placement>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -96,12 +117,24 @@ enum Cmd {
     /// One node of a `--process-per-node` run, driven over stdin/stdout by the parent.
     #[command(hide = true)]
     Node {
+        /// The address the node listens on (port chosen by the OS).
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: std::net::IpAddr,
         /// SO_SNDBUF/SO_RCVBUF of the node's connections.
         #[arg(long)]
         socket_buffer: Option<usize>,
         /// The subnet's chunk size.
         #[arg(long)]
         chunk_size: Option<u32>,
+        /// TCP_NOTSENT_LOWAT of the node's connections (0: off).
+        #[arg(long)]
+        notsent_lowat: Option<u32>,
+        /// Bytes the node's writers take from the multiplexer per socket write.
+        #[arg(long)]
+        write_chunk: Option<usize>,
+        /// The core's `swarm_patience`, ms.
+        #[arg(long)]
+        swarm_patience_ms: Option<u64>,
     },
 }
 
@@ -115,9 +148,23 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }),
         Some(Cmd::Node {
+            listen,
             socket_buffer,
             chunk_size,
-        }) => process::node_main(*socket_buffer, *chunk_size).map(|()| ExitCode::SUCCESS),
+            notsent_lowat,
+            write_chunk,
+            swarm_patience_ms,
+        }) => process::node_main(
+            *listen,
+            Tuning {
+                socket_buffer: *socket_buffer,
+                chunk_size: *chunk_size,
+                notsent_lowat: *notsent_lowat,
+                write_chunk: *write_chunk,
+                swarm_patience_ms: *swarm_patience_ms,
+            },
+        )
+        .map(|()| ExitCode::SUCCESS),
         None => run(&cli),
     };
     match result {
@@ -130,7 +177,7 @@ fn main() -> ExitCode {
 }
 
 fn wants(cli: &Cli, part: Part) -> bool {
-    cli.only.is_empty() || cli.only.contains(&part)
+    (cli.only.is_empty() && cli.custom.is_empty()) || cli.only.contains(&part)
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, String> {
@@ -161,21 +208,27 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     } else {
         None
     };
+    let tuning = Tuning {
+        socket_buffer: cli.socket_buffer,
+        chunk_size: cli.chunk_size,
+        notsent_lowat: cli.notsent_lowat,
+        write_chunk: cli.write_chunk,
+        swarm_patience_ms: cli.swarm_patience_ms,
+    };
     let sizes = Sizes {
         quick,
         block_size: cli.block_size as usize,
-        socket_buffer: cli.socket_buffer,
-        chunk_size: cli.chunk_size,
+        tuning,
         w5: (
             cli.w5_nodes as usize,
             cli.w5_blocks as usize,
             cli.w5_block_size as usize,
         ),
     };
-    let specs: Vec<_> = workloads::specs(sizes)
+    let mut specs: Vec<_> = workloads::specs(sizes)
         .into_iter()
         .filter(|s| {
-            let part = match s.name {
+            let part = match s.name.as_str() {
                 "W1" => Part::W1,
                 "W2" => Part::W2,
                 "W3" => Part::W3,
@@ -185,6 +238,9 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             wants(cli, part)
         })
         .collect();
+    for text in &cli.custom {
+        specs.push(workloads::custom(text, tuning)?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -192,8 +248,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let mut outcomes = Vec::with_capacity(specs.len());
     for spec in &specs {
         eprintln!("running {}: {}", spec.name, spec.title);
-        let outcome = if cli.process_per_node || spec.process_per_node {
-            process::run(spec)?
+        let outcome = if cli.process_per_node || spec.process_per_node || !cli.netns.is_empty() {
+            process::run(spec, &cli.netns)?
         } else {
             runtime.block_on(workloads::run_in_process(spec))?
         };

@@ -16,11 +16,16 @@
 //! share at the planned instants of a common start time, and records when each artifact was
 //! published and delivered in wall-clock nanoseconds (one machine, one clock). The parent joins
 //! the records into the same [`Outcome`] as an in-process run. CPU time and peak RSS are each
-//! child's own (from its /proc), summed; the peak RSS of each node is kept too.
+//! child's own (from its /proc), summed; each node's CPU time and peak RSS are kept too.
+//!
+//! With `--netns`, node `i` runs as `ip netns exec <ns_i> p2p-bench node --listen <addr_i>`,
+//! so its node listens on (and dials from) its namespace's address; the parent stays in its
+//! own namespace and talks to it over the same pipes. `cargo xtask testbed` sets up the
+//! namespaces, the bridge and the shaped links.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +37,7 @@ use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
-use crate::workloads::{Latency, Outcome, Spec, class_of};
+use crate::workloads::{Latency, Outcome, Spec, Tuning, class_of};
 
 /// What one node process reports at the end of a workload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -129,22 +134,43 @@ struct Procs {
 }
 
 impl Procs {
-    fn spawn(
-        n: usize,
-        socket_buffer: Option<usize>,
-        chunk_size: Option<u32>,
-    ) -> Result<Self, String> {
+    fn spawn(n: usize, tuning: Tuning, placement: &[Placement]) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        if !placement.is_empty() && placement.len() < n {
+            return Err(format!(
+                "{n} nodes but only {} network namespaces given",
+                placement.len()
+            ));
+        }
         let (tx, lines) = mpsc::channel();
         let mut procs = Vec::with_capacity(n);
         for i in 0..n {
-            let mut cmd = Command::new(&exe);
+            let mut cmd = match placement.get(i) {
+                Some(p) => {
+                    let mut cmd = Command::new("ip");
+                    cmd.args(["netns", "exec", &p.netns]).arg(&exe);
+                    cmd
+                }
+                None => Command::new(&exe),
+            };
             cmd.arg("node");
-            if let Some(size) = socket_buffer {
+            if let Some(p) = placement.get(i) {
+                cmd.arg("--listen").arg(p.addr.to_string());
+            }
+            if let Some(size) = tuning.socket_buffer {
                 cmd.arg("--socket-buffer").arg(size.to_string());
             }
-            if let Some(size) = chunk_size {
+            if let Some(size) = tuning.chunk_size {
                 cmd.arg("--chunk-size").arg(size.to_string());
+            }
+            if let Some(bytes) = tuning.notsent_lowat {
+                cmd.arg("--notsent-lowat").arg(bytes.to_string());
+            }
+            if let Some(bytes) = tuning.write_chunk {
+                cmd.arg("--write-chunk").arg(bytes.to_string());
+            }
+            if let Some(ms) = tuning.swarm_patience_ms {
+                cmd.arg("--swarm-patience-ms").arg(ms.to_string());
             }
             let mut child = cmd
                 .stdin(Stdio::piped())
@@ -217,8 +243,39 @@ impl Drop for Procs {
     }
 }
 
-/// Runs `spec` with one process per node.
-pub fn run(spec: &Spec) -> Result<Outcome, String> {
+/// Where one node process runs: a network namespace (entered with `ip netns exec`) and the
+/// address its node listens on there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The network namespace's name.
+    pub netns: String,
+    /// The node's listening address.
+    pub addr: IpAddr,
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+
+    /// `namespace=address`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (netns, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not namespace=address"))?;
+        if netns.is_empty() || netns.contains(char::is_whitespace) {
+            return Err(format!("`{netns}` is not a namespace name"));
+        }
+        Ok(Placement {
+            netns: netns.to_owned(),
+            addr: addr
+                .parse()
+                .map_err(|_| format!("`{addr}` is not an IP address"))?,
+        })
+    }
+}
+
+/// Runs `spec` with one process per node, node `i` in `placement[i]` if given (else on
+/// 127.0.0.1 in this process's network namespace).
+pub fn run(spec: &Spec, placement: &[Placement]) -> Result<Outcome, String> {
     let n = spec.nodes;
     // What each artifact is, by tag (the parent holds none of their bytes).
     let (_, all) = spec
@@ -229,7 +286,7 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
         .iter()
         .map(|a| (a.tag, (a.origin, a.kind, a.size)))
         .collect();
-    let mut procs = Procs::spawn(n, spec.socket_buffer, spec.chunk_size)?;
+    let mut procs = Procs::spawn(n, spec.tuning, placement)?;
     let setup = Instant::now() + Duration::from_secs(60);
     let ready = procs.gather("ready", setup)?;
     let members: Vec<String> = ready.iter().map(|r| r.replace(' ', "@")).collect();
@@ -310,7 +367,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         .collect();
     latency.sort_by_key(|l| l.class != class_of(SMALL_KIND));
     Outcome {
-        name: spec.name.into(),
+        name: spec.name.clone(),
         title: spec.title.clone(),
         mode: "process-per-node".into(),
         nodes: n,
@@ -329,6 +386,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
         node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
+        node_cpu_s: results.iter().map(|r| r.cpu_ns as f64 / 1e9).collect(),
         largest_artifact_bytes: crate::workloads::largest(&spec.workload),
         node_rss_bound_bytes: crate::workloads::node_rss_bound_of(&spec.workload),
         missing: expected.saturating_sub(delivered),
@@ -342,12 +400,12 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
 // ---------------------------------------------------------------- child side
 
 /// The hidden `node` command: one node, driven over stdin and stdout.
-pub fn node_main(socket_buffer: Option<usize>, chunk_size: Option<u32>) -> Result<(), String> {
+pub fn node_main(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(node_async(socket_buffer, chunk_size));
+    let result = runtime.block_on(node_async(listen, tuning));
     if let Err(e) = &result {
         println!("error {e}");
     }
@@ -376,13 +434,13 @@ struct Record {
     unexpected: u64,
 }
 
-async fn node_async(socket_buffer: Option<usize>, chunk_size: Option<u32>) -> Result<(), String> {
+async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut input = stdin_lines();
     let identity = NodeIdentity::generate().map_err(|e| e.to_string())?;
     let my_id = identity.node_id();
-    let mut cfg = NodeConfig::new(identity, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let mut cfg = NodeConfig::new(identity, SocketAddr::new(listen, 0));
     cfg.core.priority_fn = workload_priority_fn();
-    crate::workloads::tune(&mut cfg, socket_buffer, chunk_size);
+    crate::workloads::tune(&mut cfg, tuning);
     let handle = p2p_tokio::start(cfg, Registry::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -563,6 +621,17 @@ mod tests {
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(decode_workload(&fields).unwrap(), w);
         assert!(decode_workload(&fields[..3]).is_err());
+    }
+
+    #[test]
+    fn placements_are_namespace_and_address() {
+        let p: Placement = "p2ptb1r0-3=10.99.0.4".parse().unwrap();
+        assert_eq!(p.netns, "p2ptb1r0-3");
+        assert_eq!(p.addr, "10.99.0.4".parse::<IpAddr>().unwrap());
+        assert!("p2ptb1r0-3".parse::<Placement>().is_err());
+        assert!("=10.99.0.4".parse::<Placement>().is_err());
+        assert!("ns=10.99.0".parse::<Placement>().is_err());
+        assert!("a b=10.0.0.1".parse::<Placement>().is_err());
     }
 
     #[test]

@@ -328,7 +328,10 @@ pub fn table(r: &Results) -> String {
         );
     }
     if !r.workloads.is_empty() {
-        let _ = writeln!(s, "\nworkloads on real nodes, TLS on 127.0.0.1");
+        let _ = writeln!(
+            s,
+            "\nworkloads on real nodes over TLS (127.0.0.1, or the addresses of `--netns`)"
+        );
         for w in &r.workloads {
             let _ = writeln!(s, "  {:<8} {} [{}]", w.name, w.title, w.mode);
         }

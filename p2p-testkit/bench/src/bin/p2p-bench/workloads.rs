@@ -15,7 +15,7 @@ use crate::machine;
 #[derive(Clone, Debug)]
 pub struct Spec {
     /// Short name (`W1`, `W4-bulk`, ...), the prefix of its figures.
-    pub name: &'static str,
+    pub name: String,
     /// One line for the table.
     pub title: String,
     /// Nodes in the subnet.
@@ -24,12 +24,27 @@ pub struct Spec {
     pub workload: Workload,
     /// Give up waiting for full delivery after this long.
     pub timeout: Duration,
+    /// The nodes' settings that differ from the defaults.
+    pub tuning: Tuning,
+    /// Always run with one process per node (its per-node peak RSS is the point).
+    pub process_per_node: bool,
+}
+
+/// The nodes' settings a run may change from [`NodeConfig`]'s defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
     /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
     pub socket_buffer: Option<usize>,
     /// The subnet's chunk size (`None`: the default, 128 KiB).
     pub chunk_size: Option<u32>,
-    /// Always run with one process per node (its per-node peak RSS is the point).
-    pub process_per_node: bool,
+    /// TCP_NOTSENT_LOWAT of the nodes' connections (`None`: the node's default; `Some(0)`:
+    /// off, the OS default).
+    pub notsent_lowat: Option<u32>,
+    /// Bytes the nodes' writers take from the multiplexer per socket write (`None`: the
+    /// node's default, 64 KiB).
+    pub write_chunk: Option<usize>,
+    /// The core's `swarm_patience`, ms (`None`: the default, 100 ms).
+    pub swarm_patience_ms: Option<u64>,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -39,10 +54,8 @@ pub struct Sizes {
     pub quick: bool,
     /// Size of a W2 block (bytes).
     pub block_size: usize,
-    /// SO_SNDBUF/SO_RCVBUF of the nodes' connections (`None`: the OS default).
-    pub socket_buffer: Option<usize>,
-    /// The subnet's chunk size (`None`: the default, 128 KiB).
-    pub chunk_size: Option<u32>,
+    /// The nodes' settings that differ from the defaults.
+    pub tuning: Tuning,
     /// W5 (large chunked artifacts, full runs only): (nodes, artifacts, artifact size).
     pub w5: (usize, usize, usize),
 }
@@ -90,31 +103,29 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
     let rate = urgent as f64 / urgent_spread.as_secs_f64();
     let mut specs = vec![
         Spec {
-            name: "W1",
+            name: "W1".into(),
             title: format!(
                 "small: {w1_nodes} nodes, {w1_count} x 1 KiB from every node round-robin"
             ),
             nodes: w1_nodes,
             workload: small(w1_count, KIB, Duration::ZERO),
             timeout,
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: false,
         },
         Spec {
-            name: "W4-idle",
+            name: "W4-idle".into(),
             title: format!(
                 "priority baseline: {w4_nodes} nodes, {urgent} x 256 B urgent at {rate:.0}/s, no bulk"
             ),
             nodes: w4_nodes,
             workload: urgent_load,
             timeout,
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: false,
         },
         Spec {
-            name: "W2",
+            name: "W2".into(),
             title: format!(
                 "blocks: {w2_nodes} nodes, {w2_count} x {} from one node",
                 fmt_size(block)
@@ -127,30 +138,27 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
                 ..small(0, KIB, Duration::ZERO)
             },
             timeout,
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: false,
         },
         Spec {
-            name: "W3",
+            name: "W3".into(),
             title: format!("scale: {w3_nodes} nodes, {w3_count} x 1 KiB from every node"),
             nodes: w3_nodes,
             workload: small(w3_count, KIB, Duration::ZERO),
             timeout,
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: false,
         },
         Spec {
-            name: "W4-bulk",
+            name: "W4-bulk".into(),
             title: format!(
                 "priority under load: as W4-idle, plus {bulk_per_node} x 1 MiB bulk from every node at t=0"
             ),
             nodes: w4_nodes,
             workload: bulk_load,
             timeout,
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: false,
         },
     ];
@@ -158,7 +166,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
     if !q {
         let (w5_nodes, w5_count, w5_size) = sizes.w5;
         specs.push(Spec {
-            name: "W5",
+            name: "W5".into(),
             title: format!(
                 "chunked: {w5_nodes} nodes, {w5_count} x {} from one node, a process per node",
                 fmt_size(w5_size)
@@ -171,12 +179,86 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
                 ..small(0, KIB, Duration::ZERO)
             },
             timeout: Duration::from_secs(600),
-            socket_buffer: sizes.socket_buffer,
-            chunk_size: sizes.chunk_size,
+            tuning: sizes.tuning,
             process_per_node: true,
         });
     }
     specs
+}
+
+/// A workload given on the command line (`--custom`), as comma-separated `key=value` pairs:
+/// `name` (required), `nodes`, `small` (count), `small_size` (bytes), `large` (count),
+/// `large_size` (bytes), `origins` (nodes publishing the large ones, round-robin), `spread_ms`
+/// (the small ones are published evenly over it, the large ones at its start), `timeout_s`.
+/// Unset keys take W2's shape: 13 nodes, nothing small, 1 MiB large from one node.
+pub fn custom(text: &str, tuning: Tuning) -> Result<Spec, String> {
+    let mut name = None;
+    let mut nodes = 13usize;
+    let mut w = Workload {
+        small: 0,
+        small_size: 256..=256,
+        large: 0,
+        large_size: MIB,
+        large_origins: 1,
+        spread: Duration::ZERO,
+        seed: 1,
+    };
+    let mut timeout = Duration::from_secs(180);
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` in --custom is not key=value"))?;
+        if key == "name" {
+            name = Some(value.to_owned());
+            continue;
+        }
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("`{value}` for `{key}` in --custom is not a number"))?;
+        let n_usize = n as usize;
+        match key {
+            "nodes" => nodes = n_usize,
+            "small" => w.small = n_usize,
+            "small_size" => w.small_size = n_usize..=n_usize,
+            "large" => w.large = n_usize,
+            "large_size" => w.large_size = n_usize,
+            "origins" => w.large_origins = n_usize,
+            "spread_ms" => w.spread = Duration::from_millis(n),
+            "timeout_s" => timeout = Duration::from_secs(n),
+            _ => return Err(format!("unknown key `{key}` in --custom")),
+        }
+    }
+    let name = name.ok_or("--custom needs a name=...")?;
+    if nodes < 2 {
+        return Err(format!("{name}: at least 2 nodes"));
+    }
+    w.validate().map_err(|e| format!("{name}: {e}"))?;
+    let mut parts = Vec::new();
+    if w.small > 0 {
+        parts.push(format!(
+            "{} x {} over {} ms",
+            w.small,
+            fmt_size(*w.small_size.end()),
+            w.spread.as_millis()
+        ));
+    }
+    if w.large > 0 {
+        parts.push(format!(
+            "{} x {} from {} node(s)",
+            w.large,
+            fmt_size(w.large_size),
+            w.large_origins
+        ));
+    }
+    Ok(Spec {
+        title: format!("{name}: {nodes} nodes, {}", parts.join(" + ")),
+        name,
+        nodes,
+        workload: w,
+        timeout,
+        tuning,
+        process_per_node: true,
+    })
 }
 
 /// The bound of a node's peak RSS that the code gives for a workload of large artifacts: a
@@ -251,6 +333,10 @@ pub struct Outcome {
     /// Peak RSS of each node process, bytes, in node order (process-per-node mode only).
     #[serde(default)]
     pub node_peak_rss_bytes: Vec<u64>,
+    /// CPU time of each node process during the run, seconds, in node order
+    /// (process-per-node mode only).
+    #[serde(default)]
+    pub node_cpu_s: Vec<f64>,
     /// The size of the largest artifact, bytes.
     #[serde(default)]
     pub largest_artifact_bytes: u64,
@@ -279,7 +365,7 @@ impl Outcome {
     fn from_report(spec: &Spec, r: &Report, cpu: Duration, peak: u64, reset: bool) -> Self {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Outcome {
-            name: spec.name.into(),
+            name: spec.name.clone(),
             title: spec.title.clone(),
             mode: "in-process".into(),
             nodes: r.nodes,
@@ -294,6 +380,7 @@ impl Outcome {
             peak_rss_bytes: peak,
             peak_rss_reset: reset,
             node_peak_rss_bytes: Vec::new(),
+            node_cpu_s: Vec::new(),
             largest_artifact_bytes: largest(&spec.workload),
             node_rss_bound_bytes: node_rss_bound_of(&spec.workload),
             missing: r.expected.saturating_sub(r.delivered),
@@ -339,11 +426,23 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
 /// The largest W5 artifact, and so every benchmark node's `max_artifact_size`.
 pub const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
 
-/// Applies the run's settings to a node's configuration: the socket buffers, the chunk size,
-/// [`MAX_ARTIFACT_SIZE`], and the codec limits that follow from them.
-pub fn tune(cfg: &mut NodeConfig, socket_buffer: Option<usize>, chunk_size: Option<u32>) {
-    cfg.socket_buffer = socket_buffer;
-    if let Some(size) = chunk_size {
+/// Applies the run's settings to a node's configuration: the socket buffers, TCP_NOTSENT_LOWAT,
+/// the writers' chunk, the swarm patience, the chunk size, [`MAX_ARTIFACT_SIZE`], and the codec
+/// limits that follow from them.
+pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
+    cfg.socket_buffer = tuning.socket_buffer;
+    match tuning.notsent_lowat {
+        None => {}
+        Some(0) => cfg.tcp_notsent_lowat = None,
+        Some(bytes) => cfg.tcp_notsent_lowat = Some(bytes),
+    }
+    if let Some(ms) = tuning.swarm_patience_ms {
+        cfg.core.swarm_patience = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = tuning.write_chunk {
+        cfg.write_chunk = bytes.max(p2p_transport::mux::MIN_TRANSMIT);
+    }
+    if let Some(size) = tuning.chunk_size {
         cfg.core.chunk_size = size;
     }
     cfg.core.max_artifact_size = MAX_ARTIFACT_SIZE;
@@ -357,13 +456,13 @@ pub async fn run_in_process(spec: &Spec) -> Result<Outcome, String> {
         spec.nodes,
         workload_priority_fn(),
         Duration::from_secs(60),
-        |_, cfg| tune(cfg, spec.socket_buffer, spec.chunk_size),
+        |_, cfg| tune(cfg, spec.tuning),
     )
     .await
     .map_err(|e| format!("{}: {e}", spec.name))?;
     let reset = machine::reset_peak_rss();
     let cpu_before = machine::cpu_time("self").unwrap_or_default();
-    let name = spec.name;
+    let name = &spec.name;
     let report = subnet
         .run(&spec.workload, spec.timeout, Duration::from_secs(2), |p| {
             eprintln!("  {name} {p}")
@@ -392,8 +491,7 @@ mod tests {
         let specs = specs(Sizes {
             quick: false,
             block_size: 4 * MIB,
-            socket_buffer: None,
-            chunk_size: None,
+            tuning: Tuning::default(),
             w5: W5_DEFAULT,
         });
         let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
@@ -434,12 +532,43 @@ mod tests {
     }
 
     #[test]
+    fn custom_workloads_take_every_key_and_refuse_nonsense() {
+        let tuning = Tuning {
+            write_chunk: Some(16384),
+            ..Tuning::default()
+        };
+        let s = custom(
+            "name=W4-bulk,nodes=7,small=40,small_size=300,large=14,large_size=2048,origins=7,spread_ms=1500,timeout_s=9",
+            tuning,
+        )
+        .unwrap();
+        assert_eq!((s.name.as_str(), s.nodes), ("W4-bulk", 7));
+        assert_eq!((s.workload.small, s.workload.small_size), (40, 300..=300));
+        assert_eq!(
+            (
+                s.workload.large,
+                s.workload.large_size,
+                s.workload.large_origins
+            ),
+            (14, 2048, 7)
+        );
+        assert_eq!(s.workload.spread, Duration::from_millis(1500));
+        assert_eq!(s.timeout, Duration::from_secs(9));
+        assert_eq!(s.tuning, tuning);
+        assert!(s.process_per_node);
+        assert!(custom("nodes=4", tuning).is_err(), "a name is required");
+        assert!(custom("name=x,nodes=1", tuning).is_err());
+        assert!(custom("name=x,bogus=1", tuning).is_err());
+        assert!(custom("name=x,large=two", tuning).is_err());
+        assert!(custom("name=x,large=1,large_size=4", tuning).is_err());
+    }
+
+    #[test]
     fn quick_specs_are_tiny() {
         for s in specs(Sizes {
             quick: true,
             block_size: 4 * MIB,
-            socket_buffer: None,
-            chunk_size: None,
+            tuning: Tuning::default(),
             w5: W5_DEFAULT,
         }) {
             assert_ne!(s.name, "W5", "W5 never runs in the quick form");

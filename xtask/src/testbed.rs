@@ -1,0 +1,1208 @@
+//! `cargo xtask testbed`: link-bound benchmarks. Every node is its own `p2p-bench node`
+//! process in a network namespace of its own, with its own address on a Linux bridge (in a
+//! namespace of its own too), and each node's link is shaped by `tc tbf` in both directions
+//! (egress of the node's veth end and of the bridge's end), so links, not the two shared
+//! cores, are the bottleneck. Real TLS, as every p2p-bench run.
+//!
+//! Everything it creates lives in namespaces named `p2ptb<pid>r<run>-<node>` and
+//! `p2ptb<pid>r<run>-br` (the veths and the bridge are created directly inside them, so
+//! nothing is added to the root namespace, and deleting the namespaces deletes every link).
+//! A guard deletes them when a run ends, fails or is interrupted (SIGINT, SIGTERM and SIGHUP
+//! only set a flag, which the waits check; the node processes are killed first), and a
+//! global deadline bounds the whole task. `cargo xtask testbed --cleanup` removes leftovers
+//! of testbeds whose process is gone.
+//!
+//! Needs root and `ip`/`tc` (iproute2). netem and fq are not available on every kernel (not
+//! on the one these figures come from), so the links have bandwidth and a bounded queue but
+//! no added delay; delay is covered by the simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{TaskError, bench, shell};
+
+/// The prefix of every namespace a testbed creates.
+pub const PREFIX: &str = "p2ptb";
+
+/// TCP payload per Ethernet frame on a 1500-byte MTU with timestamps (1448 of 1514 bytes):
+/// the share of a link's shaped rate that carries TCP payload.
+pub const PAYLOAD_SHARE: f64 = 1448.0 / 1514.0;
+
+// ---------------------------------------------------------------- signals and the deadline
+
+/// The last SIGINT/SIGTERM/SIGHUP received (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP set [`SIGNAL`] instead of ending the process, so that the
+/// guards' cleanup runs.
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe, and it
+        // stays valid for the life of the process.
+        unsafe {
+            libc::signal(sig, handler as libc::sighandler_t);
+        }
+    }
+}
+
+/// Puts the default actions of SIGINT, SIGTERM and SIGHUP back when dropped.
+struct SignalGuard;
+
+impl SignalGuard {
+    fn install() -> Self {
+        install_signal_handlers();
+        SignalGuard
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: restores the default action; no handler code is involved.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+/// When the task must stop: a signal or the global deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct Stop {
+    deadline: Instant,
+}
+
+impl Stop {
+    fn check(&self) -> Result<(), TaskError> {
+        match SIGNAL.load(Ordering::SeqCst) {
+            0 if Instant::now() >= self.deadline => Err(TaskError::Failed(
+                "the testbed's global deadline passed".into(),
+            )),
+            0 => Ok(()),
+            sig => Err(TaskError::Failed(format!("interrupted by signal {sig}"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- ip and tc
+
+/// Runs `program args`, capturing its output; fails with its stderr.
+fn exec(program: &str, args: &[&str]) -> Result<String, TaskError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| TaskError::Failed(format!("cannot run `{program}`: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(TaskError::Failed(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// [`exec`] with the arguments split at whitespace (the testbed's names and numbers have none).
+fn run_words(program: &str, args: &str) -> Result<String, TaskError> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    exec(program, &args)
+}
+
+/// Why the testbed cannot run here, if it cannot: not root, or no `ip`/`tc`.
+pub fn unavailable() -> Option<String> {
+    let uid = exec("id", &["-u"]).ok().map(|s| s.trim().to_owned());
+    if uid.as_deref() != Some("0") {
+        return Some("not root (network namespaces and tc need root)".into());
+    }
+    for tool in ["ip", "tc"] {
+        if exec(tool, &["-V"]).is_err() {
+            return Some(format!("`{tool}` (iproute2) is missing"));
+        }
+    }
+    None
+}
+
+/// One node's place in a testbed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeNet {
+    /// Its namespace.
+    pub netns: String,
+    /// Its address on the bridge.
+    pub addr: String,
+    /// Its link's rate in both directions, bits per second.
+    pub rate_bps: u64,
+}
+
+/// How a link is shaped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shaping {
+    /// How long the tbf queue is at the link's rate: its `limit` is rate x this plus one
+    /// 64 KiB GSO packet.
+    pub queue: Duration,
+    /// tbf's bucket, bytes (`None`: [`DEFAULT_BURST`], or 1 ms at the rate if more).
+    pub burst: Option<u64>,
+    /// The nodes' TCP congestion control (`net.ipv4.tcp_congestion_control` in each node's
+    /// namespace; `None`: what a new namespace gets, the root namespace's).
+    pub congestion: Option<&'static str>,
+}
+
+/// The default tbf bucket: larger than a 64 KiB GSO packet, so tbf passes the kernel's
+/// segmentation-offload packets whole. A smaller bucket makes tbf split each one into MTU
+/// packets in software: one 286 Mbit/s TCP stream then took 3.2 s of softirq CPU in 4 s
+/// instead of 0.2 s here, and a testbed of 13 nodes became CPU-bound in the kernel.
+pub const DEFAULT_BURST: u64 = 128 << 10;
+
+/// The largest packet the kernel's segmentation offload hands a qdisc, with headers.
+const GSO_PACKET: u64 = (64 << 10) + 256;
+
+impl Shaping {
+    fn burst_for(&self, rate_bps: u64) -> u64 {
+        self.burst
+            .unwrap_or((rate_bps / 8 / 1000).max(DEFAULT_BURST))
+    }
+}
+
+/// The address of node `i` on the bridge.
+pub fn node_addr(i: usize) -> String {
+    format!("10.99.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// A testbed: namespaces, a bridge, shaped veth pairs. Dropping it deletes them all (killing
+/// any process still inside).
+pub struct Testbed {
+    /// Every namespace created, in creation order (the bridge's first).
+    namespaces: Vec<String>,
+    /// The nodes' places, in node order.
+    pub nodes: Vec<NodeNet>,
+}
+
+impl Testbed {
+    /// Creates a testbed of `rates.len()` nodes, node `i`'s link at `rates[i]` bits per second.
+    pub fn create(
+        id: &str,
+        rates: &[u64],
+        shaping: Shaping,
+        stop: Stop,
+    ) -> Result<Self, TaskError> {
+        let mut tb = Testbed {
+            namespaces: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let br = format!("{id}-br");
+        exec("ip", &["netns", "add", &br])?;
+        tb.namespaces.push(br.clone());
+        run_words("ip", &format!("-n {br} link add br0 type bridge"))?;
+        run_words("ip", &format!("-n {br} link set br0 up"))?;
+        for (i, &rate) in rates.iter().enumerate() {
+            stop.check()?;
+            let ns = format!("{id}-{i}");
+            exec("ip", &["netns", "add", &ns])?;
+            tb.namespaces.push(ns.clone());
+            let addr = node_addr(i);
+            for cmd in [
+                format!("link add eth0 netns {ns} type veth peer name v{i} netns {br}"),
+                format!("-n {br} link set v{i} master br0 up"),
+                format!("-n {ns} addr add {addr}/16 dev eth0"),
+                format!("-n {ns} link set eth0 up"),
+                format!("-n {ns} link set lo up"),
+            ] {
+                run_words("ip", &cmd)?;
+            }
+            if let Some(cc) = shaping.congestion {
+                run_words(
+                    "ip",
+                    &format!("netns exec {ns} sysctl -qw net.ipv4.tcp_congestion_control={cc}"),
+                )?;
+            }
+            let burst = shaping.burst_for(rate);
+            let limit = (rate as f64 / 8.0 * shaping.queue.as_secs_f64()) as u64 + GSO_PACKET;
+            for (where_, dev) in [(&ns, "eth0".to_owned()), (&br, format!("v{i}"))] {
+                run_words(
+                    "tc",
+                    &format!(
+                        "-n {where_} qdisc add dev {dev} root tbf rate {rate}bit burst {burst} limit {limit}"
+                    ),
+                )?;
+            }
+            tb.nodes.push(NodeNet {
+                netns: ns,
+                addr,
+                rate_bps: rate,
+            });
+        }
+        Ok(tb)
+    }
+
+    /// p2p-bench's `--netns` value: `ns=addr` per node.
+    pub fn placement(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}={}", n.netns, n.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether netem (added delay) works here: tried on the bridge namespace's loopback.
+    pub fn netem_available(&self) -> bool {
+        let Some(br) = self.namespaces.first() else {
+            return false;
+        };
+        exec(
+            "tc",
+            &[
+                "-n", br, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+            ],
+        )
+        .is_ok()
+    }
+
+    /// Kills every process in the testbed's namespaces and deletes them (nodes first).
+    fn destroy(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            delete_namespace(&ns);
+        }
+        self.nodes.clear();
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// Kills the processes in `ns` and deletes it; reports failures without stopping.
+fn delete_namespace(ns: &str) {
+    if let Ok(pids) = exec("ip", &["netns", "pids", ns]) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) with a pid read from `ip netns pids`; no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    if let Err(e) = exec("ip", &["netns", "del", ns]) {
+        eprintln!("testbed: cannot delete namespace {ns}: {e}");
+    }
+}
+
+/// The testbed namespaces that exist, with the pid in their names.
+fn leftovers() -> Result<Vec<(String, Option<u32>)>, TaskError> {
+    let list = exec("ip", &["netns", "list"])?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with(PREFIX))
+        .map(|name| (name.to_owned(), owner_pid(name)))
+        .collect())
+}
+
+/// The pid in `p2ptb<pid>r<run>-<node>`.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// `--cleanup`: deletes every testbed namespace whose creating process is gone (all of them
+/// with `force`).
+fn cleanup(force: bool) -> Result<(), TaskError> {
+    let mut removed = 0;
+    for (ns, pid) in leftovers()? {
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if alive && !force && pid != Some(std::process::id()) {
+            println!(
+                "keeping {ns}: its testbed (pid {}) is running",
+                pid.unwrap_or(0)
+            );
+            continue;
+        }
+        delete_namespace(&ns);
+        removed += 1;
+    }
+    println!("removed {removed} testbed namespace(s)");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- workloads
+
+/// What a run publishes (p2p-bench's `--custom` fields).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    /// Nodes.
+    pub nodes: usize,
+    /// Small (urgent) artifacts, round-robin over every node.
+    pub small: usize,
+    /// Their size, bytes.
+    pub small_size: usize,
+    /// Large (bulk) artifacts, at t=0, round-robin over the first `origins` nodes.
+    pub large: usize,
+    /// Their size, bytes.
+    pub large_size: usize,
+    /// Nodes publishing the large ones.
+    pub origins: usize,
+    /// The small ones are published evenly over this many ms.
+    pub spread_ms: u64,
+}
+
+impl Shape {
+    /// p2p-bench's `--custom` text.
+    pub fn custom(&self, name: &str, timeout_s: u64) -> String {
+        format!(
+            "name={name},nodes={},small={},small_size={},large={},large_size={},origins={},spread_ms={},timeout_s={timeout_s}",
+            self.nodes,
+            self.small,
+            self.small_size,
+            self.large,
+            self.large_size,
+            self.origins,
+            self.spread_ms
+        )
+    }
+
+    /// Bytes node `i` publishes.
+    fn own_bytes(&self, i: usize) -> u64 {
+        let large = (0..self.large)
+            .filter(|j| j % self.origins.max(1) == i)
+            .count();
+        let small = (0..self.small).filter(|j| j % self.nodes == i).count();
+        (large * self.large_size + small * self.small_size) as u64
+    }
+
+    /// Every artifact's bytes.
+    fn total_bytes(&self) -> u64 {
+        (self.large * self.large_size + self.small * self.small_size) as u64
+    }
+
+    /// The physical bound of the time until every node holds every artifact, seconds: each
+    /// node must receive every byte it did not publish and send each byte it published at
+    /// least once, through its link at `rate x PAYLOAD_SHARE`; the small ones take at least
+    /// their spread. `max(spread, max over nodes of max(received, published) / payload rate)`.
+    pub fn bound_s(&self, rates_bps: &[u64]) -> f64 {
+        let link = (0..self.nodes)
+            .map(|i| {
+                let own = self.own_bytes(i);
+                let recv = self.total_bytes() - own;
+                let rate = rates_bps.get(i).copied().unwrap_or(1) as f64 * PAYLOAD_SHARE / 8.0;
+                recv.max(own) as f64 / rate
+            })
+            .fold(0.0, f64::max);
+        link.max(self.spread_ms as f64 / 1e3)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.large > 0 {
+            parts.push(format!(
+                "{} x {} bulk from {}",
+                self.large,
+                size(self.large_size as u64),
+                if self.origins == 1 {
+                    "one node".to_owned()
+                } else {
+                    format!("{} nodes", self.origins)
+                }
+            ));
+        }
+        if self.small > 0 {
+            parts.push(format!(
+                "{} x {} urgent over {:.1} s",
+                self.small,
+                size(self.small_size as u64),
+                self.spread_ms as f64 / 1e3
+            ));
+        }
+        parts.join(" + ")
+    }
+}
+
+fn size(b: u64) -> String {
+    if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
+        format!("{} MiB", b >> 20)
+    } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
+        format!("{} KiB", b >> 10)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// One testbed run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    /// Its name (and p2p-bench's workload name).
+    pub name: String,
+    /// What is published.
+    pub shape: Shape,
+    /// Every link's rate, bits per second.
+    pub rate_bps: u64,
+    /// How many nodes (the last ones, never node 0, the first origin) get a tenth of it.
+    pub slow: usize,
+}
+
+impl RunSpec {
+    /// Each node's rate.
+    pub fn rates(&self) -> Vec<u64> {
+        let n = self.shape.nodes;
+        (0..n)
+            .map(|i| {
+                if i >= n - self.slow.min(n - 1) {
+                    self.rate_bps / 10
+                } else {
+                    self.rate_bps
+                }
+            })
+            .collect()
+    }
+
+    /// The slow nodes' indices.
+    pub fn slow_nodes(&self) -> Vec<usize> {
+        let n = self.shape.nodes;
+        (n - self.slow.min(n - 1)..n).collect()
+    }
+}
+
+const MIB: usize = 1 << 20;
+const MBIT: u64 = 1_000_000;
+
+/// The full set of runs. `rate` (Mbit/s) replaces every run's own rate, `slow_fraction` every
+/// run's share of slow nodes (rounded up).
+pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> {
+    let blocks = |large: usize, large_size: usize| Shape {
+        nodes: 13,
+        small: 0,
+        small_size: 256,
+        large,
+        large_size,
+        origins: 1,
+        spread_ms: 0,
+    };
+    let urgent = |bulk_per_node: usize| Shape {
+        nodes: 13,
+        small: 400,
+        small_size: 256,
+        large: 13 * bulk_per_node,
+        large_size: MIB,
+        origins: 13,
+        spread_ms: 4_000,
+    };
+    let run = |name: &str, shape: Shape, mbit: u64, slow: usize| RunSpec {
+        name: name.into(),
+        shape,
+        rate_bps: mbit * MBIT,
+        slow,
+    };
+    let mut runs = vec![
+        run("W2-1MiB", blocks(50, MIB), 300, 0),
+        run("W2-4MiB", blocks(12, 4 * MIB), 300, 0),
+        run("W2-hetero", blocks(1, 4 * MIB), 300, 4),
+        run("W4-idle-300", urgent(0), 300, 0),
+        // 12 MiB from each node: every link carries bulk for about the 4 s of the urgent stream.
+        run("W4-bulk-300", urgent(12), 300, 0),
+        run("W4-idle-100", urgent(0), 100, 0),
+        run("W4-bulk-100", urgent(4), 100, 0),
+        run(
+            "W3-scale-16",
+            Shape {
+                nodes: 16,
+                small: 4_000,
+                small_size: 1 << 10,
+                large: 16,
+                large_size: MIB,
+                origins: 16,
+                spread_ms: 4_000,
+            },
+            50,
+            0,
+        ),
+    ];
+    for r in &mut runs {
+        if let Some(mbit) = rate {
+            r.rate_bps = mbit * MBIT;
+        }
+        if let Some(f) = slow_fraction {
+            r.slow = (f * r.shape.nodes as f64).ceil() as usize;
+        }
+    }
+    runs
+}
+
+/// The CI smoke run: 4 nodes, a few small and two 1 MiB artifacts.
+pub fn smoke_run() -> RunSpec {
+    RunSpec {
+        name: "smoke".into(),
+        shape: Shape {
+            nodes: 4,
+            small: 20,
+            small_size: 256,
+            large: 2,
+            large_size: MIB,
+            origins: 2,
+            spread_ms: 200,
+        },
+        rate_bps: 300 * MBIT,
+        slow: 1,
+    }
+}
+
+// ---------------------------------------------------------------- arguments
+
+#[derive(Debug, Default)]
+struct Args {
+    cleanup: bool,
+    force: bool,
+    smoke: bool,
+    only: Vec<String>,
+    rate: Option<u64>,
+    slow_fraction: Option<f64>,
+    queue: Option<Duration>,
+    burst: Option<u64>,
+    congestion: Option<&'static str>,
+    deadline: Option<Duration>,
+    sim: bool,
+    bench_args: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Args, TaskError> {
+    let mut a = Args {
+        sim: true,
+        ..Args::default()
+    };
+    let mut it = args.iter();
+    let usage = |m: String| TaskError::Usage(m);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("`{name}` needs a value")))
+        };
+        let num = |name: &str, v: String| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| usage(format!("`{name}` needs a number, got `{v}`")))
+        };
+        match arg.as_str() {
+            "--cleanup" => a.cleanup = true,
+            "--force" => a.force = true,
+            "--smoke" => a.smoke = true,
+            "--no-sim" => a.sim = false,
+            "--only" => a.only = value("--only")?.split(',').map(str::to_owned).collect(),
+            "--rate" => a.rate = Some(num("--rate", value("--rate")?)? as u64),
+            "--slow-fraction" => {
+                let f = num("--slow-fraction", value("--slow-fraction")?)?;
+                if f > 1.0 {
+                    return Err(usage("`--slow-fraction` is at most 1".into()));
+                }
+                a.slow_fraction = Some(f);
+            }
+            "--queue-ms" => {
+                a.queue = Some(Duration::from_secs_f64(
+                    num("--queue-ms", value("--queue-ms")?)? / 1e3,
+                ))
+            }
+            "--burst" => a.burst = Some(num("--burst", value("--burst")?)? as u64),
+            "--cc" => {
+                let cc = value("--cc")?;
+                a.congestion = Some(match cc.as_str() {
+                    "bbr" => "bbr",
+                    "cubic" => "cubic",
+                    "reno" => "reno",
+                    _ => {
+                        return Err(usage(format!(
+                            "`--cc` takes bbr, cubic or reno, not `{cc}`"
+                        )));
+                    }
+                });
+            }
+            "--deadline" => {
+                a.deadline = Some(Duration::from_secs_f64(num(
+                    "--deadline",
+                    value("--deadline")?,
+                )?))
+            }
+            "--" => {
+                a.bench_args = it.by_ref().cloned().collect();
+            }
+            other => return Err(usage(format!("unknown testbed argument `{other}`"))),
+        }
+    }
+    if a.rate == Some(0) {
+        return Err(usage("`--rate` must be positive".into()));
+    }
+    Ok(a)
+}
+
+// ---------------------------------------------------------------- running
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| shell::workspace_root().join("target"))
+}
+
+/// Waits for `child`, stopping it (SIGTERM, then SIGKILL after 3 s) when `stop` says so.
+fn wait(child: &mut Child, stop: Stop, what: &str) -> Result<bool, TaskError> {
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| TaskError::Failed(format!("cannot wait for {what}: {e}")))?
+        {
+            return Ok(status.success());
+        }
+        if let Err(e) = stop.check() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What one run measured, as read back from p2p-bench's and the simulator's JSON.
+#[derive(Debug, Default)]
+struct Measured {
+    ok: bool,
+    all_hold_s: Option<f64>,
+    elapsed_s: f64,
+    bulk: Option<(f64, f64)>,
+    urgent: Option<(f64, f64)>,
+    cpu_s: f64,
+    node_cpu_max_s: f64,
+    node_rss_max: u64,
+    missing: u64,
+    duplicates: u64,
+    sim_all_hold_s: Option<f64>,
+    sim_bulk_p99: Option<f64>,
+    sim_urgent_p99: Option<f64>,
+}
+
+fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TaskError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| TaskError::Failed(format!("bad JSON in {}: {e}", path.display())))?;
+    let w = &v["workloads"][0];
+    m.all_hold_s = w["full_delivery_s"].as_f64();
+    m.elapsed_s = w["elapsed_s"].as_f64().unwrap_or(0.0);
+    m.cpu_s = w["cpu_s"].as_f64().unwrap_or(0.0);
+    m.node_cpu_max_s = w["node_cpu_s"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, f64::max))
+        .unwrap_or(0.0);
+    m.node_rss_max = w["node_peak_rss_bytes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).max().unwrap_or(0))
+        .unwrap_or(0);
+    m.missing = w["missing"].as_u64().unwrap_or(0);
+    m.duplicates = w["duplicates"].as_u64().unwrap_or(0);
+    for l in w["latency"].as_array().into_iter().flatten() {
+        let p = (
+            l["p50_ms"].as_f64().unwrap_or(0.0),
+            l["p99_ms"].as_f64().unwrap_or(0.0),
+        );
+        match l["class"].as_str() {
+            Some("bulk") => m.bulk = Some(p),
+            Some("urgent") => m.urgent = Some(p),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn run_sim(exe: &Path, spec: &RunSpec, stop: Stop, m: &mut Measured) -> Result<(), TaskError> {
+    let rate = (spec.rate_bps as f64 * PAYLOAD_SHARE) as u64;
+    let slow: Vec<String> = spec.slow_nodes().iter().map(usize::to_string).collect();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--custom", &spec.shape.custom(&spec.name, 0)])
+        .args(["--rate-bps", &rate.to_string()])
+        .args(["--slow-rate-bps", &(rate / 10).to_string()])
+        .args(["--slow-nodes", &slow.join(",")])
+        .stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| TaskError::Failed(format!("cannot start {}: {e}", exe.display())))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut out) = stdout {
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        }
+        s
+    });
+    let ok = wait(&mut child, stop, "the simulator")?;
+    let out = reader.join().unwrap_or_default();
+    if !ok {
+        return Err(TaskError::Failed(format!(
+            "the simulator failed for {}",
+            spec.name
+        )));
+    }
+    let v: Value = serde_json::from_str(out.trim())
+        .map_err(|e| TaskError::Failed(format!("bad simulator output `{out}`: {e}")))?;
+    m.sim_all_hold_s = v["all_hold_ms"].as_f64().map(|x| x / 1e3);
+    m.sim_bulk_p99 = v["bulk"]["p99_ms"].as_f64();
+    m.sim_urgent_p99 = v["urgent"]["p99_ms"].as_f64();
+    Ok(())
+}
+
+struct Ctx {
+    bench: PathBuf,
+    sim: Option<PathBuf>,
+    out_dir: PathBuf,
+    shaping: Shaping,
+    stop: Stop,
+    bench_args: Vec<String>,
+    netem_reported: bool,
+}
+
+fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, TaskError> {
+    ctx.stop.check()?;
+    let id = format!("{PREFIX}{}r{index}", std::process::id());
+    let rates = spec.rates();
+    println!(
+        "\n==> {}: {} nodes at {} Mbit/s{}, {}",
+        spec.name,
+        spec.shape.nodes,
+        spec.rate_bps / MBIT,
+        if spec.slow > 0 {
+            format!(" ({} of them at a tenth)", spec.slow)
+        } else {
+            String::new()
+        },
+        spec.shape.describe()
+    );
+    let testbed = Testbed::create(&id, &rates, ctx.shaping, ctx.stop)?;
+    if !ctx.netem_reported {
+        ctx.netem_reported = true;
+        if testbed.netem_available() {
+            println!(
+                "    netem is available here, but no delay is added (the runs compare with a zero-latency simulation)"
+            );
+        } else {
+            println!(
+                "    netem (added delay) is not available on this kernel: links have bandwidth and a bounded queue, no added delay"
+            );
+        }
+    }
+    let out = ctx.out_dir.join(format!("{}.json", spec.name));
+    let timeout_s = (spec.shape.bound_s(&rates) * 10.0 + 30.0).min(600.0) as u64;
+    let mut cmd = Command::new(&ctx.bench);
+    cmd.current_dir(shell::workspace_root())
+        .args(["--custom", &spec.shape.custom(&spec.name, timeout_s)])
+        .args(["--netns", &testbed.placement()])
+        .arg("--out")
+        .arg(&out)
+        .args(&ctx.bench_args);
+    bench::with_malloc_env(&mut cmd);
+    println!("    {}", shell::display(&cmd));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| TaskError::Failed(format!("cannot start p2p-bench: {e}")))?;
+    let ok = wait(&mut child, ctx.stop, "p2p-bench")?;
+    drop(testbed);
+    let mut m = Measured {
+        ok,
+        ..Measured::default()
+    };
+    read_bench(&out, &mut m)?;
+    if let Some(sim) = &ctx.sim
+        && let Err(e) = run_sim(sim, spec, ctx.stop, &mut m)
+    {
+        ctx.stop.check()?;
+        eprintln!("    simulator: {e}");
+    }
+    Ok(m)
+}
+
+fn fmt_pair(p: Option<(f64, f64)>) -> String {
+    p.map_or("-".into(), |(a, b)| format!("{a:.1} / {b:.1}"))
+}
+
+fn fmt_s(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{x:.2} s"))
+}
+
+fn report(runs: &[(RunSpec, Measured)], cores: usize) {
+    println!("\n==> link-bound testbed");
+    println!(
+        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); sim = p2p-sim, same nodes, rates and publishes, zero latency"
+    );
+    println!(
+        "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+        "run",
+        "nodes",
+        "rate",
+        "all hold",
+        "bound",
+        "sim",
+        "tb/sim",
+        "bulk p50/p99 ms",
+        "urg. p50/p99 ms",
+        "CPU (machine)",
+        "node CPU",
+        "node RSS",
+        "miss/dup"
+    );
+    for (spec, m) in runs {
+        let bound = spec.shape.bound_s(&spec.rates());
+        let ratio = match (m.all_hold_s, m.sim_all_hold_s) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let busy = if m.elapsed_s > 0.0 && cores > 0 {
+            format!(
+                "{:.1} s {:>3.0}%",
+                m.cpu_s,
+                100.0 * m.cpu_s / (m.elapsed_s * cores as f64)
+            )
+        } else {
+            format!("{:.1} s", m.cpu_s)
+        };
+        println!(
+            "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+            spec.name,
+            spec.shape.nodes,
+            format!(
+                "{}{}",
+                spec.rate_bps / MBIT,
+                if spec.slow > 0 {
+                    format!("/{}x{}", spec.slow, spec.rate_bps / MBIT / 10)
+                } else {
+                    String::new()
+                }
+            ),
+            fmt_s(m.all_hold_s),
+            format!("{bound:.2} s"),
+            fmt_s(m.sim_all_hold_s),
+            ratio,
+            fmt_pair(m.bulk),
+            fmt_pair(m.urgent),
+            busy,
+            format!("{:.2} s", m.node_cpu_max_s),
+            format!("{:.0} MB", m.node_rss_max as f64 / 1e6),
+            format!(
+                "{}/{}{}",
+                m.missing,
+                m.duplicates,
+                if m.ok { "" } else { " FAIL" }
+            ),
+        );
+    }
+    for (spec, _) in runs {
+        println!("  {}: {}", spec.name, spec.shape.describe());
+    }
+    // Urgent latency under bulk against idle, per rate.
+    for (spec, m) in runs {
+        let Some(rest) = spec.name.strip_prefix("W4-bulk") else {
+            continue;
+        };
+        let idle = runs
+            .iter()
+            .find(|(s, _)| s.name == format!("W4-idle{rest}"));
+        if let (Some((_, i)), Some((_, b))) = (idle.and_then(|(_, m)| m.urgent), m.urgent) {
+            println!(
+                "urgent p99 at {} Mbit/s: {b:.1} ms with bulk vs {i:.1} ms idle = {:.1}x (target <= 3x)",
+                spec.rate_bps / MBIT,
+                b / i.max(1e-3)
+            );
+        }
+    }
+    println!(
+        "CPU (machine): the node processes' CPU during the workload over (its wall time x {cores} cores); node CPU and RSS: the largest of one node process"
+    );
+}
+
+/// `cargo xtask ci`'s `testbed` step: the smoke run (4 namespaces, a few seconds; it asserts
+/// delivery, not timing), skipped with the reason printed when not root or without iproute2.
+/// Its build of p2p-bench uses ci's settings (no incremental compilation), so it reuses the
+/// `bench` step's.
+pub fn ci_smoke() -> Result<(), TaskError> {
+    if let Some(why) = unavailable() {
+        println!("testbed smoke run skipped: {why}");
+        return Ok(());
+    }
+    smoke_and_full(
+        Args {
+            smoke: true,
+            ..Args::default()
+        },
+        true,
+    )
+}
+
+/// `cargo xtask testbed [args]`.
+pub fn run(args: &[String]) -> Result<(), TaskError> {
+    let a = parse(args)?;
+    if let Some(why) = unavailable() {
+        return Err(TaskError::Failed(format!("the testbed cannot run: {why}")));
+    }
+    smoke_and_full(a, false)
+}
+
+fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
+    let _signals = SignalGuard::install();
+    if a.cleanup {
+        return cleanup(a.force);
+    }
+    let stop = Stop {
+        deadline: Instant::now()
+            + a.deadline
+                .unwrap_or(Duration::from_secs(if a.smoke { 120 } else { 1800 })),
+    };
+    let runs: Vec<RunSpec> = if a.smoke {
+        vec![smoke_run()]
+    } else {
+        full_runs(a.rate, a.slow_fraction)
+            .into_iter()
+            .filter(|r| a.only.is_empty() || a.only.iter().any(|o| r.name.starts_with(o.as_str())))
+            .collect()
+    };
+    if runs.is_empty() {
+        return Err(TaskError::Usage(format!("no run matches {:?}", a.only)));
+    }
+    // The smoke run uses the debug build that `cargo xtask ci` has built already.
+    let profile = if a.smoke { "debug" } else { "release" };
+    let mut build = shell::cargo();
+    build.args(["build", "-p", "p2p-bench", "--bin", "p2p-bench"]);
+    if !a.smoke {
+        build.arg("--release");
+    }
+    if from_ci {
+        build.env("CARGO_INCREMENTAL", "0");
+    }
+    println!("==> {}", shell::display(&build));
+    shell::run(&mut build)?;
+    let sim = if a.sim && !a.smoke {
+        let mut build = shell::cargo();
+        build.args([
+            "build",
+            "--release",
+            "-p",
+            "p2p-testkit",
+            "--example",
+            "testbed_sim",
+        ]);
+        println!("==> {}", shell::display(&build));
+        shell::run(&mut build)?;
+        Some(
+            target_dir()
+                .join("release")
+                .join("examples")
+                .join("testbed_sim"),
+        )
+    } else {
+        None
+    };
+    stop.check()?;
+    let out_dir = target_dir().join("testbed");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| TaskError::Failed(format!("cannot create {}: {e}", out_dir.display())))?;
+    let mut ctx = Ctx {
+        bench: target_dir().join(profile).join("p2p-bench"),
+        sim,
+        out_dir,
+        shaping: Shaping {
+            queue: a.queue.unwrap_or(Duration::from_millis(10)),
+            burst: a.burst,
+            congestion: a.congestion,
+        },
+        stop,
+        bench_args: a.bench_args.clone(),
+        netem_reported: false,
+    };
+    println!(
+        "links: tc tbf both ways, queue {} ms at the rate + 64 KiB, burst {}; TCP congestion control {}",
+        ctx.shaping.queue.as_secs_f64() * 1e3,
+        a.burst
+            .map_or("128 KiB (or 1 ms at the rate if more)".into(), |b| format!(
+                "{b} B"
+            )),
+        a.congestion.map_or_else(
+            || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+                .map_or("the default".into(), |s| s.trim().to_owned()),
+            str::to_owned
+        )
+    );
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for (i, spec) in runs.iter().enumerate() {
+        match run_one(&mut ctx, i, spec) {
+            Ok(m) => {
+                if !m.ok {
+                    failed.push(spec.name.clone());
+                }
+                done.push((spec.clone(), m));
+            }
+            Err(e) => {
+                if !done.is_empty() {
+                    report(&done, cores());
+                }
+                return Err(e);
+            }
+        }
+    }
+    report(&done, cores());
+    // Nothing of ours may be left.
+    let ours = format!("{PREFIX}{}r", std::process::id());
+    let left: Vec<String> = leftovers()?
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with(&ours))
+        .collect();
+    if !left.is_empty() {
+        return Err(TaskError::Failed(format!(
+            "namespaces left behind: {left:?}"
+        )));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(TaskError::Failed(format!(
+            "an artifact was missing or delivered twice in {failed:?}"
+        )))
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limits_and_carry_the_pid() {
+        let name = format!("{PREFIX}{}r12-15", u32::MAX);
+        assert_eq!(owner_pid(&name), Some(u32::MAX));
+        assert_eq!(owner_pid("p2ptbx-1"), None);
+        // Interface names (at most 15 bytes) are fixed and short: eth0, v<i>, br0.
+        assert!(format!("v{}", 999).len() <= 15);
+    }
+
+    #[test]
+    fn addresses_are_distinct_per_node() {
+        let addrs: std::collections::HashSet<String> = (0..600).map(node_addr).collect();
+        assert_eq!(addrs.len(), 600);
+        assert_eq!(node_addr(0), "10.99.0.1");
+        assert_eq!(node_addr(250), "10.99.1.1");
+    }
+
+    #[test]
+    fn one_origin_is_bound_by_the_receivers_links() {
+        let s = Shape {
+            nodes: 13,
+            small: 0,
+            small_size: 256,
+            large: 50,
+            large_size: MIB,
+            origins: 1,
+            spread_ms: 0,
+        };
+        let rates = vec![300 * MBIT; 13];
+        let expect = 50.0 * MIB as f64 / (300e6 * PAYLOAD_SHARE / 8.0);
+        assert!((s.bound_s(&rates) - expect).abs() < 1e-9);
+        // A slow receiver sets the bound.
+        let mut slow = rates.clone();
+        slow[12] = 30 * MBIT;
+        assert!((s.bound_s(&slow) - 10.0 * expect).abs() < 1e-6);
+    }
+
+    #[test]
+    fn every_node_publishing_is_bound_by_what_each_receives() {
+        let s = Shape {
+            nodes: 4,
+            small: 0,
+            small_size: 256,
+            large: 8,
+            large_size: MIB,
+            origins: 4,
+            spread_ms: 500,
+        };
+        let rates = vec![80 * MBIT; 4];
+        let expect = 6.0 * MIB as f64 / (80e6 * PAYLOAD_SHARE / 8.0);
+        assert!((s.bound_s(&rates) - expect).abs() < 1e-9);
+        let idle = Shape {
+            large: 0,
+            small: 10,
+            ..s
+        };
+        assert_eq!(
+            idle.bound_s(&rates),
+            0.5,
+            "the spread bounds a light stream"
+        );
+    }
+
+    #[test]
+    fn slow_nodes_are_the_last_and_never_the_first_origin() {
+        let r = RunSpec {
+            slow: 20,
+            ..smoke_run()
+        };
+        assert_eq!(r.slow_nodes(), vec![1, 2, 3]);
+        assert_eq!(r.rates()[0], 300 * MBIT);
+        assert_eq!(r.rates()[3], 30 * MBIT);
+    }
+
+    #[test]
+    fn arguments_parse_and_reject_nonsense() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = parse(&s(&[
+            "--only",
+            "W2,W4",
+            "--rate",
+            "100",
+            "--slow-fraction",
+            "0.25",
+            "--",
+            "--notsent-lowat",
+            "16384",
+        ]))
+        .unwrap();
+        assert_eq!(a.only, ["W2", "W4"]);
+        assert_eq!(a.rate, Some(100));
+        assert_eq!(a.slow_fraction, Some(0.25));
+        assert_eq!(a.bench_args, ["--notsent-lowat", "16384"]);
+        assert!(parse(&s(&["--slow-fraction", "2"])).is_err());
+        assert!(parse(&s(&["--rate", "0"])).is_err());
+        assert!(parse(&s(&["--bogus"])).is_err());
+        let runs = full_runs(Some(100), Some(0.25));
+        assert!(runs.iter().all(|r| r.rate_bps == 100 * MBIT));
+        assert!(runs.iter().all(|r| r.slow == r.shape.nodes.div_ceil(4)));
+    }
+
+    #[test]
+    fn the_custom_text_names_every_field() {
+        let text = smoke_run().shape.custom("smoke", 30);
+        assert_eq!(
+            text,
+            "name=smoke,nodes=4,small=20,small_size=256,large=2,large_size=1048576,origins=2,spread_ms=200,timeout_s=30"
+        );
+    }
+}
