@@ -104,6 +104,9 @@ pub(crate) struct Settings {
     pub client: Arc<ClientConfig>,
     pub conn: ConnConfig,
     pub connect_timeout: Duration,
+    /// The address dials leave from: the listening IP when the node listens on one address
+    /// (peers that admit only registry addresses see the address the registry lists).
+    pub source: Option<std::net::IpAddr>,
     pub handshake_timeout: Duration,
     pub tick: Duration,
     pub write_chunk: usize,
@@ -508,10 +511,29 @@ fn inbound(shared: Arc<Shared>, conn: u64, sock: TcpStream, remote: SocketAddr, 
     run(&shared, conn, peer, false, tls.conn.into(), tls.sock);
 }
 
+/// A TCP connection to `addr` from `source` (any port) if given, within `timeout`.
+fn connect(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        sock.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    sock.connect_timeout(&addr.into(), timeout)?;
+    Ok(sock.into())
+}
+
 /// Dials `peer` at `addr`, runs the client handshake, then the connection itself.
 pub(crate) fn dial(shared: Arc<Shared>, conn: u64, peer: NodeId, addr: SocketAddr) {
     let _live = Gauge::new(&shared.live);
-    let result = TcpStream::connect_timeout(&addr, shared.settings.connect_timeout)
+    let source = shared
+        .settings
+        .source
+        .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
+    let result = connect(addr, source, shared.settings.connect_timeout)
         .and_then(|sock| sock.set_nodelay(true).map(|()| sock))
         .map_err(ConnEnd::Connect)
         .and_then(|sock| {

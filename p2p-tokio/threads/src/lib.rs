@@ -217,6 +217,7 @@ impl ThreadedNode {
             client,
             conn: cfg.conn,
             connect_timeout: cfg.connect_timeout,
+            source: Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
             handshake_timeout: cfg.handshake_timeout,
             tick: cfg.tick,
             write_chunk: cfg.write_chunk,

@@ -69,15 +69,28 @@ impl Any {
 
     /// A node that connects to its neighbours in `topology` (relaying, if it is partial).
     fn start_in(rt: &Runtime, identity: NodeIdentity, threaded: bool, topology: Topology) -> Any {
+        Any::start_at(rt, identity, threaded, topology, localhost())
+    }
+
+    /// A node listening on `listen`.
+    fn start_at(
+        rt: &Runtime,
+        identity: NodeIdentity,
+        threaded: bool,
+        topology: Topology,
+        listen: std::net::SocketAddr,
+    ) -> Any {
         let relay = !topology.is_full();
         if threaded {
             let mut cfg = threaded_config(identity);
+            cfg.listen = listen;
             cfg.policy.topology = topology;
             cfg.core.auto_relay = relay;
             let node = ThreadedNode::start(cfg, Registry::default());
             Any::Threaded(node.expect("threaded start"))
         } else {
             let mut cfg = tokio_config(identity);
+            cfg.listen = listen;
             cfg.topology = topology;
             cfg.core.auto_relay = relay;
             let node = rt
@@ -275,7 +288,9 @@ fn publish_and_check(rt: &Runtime, nodes: &mut [Any], from: usize, tag: u8) {
 }
 
 /// Two threaded and two tokio nodes, interleaved in id order so that every kind of pair dials
-/// in both directions: artifacts published on either kind reach all the others.
+/// in both directions: artifacts published on either kind reach all the others. Each listens
+/// on its own loopback address and admits only registry addresses (the default), so each
+/// kind's dials must leave from its listening address.
 #[test]
 fn threaded_and_tokio_nodes_exchange_artifacts() {
     let rt = runtime();
@@ -283,7 +298,10 @@ fn threaded_and_tokio_nodes_exchange_artifacts() {
     let mut nodes: Vec<Any> = ids
         .into_iter()
         .enumerate()
-        .map(|(i, identity)| Any::start(&rt, identity, i % 2 == 0))
+        .map(|(i, identity)| {
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 40 + i as u8], 0));
+            Any::start_at(&rt, identity, i % 2 == 0, Topology::All, listen)
+        })
         .collect();
     let members: Vec<Member> = nodes.iter().map(Any::member).collect();
     for n in &nodes {
