@@ -1227,6 +1227,26 @@ mod tests {
     }
 
     #[test]
+    fn the_partial_mesh_runs_pass_their_degree_to_the_nodes_and_the_simulator() {
+        let runs = full_runs(None, None);
+        let mesh: Vec<&RunSpec> = runs.iter().filter(|r| r.name.starts_with("mesh")).collect();
+        assert_eq!(mesh.len(), 2);
+        for r in &mesh {
+            assert_eq!(r.peers, Some(4), "{}", r.name);
+            assert_eq!(r.peers_args(), ["--peers", "4"]);
+            assert!((13..=16).contains(&r.shape.nodes), "{}", r.name);
+        }
+        let full = runs.iter().find(|r| r.name == "W2-1MiB").unwrap();
+        assert!(full.peers_args().is_empty());
+        // The same publishes as their full-mesh counterparts.
+        let w2 = runs.iter().find(|r| r.name == "mesh4-W2-1MiB").unwrap();
+        assert_eq!(w2.shape, full.shape);
+        let w3 = runs.iter().find(|r| r.name == "mesh4-W3-16").unwrap();
+        let full_w3 = runs.iter().find(|r| r.name == "W3-scale-16").unwrap();
+        assert_eq!((&w3.shape, w3.rate_bps), (&full_w3.shape, full_w3.rate_bps));
+    }
+
+    #[test]
     fn the_custom_text_names_every_field() {
         let text = smoke_run().shape.custom("smoke", 30);
         assert_eq!(
