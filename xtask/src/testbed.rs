@@ -877,7 +877,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
         "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); sim = p2p-sim, same nodes, rates, publishes and topology, zero latency"
     );
     println!(
-        "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+        "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
         "run",
         "nodes",
         "rate",
@@ -908,7 +908,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             format!("{:.1} s", m.cpu_s)
         };
         println!(
-            "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+            "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
             spec.name,
             spec.shape.nodes,
             format!(
