@@ -1,12 +1,18 @@
 //! The simulator's prediction for one run of the link-bound testbed (`cargo xtask testbed`):
-//! the same nodes (full mesh), per-node rates and publishes as p2p-bench's `--custom`
+//! the same nodes (a full mesh, or with `--peers K` the degree-`K` graph the nodes derive,
+//! relaying), per-node rates and publishes as p2p-bench's `--custom`
 //! workload, no added latency and no jitter; prints one JSON line.
 //!
 //! ```text
 //! cargo run --release -p p2p-testkit --example testbed_sim -- \
 //!     --custom name=W2,nodes=13,large=50,large_size=1048576,origins=1 \
-//!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--per-artifact]
+//!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--peers 4] \
+//!     [--per-artifact]
 //! ```
+//!
+//! With `--peers K` the graph is built as the nodes build theirs, from the simulated nodes' ids,
+//! which are not the testbed's (those are fresh keys every run): the same kind of graph, not the
+//! same edges.
 //!
 //! `--congestion` turns on the drivers' congestion marks (8 MiB / 4 MiB queued to a peer);
 //! `--max-chunks-in-flight N`, `--max-chunks-in-flight-per-peer N` and `--swarm-patience-ms MS`
@@ -16,14 +22,14 @@
 //!
 //! The publishes follow p2p-bench's plan (`p2p_bench::subnet::Workload::plan`): the large
 //! artifacts at t=0, round-robin over the first `origins` nodes, fetched at bulk priority;
-//! the small ones evenly over `spread_ms`, round-robin over every node, urgent. Nodes do not
-//! relay (the bench's nodes do not). Rates are both directions of a node's link, as the
+//! the small ones evenly over `spread_ms`, round-robin over every node, urgent. Nodes relay
+//! only with `--peers` (as the bench's nodes). Rates are both directions of a node's link, as the
 //! testbed shapes both ends of each veth pair.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use p2p_testkit::sim::{BULK, Scenario, URGENT};
+use p2p_testkit::sim::{BULK, Scenario, Topology, URGENT};
 
 /// The workload fields of p2p-bench's `--custom` text that shape the publishes.
 #[derive(Debug)]
@@ -111,14 +117,20 @@ fn run(args: &[String]) -> Result<String, String> {
     let (latency, jitter) = (micros("--latency-us")?, micros("--jitter-us")?);
     // Publishes start once the mesh is up.
     let start = Duration::from_millis(100) + 4 * latency;
+    let peers: Option<usize> = value(args, "--peers")
+        .map(|v| v.parse().map_err(|_| "--peers is not a number"))
+        .transpose()?;
     let mut s = Scenario::new(1)
         .name("testbed")
         .nodes(shape.nodes)
         .link(latency, rate)
         .jitter(jitter)
-        .auto_relay(false)
+        .auto_relay(peers.is_some())
         .expect_complete()
         .settle(Duration::from_secs(60));
+    if let Some(k) = peers {
+        s = s.topology(Topology::Degree(k));
+    }
     if args.iter().any(|a| a == "--congestion") {
         // The drivers' marks: the multiplexer's high water (8 MiB) and half of it.
         s = s.congestion(8 << 20, 4 << 20);

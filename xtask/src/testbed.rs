@@ -451,6 +451,9 @@ pub struct RunSpec {
     pub rate_bps: u64,
     /// How many nodes (the last ones, never node 0, the first origin) get a tenth of it.
     pub slow: usize,
+    /// The topology's degree: each node connects to about this many others and relays
+    /// (p2p-bench's and the simulator's `--peers`; `None`: a full mesh).
+    pub peers: Option<usize>,
 }
 
 impl RunSpec {
@@ -466,6 +469,19 @@ impl RunSpec {
                 }
             })
             .collect()
+    }
+
+    /// `--peers K` for a partial mesh (p2p-bench and the simulator take the same), else nothing.
+    pub fn peers_args(&self) -> Vec<String> {
+        self.peers
+            .map_or_else(Vec::new, |k| vec!["--peers".into(), k.to_string()])
+    }
+
+    /// The topology, for the report.
+    fn mesh(&self) -> String {
+        self.peers.map_or("full mesh".into(), |k| {
+            format!("partial mesh of degree {k}, relaying")
+        })
     }
 
     /// The slow nodes' indices.
@@ -504,6 +520,20 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         shape,
         rate_bps: mbit * MBIT,
         slow,
+        peers: None,
+    };
+    let scale = |nodes: usize| Shape {
+        nodes,
+        small: 4_000,
+        small_size: 1 << 10,
+        large: nodes,
+        large_size: MIB,
+        origins: nodes,
+        spread_ms: 4_000,
+    };
+    let partial = |name: &str, shape: Shape, mbit: u64, k: usize| RunSpec {
+        peers: Some(k),
+        ..run(name, shape, mbit, 0)
     };
     let mut runs = vec![
         run("W2-1MiB", blocks(50, MIB), 300, 0),
@@ -514,20 +544,10 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         run("W4-bulk-300", urgent(12), 300, 0),
         run("W4-idle-100", urgent(0), 100, 0),
         run("W4-bulk-100", urgent(4), 100, 0),
-        run(
-            "W3-scale-16",
-            Shape {
-                nodes: 16,
-                small: 4_000,
-                small_size: 1 << 10,
-                large: 16,
-                large_size: MIB,
-                origins: 16,
-                spread_ms: 4_000,
-            },
-            50,
-            0,
-        ),
+        run("W3-scale-16", scale(16), 50, 0),
+        // The partial mesh: every node connected to about 4 others, relaying.
+        partial("mesh4-W2-1MiB", blocks(50, MIB), 300, 4),
+        partial("mesh4-W3-16", scale(16), 50, 4),
     ];
     for r in &mut runs {
         if let Some(mbit) = rate {
@@ -555,6 +575,7 @@ pub fn smoke_run() -> RunSpec {
         },
         rate_bps: 300 * MBIT,
         slow: 1,
+        peers: None,
     }
 }
 
@@ -742,6 +763,7 @@ fn run_sim(exe: &Path, spec: &RunSpec, stop: Stop, m: &mut Measured) -> Result<(
         .args(["--rate-bps", &rate.to_string()])
         .args(["--slow-rate-bps", &(rate / 10).to_string()])
         .args(["--slow-nodes", &slow.join(",")])
+        .args(spec.peers_args())
         .stdout(Stdio::piped());
     let mut child = cmd
         .spawn()
@@ -785,7 +807,7 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
     let id = format!("{PREFIX}{}r{index}", std::process::id());
     let rates = spec.rates();
     println!(
-        "\n==> {}: {} nodes at {} Mbit/s{}, {}",
+        "\n==> {}: {} nodes at {} Mbit/s{}, {}, {}",
         spec.name,
         spec.shape.nodes,
         spec.rate_bps / MBIT,
@@ -794,7 +816,8 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
         } else {
             String::new()
         },
-        spec.shape.describe()
+        spec.shape.describe(),
+        spec.mesh()
     );
     let testbed = Testbed::create(&id, &rates, ctx.shaping, ctx.stop)?;
     if !ctx.netem_reported {
@@ -815,6 +838,7 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
     cmd.current_dir(shell::workspace_root())
         .args(["--custom", &spec.shape.custom(&spec.name, timeout_s)])
         .args(["--netns", &testbed.placement()])
+        .args(spec.peers_args())
         .arg("--out")
         .arg(&out)
         .args(&ctx.bench_args);
@@ -850,10 +874,10 @@ fn fmt_s(x: Option<f64>) -> String {
 fn report(runs: &[(RunSpec, Measured)], cores: usize) {
     println!("\n==> link-bound testbed");
     println!(
-        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); sim = p2p-sim, same nodes, rates and publishes, zero latency"
+        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); sim = p2p-sim, same nodes, rates, publishes and topology, zero latency"
     );
     println!(
-        "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+        "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
         "run",
         "nodes",
         "rate",
@@ -884,7 +908,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             format!("{:.1} s", m.cpu_s)
         };
         println!(
-            "{:<12} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+            "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
             spec.name,
             spec.shape.nodes,
             format!(
@@ -914,7 +938,12 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
         );
     }
     for (spec, _) in runs {
-        println!("  {}: {}", spec.name, spec.shape.describe());
+        println!(
+            "  {}: {}; {}",
+            spec.name,
+            spec.shape.describe(),
+            spec.mesh()
+        );
     }
     // Urgent latency under bulk against idle, per rate.
     for (spec, m) in runs {
@@ -1195,6 +1224,26 @@ mod tests {
         let runs = full_runs(Some(100), Some(0.25));
         assert!(runs.iter().all(|r| r.rate_bps == 100 * MBIT));
         assert!(runs.iter().all(|r| r.slow == r.shape.nodes.div_ceil(4)));
+    }
+
+    #[test]
+    fn the_partial_mesh_runs_pass_their_degree_to_the_nodes_and_the_simulator() {
+        let runs = full_runs(None, None);
+        let mesh: Vec<&RunSpec> = runs.iter().filter(|r| r.name.starts_with("mesh")).collect();
+        assert_eq!(mesh.len(), 2);
+        for r in &mesh {
+            assert_eq!(r.peers, Some(4), "{}", r.name);
+            assert_eq!(r.peers_args(), ["--peers", "4"]);
+            assert!((13..=16).contains(&r.shape.nodes), "{}", r.name);
+        }
+        let full = runs.iter().find(|r| r.name == "W2-1MiB").unwrap();
+        assert!(full.peers_args().is_empty());
+        // The same publishes as their full-mesh counterparts.
+        let w2 = runs.iter().find(|r| r.name == "mesh4-W2-1MiB").unwrap();
+        assert_eq!(w2.shape, full.shape);
+        let w3 = runs.iter().find(|r| r.name == "mesh4-W3-16").unwrap();
+        let full_w3 = runs.iter().find(|r| r.name == "W3-scale-16").unwrap();
+        assert_eq!((&w3.shape, w3.rate_bps), (&full_w3.shape, full_w3.rate_bps));
     }
 
     #[test]

@@ -75,9 +75,9 @@ pub enum SubnetError {
         /// The cause.
         source: NodeError,
     },
-    /// The full mesh did not form in time.
+    /// The mesh (every node connected to all its neighbours) did not form in time.
     #[error(
-        "the nodes did not connect in a full mesh within {timeout:?} (peers connected per node: {peers:?})"
+        "the nodes did not connect to all their neighbours within {timeout:?} (peers connected per node: {peers:?})"
     )]
     MeshTimeout {
         /// The time allowed.
@@ -850,7 +850,8 @@ fn lock(t: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
 impl LocalSubnet {
     /// Starts `nodes` nodes on 127.0.0.1 with fresh identities and `priority_fn`, lets `configure`
     /// adjust each node's configuration (given its index), hands every node the full registry and
-    /// waits up to `mesh_timeout` until each one is connected to all others.
+    /// waits up to `mesh_timeout` until each one is connected to all its neighbours (all others
+    /// in a full mesh).
     pub async fn start(
         nodes: usize,
         priority_fn: PriorityFnRef,
@@ -924,16 +925,25 @@ impl LocalSubnet {
         Ok(subnet)
     }
 
+    /// Waits until every node is connected to all its neighbours in its topology (every other
+    /// node in a full mesh).
     async fn wait_mesh(&self, timeout: Duration) -> Result<(), SubnetError> {
         let deadline = Instant::now() + timeout;
-        let want = self.handles.len() as u64 - 1;
+        let mut want = Vec::with_capacity(self.handles.len());
+        for (node, h) in self.handles.iter().enumerate() {
+            let view = h
+                .topology()
+                .await
+                .map_err(|source| SubnetError::Node { node, source })?;
+            want.push(view.neighbours.len() as u64);
+        }
         loop {
             let peers: Vec<u64> = self
                 .handles
                 .iter()
                 .map(|h| h.metrics().peers_connected)
                 .collect();
-            if peers.iter().all(|&p| p >= want) {
+            if peers.iter().zip(&want).all(|(&p, &w)| p >= w) {
                 return Ok(());
             }
             if Instant::now() >= deadline {

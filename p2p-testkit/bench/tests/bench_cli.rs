@@ -73,8 +73,42 @@ fn compare_refuses_a_file_that_is_not_a_result() {
 #[test]
 fn unknown_parts_and_out_of_range_block_sizes_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["--only", "W9"][..], &["--block-size", "8"][..]] {
+    for args in [
+        &["--only", "W9"][..],
+        &["--block-size", "8"][..],
+        &["--peers", "1"][..],
+    ] {
         let out = bench(args, dir.path());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
     }
+}
+
+#[test]
+fn a_partial_mesh_delivers_everything_through_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    // 7 nodes of degree 2 (2 to 4 neighbours of 6): each node meshes with its neighbours and
+    // the others' artifacts reach it through relays, in separate processes.
+    let out = bench(
+        &[
+            "--custom",
+            "name=mesh,nodes=7,small=14,small_size=300,large=2,large_size=300000,origins=2,spread_ms=100,timeout_s=20",
+            "--peers",
+            "2",
+            "--out",
+            "m.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.json")).unwrap()).unwrap();
+    let w = &json["workloads"][0];
+    assert_eq!(w["mode"], "process-per-node", "{w}");
+    assert!(
+        w["title"].as_str().unwrap().contains("2 peers per node"),
+        "{w}"
+    );
+    assert_eq!(w["missing"], 0, "{w}");
+    assert_eq!(w["duplicates"], 0, "{w}");
+    assert!(w["full_delivery_s"].as_f64().is_some(), "{w}");
 }

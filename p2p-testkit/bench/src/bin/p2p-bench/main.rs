@@ -74,6 +74,10 @@ struct Cli {
     /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
     #[arg(long)]
     swarm_patience_ms: Option<u64>,
+    /// Every node connects to about K others (the topology's degree, at least 2; see
+    /// `p2p_transport::topology`) and relays what it receives (default: a full mesh).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
+    peers: Option<u64>,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -135,6 +139,9 @@ enum Cmd {
         /// The core's `swarm_patience`, ms.
         #[arg(long)]
         swarm_patience_ms: Option<u64>,
+        /// The topology's degree (relaying on); absent: a full mesh.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
+        peers: Option<u64>,
     },
 }
 
@@ -147,24 +154,10 @@ fn main() -> ExitCode {
                 print!("{}", results::compare(&a, &b));
                 ExitCode::SUCCESS
             }),
-        Some(Cmd::Node {
-            listen,
-            socket_buffer,
-            chunk_size,
-            notsent_lowat,
-            write_chunk,
-            swarm_patience_ms,
-        }) => process::node_main(
-            *listen,
-            Tuning {
-                socket_buffer: *socket_buffer,
-                chunk_size: *chunk_size,
-                notsent_lowat: *notsent_lowat,
-                write_chunk: *write_chunk,
-                swarm_patience_ms: *swarm_patience_ms,
-            },
-        )
-        .map(|()| ExitCode::SUCCESS),
+        Some(node @ Cmd::Node { .. }) => node_settings(node)
+            .ok_or_else(|| "not the node command".to_owned())
+            .and_then(|(listen, tuning)| process::node_main(listen, tuning))
+            .map(|()| ExitCode::SUCCESS),
         None => run(&cli),
     };
     match result {
@@ -173,6 +166,44 @@ fn main() -> ExitCode {
             eprintln!("p2p-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The `node` command's listening address and settings.
+fn node_settings(cmd: &Cmd) -> Option<(std::net::IpAddr, Tuning)> {
+    match cmd {
+        Cmd::Node {
+            listen,
+            socket_buffer,
+            chunk_size,
+            notsent_lowat,
+            write_chunk,
+            swarm_patience_ms,
+            peers,
+        } => Some((
+            *listen,
+            Tuning {
+                socket_buffer: *socket_buffer,
+                chunk_size: *chunk_size,
+                notsent_lowat: *notsent_lowat,
+                write_chunk: *write_chunk,
+                swarm_patience_ms: *swarm_patience_ms,
+                peers: peers.map(|k| k as usize),
+            },
+        )),
+        Cmd::Compare { .. } => None,
+    }
+}
+
+/// The nodes' settings given on the command line.
+fn tuning(cli: &Cli) -> Tuning {
+    Tuning {
+        socket_buffer: cli.socket_buffer,
+        chunk_size: cli.chunk_size,
+        notsent_lowat: cli.notsent_lowat,
+        write_chunk: cli.write_chunk,
+        swarm_patience_ms: cli.swarm_patience_ms,
+        peers: cli.peers.map(|k| k as usize),
     }
 }
 
@@ -208,13 +239,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     } else {
         None
     };
-    let tuning = Tuning {
-        socket_buffer: cli.socket_buffer,
-        chunk_size: cli.chunk_size,
-        notsent_lowat: cli.notsent_lowat,
-        write_chunk: cli.write_chunk,
-        swarm_patience_ms: cli.swarm_patience_ms,
-    };
+    let tuning = tuning(cli);
     let sizes = Sizes {
         quick,
         block_size: cli.block_size as usize,
@@ -240,6 +265,11 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         .collect();
     for text in &cli.custom {
         specs.push(workloads::custom(text, tuning)?);
+    }
+    if let Some(k) = tuning.peers {
+        for s in &mut specs {
+            s.title.push_str(&format!(", {k} peers per node, relaying"));
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -283,4 +313,43 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_tokio::{NodeConfig, NodeIdentity};
+    use p2p_transport::topology::Topology;
+
+    #[test]
+    fn peers_reach_every_node_process_and_its_config() {
+        let cli =
+            Cli::try_parse_from(["p2p-bench", "--peers", "4", "--write-chunk", "16384"]).unwrap();
+        let tuning = tuning(&cli);
+        assert_eq!(tuning.peers, Some(4));
+        // What the parent hands each node process parses back to the same settings.
+        let addr: std::net::IpAddr = "10.99.0.3".parse().unwrap();
+        let mut argv = vec!["p2p-bench".to_owned()];
+        argv.extend(process::node_args(Some(addr), tuning));
+        let node = Cli::try_parse_from(argv).unwrap().command.unwrap();
+        assert_eq!(node_settings(&node), Some((addr, tuning)));
+        let identity = NodeIdentity::generate().unwrap();
+        let mut cfg = NodeConfig::new(identity, std::net::SocketAddr::new(addr, 0));
+        workloads::tune(&mut cfg, tuning);
+        assert_eq!(cfg.topology, Topology::Degree(4));
+        assert!(cfg.core.auto_relay, "a partial mesh relays");
+        cfg.validate().expect("a node of a partial mesh can start");
+        // Without --peers: a full mesh, not relaying, and no --peers for the nodes.
+        let full = super::tuning(&Cli::try_parse_from(["p2p-bench"]).unwrap());
+        assert_eq!(full.peers, None);
+        assert!(!process::node_args(None, full).contains(&"--peers".to_owned()));
+        let mut cfg = NodeConfig::new(
+            NodeIdentity::generate().unwrap(),
+            std::net::SocketAddr::new(addr, 0),
+        );
+        workloads::tune(&mut cfg, full);
+        assert_eq!(cfg.topology, Topology::All);
+        assert!(!cfg.core.auto_relay);
+        assert!(Cli::try_parse_from(["p2p-bench", "--peers", "1"]).is_err());
+    }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! child  -> parent   ready <node id hex> <listen addr>
 //! parent -> child    registry <id>@<addr> <id>@<addr> ...
-//! child  -> parent   meshed                          (connected to every other node)
+//! child  -> parent   meshed                          (connected to all its neighbours)
 //! parent -> child    run <index> <nodes> <start unix ns> <workload fields>
 //! child  -> parent   done                            (it holds every artifact)
 //! parent -> child    report
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
 use p2p_core::{ArtifactId, Kind, NodeId};
-use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry};
+use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry, TopologyView};
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
@@ -153,25 +153,7 @@ impl Procs {
                 }
                 None => Command::new(&exe),
             };
-            cmd.arg("node");
-            if let Some(p) = placement.get(i) {
-                cmd.arg("--listen").arg(p.addr.to_string());
-            }
-            if let Some(size) = tuning.socket_buffer {
-                cmd.arg("--socket-buffer").arg(size.to_string());
-            }
-            if let Some(size) = tuning.chunk_size {
-                cmd.arg("--chunk-size").arg(size.to_string());
-            }
-            if let Some(bytes) = tuning.notsent_lowat {
-                cmd.arg("--notsent-lowat").arg(bytes.to_string());
-            }
-            if let Some(bytes) = tuning.write_chunk {
-                cmd.arg("--write-chunk").arg(bytes.to_string());
-            }
-            if let Some(ms) = tuning.swarm_patience_ms {
-                cmd.arg("--swarm-patience-ms").arg(ms.to_string());
-            }
+            cmd.args(node_args(placement.get(i).map(|p| p.addr), tuning));
             let mut child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -241,6 +223,34 @@ impl Drop for Procs {
             }
         }
     }
+}
+
+/// The hidden `node` command and its arguments: the listening address (default 127.0.0.1)
+/// and every setting of `tuning`.
+pub fn node_args(listen: Option<IpAddr>, tuning: Tuning) -> Vec<String> {
+    let mut args = vec!["node".to_owned()];
+    let mut add = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            args.extend([name.to_owned(), v]);
+        }
+    };
+    add("--listen", listen.map(|a| a.to_string()));
+    add(
+        "--socket-buffer",
+        tuning.socket_buffer.map(|v| v.to_string()),
+    );
+    add("--chunk-size", tuning.chunk_size.map(|v| v.to_string()));
+    add(
+        "--notsent-lowat",
+        tuning.notsent_lowat.map(|v| v.to_string()),
+    );
+    add("--write-chunk", tuning.write_chunk.map(|v| v.to_string()));
+    add(
+        "--swarm-patience-ms",
+        tuning.swarm_patience_ms.map(|v| v.to_string()),
+    );
+    add("--peers", tuning.peers.map(|v| v.to_string()));
+    args
 }
 
 /// Where one node process runs: a network namespace (entered with `ip netns exec`) and the
@@ -399,6 +409,13 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
 
 // ---------------------------------------------------------------- child side
 
+/// How many connected peers make a node "meshed": its neighbours in the topology (every other
+/// member in a full mesh, about the degree in a partial one, whose other members it reaches
+/// only through relays).
+pub fn meshed_at(view: &TopologyView) -> u64 {
+    view.neighbours.len() as u64
+}
+
 /// The hidden `node` command: one node, driven over stdin and stdout.
 pub fn node_main(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -470,11 +487,12 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                                 })
                             })
                             .collect::<Result<Vec<_>, &str>>()?;
-                        let want = members.len() as u64 - 1;
                         handle
                             .update_registry(Registry::new(1, members))
                             .await
                             .map_err(|e| e.to_string())?;
+                        let view = handle.topology().await.map_err(|e| e.to_string())?;
+                        let want = meshed_at(&view);
                         let deadline = Instant::now() + Duration::from_secs(60);
                         while handle.metrics().peers_connected < want {
                             if Instant::now() >= deadline {
@@ -632,6 +650,28 @@ mod tests {
         assert!("=10.99.0.4".parse::<Placement>().is_err());
         assert!("ns=10.99.0".parse::<Placement>().is_err());
         assert!("a b=10.0.0.1".parse::<Placement>().is_err());
+    }
+
+    #[test]
+    fn a_node_is_meshed_with_its_neighbours_not_every_member() {
+        use p2p_transport::topology::Topology;
+        let members: Vec<NodeId> = (0..16u8).map(|i| NodeId([i; 32])).collect();
+        let me = members[5];
+        let view = |topology: Topology| TopologyView {
+            neighbours: topology.neighbours(&me, &members).into_iter().collect(),
+            topology,
+            members: members.clone(),
+        };
+        let partial = meshed_at(&view(Topology::Degree(4)));
+        assert_eq!(
+            partial,
+            Topology::Degree(4).neighbours(&me, &members).len() as u64
+        );
+        assert!(
+            (4..15).contains(&partial),
+            "about 4 of 15, not all: {partial}"
+        );
+        assert_eq!(meshed_at(&view(Topology::All)), 15);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use p2p_bench::subnet::{
     LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
 };
 use p2p_tokio::NodeConfig;
+use p2p_transport::topology::Topology;
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
@@ -45,6 +46,9 @@ pub struct Tuning {
     pub write_chunk: Option<usize>,
     /// The core's `swarm_patience`, ms (`None`: the default, 100 ms).
     pub swarm_patience_ms: Option<u64>,
+    /// The nodes' degree: each connects to about this many others
+    /// ([`Topology::Degree`]) and relays what it receives (`None`: a full mesh, no relaying).
+    pub peers: Option<usize>,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -427,9 +431,13 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
 pub const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
 
 /// Applies the run's settings to a node's configuration: the socket buffers, TCP_NOTSENT_LOWAT,
-/// the writers' chunk, the swarm patience, the chunk size, [`MAX_ARTIFACT_SIZE`], and the codec
-/// limits that follow from them.
+/// the writers' chunk, the swarm patience, the chunk size, the topology (with relaying, which a
+/// partial one needs), [`MAX_ARTIFACT_SIZE`], and the codec limits that follow from them.
 pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
+    if let Some(k) = tuning.peers {
+        cfg.topology = Topology::Degree(k);
+        cfg.core.auto_relay = true;
+    }
     cfg.socket_buffer = tuning.socket_buffer;
     match tuning.notsent_lowat {
         None => {}
