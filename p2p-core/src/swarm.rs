@@ -10,7 +10,8 @@
 //!   global limits, and from full holders only its *stripe* (chunk `i` belongs to one of the
 //!   members that are not full holders, in turn by node id) until `swarm_patience` has passed
 //!   since the swarm started: so the origin sends each chunk about once and peers exchange the
-//!   rest;
+//!   rest; a swarm that is overdue or idle may ask them for other members' chunks, but only once
+//!   this node has asked them for every chunk of its own stripes in every active swarm;
 //! - verifies each chunk against the manifest on arrival, from any peer; a bad chunk penalizes
 //!   the peer as bad data does and excludes it from the swarm, a timeout or not-found asks
 //!   another holder;
