@@ -945,11 +945,15 @@ impl Swarms {
             while self.in_flight < cx.cfg.max_chunks_in_flight {
                 let s = &self.table[&id];
                 let fallback = s.overdue || s.idle(cx);
-                let duty = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
-                let Some((index, peer)) = self.pick(&id, fallback && !duty, cx) else {
+                let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
+                let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
                     break;
                 };
                 self.request(id, index, peer, priority, cx);
+                if owes {
+                    // That may have been the last chunk of its own stripes.
+                    duty = None;
+                }
             }
         }
     }
