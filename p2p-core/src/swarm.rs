@@ -10,7 +10,8 @@
 //!   global limits, and from full holders only its *stripe* (chunk `i` belongs to one of the
 //!   members that are not full holders, in turn by node id) until `swarm_patience` has passed
 //!   since the swarm started: so the origin sends each chunk about once and peers exchange the
-//!   rest;
+//!   rest; a swarm that is overdue or idle may ask them for other members' chunks, but only once
+//!   this node has asked them for every chunk of its own stripes in every active swarm;
 //! - verifies each chunk against the manifest on arrival, from any peer; a bad chunk penalizes
 //!   the peer as bad data does and excludes it from the swarm, a timeout or not-found asks
 //!   another holder;
@@ -176,6 +177,14 @@ impl Swarm {
     /// Whether it has no request in flight and no chunk waiting for its hash.
     fn is_idle(&self) -> bool {
         self.asked.iter().all(Option::is_none) && self.checking.is_empty()
+    }
+
+    /// Whether it has nothing in flight and gained no chunk for `swarm_patience`: it may then
+    /// ask a full holder for one chunk no partial holder has, so that an owner that is slow (or
+    /// out of reach) holds its chunks back from no one, and the origin sends at most one extra
+    /// chunk at a time per waiting node.
+    fn idle(&self, cx: &SwarmCx) -> bool {
+        self.is_idle() && cx.now >= self.gained + cx.cfg.swarm_patience
     }
 
     /// Whether any connected peer is known to hold some of it.
@@ -918,6 +927,9 @@ impl Swarms {
         self.activate(cx);
         let order: Vec<ArtifactId> = self.order.iter().map(|k| k.2).collect();
         let freed = std::mem::take(&mut self.freed);
+        // Whether this node still has chunks of its own stripes to ask the full holders for:
+        // until it has asked for all of them, it asks them for no one else's (see `pick`).
+        let mut duty = None;
         for id in order {
             if self.in_flight >= cx.cfg.max_chunks_in_flight {
                 return;
@@ -931,24 +943,46 @@ impl Swarms {
                 continue;
             };
             while self.in_flight < cx.cfg.max_chunks_in_flight {
-                let Some((index, peer)) = self.pick(&id, cx) else {
+                let s = &self.table[&id];
+                let fallback = s.overdue || s.idle(cx);
+                let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
+                let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
                     break;
                 };
                 self.request(id, index, peer, priority, cx);
+                if owes {
+                    // That may have been the last chunk of its own stripes.
+                    duty = None;
+                }
             }
         }
     }
 
+    /// Whether an active swarm has a chunk this node is to ask the full holders for (its
+    /// stripe, [`Swarm::asks_full`]) that it has not asked for, no partial holder offers and a
+    /// full holder not excluded holds.
+    fn has_duty(&self, cx: &SwarmCx) -> bool {
+        self.order.iter().any(|k| {
+            let s = &self.table[&k.2];
+            s.priority.is_some()
+                && s.full.iter().any(|p| !s.bad.contains(p))
+                && (0..s.manifest.count()).any(|i| {
+                    !s.parts.has(i)
+                        && s.asked[i as usize].is_none()
+                        && s.avail[i as usize] == 0
+                        && !s.checking.iter().any(|c| c.0 == i)
+                        && s.asks_full(i, cx.me)
+                })
+        })
+    }
+
     /// The next chunk of `id` to ask for and whom to ask: the rarest chunk among partial
     /// holders, ties by a keyed hash; partial holders before full ones, then the least busy.
-    fn pick(&self, id: &ArtifactId, cx: &SwarmCx) -> Option<(u32, NodeId)> {
+    /// With `fallback` (the swarm is overdue or idle, and this node has asked the full holders
+    /// for every chunk of its own stripes) it may ask a full holder for a chunk of another
+    /// node's stripe.
+    fn pick(&self, id: &ArtifactId, fallback: bool, cx: &SwarmCx) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
-        let overdue = s.overdue;
-        // A node with nothing in flight for the swarm that gained no chunk for `swarm_patience`
-        // may ask a full holder for one chunk no partial holder has: an owner that is slow (or
-        // out of reach) then holds its chunks back from no one, and the origin sends at most one
-        // extra chunk at a time per waiting node.
-        let idle = s.is_idle() && cx.now >= s.gained + cx.cfg.swarm_patience;
         let room = |p: &NodeId| {
             self.per_peer.get(p).copied().unwrap_or(0) < cx.cfg.max_chunks_in_flight_per_peer
         };
@@ -972,7 +1006,7 @@ impl Swarms {
                 && s.partial
                     .iter()
                     .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
-            let full_ok = !full_open.is_empty() && (overdue || idle || s.asks_full(i, cx.me));
+            let full_ok = !full_open.is_empty() && (fallback || s.asks_full(i, cx.me));
             if !partial_ok && !full_ok {
                 continue;
             }

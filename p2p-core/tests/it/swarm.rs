@@ -537,3 +537,93 @@ fn a_swarm_no_one_serves_gives_its_budget_to_a_waiting_one() {
     assert!(at <= t(3) + chunk_timeout * 3, "delivered at {at:?}");
     assert!(node.metrics().swarms_stalled >= 1);
 }
+
+/// The chunk requests among `outs`: (peer, request id, artifact, chunk index).
+fn chunk_asks(outs: &[Output]) -> Vec<(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)> {
+    sends(outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::ChunkRequest {
+                req_id, id, index, ..
+            } => Some((to, req_id, id, index)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether node 0 owns chunk `index` of `a` in the stripes of a node connected to the origin
+/// (peer 1, the full holder) and to peers 2 and 3 (members fetching it too).
+fn own_stripe(a: &Artifact, index: u32) -> bool {
+    let takers = [id(0), id(2), id(3)];
+    let offset = u64::from_le_bytes(a.id.0[..8].try_into().unwrap());
+    let n = takers.len() as u64;
+    takers[((u64::from(index) + offset % n) % n) as usize] == id(0)
+}
+
+/// Four swarms are active at once and the origin answers one chunk request at a time, 300 ms
+/// after it (its uplink is busy): every swarm looks idle and overdue in turn, yet the node
+/// asks the origin for every chunk of its own stripes before it asks for another member's,
+/// so the origin does not send chunks the other members are fetching ahead of them. It then
+/// fetches the rest from the origin, as the other members never serve a chunk: every artifact
+/// completes, each chunk asked once.
+#[test]
+fn a_node_asks_the_origin_for_its_own_stripes_before_any_other_chunk() {
+    let arts: Vec<Artifact> = (0..4).map(|n| big(30 + n, 6)).collect();
+    let cfg = Config {
+        chunk_size: CHUNK,
+        max_chunks_in_flight_per_peer: 1,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 3);
+    let mut asked = Vec::new();
+    for (k, a) in arts.iter().enumerate() {
+        asked.extend(chunk_asks(&fetch_manifest(&mut node, k as u64, id(1), a)));
+        for peer in [id(2), id(3)] {
+            let have = Message::Have {
+                id: a.id,
+                ranges: Vec::new(),
+            };
+            recv(&mut node, t(k as u64 + 1), peer, have);
+        }
+    }
+    let own: usize = arts
+        .iter()
+        .map(|a| (0..6).filter(|i| own_stripe(a, *i)).count())
+        .sum();
+    let mut order = Vec::new();
+    let mut done = 0;
+    let mut now = t(10);
+    while done < arts.len() && now < t(60_000) {
+        now = now + Duration::from_millis(300);
+        assert!(asked.len() <= 1, "one request at a time to the origin");
+        let mut outs = Vec::new();
+        for (peer, req_id, art, index) in asked.drain(..) {
+            assert_eq!(peer, id(1), "only the origin holds chunks");
+            let a = arts
+                .iter()
+                .position(|x| x.id == art)
+                .expect("one of the four");
+            order.push((a, index));
+            let msg = Message::Chunk {
+                req_id,
+                id: arts[a].id,
+                index,
+                data: chunk_of(&arts[a], index),
+            };
+            outs.extend(recv(&mut node, now, peer, msg));
+        }
+        outs.extend(step(&mut node, now, Input::Timeout));
+        done += delivered(&outs).len();
+        asked.extend(chunk_asks(&outs));
+    }
+    assert_eq!(done, arts.len(), "every artifact completes from the origin");
+    assert_eq!(order.len(), 4 * 6, "each chunk asked once");
+    let first: Vec<bool> = order[..own]
+        .iter()
+        .map(|(a, i)| own_stripe(&arts[*a], *i))
+        .collect();
+    assert!(
+        first.iter().all(|o| *o),
+        "the {own} chunks of its own stripes come first: {order:?}"
+    );
+}
