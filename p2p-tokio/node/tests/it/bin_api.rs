@@ -5,75 +5,42 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::bin_cli::run as cli;
 use crate::bin_run::{BIN, Node, http, write_identity, write_registry};
-
-/// Runs a CLI command to completion, killing it if it outlives `limit`.
-fn cli(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn p2p-node");
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "p2p-node {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs a CLI command against the API at `api` and requires success; returns its stdout.
-fn ok(api: SocketAddr, args: &[&str]) -> String {
+/// Runs a CLI command against the API at `api`, requiring exit code `code`; returns its
+/// stdout and stderr.
+fn expect_exit(api: SocketAddr, args: &[&str], code: i32) -> (String, String) {
     let api = api.to_string();
     let mut all = args.to_vec();
     all.extend(["--api", &api]);
     let out = cli(&all, Duration::from_secs(60));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
-        Some(0),
-        "p2p-node {all:?}\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+        Some(code),
+        "p2p-node {all:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    text(&out.stdout)
+    (stdout, stderr)
+}
+
+/// Runs a CLI command against the API at `api` and requires success; returns its stdout.
+fn ok(api: SocketAddr, args: &[&str]) -> String {
+    expect_exit(api, args, 0).0
 }
 
 /// Runs a CLI command against the API at `api` that must fail with exit code 1; returns its
 /// stderr.
 fn fails(api: SocketAddr, args: &[&str]) -> String {
-    let api = api.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--api", &api]);
-    let out = cli(&all, Duration::from_secs(60));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "p2p-node {all:?} should fail\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
+    expect_exit(api, args, 1).1
 }
 
 fn status_json(api: SocketAddr) -> serde_json::Value {

@@ -9,7 +9,7 @@ use p2p_transport::identity::NodeIdentity;
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-node");
 
 /// Runs the binary to completion, killing it if it outlives `limit`.
-fn run(args: &[&str], limit: Duration) -> Output {
+pub(crate) fn run(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("RUST_LOG")
