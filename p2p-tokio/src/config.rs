@@ -8,6 +8,7 @@ use std::time::Duration;
 #[cfg(feature = "trace")]
 use p2p_trace::PriorityProfile;
 use p2p_transport::codec::{self, Limits};
+use p2p_transport::express::ExpressConfig;
 use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::MuxConfig;
 use p2p_transport::topology::Topology;
@@ -142,6 +143,16 @@ pub struct NodeConfig {
     /// [`StartError::PartialTopologyWithoutRelay`]). [`Topology::Explicit`] connects to the
     /// listed members that list this node too.
     pub topology: Topology,
+    /// Express lanes (see [`p2p_transport::express`]): a second connection to each peer that
+    /// carries only control and urgent messages, so they never wait behind bulk bytes in the
+    /// kernel's or the links' queues. Default on, with the lane's dial retried from 200 ms to
+    /// 10 s and a lane that overtakes its main connection held for `handshake_timeout`. A peer
+    /// that does not take lanes (the threaded driver) keeps one connection.
+    pub express: ExpressConfig,
+    /// Mark express lanes' packets: DSCP EF (IP TOS 0xb8) for the network and socket priority 6
+    /// (`TC_PRIO_INTERACTIVE`) for the host's queueing discipline, so links and qdiscs that
+    /// honour either serve urgent traffic first. Default on.
+    pub express_marking: bool,
 }
 
 /// A secret seed from the operating system's secure random source (through the TLS crypto
@@ -212,6 +223,11 @@ impl NodeConfig {
             tcp_notsent_lowat: Some(128 << 10),
             write_chunk: 64 << 10,
             topology: Topology::All,
+            express: ExpressConfig {
+                hold_timeout: Duration::from_secs(2),
+                ..ExpressConfig::default()
+            },
+            express_marking: true,
         }
     }
 
@@ -263,6 +279,14 @@ impl NodeConfig {
         }
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be positive");
+        }
+        if self.express.retry_min.is_zero()
+            || self.express.retry_max < self.express.retry_min
+            || self.express.hold_timeout.is_zero()
+        {
+            return bad(
+                "express lane retry must be non-zero with min <= max, and hold_timeout positive",
+            );
         }
         if self.keepalive_interval.is_zero() || self.idle_timeout <= self.keepalive_interval {
             return bad("idle_timeout must exceed a non-zero keepalive_interval");

@@ -37,6 +37,8 @@ pub(crate) enum Event {
         peer: NodeId,
         error: String,
         refused: bool,
+        /// Whether it was an express lane's dial.
+        express: bool,
     },
     /// The peer's send queue fell below the low-water mark after being congested.
     Drained { peer: NodeId, conn: u64 },

@@ -16,6 +16,7 @@ use p2p_core::{
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
 use p2p_transport::admission::AdmissionView;
 use p2p_transport::conn::ConnError;
+use p2p_transport::express::{self, ExpressAction, ExpressAdmit, ExpressLanes};
 use p2p_transport::mux::PushError;
 use p2p_transport::peers::{Admit, CloseCause, PeerPolicy, PolicyAction};
 use p2p_transport::tls::Membership;
@@ -91,14 +92,45 @@ pub(crate) struct DriverSettings {
     /// (so peers that admit only registry addresses see the address the registry lists), else
     /// the system's choice.
     pub source: Option<std::net::IpAddr>,
+    /// Whether express lanes' packets are marked ([`net::mark_express`]).
+    pub express_marking: bool,
 }
 
-/// One established connection, as the node task sees it.
-struct Conn {
+/// One TLS connection with its reader and writer tasks.
+struct Link {
     id: u64,
     shared: Arc<ConnShared>,
     close: watch::Sender<Close>,
     tasks: [JoinHandle<()>; 2],
+}
+
+impl Link {
+    /// Tells the tasks to stop (and aborts them unless the close is graceful).
+    fn close(&self, how: Close) {
+        let _ = self.close.send(how);
+        if how == Close::Abort {
+            for t in &self.tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// A peer's connection as the node task sees it: the main connection and, beside it, the
+/// express lane for control and urgent messages if both sides take one.
+struct Conn {
+    main: Link,
+    express: Option<Link>,
+}
+
+impl Conn {
+    /// The link that carries messages of `class`.
+    fn link_for(&self, class: p2p_core::Class) -> &Link {
+        match &self.express {
+            Some(lane) if express::carries(class) => lane,
+            _ => &self.main,
+        }
+    }
 }
 
 /// Everything the node task owns.
@@ -130,6 +162,12 @@ pub(crate) struct Driver {
     next_conn: u64,
     /// Dial attempts in progress.
     dials: HashMap<NodeId, JoinHandle<()>>,
+    /// The express lanes' rules.
+    express: ExpressLanes,
+    /// Express lane dials in progress.
+    express_dials: HashMap<NodeId, JoinHandle<()>>,
+    /// Express lanes that arrived before their main connection (at most one per member).
+    held: HashMap<NodeId, Established>,
     pending: VecDeque<Delivered>,
     follow_up: VecDeque<Input>,
 }
@@ -155,6 +193,7 @@ pub(crate) struct DriverParts {
     pub accept_shutdown: watch::Sender<bool>,
     pub accept_task: JoinHandle<()>,
     pub admission: watch::Sender<Arc<AdmissionView>>,
+    pub express: ExpressLanes,
 }
 
 impl Driver {
@@ -185,6 +224,9 @@ impl Driver {
             conns: HashMap::new(),
             next_conn: 1,
             dials: HashMap::new(),
+            express: p.express,
+            express_dials: HashMap::new(),
+            held: HashMap::new(),
             pending: VecDeque::new(),
             follow_up: VecDeque::new(),
         }
@@ -202,6 +244,7 @@ impl Driver {
         [
             self.core.poll_timeout(),
             self.policy.poll_timeout(),
+            self.express.poll_timeout(),
             ban_end,
         ]
         .into_iter()
@@ -273,6 +316,8 @@ impl Driver {
                     }
                     self.policy.handle_timeout(now);
                     self.run_policy();
+                    self.express.handle_timeout(now);
+                    self.run_express();
                 }
                 () = std::future::ready(()), if self.pending.is_empty() && has_message => {
                     if let Some(m) = inbox.pop()
@@ -358,15 +403,22 @@ impl Driver {
                     debug!(peer = %to, msg = msg.name(), "send to a peer without connection dropped");
                     return;
                 };
+                let link = conn.link_for(class);
+                // Only the main connection's queue speaks for the peer's congestion: the
+                // express lane carries small messages the core must send anyway.
+                let is_main = link.id == conn.main.id;
                 let pushed = {
-                    let mut tx = conn.shared.lock();
+                    let mut tx = link.shared.lock();
                     tx.push(class, &msg)
-                        .map(|()| tx.poll_congestion() == Some(true))
+                        .map(|()| is_main && tx.poll_congestion() == Some(true))
                 };
                 match pushed {
                     Ok(newly_congested) => {
                         inc(&self.counters.messages_sent);
-                        conn.shared.wake.notify_one();
+                        if !is_main {
+                            inc(&self.counters.messages_sent_express);
+                        }
+                        link.shared.wake.notify_one();
                         if newly_congested {
                             inc(&self.counters.congestion_events);
                             debug!(peer = %to, "send queue congested");
@@ -427,8 +479,15 @@ impl Driver {
         let Some(conn) = self.conns.get(&to) else {
             return;
         };
-        let (dropped, drained) = {
-            let mut tx = conn.shared.lock();
+        // An answer travels in its requester's class, so it may sit on either link.
+        let in_lane = conn
+            .express
+            .as_ref()
+            .is_some_and(|lane| lane.shared.lock().cancel(req_id));
+        let (dropped, drained) = if in_lane {
+            (true, false)
+        } else {
+            let mut tx = conn.main.shared.lock();
             let dropped = tx.cancel(req_id);
             (dropped, dropped && tx.poll_congestion() == Some(false))
         };
@@ -643,15 +702,20 @@ impl Driver {
         let Some(conn) = self.conns.remove(&peer) else {
             return false;
         };
-        let _ = conn.close.send(how);
-        // What it read and the node did not handle yet is dropped with it.
-        self.inbox.lock().remove(conn.id);
-        inc(&self.counters.disconnects);
-        if how == Close::Abort {
-            for t in &conn.tasks {
-                t.abort();
-            }
+        // The lane goes with its main connection.
+        self.express.main_down(peer);
+        if let Some(t) = self.express_dials.remove(&peer) {
+            t.abort();
         }
+        let mut inbox = self.inbox.lock();
+        for link in std::iter::once(&conn.main).chain(&conn.express) {
+            link.close(how);
+            // What it read and the node did not handle yet is dropped with it.
+            inbox.remove(link.id);
+        }
+        drop(inbox);
+        inc(&self.counters.disconnects);
+        self.count_express();
         true
     }
 
@@ -680,7 +744,7 @@ impl Driver {
         let task = tokio::spawn(async move {
             let result = match net::dial(addr, source, &sock, connect_timeout).await {
                 Ok(tcp) => hs
-                    .connect(tcp, peer, addr)
+                    .connect(tcp, peer, addr, false)
                     .await
                     .map_err(|e| (e.to_string(), e.is_refusal())),
                 Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
@@ -691,6 +755,7 @@ impl Driver {
                     peer,
                     error,
                     refused,
+                    express: false,
                 },
             };
             let _ = events.send(ev).await;
@@ -700,6 +765,151 @@ impl Driver {
         }
     }
 
+    /// Carries out the express lanes' actions.
+    fn run_express(&mut self) {
+        while let Some(action) = self.express.poll_action() {
+            match action {
+                ExpressAction::Dial(peer) => self.dial_express(peer),
+                ExpressAction::DropHeld(peer) => {
+                    if self.held.remove(&peer).is_some() {
+                        inc(&self.counters.express_lanes_failed);
+                        debug!(%peer, "express lane dropped: its main connection did not come");
+                        self.count_express();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a dial of `peer`'s express lane, which the express rules decided on.
+    fn dial_express(&mut self, peer: NodeId) {
+        let Some(addr) = self.registry.addr_of(&peer) else {
+            self.express.dial_failed(self.now(), peer);
+            return;
+        };
+        let hs = self.handshaker.clone();
+        let sock = self.settings.sock;
+        let connect_timeout = self.settings.connect_timeout;
+        let mark = self.settings.express_marking;
+        let source = self
+            .settings
+            .source
+            .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
+        let events = self.events_tx.clone();
+        debug!(%peer, %addr, "dialing the express lane");
+        let task = tokio::spawn(async move {
+            let result = match net::dial(addr, source, &sock, connect_timeout).await {
+                Ok(tcp) => {
+                    if mark && let Err(e) = net::mark_express(&tcp) {
+                        debug!(%peer, error = %e, "express lane left unmarked");
+                    }
+                    hs.connect(tcp, peer, addr, true)
+                        .await
+                        .map_err(|e| (e.to_string(), e.is_refusal()))
+                }
+                Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
+            };
+            let ev = match result {
+                Ok(est) => Event::Established(Box::new(est)),
+                Err((error, refused)) => Event::DialFailed {
+                    peer,
+                    error,
+                    refused,
+                    express: true,
+                },
+            };
+            let _ = events.send(ev).await;
+        });
+        if let Some(old) = self.express_dials.insert(peer, task) {
+            old.abort();
+        }
+    }
+
+    /// An express lane completed its handshake: attach it, hold it for its main connection,
+    /// or refuse it, as the express rules say.
+    fn on_express(&mut self, est: Established) {
+        let peer = est.peer;
+        if est.dialed {
+            self.express_dials.remove(&peer);
+        }
+        match self.express.admit(self.now(), peer, est.dialed) {
+            Ok(ExpressAdmit::Attach) => self.attach_express(est),
+            Ok(ExpressAdmit::Hold) => {
+                debug!(%peer, "express lane held until its main connection is up");
+                if self.held.insert(peer, est).is_some() {
+                    inc(&self.counters.express_lanes_failed);
+                }
+                self.count_express();
+            }
+            Err(why) => {
+                inc(&self.counters.express_lanes_failed);
+                info!(%peer, remote = %est.remote, %why, "express lane refused");
+            }
+        }
+        self.run_express();
+    }
+
+    /// Runs an express lane beside `est.peer`'s main connection, replacing any lane before it.
+    fn attach_express(&mut self, est: Established) {
+        let peer = est.peer;
+        let id = self.next_conn;
+        let mark = self.settings.express_marking && !est.dialed;
+        if !self.conns.contains_key(&peer) {
+            return;
+        }
+        if mark && let Err(e) = net::mark_express(est.stream.get_ref().0.get_ref()) {
+            debug!(%peer, error = %e, "express lane left unmarked");
+        }
+        self.next_conn += 1;
+        let link = self.spawn_link(peer, id, est);
+        let old = self
+            .conns
+            .get_mut(&peer)
+            .and_then(|c| c.express.replace(link));
+        if let Some(old) = old {
+            old.close(Close::Abort);
+            self.inbox.lock().remove(old.id);
+        }
+        inc(&self.counters.express_lanes_opened);
+        self.count_express();
+        debug!(%peer, "express lane up");
+    }
+
+    /// Starts the reader and writer of a connection with number `id` to `peer`.
+    fn spawn_link(&self, peer: NodeId, id: u64, est: Established) -> Link {
+        let shared = Arc::new(ConnShared::new(est.sender));
+        let (close_tx, close_rx) = watch::channel(Close::Open);
+        let ctx = |close: watch::Receiver<Close>| ConnCtx {
+            peer,
+            conn: id,
+            events: self.events_tx.clone(),
+            inbox: Arc::clone(&self.inbox),
+            close,
+            counters: Arc::clone(&self.counters),
+            settings: self.settings.conn,
+            clock: self.clock,
+        };
+        let (rd, wr) = tokio::io::split(est.stream);
+        let reader = tokio::spawn(conn::reader(rd, est.receiver, ctx(close_rx.clone())));
+        let writer = tokio::spawn(conn::writer(wr, Arc::clone(&shared), ctx(close_rx)));
+        Link {
+            id,
+            shared,
+            close: close_tx,
+            tasks: [reader, writer],
+        }
+    }
+
+    /// Publishes the number of peers with an express lane and of lanes held.
+    fn count_express(&self) {
+        let n = self.conns.values().filter(|c| c.express.is_some()).count();
+        let c = &self.counters;
+        c.peers_express
+            .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        c.express_lanes_held
+            .store(self.held.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Established(est) => self.on_established(*est),
@@ -707,6 +917,19 @@ impl Driver {
                 peer,
                 error,
                 refused,
+                express: true,
+            } => {
+                inc(&self.counters.express_lanes_failed);
+                self.express_dials.remove(&peer);
+                debug!(%peer, %error, refused, "express lane dial failed");
+                self.express.dial_failed(self.now(), peer);
+                self.run_express();
+            }
+            Event::DialFailed {
+                peer,
+                error,
+                refused,
+                express: false,
             } => {
                 inc(&self.counters.dial_failures);
                 if refused {
@@ -721,7 +944,7 @@ impl Driver {
                 let _ = self.feed(Input::ChunkHashed { id, index, digest });
             }
             Event::Drained { peer, conn } => {
-                if self.is_current(peer, conn) {
+                if self.conns.get(&peer).is_some_and(|c| c.main.id == conn) {
                     debug!(%peer, "send queue drained");
                     let _ = self.feed(Input::Congestion {
                         peer,
@@ -760,12 +983,18 @@ impl Driver {
         }
     }
 
-    /// Whether `conn` is the connection to `peer` in use (events of replaced ones are stale).
+    /// Whether `conn` is the main connection or the express lane to `peer` in use (events of
+    /// replaced ones are stale).
     fn is_current(&self, peer: NodeId, conn: u64) -> bool {
-        self.conns.get(&peer).is_some_and(|c| c.id == conn)
+        self.conns
+            .get(&peer)
+            .is_some_and(|c| c.main.id == conn || c.express.as_ref().is_some_and(|l| l.id == conn))
     }
 
     fn on_established(&mut self, est: Established) {
+        if est.express {
+            return self.on_express(est);
+        }
         let peer = est.peer;
         if est.dialed {
             self.dials.remove(&peer);
@@ -790,36 +1019,27 @@ impl Driver {
         }
         let conn_id = self.next_conn;
         self.next_conn += 1;
-        let shared = Arc::new(ConnShared::new(est.sender));
-        let (close_tx, close_rx) = watch::channel(Close::Open);
-        let ctx = |close: watch::Receiver<Close>| ConnCtx {
-            peer,
-            conn: conn_id,
-            events: self.events_tx.clone(),
-            inbox: Arc::clone(&self.inbox),
-            close,
-            counters: Arc::clone(&self.counters),
-            settings: self.settings.conn,
-            clock: self.clock,
-        };
-        let (rd, wr) = tokio::io::split(est.stream);
-        let reader = tokio::spawn(conn::reader(rd, est.receiver, ctx(close_rx.clone())));
-        let writer = tokio::spawn(conn::writer(wr, Arc::clone(&shared), ctx(close_rx)));
+        let (dialed, remote, peer_role) = (est.dialed, est.remote, est.peer_role);
+        let main = self.spawn_link(peer, conn_id, est);
         self.conns.insert(
             peer,
             Conn {
-                id: conn_id,
-                shared,
-                close: close_tx,
-                tasks: [reader, writer],
+                main,
+                express: None,
             },
         );
-        if est.dialed {
+        if self.express.main_up(self.now(), peer, dialed, peer_role)
+            && let Some(lane) = self.held.remove(&peer)
+        {
+            self.attach_express(lane);
+        }
+        self.run_express();
+        if dialed {
             inc(&self.counters.connections_dialed);
         } else {
             inc(&self.counters.connections_accepted);
         }
-        info!(%peer, remote = %est.remote, dialed = est.dialed, "peer connected");
+        info!(%peer, %remote, dialed, "peer connected");
         self.publish_metrics();
         let _ = self.feed(Input::PeerConnected(peer));
     }
@@ -829,15 +1049,18 @@ impl Driver {
     async fn shutdown(&mut self) {
         info!(node = %self.id, "shutting down");
         let _ = self.accept_shutdown.send(true);
-        for (_, t) in self.dials.drain() {
+        for (_, t) in self.dials.drain().chain(self.express_dials.drain()) {
             t.abort();
         }
+        self.held.clear();
         let mut tasks = Vec::new();
         let mut closes = Vec::new();
         for (_, conn) in self.conns.drain() {
-            let _ = conn.close.send(Close::Graceful);
-            closes.push(conn.close);
-            tasks.extend(conn.tasks);
+            for link in std::iter::once(conn.main).chain(conn.express) {
+                let _ = link.close.send(Close::Graceful);
+                closes.push(link.close);
+                tasks.extend(link.tasks);
+            }
         }
         if let Some(t) = self.accept_task.take() {
             tasks.push(t);

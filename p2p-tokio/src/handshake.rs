@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use p2p_core::NodeId;
-use p2p_transport::codec::{DecodeError, Hello};
+use p2p_transport::codec::{ConnRole, DecodeError, Hello};
 use p2p_transport::conn::{
     ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection_in,
 };
@@ -40,6 +40,11 @@ pub(crate) struct Established {
     pub remote: SocketAddr,
     /// The registry version the peer announced.
     pub registry_version: u64,
+    /// Whether this is an express lane (see [`p2p_transport::express`]): one we dialed as such,
+    /// or one whose dialer announced it.
+    pub express: bool,
+    /// The role the peer announced (on a main connection: whether it takes an express lane).
+    pub peer_role: ConnRole,
 }
 
 /// Why a handshake did not produce a connection.
@@ -107,13 +112,16 @@ pub(crate) struct Handshaker {
     pub clock: Clock,
     /// The registry version we announce (updated with the registry).
     pub registry_version: Arc<std::sync::atomic::AtomicU64>,
+    /// The role we announce on main connections (whether we take express lanes).
+    pub main_role: ConnRole,
 }
 
 impl Handshaker {
-    fn hello(&self) -> Hello {
-        Hello::new(
+    fn hello(&self, role: ConnRole) -> Hello {
+        Hello::with_role(
             self.registry_version
                 .load(std::sync::atomic::Ordering::Relaxed),
+            role,
         )
     }
 
@@ -129,7 +137,10 @@ impl Handshaker {
             let tls = self.acceptor.accept(io).await.map_err(tls_error)?;
             let peer = peer_node_id(tls.get_ref().1).ok_or(HandshakeError::NoPeerId)?;
             let mut stream = Stream::Server(tls);
-            let (sender, receiver, hello) = self.exchange_hello(&mut stream).await?;
+            // The acceptor announces its main role: whether the dialer opened a main connection
+            // or an express lane shows in the dialer's hello.
+            let (sender, receiver, hello) =
+                self.exchange_hello(&mut stream, self.main_role).await?;
             Ok(Established {
                 peer,
                 stream,
@@ -138,18 +149,27 @@ impl Handshaker {
                 dialed: false,
                 remote,
                 registry_version: hello.registry_version,
+                express: hello.role == ConnRole::Express,
+                peer_role: hello.role,
             })
         };
         work.await
     }
 
-    /// Runs the client side towards `peer` on a connected TCP stream.
+    /// Runs the client side towards `peer` on a connected TCP stream, for a main connection or
+    /// (`express`) an express lane.
     pub async fn connect(
         &self,
         tcp: TcpStream,
         peer: NodeId,
         remote: SocketAddr,
+        express: bool,
     ) -> Result<Established, HandshakeError> {
+        let role = if express {
+            ConnRole::Express
+        } else {
+            self.main_role
+        };
         let io = Counting::new(tcp, Arc::clone(&self.counters));
         let work = async {
             let tls = self
@@ -164,7 +184,7 @@ impl Handshaker {
                 )));
             }
             let mut stream = Stream::Client(tls);
-            let (sender, receiver, hello) = self.exchange_hello(&mut stream).await?;
+            let (sender, receiver, hello) = self.exchange_hello(&mut stream, role).await?;
             Ok(Established {
                 peer,
                 stream,
@@ -173,6 +193,8 @@ impl Handshaker {
                 dialed: true,
                 remote,
                 registry_version: hello.registry_version,
+                express,
+                peer_role: hello.role,
             })
         };
         tokio::time::timeout(self.timeout, work)
@@ -185,9 +207,10 @@ impl Handshaker {
     async fn exchange_hello(
         &self,
         stream: &mut Stream,
+        role: ConnRole,
     ) -> Result<(ConnSender, ConnReceiver, Hello), HandshakeError> {
         let (mut tx, mut rx) =
-            connection_in(&self.budget, &self.conn, self.hello(), self.clock.now())
+            connection_in(&self.budget, &self.conn, self.hello(role), self.clock.now())
                 .map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
         let mut out = BytesMut::new();
         let n = tx.poll_transmit(self.clock.now(), &mut out, p2p_transport::mux::MIN_TRANSMIT);

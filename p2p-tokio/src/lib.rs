@@ -176,6 +176,7 @@ use metrics::Counters;
 use net::SocketOpts;
 use p2p_transport::admission::{Admission, AdmissionConfig, AdmissionView};
 use p2p_transport::conn::ConnConfig;
+use p2p_transport::express::ExpressLanes;
 use p2p_transport::peers::{PeerPolicy, PolicyConfig};
 use p2p_transport::reassembly::ReassemblyBudget;
 
@@ -227,6 +228,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
         budget: ReassemblyBudget::new(cfg.reassembly_cap),
         clock,
         registry_version: Arc::new(AtomicU64::new(registry.version)),
+        main_role: ExpressLanes::new(cfg.express).main_role(),
     };
     let sock = SocketOpts {
         nodelay: cfg.tcp_nodelay,
@@ -309,7 +311,9 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             sock,
             connect_timeout: cfg.connect_timeout,
             source: Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
+            express_marking: cfg.express_marking,
         },
+        express: ExpressLanes::new(cfg.express),
         registry,
         membership,
         handshaker,

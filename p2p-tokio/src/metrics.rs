@@ -127,6 +127,18 @@ declare_metrics! {
     dial_failures: Counter,
     /// Peers with an established connection.
     peers_connected: Gauge,
+    /// Connected peers with an express lane beside their main connection (control and urgent
+    /// messages travel on it).
+    peers_express: Gauge,
+    /// Express lanes attached (dialed or accepted).
+    express_lanes_opened: Counter,
+    /// Express lanes waiting for their main connection (at most one per member).
+    express_lanes_held: Gauge,
+    /// Messages handed to express lanes (part of `messages_sent`).
+    messages_sent_express: Counter,
+    /// Express lanes refused (wrong direction, not offered, or held past the hold timeout
+    /// without their main connection) and express dials that failed.
+    express_lanes_failed: Counter,
     /// Members this node connects to by its topology (its neighbours; every other member in a
     /// full mesh): `peers_connected` below it means some neighbours are not connected.
     peers_neighbours: Gauge,
@@ -273,7 +285,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 65);
+        assert_eq!(names.len(), 70);
     }
 
     #[test]
@@ -303,7 +315,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 65);
+        assert_eq!(values.len(), 70);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

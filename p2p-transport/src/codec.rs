@@ -56,14 +56,15 @@
 //!
 //! # Handshake format
 //!
-//! [`Hello`] is exactly [`HELLO_LEN`] = 15 bytes, sent once by each side before any message:
+//! [`Hello`] is exactly [`HELLO_LEN`] = 16 bytes, sent once by each side before any message:
 //!
 //! | bytes  | field                                                          |
 //! |--------|----------------------------------------------------------------|
 //! | 0..4   | magic `b"P2PG"`: anything else is not a speaker of this protocol |
-//! | 4      | hello format version, `1`                                      |
+//! | 4      | hello format version, `2`                                      |
 //! | 5..7   | `protocol_version: u16`                                        |
 //! | 7..15  | `registry_version: u64`                                        |
+//! | 15     | `role` ([`ConnRole`]): `0` main, `1` main offering an express lane, `2` express lane |
 
 use bytes::{BufMut, Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
@@ -74,9 +75,9 @@ pub const PROTOCOL_VERSION: u16 = 2;
 /// The first four bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 4] = *b"P2PG";
 /// The version of the [`Hello`] layout itself.
-pub const HELLO_FORMAT: u8 = 1;
+pub const HELLO_FORMAT: u8 = 2;
 /// The encoded length of a [`Hello`].
-pub const HELLO_LEN: usize = 15;
+pub const HELLO_LEN: usize = 16;
 /// The largest `max_message_size` that [`Limits::validate`] accepts: 1 GiB.
 pub const MAX_MESSAGE_SIZE_CEILING: usize = 1 << 30;
 
@@ -321,6 +322,12 @@ pub enum DecodeError {
         /// The bytes found where the magic should be (as many as were present, up to 4).
         found: Vec<u8>,
     },
+    /// The hello names a connection role this codec does not know.
+    #[error("unknown connection role {found} in the hello")]
+    BadHelloRole {
+        /// The role byte.
+        found: u8,
+    },
     /// The hello layout version is not one this codec reads.
     #[error("unsupported hello format version {found} (this node reads {HELLO_FORMAT})")]
     BadHelloFormat {
@@ -385,14 +392,56 @@ pub struct Hello {
     pub protocol_version: u16,
     /// The registry (membership) version the sender currently knows.
     pub registry_version: u64,
+    /// What the connection is for.
+    pub role: ConnRole,
+}
+
+/// What a connection is for, announced in its [`Hello`] (see [`crate::express`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnRole {
+    /// The connection to a peer; `express` says the sender takes an express lane beside it.
+    Main {
+        /// The sender offers an express lane: as the dialer it opens one once both offered, as
+        /// the acceptor it admits one.
+        express: bool,
+    },
+    /// The express lane beside the sender's main connection to the receiver: it carries only
+    /// the classes [`crate::express::carries`] names.
+    Express,
+}
+
+impl ConnRole {
+    fn to_byte(self) -> u8 {
+        match self {
+            ConnRole::Main { express: false } => 0,
+            ConnRole::Main { express: true } => 1,
+            ConnRole::Express => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => ConnRole::Main { express: false },
+            1 => ConnRole::Main { express: true },
+            2 => ConnRole::Express,
+            _ => return None,
+        })
+    }
 }
 
 impl Hello {
-    /// A hello for this codec's [`PROTOCOL_VERSION`].
+    /// A hello of a main connection without an express lane, for this codec's
+    /// [`PROTOCOL_VERSION`].
     pub fn new(registry_version: u64) -> Self {
+        Hello::with_role(registry_version, ConnRole::Main { express: false })
+    }
+
+    /// A hello of a connection in the given role.
+    pub fn with_role(registry_version: u64, role: ConnRole) -> Self {
         Hello {
             protocol_version: PROTOCOL_VERSION,
             registry_version,
+            role,
         }
     }
 }
@@ -404,6 +453,7 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
     out.put_u8(HELLO_FORMAT);
     out.put_u16_le(hello.protocol_version);
     out.put_u64_le(hello.registry_version);
+    out.put_u8(hello.role.to_byte());
 }
 
 /// Decodes a hello of exactly [`HELLO_LEN`] bytes.
@@ -426,15 +476,19 @@ pub fn decode_hello(buf: &[u8]) -> Result<Hello, DecodeError> {
     }
     let protocol_version = r.u16("hello protocol version")?;
     let registry_version = r.u64("hello registry version")?;
+    let role_byte = r.u8("hello role")?;
     r.finish("hello")?;
     if protocol_version != PROTOCOL_VERSION {
         return Err(DecodeError::BadProtocolVersion {
             found: protocol_version,
         });
     }
+    let role =
+        ConnRole::from_byte(role_byte).ok_or(DecodeError::BadHelloRole { found: role_byte })?;
     Ok(Hello {
         protocol_version,
         registry_version,
+        role,
     })
 }
 

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod codec;
 pub mod conn;
+pub mod express;
 pub mod identity;
 pub mod inbox;
 pub mod mux;

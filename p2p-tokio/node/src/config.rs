@@ -223,6 +223,8 @@ struct RawTuning {
     max_pending_handshakes: Option<usize>,
     max_pending_handshakes_per_address: Option<usize>,
     admit_registry_addresses_only: Option<bool>,
+    express_lanes: Option<bool>,
+    express_marking: Option<bool>,
     peers: Option<Spanned<RawPeers>>,
 }
 
@@ -319,6 +321,10 @@ pub struct Tuning {
     pub max_pending_handshakes_per_address: Option<usize>,
     /// Refuse, before TLS, sources that are no member's registry address (off behind NAT).
     pub admit_registry_addresses_only: Option<bool>,
+    /// A second connection per peer for control and urgent messages (default on).
+    pub express_lanes: Option<bool>,
+    /// Mark express lanes' packets (DSCP EF, socket priority 6; default on).
+    pub express_marking: Option<bool>,
     /// Which members to connect to (`peers`, default all): a degree or a list of ids makes a
     /// partial mesh, which turns `auto_relay` on (an explicit `auto_relay = false` is refused).
     pub peers: Option<Topology>,
@@ -572,6 +578,8 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         max_pending_handshakes: t.max_pending_handshakes,
         max_pending_handshakes_per_address: t.max_pending_handshakes_per_address,
         admit_registry_addresses_only: t.admit_registry_addresses_only,
+        express_lanes: t.express_lanes,
+        express_marking: t.express_marking,
         peers,
     };
     Ok(NodeFile {

@@ -137,6 +137,12 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.admit_registry_addresses_only {
         cfg.admit_registry_addresses_only = v;
     }
+    if let Some(v) = t.express_lanes {
+        cfg.express.enabled = v;
+    }
+    if let Some(v) = t.express_marking {
+        cfg.express_marking = v;
+    }
     cfg
 }
 

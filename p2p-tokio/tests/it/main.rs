@@ -6,6 +6,7 @@
 mod support;
 
 mod churn;
+mod express;
 mod faults;
 mod hostile_wire;
 mod lanes;

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use p2p_core::{Class, Message, NodeId, RequestId, Time};
 use p2p_transport::admission::{Admission, AdmissionView, Ticket};
-use p2p_transport::codec::Hello;
+use p2p_transport::codec::{ConnRole, Hello};
 use p2p_transport::conn::{
     ConnConfig, ConnError, ConnEvent, ConnReceiver, ConnSender, connection_in,
 };
+use p2p_transport::express::ExpressRefusal;
 use p2p_transport::inbox::{Full, Inbox, Lane, cost_of};
 use p2p_transport::mux::PushError;
 use p2p_transport::reassembly::ReassemblyBudget;
@@ -669,6 +670,10 @@ fn reader(shared: &Shared, link: &Arc<Link>, mut rx: ConnReceiver) -> ConnEnd {
             let ev = match rx.poll_event() {
                 Ok(None) => break,
                 Ok(Some(ConnEvent::Hello(hello))) => {
+                    // This driver announces no express lane, so a peer has none to open.
+                    if hello.role == ConnRole::Express {
+                        return ConnEnd::Refused(ExpressRefusal::NotOffered.to_string());
+                    }
                     announced = true;
                     Event::Established {
                         link: Arc::clone(link),

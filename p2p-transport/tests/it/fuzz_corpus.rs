@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
-use p2p_transport::codec::{self, Hello};
+use p2p_transport::codec::{self, ConnRole, Hello};
 use p2p_transport::conn;
 use p2p_transport::mux::{self, MuxSender};
 use std::path::PathBuf;
@@ -153,6 +153,12 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     let mut hello_v1 = hello.to_vec();
     hello_v1[5..7].copy_from_slice(&1u16.to_le_bytes());
     seeds.push(("hello-protocol-1".into(), hello_v1));
+    let mut express = BytesMut::new();
+    codec::encode_hello(&Hello::with_role(42, ConnRole::Express), &mut express);
+    seeds.push(("hello-express".into(), express.to_vec()));
+    let mut bad_role = express.to_vec();
+    bad_role[15] = 9;
+    seeds.push(("hello-unknown-role".into(), bad_role));
     seeds.push(("hello-http".into(), b"GET / HTTP/1.1\r\n".to_vec()));
     seeds.push((
         "hello-tls-client-hello".into(),

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Manifest, Message, Priority};
 use p2p_transport::codec::{
-    DecodeError, EncodeError, HELLO_LEN, Hello, Limits, LimitsError, PROTOCOL_VERSION,
+    ConnRole, DecodeError, EncodeError, HELLO_LEN, Hello, Limits, LimitsError, PROTOCOL_VERSION,
     allowed_classes, check_encodable, decode, decode_hello, encode, encode_hello, encode_parts,
     encoded_len,
 };
@@ -206,16 +206,27 @@ fn golden_hello() {
     let hello = Hello {
         protocol_version: 2,
         registry_version: 0x0a0b,
+        role: ConnRole::Main { express: true },
     };
     let mut out = BytesMut::new();
     encode_hello(&hello, &mut out);
     assert_eq!(
         hex::encode(&out),
-        "5032504701".to_string() + "0200" + "0b0a000000000000"
+        "5032504702".to_string() + "0200" + "0b0a000000000000" + "01"
     );
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));
     assert_eq!(Hello::new(7).protocol_version, PROTOCOL_VERSION);
+    for (role, byte) in [
+        (ConnRole::Main { express: false }, 0u8),
+        (ConnRole::Main { express: true }, 1),
+        (ConnRole::Express, 2),
+    ] {
+        let mut out = BytesMut::new();
+        encode_hello(&Hello::with_role(3, role), &mut out);
+        assert_eq!(out[15], byte);
+        assert_eq!(decode_hello(&out).map(|h| h.role), Ok(role));
+    }
 }
 
 #[test]
@@ -428,10 +439,16 @@ fn hello_with_other_versions_is_rejected() {
     let mut good = BytesMut::new();
     encode_hello(&Hello::new(5), &mut good);
     let mut bad_format = good.to_vec();
-    bad_format[4] = 2;
+    bad_format[4] = 1;
     assert_eq!(
         decode_hello(&bad_format),
-        Err(DecodeError::BadHelloFormat { found: 2 })
+        Err(DecodeError::BadHelloFormat { found: 1 })
+    );
+    let mut bad_role = good.to_vec();
+    bad_role[15] = 3;
+    assert_eq!(
+        decode_hello(&bad_role),
+        Err(DecodeError::BadHelloRole { found: 3 })
     );
     let mut bad_proto = good.to_vec();
     bad_proto[5] = 9;

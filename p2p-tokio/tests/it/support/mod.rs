@@ -163,6 +163,23 @@ pub async fn raw_member_connection(
     tokio_rustls::client::TlsStream<TcpStream>,
     std::io::Result<Hello>,
 ) {
+    raw_member_connection_as(identity, members, target, Hello::new(1)).await
+}
+
+/// [`raw_member_connection`] announcing `ours` (a role other than a plain main connection).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the tests play hostile peers that speak the wire format by hand"
+)]
+pub async fn raw_member_connection_as(
+    identity: &NodeIdentity,
+    members: Members,
+    target: &p2p_tokio::NodeHandle,
+    ours: Hello,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    std::io::Result<Hello>,
+) {
     let cfg = tls::client_config(identity, &Membership::new(members)).unwrap();
     let tcp = TcpStream::connect(target.local_addr()).await.unwrap();
     let mut tls = TlsConnector::from(cfg)
@@ -170,7 +187,7 @@ pub async fn raw_member_connection(
         .await
         .unwrap();
     let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
+    codec::encode_hello(&ours, &mut hello);
     tls.write_all(&hello).await.unwrap();
     let mut theirs = [0u8; HELLO_LEN];
     let hello = match tls.read_exact(&mut theirs).await {

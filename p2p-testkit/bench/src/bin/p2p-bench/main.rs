@@ -78,6 +78,10 @@ struct Cli {
     /// `p2p_transport::topology`) and relays what it receives (default: a full mesh).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
     peers: Option<u64>,
+    /// Turn the nodes' express lanes off: control and urgent messages share each peer's one
+    /// connection with the bulk.
+    #[arg(long)]
+    no_express: bool,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -142,6 +146,9 @@ enum Cmd {
         /// The topology's degree (relaying on); absent: a full mesh.
         #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
         peers: Option<u64>,
+        /// Express lanes off.
+        #[arg(long)]
+        no_express: bool,
     },
 }
 
@@ -180,6 +187,7 @@ fn node_settings(cmd: &Cmd) -> Option<(std::net::IpAddr, Tuning)> {
             write_chunk,
             swarm_patience_ms,
             peers,
+            no_express,
         } => Some((
             *listen,
             Tuning {
@@ -189,6 +197,7 @@ fn node_settings(cmd: &Cmd) -> Option<(std::net::IpAddr, Tuning)> {
                 write_chunk: *write_chunk,
                 swarm_patience_ms: *swarm_patience_ms,
                 peers: peers.map(|k| k as usize),
+                no_express: *no_express,
             },
         )),
         Cmd::Compare { .. } => None,
@@ -204,6 +213,7 @@ fn tuning(cli: &Cli) -> Tuning {
         write_chunk: cli.write_chunk,
         swarm_patience_ms: cli.swarm_patience_ms,
         peers: cli.peers.map(|k| k as usize),
+        no_express: cli.no_express,
     }
 }
 

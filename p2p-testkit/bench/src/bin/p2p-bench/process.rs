@@ -250,6 +250,9 @@ pub fn node_args(listen: Option<IpAddr>, tuning: Tuning) -> Vec<String> {
         tuning.swarm_patience_ms.map(|v| v.to_string()),
     );
     add("--peers", tuning.peers.map(|v| v.to_string()));
+    if tuning.no_express {
+        args.push("--no-express".to_owned());
+    }
     args
 }
 

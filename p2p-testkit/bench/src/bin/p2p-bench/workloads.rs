@@ -49,6 +49,8 @@ pub struct Tuning {
     /// The nodes' degree: each connects to about this many others
     /// ([`Topology::Degree`]) and relays what it receives (`None`: a full mesh, no relaying).
     pub peers: Option<usize>,
+    /// Turn the nodes' express lanes off (one connection per peer pair).
+    pub no_express: bool,
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -430,7 +432,7 @@ pub fn class_of(kind: p2p_core::Kind) -> &'static str {
 /// The largest W5 artifact, and so every benchmark node's `max_artifact_size`.
 pub const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
 
-/// Applies the run's settings to a node's configuration: the socket buffers, TCP_NOTSENT_LOWAT,
+/// Applies the run's settings to a node's configuration: the socket buffers, express lanes, TCP_NOTSENT_LOWAT,
 /// the writers' chunk, the swarm patience, the chunk size, the topology (with relaying, which a
 /// partial one needs), [`MAX_ARTIFACT_SIZE`], and the codec limits that follow from them.
 pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
@@ -439,6 +441,7 @@ pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
         cfg.core.auto_relay = true;
     }
     cfg.socket_buffer = tuning.socket_buffer;
+    cfg.express.enabled = !tuning.no_express;
     match tuning.notsent_lowat {
         None => {}
         Some(0) => cfg.tcp_notsent_lowat = None,
