@@ -31,7 +31,8 @@ commands:
                                    ending with p2p-sim's exit code (1: a check failed, 2: usage)
   testbed [args] [-- bench args]   link-bound runs: nodes in network namespaces on a bridge, tc tbf
                                    links (root only; see BENCHMARKS.md): --only NAMES, --rate MBIT,
-                                   --slow-fraction F, --queue-ms MS, --burst B, --cc ALGO, --deadline S,
+                                   --slow-fraction F, --queue-ms MS, --burst B, --cc ALGO, --prio-links,
+                                   --deadline S,
                                    --no-sim, --smoke (CI's short run), --cleanup [--force]
   help                             this text
 ";

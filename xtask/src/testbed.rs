@@ -155,6 +155,12 @@ pub struct Shaping {
     /// The nodes' TCP congestion control (`net.ipv4.tcp_congestion_control` in each node's
     /// namespace; `None`: what a new namespace gets, the root namespace's).
     pub congestion: Option<&'static str>,
+    /// Links that serve DSCP EF first (the nodes' express lanes): each direction is an `htb`
+    /// of the same rate and bucket with two classes, EF packets (a `u32` filter on the TOS
+    /// byte) at priority 0 and the rest at priority 1, each class a byte FIFO of the same
+    /// limit as the single FIFO's; either class may take the whole rate when the other is
+    /// idle. Without it, one tbf and one FIFO, as a link that ignores DSCP.
+    pub prio: bool,
 }
 
 /// The default tbf bucket: larger than a 64 KiB GSO packet, so tbf passes the kernel's
@@ -165,6 +171,12 @@ pub const DEFAULT_BURST: u64 = 128 << 10;
 
 /// The largest packet the kernel's segmentation offload hands a qdisc, with headers.
 const GSO_PACKET: u64 = (64 << 10) + 256;
+
+/// The TOS byte of DSCP EF, which the nodes' express lanes carry.
+const EF_TOS: u8 = 0xb8;
+
+/// The bytes an `htb` class sends per round when classes of one priority share the link.
+const HTB_QUANTUM: u64 = 64 << 10;
 
 impl Shaping {
     fn burst_for(&self, rate_bps: u64) -> u64 {
@@ -228,12 +240,32 @@ impl Testbed {
             let burst = shaping.burst_for(rate);
             let limit = (rate as f64 / 8.0 * shaping.queue.as_secs_f64()) as u64 + GSO_PACKET;
             for (where_, dev) in [(&ns, "eth0".to_owned()), (&br, format!("v{i}"))] {
-                run_words(
-                    "tc",
-                    &format!(
-                        "-n {where_} qdisc add dev {dev} root tbf rate {rate}bit burst {burst} limit {limit}"
-                    ),
-                )?;
+                let tc = |cmd: String| run_words("tc", &format!("-n {where_} {cmd}"));
+                if !shaping.prio {
+                    tc(format!(
+                        "qdisc add dev {dev} root tbf rate {rate}bit burst {burst} limit {limit}"
+                    ))?;
+                    continue;
+                }
+                let class = |id: &str, parent: &str, share: u64, prio: u8| {
+                    tc(format!(
+                        "class add dev {dev} parent {parent} classid {id} htb rate {share}bit ceil {rate}bit burst {burst} cburst {burst} quantum {HTB_QUANTUM} prio {prio}"
+                    ))
+                };
+                tc(format!("qdisc add dev {dev} root handle 1: htb default 20"))?;
+                tc(format!(
+                    "class add dev {dev} parent 1: classid 1:1 htb rate {rate}bit ceil {rate}bit burst {burst} cburst {burst} quantum {HTB_QUANTUM}"
+                ))?;
+                class("1:10", "1:1", rate / 2, 0)?;
+                class("1:20", "1:1", rate / 2, 1)?;
+                for leaf in ["1:10", "1:20"] {
+                    tc(format!(
+                        "qdisc add dev {dev} parent {leaf} bfifo limit {limit}"
+                    ))?;
+                }
+                tc(format!(
+                    "filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip tos {EF_TOS:#x} 0xfc flowid 1:10"
+                ))?;
             }
             tb.nodes.push(NodeNet {
                 netns: ns,
@@ -592,6 +624,7 @@ struct Args {
     queue: Option<Duration>,
     burst: Option<u64>,
     congestion: Option<&'static str>,
+    prio: bool,
     deadline: Option<Duration>,
     sim: bool,
     bench_args: Vec<String>,
@@ -636,6 +669,7 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
                 ))
             }
             "--burst" => a.burst = Some(num("--burst", value("--burst")?)? as u64),
+            "--prio-links" => a.prio = true,
             "--cc" => {
                 let cc = value("--cc")?;
                 a.congestion = Some(match cc.as_str() {
@@ -1059,13 +1093,19 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
             queue: a.queue.unwrap_or(Duration::from_millis(10)),
             burst: a.burst,
             congestion: a.congestion,
+            prio: a.prio,
         },
         stop,
         bench_args: a.bench_args.clone(),
         netem_reported: false,
     };
     println!(
-        "links: tc tbf both ways, queue {} ms at the rate + 64 KiB, burst {}; TCP congestion control {}",
+        "links: shaped both ways, {}, queue {} ms at the rate + 64 KiB, burst {}; TCP congestion control {}",
+        if a.prio {
+            "DSCP EF first (htb, two FIFOs)"
+        } else {
+            "one FIFO"
+        },
         ctx.shaping.queue.as_secs_f64() * 1e3,
         a.burst
             .map_or("128 KiB (or 1 ms at the rate if more)".into(), |b| format!(
