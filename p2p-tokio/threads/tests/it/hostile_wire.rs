@@ -16,7 +16,10 @@ use p2p_transport::identity::NodeIdentity;
 use p2p_transport::mux::{MuxConfig, MuxSender};
 use p2p_transport::tls::Members;
 
-use crate::support::{WAIT, bytes, identities, open_raw_member, raw_member, wait_until};
+use crate::support::{
+    WAIT, bytes, identities, open_raw_member, open_raw_member_as, raw_member, wait_until,
+};
+use p2p_transport::codec::{self, ConnRole, HELLO_LEN, Hello};
 
 fn config(identity: NodeIdentity) -> ThreadedConfig {
     let mut cfg = ThreadedConfig::new(identity, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -108,6 +111,37 @@ fn honest_batch(from: &ThreadedNode, to: &ThreadedNode, tag: u8, extra: &[Artifa
 
 fn connected(n: &ThreadedNode, peer: NodeId) -> bool {
     n.peers().unwrap().contains(&peer)
+}
+
+/// The threaded driver takes no express lanes: it announces none, and a member that opens one
+/// anyway is refused, without a ban, while a and b stay connected.
+#[test]
+fn an_express_lane_is_refused_by_a_node_that_offers_none() {
+    let (rogue, members, a, b) = setup();
+    let lane = Hello::with_role(1, ConnRole::Express);
+    let mut tls = open_raw_member_as(&rogue, &members, &a, lane).unwrap();
+    let mut theirs = [0u8; HELLO_LEN];
+    tls.read_exact(&mut theirs).unwrap();
+    assert_eq!(
+        codec::decode_hello(&theirs).map(|h| h.role),
+        Ok(ConnRole::Main { express: false })
+    );
+    let mut buf = [0u8; 64];
+    let end = loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break "still open after 5 s",
+            Err(_) => break "closed",
+        }
+    };
+    assert_eq!(end, "closed");
+    assert_eq!(a.peers().unwrap(), vec![b.node_id()], "the lane is no peer");
+    // Not a ban: the same member connects normally afterwards.
+    let _main = raw_member(&rogue, &members, &a);
+    wait_until("the rogue's main connection", || {
+        a.peers().unwrap().len() == 2
+    });
 }
 
 #[test]

@@ -315,6 +315,17 @@ fn threaded_and_tokio_nodes_exchange_artifacts() {
     publish_and_check(&rt, &mut nodes, 0, 10);
     publish_and_check(&rt, &mut nodes, 3, 20);
     publish_and_check(&rt, &mut nodes, 2, 30);
+    // The two tokio nodes keep an express lane between them; the threaded ones offer none.
+    for n in &nodes {
+        if let Any::Tokio(h, _) = n {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while h.metrics().peers_express != 1 {
+                assert!(std::time::Instant::now() < deadline, "no express lane");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(h.metrics().express_lanes_failed, 0);
+        }
+    }
     for n in nodes {
         n.shutdown(&rt);
     }

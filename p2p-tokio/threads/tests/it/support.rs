@@ -54,13 +54,23 @@ pub fn open_raw_member(
     members: &Members,
     target: &ThreadedNode,
 ) -> io::Result<Tls> {
+    open_raw_member_as(identity, members, target, Hello::new(1))
+}
+
+/// [`open_raw_member`] announcing `ours`.
+pub fn open_raw_member_as(
+    identity: &NodeIdentity,
+    members: &Members,
+    target: &ThreadedNode,
+    ours: Hello,
+) -> io::Result<Tls> {
     let cfg = tls::client_config(identity, &Membership::new(members.clone())).unwrap();
     let conn = ClientConnection::new(cfg, server_name_for(target.node_id())).unwrap();
     let sock = TcpStream::connect(target.local_addr())?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut tls = StreamOwned::new(conn, sock);
     let mut hello = BytesMut::new();
-    codec::encode_hello(&Hello::new(1), &mut hello);
+    codec::encode_hello(&ours, &mut hello);
     tls.write_all(&hello)?;
     Ok(tls)
 }
