@@ -482,6 +482,8 @@ impl ConnSender {
         if n > 0 {
             self.unwritten -= n;
             self.last_progress = self.last_progress.max(now);
+            // Bytes reached the stream: the peer hears from us without a keepalive.
+            self.keepalive.transmitted(now);
         }
     }
 
@@ -490,14 +492,15 @@ impl ConnSender {
         self.unwritten
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should run: a keepalive interval after
-    /// the last transmission, or earlier the write stall deadline while bytes are unwritten.
+    /// When [`handle_timeout`](Self::handle_timeout) should run: while bytes are unwritten, the
+    /// write stall deadline alone (no keepalive is sent while bytes wait for the stream, so a
+    /// keepalive deadline then would fall due again and again without effect: a driver that
+    /// sleeps until it would spin); otherwise a keepalive interval after the last transmission.
     pub fn poll_timeout(&self) -> Time {
-        let keepalive = self.keepalive.deadline();
         if self.unwritten > 0 {
-            keepalive.min(self.last_progress + self.write_stall_timeout)
+            self.last_progress + self.write_stall_timeout
         } else {
-            keepalive
+            self.keepalive.deadline()
         }
     }
 

@@ -502,3 +502,39 @@ fn a_slow_link_that_keeps_accepting_bytes_is_never_cut() {
     }
     assert!(tx.unwritten_bytes() > 0, "still sending");
 }
+
+/// A write slower than the keepalive interval: while bytes wait for the stream the sender's
+/// timer is the write stall deadline, which lies ahead, never the keepalive deadline that
+/// passed (a driver sleeping until it would wake at once, again and again, for nothing); and
+/// bytes the stream accepts restart the keepalive interval.
+#[test]
+fn a_write_slower_than_the_keepalive_interval_keeps_the_timer_ahead() {
+    let cfg = ConnConfig {
+        keepalive_interval: Duration::from_millis(500),
+        write_stall_timeout: Duration::from_secs(10),
+        ..ConnConfig::default()
+    };
+    let (mut tx, _): (ConnSender, _) = connection(&cfg, Hello::new(1), t(0)).unwrap();
+    for i in 0..4 {
+        tx.push(Class::Bulk, &response(i, 1 << 20)).unwrap();
+    }
+    let mut out = BytesMut::new();
+    let mut now = t(0);
+    let _ = tx.poll_transmit(now, &mut out, 64 << 10);
+    // 1 KiB accepted every 700 ms, more than the keepalive interval.
+    for _ in 0..50 {
+        let timer = tx.poll_timeout();
+        assert!(timer > now, "timer {timer:?} not ahead of {now:?}");
+        now = now + Duration::from_millis(700);
+        assert_eq!(tx.handle_timeout(now), Ok(false), "no keepalive behind data");
+        tx.handle_written(now, 1024);
+        assert_eq!(tx.poll_timeout(), now + Duration::from_secs(10));
+    }
+    // The write done: the keepalive interval counts from the last accepted byte.
+    let rest = tx.unwritten_bytes();
+    tx.handle_written(now, rest);
+    while tx.poll_transmit(now, &mut out, 64 << 10) > 0 {}
+    tx.handle_written(now, tx.unwritten_bytes());
+    assert_eq!(tx.poll_timeout(), now + Duration::from_millis(500));
+    assert_eq!(tx.keepalives(), 0);
+}
