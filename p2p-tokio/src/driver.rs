@@ -728,25 +728,53 @@ impl Driver {
 
     /// Starts a dial attempt to `peer`, which the policy decided on.
     fn dial(&mut self, peer: NodeId) {
-        let Some(addr) = self.registry.addr_of(&peer) else {
-            self.policy.dial_failed(self.now(), peer);
-            return;
-        };
+        match self.spawn_dial(peer, false) {
+            Some(task) => {
+                if let Some(old) = self.dials.insert(peer, task) {
+                    old.abort();
+                }
+            }
+            None => self.policy.dial_failed(self.now(), peer),
+        }
+    }
+
+    /// Starts a dial of `peer`'s express lane, which the express rules decided on.
+    fn dial_express(&mut self, peer: NodeId) {
+        match self.spawn_dial(peer, true) {
+            Some(task) => {
+                if let Some(old) = self.express_dials.insert(peer, task) {
+                    old.abort();
+                }
+            }
+            None => self.express.dial_failed(self.now(), peer),
+        }
+    }
+
+    /// Spawns a task that dials `peer`'s registry address (its main connection, or its
+    /// `express` lane, marked if so configured), runs the handshake and reports the outcome as
+    /// an event; `None` if the registry has no address for it.
+    fn spawn_dial(&self, peer: NodeId, express: bool) -> Option<JoinHandle<()>> {
+        let addr = self.registry.addr_of(&peer)?;
         let hs = self.handshaker.clone();
         let sock = self.settings.sock;
         let connect_timeout = self.settings.connect_timeout;
+        let mark = express && self.settings.express_marking;
         let source = self
             .settings
             .source
             .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
         let events = self.events_tx.clone();
-        debug!(%peer, %addr, "dialing");
-        let task = tokio::spawn(async move {
+        debug!(%peer, %addr, express, "dialing");
+        Some(tokio::spawn(async move {
             let result = match net::dial(addr, source, &sock, connect_timeout).await {
-                Ok(tcp) => hs
-                    .connect(tcp, peer, addr, false)
-                    .await
-                    .map_err(|e| (e.to_string(), e.is_refusal())),
+                Ok(tcp) => {
+                    if mark && let Err(e) = net::mark_express(&tcp) {
+                        debug!(%peer, error = %e, "express lane left unmarked");
+                    }
+                    hs.connect(tcp, peer, addr, express)
+                        .await
+                        .map_err(|e| (e.to_string(), e.is_refusal()))
+                }
                 Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
             };
             let ev = match result {
@@ -755,14 +783,11 @@ impl Driver {
                     peer,
                     error,
                     refused,
-                    express: false,
+                    express,
                 },
             };
             let _ = events.send(ev).await;
-        });
-        if let Some(old) = self.dials.insert(peer, task) {
-            old.abort();
-        }
+        }))
     }
 
     /// Carries out the express lanes' actions.
@@ -778,50 +803,6 @@ impl Driver {
                     }
                 }
             }
-        }
-    }
-
-    /// Starts a dial of `peer`'s express lane, which the express rules decided on.
-    fn dial_express(&mut self, peer: NodeId) {
-        let Some(addr) = self.registry.addr_of(&peer) else {
-            self.express.dial_failed(self.now(), peer);
-            return;
-        };
-        let hs = self.handshaker.clone();
-        let sock = self.settings.sock;
-        let connect_timeout = self.settings.connect_timeout;
-        let mark = self.settings.express_marking;
-        let source = self
-            .settings
-            .source
-            .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
-        let events = self.events_tx.clone();
-        debug!(%peer, %addr, "dialing the express lane");
-        let task = tokio::spawn(async move {
-            let result = match net::dial(addr, source, &sock, connect_timeout).await {
-                Ok(tcp) => {
-                    if mark && let Err(e) = net::mark_express(&tcp) {
-                        debug!(%peer, error = %e, "express lane left unmarked");
-                    }
-                    hs.connect(tcp, peer, addr, true)
-                        .await
-                        .map_err(|e| (e.to_string(), e.is_refusal()))
-                }
-                Err(e) => Err((format!("connect to {addr} failed: {e}"), false)),
-            };
-            let ev = match result {
-                Ok(est) => Event::Established(Box::new(est)),
-                Err((error, refused)) => Event::DialFailed {
-                    peer,
-                    error,
-                    refused,
-                    express: true,
-                },
-            };
-            let _ = events.send(ev).await;
-        });
-        if let Some(old) = self.express_dials.insert(peer, task) {
-            old.abort();
         }
     }
 

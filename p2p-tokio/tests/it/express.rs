@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
-use p2p_core::{Decision, Kind, Priority, PriorityFnRef};
+use p2p_core::Kind;
 use p2p_tokio::NodeConfig;
 use p2p_transport::codec::{ConnRole, Hello};
 use tokio::io::AsyncReadExt;
@@ -82,54 +82,18 @@ async fn an_urgent_artifact_overtakes_bulk_bytes_already_in_the_kernel() {
             cfg.write_chunk = 8 << 20;
             cfg.mux.high_water = 56 << 20;
             cfg.core.max_in_flight_bytes_per_peer = 64 << 20;
-            cfg.core.priority_fn =
-                PriorityFnRef::by_kind(vec![(Kind(1), Priority::URGENT)], Decision::Later);
+            cfg.core.priority_fn = urgent_now_bulk_later();
             // Whole artifacts: the bulk is six 8 MiB answers, each one message.
             whole_up_to(&mut cfg, 8 << 20);
             cfg
         })
         .collect();
     let nodes = subnet(configs).await;
-    let (a, b) = (&nodes[0], &nodes[1]);
     wait_connected(&nodes, 1).await;
     for n in &nodes {
         wait_metrics(n, "an express lane", |m| m.peers_express == 1).await;
     }
-    let mut rx = b.take_deliveries().unwrap();
-    let mut bulk = Vec::new();
-    for i in 0..BULK {
-        bulk.push(
-            a.publish(Kind(2), Bytes::new(), bytes(10 + i as u8, 8 << 20))
-                .await
-                .unwrap(),
-        );
-    }
-    wait_metrics(b, "bulk adverts kept", |m| {
-        m.core.pending_downloads == BULK as u64
-    })
-    .await;
-    b.set_priority_fn(PriorityFnRef::by_kind(
-        vec![(Kind(1), Priority::URGENT), (Kind(2), Priority::BULK)],
-        Decision::Drop,
-    ))
-    .await
-    .unwrap();
-    wait_metrics(a, "bulk requests served", |m| {
-        m.core.requests_served == BULK as u64
-    })
-    .await;
-    assert_eq!(
-        b.metrics().core.delivered,
-        0,
-        "the bulk finished before the test could race it"
-    );
-    // Larger than the push threshold: advertised, requested and answered, all on the lane.
-    let urgent = a
-        .publish(Kind(1), Bytes::new(), bytes(99, 4096))
-        .await
-        .unwrap();
-    let got = receive(&mut rx, BULK + 1).await;
-    let pos = got.iter().position(|d| d.artifact.id == urgent).unwrap();
+    let pos = urgent_position_behind_bulk(&nodes[0], &nodes[1], BULK, 8 << 20).await;
     assert_eq!(
         pos, 0,
         "the urgent artifact was delivered after {pos} bulk artifacts"

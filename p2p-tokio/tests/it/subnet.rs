@@ -101,56 +101,17 @@ async fn urgent_artifact_overtakes_bulk_artifacts_saturating_the_link() {
             cfg.mux.high_water = 56 << 20;
             cfg.core.max_in_flight_bytes_per_peer = 64 << 20;
             // Bulk waits (`Later`) until every bulk artifact is advertised.
-            cfg.core.priority_fn =
-                PriorityFnRef::by_kind(vec![(Kind(1), Priority::URGENT)], Decision::Later);
+            cfg.core.priority_fn = urgent_now_bulk_later();
             cfg
         })
         .collect();
     let nodes = subnet(configs).await;
-    let (a, b) = (&nodes[0], &nodes[1]);
     wait_connected(&nodes, 1).await;
-    let mut rx = b.take_deliveries().unwrap();
-
-    let data: Vec<Bytes> = (0..BULK).map(|i| bytes(10 + i as u8, 8 << 20)).collect();
-    let urgent_data = bytes(99, 4096);
-    let mut bulk = Vec::new();
-    for d in data {
-        bulk.push(a.publish(Kind(2), Bytes::new(), d).await.unwrap());
-    }
-    wait_metrics(b, "bulk adverts kept", |m| {
-        m.core.pending_downloads == BULK as u64
-    })
-    .await;
-    b.set_priority_fn(PriorityFnRef::by_kind(
-        vec![(Kind(1), Priority::URGENT), (Kind(2), Priority::BULK)],
-        Decision::Drop,
-    ))
-    .await
-    .unwrap();
-    // Once every bulk response is queued, publish the urgent artifact (larger than the push
-    // threshold, so it is advertised, requested and answered in the urgent class).
-    wait_metrics(a, "bulk requests served", |m| {
-        m.core.requests_served == BULK as u64
-    })
-    .await;
-    assert_eq!(
-        b.metrics().core.delivered,
-        0,
-        "the bulk finished before the test could race it"
-    );
-    let urgent = a.publish(Kind(1), Bytes::new(), urgent_data).await.unwrap();
-
-    let got = receive(&mut rx, BULK + 1).await;
-    let pos = got.iter().position(|d| d.artifact.id == urgent).unwrap();
+    let pos = urgent_position_behind_bulk(&nodes[0], &nodes[1], BULK, 8 << 20).await;
     assert_eq!(
         pos, 0,
         "the urgent artifact was delivered after {pos} bulk artifacts"
     );
-    assert_eq!(ids_of(&got[1..]), {
-        let mut v = bulk.clone();
-        v.sort();
-        v
-    });
     for n in &nodes {
         n.shutdown().await;
     }

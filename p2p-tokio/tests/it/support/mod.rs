@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use p2p_core::{ArtifactId, Message, NodeId};
+use p2p_core::{ArtifactId, Decision, Kind, Message, NodeId, Priority, PriorityFnRef};
 use p2p_tokio::{Delivered, Deliveries, Member, NodeConfig, NodeHandle, NodeMetrics, Registry};
 use p2p_transport::codec::{self, HELLO_LEN, Hello};
 use p2p_transport::identity::NodeIdentity;
@@ -266,4 +266,60 @@ pub fn frames(msgs: &[(p2p_core::Class, Message)]) -> BytesMut {
 pub fn whole_up_to(c: &mut NodeConfig, size: u32) {
     c.core.chunk_size = size;
     c.mux.limits = NodeConfig::codec_limits(&c.core);
+}
+
+/// The priority function of the urgent-against-bulk races: kind 1 urgent, the rest kept for
+/// later, so that the bulk waits until every bulk advert is in.
+pub fn urgent_now_bulk_later() -> PriorityFnRef {
+    PriorityFnRef::by_kind(vec![(Kind(1), Priority::URGENT)], Decision::Later)
+}
+
+/// Races an urgent artifact against bulk ones from `a` to `b` (both configured with
+/// [`urgent_now_bulk_later`]): `a` publishes `bulk` artifacts of kind 2 and `bulk_size` bytes,
+/// `b` then fetches them all at bulk priority, and once `a` has every request queued it
+/// publishes a 4 KiB urgent artifact (above the push threshold: advertised, requested and
+/// answered). Returns the position of the urgent artifact among `b`'s deliveries, after
+/// checking that every bulk artifact arrived too.
+pub async fn urgent_position_behind_bulk(
+    a: &NodeHandle,
+    b: &NodeHandle,
+    bulk: usize,
+    bulk_size: usize,
+) -> usize {
+    let mut rx = b.take_deliveries().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..bulk {
+        let data = bytes(10 + i as u8, bulk_size);
+        ids.push(a.publish(Kind(2), bytes::Bytes::new(), data).await.unwrap());
+    }
+    wait_metrics(b, "bulk adverts kept", |m| {
+        m.core.pending_downloads == bulk as u64
+    })
+    .await;
+    b.set_priority_fn(PriorityFnRef::by_kind(
+        vec![(Kind(1), Priority::URGENT), (Kind(2), Priority::BULK)],
+        Decision::Drop,
+    ))
+    .await
+    .unwrap();
+    wait_metrics(a, "bulk requests served", |m| {
+        m.core.requests_served == bulk as u64
+    })
+    .await;
+    assert_eq!(
+        b.metrics().core.delivered,
+        0,
+        "the bulk finished before the test could race it"
+    );
+    let urgent = a
+        .publish(Kind(1), bytes::Bytes::new(), bytes(99, 4096))
+        .await
+        .unwrap();
+    let got = receive(&mut rx, bulk + 1).await;
+    let pos = got.iter().position(|d| d.artifact.id == urgent).unwrap();
+    let mut rest: Vec<Delivered> = got;
+    rest.remove(pos);
+    ids.sort();
+    assert_eq!(ids_of(&rest), ids, "every bulk artifact");
+    pos
 }
