@@ -343,6 +343,18 @@ fn ms_label(x: f64) -> String {
 
 const MB: f64 = 1e6;
 
+/// A tick of an axis of MB that reaches `max`: whole MB from 10 MB on, else as many decimals
+/// as small values need.
+fn mb_label(y: f64, max: f64) -> String {
+    if max >= 10.0 {
+        format!("{y:.0}")
+    } else if max >= 1.0 {
+        format!("{y:.1}")
+    } else {
+        format!("{y:.3}")
+    }
+}
+
 /// Delivered payload over time, with the expected total and the bounds as dashed lines.
 fn progress(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
     let body = caption(
@@ -370,6 +382,7 @@ fn progress(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
         .configure_mesh()
         .x_desc("seconds since the start")
         .y_desc("payload delivered, MB")
+        .y_label_formatter(&|y| mb_label(*y, y_max))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     let blue = colour(1);
@@ -451,6 +464,7 @@ fn traffic(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
         })
         .x_desc("node")
         .y_desc("MB")
+        .y_label_formatter(&|y| mb_label(*y, top))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     let (red, blue) = (colour(0), colour(1));
@@ -491,6 +505,17 @@ pub struct Section<'a> {
     pub summary: &'a [String],
     /// The data.
     pub data: &'a PlotData,
+}
+
+impl Section<'_> {
+    /// `name: title`, or the title alone if it starts with the name.
+    fn heading(&self) -> String {
+        if self.title.starts_with(self.name) {
+            self.title.to_owned()
+        } else {
+            format!("{}: {}", self.name, self.title)
+        }
+    }
 }
 
 /// A file name made of `name`: ASCII letters, digits, `-`, `_` and `.` kept, the rest `_`.
@@ -545,7 +570,7 @@ pub fn html(heading: &str, lines: &[String], sections: &[(Section<'_>, Svgs)]) -
             s,
             "<h2 id=\"{}\">{}</h2>",
             file_stem(sec.name),
-            escape(sec.title)
+            escape(&sec.heading())
         );
         for l in sec.summary {
             let _ = writeln!(s, "<p class=\"fig\">{}</p>", escape(l));
@@ -570,7 +595,7 @@ pub fn write_report(
 ) -> Result<Vec<PathBuf>, PlotError> {
     let drawn = sections
         .iter()
-        .map(|sec| Ok((*sec, svgs(sec.title, sec.data)?)))
+        .map(|sec| Ok((*sec, svgs(&sec.heading(), sec.data)?)))
         .collect::<Result<Vec<_>, PlotError>>()?;
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -825,7 +850,7 @@ mod tests {
             .filter(|n| n.has_tag_name("h2"))
             .filter_map(|n| n.text().map(str::trim))
             .collect();
-        assert_eq!(h2, ["blocks", "custom <x>"]);
+        assert_eq!(h2, ["W2: blocks", "a/b c: custom <x>"]);
         assert!(page.contains("<p class=\"fig\">time 1.0 s &amp; more</p>"));
         // Self-contained: nothing is loaded from elsewhere.
         for attr in ["src=", "href=", "@import", "url("] {
