@@ -312,7 +312,9 @@ fn latency(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
         .y_desc("fraction of deliveries")
         .x_label_formatter(&|x| ms_label(*x))
         .y_label_formatter(&|y| format!("{y:.1}"))
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_labels(8)
+        // Only the decades and the labelled ticks: a log axis has many minor ones.
+        .light_line_style(TRANSPARENT)
         .draw()?;
     for (i, c) in data.latency.iter().enumerate() {
         let col = class_colour(&c.class, i);
@@ -383,7 +385,8 @@ fn progress(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
         .x_desc("seconds since the start")
         .y_desc("payload delivered, MB")
         .y_label_formatter(&|y| mb_label(*y, y_max))
-        .light_line_style(RGBColor(235, 235, 235))
+        .max_light_lines(4)
+        .light_line_style(RGBColor(240, 240, 240))
         .draw()?;
     let blue = colour(1);
     chart
@@ -465,7 +468,8 @@ fn traffic(root: &Area<'_>, title: &str, data: &PlotData) -> Drawn {
         .x_desc("node")
         .y_desc("MB")
         .y_label_formatter(&|y| mb_label(*y, top))
-        .light_line_style(RGBColor(235, 235, 235))
+        .max_light_lines(4)
+        .light_line_style(RGBColor(240, 240, 240))
         .draw()?;
     let (red, blue) = (colour(0), colour(1));
     let bars = |value: fn(&NodeBytes) -> u64, from: f64, to: f64, col: RGBColor| {
@@ -558,7 +562,8 @@ pub fn html(heading: &str, lines: &[String], sections: &[(Section<'_>, Svgs)]) -
     let _ = writeln!(s, "<title>{}</title>", escape(heading));
     s.push_str(
         "<style>body{font-family:sans-serif;margin:2em;max-width:760px}\
-         p.fig{color:#444;margin:0.2em 0}svg{display:block;margin:1em 0}</style>\n",
+         h1,h2{overflow-wrap:anywhere}p.fig{color:#444;margin:0.2em 0}\
+         svg{display:block;margin:1em 0}</style>\n",
     );
     s.push_str("</head>\n<body>\n");
     let _ = writeln!(s, "<h1>{}</h1>", escape(heading));
