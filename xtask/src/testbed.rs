@@ -521,6 +521,17 @@ impl RunSpec {
         let n = self.shape.nodes;
         (n - self.slow.min(n - 1)..n).collect()
     }
+
+    /// p2p-bench's arguments for the run's pictures: written to `dir`, with the physical bound
+    /// ([`Shape::bound_s`] at the run's rates) drawn on its delivery progress.
+    pub fn picture_args(&self, dir: &Path) -> Vec<String> {
+        vec![
+            "--report".into(),
+            dir.display().to_string(),
+            "--bound".into(),
+            format!("{}={:.6}", self.name, self.shape.bound_s(&self.rates())),
+        ]
+    }
 }
 
 const MIB: usize = 1 << 20;
@@ -867,6 +878,7 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
         }
     }
     let out = ctx.out_dir.join(format!("{}.json", spec.name));
+    let pictures = ctx.out_dir.join(&spec.name);
     let timeout_s = (spec.shape.bound_s(&rates) * 10.0 + 30.0).min(600.0) as u64;
     let mut cmd = Command::new(&ctx.bench);
     cmd.current_dir(shell::workspace_root())
@@ -875,6 +887,7 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
         .args(spec.peers_args())
         .arg("--out")
         .arg(&out)
+        .args(spec.picture_args(&pictures))
         .args(&ctx.bench_args);
     bench::with_malloc_env(&mut cmd);
     println!("    {}", shell::display(&cmd));
@@ -1284,6 +1297,21 @@ mod tests {
         let w3 = runs.iter().find(|r| r.name == "mesh4-W3-16").unwrap();
         let full_w3 = runs.iter().find(|r| r.name == "W3-scale-16").unwrap();
         assert_eq!((&w3.shape, w3.rate_bps), (&full_w3.shape, full_w3.rate_bps));
+    }
+
+    #[test]
+    fn the_pictures_go_beside_the_json_with_the_physical_bound() {
+        let run = smoke_run();
+        let args = run.picture_args(Path::new("target/testbed/smoke"));
+        assert_eq!(args[..3], ["--report", "target/testbed/smoke", "--bound"]);
+        let (name, secs) = args[3].split_once('=').unwrap();
+        assert_eq!(name, "smoke");
+        let secs: f64 = secs.parse().unwrap();
+        assert!(
+            (secs - run.shape.bound_s(&run.rates())).abs() < 1e-6,
+            "{secs}"
+        );
+        assert!(secs > 0.0);
     }
 
     #[test]

@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 
 use p2p_tokio::{Member, NodeConfig, NodeError, NodeHandle, NodeMetrics, Registry, StartError};
 
+use crate::plot::{ClassCdf, NodeBytes, PlotData, Timeline};
+
 /// The kind of the workload's small artifacts, fetched at [`Priority::URGENT`].
 pub const SMALL_KIND: Kind = Kind(0);
 /// The kind of the workload's large artifacts, fetched at [`Priority::BULK`].
@@ -39,6 +41,16 @@ pub fn workload_priority_fn() -> PriorityFnRef {
         vec![(SMALL_KIND, Priority::URGENT), (LARGE_KIND, Priority::BULK)],
         Decision::Fetch(Priority::NORMAL),
     )
+}
+
+/// The class of a workload kind, as reports and pictures name it: `urgent` ([`SMALL_KIND`]),
+/// `bulk` ([`LARGE_KIND`]) or `other`.
+pub fn class_name(kind: Kind) -> &'static str {
+    match kind {
+        SMALL_KIND => "urgent",
+        LARGE_KIND => "bulk",
+        _ => "other",
+    }
 }
 
 /// Why a local subnet could not be started or driven.
@@ -342,10 +354,16 @@ struct Tracker {
     unexpected: u64,
     last_delivery: Option<Instant>,
     latencies: HashMap<Kind, Vec<Duration>>,
+    /// What the progress is measured from: the start of the run, or the first publish if
+    /// that came earlier.
+    origin: Option<Instant>,
+    /// Payload bytes delivered over time since `origin` (bounded).
+    timeline: Timeline,
 }
 
 impl Tracker {
     fn publish(&mut self, id: ArtifactId, origin: usize, kind: Kind, size: u64, at: Instant) {
+        self.origin.get_or_insert(at);
         let mut got = vec![false; self.nodes];
         got[origin] = true;
         if self
@@ -384,6 +402,10 @@ impl Tracker {
         self.delivered_pairs += 1;
         self.delivered_bytes += size;
         self.last_delivery = Some(now);
+        let since = self
+            .origin
+            .map_or(Duration::ZERO, |o| now.saturating_duration_since(o));
+        self.timeline.add(since, size);
         self.latencies
             .entry(p.kind)
             .or_default()
@@ -504,6 +526,9 @@ pub struct Report {
     pub latency: Vec<LatencyStats>,
     /// What is missing, artifact by artifact, in publishing order.
     pub missing: Vec<Missing>,
+    /// What the run's pictures are drawn from (bounded; see [`crate::plot`]). It has no
+    /// bounds: the caller adds those it knows.
+    pub plot: PlotData,
 }
 
 impl Report {
@@ -996,7 +1021,9 @@ impl LocalSubnet {
         let to_publish = plan.len();
         let payload_bytes = Workload::payload_bytes(&plan);
         let before = self.counters();
+        let bytes_before = self.node_bytes();
         let start = Instant::now();
+        lock(&self.tracker).origin.get_or_insert(start);
         let published = Arc::new(AtomicUsize::new(0));
         let mut publisher = Some(self.spawn_publisher(plan, start, Arc::clone(&published)));
         let expected = to_publish as u64 * (self.handles.len() as u64 - 1);
@@ -1027,12 +1054,21 @@ impl LocalSubnet {
         }
         let elapsed = start.elapsed();
         let counters = self.counters().since(&before);
+        let node_bytes = self
+            .node_bytes()
+            .iter()
+            .zip(&bytes_before)
+            .map(|(now, then)| NodeBytes {
+                written: now.written.saturating_sub(then.written),
+                read: now.read.saturating_sub(then.read),
+            })
+            .collect();
         Ok(self.report(
             workload,
             (to_publish, payload_bytes),
             start,
             elapsed,
-            counters,
+            (counters, node_bytes),
         ))
     }
 
@@ -1070,15 +1106,27 @@ impl LocalSubnet {
             })
     }
 
+    /// Socket bytes each node wrote and read so far.
+    fn node_bytes(&self) -> Vec<NodeBytes> {
+        self.metrics()
+            .iter()
+            .map(|m| NodeBytes {
+                written: m.bytes_written,
+                read: m.bytes_read,
+            })
+            .collect()
+    }
+
     /// The report of a run of `workload` that published `artifacts` (with `payload_bytes`)
-    /// from `start` on and lasted `elapsed`; `counters` are the nodes' during the run.
+    /// from `start` on and lasted `elapsed`; `counters` are the nodes' during the run, summed
+    /// and per node.
     fn report(
         &self,
         workload: &Workload,
         (artifacts, payload_bytes): (usize, u64),
         start: Instant,
         elapsed: Duration,
-        counters: Counters,
+        (counters, node_bytes): (Counters, Vec<NodeBytes>),
     ) -> Report {
         let t = lock(&self.tracker);
         let complete = t.complete() && t.published.len() == artifacts;
@@ -1087,6 +1135,7 @@ impl LocalSubnet {
                 .map_or(Duration::ZERO, |l| l.saturating_duration_since(start))
         });
         let mut latency = Vec::new();
+        let mut cdfs = Vec::new();
         for (kind, priority) in [(SMALL_KIND, Priority::URGENT), (LARGE_KIND, Priority::BULK)] {
             let mut v = t.latencies.get(&kind).cloned().unwrap_or_default();
             let count = t.published.values().filter(|p| p.kind == kind).count();
@@ -1094,6 +1143,9 @@ impl LocalSubnet {
                 continue;
             }
             v.sort_unstable();
+            cdfs.push(ClassCdf::from_sorted(class_name(kind), &v, |d| {
+                d.as_secs_f64() * 1e3
+            }));
             latency.push(LatencyStats {
                 kind,
                 priority,
@@ -1138,6 +1190,13 @@ impl LocalSubnet {
             retries: counters.retries,
             latency,
             missing,
+            plot: PlotData {
+                latency: cdfs,
+                progress: t.timeline.clone(),
+                expected_bytes: payload_bytes * (t.nodes as u64).saturating_sub(1),
+                bounds: Vec::new(),
+                nodes: node_bytes,
+            },
         }
     }
 
@@ -1286,6 +1345,20 @@ mod tests {
             t.latencies[&SMALL_KIND],
             vec![Duration::from_millis(3), Duration::from_millis(5)]
         );
+        // Progress counts first deliveries only, from the first publish, in 1 ms bins.
+        assert_eq!(t.timeline.total(), 2);
+        assert_eq!(
+            t.timeline.cumulative(),
+            vec![
+                (0.0, 0),
+                (0.001, 0),
+                (0.002, 0),
+                (0.003, 0),
+                (0.004, 1),
+                (0.005, 1),
+                (0.006, 2)
+            ]
+        );
     }
 
     #[test]
@@ -1317,6 +1390,7 @@ mod tests {
             duplicate_receipts: 0,
             retries: 0,
             latency: vec![],
+            plot: PlotData::default(),
             missing: vec![Missing {
                 id,
                 kind: LARGE_KIND,

@@ -1,5 +1,5 @@
 //! The p2p-bench binary end to end: a quick run writes complete JSON results that `compare`
-//! reads back, and bad input is refused with a clear message.
+//! reads back and the pictures of its workloads, and bad input is refused with a clear message.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -24,7 +24,17 @@ fn text(out: &Output) -> String {
 fn quick_run_delivers_everything_and_compare_reads_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let out = bench(
-        &["--quick", "--only", "W1,W2,limits", "--out", "r/a.json"],
+        &[
+            "--quick",
+            "--only",
+            "W1,W2,limits",
+            "--out",
+            "r/a.json",
+            "--report",
+            "pics",
+            "--bound",
+            "W2=0.5",
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -46,6 +56,7 @@ fn quick_run_delivers_everything_and_compare_reads_its_results() {
     assert!(json["limits"]["tls_bytes_per_s"].as_f64().unwrap() > 0.0);
     assert!(json["machine"]["cores"].as_u64().unwrap() > 0);
     assert!(text(&out).contains("[met   ] no artifact missing or delivered twice"));
+    pictures_are_written(&dir.path().join("pics"));
 
     let cmp = bench(&["compare", "r/a.json", "r/a.json"], dir.path());
     assert!(cmp.status.success(), "{}", text(&cmp));
@@ -55,6 +66,41 @@ fn quick_run_delivers_everything_and_compare_reads_its_results() {
         .find(|l| l.starts_with("W2.amplification"))
         .unwrap_or_else(|| panic!("{cmp}"));
     assert!(line.contains("1.000  same"), "{line}");
+}
+
+/// The pictures of the quick W1 and W2 with `--report`: the page and three SVGs each, every one
+/// well-formed and showing its series.
+fn pictures_are_written(dir: &Path) {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(text.len() > 2_000, "{name} is {} bytes", text.len());
+        text
+    };
+    let page = read("report.html");
+    for w in ["W1", "W2"] {
+        for part in ["latency", "progress", "traffic"] {
+            let name = format!("{w}-{part}.svg");
+            let svg = read(&name);
+            roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(page.contains(&svg), "{name} is inline in the page");
+        }
+    }
+    assert!(read("W1-latency.svg").contains("urgent (600 deliveries)"));
+    assert!(read("W2-latency.svg").contains("bulk (12 deliveries)"));
+    let progress = read("W2-progress.svg");
+    for label in [
+        "expected total (12.6 MB)",
+        "link bound (0.500 s)",
+        "CPU bound: rustls on",
+    ] {
+        assert!(progress.contains(label), "{label}");
+    }
+    assert!(
+        !read("W1-progress.svg").contains("link bound"),
+        "W2's bound only"
+    );
 }
 
 #[test]
@@ -96,6 +142,8 @@ fn a_partial_mesh_delivers_everything_through_relays() {
             "2",
             "--out",
             "m.json",
+            "--report",
+            "pics",
         ],
         dir.path(),
     );
@@ -111,4 +159,21 @@ fn a_partial_mesh_delivers_everything_through_relays() {
     assert_eq!(w["missing"], 0, "{w}");
     assert_eq!(w["duplicates"], 0, "{w}");
     assert!(w["full_delivery_s"].as_f64().is_some(), "{w}");
+    // The pictures of a process-per-node run: the deliveries the node processes reported,
+    // and every node's socket bytes both ways.
+    let pics = dir.path().join("pics");
+    let latency = std::fs::read_to_string(pics.join("mesh-latency.svg")).unwrap();
+    assert!(latency.contains("urgent (84 deliveries)"), "{latency}");
+    assert!(latency.contains("bulk (12 deliveries)"), "{latency}");
+    let traffic = std::fs::read_to_string(pics.join("mesh-traffic.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&traffic).unwrap();
+    for (fill, what) in [("#D62728", "written"), ("#1F77B4", "read")] {
+        let heights: Vec<f64> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some(fill))
+            .map(|n| n.attribute("height").unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(heights.len(), 8, "{what}: 7 nodes and the legend's mark");
+        assert!(heights.iter().all(|&h| h > 0.0), "{what}: {heights:?}");
+    }
 }

@@ -4,10 +4,12 @@
 //! [`p2p_bench::subnet`]; this module only parses flags and prints.
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use p2p_bench::subnet::{LocalSubnet, Workload, workload_priority_fn};
+use p2p_bench::plot::{self, Section};
+use p2p_bench::subnet::{LocalSubnet, Report, Workload, workload_priority_fn};
 
 use crate::{EXIT_CONFIG, EXIT_FAILURE, fail, init_logs};
 
@@ -41,6 +43,11 @@ pub struct DemoArgs {
     /// Seconds allowed for full delivery; the demo fails (exit 1) past it.
     #[arg(long, default_value_t = 60.0, value_parser = parse_secs)]
     timeout: f64,
+    /// Also draw the run's pictures into DIR: `report.html` (self-contained) and
+    /// `demo-latency.svg`, `demo-progress.svg`, `demo-traffic.svg` (latency distribution per
+    /// class, delivery progress against the expected total, socket bytes per node).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -144,6 +151,12 @@ async fn demo(args: &DemoArgs, workload: Workload) -> u8 {
         Ok(report) => {
             println!();
             print!("{report}");
+            if let Some(dir) = &args.report {
+                match pictures(dir, &report) {
+                    Ok(page) => println!("\npictures: {}", page.display()),
+                    Err(e) => return fail(EXIT_FAILURE, e),
+                }
+            }
             if report.is_complete() && report.duplicate_deliveries == 0 {
                 0
             } else {
@@ -161,6 +174,31 @@ async fn demo(args: &DemoArgs, workload: Workload) -> u8 {
         }
         Err(e) => fail(EXIT_FAILURE, e),
     }
+}
+
+/// Draws the pictures of the demo's run into `dir`; returns the page's path.
+fn pictures(dir: &Path, report: &Report) -> Result<PathBuf, plot::PlotError> {
+    let text = report.to_string();
+    // The report's lines but its heading, above the pictures.
+    let lines: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let w = &report.workload;
+    let title = format!(
+        "p2p-node demo: {} nodes, {} small + {} large artifacts, seed {}",
+        report.nodes, w.small, w.large, w.seed
+    );
+    let section = Section {
+        name: "demo",
+        title: &title,
+        summary: &lines,
+        data: &report.plot,
+    };
+    let written = plot::write_report(dir, "p2p-node demo", &[], &[section])?;
+    Ok(written[0].clone())
 }
 
 #[cfg(test)]

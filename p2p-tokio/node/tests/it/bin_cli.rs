@@ -311,6 +311,8 @@ fn missing_config_file_is_a_config_error() {
 
 #[test]
 fn demo_on_four_nodes_delivers_everything_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pics = dir.path().join("pics");
     let out = run(
         &[
             "demo",
@@ -326,6 +328,8 @@ fn demo_on_four_nodes_delivers_everything_and_reports_it() {
             "0.5",
             "--timeout",
             "60",
+            "--report",
+            pics.to_str().unwrap(),
         ],
         Duration::from_secs(120),
     );
@@ -354,6 +358,20 @@ fn demo_on_four_nodes_delivers_everything_and_reports_it() {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }
     assert!(!stdout.contains("missing:"), "{stdout}");
+    // The pictures: the page with the three SVGs inline, each also a file.
+    let page = std::fs::read_to_string(pics.join("report.html")).unwrap();
+    for part in ["latency", "progress", "traffic"] {
+        let svg = std::fs::read_to_string(pics.join(format!("demo-{part}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.len() > 2_000,
+            "{part}: {svg}"
+        );
+        assert!(page.contains(&svg), "{part} is inline in the page");
+    }
+    let latency = std::fs::read_to_string(pics.join("demo-latency.svg")).unwrap();
+    for class in ["urgent (120 deliveries)", "bulk (6 deliveries)"] {
+        assert!(latency.contains(class), "{class} in {latency}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod limits;
 mod machine;
 mod micro;
+mod pictures;
 mod process;
 mod results;
 mod workloads;
@@ -95,6 +96,17 @@ struct Cli {
     /// Implies `--process-per-node`. `cargo xtask testbed` sets the namespaces up.
     #[arg(long, value_delimiter = ',')]
     netns: Vec<process::Placement>,
+    /// Also draw the run's pictures into DIR: `report.html` (self-contained, every workload)
+    /// and `<workload>-latency.svg`, `-progress.svg`, `-traffic.svg` (latency distribution per
+    /// class, delivery progress against the expected total and the known bounds, socket bytes
+    /// per node).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// A lower bound of a workload's time to full delivery, drawn on its progress picture as
+    /// the link bound (repeatable): `NAME=SECONDS`. `cargo xtask testbed` passes its physical
+    /// bound.
+    #[arg(long, value_name = "NAME=SECONDS")]
+    bound: Vec<pictures::GivenBound>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -318,6 +330,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     print!("{}", results::table(&results));
     results.write(&cli.out)?;
     println!("\nwritten to {}", cli.out.display());
+    if let Some(dir) = &cli.report {
+        let written = pictures::write(&results, dir, &cli.bound)?;
+        println!("pictures: {}", written[0].display());
+    }
     if results.lost_or_duplicated() {
         eprintln!("p2p-bench: an artifact was missing or delivered twice (see the table)");
         return Ok(ExitCode::FAILURE);

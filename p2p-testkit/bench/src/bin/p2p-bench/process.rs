@@ -31,13 +31,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use p2p_bench::subnet::{SMALL_KIND, Workload, workload_priority_fn};
+use p2p_bench::plot::{ClassCdf, NodeBytes, PlotData, Timeline};
+use p2p_bench::subnet::{Workload, class_name, workload_priority_fn};
 use p2p_core::{ArtifactId, Kind, NodeId};
 use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry, TopologyView};
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
-use crate::workloads::{Latency, Outcome, Spec, Tuning, class_of};
+use crate::workloads::{Latency, Outcome, Spec, Tuning};
 
 /// What one node process reports at the end of a workload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -52,6 +53,9 @@ pub struct NodeResult {
     pub unexpected: u64,
     /// Bytes its node wrote to sockets during the workload.
     pub wire_bytes: u64,
+    /// Bytes its node read from sockets during the workload.
+    #[serde(default)]
+    pub wire_read: u64,
     /// CPU time of the process during the workload, ns.
     pub cpu_ns: u64,
     /// Peak RSS of the process, bytes.
@@ -344,6 +348,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
     let mut delivered = 0u64;
     let mut delivered_bytes = 0u64;
     let mut lat: HashMap<Kind, Vec<u64>> = HashMap::new();
+    let mut timeline = Timeline::default();
     for r in results {
         for &(t, at) in &r.delivered {
             let (Some(&(_, kind, size)), Some(&p)) = (info.get(&t), published.get(&t)) else {
@@ -353,6 +358,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
             delivered_bytes += size;
             last = last.max(at);
             lat.entry(kind).or_default().push(at.saturating_sub(p));
+            timeline.add(Duration::from_nanos(at.saturating_sub(first)), size);
         }
     }
     let expected = info.len() as u64 * (n as u64 - 1);
@@ -361,16 +367,23 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
     let secs = if complete { full } else { elapsed }.as_secs_f64();
     let wire: u64 = results.iter().map(|r| r.wire_bytes).sum();
     let payload: u64 = info.values().map(|i| i.2).sum();
-    let mut latency: Vec<Latency> = lat
+    // By kind: the small (urgent) one first, as in-process.
+    let mut classes: Vec<(Kind, Vec<u64>)> = lat.into_iter().collect();
+    classes.sort_by_key(|(kind, _)| kind.0);
+    let mut cdfs = Vec::with_capacity(classes.len());
+    let latency: Vec<Latency> = classes
         .into_iter()
         .map(|(kind, mut v)| {
             v.sort_unstable();
+            cdfs.push(ClassCdf::from_sorted(class_name(kind), &v, |ns| {
+                ns as f64 / 1e6
+            }));
             let pct = |q: f64| {
                 let rank = (q * v.len() as f64).ceil() as usize;
                 v[rank.clamp(1, v.len()) - 1] as f64 / 1e6
             };
             Latency {
-                class: class_of(kind).into(),
+                class: class_name(kind).into(),
                 deliveries: v.len(),
                 p50_ms: pct(0.5),
                 p99_ms: pct(0.99),
@@ -378,7 +391,6 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
             }
         })
         .collect();
-    latency.sort_by_key(|l| l.class != class_of(SMALL_KIND));
     Outcome {
         name: spec.name.clone(),
         title: spec.title.clone(),
@@ -407,6 +419,19 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         duplicate_receipts: results.iter().map(|r| r.duplicate_receipts).sum(),
         retries: results.iter().map(|r| r.retries).sum(),
         latency,
+        plot: PlotData {
+            latency: cdfs,
+            progress: timeline,
+            expected_bytes: payload * (n as u64).saturating_sub(1),
+            bounds: Vec::new(),
+            nodes: results
+                .iter()
+                .map(|r| NodeBytes {
+                    written: r.wire_bytes,
+                    read: r.wire_read,
+                })
+                .collect(),
+        },
     }
 }
 
@@ -470,7 +495,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut record: Option<Record> = None;
     let mut published: Vec<(u64, u64)> = Vec::new();
     let mut ids: HashMap<u64, ArtifactId> = HashMap::new();
-    let mut before = (Duration::ZERO, 0u64, false, (0u64, 0u64));
+    let mut before = (Duration::ZERO, (0u64, 0u64), false, (0u64, 0u64));
     let mut said_done = false;
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     loop {
@@ -529,7 +554,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                         let reset = machine::reset_peak_rss();
                         before = (
                             machine::cpu_time("self").unwrap_or_default(),
-                            m.bytes_written,
+                            (m.bytes_written, m.bytes_read),
                             reset,
                             (m.core.retries, m.core.duplicates),
                         );
@@ -569,7 +594,8 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                             delivered: r.delivered,
                             duplicates: r.duplicates,
                             unexpected: r.unexpected,
-                            wire_bytes: m.bytes_written.saturating_sub(before.1),
+                            wire_bytes: m.bytes_written.saturating_sub(before.1.0),
+                            wire_read: m.bytes_read.saturating_sub(before.1.1),
                             cpu_ns: machine::cpu_time("self")
                                 .unwrap_or_default()
                                 .saturating_sub(before.0)

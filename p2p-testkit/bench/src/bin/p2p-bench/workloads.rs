@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use p2p_bench::subnet::{
-    LARGE_KIND, LocalSubnet, Report, SMALL_KIND, Workload, workload_priority_fn,
-};
+use p2p_bench::plot::PlotData;
+use p2p_bench::subnet::{LocalSubnet, Report, Workload, class_name, workload_priority_fn};
 use p2p_tokio::NodeConfig;
 use p2p_transport::topology::Topology;
 use serde::{Deserialize, Serialize};
@@ -359,6 +358,9 @@ pub struct Outcome {
     pub retries: u64,
     /// Latency per class.
     pub latency: Vec<Latency>,
+    /// What the run's pictures are drawn from (`--report`); not in the JSON.
+    #[serde(skip)]
+    pub plot: PlotData,
 }
 
 impl Outcome {
@@ -397,13 +399,14 @@ impl Outcome {
                 .latency
                 .iter()
                 .map(|l| Latency {
-                    class: class_of(l.kind).into(),
+                    class: class_name(l.kind).into(),
                     deliveries: l.deliveries,
                     p50_ms: ms(l.p50),
                     p99_ms: ms(l.p99),
                     max_ms: ms(l.max),
                 })
                 .collect(),
+            plot: r.plot.clone(),
         }
     }
 }
@@ -418,15 +421,6 @@ pub fn largest(w: &Workload) -> u64 {
 /// [`node_rss_bound`] if `w` has large artifacts, else 0.
 pub fn node_rss_bound_of(w: &Workload) -> u64 {
     if w.large > 0 { node_rss_bound(w) } else { 0 }
-}
-
-/// The class name of a workload kind.
-pub fn class_of(kind: p2p_core::Kind) -> &'static str {
-    match kind {
-        SMALL_KIND => "urgent",
-        LARGE_KIND => "bulk",
-        _ => "other",
-    }
 }
 
 /// The largest W5 artifact, and so every benchmark node's `max_artifact_size`.
