@@ -526,7 +526,11 @@ fn a_write_slower_than_the_keepalive_interval_keeps_the_timer_ahead() {
         let timer = tx.poll_timeout();
         assert!(timer > now, "timer {timer:?} not ahead of {now:?}");
         now = now + Duration::from_millis(700);
-        assert_eq!(tx.handle_timeout(now), Ok(false), "no keepalive behind data");
+        assert_eq!(
+            tx.handle_timeout(now),
+            Ok(false),
+            "no keepalive behind data"
+        );
         tx.handle_written(now, 1024);
         assert_eq!(tx.poll_timeout(), now + Duration::from_secs(10));
     }
