@@ -549,15 +549,16 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         origins: 1,
         spread_ms: 0,
     };
-    let urgent = |bulk_per_node: usize| Shape {
-        nodes: 13,
+    let urgent_n = |nodes: usize, bulk_per_node: usize| Shape {
+        nodes,
         small: 400,
         small_size: 256,
-        large: 13 * bulk_per_node,
+        large: nodes * bulk_per_node,
         large_size: MIB,
-        origins: 13,
+        origins: nodes,
         spread_ms: 4_000,
     };
+    let urgent = |bulk_per_node: usize| urgent_n(13, bulk_per_node);
     let run = |name: &str, shape: Shape, mbit: u64, slow: usize| RunSpec {
         name: name.into(),
         shape,
@@ -587,6 +588,9 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         run("W4-bulk-300", urgent(12), 300, 0),
         run("W4-idle-100", urgent(0), 100, 0),
         run("W4-bulk-100", urgent(4), 100, 0),
+        // Five nodes, each link as loaded as above (4 peers x 12 MiB), a third of the CPU.
+        run("W4-idle-100-n5", urgent_n(5, 0), 100, 0),
+        run("W4-bulk-100-n5", urgent_n(5, 12), 100, 0),
         run("W3-scale-16", scale(16), 50, 0),
         // The partial mesh: every node connected to about 4 others, relaying.
         partial("mesh4-W2-1MiB", blocks(50, MIB), 300, 4),
@@ -1002,7 +1006,8 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             .find(|(s, _)| s.name == format!("W4-idle{rest}"));
         if let (Some((_, i)), Some((_, b))) = (idle.and_then(|(_, m)| m.urgent), m.urgent) {
             println!(
-                "urgent p99 at {} Mbit/s: {b:.1} ms with bulk vs {i:.1} ms idle = {:.1}x (target <= 3x)",
+                "urgent p99 of {} at {} Mbit/s: {b:.1} ms with bulk vs {i:.1} ms idle = {:.1}x (target <= 3x)",
+                spec.name,
                 spec.rate_bps / MBIT,
                 b / i.max(1e-3)
             );
