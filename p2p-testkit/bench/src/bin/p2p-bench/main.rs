@@ -46,14 +46,9 @@ struct Cli {
     /// nodes in this process.
     #[arg(long)]
     process_per_node: bool,
-    /// SO_SNDBUF and SO_RCVBUF of every node's connections, bytes (default: the OS's, which
-    /// autotunes up to megabytes on loopback).
-    #[arg(long)]
-    socket_buffer: Option<usize>,
-    /// The subnet's chunk size in bytes (default 128 KiB): artifacts larger than it swarm in
-    /// chunks, smaller ones travel whole.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(4096..))]
-    chunk_size: Option<u32>,
+    /// The nodes' settings.
+    #[command(flatten)]
+    tuning: TuningArgs,
     /// W5's nodes (a process each).
     #[arg(long, default_value_t = workloads::W5_DEFAULT.0 as u64, value_parser = clap::value_parser!(u64).range(2..=64))]
     w5_nodes: u64,
@@ -64,25 +59,6 @@ struct Cli {
     /// `max_artifact_size`).
     #[arg(long, default_value_t = workloads::W5_DEFAULT.2 as u64, value_parser = clap::value_parser!(u64).range(16..=workloads::MAX_ARTIFACT_SIZE))]
     w5_block_size: u64,
-    /// TCP_NOTSENT_LOWAT of every node's connections, bytes (default: the node's, 128 KiB;
-    /// 0 turns it off).
-    #[arg(long)]
-    notsent_lowat: Option<u32>,
-    /// Bytes every node's writers take from the multiplexer per socket write (default: the
-    /// node's, 64 KiB).
-    #[arg(long)]
-    write_chunk: Option<usize>,
-    /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
-    #[arg(long)]
-    swarm_patience_ms: Option<u64>,
-    /// Every node connects to about K others (the topology's degree, at least 2; see
-    /// `p2p_transport::topology`) and relays what it receives (default: a full mesh).
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
-    peers: Option<u64>,
-    /// Turn the nodes' express lanes off: control and urgent messages share each peer's one
-    /// connection with the bulk.
-    #[arg(long)]
-    no_express: bool,
     /// Run only these parts, comma-separated: limits, micro, W1, W2, W3, W4, W5.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
@@ -107,6 +83,53 @@ struct Cli {
     /// bound.
     #[arg(long, value_name = "NAME=SECONDS")]
     bound: Vec<pictures::GivenBound>,
+}
+
+/// The nodes' settings a run may change, given to the benchmark and passed on to each node
+/// process as the same flags ([`process::node_args`]).
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct TuningArgs {
+    /// SO_SNDBUF and SO_RCVBUF of every node's connections, bytes (default: the OS's, which
+    /// autotunes up to megabytes on loopback).
+    #[arg(long)]
+    socket_buffer: Option<usize>,
+    /// The subnet's chunk size in bytes (default 128 KiB): artifacts larger than it swarm in
+    /// chunks, smaller ones travel whole.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4096..))]
+    chunk_size: Option<u32>,
+    /// TCP_NOTSENT_LOWAT of every node's connections, bytes (default: the node's, 128 KiB;
+    /// 0 turns it off).
+    #[arg(long)]
+    notsent_lowat: Option<u32>,
+    /// Bytes every node's writers take from the multiplexer per socket write (default: the
+    /// node's, 64 KiB).
+    #[arg(long)]
+    write_chunk: Option<usize>,
+    /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
+    #[arg(long)]
+    swarm_patience_ms: Option<u64>,
+    /// Every node connects to about K others (the topology's degree, at least 2; see
+    /// `p2p_transport::topology`) and relays what it receives (default: a full mesh).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
+    peers: Option<u64>,
+    /// Turn the nodes' express lanes off: control and urgent messages share each peer's one
+    /// connection with the bulk.
+    #[arg(long)]
+    no_express: bool,
+}
+
+impl TuningArgs {
+    fn tuning(&self) -> Tuning {
+        Tuning {
+            socket_buffer: self.socket_buffer,
+            chunk_size: self.chunk_size,
+            notsent_lowat: self.notsent_lowat,
+            write_chunk: self.write_chunk,
+            swarm_patience_ms: self.swarm_patience_ms,
+            peers: self.peers.map(|k| k as usize),
+            no_express: self.no_express,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -140,27 +163,9 @@ enum Cmd {
         /// The address the node listens on (port chosen by the OS).
         #[arg(long, default_value = "127.0.0.1")]
         listen: std::net::IpAddr,
-        /// SO_SNDBUF/SO_RCVBUF of the node's connections.
-        #[arg(long)]
-        socket_buffer: Option<usize>,
-        /// The subnet's chunk size.
-        #[arg(long)]
-        chunk_size: Option<u32>,
-        /// TCP_NOTSENT_LOWAT of the node's connections (0: off).
-        #[arg(long)]
-        notsent_lowat: Option<u32>,
-        /// Bytes the node's writers take from the multiplexer per socket write.
-        #[arg(long)]
-        write_chunk: Option<usize>,
-        /// The core's `swarm_patience`, ms.
-        #[arg(long)]
-        swarm_patience_ms: Option<u64>,
-        /// The topology's degree (relaying on); absent: a full mesh.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
-        peers: Option<u64>,
-        /// Express lanes off.
-        #[arg(long)]
-        no_express: bool,
+        /// The node's settings.
+        #[command(flatten)]
+        tuning: TuningArgs,
     },
 }
 
@@ -173,10 +178,9 @@ fn main() -> ExitCode {
                 print!("{}", results::compare(&a, &b));
                 ExitCode::SUCCESS
             }),
-        Some(node @ Cmd::Node { .. }) => node_settings(node)
-            .ok_or_else(|| "not the node command".to_owned())
-            .and_then(|(listen, tuning)| process::node_main(listen, tuning))
-            .map(|()| ExitCode::SUCCESS),
+        Some(Cmd::Node { listen, tuning }) => {
+            process::node_main(*listen, tuning.tuning()).map(|()| ExitCode::SUCCESS)
+        }
         None => run(&cli),
     };
     match result {
@@ -185,47 +189,6 @@ fn main() -> ExitCode {
             eprintln!("p2p-bench: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The `node` command's listening address and settings.
-fn node_settings(cmd: &Cmd) -> Option<(std::net::IpAddr, Tuning)> {
-    match cmd {
-        Cmd::Node {
-            listen,
-            socket_buffer,
-            chunk_size,
-            notsent_lowat,
-            write_chunk,
-            swarm_patience_ms,
-            peers,
-            no_express,
-        } => Some((
-            *listen,
-            Tuning {
-                socket_buffer: *socket_buffer,
-                chunk_size: *chunk_size,
-                notsent_lowat: *notsent_lowat,
-                write_chunk: *write_chunk,
-                swarm_patience_ms: *swarm_patience_ms,
-                peers: peers.map(|k| k as usize),
-                no_express: *no_express,
-            },
-        )),
-        Cmd::Compare { .. } => None,
-    }
-}
-
-/// The nodes' settings given on the command line.
-fn tuning(cli: &Cli) -> Tuning {
-    Tuning {
-        socket_buffer: cli.socket_buffer,
-        chunk_size: cli.chunk_size,
-        notsent_lowat: cli.notsent_lowat,
-        write_chunk: cli.write_chunk,
-        swarm_patience_ms: cli.swarm_patience_ms,
-        peers: cli.peers.map(|k| k as usize),
-        no_express: cli.no_express,
     }
 }
 
@@ -261,7 +224,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     } else {
         None
     };
-    let tuning = tuning(cli);
+    let tuning = cli.tuning.tuning();
     let sizes = Sizes {
         quick,
         block_size: cli.block_size as usize,
@@ -349,24 +312,36 @@ mod tests {
 
     #[test]
     fn peers_reach_every_node_process_and_its_config() {
-        let cli =
-            Cli::try_parse_from(["p2p-bench", "--peers", "4", "--write-chunk", "16384"]).unwrap();
-        let tuning = tuning(&cli);
+        let cli = Cli::try_parse_from([
+            "p2p-bench",
+            "--peers",
+            "4",
+            "--write-chunk",
+            "16384",
+            "--no-express",
+        ])
+        .unwrap();
+        let tuning = cli.tuning.tuning();
         assert_eq!(tuning.peers, Some(4));
+        assert!(tuning.no_express);
         // What the parent hands each node process parses back to the same settings.
         let addr: std::net::IpAddr = "10.99.0.3".parse().unwrap();
         let mut argv = vec!["p2p-bench".to_owned()];
         argv.extend(process::node_args(Some(addr), tuning));
         let node = Cli::try_parse_from(argv).unwrap().command.unwrap();
-        assert_eq!(node_settings(&node), Some((addr, tuning)));
+        let Cmd::Node { listen, tuning: t } = node else {
+            panic!("not the node command");
+        };
+        assert_eq!((listen, t.tuning()), (addr, tuning));
         let identity = NodeIdentity::generate().unwrap();
         let mut cfg = NodeConfig::new(identity, std::net::SocketAddr::new(addr, 0));
         workloads::tune(&mut cfg, tuning);
         assert_eq!(cfg.topology, Topology::Degree(4));
+        assert!(!cfg.express.enabled);
         assert!(cfg.core.auto_relay, "a partial mesh relays");
         cfg.validate().expect("a node of a partial mesh can start");
         // Without --peers: a full mesh, not relaying, and no --peers for the nodes.
-        let full = super::tuning(&Cli::try_parse_from(["p2p-bench"]).unwrap());
+        let full = Cli::try_parse_from(["p2p-bench"]).unwrap().tuning.tuning();
         assert_eq!(full.peers, None);
         assert!(!process::node_args(None, full).contains(&"--peers".to_owned()));
         let mut cfg = NodeConfig::new(
