@@ -486,6 +486,8 @@ pub struct RunSpec {
     /// The topology's degree: each node connects to about this many others and relays
     /// (p2p-bench's and the simulator's `--peers`; `None`: a full mesh).
     pub peers: Option<usize>,
+    /// Links that serve DSCP EF first ([`Shaping::prio`]), whatever `--prio-links` says.
+    pub prio: bool,
 }
 
 impl RunSpec {
@@ -511,9 +513,14 @@ impl RunSpec {
 
     /// The topology, for the report.
     fn mesh(&self) -> String {
-        self.peers.map_or("full mesh".into(), |k| {
+        let mesh = self.peers.map_or("full mesh".into(), |k| {
             format!("partial mesh of degree {k}, relaying")
-        })
+        });
+        if self.prio {
+            format!("{mesh}; links serve DSCP EF first")
+        } else {
+            mesh
+        }
     }
 
     /// The slow nodes' indices.
@@ -565,6 +572,7 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         rate_bps: mbit * MBIT,
         slow,
         peers: None,
+        prio: false,
     };
     let scale = |nodes: usize| Shape {
         nodes,
@@ -575,6 +583,7 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         origins: nodes,
         spread_ms: 4_000,
     };
+    let prio = |r: RunSpec| RunSpec { prio: true, ..r };
     let partial = |name: &str, shape: Shape, mbit: u64, k: usize| RunSpec {
         peers: Some(k),
         ..run(name, shape, mbit, 0)
@@ -591,6 +600,11 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         // Five nodes, each link as loaded as above (4 peers x 12 MiB), a third of the CPU.
         run("W4-idle-100-n5", urgent_n(5, 0), 100, 0),
         run("W4-bulk-100-n5", urgent_n(5, 12), 100, 0),
+        // The same on links that serve the express lanes' DSCP EF first.
+        prio(run("W4-idle-100-prio", urgent(0), 100, 0)),
+        prio(run("W4-bulk-100-prio", urgent(4), 100, 0)),
+        prio(run("W4-idle-100-n5-prio", urgent_n(5, 0), 100, 0)),
+        prio(run("W4-bulk-100-n5-prio", urgent_n(5, 12), 100, 0)),
         run("W3-scale-16", scale(16), 50, 0),
         // The partial mesh: every node connected to about 4 others, relaying.
         partial("mesh4-W2-1MiB", blocks(50, MIB), 300, 4),
@@ -623,6 +637,7 @@ pub fn smoke_run() -> RunSpec {
         rate_bps: 300 * MBIT,
         slow: 1,
         peers: None,
+        prio: false,
     }
 }
 
@@ -868,7 +883,11 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
         spec.shape.describe(),
         spec.mesh()
     );
-    let testbed = Testbed::create(&id, &rates, ctx.shaping, ctx.stop)?;
+    let shaping = Shaping {
+        prio: ctx.shaping.prio || spec.prio,
+        ..ctx.shaping
+    };
+    let testbed = Testbed::create(&id, &rates, shaping, ctx.stop)?;
     if !ctx.netem_reported {
         ctx.netem_reported = true;
         if testbed.netem_available() {
