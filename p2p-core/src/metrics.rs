@@ -108,6 +108,9 @@ declare_metrics! {
     bytes_served: Counter as "artifact_bytes_served",
     /// Chunks of chunked artifacts requested.
     chunks_requested: Counter,
+    /// Chunks of this node's stripe requested together with their artifact's manifest (counted
+    /// in `chunks_requested` too).
+    chunks_prefetched: Counter,
     /// Chunks received (verified or not).
     chunks_received: Counter,
     /// Chunk requests answered with the chunk.

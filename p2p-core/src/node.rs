@@ -190,6 +190,13 @@ impl Node {
         self.release_serving();
         let (downloads, mut cx) = self.split();
         downloads.schedule(&mut cx);
+        let asked = self.downloads.take_manifest_asked();
+        if !asked.is_empty() {
+            let (swarms, mut scx) = self.split_swarms();
+            for a in asked {
+                swarms.prefetch(a, &mut scx);
+            }
+        }
         if self.swarms.len() > 0 {
             let (swarms, mut scx) = self.split_swarms();
             swarms.schedule(&mut scx);

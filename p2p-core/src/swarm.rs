@@ -26,7 +26,7 @@
 
 use crate::chunks::{Assembly, Manifest};
 use crate::config::{Config, Decision};
-use crate::downloads::SwarmStart;
+use crate::downloads::{ManifestAsked, SwarmStart};
 use crate::event::Output;
 use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
 use crate::message::{ChunkRange, Message, RequestId};
@@ -386,7 +386,7 @@ impl Swarms {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut swarm = Swarm {
-            stripes: Stripes::new(&manifest, &full, cx),
+            stripes: Stripes::new(&manifest.id(), &full, cx),
             interested: interested.into_iter().collect(),
             parts: Assembly::new(&manifest),
             whole: None,
@@ -427,7 +427,35 @@ impl Swarms {
         }
         self.table.insert(id, swarm);
         self.waiting.insert(key);
+        self.adopt_prefetched(id, cx.sink);
         self.activate(cx);
+    }
+
+    /// Records the requests [`Swarms::prefetch`] sent for `id` in its swarm that just started;
+    /// one for a chunk the manifest does not have (the advert's size was wrong) or already
+    /// asked for ends and is cancelled on the wire.
+    fn adopt_prefetched(&mut self, id: ArtifactId, sink: &mut Sink) {
+        let mut early: SmallVec<[(RequestId, u32, bool); 8]> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.id == id)
+            .map(|(req_id, r)| (*req_id, r.index, r.deadline.is_some()))
+            .collect();
+        if early.is_empty() {
+            return;
+        }
+        early.sort_unstable();
+        let s = self.table.get_mut(&id).expect("swarm exists");
+        let mut stray: SmallVec<[RequestId; 4]> = SmallVec::new();
+        for (req_id, index, live) in early {
+            match s.asked.get_mut(index as usize) {
+                // A timed-out one stays awaited, as any timed-out request.
+                Some(_) if !live => {}
+                Some(slot @ None) => *slot = Some(req_id),
+                _ => stray.push(req_id),
+            }
+        }
+        self.cancel_requests(&stray, sink);
     }
 
     /// Activates waiting swarms while their sizes fit the budget.
@@ -569,9 +597,10 @@ impl Swarms {
             *n = n.saturating_sub(1);
         }
         if let Some(s) = self.table.get_mut(&req.id)
-            && s.asked[req.index as usize] == Some(req_id)
+            && let Some(asked @ Some(_)) = s.asked.get_mut(req.index as usize)
+            && *asked == Some(req_id)
         {
-            s.asked[req.index as usize] = None;
+            *asked = None;
             s.dirty = true;
         }
         Some(req)
@@ -599,8 +628,10 @@ impl Swarms {
             let waited = now.saturating_since(req.sent).as_nanos() as u64;
             note_pace(&mut self.pace, peer, waited);
             if let Some(s) = self.table.get_mut(&id) {
-                if s.asked[index as usize] == Some(req_id) {
-                    s.asked[index as usize] = None;
+                if let Some(asked) = s.asked.get_mut(index as usize)
+                    && *asked == Some(req_id)
+                {
+                    *asked = None;
                 }
                 if let Some((_, bits)) = s.partial.iter_mut().find(|(p, _)| *p == peer)
                     && bits.clear(index)
@@ -711,7 +742,10 @@ impl Swarms {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         };
-        if s.parts.has(index) || s.checking.iter().any(|c| c.0 == index) {
+        if index >= s.manifest.count()
+            || s.parts.has(index)
+            || s.checking.iter().any(|c| c.0 == index)
+        {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         }
@@ -1041,11 +1075,25 @@ impl Swarms {
         priority: Priority,
         cx: &mut SwarmCx,
     ) {
-        let req_id = CHUNK_REQ_BIT | self.next_req;
-        self.next_req += 1;
+        let s = self.table.get_mut(&id).expect("swarm exists");
+        let len = s.manifest.chunk_len(index);
+        let req_id = self.send_request((id, index, len), peer, priority, cx);
         let s = self.table.get_mut(&id).expect("swarm exists");
         s.asked[index as usize] = Some(req_id);
-        let deadline = cx.now + cx.cfg.request_timeout(s.manifest.chunk_len(index));
+    }
+
+    /// Sends a chunk request for chunk `index` (of `len` bytes) of `id` to `peer` and counts it
+    /// in the limits; the caller records it in its swarm.
+    fn send_request(
+        &mut self,
+        (id, index, len): (ArtifactId, u32, u64),
+        peer: NodeId,
+        priority: Priority,
+        cx: &mut SwarmCx,
+    ) -> RequestId {
+        let req_id = CHUNK_REQ_BIT | self.next_req;
+        self.next_req += 1;
+        let deadline = cx.now + cx.cfg.request_timeout(len);
         self.reqs.insert(
             req_id,
             ChunkReq {
@@ -1068,6 +1116,63 @@ impl Swarms {
             priority,
         };
         cx.sink.send(peer, msg, Class::Control);
+        req_id
+    }
+
+    /// Asks `asked.peer`, a full holder of a chunked artifact whose manifest this node has just
+    /// requested from it, for the chunks of this node's own stripe (as the swarm would deal them
+    /// from the advert's size and the connected members) in the same round trip, so that they
+    /// follow the manifest instead of waiting for it: the pull then costs two one-way latencies
+    /// before the first chunk leaves the holder, not four. Only when no swarm waits for the
+    /// budget and the artifact fits it (so that its swarm can be active when the chunks arrive),
+    /// within the per-peer and global limits. The swarm adopts these requests when it starts
+    /// ([`Swarms::start`]); a chunk that arrives without an active swarm is dropped as a
+    /// duplicate.
+    pub(crate) fn prefetch(&mut self, asked: ManifestAsked, cx: &mut SwarmCx) {
+        let ManifestAsked {
+            advert,
+            peer,
+            priority,
+            full,
+        } = asked;
+        let id = advert.id;
+        let chunk = u64::from(cx.cfg.chunk_size);
+        let size = advert.size;
+        if self.table.contains_key(&id)
+            || !(cx.connected)(&peer)
+            || !self.waiting.is_empty()
+            || size > cx.cfg.max_artifact_size
+            || size <= chunk
+            || (self.reserved > 0 && self.reserved + size > cx.cfg.max_incomplete_bytes)
+        {
+            return;
+        }
+        let Ok(count) = u32::try_from(size.div_ceil(chunk)) else {
+            return;
+        };
+        let stripes = Stripes::new(&id, &full, cx);
+        let Some(mine) = stripes.takers.iter().position(|p| *p == cx.me) else {
+            return;
+        };
+        let mut index = (0..count).find(|i| stripes.owner(*i) == mine);
+        while let Some(i) = index {
+            let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
+            if busy >= cx.cfg.max_chunks_in_flight_per_peer
+                || self.in_flight >= cx.cfg.max_chunks_in_flight
+            {
+                break;
+            }
+            let len = if i + 1 == count {
+                size - chunk * u64::from(count - 1)
+            } else {
+                chunk
+            };
+            self.send_request((id, i, len), peer, priority, cx);
+            cx.sink.metrics.chunks_prefetched += 1;
+            index = i
+                .checked_add(stripes.takers.len() as u32)
+                .filter(|n| *n < count);
+        }
     }
 
     /// Announces newly verified chunks to every connected peer that is not a full holder, and
@@ -1154,16 +1259,21 @@ struct Stripes {
 }
 
 impl Stripes {
-    fn new(manifest: &Manifest, full: &[NodeId], cx: &SwarmCx) -> Self {
+    fn new(id: &ArtifactId, full: &[NodeId], cx: &SwarmCx) -> Self {
         let takers: Vec<NodeId> = cx
             .members
             .iter()
             .filter(|m| !full.contains(m) && (**m == cx.me || (cx.connected)(m)))
             .copied()
             .collect();
-        let id = manifest.id();
         let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
         Stripes { takers, offset }
+    }
+
+    /// The position in `takers` of chunk `i`'s owner (`takers` must not be empty).
+    fn owner(&self, i: u32) -> usize {
+        let n = self.takers.len() as u64;
+        ((u64::from(i) + self.offset % n) % n) as usize
     }
 }
 
@@ -1179,7 +1289,7 @@ impl Swarm {
             return true;
         }
         let n = t.len() as u64;
-        let owner = (u64::from(i) + self.stripes.offset % n) % n;
+        let owner = self.stripes.owner(i) as u64;
         if !self.patient {
             return t[owner as usize] == me;
         }

@@ -166,18 +166,26 @@ fn fetch_manifest(
     from: p2p_core::NodeId,
     a: &Artifact,
 ) -> Vec<Output> {
-    let outs = recv(node, t(at), from, Message::Adverts(vec![a.advert()]));
+    // The chunk requests of the node's own stripe leave with the manifest request.
+    let mut outs = recv(node, t(at), from, Message::Adverts(vec![a.advert()]));
     let (peer, req_id, _) = requests(&outs)[0];
-    recv(node, t(at + 1), peer, manifest_answer(req_id, a))
+    outs.extend(recv(node, t(at + 1), peer, manifest_answer(req_id, a)));
+    outs
 }
 
-/// A node with two full holders (peers 1 and 2) that fetched the manifest of `a`.
+/// A node with two full holders (peers 1 and 2) that fetched the manifest of `a`, and the chunk
+/// requests it sent (those of its stripe with the manifest request, the others with its answer).
 fn swarming_node(a: &Artifact, cfg: Config) -> (p2p_core::Node, Vec<(p2p_core::NodeId, u64, u32)>) {
     let mut node = connected_node(cfg, 2);
-    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
-    recv(&mut node, t(0), id(2), Message::Adverts(vec![a.advert()]));
+    let mut outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
+    outs.extend(recv(
+        &mut node,
+        t(0),
+        id(2),
+        Message::Adverts(vec![a.advert()]),
+    ));
     let (peer, req_id, _) = requests(&outs)[0];
-    let outs = recv(&mut node, t(1), peer, manifest_answer(req_id, a));
+    outs.extend(recv(&mut node, t(1), peer, manifest_answer(req_id, a)));
     (node, chunk_requests(&outs))
 }
 
@@ -626,4 +634,76 @@ fn a_node_asks_the_origin_for_its_own_stripes_before_any_other_chunk() {
         first.iter().all(|o| *o),
         "the {own} chunks of its own stripes come first: {order:?}"
     );
+}
+
+/// The first manifest request to a full holder carries on with this node's own stripe: the
+/// chunk requests leave in the same input, so the chunks follow the manifest without another
+/// round trip, and the swarm does not ask for them again once the manifest arrives.
+#[test]
+fn a_node_asks_for_its_stripe_with_the_manifest() {
+    let a = big(40, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 3);
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
+    let (peer, req_id, _) = requests(&outs)[0];
+    assert_eq!(peer, id(1));
+    let early = chunk_asks(&outs);
+    let mut own: Vec<u32> = (0..6).filter(|i| own_stripe(&a, *i)).collect();
+    let mut asked: Vec<u32> = early.iter().map(|r| r.3).collect();
+    own.sort_unstable();
+    asked.sort_unstable();
+    assert!(!own.is_empty());
+    assert_eq!(asked, own, "its own stripe, with the manifest request");
+    assert!(early.iter().all(|r| r.0 == id(1) && r.2 == a.id));
+    assert_eq!(node.metrics().chunks_prefetched, own.len() as u64);
+    let outs = recv(&mut node, t(1), peer, manifest_answer(req_id, &a));
+    assert!(
+        chunk_asks(&outs).iter().all(|r| !own.contains(&r.3)),
+        "the swarm adopts the early requests"
+    );
+    // The early chunks are kept when they arrive.
+    for (peer, req_id, _, index) in early {
+        let msg = Message::Chunk {
+            req_id,
+            id: a.id,
+            index,
+            data: chunk_of(&a, index),
+        };
+        let outs = recv(&mut node, t(2), peer, msg);
+        assert!(disconnects(&outs).is_empty());
+        assert!(node.has_chunk(&a.id, index));
+    }
+    assert_eq!(node.metrics().duplicates, 0);
+}
+
+/// An advert that claims a larger size makes the node ask for chunks the manifest does not
+/// have: the swarm cancels those requests on the wire when it starts.
+#[test]
+fn early_requests_past_the_manifest_are_cancelled() {
+    let a = big(41, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 3);
+    let mut advert = a.advert();
+    advert.size = u64::from(CHUNK) * 30;
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![advert]));
+    let (peer, req_id, _) = requests(&outs)[0];
+    let early = chunk_asks(&outs);
+    let past: Vec<u64> = early.iter().filter(|r| r.3 >= 6).map(|r| r.1).collect();
+    assert!(!past.is_empty(), "{early:?}");
+    let outs = recv(&mut node, t(1), peer, manifest_answer(req_id, &a));
+    let mut cancelled: Vec<u64> = sends(&outs)
+        .into_iter()
+        .filter_map(|(_, m, _)| match m {
+            Message::Cancel { req_id } => Some(req_id),
+            _ => None,
+        })
+        .collect();
+    cancelled.sort_unstable();
+    assert_eq!(cancelled, past);
 }
