@@ -111,6 +111,12 @@ declare_metrics! {
     /// Chunks of this node's stripe requested together with their artifact's manifest (counted
     /// in `chunks_requested` too).
     chunks_prefetched: Counter,
+    /// Chunks of this node's stripe pushed to peers that fetch the artifact.
+    chunks_pushed: Counter,
+    /// Pushed chunks received that an active swarm lacked (verified or not).
+    chunk_pushes_received: Counter,
+    /// Pushed chunks received and dropped: no active swarm lacked them.
+    chunk_pushes_unwanted: Counter,
     /// Chunks received (verified or not).
     chunks_received: Counter,
     /// Chunk requests answered with the chunk.

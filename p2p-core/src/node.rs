@@ -13,7 +13,7 @@ use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output};
 use crate::hash::{FastState, SaltedState};
-use crate::message::{ChunkRange, Message, RequestId};
+use crate::message::{ChunkRange, Message, PUSHED_CHUNK, RequestId};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::pool::{Holders, Pool};
@@ -285,6 +285,9 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
+            pushable: Box::new(move |p: &NodeId| {
+                peers.get(p).is_some_and(|state| !state.serving.congested())
+            }),
         };
         (&mut self.swarms, cx)
     }
@@ -303,6 +306,9 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
+            pushable: Box::new(move |p: &NodeId| {
+                peers.get(p).is_some_and(|state| !state.serving.congested())
+            }),
         };
         let dropped = self.swarms.reevaluate(|a| downloads.decide(a), &mut cx);
         for advert in dropped {
@@ -493,7 +499,10 @@ impl Node {
     /// source of the manifest, as if it had advertised the artifact, so a node that missed the
     /// origin still gets the manifest from the partial holders.
     fn on_have(&mut self, from: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
-        if let Err(what) = self.swarms.on_have(from, id, ranges, &self.cfg) {
+        if let Err(what) = self
+            .swarms
+            .on_have(from, id, ranges, (&self.cfg, self.now, self.id))
+        {
             return self.violation(from, what);
         }
         let slot = self.peers.get(&from).expect("peer is connected").slot;
@@ -614,6 +623,16 @@ impl Node {
         data: Bytes,
     ) {
         let offload = self.cfg.offload_chunk_hashing;
+        if req_id == PUSHED_CHUNK {
+            let answer = self.swarms.on_pushed(
+                from,
+                (id, index, data),
+                (offload, self.now),
+                &self.cfg,
+                &mut self.sink,
+            );
+            return self.judged(from, id, answer);
+        }
         let answer = self.swarms.on_chunk(
             from,
             (req_id, id, index, data),
@@ -634,6 +653,11 @@ impl Node {
     fn judged(&mut self, from: NodeId, id: ArtifactId, answer: ChunkAnswer) {
         match answer {
             ChunkAnswer::Unsolicited => self.violation(from, "answer to a request never made"),
+            ChunkAnswer::Unwanted => {}
+            ChunkAnswer::TooManyUnwanted => {
+                let limit = self.cfg.max_unwanted_pushes;
+                self.disconnect(from, DisconnectReason::UnwantedPushes { limit });
+            }
             ChunkAnswer::BadData => self.penalize(from),
             ChunkAnswer::Checking => {}
             ChunkAnswer::Kept => self.peers.record_served(&from),

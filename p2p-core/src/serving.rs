@@ -140,6 +140,11 @@ impl ServeQueue {
         self.congested = congested;
     }
 
+    /// Whether the driver reported the peer's send queue full.
+    pub(crate) fn congested(&self) -> bool {
+        self.congested
+    }
+
     /// The held requests that may be answered at `now`, oldest first, their bytes charged:
     /// none while congested, and each only once the budget covers its artifact (`size` gives
     /// the pooled size, `None` when it is gone). The first held request stops the release.
