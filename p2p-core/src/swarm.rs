@@ -1506,10 +1506,10 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
 struct Stripes {
     takers: Vec<NodeId>,
     offset: u64,
-    /// Every member that is not a full holder was a taker (this node saw the whole subnet):
-    /// every member in the same case deals the chunks the same way, so owners push the chunks
-    /// of their stripes and the others wait for them (in a partial mesh, where the members'
-    /// deals differ, they fetch every chunk).
+    /// At most a third of the members that are not full holders were out of this node's reach
+    /// (down, or not its neighbours): the members deal the chunks alike (in a full mesh with a
+    /// few members down, exactly), so owners push the chunks of their stripes and the others
+    /// wait for them; in a partial mesh, where the deals differ, nodes fetch every chunk.
     complete: bool,
 }
 
@@ -1522,7 +1522,8 @@ impl Stripes {
             .copied()
             .collect();
         let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
-        let complete = cx.members.iter().filter(|m| !full.contains(m)).count() == takers.len();
+        let dealt = cx.members.iter().filter(|m| !full.contains(m)).count();
+        let complete = (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
         Stripes {
             takers,
             offset,
