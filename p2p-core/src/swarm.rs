@@ -886,7 +886,7 @@ impl Swarms {
                 && !s.bad.contains(&peer)
         });
         if !wanted {
-            sink.metrics.chunk_pushes_unwanted += 1;
+            sink.metrics.duplicates += 1;
             let n = self.unwanted.entry(peer).or_default();
             *n = n.saturating_add(1);
             if *n > cfg.max_unwanted_pushes {
@@ -897,7 +897,6 @@ impl Swarms {
         if let Some(n) = self.unwanted.get_mut(&peer) {
             *n = n.saturating_sub(1);
         }
-        sink.metrics.chunk_pushes_received += 1;
         sink.metrics.chunks_received += 1;
         sink.metrics.bytes_received += data.len() as u64;
         let s = self
@@ -1343,7 +1342,6 @@ impl Swarms {
                 chunk
             };
             self.send_request((id, i, len), peer, priority, cx);
-            cx.sink.metrics.chunks_prefetched += 1;
             index = i
                 .checked_add(stripes.takers.len() as u32)
                 .filter(|n| *n < count);
@@ -1471,7 +1469,7 @@ fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) 
             continue;
         };
         for peer in targets {
-            cx.sink.metrics.chunks_pushed += 1;
+            cx.sink.metrics.chunks_served += 1;
             cx.sink.metrics.bytes_served += data.len() as u64;
             let msg = Message::Chunk {
                 req_id: PUSHED_CHUNK,

@@ -26,8 +26,7 @@ fn big(n: u8, chunks: u32) -> Artifact {
 
 /// Chunks `node` sent: answers to chunk requests and pushes of its stripe.
 fn served(net: &Net, node: usize) -> u64 {
-    let m = net.nodes[node].metrics();
-    m.chunks_served + m.chunks_pushed
+    net.nodes[node].metrics().chunks_served
 }
 
 #[test]
@@ -52,12 +51,13 @@ fn a_chunked_artifact_reaches_every_node_once_and_peers_serve_each_other() {
         let origin = served(&net, 0);
         let by_peers: u64 = (1..n).map(|i| served(&net, i)).sum();
         // Each node got each chunk once. A chunk sent twice (a push that crossed a request)
-        // is a duplicate or an unwanted push at its receiver, or an answer its cancel dropped.
+        // is a duplicate at its receiver (an unwanted push counts as one), or an answer its
+        // cancel dropped.
         let needed = 16 * (n as u64 - 1);
         let extra: u64 = (1..n)
             .map(|i| {
                 let m = net.nodes[i].metrics();
-                m.duplicates + m.chunk_pushes_unwanted + m.chunks_cancelled
+                m.duplicates + m.chunks_cancelled
             })
             .sum();
         let sent = origin + by_peers;
@@ -675,7 +675,7 @@ fn a_node_asks_for_its_stripe_with_the_manifest() {
     assert!(!own.is_empty());
     assert_eq!(asked, own, "its own stripe, with the manifest request");
     assert!(early.iter().all(|r| r.0 == id(1) && r.2 == a.id));
-    assert_eq!(node.metrics().chunks_prefetched, own.len() as u64);
+    assert_eq!(node.metrics().chunks_requested, own.len() as u64);
     let outs = recv(&mut node, t(1), peer, manifest_answer(req_id, &a));
     assert!(
         chunk_asks(&outs).iter().all(|r| !own.contains(&r.3)),
@@ -798,7 +798,7 @@ fn a_node_waits_for_the_owner_to_push_its_chunk_then_falls_back() {
     let outs = recv(&mut node, t(4), id(2), pushed(&a, i2));
     assert!(disconnects(&outs).is_empty());
     assert!(node.has_chunk(&a.id, i2));
-    assert_eq!(node.metrics().chunk_pushes_received, 1);
+    assert_eq!(node.metrics().chunks_received, 1);
     // Peer 3's never comes: past the patience (counted from the last chunk gained) it is asked.
     let early = step(&mut node, t(4) + patience / 2, Input::Timeout);
     assert!(chunk_asks(&early).iter().all(|r| r.3 != i3));
@@ -857,7 +857,7 @@ fn an_owner_pushes_its_chunks_to_the_fetching_peers_once() {
             ..
         }
     )));
-    assert_eq!(node.metrics().chunks_pushed, 2);
+    assert_eq!(node.metrics().chunks_served, 2);
 }
 
 /// Pushed chunks no swarm wants are dropped; past `max_unwanted_pushes` of them (net of useful
@@ -883,7 +883,7 @@ fn unwanted_and_bad_pushes_are_bounded() {
         disconnects(&outs),
         vec![(id(2), DisconnectReason::UnwantedPushes { limit: 3 })]
     );
-    assert_eq!(node.metrics().chunk_pushes_unwanted, 4);
+    assert_eq!(node.metrics().duplicates, 4);
     // Peer 3 pushes a chunk whose bytes are wrong.
     let bad = Message::Chunk {
         req_id: p2p_core::PUSHED_CHUNK,
