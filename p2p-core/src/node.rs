@@ -277,7 +277,7 @@ impl Node {
 
     /// The swarms, and what they work with.
     fn split_swarms(&mut self) -> (&mut Swarms, SwarmCx<'_>) {
-        let peers = &self.peers;
+        let (peers, cfg, now) = (&self.peers, &self.cfg, self.now);
         let cx = SwarmCx {
             cfg: &self.cfg,
             sink: &mut self.sink,
@@ -285,8 +285,10 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
-            pushable: Box::new(move |p: &NodeId| {
-                peers.get(p).is_some_and(|state| !state.serving.congested())
+            pushable: Box::new(move |p: &NodeId, size: u64| {
+                peers
+                    .get(p)
+                    .is_some_and(|state| state.serving.take_push(size, now, cfg))
             }),
         };
         (&mut self.swarms, cx)
@@ -298,7 +300,7 @@ impl Node {
             return;
         }
         let downloads = &self.downloads;
-        let peers = &self.peers;
+        let (peers, cfg, now) = (&self.peers, &self.cfg, self.now);
         let mut cx = SwarmCx {
             cfg: &self.cfg,
             sink: &mut self.sink,
@@ -306,8 +308,10 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
-            pushable: Box::new(move |p: &NodeId| {
-                peers.get(p).is_some_and(|state| !state.serving.congested())
+            pushable: Box::new(move |p: &NodeId, size: u64| {
+                peers
+                    .get(p)
+                    .is_some_and(|state| state.serving.take_push(size, now, cfg))
             }),
         };
         let dropped = self.swarms.reevaluate(|a| downloads.decide(a), &mut cx);

@@ -274,6 +274,9 @@ pub(crate) struct Swarms {
     salt: SaltedState,
 }
 
+/// Whether a chunk of so many bytes may be pushed to a peer now (see [`SwarmCx::pushable`]).
+pub(crate) type PushCheck<'a> = Box<dyn Fn(&NodeId, u64) -> bool + 'a>;
+
 /// Peer and request bookkeeping of a swarm decision, carried out by `Node`.
 pub(crate) struct SwarmCx<'a> {
     pub(crate) cfg: &'a Config,
@@ -285,9 +288,9 @@ pub(crate) struct SwarmCx<'a> {
     pub(crate) me: NodeId,
     /// Whether a peer is connected.
     pub(crate) connected: Box<dyn Fn(&NodeId) -> bool + 'a>,
-    /// Whether a peer is connected and its send queue not reported full: chunks are pushed
-    /// only to such peers.
-    pub(crate) pushable: Box<dyn Fn(&NodeId) -> bool + 'a>,
+    /// Whether a chunk of this many bytes may be pushed to a peer now: it is connected, its
+    /// send queue is not reported full, and its serving budget covers the chunk (then charged).
+    pub(crate) pushable: PushCheck<'a>,
 }
 
 impl Swarms {
@@ -1447,14 +1450,15 @@ fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) 
         if i >= s.manifest.count() || s.stripes.owner(i) != mine {
             continue;
         }
+        let len = s.manifest.chunk_len(i);
         let targets: SmallVec<[NodeId; 8]> = s
             .fetching
             .iter()
             .filter(|p| {
-                (cx.pushable)(p)
-                    && !s.full.contains(p)
+                !s.full.contains(p)
                     && !s.bad.contains(p)
                     && !s.partial.iter().any(|(q, bits)| q == *p && bits.get(i))
+                    && (cx.pushable)(p, len)
             })
             .copied()
             .collect();

@@ -899,3 +899,48 @@ fn unwanted_and_bad_pushes_are_bounded() {
     );
     assert!(!node.has_chunk(&a.id, 1));
 }
+
+/// Pushes spend the peer's serving budget as answers do: with a burst of one chunk and a rate
+/// that refills nothing meanwhile, each fetching peer is pushed one chunk of the two this node
+/// owns, and fetches the other itself.
+#[test]
+fn pushes_spend_the_serving_budget() {
+    let a = big(46, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        serve_rate: 1,
+        serve_burst: u64::from(CHUNK),
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let own: Vec<_> = asks
+        .iter()
+        .filter(|r| owner_of(&a, r.3) == id(0))
+        .copied()
+        .collect();
+    assert_eq!(own.len(), 2, "{asks:?}");
+    let mut pushes = Vec::new();
+    for (peer, req_id, _, index) in own {
+        let msg = Message::Chunk {
+            req_id,
+            id: a.id,
+            index,
+            data: chunk_of(&a, index),
+        };
+        pushes.extend(
+            sends(&recv(&mut node, t(10), peer, msg))
+                .into_iter()
+                .filter_map(|(to, m, _)| match m {
+                    Message::Chunk {
+                        req_id: p2p_core::PUSHED_CHUNK,
+                        index,
+                        ..
+                    } => Some((to, index)),
+                    _ => None,
+                }),
+        );
+    }
+    pushes.sort();
+    assert_eq!(pushes.len(), 2, "{pushes:?}");
+    assert!(pushes[0].0 == id(2) && pushes[1].0 == id(3), "{pushes:?}");
+}
