@@ -218,6 +218,24 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                         ),
                     }
                 }
+                None if x.is_multiple_of(3) => {
+                    // A pushed chunk: good, bad, or of an artifact not chunked.
+                    let id = artifact(x).id;
+                    let index = u32::from(r.byte() % 4);
+                    let data = match r.byte() % 4 {
+                        0 => Bytes::from_static(b"bad"),
+                        _ => answer_of(&id, Some(index)).unwrap_or_else(|| payload(x)),
+                    };
+                    msg(
+                        p,
+                        Message::Chunk {
+                            req_id: crate::message::PUSHED_CHUNK,
+                            id,
+                            index,
+                            data,
+                        },
+                    )
+                }
                 None => msg(
                     p,
                     Message::Response {

@@ -99,6 +99,18 @@ pub struct Config {
     /// and leaves the rest to the partial holders, before it asks full holders for any chunk
     /// (default 100 ms; see `BENCHMARKS.md`, "Swarming").
     pub swarm_patience: Duration,
+    /// How long a node waits for a chunk it expects its stripe's owner to push (someone
+    /// announced it and the owner said it fetches the artifact) before it asks any holder for
+    /// it; the wait lasts while other chunks keep arriving, and at least this long after the
+    /// last one (default 500 ms: an owner pushes each chunk to every fetching peer at once,
+    /// 133 ms for 128 KiB to 38 peers at 300 Mbit/s, 420 ms to 12 peers at 30 Mbit/s; shorter
+    /// waits made nodes fetch slow owners' chunks twice: `BENCHMARKS.md`, "Swarming").
+    pub push_patience: Duration,
+    /// Pushed chunks a peer may send that this node cannot use (no active swarm lacks them),
+    /// net of the useful ones it pushed, before it is cut off (default 256: an honest peer pushes
+    /// only to peers that said they fetch the artifact and lack the chunk, so only races with
+    /// other holders and budget waits make its pushes useless).
+    pub max_unwanted_pushes: u32,
     /// Leave the SHA-256 of received chunks to the driver: the node emits
     /// [`Output::HashChunk`](crate::Output::HashChunk) and waits for
     /// [`Input::ChunkHashed`](crate::Input::ChunkHashed) before it judges the chunk, so that a
@@ -198,6 +210,8 @@ impl Default for Config {
             max_chunks_in_flight_per_peer: 8,
             max_have_ranges: 1024,
             swarm_patience: Duration::from_millis(100),
+            push_patience: Duration::from_millis(500),
+            max_unwanted_pushes: 256,
             offload_chunk_hashing: false,
             swarm_linger: Duration::from_millis(500),
             auto_relay: false,

@@ -101,6 +101,19 @@ pub(crate) struct SwarmStart {
     pub(crate) partial: SmallVec<[NodeId; 4]>,
 }
 
+/// A manifest request just sent to a full holder of a chunked artifact: the node may ask the
+/// same holder for its own stripe of the chunks in the same round trip (`Swarms::prefetch`).
+pub(crate) struct ManifestAsked {
+    /// The download's advert (its id and claimed size).
+    pub(crate) advert: Advert,
+    /// The full holder asked.
+    pub(crate) peer: NodeId,
+    /// The download's priority.
+    pub(crate) priority: Priority,
+    /// The download's sources that advertised it (full holders).
+    pub(crate) full: SmallVec<[NodeId; 4]>,
+}
+
 /// The downloads and the requests that serve them.
 ///
 /// Invariants:
@@ -130,6 +143,9 @@ pub(crate) struct Downloads {
     next_seq: u64,
     next_reevaluate: Time,
     priority_fn: PriorityFnRef,
+    /// First manifest requests to full holders since the node last took them (at most one per
+    /// request started in an input).
+    manifest_asked: Vec<ManifestAsked>,
 }
 
 impl Downloads {
@@ -145,7 +161,13 @@ impl Downloads {
             next_seq: 0,
             next_reevaluate: Time::ZERO + cfg.reevaluate_interval,
             priority_fn: cfg.priority_fn.clone(),
+            manifest_asked: Vec::new(),
         }
+    }
+
+    /// Takes the first manifest requests sent to full holders since the last call.
+    pub(crate) fn take_manifest_asked(&mut self) -> Vec<ManifestAsked> {
+        std::mem::take(&mut self.manifest_asked)
     }
 
     /// Replaces the priority function.
@@ -811,6 +833,26 @@ impl Downloads {
         dl.attempts += 1;
         cx.peers.start_request(&peer, size);
         cx.sink.metrics.requests_sent += 1;
+        // The first request for a chunked artifact's manifest, to a peer that advertised it
+        // whole: the swarm may ask it for this node's stripe right away.
+        let full_holder = cx
+            .peers
+            .get(&peer)
+            .is_some_and(|state| !dl.partial.contains(&state.slot));
+        if dl.attempts == 1 && dl.advert.size > u64::from(cx.cfg.chunk_size) && full_holder {
+            let full = dl
+                .sources
+                .iter()
+                .filter(|s| !dl.partial.contains(s))
+                .map(|s| cx.peers.id_of_slot(*s))
+                .collect();
+            self.manifest_asked.push(ManifestAsked {
+                advert: dl.advert.clone(),
+                peer,
+                priority,
+                full,
+            });
+        }
         let msg = Message::Request {
             req_id,
             id,

@@ -153,6 +153,12 @@ pub enum DisconnectReason {
         /// The limit.
         limit: u32,
     },
+    /// The peer pushed more chunks this node could not use than allowed.
+    #[error("pushed more than {limit} unwanted chunks")]
+    UnwantedPushes {
+        /// The limit.
+        limit: u32,
+    },
     /// The peer broke a protocol rule.
     #[error("protocol violation: {0}")]
     ProtocolViolation(&'static str),

@@ -6,6 +6,11 @@ use bytes::Bytes;
 /// A request's identifier, unique per requesting node.
 pub type RequestId = u64;
 
+/// The `req_id` of a [`Message::Chunk`] that no request asked for: a holder pushes a chunk of
+/// its own stripe to the peers that told it they fetch the artifact (see `swarm.rs`). No node
+/// issues this id for a request.
+pub const PUSHED_CHUNK: RequestId = 0;
+
 /// One protocol message between two peers.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Message {
@@ -56,9 +61,9 @@ pub enum Message {
         /// The requester's priority: the chunk travels in its [`Class`](crate::Class).
         priority: Priority,
     },
-    /// The bytes of a requested chunk.
+    /// The bytes of a requested chunk, or of a pushed one (`req_id` [`PUSHED_CHUNK`]).
     Chunk {
-        /// The request answered.
+        /// The request answered, or [`PUSHED_CHUNK`].
         req_id: RequestId,
         /// The artifact.
         id: ArtifactId,
@@ -109,9 +114,14 @@ impl Message {
         }
     }
 
-    /// The request this message answers, if it is an answer (a response, chunk or not-found).
+    /// The request this message answers, if it is an answer (a response, a requested chunk or
+    /// a not-found).
     pub fn answers(&self) -> Option<RequestId> {
         match self {
+            Message::Chunk {
+                req_id: PUSHED_CHUNK,
+                ..
+            } => None,
             Message::Response { req_id, .. }
             | Message::Chunk { req_id, .. }
             | Message::NotFound { req_id, .. } => Some(*req_id),

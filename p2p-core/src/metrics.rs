@@ -87,7 +87,8 @@ declare_metrics! {
     bytes_received: Counter as "artifact_bytes_received",
     /// Artifacts delivered to the application.
     delivered: Counter,
-    /// Artifacts received again after delivery (wasted bytes).
+    /// Artifacts or chunks received and not needed (wasted bytes): again after delivery, after
+    /// their request was cancelled, or pushed while no active swarm lacked them.
     duplicates: Counter,
     /// Requests retried (timeout, not-found, bad data, disconnect, withdraw).
     retries: Counter,
@@ -108,9 +109,10 @@ declare_metrics! {
     bytes_served: Counter as "artifact_bytes_served",
     /// Chunks of chunked artifacts requested.
     chunks_requested: Counter,
-    /// Chunks received (verified or not).
+    /// Chunks received, requested or pushed (verified or not).
     chunks_received: Counter,
-    /// Chunk requests answered with the chunk.
+    /// Chunks sent: chunk requests answered with the chunk, and chunks of this node's stripe
+    /// pushed to peers that fetch the artifact.
     chunks_served: Counter,
     /// Chunk requests cancelled on the wire (the artifact completed or was dropped).
     chunks_cancelled: Counter,

@@ -13,7 +13,7 @@ use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output};
 use crate::hash::{FastState, SaltedState};
-use crate::message::{ChunkRange, Message, RequestId};
+use crate::message::{ChunkRange, Message, PUSHED_CHUNK, RequestId};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::pool::{Holders, Pool};
@@ -190,6 +190,13 @@ impl Node {
         self.release_serving();
         let (downloads, mut cx) = self.split();
         downloads.schedule(&mut cx);
+        let asked = self.downloads.take_manifest_asked();
+        if !asked.is_empty() {
+            let (swarms, mut scx) = self.split_swarms();
+            for a in asked {
+                swarms.prefetch(a, &mut scx);
+            }
+        }
         if self.swarms.len() > 0 {
             let (swarms, mut scx) = self.split_swarms();
             swarms.schedule(&mut scx);
@@ -270,7 +277,7 @@ impl Node {
 
     /// The swarms, and what they work with.
     fn split_swarms(&mut self) -> (&mut Swarms, SwarmCx<'_>) {
-        let peers = &self.peers;
+        let (peers, cfg, now) = (&self.peers, &self.cfg, self.now);
         let cx = SwarmCx {
             cfg: &self.cfg,
             sink: &mut self.sink,
@@ -278,6 +285,11 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
+            pushable: Box::new(move |p: &NodeId, size: u64| {
+                peers
+                    .get(p)
+                    .is_some_and(|state| state.serving.take_push(size, now, cfg))
+            }),
         };
         (&mut self.swarms, cx)
     }
@@ -288,7 +300,7 @@ impl Node {
             return;
         }
         let downloads = &self.downloads;
-        let peers = &self.peers;
+        let (peers, cfg, now) = (&self.peers, &self.cfg, self.now);
         let mut cx = SwarmCx {
             cfg: &self.cfg,
             sink: &mut self.sink,
@@ -296,6 +308,11 @@ impl Node {
             members: &self.members,
             me: self.id,
             connected: Box::new(move |p: &NodeId| peers.contains(p)),
+            pushable: Box::new(move |p: &NodeId, size: u64| {
+                peers
+                    .get(p)
+                    .is_some_and(|state| state.serving.take_push(size, now, cfg))
+            }),
         };
         let dropped = self.swarms.reevaluate(|a| downloads.decide(a), &mut cx);
         for advert in dropped {
@@ -486,7 +503,10 @@ impl Node {
     /// source of the manifest, as if it had advertised the artifact, so a node that missed the
     /// origin still gets the manifest from the partial holders.
     fn on_have(&mut self, from: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
-        if let Err(what) = self.swarms.on_have(from, id, ranges, &self.cfg) {
+        if let Err(what) = self
+            .swarms
+            .on_have(from, id, ranges, (&self.cfg, self.now, self.id))
+        {
             return self.violation(from, what);
         }
         let slot = self.peers.get(&from).expect("peer is connected").slot;
@@ -607,6 +627,16 @@ impl Node {
         data: Bytes,
     ) {
         let offload = self.cfg.offload_chunk_hashing;
+        if req_id == PUSHED_CHUNK {
+            let answer = self.swarms.on_pushed(
+                from,
+                (id, index, data),
+                (offload, self.now),
+                &self.cfg,
+                &mut self.sink,
+            );
+            return self.judged(from, id, answer);
+        }
         let answer = self.swarms.on_chunk(
             from,
             (req_id, id, index, data),
@@ -627,6 +657,11 @@ impl Node {
     fn judged(&mut self, from: NodeId, id: ArtifactId, answer: ChunkAnswer) {
         match answer {
             ChunkAnswer::Unsolicited => self.violation(from, "answer to a request never made"),
+            ChunkAnswer::Unwanted => {}
+            ChunkAnswer::TooManyUnwanted => {
+                let limit = self.cfg.max_unwanted_pushes;
+                self.disconnect(from, DisconnectReason::UnwantedPushes { limit });
+            }
             ChunkAnswer::BadData => self.penalize(from),
             ChunkAnswer::Checking => {}
             ChunkAnswer::Kept => self.peers.record_served(&from),

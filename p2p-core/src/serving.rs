@@ -8,6 +8,7 @@ use crate::sink::Sink;
 use crate::swarm::Swarms;
 use crate::types::{ArtifactId, Class, NodeId, Priority, Time};
 use bytes::Bytes;
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -34,8 +35,9 @@ pub(crate) struct ServeQueue {
     /// over: the byte budget still bounds what the peer gets).
     asked: BTreeMap<ArtifactId, (Time, u32)>,
     /// The byte budget: bytes that may be sent now (`None`: a full bucket), as of `refilled`.
-    tokens: Option<i64>,
-    refilled: Time,
+    /// In cells, so that a chunk pushed to the peer is charged through a shared reference.
+    tokens: Cell<Option<i64>>,
+    refilled: Cell<Time>,
 }
 
 /// What to do with a request just offered to a [`ServeQueue`].
@@ -106,32 +108,39 @@ impl ServeQueue {
 
     /// Charges `size` bytes to the budget at `now` if it covers them (an artifact larger than
     /// the burst passes on a full bucket); returns whether it did.
-    fn take(&mut self, size: u64, now: Time, cfg: &Config) -> bool {
+    fn take(&self, size: u64, now: Time, cfg: &Config) -> bool {
         let burst = i64::try_from(cfg.serve_burst).unwrap_or(i64::MAX);
         let tokens = self.refill(now, cfg);
         let size = i64::try_from(size).unwrap_or(i64::MAX);
         if tokens < size.min(burst) {
             return false;
         }
-        self.tokens = Some(tokens.saturating_sub(size));
+        self.tokens.set(Some(tokens.saturating_sub(size)));
         true
     }
 
+    /// Charges a chunk of `size` bytes pushed to the peer at `now`, if it may be sent now (not
+    /// congested, no request held, the budget covers it): pushes spend the same byte budget as
+    /// answers; returns whether it did.
+    pub(crate) fn take_push(&self, size: u64, now: Time, cfg: &Config) -> bool {
+        !self.congested && self.held.is_empty() && self.take(size, now, cfg)
+    }
+
     /// The budget at `now`, refilled at `cfg.serve_rate` bytes a second up to the burst.
-    fn refill(&mut self, now: Time, cfg: &Config) -> i64 {
+    fn refill(&self, now: Time, cfg: &Config) -> i64 {
         let burst = i64::try_from(cfg.serve_burst).unwrap_or(i64::MAX);
-        let Some(tokens) = self.tokens else {
-            self.refilled = now;
+        let Some(tokens) = self.tokens.get() else {
+            self.refilled.set(now);
             return burst;
         };
-        let elapsed = u128::from(now.saturating_since(self.refilled).as_nanos() as u64);
+        let elapsed = u128::from(now.saturating_since(self.refilled.get()).as_nanos() as u64);
         let add = elapsed * u128::from(cfg.serve_rate) / 1_000_000_000;
         if add > 0 {
-            self.refilled = now;
+            self.refilled.set(now);
         }
         let add = i64::try_from(add).unwrap_or(i64::MAX);
         let tokens = tokens.saturating_add(add).min(burst);
-        self.tokens = (tokens < burst).then_some(tokens);
+        self.tokens.set((tokens < burst).then_some(tokens));
         tokens
     }
 
@@ -177,11 +186,11 @@ impl ServeQueue {
         let need = i64::try_from(size(head).unwrap_or(0))
             .unwrap_or(i64::MAX)
             .min(burst);
-        let tokens = self.tokens.unwrap_or(burst);
+        let tokens = self.tokens.get().unwrap_or(burst);
         let missing = u128::try_from(need.saturating_sub(tokens)).unwrap_or(0);
         // Round up, so the budget covers it when the node runs.
         let nanos = (missing * 1_000_000_000).div_ceil(u128::from(cfg.serve_rate.max(1)));
-        Some(self.refilled + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+        Some(self.refilled.get() + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 
     /// Whether the driver reports the peer's send queue full.

@@ -26,10 +26,10 @@
 
 use crate::chunks::{Assembly, Manifest};
 use crate::config::{Config, Decision};
-use crate::downloads::SwarmStart;
+use crate::downloads::{ManifestAsked, SwarmStart};
 use crate::event::Output;
 use crate::hash::{FastMap, FastState, Map, SaltedState, keyed_hash};
-use crate::message::{ChunkRange, Message, RequestId};
+use crate::message::{ChunkRange, Message, PUSHED_CHUNK, RequestId};
 use crate::sink::Sink;
 use crate::types::{Advert, Artifact, ArtifactId, Class, NodeId, Priority, Time};
 use bytes::Bytes;
@@ -131,6 +131,9 @@ struct Swarm {
     stripes: Stripes,
     /// Peers that sent a `Have` of it (they are fetching it, or hold it in part).
     interested: SmallVec<[NodeId; 8]>,
+    /// Peers that said they fetch it (an empty `Have`, or any `Have` before it started): the
+    /// peers this node pushes the chunks of its stripe to, and expects pushes from.
+    fetching: SmallVec<[NodeId; 8]>,
     /// Connected peers that advertised the whole artifact.
     full: SmallVec<[NodeId; 4]>,
     /// Connected peers that told which chunks they hold.
@@ -156,6 +159,11 @@ struct Swarm {
     /// It was set back to wait for lack of progress: it then ranks after every swarm that was
     /// not (see [`Swarm::key`]).
     stalled: bool,
+    /// Per chunk, until when this node waits for its stripe's owner to push it (the owner
+    /// announced it): it asks no one for the chunk before then.
+    expect: Vec<Option<Time>>,
+    /// Some chunk of `expect` is set.
+    expecting: bool,
 }
 
 /// A swarm's place in the active and waiting orders.
@@ -187,6 +195,29 @@ impl Swarm {
         self.is_idle() && cx.now >= self.gained + cx.cfg.swarm_patience
     }
 
+    /// Whether this node still waits for chunk `i` to be pushed: its owner announced it less
+    /// than `push_patience` ago, or the swarm gained a chunk less than `push_patience` ago (the
+    /// pushes are still coming in, only slowly: a slow owner's are not fetched twice).
+    fn awaits_push(&self, i: u32, now: Time, cfg: &Config) -> bool {
+        self.expect[i as usize].is_some_and(|t| now < t.max(self.gained + cfg.push_patience))
+    }
+
+    /// Stops waiting for pushes from `peer` (it left, or sent a bad chunk): the chunks it owns
+    /// may be asked of any holder at once.
+    fn forget_expected(&mut self, peer: NodeId) {
+        if self.stripes.takers.is_empty() {
+            return;
+        }
+        for i in 0..self.manifest.count() {
+            if self.expect[i as usize].is_some()
+                && self.stripes.takers[self.stripes.owner(i)] == peer
+            {
+                self.expect[i as usize] = None;
+                self.dirty = true;
+            }
+        }
+    }
+
     /// Whether any connected peer is known to hold some of it.
     fn has_holder(&self) -> bool {
         !self.full.is_empty() || self.avail.iter().any(|n| *n > 0)
@@ -197,6 +228,10 @@ impl Swarm {
 pub(crate) enum ChunkAnswer {
     /// No such request to that peer for that chunk: a protocol violation.
     Unsolicited,
+    /// A pushed chunk no active swarm lacked: dropped.
+    Unwanted,
+    /// A pushed chunk no active swarm lacked, past the peer's allowance of them.
+    TooManyUnwanted,
     /// The bytes do not match the manifest: the peer is to be penalized.
     BadData,
     /// Verified and kept (or not needed any more).
@@ -224,6 +259,9 @@ pub(crate) struct Swarms {
     reqs: FastMap<RequestId, ChunkReq>,
     deadlines: BTreeMap<(Time, RequestId), ()>,
     per_peer: FastMap<NodeId, usize>,
+    /// Per connected peer, its pushed chunks that no active swarm lacked, net of its useful
+    /// ones (at most `max_unwanted_pushes`).
+    unwanted: FastMap<NodeId, u32>,
     /// Per connected peer, how long its chunk answers took (a moving average, in nanoseconds;
     /// a timeout counts as its whole timeout): a node asks the holder that should answer first.
     pace: FastMap<NodeId, u64>,
@@ -236,6 +274,9 @@ pub(crate) struct Swarms {
     salt: SaltedState,
 }
 
+/// Whether a chunk of so many bytes may be pushed to a peer now (see [`SwarmCx::pushable`]).
+pub(crate) type PushCheck<'a> = Box<dyn Fn(&NodeId, u64) -> bool + 'a>;
+
 /// Peer and request bookkeeping of a swarm decision, carried out by `Node`.
 pub(crate) struct SwarmCx<'a> {
     pub(crate) cfg: &'a Config,
@@ -247,6 +288,9 @@ pub(crate) struct SwarmCx<'a> {
     pub(crate) me: NodeId,
     /// Whether a peer is connected.
     pub(crate) connected: Box<dyn Fn(&NodeId) -> bool + 'a>,
+    /// Whether a chunk of this many bytes may be pushed to a peer now: it is connected, its
+    /// send queue is not reported full, and its serving budget covers the chunk (then charged).
+    pub(crate) pushable: PushCheck<'a>,
 }
 
 impl Swarms {
@@ -258,6 +302,7 @@ impl Swarms {
             reqs: FastMap::with_hasher(fast),
             deadlines: BTreeMap::new(),
             per_peer: FastMap::with_hasher(fast),
+            unwanted: FastMap::with_hasher(fast),
             pace: FastMap::with_hasher(fast),
             in_flight: 0,
             reserved: 0,
@@ -362,7 +407,17 @@ impl Swarms {
                 t.max(now)
             })
             .min();
-        [deadline, patience, linger, stall, idle]
+        let expect = self
+            .table
+            .values()
+            .filter(|s| s.active && s.expecting)
+            .filter_map(|s| {
+                let gained = s.gained + cfg.push_patience;
+                s.expect.iter().flatten().map(|t| (*t).max(gained)).min()
+            })
+            .map(|t| t.max(now))
+            .min();
+        [deadline, patience, linger, stall, idle, expect]
             .into_iter()
             .flatten()
             .min()
@@ -386,7 +441,8 @@ impl Swarms {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut swarm = Swarm {
-            stripes: Stripes::new(&manifest, &full, cx),
+            stripes: Stripes::new(&manifest.id(), &full, cx),
+            fetching: interested.iter().copied().collect(),
             interested: interested.into_iter().collect(),
             parts: Assembly::new(&manifest),
             whole: None,
@@ -410,6 +466,8 @@ impl Swarms {
             progress: (0, cx.now),
             stalled: false,
             gained: cx.now,
+            expect: vec![None; count as usize],
+            expecting: false,
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -427,7 +485,35 @@ impl Swarms {
         }
         self.table.insert(id, swarm);
         self.waiting.insert(key);
+        self.adopt_prefetched(id, cx.sink);
         self.activate(cx);
+    }
+
+    /// Records the requests [`Swarms::prefetch`] sent for `id` in its swarm that just started;
+    /// one for a chunk the manifest does not have (the advert's size was wrong) or already
+    /// asked for ends and is cancelled on the wire.
+    fn adopt_prefetched(&mut self, id: ArtifactId, sink: &mut Sink) {
+        let mut early: SmallVec<[(RequestId, u32, bool); 8]> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.id == id)
+            .map(|(req_id, r)| (*req_id, r.index, r.deadline.is_some()))
+            .collect();
+        if early.is_empty() {
+            return;
+        }
+        early.sort_unstable();
+        let s = self.table.get_mut(&id).expect("swarm exists");
+        let mut stray: SmallVec<[RequestId; 4]> = SmallVec::new();
+        for (req_id, index, live) in early {
+            match s.asked.get_mut(index as usize) {
+                // A timed-out one stays awaited, as any timed-out request.
+                Some(_) if !live => {}
+                Some(slot @ None) => *slot = Some(req_id),
+                _ => stray.push(req_id),
+            }
+        }
+        self.cancel_requests(&stray, sink);
     }
 
     /// Activates waiting swarms while their sizes fit the budget.
@@ -481,7 +567,7 @@ impl Swarms {
         peer: NodeId,
         id: ArtifactId,
         ranges: &[ChunkRange],
-        cfg: &Config,
+        (cfg, now, me): (&Config, Time, NodeId),
     ) -> Result<(), &'static str> {
         if ranges.len() > cfg.max_have_ranges {
             return Err("too many ranges in one have");
@@ -499,6 +585,9 @@ impl Swarms {
             s.dirty = true;
         }
         if ranges.is_empty() {
+            if !s.fetching.contains(&peer) {
+                s.fetching.push(peer);
+            }
             if s.parts.held() > 0 && !s.tell.contains(&peer) && !s.full.contains(&peer) {
                 s.tell.push(peer);
             }
@@ -514,10 +603,33 @@ impl Swarms {
                 s.partial.len() - 1
             }
         };
+        // The owner of a chunk's stripe pushes it to the peers fetching the artifact (this node
+        // told every peer so when it started): once anyone holds the chunk, wait for the push
+        // for `push_patience` if the owner fetches the artifact too (it sent a `Have`).
+        let owns = |s: &Swarm, i: u32| {
+            if s.stripes.takers.is_empty() {
+                return false;
+            }
+            let owner = s.stripes.takers[s.stripes.owner(i)];
+            s.stripes.complete
+                && owner != me
+                && s.fetching.contains(&owner)
+                && !s.bad.contains(&owner)
+        };
+        let until = now + cfg.push_patience;
         for r in ranges {
             for i in r.start..r.end {
                 if s.partial[pos].1.set(i) {
                     s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+                }
+                if owns(s, i)
+                    && s.expect[i as usize].is_none()
+                    && !s.parts.has(i)
+                    && s.asked[i as usize].is_none()
+                    && !s.checking.iter().any(|c| c.0 == i)
+                {
+                    s.expect[i as usize] = Some(until);
+                    s.expecting = true;
                 }
             }
         }
@@ -536,7 +648,10 @@ impl Swarms {
             // advertised again (its penalties live on in the peer's ban and bad-data count).
             s.bad.retain(|p| *p != peer);
             s.interested.retain(|p| *p != peer);
+            s.fetching.retain(|p| *p != peer);
+            s.forget_expected(peer);
         }
+        self.unwanted.remove(&peer);
         let gone: Vec<RequestId> = self
             .reqs
             .iter()
@@ -569,9 +684,10 @@ impl Swarms {
             *n = n.saturating_sub(1);
         }
         if let Some(s) = self.table.get_mut(&req.id)
-            && s.asked[req.index as usize] == Some(req_id)
+            && let Some(asked @ Some(_)) = s.asked.get_mut(req.index as usize)
+            && *asked == Some(req_id)
         {
-            s.asked[req.index as usize] = None;
+            *asked = None;
             s.dirty = true;
         }
         Some(req)
@@ -599,8 +715,10 @@ impl Swarms {
             let waited = now.saturating_since(req.sent).as_nanos() as u64;
             note_pace(&mut self.pace, peer, waited);
             if let Some(s) = self.table.get_mut(&id) {
-                if s.asked[index as usize] == Some(req_id) {
-                    s.asked[index as usize] = None;
+                if let Some(asked) = s.asked.get_mut(index as usize)
+                    && *asked == Some(req_id)
+                {
+                    *asked = None;
                 }
                 if let Some((_, bits)) = s.partial.iter_mut().find(|(p, _)| *p == peer)
                     && bits.clear(index)
@@ -651,6 +769,22 @@ impl Swarms {
             if s.active && !s.overdue && now >= s.since + overdue_after(s, cfg) {
                 s.overdue = true;
                 s.dirty = true;
+            }
+            if s.expecting {
+                // Waits that ended are over for good: the chunk may be asked of anyone.
+                let gained = s.gained + cfg.push_patience;
+                let mut left = false;
+                for e in s.expect.iter_mut() {
+                    match e {
+                        Some(t) if now >= (*t).max(gained) => {
+                            *e = None;
+                            s.dirty = true;
+                        }
+                        Some(_) => left = true,
+                        None => {}
+                    }
+                }
+                s.expecting = left;
             }
         }
     }
@@ -711,10 +845,76 @@ impl Swarms {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         };
-        if s.parts.has(index) || s.checking.iter().any(|c| c.0 == index) {
+        if index >= s.manifest.count()
+            || s.parts.has(index)
+            || s.checking.iter().any(|c| c.0 == index)
+        {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         }
+        if offload {
+            sink.push(Output::HashChunk {
+                id,
+                index,
+                data: data.clone(),
+            });
+            s.checking.push((index, data, peer));
+            return ChunkAnswer::Checking;
+        }
+        let ok = s.manifest.verify_chunk(index, &data);
+        if ok {
+            s.gained = now;
+        }
+        judge(s, id, index, data, peer, ok)
+    }
+
+    /// A chunk `peer` pushed (no request asked for it): kept if an active swarm lacks it (a
+    /// request for it still in flight then ends and is cancelled on the wire), else dropped and
+    /// counted against the peer's allowance of unwanted pushes (`max_unwanted_pushes`, net of
+    /// its useful ones). A bad one is judged as a bad requested chunk.
+    pub(crate) fn on_pushed(
+        &mut self,
+        peer: NodeId,
+        (id, index, data): (ArtifactId, u32, Bytes),
+        (offload, now): (bool, Time),
+        cfg: &Config,
+        sink: &mut Sink,
+    ) -> ChunkAnswer {
+        let wanted = self.table.get(&id).is_some_and(|s| {
+            s.active
+                && s.done_until.is_none()
+                && index < s.manifest.count()
+                && !s.parts.has(index)
+                && !s.checking.iter().any(|c| c.0 == index)
+                && !s.bad.contains(&peer)
+        });
+        if !wanted {
+            sink.metrics.duplicates += 1;
+            let n = self.unwanted.entry(peer).or_default();
+            *n = n.saturating_add(1);
+            if *n > cfg.max_unwanted_pushes {
+                return ChunkAnswer::TooManyUnwanted;
+            }
+            return ChunkAnswer::Unwanted;
+        }
+        if let Some(n) = self.unwanted.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+        }
+        sink.metrics.chunks_received += 1;
+        sink.metrics.bytes_received += data.len() as u64;
+        let s = self
+            .table
+            .get_mut(&id)
+            .expect("a wanted chunk's swarm exists");
+        s.expect[index as usize] = None;
+        mark_holds(s, peer, index);
+        if let Some(req_id) = s.asked[index as usize] {
+            self.cancel_requests(&[req_id], sink);
+        }
+        let s = self
+            .table
+            .get_mut(&id)
+            .expect("a wanted chunk's swarm exists");
         if offload {
             sink.push(Output::HashChunk {
                 id,
@@ -769,6 +969,7 @@ fn judge(
             }
             s.full.retain(|p| *p != peer);
             drop_partial(s, peer);
+            s.forget_expected(peer);
             s.dirty = true;
             return ChunkAnswer::BadData;
         }
@@ -802,6 +1003,13 @@ impl Swarms {
         pooled: bool,
         cx: &mut SwarmCx,
     ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
+        if let Some(s) = self.table.get_mut(id) {
+            // The chunks verified in this input are pushed before the swarm ends.
+            s.whole = Some(data.clone());
+            let fresh = std::mem::take(&mut s.announce);
+            push_owned(s, *id, &fresh, cx);
+            s.announce = fresh;
+        }
         if pooled {
             return self.end(id, cx);
         }
@@ -847,6 +1055,8 @@ impl Swarms {
         s.parts = Assembly::new(&s.manifest);
         s.checking.clear();
         s.announce.clear();
+        s.expect.iter_mut().for_each(|e| *e = None);
+        s.expecting = false;
         s.seq = self.next_seq;
         s.stalled = true;
         self.next_seq += 1;
@@ -998,6 +1208,7 @@ impl Swarms {
             if s.parts.has(i)
                 || s.asked[i as usize].is_some()
                 || s.checking.iter().any(|c| c.0 == i)
+                || s.awaits_push(i, cx.now, cx.cfg)
             {
                 continue;
             }
@@ -1041,11 +1252,25 @@ impl Swarms {
         priority: Priority,
         cx: &mut SwarmCx,
     ) {
-        let req_id = CHUNK_REQ_BIT | self.next_req;
-        self.next_req += 1;
+        let s = self.table.get_mut(&id).expect("swarm exists");
+        let len = s.manifest.chunk_len(index);
+        let req_id = self.send_request((id, index, len), peer, priority, cx);
         let s = self.table.get_mut(&id).expect("swarm exists");
         s.asked[index as usize] = Some(req_id);
-        let deadline = cx.now + cx.cfg.request_timeout(s.manifest.chunk_len(index));
+    }
+
+    /// Sends a chunk request for chunk `index` (of `len` bytes) of `id` to `peer` and counts it
+    /// in the limits; the caller records it in its swarm.
+    fn send_request(
+        &mut self,
+        (id, index, len): (ArtifactId, u32, u64),
+        peer: NodeId,
+        priority: Priority,
+        cx: &mut SwarmCx,
+    ) -> RequestId {
+        let req_id = CHUNK_REQ_BIT | self.next_req;
+        self.next_req += 1;
+        let deadline = cx.now + cx.cfg.request_timeout(len);
         self.reqs.insert(
             req_id,
             ChunkReq {
@@ -1068,12 +1293,76 @@ impl Swarms {
             priority,
         };
         cx.sink.send(peer, msg, Class::Control);
+        req_id
+    }
+
+    /// Asks `asked.peer`, a full holder of a chunked artifact whose manifest this node has just
+    /// requested from it, for the chunks of this node's own stripe (as the swarm would deal them
+    /// from the advert's size and the connected members) in the same round trip, so that they
+    /// follow the manifest instead of waiting for it: the pull then costs two one-way latencies
+    /// before the first chunk leaves the holder, not four. Only when no swarm waits for the
+    /// budget and the artifact fits it (so that its swarm can be active when the chunks arrive),
+    /// within the per-peer and global limits. The swarm adopts these requests when it starts
+    /// ([`Swarms::start`]); a chunk that arrives without an active swarm is dropped as a
+    /// duplicate.
+    pub(crate) fn prefetch(&mut self, asked: ManifestAsked, cx: &mut SwarmCx) {
+        let ManifestAsked {
+            advert,
+            peer,
+            priority,
+            full,
+        } = asked;
+        let id = advert.id;
+        let chunk = u64::from(cx.cfg.chunk_size);
+        let size = advert.size;
+        if self.table.contains_key(&id)
+            || !(cx.connected)(&peer)
+            || !self.waiting.is_empty()
+            || size > cx.cfg.max_artifact_size
+            || size <= chunk
+            || (self.reserved > 0 && self.reserved + size > cx.cfg.max_incomplete_bytes)
+        {
+            return;
+        }
+        let Ok(count) = u32::try_from(size.div_ceil(chunk)) else {
+            return;
+        };
+        let stripes = Stripes::new(&id, &full, cx);
+        let Some(mine) = stripes.takers.iter().position(|p| *p == cx.me) else {
+            return;
+        };
+        let mut index = (0..count).find(|i| stripes.owner(*i) == mine);
+        while let Some(i) = index {
+            let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
+            if busy >= cx.cfg.max_chunks_in_flight_per_peer
+                || self.in_flight >= cx.cfg.max_chunks_in_flight
+            {
+                break;
+            }
+            let len = if i + 1 == count {
+                size - chunk * u64::from(count - 1)
+            } else {
+                chunk
+            };
+            self.send_request((id, i, len), peer, priority, cx);
+            index = i
+                .checked_add(stripes.takers.len() as u32)
+                .filter(|n| *n < count);
+        }
     }
 
     /// Announces newly verified chunks to every connected peer that is not a full holder, and
     /// answers the peers that asked what this node holds.
     pub(crate) fn flush(&mut self, cx: &mut SwarmCx) {
         for (id, s) in self.table.iter_mut() {
+            if !s.tell.is_empty() {
+                // Peers that start fetching it get the chunks of this node's stripe it holds.
+                let held: Vec<u32> = s.parts.held_indices().collect();
+                push_owned(s, *id, &held, cx);
+            } else if !s.announce.is_empty() {
+                let fresh = s.announce.clone();
+                push_owned(s, *id, &fresh, cx);
+            }
             if !s.announce.is_empty() {
                 s.announce.sort_unstable();
                 let batches = ranges_of(s.announce.drain(..), cx.cfg.max_have_ranges);
@@ -1130,6 +1419,74 @@ fn note_pace(pace: &mut FastMap<NodeId, u64>, peer: NodeId, took: u64) {
     *e = (*e).saturating_mul(3).saturating_add(took) / 4;
 }
 
+/// Records that `peer` holds chunk `i` (it pushed it, or was pushed it by this node).
+fn mark_holds(s: &mut Swarm, peer: NodeId, i: u32) {
+    let pos = match s.partial.iter().position(|(p, _)| *p == peer) {
+        Some(pos) => pos,
+        None => {
+            s.partial.push((peer, Bits::new(s.manifest.count())));
+            s.partial.len() - 1
+        }
+    };
+    if s.partial[pos].1.set(i) {
+        s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+    }
+}
+
+/// Pushes the chunks among `indices` that this node owns in the swarm's stripes to every peer
+/// that told it it fetches the artifact (a `Have`) and is not known to hold them, is not a full
+/// holder nor excluded, and is not congested; each such peer is then taken to hold the chunk,
+/// so it is pushed each chunk at most once. A peer that misses a push (this node learnt of it
+/// later) gets it when it asks what this node holds, or fetches it after `push_patience`.
+fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) {
+    if !s.stripes.complete {
+        return;
+    }
+    let Some(mine) = s.stripes.takers.iter().position(|p| *p == cx.me) else {
+        return;
+    };
+    let class = s.priority.unwrap_or_default().class();
+    for &i in indices {
+        if i >= s.manifest.count() || s.stripes.owner(i) != mine {
+            continue;
+        }
+        let len = s.manifest.chunk_len(i);
+        let targets: SmallVec<[NodeId; 8]> = s
+            .fetching
+            .iter()
+            .filter(|p| {
+                !s.full.contains(p)
+                    && !s.bad.contains(p)
+                    && !s.partial.iter().any(|(q, bits)| q == *p && bits.get(i))
+                    && (cx.pushable)(p, len)
+            })
+            .copied()
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let data = match &s.whole {
+            Some(whole) => s.manifest.slice(whole, i),
+            None => s.parts.chunk(i),
+        };
+        let Some(data) = data else {
+            continue;
+        };
+        for peer in targets {
+            cx.sink.metrics.chunks_served += 1;
+            cx.sink.metrics.bytes_served += data.len() as u64;
+            let msg = Message::Chunk {
+                req_id: PUSHED_CHUNK,
+                id,
+                index: i,
+                data: data.clone(),
+            };
+            cx.sink.send(peer, msg, class);
+            mark_holds(s, peer, i);
+        }
+    }
+}
+
 /// Takes `peer`'s partial holdings out of a swarm's availability counts.
 fn drop_partial(s: &mut Swarm, peer: NodeId) {
     if let Some(pos) = s.partial.iter().position(|(p, _)| *p == peer) {
@@ -1151,19 +1508,35 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
 struct Stripes {
     takers: Vec<NodeId>,
     offset: u64,
+    /// At most a third of the members that are not full holders were out of this node's reach
+    /// (down, or not its neighbours): the members deal the chunks alike (in a full mesh with a
+    /// few members down, exactly), so owners push the chunks of their stripes and the others
+    /// wait for them; in a partial mesh, where the deals differ, nodes fetch every chunk.
+    complete: bool,
 }
 
 impl Stripes {
-    fn new(manifest: &Manifest, full: &[NodeId], cx: &SwarmCx) -> Self {
+    fn new(id: &ArtifactId, full: &[NodeId], cx: &SwarmCx) -> Self {
         let takers: Vec<NodeId> = cx
             .members
             .iter()
             .filter(|m| !full.contains(m) && (**m == cx.me || (cx.connected)(m)))
             .copied()
             .collect();
-        let id = manifest.id();
         let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
-        Stripes { takers, offset }
+        let dealt = cx.members.iter().filter(|m| !full.contains(m)).count();
+        let complete = (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
+        Stripes {
+            takers,
+            offset,
+            complete,
+        }
+    }
+
+    /// The position in `takers` of chunk `i`'s owner (`takers` must not be empty).
+    fn owner(&self, i: u32) -> usize {
+        let n = self.takers.len() as u64;
+        ((u64::from(i) + self.offset % n) % n) as usize
     }
 }
 
@@ -1179,7 +1552,7 @@ impl Swarm {
             return true;
         }
         let n = t.len() as u64;
-        let owner = (u64::from(i) + self.stripes.offset % n) % n;
+        let owner = self.stripes.owner(i) as u64;
         if !self.patient {
             return t[owner as usize] == me;
         }

@@ -5,7 +5,7 @@
 //! against [`Limits`] (and against the bytes actually present) before anything is allocated,
 //! and every malformed input gives a [`DecodeError`], never a panic.
 //!
-//! # Message format (protocol version 2)
+//! # Message format (protocol version 3)
 //!
 //! All integers are little-endian. A message is one tag byte followed by its fields; the
 //! encoding is canonical (one message, one byte string), and a decoder rejects trailing bytes.
@@ -22,6 +22,10 @@
 //! | 8   | `Chunk`        | `req_id: u64`, `id: [u8; 32]`, `index: u32`, `data_len: u32`, `data` |
 //! | 9   | `Have`         | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
 //! | 10  | `Cancel`       | `req_id: u64`                                                      |
+//!
+//! A `Chunk` whose `req_id` is [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK) (0) answers no request: its holder pushes it to
+//! a peer that said it fetches the artifact (version 3; in version 2 no such chunk was valid).
+//! The encoding is the same as a requested chunk's, so the decoder's bounds are the same.
 //!
 //! An advert is `id: [u8; 32]`, `kind: u16`, `size: u64`, `attr_len: u16`, `attr` (44 bytes
 //! plus the attribute). The ranges of a `Have` are half-open chunk index ranges: each is
@@ -52,7 +56,7 @@
 //! |---------------------------------------------------------------------------|---------|
 //! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel` | control |
 //! | `Push`                                                                    | urgent  |
-//! | `Response`, `Chunk`                  | urgent, normal or bulk (the requester's priority) |
+//! | `Response`, `Chunk`   | urgent, normal or bulk (the requester's priority; a pushed chunk: the pusher's) |
 //!
 //! # Handshake format
 //!
@@ -70,8 +74,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
 use thiserror::Error;
 
-/// The message format version this codec speaks (announced in [`Hello::protocol_version`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The message format version this codec speaks (announced in [`Hello::protocol_version`]):
+/// 3 adds pushed chunks (`Chunk` with `req_id` [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK)).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The first four bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 4] = *b"P2PG";
 /// The version of the [`Hello`] layout itself.

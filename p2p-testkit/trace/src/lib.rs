@@ -188,6 +188,10 @@ struct ConfigRec {
     max_have_ranges: usize,
     #[serde(default = "default_chunks::swarm_patience")]
     swarm_patience: Duration,
+    #[serde(default = "default_chunks::push_patience")]
+    push_patience: Duration,
+    #[serde(default = "default_chunks::max_unwanted_pushes")]
+    max_unwanted_pushes: u32,
     #[serde(default)]
     offload_chunk_hashing: bool,
     #[serde(default = "default_chunks::swarm_linger")]
@@ -266,6 +270,12 @@ mod default_chunks {
     pub fn swarm_linger() -> std::time::Duration {
         Config::default().swarm_linger
     }
+    pub fn push_patience() -> std::time::Duration {
+        Config::default().push_patience
+    }
+    pub fn max_unwanted_pushes() -> u32 {
+        Config::default().max_unwanted_pushes
+    }
 }
 
 /// Traces written before resyncs were paced replay with the default.
@@ -290,6 +300,8 @@ impl From<&Config> for ConfigRec {
             max_chunks_in_flight_per_peer: c.max_chunks_in_flight_per_peer,
             max_have_ranges: c.max_have_ranges,
             swarm_patience: c.swarm_patience,
+            push_patience: c.push_patience,
+            max_unwanted_pushes: c.max_unwanted_pushes,
             offload_chunk_hashing: c.offload_chunk_hashing,
             swarm_linger: c.swarm_linger,
             auto_relay: c.auto_relay,
@@ -336,6 +348,8 @@ impl ConfigRec {
             max_chunks_in_flight_per_peer: self.max_chunks_in_flight_per_peer,
             max_have_ranges: self.max_have_ranges,
             swarm_patience: self.swarm_patience,
+            push_patience: self.push_patience,
+            max_unwanted_pushes: self.max_unwanted_pushes,
             offload_chunk_hashing: self.offload_chunk_hashing,
             swarm_linger: self.swarm_linger,
             auto_relay: self.auto_relay,

@@ -795,6 +795,11 @@ pub enum DisconnectReasonRec {
         /// The limit.
         limit: u32,
     },
+    /// [`DisconnectReason::UnwantedPushes`].
+    UnwantedPushes {
+        /// The limit.
+        limit: u32,
+    },
     /// [`DisconnectReason::ProtocolViolation`].
     ProtocolViolation {
         /// The rule broken.
@@ -826,6 +831,9 @@ impl From<&DisconnectReason> for DisconnectReasonRec {
             },
             DisconnectReason::RepeatedRequests { limit } => {
                 DisconnectReasonRec::RepeatedRequests { limit: *limit }
+            }
+            DisconnectReason::UnwantedPushes { limit } => {
+                DisconnectReasonRec::UnwantedPushes { limit: *limit }
             }
             DisconnectReason::ProtocolViolation(what) => DisconnectReasonRec::ProtocolViolation {
                 what: (*what).to_owned(),

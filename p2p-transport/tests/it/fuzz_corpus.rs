@@ -111,6 +111,15 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
             },
         ),
         ("cancel", Message::Cancel { req_id: 82 }),
+        (
+            "chunk-pushed",
+            Message::Chunk {
+                req_id: p2p_core::PUSHED_CHUNK,
+                id: ArtifactId([11; 32]),
+                index: 5,
+                data: Bytes::from(vec![0xceu8; 300]),
+            },
+        ),
     ]
 }
 
@@ -153,6 +162,9 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     let mut hello_v1 = hello.to_vec();
     hello_v1[5..7].copy_from_slice(&1u16.to_le_bytes());
     seeds.push(("hello-protocol-1".into(), hello_v1));
+    let mut hello_v2 = hello.to_vec();
+    hello_v2[5..7].copy_from_slice(&2u16.to_le_bytes());
+    seeds.push(("hello-protocol-2".into(), hello_v2));
     let mut express = BytesMut::new();
     codec::encode_hello(&Hello::with_role(42, ConnRole::Express), &mut express);
     seeds.push(("hello-express".into(), express.to_vec()));
@@ -404,6 +416,7 @@ fn broken_decode_seeds_fail_for_the_reason_they_are_named_after() {
         ("have-unordered", "UnorderedRanges"),
         ("unknown-tag", "UnknownTag"),
         ("hello-protocol-1", "BadProtocolVersion"),
+        ("hello-protocol-2", "BadProtocolVersion"),
     ];
     let seeds = decode_seeds();
     for (name, variant) in expected {

@@ -145,6 +145,20 @@ fn golden_chunk() {
     );
 }
 
+/// A pushed chunk is a `Chunk` with request id 0 (protocol version 3).
+#[test]
+fn golden_pushed_chunk() {
+    golden(
+        Message::Chunk {
+            req_id: p2p_core::PUSHED_CHUNK,
+            id: id(0xbb),
+            index: 7,
+            data: Bytes::from_static(b"\x01\x02"),
+        },
+        format!("080000000000000000{ID_BB}07000000020000000102"),
+    );
+}
+
 #[test]
 fn golden_have() {
     golden(
@@ -204,7 +218,7 @@ fn golden_manifest_and_ids() {
 #[test]
 fn golden_hello() {
     let hello = Hello {
-        protocol_version: 2,
+        protocol_version: 3,
         registry_version: 0x0a0b,
         role: ConnRole::Main { express: true },
     };
@@ -212,7 +226,7 @@ fn golden_hello() {
     encode_hello(&hello, &mut out);
     assert_eq!(
         hex::encode(&out),
-        "5032504702".to_string() + "0200" + "0b0a000000000000" + "01"
+        "5032504702".to_string() + "0300" + "0b0a000000000000" + "01"
     );
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));

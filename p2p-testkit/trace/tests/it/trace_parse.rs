@@ -445,9 +445,12 @@ fn arb_message(g: &mut Gen) -> Message {
 }
 
 fn arb_reason(g: &mut Gen) -> DisconnectReason {
-    match u8::arbitrary(g) % 7 {
+    match u8::arbitrary(g) % 8 {
         0 => DisconnectReason::NotMember,
         5 => DisconnectReason::RepeatedRequests {
+            limit: u32::arbitrary(g),
+        },
+        7 => DisconnectReason::UnwantedPushes {
             limit: u32::arbitrary(g),
         },
         1 => DisconnectReason::TooManyAdverts {
