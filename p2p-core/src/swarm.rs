@@ -1508,10 +1508,11 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
 struct Stripes {
     takers: Vec<NodeId>,
     offset: u64,
-    /// At most a third of the members that are not full holders were out of this node's reach
-    /// (down, or not its neighbours): the members deal the chunks alike (in a full mesh with a
-    /// few members down, exactly), so owners push the chunks of their stripes and the others
-    /// wait for them; in a partial mesh, where the deals differ, nodes fetch every chunk.
+    /// Pushes are on (`Config::push_chunks`) and at most a third of the members that are not
+    /// full holders were out of this node's reach (down, or not its neighbours): the members
+    /// deal the chunks alike (in a full mesh with a few members down, exactly), so owners push
+    /// the chunks of their stripes and the others wait for them; in a partial mesh, where the
+    /// deals differ, nodes fetch every chunk.
     complete: bool,
 }
 
@@ -1525,7 +1526,8 @@ impl Stripes {
             .collect();
         let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
         let dealt = cx.members.iter().filter(|m| !full.contains(m)).count();
-        let complete = (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
+        let complete =
+            cx.cfg.push_chunks && (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
         Stripes {
             takers,
             offset,

@@ -771,6 +771,7 @@ fn pushed(a: &Artifact, index: u32) -> Message {
 fn a_node_waits_for_the_owner_to_push_its_chunk_then_falls_back() {
     let a = big(42, 6);
     let cfg = Config {
+        push_chunks: true,
         chunk_size: CHUNK,
         ..Config::default()
     };
@@ -809,12 +810,60 @@ fn a_node_waits_for_the_owner_to_push_its_chunk_then_falls_back() {
     );
 }
 
+/// With pushes off (the default) an owner pushes nothing and no one waits for a push: a chunk
+/// announced by its owner is asked for at once.
+#[test]
+fn with_pushes_off_owners_push_nothing_and_peers_ask_at_once() {
+    let a = big(44, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    assert!(!cfg.push_chunks);
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let (peer, req_id, _, index) = *asks
+        .iter()
+        .find(|r| owner_of(&a, r.3) == id(0))
+        .expect("it asks the origin for its own stripe");
+    let msg = Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    let outs = recv(&mut node, t(3), peer, msg);
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                msg: Message::Chunk { req_id: 0, .. },
+                ..
+            }
+        )),
+        "no push: {outs:?}"
+    );
+    let other = (0..6).find(|i| owner_of(&a, *i) == id(2)).unwrap();
+    let have = Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: other,
+            end: other + 1,
+        }],
+    };
+    let asked = chunk_asks(&recv(&mut node, t(4), id(2), have));
+    assert!(
+        asked.iter().any(|r| r.3 == other),
+        "asked at once: {asked:?}"
+    );
+}
+
 /// A node pushes a chunk of its own stripe, once verified, to the peers fetching the artifact,
 /// and each chunk to each peer only once.
 #[test]
 fn an_owner_pushes_its_chunks_to_the_fetching_peers_once() {
     let a = big(43, 6);
     let cfg = Config {
+        push_chunks: true,
         chunk_size: CHUNK,
         ..Config::default()
     };
@@ -867,6 +916,7 @@ fn unwanted_and_bad_pushes_are_bounded() {
     let a = big(44, 6);
     let other = big(45, 6);
     let cfg = Config {
+        push_chunks: true,
         chunk_size: CHUNK,
         max_unwanted_pushes: 3,
         max_bad_data_per_peer: 0,
@@ -907,6 +957,7 @@ fn unwanted_and_bad_pushes_are_bounded() {
 fn pushes_spend_the_serving_budget() {
     let a = big(46, 6);
     let cfg = Config {
+        push_chunks: true,
         chunk_size: CHUNK,
         serve_rate: 1,
         serve_burst: u64::from(CHUNK),

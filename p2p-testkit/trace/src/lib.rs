@@ -188,6 +188,8 @@ struct ConfigRec {
     max_have_ranges: usize,
     #[serde(default = "default_chunks::swarm_patience")]
     swarm_patience: Duration,
+    #[serde(default)]
+    push_chunks: bool,
     #[serde(default = "default_chunks::push_patience")]
     push_patience: Duration,
     #[serde(default = "default_chunks::max_unwanted_pushes")]
@@ -300,6 +302,7 @@ impl From<&Config> for ConfigRec {
             max_chunks_in_flight_per_peer: c.max_chunks_in_flight_per_peer,
             max_have_ranges: c.max_have_ranges,
             swarm_patience: c.swarm_patience,
+            push_chunks: c.push_chunks,
             push_patience: c.push_patience,
             max_unwanted_pushes: c.max_unwanted_pushes,
             offload_chunk_hashing: c.offload_chunk_hashing,
@@ -350,6 +353,7 @@ impl ConfigRec {
             swarm_patience: self.swarm_patience,
             push_patience: self.push_patience,
             max_unwanted_pushes: self.max_unwanted_pushes,
+            push_chunks: self.push_chunks,
             offload_chunk_hashing: self.offload_chunk_hashing,
             swarm_linger: self.swarm_linger,
             auto_relay: self.auto_relay,

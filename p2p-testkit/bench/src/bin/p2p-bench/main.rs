@@ -108,6 +108,12 @@ struct TuningArgs {
     /// The nodes' `swarm_patience` in ms (default: the core's, 100 ms).
     #[arg(long)]
     swarm_patience_ms: Option<u64>,
+    /// The nodes' `push_patience` in ms (default: the core's, 500 ms).
+    #[arg(long)]
+    push_patience_ms: Option<u64>,
+    /// Turn the nodes' chunk pushes on (`push_chunks`; off by default).
+    #[arg(long)]
+    push_chunks: bool,
     /// Every node connects to about K others (the topology's degree, at least 2; see
     /// `p2p_transport::topology`) and relays what it receives (default: a full mesh).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
@@ -126,6 +132,8 @@ impl TuningArgs {
             notsent_lowat: self.notsent_lowat,
             write_chunk: self.write_chunk,
             swarm_patience_ms: self.swarm_patience_ms,
+            push_patience_ms: self.push_patience_ms,
+            push_chunks: self.push_chunks,
             peers: self.peers.map(|k| k as usize),
             no_express: self.no_express,
         }

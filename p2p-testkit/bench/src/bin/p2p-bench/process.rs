@@ -253,9 +253,16 @@ pub fn node_args(listen: Option<IpAddr>, tuning: Tuning) -> Vec<String> {
         "--swarm-patience-ms",
         tuning.swarm_patience_ms.map(|v| v.to_string()),
     );
+    add(
+        "--push-patience-ms",
+        tuning.push_patience_ms.map(|v| v.to_string()),
+    );
     add("--peers", tuning.peers.map(|v| v.to_string()));
     if tuning.no_express {
         args.push("--no-express".to_owned());
+    }
+    if tuning.push_chunks {
+        args.push("--push-chunks".to_owned());
     }
     args
 }

@@ -45,6 +45,10 @@ pub struct Tuning {
     pub write_chunk: Option<usize>,
     /// The core's `swarm_patience`, ms (`None`: the default, 100 ms).
     pub swarm_patience_ms: Option<u64>,
+    /// The core's `push_patience`, ms (`None`: the default, 500 ms).
+    pub push_patience_ms: Option<u64>,
+    /// The core's `push_chunks` (pushes on).
+    pub push_chunks: bool,
     /// The nodes' degree: each connects to about this many others
     /// ([`Topology::Degree`]) and relays what it receives (`None`: a full mesh, no relaying).
     pub peers: Option<usize>,
@@ -444,6 +448,10 @@ pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
     if let Some(ms) = tuning.swarm_patience_ms {
         cfg.core.swarm_patience = Duration::from_millis(ms);
     }
+    if let Some(ms) = tuning.push_patience_ms {
+        cfg.core.push_patience = Duration::from_millis(ms);
+    }
+    cfg.core.push_chunks |= tuning.push_chunks;
     if let Some(bytes) = tuning.write_chunk {
         cfg.write_chunk = bytes.max(p2p_transport::mux::MIN_TRANSMIT);
     }
