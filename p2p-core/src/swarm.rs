@@ -1300,8 +1300,10 @@ impl Swarms {
     /// requested from it, for the chunks of this node's own stripe (as the swarm would deal them
     /// from the advert's size and the connected members) in the same round trip, so that they
     /// follow the manifest instead of waiting for it: the pull then costs two one-way latencies
-    /// before the first chunk leaves the holder, not four. Only when no swarm waits for the
-    /// budget and the artifact fits it (so that its swarm can be active when the chunks arrive),
+    /// before the first chunk leaves the holder, not four. Only when this node has no swarm active
+    /// or waiting and no chunk request in flight (so that its swarm can be active when the chunks
+    /// arrive, and a burst of adverts does not queue every swarm's chunks at the holder ahead of
+    /// their manifests: the simulated W2 of 50 artifacts took 2.12 s with that, 1.66 s without),
     /// within the per-peer and global limits. The swarm adopts these requests when it starts
     /// ([`Swarms::start`]); a chunk that arrives without an active swarm is dropped as a
     /// duplicate.
@@ -1318,9 +1320,10 @@ impl Swarms {
         if self.table.contains_key(&id)
             || !(cx.connected)(&peer)
             || !self.waiting.is_empty()
+            || self.reserved > 0
+            || self.in_flight > 0
             || size > cx.cfg.max_artifact_size
             || size <= chunk
-            || (self.reserved > 0 && self.reserved + size > cx.cfg.max_incomplete_bytes)
         {
             return;
         }

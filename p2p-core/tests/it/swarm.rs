@@ -696,6 +696,35 @@ fn a_node_asks_for_its_stripe_with_the_manifest() {
     assert_eq!(node.metrics().duplicates, 0);
 }
 
+/// Many chunked artifacts advertised at once (a burst of publishes, a resync): only the first
+/// manifest request carries stripe requests; the others wait for their manifests, so the
+/// holder's uplink does not queue every swarm's chunks ahead of the manifests the exchange
+/// between the peers needs.
+#[test]
+fn only_a_node_with_nothing_in_flight_asks_for_its_stripe_with_the_manifest() {
+    let (a, b) = (big(46, 6), big(47, 6));
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = connected_node(cfg, 3);
+    let outs = recv(
+        &mut node,
+        t(0),
+        id(1),
+        Message::Adverts(vec![a.advert(), b.advert()]),
+    );
+    assert_eq!(requests(&outs).len(), 2, "both manifests are asked for");
+    let early = chunk_asks(&outs);
+    assert!(!early.is_empty(), "the first carries its stripe");
+    let first = early[0].2;
+    assert!(first == a.id || first == b.id);
+    assert!(
+        early.iter().all(|r| r.2 == first),
+        "the second waits for its manifest: {early:?}"
+    );
+}
+
 /// An advert that claims a larger size makes the node ask for chunks the manifest does not
 /// have: the swarm cancels those requests on the wire when it starts.
 #[test]
