@@ -852,20 +852,7 @@ impl Swarms {
             sink.metrics.duplicates += 1;
             return ChunkAnswer::Kept;
         }
-        if offload {
-            sink.push(Output::HashChunk {
-                id,
-                index,
-                data: data.clone(),
-            });
-            s.checking.push((index, data, peer));
-            return ChunkAnswer::Checking;
-        }
-        let ok = s.manifest.verify_chunk(index, &data);
-        if ok {
-            s.gained = now;
-        }
-        judge(s, id, index, data, peer, ok)
+        check_chunk(s, peer, (id, index, data), (offload, now), sink)
     }
 
     /// A chunk `peer` pushed (no request asked for it): kept if an active swarm lacks it (a
@@ -915,20 +902,7 @@ impl Swarms {
             .table
             .get_mut(&id)
             .expect("a wanted chunk's swarm exists");
-        if offload {
-            sink.push(Output::HashChunk {
-                id,
-                index,
-                data: data.clone(),
-            });
-            s.checking.push((index, data, peer));
-            return ChunkAnswer::Checking;
-        }
-        let ok = s.manifest.verify_chunk(index, &data);
-        if ok {
-            s.gained = now;
-        }
-        judge(s, id, index, data, peer, ok)
+        check_chunk(s, peer, (id, index, data), (offload, now), sink)
     }
 
     /// The driver's hash of a chunk it was asked to hash; returns the sender and what became
@@ -950,6 +924,32 @@ impl Swarms {
         }
         Some((peer, judge(s, id, index, data, peer, ok)))
     }
+}
+
+/// Checks a chunk `peer` sent for swarm `s` (answered or pushed): hands it to the driver to
+/// hash if hashing is offloaded (the chunk then waits in `checking`), else verifies it against
+/// the manifest and judges it.
+fn check_chunk(
+    s: &mut Swarm,
+    peer: NodeId,
+    (id, index, data): (ArtifactId, u32, Bytes),
+    (offload, now): (bool, Time),
+    sink: &mut Sink,
+) -> ChunkAnswer {
+    if offload {
+        sink.push(Output::HashChunk {
+            id,
+            index,
+            data: data.clone(),
+        });
+        s.checking.push((index, data, peer));
+        return ChunkAnswer::Checking;
+    }
+    let ok = s.manifest.verify_chunk(index, &data);
+    if ok {
+        s.gained = now;
+    }
+    judge(s, id, index, data, peer, ok)
 }
 
 /// Keeps a chunk whose hash matched (`ok`), or excludes its sender; the whole artifact once
