@@ -570,12 +570,7 @@ impl Downloads {
                 ..dl.advert.clone()
             };
             let priority = dl.priority;
-            let full = dl
-                .sources
-                .iter()
-                .filter(|s| !dl.partial.contains(s))
-                .map(|s| cx.peers.id_of_slot(*s))
-                .collect();
+            let full = full_holders(dl, cx.peers);
             let partial = dl
                 .partial
                 .iter()
@@ -840,12 +835,7 @@ impl Downloads {
             .get(&peer)
             .is_some_and(|state| !dl.partial.contains(&state.slot));
         if dl.attempts == 1 && dl.advert.size > u64::from(cx.cfg.chunk_size) && full_holder {
-            let full = dl
-                .sources
-                .iter()
-                .filter(|s| !dl.partial.contains(s))
-                .map(|s| cx.peers.id_of_slot(*s))
-                .collect();
+            let full = full_holders(dl, cx.peers);
             self.manifest_asked.push(ManifestAsked {
                 advert: dl.advert.clone(),
                 peer,
@@ -994,6 +984,15 @@ impl Downloads {
 
 /// Concurrent requests allowed for a download.
 /// The bytes a request for `advert` fetches: the artifact, or its manifest if it is chunked.
+/// The sources of `dl` that advertised the whole artifact (not only some of its chunks).
+fn full_holders(dl: &Download, peers: &Peers) -> SmallVec<[NodeId; 4]> {
+    dl.sources
+        .iter()
+        .filter(|s| !dl.partial.contains(s))
+        .map(|s| peers.id_of_slot(*s))
+        .collect()
+}
+
 fn fetch_size(advert: &Advert, cfg: &Config) -> u64 {
     if advert.size > cfg.chunk_size as u64 {
         let count = advert.size.div_ceil(cfg.chunk_size as u64);
