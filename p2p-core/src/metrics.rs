@@ -109,6 +109,17 @@ declare_metrics! {
     bytes_served: Counter as "artifact_bytes_served",
     /// Chunks of chunked artifacts requested.
     chunks_requested: Counter,
+    /// Chunk requests to a full holder for a chunk of another member's stripe handed over to
+    /// this node: `swarm_patience` passed and no taker before it in the stripes' order said it
+    /// fetches the artifact (counted in `chunks_requested` too).
+    chunks_asked_handed_over: Counter,
+    /// Chunk requests to a full holder for a chunk of another member's stripe because the
+    /// swarm had nothing in flight and gained no chunk for `swarm_patience` (counted in
+    /// `chunks_requested` too).
+    chunks_asked_idle: Counter,
+    /// Chunk requests to a full holder for a chunk of another member's stripe because the
+    /// swarm was overdue (counted in `chunks_requested` too).
+    chunks_asked_overdue: Counter,
     /// Chunks received, requested or pushed (verified or not).
     chunks_received: Counter,
     /// Chunks sent: chunk requests answered with the chunk, and chunks of this node's stripe

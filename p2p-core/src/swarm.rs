@@ -1159,6 +1159,22 @@ impl Swarms {
                 let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
                     break;
                 };
+                let s = &self.table[&id];
+                let from_full = !s
+                    .partial
+                    .iter()
+                    .any(|(p, bits)| *p == peer && bits.get(index));
+                let t = &s.stripes.takers;
+                if from_full && !t.is_empty() && t[s.stripes.owner(index)] != cx.me {
+                    let m = &mut cx.sink.metrics;
+                    if s.asks_full(index, cx.me) {
+                        m.chunks_asked_handed_over += 1;
+                    } else if s.overdue {
+                        m.chunks_asked_overdue += 1;
+                    } else {
+                        m.chunks_asked_idle += 1;
+                    }
+                }
                 self.request(id, index, peer, priority, cx);
                 if owes {
                     // That may have been the last chunk of its own stripes.

@@ -7,12 +7,21 @@
 //! cargo run --release -p p2p-testkit --example testbed_sim -- \
 //!     --custom name=W2,nodes=13,large=50,large_size=1048576,origins=1 \
 //!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--peers 4] \
-//!     [--per-artifact]
+//!     [--cpu-ns-per-byte 3.5 [--cpu-cores 2]] [--per-artifact]
 //! ```
 //!
 //! With `--peers K` the graph is built as the nodes build theirs, from the simulated nodes' ids,
 //! which are not the testbed's (those are fresh keys every run): the same kind of graph, not the
 //! same edges.
+//!
+//! `--cpu-ns-per-byte NS [--cpu-cores N]` models the machine the testbed's node processes share
+//! (`Scenario::cpu`): every byte received costs NS nanoseconds of one of N cores (default 2),
+//! for the work it causes at both ends.
+//!
+//! The line also gives the chunk messages the artifacts' origins sent (`origin_chunk_sends`,
+//! against `chunks`, the artifacts' chunks in all) and the chunk requests made to full holders
+//! outside a node's stripe (`chunks_asked_handed_over`, `chunks_asked_idle`, `chunks_asked_overdue`: the core's
+//! metrics).
 //!
 //! `--congestion` turns on the drivers' congestion marks (8 MiB / 4 MiB queued to a peer);
 //! `--max-chunks-in-flight N`, `--max-chunks-in-flight-per-peer N` and `--swarm-patience-ms MS`
@@ -29,7 +38,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use p2p_testkit::sim::{BULK, Scenario, Topology, URGENT};
+use p2p_testkit::sim::{BULK, CpuCost, Scenario, Topology, URGENT};
 
 /// The workload fields of p2p-bench's `--custom` text that shape the publishes.
 #[derive(Debug)]
@@ -157,6 +166,13 @@ fn run(args: &[String]) -> Result<String, String> {
     for &node in &slow {
         s = s.node_bandwidth(node, slow_rate);
     }
+    let cores = num("--cpu-cores")?;
+    let per_byte: Option<f64> = value(args, "--cpu-ns-per-byte")
+        .map(|v| v.parse().map_err(|_| "--cpu-ns-per-byte is not a number"))
+        .transpose()?;
+    if let Some(ns) = per_byte {
+        s = s.cpu(cores.unwrap_or(2) as usize, CpuCost::ns_per_byte(ns));
+    }
     for i in 0..shape.large {
         s = s.publish(start, i % shape.origins, BULK, shape.large_size);
     }
@@ -204,8 +220,17 @@ fn run(args: &[String]) -> Result<String, String> {
             })
             .unwrap_or_else(|| "null".into())
     };
+    let counter = |name: &str| {
+        report
+            .counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let chunks: u64 = report.artifacts.iter().map(|a| u64::from(a.chunks)).sum();
+    let origin_sends: u64 = report.artifacts.iter().map(|a| a.origin_chunk_sends).sum();
     Ok(format!(
-        "{{\"all_hold_ms\":{},\"urgent\":{},\"bulk\":{},\"amplification\":{:.4},\"delivered\":{},\"expected\":{},\"passed\":{},\"events\":{}}}",
+        "{{\"all_hold_ms\":{},\"urgent\":{},\"bulk\":{},\"amplification\":{:.4},\"origin_chunk_sends\":{origin_sends},\"chunks\":{chunks},\"chunks_asked_handed_over\":{},\"chunks_asked_idle\":{},\"chunks_asked_overdue\":{},\"delivered\":{},\"expected\":{},\"passed\":{},\"events\":{}}}",
         if complete {
             format!("{:.3}", ms(all_hold.saturating_sub(start)))
         } else {
@@ -214,6 +239,9 @@ fn run(args: &[String]) -> Result<String, String> {
         lat(URGENT),
         lat(BULK),
         report.amplification(),
+        counter("chunks_asked_handed_over"),
+        counter("chunks_asked_idle"),
+        counter("chunks_asked_overdue"),
         report.delivered,
         report.expected,
         report.passed(),

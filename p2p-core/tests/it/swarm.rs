@@ -651,6 +651,42 @@ fn a_node_asks_the_origin_for_its_own_stripes_before_any_other_chunk() {
         first.iter().all(|o| *o),
         "the {own} chunks of its own stripes come first: {order:?}"
     );
+    // The metrics name why the others' chunks were asked of the origin: peers 2 and 3 said
+    // they fetch, so nothing was handed over; the swarms were idle or overdue.
+    let m = node.metrics();
+    assert_eq!(m.chunks_asked_handed_over, 0);
+    assert_eq!(
+        (m.chunks_asked_idle + m.chunks_asked_overdue) as usize,
+        4 * 6 - own
+    );
+}
+
+/// Peers 2 and 3 never say they fetch the artifact: once `swarm_patience` has passed, their
+/// stripes pass to this node, which asks the origin for them (and says so in its metrics),
+/// before the swarm is overdue and without its being idle.
+#[test]
+fn the_stripes_of_members_that_do_not_fetch_pass_to_this_node_after_the_patience() {
+    let a = big(40, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let patience = cfg.swarm_patience;
+    let mut node = connected_node(cfg, 3);
+    let first = chunk_asks(&fetch_manifest(&mut node, 0, id(1), &a));
+    let own = (0..6).filter(|i| own_stripe(&a, *i)).count();
+    assert_eq!(first.len(), own, "only its own stripe at first");
+    assert_eq!(node.metrics().chunks_asked_handed_over, 0);
+    let later = chunk_asks(&step(
+        &mut node,
+        t(1) + patience + Duration::from_millis(1),
+        Input::Timeout,
+    ));
+    assert_eq!(later.len(), 6 - own, "the others' stripes, from the origin");
+    assert!(later.iter().all(|(peer, ..)| *peer == id(1)));
+    let m = node.metrics();
+    assert_eq!(m.chunks_asked_handed_over as usize, 6 - own);
+    assert_eq!((m.chunks_asked_idle, m.chunks_asked_overdue), (0, 0));
 }
 
 /// The first manifest request to a full holder carries on with this node's own stripe: the

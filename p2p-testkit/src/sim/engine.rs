@@ -12,7 +12,7 @@
 use super::byz::{Byz, ByzKind, Limits, Sends};
 use super::checks::{Checks, Components, Deliveries, Outcome, urgent_latency};
 use super::faults::{Faults, RandomFaults};
-use super::network::{Due, Enqueued, Layer, Network, nanos};
+use super::network::{Cpu, Due, Enqueued, Layer, Network, nanos};
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::record::{ActiveTrace, Recorder};
 use super::report::{ArtifactFigure, Check, Cutoff, Report};
@@ -275,14 +275,20 @@ impl<'a> Sim<'a> {
             sc,
             cfg,
             q: Queue::default(),
-            net: Network::new(
-                bandwidths,
-                sc.link.jitter,
-                sc.congestion,
-                write_stall,
-                timers,
-                rng,
-            ),
+            net: {
+                let mut net = Network::new(
+                    bandwidths,
+                    sc.link.jitter,
+                    sc.congestion,
+                    write_stall,
+                    timers,
+                    rng,
+                );
+                if let Some(cpu) = sc.cpu {
+                    net.set_cpu(Cpu::new(cpu.cores, cpu.cost.ps_per_byte));
+                }
+                net
+            },
             faults: Faults::new(members, sc.byz_period),
             checks: Checks::default(),
             recorder: Recorder::new(profile),

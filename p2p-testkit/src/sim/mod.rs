@@ -22,6 +22,10 @@
 //!   those whose window (twice the bandwidth-delay product) is full, as TCP shares a link among
 //!   connections. Frames then cross the link and queue FIFO at the receiver's downlink; a
 //!   message is handed to the receiver when its last frame is through.
+//! - Optionally ([`Scenario::cpu`]) the nodes share a machine's cores: each frame through a
+//!   downlink then takes a core (the first free, from when the frame is through) for a cost per
+//!   byte before its receiver has it, as node processes on one machine wait for each other's
+//!   CPU. Without it (the default) nodes compute in no time.
 //! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
 //!   frame headers (`p2p_transport::mux`), cut into frames exactly as the scheduler cuts them.
 //! - Each connection has a window (twice the bandwidth-delay product, at least 64 KiB) of bytes
@@ -119,7 +123,7 @@ pub use catalog::{
     swarm_bad_third_attackers, swarm_slow_nodes,
 };
 pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, Report};
-pub use scenario::{Fault, LinkSpec, Scenario, Topology, TraceSink, Workload, WriterFn};
+pub use scenario::{CpuCost, Fault, LinkSpec, Scenario, Topology, TraceSink, Workload, WriterFn};
 
 use p2p_core::{Kind, Message};
 

@@ -165,6 +165,39 @@ struct Port {
     current: Option<Frame>,
     /// When the downlink is through with the frames that reached it.
     down_free: u64,
+    /// When the processors are through with the last frame that reached it (see [`Cpu`]).
+    cpu_done: u64,
+}
+
+/// The processors the nodes share (`Scenario::cpu`): each frame through a downlink takes the
+/// core that is free first, from when the frame is through, for its bytes times the cost.
+///
+/// A frame reserves its core when it reaches the downlink, in the order frames arrive, so a
+/// core's idle time before a reservation is not given to a frame that arrives later: under
+/// load (the case the model is for) cores are rarely idle, and the order is deterministic.
+pub(super) struct Cpu {
+    /// When each core is free.
+    free: Vec<u64>,
+    ps_per_byte: u64,
+}
+
+impl Cpu {
+    /// `cores` cores (at least one), each byte costing `ps_per_byte` picoseconds.
+    pub(super) fn new(cores: usize, ps_per_byte: u64) -> Self {
+        Cpu {
+            free: vec![0; cores.max(1)],
+            ps_per_byte,
+        }
+    }
+
+    /// Runs `bytes` of work ready at `ready` on the core free first; returns when it ends.
+    fn run(&mut self, ready: u64, bytes: u64) -> u64 {
+        let core = self.free.iter_mut().min().expect("at least one core");
+        let start = ready.max(*core);
+        let work = (u128::from(bytes) * u128::from(self.ps_per_byte) / 1_000) as u64;
+        *core = start + work;
+        *core
+    }
 }
 
 /// What became of a message handed to [`Network::enqueue`].
@@ -195,6 +228,8 @@ pub(super) struct Network {
     /// The connection layer's timer settings, and per node what it runs of them (none: every
     /// end is [`Layer::Bare`]).
     timers: Option<(ConnConfig, Vec<Layer>)>,
+    /// The processors the nodes share, if modelled.
+    cpu: Option<Cpu>,
 }
 
 fn key(a: u32, b: u32) -> (u32, u32) {
@@ -236,6 +271,7 @@ impl Network {
                 uplink: Default::default(),
                 current: None,
                 down_free: 0,
+                cpu_done: 0,
             })
             .collect();
         Network {
@@ -248,7 +284,14 @@ impl Network {
             wire_bytes: 0,
             write_stall: write_stall.map(|(t, w)| (nanos(t).max(1), w)),
             timers,
+            cpu: None,
         }
+    }
+
+    /// Makes every frame through a downlink take its share of `cpu` before it reaches its
+    /// receiver.
+    pub(super) fn set_cpu(&mut self, cpu: Cpu) {
+        self.cpu = Some(cpu);
     }
 
     /// What node `i` runs of the connection layer's timers.
@@ -861,8 +904,12 @@ impl Network {
     pub(super) fn arrive(&mut self, f: FrameEv, q: &mut Queue) {
         let port = &mut self.ports[f.to as usize];
         let start = q.now().max(port.down_free);
-        let done = start + tx_nanos(f.bytes as u64, port.down_bps);
+        let mut done = start + tx_nanos(f.bytes as u64, port.down_bps);
         port.down_free = done;
+        if let Some(cpu) = &mut self.cpu {
+            done = cpu.run(done, f.bytes as u64).max(port.cpu_done);
+            port.cpu_done = done;
+        }
         q.push(done, EvKind::Through(f));
     }
 
@@ -977,6 +1024,43 @@ mod tests {
         let first_frame = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64;
         assert_eq!(got[0].0, first_frame * 1_000 + 10 * MS + wire * 1_000);
         assert_eq!(net.wire_bytes(), wire);
+    }
+
+    #[test]
+    fn a_shared_core_is_the_bottleneck_of_two_receivers() {
+        // Three nodes at 8 Mb/s (1 byte per microsecond), 10 ms apart; one core at 2 us per
+        // byte, twice the link's time: node 0 sends to 1 while 2 sends to 0.
+        let mut net = Network::new(
+            [8_000_000; 3],
+            Duration::ZERO,
+            None,
+            None,
+            None,
+            Rng::new(1),
+        );
+        net.set_cpu(Cpu::new(1, 2_000_000));
+        for (a, b) in [(0, 1), (0, 2)] {
+            net.add_link(a, b, |_| Duration::from_millis(10));
+            assert!(net.connect(a as u32, b as u32, 0));
+        }
+        let mut q = Queue::default();
+        let (m1, m2) = (response(40_000), response(30_000));
+        send(&mut net, &mut q, 0, 1, m1.clone(), Class::Bulk);
+        send(&mut net, &mut q, 2, 0, m2.clone(), Class::Bulk);
+        let got = drain(&mut net, &mut q).got;
+        assert_eq!(got.len(), 2);
+        let work = (wire_len(&m1) + wire_len(&m2)) as u64 * 2_000;
+        // The core is the bottleneck: it works without a pause from the first frame through
+        // (after 16 KiB on the uplink and 10 ms of latency, plus its downlink) to the end.
+        let first_through = (FRAME_PAYLOAD + FIRST_FRAME_HEADER) as u64 * 2_000 + 10 * MS;
+        let last = got.iter().map(|(t, _)| *t).max().unwrap();
+        assert!(last >= first_through + work - 2_000 * 1_000, "{last}");
+        assert!(
+            last <= first_through + work + (FRAME_PAYLOAD as u64) * 2_000,
+            "{last}"
+        );
+        // Without the core both would be through by 10 ms + their bytes' time (under 80 ms).
+        assert!(got.iter().any(|(_, m)| m == &m1) && got.iter().any(|(_, m)| m == &m2));
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Scenario {
     /// and bans of peers they cut off.
     pub(crate) policy: PolicyConfig,
     pub(crate) congestion: Option<(u64, u64)>,
+    /// The machine the nodes share, if modelled (see [`Scenario::cpu`]).
+    pub(crate) cpu: Option<CpuModel>,
     pub(crate) max_message_size: usize,
     /// The honest receivers' reassembly bounds (`max_partial_messages`, `max_buffered_bytes`)
     /// and stall timeout (`partial_timeout`: no frame of a message under reassembly for it).
@@ -281,6 +283,7 @@ impl Scenario {
                 ..PolicyConfig::default()
             },
             congestion: None,
+            cpu: None,
             max_message_size: (16 << 20) + (1 << 16),
             mux: MuxConfig::default(),
             reassembly_cap: None,
@@ -501,6 +504,17 @@ impl Scenario {
         self
     }
 
+    /// Models the processors the nodes share (default: none, every node's work is free):
+    /// each frame, once through its receiver's downlink, takes `cost` for every byte on one of
+    /// `cores` cores shared by all nodes, the earliest free, and reaches the receiver when done;
+    /// a receiver's frames stay in order, and until then they count in the sender's window.
+    /// `cost` stands for all the work one byte causes at both ends (TLS, the kernel's TCP,
+    /// copies, hashing): the model of a testbed whose node processes share one machine.
+    pub fn cpu(mut self, cores: usize, cost: CpuCost) -> Self {
+        self.cpu = Some(CpuModel { cores, cost });
+        self
+    }
+
     /// The transport's largest accepted message (default 16 MiB + 64 KiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
@@ -684,4 +698,27 @@ impl Scenario {
             super::engine::run(&self)
         }
     }
+}
+
+/// What one byte costs in [`Scenario::cpu`]: picoseconds of one core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuCost {
+    /// Picoseconds of one core per byte received.
+    pub ps_per_byte: u64,
+}
+
+impl CpuCost {
+    /// A cost of `ns` nanoseconds per byte (rounded to the picosecond).
+    pub fn ns_per_byte(ns: f64) -> Self {
+        CpuCost {
+            ps_per_byte: (ns.max(0.0) * 1e3).round() as u64,
+        }
+    }
+}
+
+/// The shared processors of [`Scenario::cpu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CpuModel {
+    pub(crate) cores: usize,
+    pub(crate) cost: CpuCost,
 }

@@ -66,6 +66,13 @@ pub struct NodeResult {
     pub retries: u64,
     /// Artifacts its core received again after delivering them.
     pub duplicate_receipts: u64,
+    /// Chunks its core sent (answers and pushes).
+    #[serde(default)]
+    pub chunks_served: u64,
+    /// Chunk requests its core made to full holders for chunks of other members' stripes:
+    /// (handed over, idle, overdue).
+    #[serde(default)]
+    pub chunks_asked_beyond_stripe: (u64, u64, u64),
 }
 
 /// The first 8 bytes of a planned artifact: its index in the plan's making order.
@@ -419,6 +426,11 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
         node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
         node_cpu_s: results.iter().map(|r| r.cpu_ns as f64 / 1e9).collect(),
+        node_chunks_served: results.iter().map(|r| r.chunks_served).collect(),
+        chunks_asked_beyond_stripe: results.iter().fold((0, 0, 0), |(h, i, o), r| {
+            let b = r.chunks_asked_beyond_stripe;
+            (h + b.0, i + b.1, o + b.2)
+        }),
         largest_artifact_bytes: crate::workloads::largest(&spec.workload),
         node_rss_bound_bytes: crate::workloads::node_rss_bound_of(&spec.workload),
         missing: expected.saturating_sub(delivered),
@@ -502,7 +514,13 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut record: Option<Record> = None;
     let mut published: Vec<(u64, u64)> = Vec::new();
     let mut ids: HashMap<u64, ArtifactId> = HashMap::new();
-    let mut before = (Duration::ZERO, (0u64, 0u64), false, (0u64, 0u64));
+    let mut before = (
+        Duration::ZERO,
+        (0u64, 0u64),
+        false,
+        (0u64, 0u64),
+        (0u64, 0u64, 0u64, 0u64),
+    );
     let mut said_done = false;
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     loop {
@@ -564,6 +582,12 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                             (m.bytes_written, m.bytes_read),
                             reset,
                             (m.core.retries, m.core.duplicates),
+                            (
+                                m.core.chunks_served,
+                                m.core.chunks_asked_handed_over,
+                                m.core.chunks_asked_idle,
+                                m.core.chunks_asked_overdue,
+                            ),
                         );
                         let h = handle.clone();
                         let tx = pub_tx.clone();
@@ -611,6 +635,12 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                             peak_reset: before.2,
                             retries: m.core.retries.saturating_sub(before.3.0),
                             duplicate_receipts: m.core.duplicates.saturating_sub(before.3.1),
+                            chunks_served: m.core.chunks_served.saturating_sub(before.4.0),
+                            chunks_asked_beyond_stripe: (
+                                m.core.chunks_asked_handed_over.saturating_sub(before.4.1),
+                                m.core.chunks_asked_idle.saturating_sub(before.4.2),
+                                m.core.chunks_asked_overdue.saturating_sub(before.4.3),
+                            ),
                         };
                         let json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
                         println!("result {json}");

@@ -360,6 +360,15 @@ pub struct Outcome {
     pub duplicate_receipts: u64,
     /// Requests the cores retried.
     pub retries: u64,
+    /// Chunks each node sent (answers and pushes), in node order (process-per-node mode
+    /// only): an origin that sends each of its chunks about once sends about its payload.
+    #[serde(default)]
+    pub node_chunks_served: Vec<u64>,
+    /// Chunk requests the cores made to full holders for chunks of other members' stripes:
+    /// (handed over, swarm idle, swarm overdue), summed over the nodes (process-per-node mode
+    /// only).
+    #[serde(default)]
+    pub chunks_asked_beyond_stripe: (u64, u64, u64),
     /// Latency per class.
     pub latency: Vec<Latency>,
     /// What the run's pictures are drawn from (`--report`); not in the JSON.
@@ -393,6 +402,8 @@ impl Outcome {
             peak_rss_reset: reset,
             node_peak_rss_bytes: Vec::new(),
             node_cpu_s: Vec::new(),
+            node_chunks_served: Vec::new(),
+            chunks_asked_beyond_stripe: (0, 0, 0),
             largest_artifact_bytes: largest(&spec.workload),
             node_rss_bound_bytes: node_rss_bound_of(&spec.workload),
             missing: r.expected.saturating_sub(r.delivered),
