@@ -7,16 +7,17 @@
 //! cargo run --release -p p2p-testkit --example testbed_sim -- \
 //!     --custom name=W2,nodes=13,large=50,large_size=1048576,origins=1 \
 //!     --rate-bps 286920000 [--slow-nodes 9,10,11 --slow-rate-bps 28692000] [--peers 4] \
-//!     [--cpu-ns-per-byte 3.5 [--cpu-cores 2]] [--per-artifact]
+//!     [--cpu-ns-per-byte 5 --cpu-us-per-frame 20 [--cpu-cores 2]] [--per-artifact]
 //! ```
 //!
 //! With `--peers K` the graph is built as the nodes build theirs, from the simulated nodes' ids,
 //! which are not the testbed's (those are fresh keys every run): the same kind of graph, not the
 //! same edges.
 //!
-//! `--cpu-ns-per-byte NS [--cpu-cores N]` models the machine the testbed's node processes share
-//! (`Scenario::cpu`): every byte received costs NS nanoseconds of one of N cores (default 2),
-//! for the work it causes at both ends.
+//! `--cpu-ns-per-byte NS --cpu-us-per-frame US [--cpu-cores N]` models the machine the
+//! testbed's node processes share (`Scenario::cpu`): every frame received costs NS nanoseconds
+//! per byte plus US microseconds of one of N cores (default 2), for the work it causes at both
+//! ends.
 //!
 //! The line also gives the chunk messages the artifacts' origins sent (`origin_chunk_sends`,
 //! against `chunks`, the artifacts' chunks in all) and the chunk requests made to full holders
@@ -166,12 +167,16 @@ fn run(args: &[String]) -> Result<String, String> {
     for &node in &slow {
         s = s.node_bandwidth(node, slow_rate);
     }
-    let cores = num("--cpu-cores")?;
-    let per_byte: Option<f64> = value(args, "--cpu-ns-per-byte")
-        .map(|v| v.parse().map_err(|_| "--cpu-ns-per-byte is not a number"))
-        .transpose()?;
-    if let Some(ns) = per_byte {
-        s = s.cpu(cores.unwrap_or(2) as usize, CpuCost::ns_per_byte(ns));
+    let float = |name: &str| -> Result<Option<f64>, String> {
+        value(args, name)
+            .map(|v| v.parse().map_err(|_| format!("{name} is not a number")))
+            .transpose()
+    };
+    let (per_byte, per_frame) = (float("--cpu-ns-per-byte")?, float("--cpu-us-per-frame")?);
+    if per_byte.is_some() || per_frame.is_some() {
+        let cores = num("--cpu-cores")?.unwrap_or(2) as usize;
+        let cost = CpuCost::new(per_byte.unwrap_or(0.0), per_frame.unwrap_or(0.0));
+        s = s.cpu(cores, cost);
     }
     for i in 0..shape.large {
         s = s.publish(start, i % shape.origins, BULK, shape.large_size);

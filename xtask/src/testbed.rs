@@ -190,6 +190,57 @@ pub fn node_addr(i: usize) -> String {
     format!("10.99.{}.{}", i / 250, i % 250 + 1)
 }
 
+/// Counters of a testbed's links (see [`Testbed::link_counters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// TCP segments the nodes sent.
+    pub segments: u64,
+    /// TCP segments the nodes retransmitted.
+    pub retransmitted: u64,
+    /// Packets the links' queues dropped.
+    pub dropped: u64,
+    /// Whether every figure could be read.
+    pub complete: bool,
+}
+
+impl Default for LinkCounters {
+    fn default() -> Self {
+        LinkCounters {
+            segments: 0,
+            retransmitted: 0,
+            dropped: 0,
+            complete: true,
+        }
+    }
+}
+
+/// `OutSegs` and `RetransSegs` of the `Tcp:` lines of a `/proc/net/snmp`.
+fn tcp_segments(snmp: &str) -> Option<(u64, u64)> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names: Vec<&str> = tcp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = tcp.next()?.split_whitespace().collect();
+    let field = |name: &str| {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((field("OutSegs")?, field("RetransSegs")?))
+}
+
+/// Packets dropped by every qdisc of a `tc -s qdisc show` (the `dropped N` of each `Sent`
+/// line).
+fn qdisc_drops(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("dropped ").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// A testbed: namespaces, a bridge, shaped veth pairs. Dropping it deletes them all (killing
 /// any process still inside).
 pub struct Testbed {
@@ -274,6 +325,35 @@ impl Testbed {
             });
         }
         Ok(tb)
+    }
+
+    /// What the links saw so far, summed over the nodes: TCP segments sent and retransmitted
+    /// (each namespace's `/proc/net/snmp`) and packets the shaping queues dropped (both ends
+    /// of every link, `tc -s`). `None` where a figure could not be read.
+    pub fn link_counters(&self) -> LinkCounters {
+        let mut c = LinkCounters::default();
+        let br = self.namespaces.first().cloned().unwrap_or_default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let snmp = exec("ip", &["netns", "exec", &n.netns, "cat", "/proc/net/snmp"]).ok();
+            match snmp.as_deref().and_then(tcp_segments) {
+                Some((out, re)) => {
+                    c.segments += out;
+                    c.retransmitted += re;
+                }
+                None => c.complete = false,
+            }
+            for (ns, dev) in [
+                (n.netns.clone(), "eth0".to_owned()),
+                (br.clone(), format!("v{i}")),
+            ] {
+                let stats = exec("tc", &["-s", "-n", &ns, "qdisc", "show", "dev", &dev]).ok();
+                match stats.as_deref().map(qdisc_drops) {
+                    Some(d) => c.dropped += d,
+                    None => c.complete = false,
+                }
+            }
+        }
+        c
     }
 
     /// p2p-bench's `--netns` value: `ns=addr` per node.
@@ -657,12 +737,15 @@ struct Args {
     prio: bool,
     deadline: Option<Duration>,
     sim: bool,
+    /// The CPU the simulator models (`None`: links only).
+    sim_cpu: Option<SimCpu>,
     bench_args: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args, TaskError> {
     let mut a = Args {
         sim: true,
+        sim_cpu: Some(SIM_CPU),
         ..Args::default()
     };
     let mut it = args.iter();
@@ -684,6 +767,23 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
             "--force" => a.force = true,
             "--smoke" => a.smoke = true,
             "--no-sim" => a.sim = false,
+            "--sim-cpu" => {
+                let v = value("--sim-cpu")?;
+                a.sim_cpu = if v == "off" {
+                    None
+                } else {
+                    let (b, f) = v.split_once(',').ok_or_else(|| {
+                        usage(format!(
+                            "`--sim-cpu` takes NS_PER_BYTE,US_PER_FRAME or off, not `{v}`"
+                        ))
+                    })?;
+                    Some(SimCpu {
+                        ns_per_byte: num("--sim-cpu", b.to_owned())?,
+                        us_per_frame: num("--sim-cpu", f.to_owned())?,
+                        cores: SIM_CPU.cores,
+                    })
+                };
+            }
             "--only" => a.only = value("--only")?.split(',').map(str::to_owned).collect(),
             "--rate" => a.rate = Some(num("--rate", value("--rate")?)? as u64),
             "--slow-fraction" => {
@@ -781,9 +881,18 @@ struct Measured {
     node_rss_max: u64,
     missing: u64,
     duplicates: u64,
+    /// The simulator's all-hold time with the machine's CPU modelled (or without, if off).
     sim_all_hold_s: Option<f64>,
+    /// The simulator's all-hold time with links only (no CPU model).
+    sim_links_s: Option<f64>,
     sim_bulk_p99: Option<f64>,
     sim_urgent_p99: Option<f64>,
+    /// What the links saw during the run.
+    links: Option<LinkCounters>,
+    /// Chunks each node sent (answers and pushes).
+    chunks_served: Vec<u64>,
+    /// Chunk requests to full holders beyond the nodes' stripes (handed over, idle, overdue).
+    beyond_stripe: (u64, u64, u64),
 }
 
 fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
@@ -805,6 +914,12 @@ fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
         .unwrap_or(0);
     m.missing = w["missing"].as_u64().unwrap_or(0);
     m.duplicates = w["duplicates"].as_u64().unwrap_or(0);
+    m.chunks_served = w["node_chunks_served"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let beyond = |i: usize| w["chunks_asked_beyond_stripe"][i].as_u64().unwrap_or(0);
+    m.beyond_stripe = (beyond(0), beyond(1), beyond(2));
     for l in w["latency"].as_array().into_iter().flatten() {
         let p = (
             l["p50_ms"].as_f64().unwrap_or(0.0),
@@ -819,7 +934,16 @@ fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
     Ok(())
 }
 
-fn run_sim(exe: &Path, spec: &RunSpec, stop: Stop, m: &mut Measured) -> Result<(), TaskError> {
+/// A simulator's prediction: all-hold time (s), bulk and urgent p99 (ms).
+type Prediction = (Option<f64>, Option<f64>, Option<f64>);
+
+/// The simulator's prediction of `spec`, from its JSON line.
+fn run_sim(
+    exe: &Path,
+    spec: &RunSpec,
+    cpu: Option<SimCpu>,
+    stop: Stop,
+) -> Result<Prediction, TaskError> {
     let rate = (spec.rate_bps as f64 * PAYLOAD_SHARE) as u64;
     let slow: Vec<String> = spec.slow_nodes().iter().map(usize::to_string).collect();
     let mut cmd = Command::new(exe);
@@ -829,6 +953,11 @@ fn run_sim(exe: &Path, spec: &RunSpec, stop: Stop, m: &mut Measured) -> Result<(
         .args(["--slow-nodes", &slow.join(",")])
         .args(spec.peers_args())
         .stdout(Stdio::piped());
+    if let Some(c) = cpu {
+        cmd.args(["--cpu-ns-per-byte", &c.ns_per_byte.to_string()])
+            .args(["--cpu-us-per-frame", &c.us_per_frame.to_string()])
+            .args(["--cpu-cores", &c.cores.to_string()]);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::Failed(format!("cannot start {}: {e}", exe.display())))?;
@@ -850,15 +979,37 @@ fn run_sim(exe: &Path, spec: &RunSpec, stop: Stop, m: &mut Measured) -> Result<(
     }
     let v: Value = serde_json::from_str(out.trim())
         .map_err(|e| TaskError::Failed(format!("bad simulator output `{out}`: {e}")))?;
-    m.sim_all_hold_s = v["all_hold_ms"].as_f64().map(|x| x / 1e3);
-    m.sim_bulk_p99 = v["bulk"]["p99_ms"].as_f64();
-    m.sim_urgent_p99 = v["urgent"]["p99_ms"].as_f64();
-    Ok(())
+    Ok((
+        v["all_hold_ms"].as_f64().map(|x| x / 1e3),
+        v["bulk"]["p99_ms"].as_f64(),
+        v["urgent"]["p99_ms"].as_f64(),
+    ))
 }
+
+/// The machine the simulator models for the testbed's predictions (`--sim-cpu`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimCpu {
+    /// Nanoseconds of one core per byte received, for the work at both ends.
+    pub ns_per_byte: f64,
+    /// Microseconds of one core per frame received, whatever its size.
+    pub us_per_frame: f64,
+    /// Cores the node processes share.
+    pub cores: usize,
+}
+
+/// The default model of this machine's two cores: 5 ns per byte and 10 us per frame, from the
+/// node processes' own CPU time in W2-1MiB (about 7 ns per byte received, all included: see
+/// BENCHMARKS.md, "The simulator's CPU model").
+pub const SIM_CPU: SimCpu = SimCpu {
+    ns_per_byte: 5.0,
+    us_per_frame: 10.0,
+    cores: 2,
+};
 
 struct Ctx {
     bench: PathBuf,
     sim: Option<PathBuf>,
+    sim_cpu: Option<SimCpu>,
     out_dir: PathBuf,
     shaping: Shaping,
     stop: Stop,
@@ -918,17 +1069,35 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
         .spawn()
         .map_err(|e| TaskError::Failed(format!("cannot start p2p-bench: {e}")))?;
     let ok = wait(&mut child, ctx.stop, "p2p-bench")?;
+    let links = testbed.link_counters();
     drop(testbed);
     let mut m = Measured {
         ok,
+        links: Some(links),
         ..Measured::default()
     };
     read_bench(&out, &mut m)?;
-    if let Some(sim) = &ctx.sim
-        && let Err(e) = run_sim(sim, spec, ctx.stop, &mut m)
-    {
-        ctx.stop.check()?;
-        eprintln!("    simulator: {e}");
+    if let Some(sim) = &ctx.sim {
+        let predict = |cpu| match run_sim(sim, spec, cpu, ctx.stop) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                ctx.stop.check()?;
+                eprintln!("    simulator: {e}");
+                Ok::<_, TaskError>(None)
+            }
+        };
+        if let Some((all, _, _)) = predict(None)? {
+            m.sim_links_s = all;
+        }
+        let with_cpu = match ctx.sim_cpu {
+            Some(cpu) => predict(Some(cpu))?,
+            None => predict(None)?,
+        };
+        if let Some((all, bulk, urgent)) = with_cpu {
+            m.sim_all_hold_s = all;
+            m.sim_bulk_p99 = bulk;
+            m.sim_urgent_p99 = urgent;
+        }
     }
     Ok(m)
 }
@@ -944,16 +1113,17 @@ fn fmt_s(x: Option<f64>) -> String {
 fn report(runs: &[(RunSpec, Measured)], cores: usize) {
     println!("\n==> link-bound testbed");
     println!(
-        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); sim = p2p-sim, same nodes, rates, publishes and topology, zero latency"
+        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); links = p2p-sim, same nodes, rates, publishes and topology, zero latency; +cpu = the same with the machine's cores modelled (--sim-cpu)"
     );
     println!(
-        "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+        "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
         "run",
         "nodes",
         "rate",
         "all hold",
         "bound",
-        "sim",
+        "links",
+        "+cpu",
         "tb/sim",
         "bulk p50/p99 ms",
         "urg. p50/p99 ms",
@@ -978,7 +1148,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             format!("{:.1} s", m.cpu_s)
         };
         println!(
-            "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
+            "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
             spec.name,
             spec.shape.nodes,
             format!(
@@ -992,6 +1162,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             ),
             fmt_s(m.all_hold_s),
             format!("{bound:.2} s"),
+            fmt_s(m.sim_links_s),
             fmt_s(m.sim_all_hold_s),
             ratio,
             fmt_pair(m.bulk),
@@ -1007,13 +1178,35 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
             ),
         );
     }
-    for (spec, _) in runs {
+    for (spec, m) in runs {
         println!(
             "  {}: {}; {}",
             spec.name,
             spec.shape.describe(),
             spec.mesh()
         );
+        if let Some(l) = m.links {
+            println!(
+                "    links: {} TCP segments, {} retransmitted ({:.2} %), {} packets dropped by the queues{}",
+                l.segments,
+                l.retransmitted,
+                100.0 * l.retransmitted as f64 / l.segments.max(1) as f64,
+                l.dropped,
+                if l.complete {
+                    ""
+                } else {
+                    " (some counters unreadable)"
+                }
+            );
+        }
+        if m.chunks_served.iter().any(|c| *c > 0) {
+            let (h, i, o) = m.beyond_stripe;
+            println!(
+                "    chunk messages sent: node 0 {}, all nodes {}; asked of full holders beyond the stripes: {h} handed over, {i} idle, {o} overdue",
+                m.chunks_served[0],
+                m.chunks_served.iter().sum::<u64>()
+            );
+        }
     }
     // Urgent latency under bulk against idle, per rate.
     for (spec, m) in runs {
@@ -1125,6 +1318,7 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
     let mut ctx = Ctx {
         bench: target_dir().join(profile).join("p2p-bench"),
         sim,
+        sim_cpu: a.sim_cpu,
         out_dir,
         shaping: Shaping {
             queue: a.queue.unwrap_or(Duration::from_millis(10)),
@@ -1277,6 +1471,15 @@ mod tests {
     }
 
     #[test]
+    fn link_counters_are_read_from_snmp_and_tc() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm OutSegs RetransSegs InErrs\nTcp: 1 1200 37 0\nUdp: InDatagrams\nUdp: 0\n";
+        assert_eq!(tcp_segments(snmp), Some((1200, 37)));
+        assert_eq!(tcp_segments("Ip: 1\n"), None);
+        let tc = "qdisc tbf 8001: root refcnt 2 rate 300Mbit burst 128Kb lat 11.3ms\n Sent 5217 bytes 40 pkt (dropped 12, overlimits 3 requeues 0)\nqdisc bfifo 10: parent 1:10 limit 12Kb\n Sent 10 bytes 1 pkt (dropped 0, overlimits 0 requeues 0)\n";
+        assert_eq!(qdisc_drops(tc), 12);
+    }
+
+    #[test]
     fn arguments_parse_and_reject_nonsense() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let a = parse(&s(&[
@@ -1298,6 +1501,14 @@ mod tests {
         assert!(parse(&s(&["--slow-fraction", "2"])).is_err());
         assert!(parse(&s(&["--rate", "0"])).is_err());
         assert!(parse(&s(&["--bogus"])).is_err());
+        assert_eq!(a.sim_cpu, Some(SIM_CPU));
+        let cpu = parse(&s(&["--sim-cpu", "4.5,20"]))
+            .unwrap()
+            .sim_cpu
+            .unwrap();
+        assert_eq!((cpu.ns_per_byte, cpu.us_per_frame), (4.5, 20.0));
+        assert_eq!(parse(&s(&["--sim-cpu", "off"])).unwrap().sim_cpu, None);
+        assert!(parse(&s(&["--sim-cpu", "5"])).is_err());
         let runs = full_runs(Some(100), Some(0.25));
         assert!(runs.iter().all(|r| r.rate_bps == 100 * MBIT));
         assert!(runs.iter().all(|r| r.slow == r.shape.nodes.div_ceil(4)));

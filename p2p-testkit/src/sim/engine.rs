@@ -285,7 +285,7 @@ impl<'a> Sim<'a> {
                     rng,
                 );
                 if let Some(cpu) = sc.cpu {
-                    net.set_cpu(Cpu::new(cpu.cores, cpu.cost.ps_per_byte));
+                    net.set_cpu(Cpu::new(cpu.cores, cpu.cost));
                 }
                 net
             },

@@ -36,6 +36,7 @@
 
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::rng::Rng;
+use super::scenario::CpuCost;
 use super::{FIRST_FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
 use p2p_core::{Class, Message, Time};
@@ -170,7 +171,7 @@ struct Port {
 }
 
 /// The processors the nodes share (`Scenario::cpu`): each frame through a downlink takes the
-/// core that is free first, from when the frame is through, for its bytes times the cost.
+/// core that is free first, from when the frame is through, for the frame's cost.
 ///
 /// A frame reserves its core when it reaches the downlink, in the order frames arrive, so a
 /// core's idle time before a reservation is not given to a frame that arrives later: under
@@ -178,24 +179,23 @@ struct Port {
 pub(super) struct Cpu {
     /// When each core is free.
     free: Vec<u64>,
-    ps_per_byte: u64,
+    cost: CpuCost,
 }
 
 impl Cpu {
-    /// `cores` cores (at least one), each byte costing `ps_per_byte` picoseconds.
-    pub(super) fn new(cores: usize, ps_per_byte: u64) -> Self {
+    /// `cores` cores (at least one), a frame costing `cost`.
+    pub(super) fn new(cores: usize, cost: CpuCost) -> Self {
         Cpu {
             free: vec![0; cores.max(1)],
-            ps_per_byte,
+            cost,
         }
     }
 
-    /// Runs `bytes` of work ready at `ready` on the core free first; returns when it ends.
+    /// Runs a frame of `bytes` ready at `ready` on the core free first; returns when it ends.
     fn run(&mut self, ready: u64, bytes: u64) -> u64 {
         let core = self.free.iter_mut().min().expect("at least one core");
         let start = ready.max(*core);
-        let work = (u128::from(bytes) * u128::from(self.ps_per_byte) / 1_000) as u64;
-        *core = start + work;
+        *core = start + self.cost.of(bytes);
         *core
     }
 }
@@ -1038,7 +1038,7 @@ mod tests {
             None,
             Rng::new(1),
         );
-        net.set_cpu(Cpu::new(1, 2_000_000));
+        net.set_cpu(Cpu::new(1, CpuCost::new(2_000.0, 0.0)));
         for (a, b) in [(0, 1), (0, 2)] {
             net.add_link(a, b, |_| Duration::from_millis(10));
             assert!(net.connect(a as u32, b as u32, 0));

@@ -505,11 +505,12 @@ impl Scenario {
     }
 
     /// Models the processors the nodes share (default: none, every node's work is free):
-    /// each frame, once through its receiver's downlink, takes `cost` for every byte on one of
-    /// `cores` cores shared by all nodes, the earliest free, and reaches the receiver when done;
-    /// a receiver's frames stay in order, and until then they count in the sender's window.
-    /// `cost` stands for all the work one byte causes at both ends (TLS, the kernel's TCP,
-    /// copies, hashing): the model of a testbed whose node processes share one machine.
+    /// each frame, once through its receiver's downlink, takes its `cost` on one of `cores`
+    /// cores shared by all nodes, the earliest free, and reaches the receiver when done; a
+    /// receiver's frames stay in order, and until then they count in the sender's window.
+    /// `cost` stands for all the work a frame causes at both ends (TLS, the kernel's TCP,
+    /// copies, hashing, wake-ups): the model of a testbed whose node processes share one
+    /// machine.
     pub fn cpu(mut self, cores: usize, cost: CpuCost) -> Self {
         self.cpu = Some(CpuModel { cores, cost });
         self
@@ -700,19 +701,28 @@ impl Scenario {
     }
 }
 
-/// What one byte costs in [`Scenario::cpu`]: picoseconds of one core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a frame costs in [`Scenario::cpu`], in time of one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuCost {
-    /// Picoseconds of one core per byte received.
+    /// Picoseconds per byte of the frame.
     pub ps_per_byte: u64,
+    /// Nanoseconds per frame, whatever its size (system calls, wake-ups, records).
+    pub ns_per_frame: u64,
 }
 
 impl CpuCost {
-    /// A cost of `ns` nanoseconds per byte (rounded to the picosecond).
-    pub fn ns_per_byte(ns: f64) -> Self {
+    /// A cost of `per_byte` nanoseconds per byte (rounded to the picosecond) and
+    /// `per_frame` microseconds per frame (rounded to the nanosecond).
+    pub fn new(per_byte_ns: f64, per_frame_us: f64) -> Self {
         CpuCost {
-            ps_per_byte: (ns.max(0.0) * 1e3).round() as u64,
+            ps_per_byte: (per_byte_ns.max(0.0) * 1e3).round() as u64,
+            ns_per_frame: (per_frame_us.max(0.0) * 1e3).round() as u64,
         }
+    }
+
+    /// Nanoseconds of one core for a frame of `bytes`.
+    pub(crate) fn of(&self, bytes: u64) -> u64 {
+        (u128::from(bytes) * u128::from(self.ps_per_byte) / 1_000) as u64 + self.ns_per_frame
     }
 }
 
