@@ -205,6 +205,10 @@ struct RawTuning {
     max_chunks_in_flight: Option<usize>,
     max_chunks_in_flight_per_peer: Option<usize>,
     max_have_ranges: Option<usize>,
+    swarm_patience_ms: Option<Millis>,
+    push_chunks: Option<bool>,
+    push_patience_ms: Option<Millis>,
+    max_unwanted_pushes: Option<u32>,
     connect_timeout_ms: Option<Millis>,
     handshake_timeout_ms: Option<Millis>,
     keepalive_interval_ms: Option<Millis>,
@@ -285,6 +289,15 @@ pub struct Tuning {
     pub max_chunks_in_flight_per_peer: Option<usize>,
     /// Chunk ranges in one `Have` message (default 1024).
     pub max_have_ranges: Option<usize>,
+    /// How long only a chunk's stripe owner asks full holders for it (default 100 ms).
+    pub swarm_patience: Option<Duration>,
+    /// Owners push the chunks of their stripes to the peers that fetch the artifact (default
+    /// off).
+    pub push_chunks: Option<bool>,
+    /// How long a node waits for a chunk its stripe's owner is to push (default 500 ms).
+    pub push_patience: Option<Duration>,
+    /// Useless pushed chunks a peer may send before it is cut off (default 256).
+    pub max_unwanted_pushes: Option<u32>,
     /// Dial timeout.
     pub connect_timeout: Option<Duration>,
     /// TLS + hello timeout.
@@ -560,6 +573,10 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         max_chunks_in_flight: t.max_chunks_in_flight,
         max_chunks_in_flight_per_peer: t.max_chunks_in_flight_per_peer,
         max_have_ranges: t.max_have_ranges,
+        swarm_patience: ms(t.swarm_patience_ms),
+        push_chunks: t.push_chunks,
+        push_patience: ms(t.push_patience_ms),
+        max_unwanted_pushes: t.max_unwanted_pushes,
         connect_timeout: ms(t.connect_timeout_ms),
         handshake_timeout: ms(t.handshake_timeout_ms),
         keepalive_interval: ms(t.keepalive_interval_ms),
@@ -895,6 +912,22 @@ mod tests {
             panic!("a degree of 1 is refused")
         };
         assert!(e.to_string().contains("degree of at least 2"), "{e}");
+    }
+
+    #[test]
+    fn swarm_settings_load_into_the_tuning() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeIdentity::generate().unwrap();
+        std::fs::write(dir.path().join("key.pem"), id.key_pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), id.cert_pem()).unwrap();
+        let path = dir.path().join("node.toml");
+        let text = "listen = \"127.0.0.1:1\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\nregistry = \"r.toml\"\n[tuning]\nswarm_patience_ms = \"250ms\"\npush_chunks = true\npush_patience_ms = 2000\nmax_unwanted_pushes = 64\n";
+        std::fs::write(&path, text).unwrap();
+        let t = load_node(&path).unwrap().tuning;
+        assert_eq!(t.swarm_patience, Some(Duration::from_millis(250)));
+        assert_eq!(t.push_chunks, Some(true));
+        assert_eq!(t.push_patience, Some(Duration::from_secs(2)));
+        assert_eq!(t.max_unwanted_pushes, Some(64));
     }
 
     #[test]

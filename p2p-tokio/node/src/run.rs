@@ -81,6 +81,18 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.max_have_ranges {
         cfg.core.max_have_ranges = v;
     }
+    if let Some(v) = t.swarm_patience {
+        cfg.core.swarm_patience = v;
+    }
+    if let Some(v) = t.push_chunks {
+        cfg.core.push_chunks = v;
+    }
+    if let Some(v) = t.push_patience {
+        cfg.core.push_patience = v;
+    }
+    if let Some(v) = t.max_unwanted_pushes {
+        cfg.core.max_unwanted_pushes = v;
+    }
     // The codec limits follow the core's bounds.
     cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
     if let Some(v) = t.connect_timeout {
@@ -387,6 +399,7 @@ mod tests {
     use p2p_core::Decision;
     use p2p_node::config::Tuning;
     use p2p_tokio::NodeIdentity;
+    use std::time::Duration;
 
     #[test]
     fn a_tuned_artifact_or_chunk_size_takes_the_codec_limits_along() {
@@ -408,10 +421,18 @@ mod tests {
                     max_artifact_size: Some(size),
                     chunk_size: chunk,
                     max_have_ranges: Some(2000),
+                    swarm_patience: Some(Duration::from_millis(250)),
+                    push_chunks: Some(true),
+                    push_patience: Some(Duration::from_secs(2)),
+                    max_unwanted_pushes: Some(64),
                     ..Tuning::default()
                 },
             };
             let cfg = node_config(file, None);
+            assert_eq!(cfg.core.swarm_patience, Duration::from_millis(250));
+            assert!(cfg.core.push_chunks);
+            assert_eq!(cfg.core.push_patience, Duration::from_secs(2));
+            assert_eq!(cfg.core.max_unwanted_pushes, 64);
             assert_eq!(cfg.core.max_artifact_size, size);
             assert_eq!(cfg.core.max_have_ranges, 2000);
             assert_eq!(cfg.mux.limits, NodeConfig::codec_limits(&cfg.core));
