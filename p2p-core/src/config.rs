@@ -118,10 +118,13 @@ pub struct Config {
     /// 133 ms for 128 KiB to 38 peers at 300 Mbit/s, 420 ms to 12 peers at 30 Mbit/s; shorter
     /// waits made nodes fetch slow owners' chunks twice: `BENCHMARKS.md`, "Swarming").
     pub push_patience: Duration,
-    /// Least time between two `Have`s of newly verified chunks of one swarm to the peers: the
-    /// chunks verified meanwhile go out in one `Have` (default 5 ms: with chunks of 16 KiB a
-    /// downlink at 300 Mbit/s verifies one every 0.44 ms, and a `Have` of one chunk to each of
-    /// 39 peers costs about 12 % of the chunk's bytes; a pull waits for it at most this long).
+    /// Least time between two `Have`s of newly verified chunks of one swarm in chunks smaller
+    /// than `chunk_size` (see [`chunk_size_for`](crate::chunks::chunk_size_for)) to the peers:
+    /// the chunks verified meanwhile go out in one `Have` (default 5 ms: with chunks of 16 KiB
+    /// a downlink at 300 Mbit/s verifies one every 0.44 ms, and a `Have` of one chunk to each
+    /// of 39 peers costs about 12 % of the chunk's bytes; simulated 4 MiB to 40 nodes:
+    /// amplification 1.128 without it, 1.029 with it, and 12 ms sooner; a pull waits for it at
+    /// most this long). A swarm in chunks of `chunk_size` announces each input's chunks at once.
     pub have_interval: Duration,
     /// Pushed chunks a peer may send that this node cannot use (no active swarm lacks them),
     /// net of the useful ones it pushed, before it is cut off (default 256: an honest peer pushes

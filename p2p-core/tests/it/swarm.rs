@@ -1096,14 +1096,12 @@ fn haves_to(outs: &[Output], to: p2p_core::NodeId) -> Vec<Vec<p2p_core::ChunkRan
 
 /// A node announces the first chunk it verifies at once, and the chunks it verifies less than
 /// `have_interval` after its last `Have` in one `Have` once the interval has passed (the node
-/// asks to run again then).
+/// asks to run again then), for a swarm in chunks smaller than `chunk_size` (a 4 MiB artifact in
+/// 16 KiB chunks); a swarm in chunks of `chunk_size` announces each chunk at once.
 #[test]
 fn chunks_verified_within_the_have_interval_are_announced_together() {
-    let a = big(51, 6);
-    let cfg = Config {
-        chunk_size: CHUNK,
-        ..Config::default()
-    };
+    let a = mid(51, 4 << 20);
+    let cfg = Config::default();
     let interval = cfg.have_interval;
     assert!(interval >= Duration::from_millis(2));
     let (mut node, asks) = swarming_with_fetchers(&a, cfg);
@@ -1128,6 +1126,24 @@ fn chunks_verified_within_the_have_interval_are_announced_together() {
     let later = step(&mut node, t(3) + interval, Input::Timeout);
     for peer in [id(2), id(3)] {
         assert_eq!(haves_to(&later, peer), vec![vec![one(asks[1].3)]]);
+    }
+
+    // In chunks of `chunk_size`: each chunk at once.
+    let b = big(53, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&b, cfg);
+    for (k, r) in asks.iter().take(2).enumerate() {
+        let msg = Message::Chunk {
+            req_id: r.1,
+            id: b.id,
+            index: r.3,
+            data: chunk_of(&b, r.3),
+        };
+        let outs = recv(&mut node, t(3) + Duration::from_millis(k as u64), r.0, msg);
+        assert_eq!(haves_to(&outs, id(2)), vec![vec![one(r.3)]]);
     }
 }
 
