@@ -1,7 +1,7 @@
 //! Downloads: the adverts tracked for download, the download table, the ready queues, request
 //! scheduling, and timeouts, retries and back-off.
 
-use crate::chunks::{MANIFEST_HEADER_LEN, Manifest, is_manifest};
+use crate::chunks::{MANIFEST_HEADER_LEN, Manifest, chunk_size_for, is_manifest};
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, RetryReason};
 use crate::hash::{FastState, KeyedTable, SaltedState, keyed_hash};
@@ -547,7 +547,8 @@ impl Downloads {
         // well formed, in this subnet's chunk size and within the size limit.
         let manifest = if is_manifest(&data) {
             Manifest::parse(data.clone()).ok().filter(|m| {
-                m.chunk_size() == cx.cfg.chunk_size && m.size() <= cx.cfg.max_artifact_size
+                m.chunk_size() == chunk_size_for(m.size(), cx.cfg.chunk_size)
+                    && m.size() <= cx.cfg.max_artifact_size
             })
         } else {
             None
@@ -995,7 +996,9 @@ fn full_holders(dl: &Download, peers: &Peers) -> SmallVec<[NodeId; 4]> {
 
 fn fetch_size(advert: &Advert, cfg: &Config) -> u64 {
     if advert.size > cfg.chunk_size as u64 {
-        let count = advert.size.div_ceil(cfg.chunk_size as u64);
+        let count = advert
+            .size
+            .div_ceil(u64::from(chunk_size_for(advert.size, cfg.chunk_size)));
         MANIFEST_HEADER_LEN as u64 + 32 * count
     } else {
         advert.size

@@ -8,7 +8,7 @@
 //! - `serving.rs`: answers to peers' requests, held while a peer is congested;
 //! - `Sink` (`sink.rs`): the outputs and counters that they all write to.
 
-use crate::chunks::{Manifest, is_manifest};
+use crate::chunks::{Manifest, chunk_size_for, is_manifest};
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::downloads::{Answer, Cx, Downloads};
 use crate::event::{DisconnectReason, DropReason, Event, Input, InputError, Output};
@@ -767,7 +767,7 @@ impl Node {
             Some(m) => {
                 if m.id() != artifact.id
                     || m.size() != artifact.data.len() as u64
-                    || m.chunk_size() != self.cfg.chunk_size
+                    || m.chunk_size() != chunk_size_for(m.size(), self.cfg.chunk_size)
                 {
                     return Err(InputError::ManifestMismatch);
                 }
@@ -887,7 +887,9 @@ impl TableSizes {
             (
                 "chunk requests awaiting an answer",
                 self.chunk_requests,
-                cfg.max_chunks_in_flight_per_peer.saturating_mul(peers),
+                cfg.max_chunks_in_flight_per_peer
+                    .saturating_mul(peers)
+                    .saturating_mul(cfg.max_chunk_window_scale()),
             ),
             (
                 "delivered memory",

@@ -921,9 +921,10 @@ fn swarms_complete_despite_a_third_serving_bad_chunks_or_never_answering() {
         assert!(r.counter("timeouts") > 0, "{r}");
         // Bound: a silent holder can cost a download one request timeout for the manifest (it
         // echoes the advert, so it may be the manifest's source) and one chunk request timeout
-        // (it claims every chunk, so it is asked first, up to 8 chunks per peer at once, which
-        // time out together); the chunks asked of the f / 2 silent holders then cross one
-        // link again (f / 2 x 8 x 128 KiB at 300 Mbit/s).
+        // (it claims every chunk, so it is asked first, up to 8 chunks of 128 KiB per peer at
+        // once or as many bytes in smaller chunks, which time out together); the chunks asked
+        // of the f / 2 silent holders then cross one link again (f / 2 x 8 x 128 KiB at 300
+        // Mbit/s).
         let cfg = p2p_core::Config {
             request_timeout_base: SWARM_BAD_TIMEOUT,
             ..p2p_core::Config::default()

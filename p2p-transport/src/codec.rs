@@ -5,7 +5,7 @@
 //! against [`Limits`] (and against the bytes actually present) before anything is allocated,
 //! and every malformed input gives a [`DecodeError`], never a panic.
 //!
-//! # Message format (protocol version 3)
+//! # Message format (protocol version 4)
 //!
 //! All integers are little-endian. A message is one tag byte followed by its fields; the
 //! encoding is canonical (one message, one byte string), and a decoder rejects trailing bytes.
@@ -26,6 +26,12 @@
 //! A `Chunk` whose `req_id` is [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK) (0) answers no request: its holder pushes it to
 //! a peer that said it fetches the artifact (version 3; in version 2 no such chunk was valid).
 //! The encoding is the same as a requested chunk's, so the decoder's bounds are the same.
+//!
+//! Version 4 changes no encoding but how an artifact is named: a chunked artifact is cut into
+//! chunks of [`chunk_size_for`](p2p_core::chunks::chunk_size_for) its size (16 KiB for a 4 MiB
+//! artifact in a subnet of 128 KiB chunks), and a manifest in another chunk size is bad data,
+//! so a version-3 node would refuse the manifests of mid-sized artifacts and name them
+//! differently.
 //!
 //! An advert is `id: [u8; 32]`, `kind: u16`, `size: u64`, `attr_len: u16`, `attr` (44 bytes
 //! plus the attribute). The ranges of a `Have` are half-open chunk index ranges: each is
@@ -75,8 +81,10 @@ use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
 use thiserror::Error;
 
 /// The message format version this codec speaks (announced in [`Hello::protocol_version`]):
-/// 3 adds pushed chunks (`Chunk` with `req_id` [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK)).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3 adds pushed chunks (`Chunk` with `req_id` [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK)); 4
+/// cuts mid-sized artifacts into smaller chunks
+/// ([`chunk_size_for`](p2p_core::chunks::chunk_size_for)).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The first four bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 4] = *b"P2PG";
 /// The version of the [`Hello`] layout itself.

@@ -1060,3 +1060,150 @@ fn pushes_spend_the_serving_budget() {
     assert_eq!(pushes.len(), 2, "{pushes:?}");
     assert!(pushes[0].0 == id(2) && pushes[1].0 == id(3), "{pushes:?}");
 }
+
+/// A mid-sized artifact of `size` bytes in the default chunk size, bytes differing per chunk.
+fn mid(n: u8, size: usize) -> Artifact {
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u32 / 7).wrapping_mul(n as u32 + 1) as u8)
+        .collect();
+    Artifact::with_chunk_size(
+        Kind(0),
+        &b"mid"[..],
+        data,
+        p2p_core::chunks::DEFAULT_CHUNK_SIZE,
+    )
+}
+
+/// A 4 MiB artifact in a subnet of 128 KiB chunks travels in 256 chunks of 16 KiB
+/// (`chunk_size_for`): its manifest in those is fetched and swarmed, while a manifest of the
+/// same bytes in 128 KiB chunks (the subnet's chunk size, but not the one for its size) is bad
+/// data.
+#[test]
+fn a_mid_sized_artifact_travels_in_small_chunks_and_no_other_cut_is_accepted() {
+    let cfg = Config {
+        max_bad_data_per_peer: 0,
+        ..Config::default()
+    };
+    let a = mid(50, 4 << 20);
+    let m = Manifest::build(&a.data, cfg.chunk_size).unwrap();
+    assert_eq!((m.chunk_size(), m.count(), m.id()), (16 << 10, 256, a.id));
+    let mut node = connected_node(cfg.clone(), 2);
+    let outs = fetch_manifest(&mut node, 0, id(1), &a);
+    assert!(disconnects(&outs).is_empty(), "{outs:?}");
+    let asks = chunk_asks(&outs);
+    assert!(!asks.is_empty() && asks.iter().all(|r| r.2 == a.id && r.3 < 256));
+
+    // The same bytes cut into 128 KiB chunks: a manifest the rule does not give.
+    let mut b = p2p_core::ManifestBuilder::new(cfg.chunk_size).unwrap();
+    for piece in a.data.chunks(cfg.chunk_size as usize) {
+        b.push(piece).unwrap();
+    }
+    let coarse = b.finish().unwrap();
+    assert_eq!(coarse.count(), 32);
+    let advert = p2p_core::Advert {
+        id: coarse.id(),
+        ..a.advert()
+    };
+    let mut node = connected_node(cfg, 2);
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![advert]));
+    let (peer, req_id, _) = requests(&outs)[0];
+    let answer = Message::Response {
+        req_id,
+        id: coarse.id(),
+        data: coarse.root().clone(),
+    };
+    let outs = recv(&mut node, t(1), peer, answer);
+    assert!(
+        disconnects(&outs).iter().any(|(p, _)| *p == peer),
+        "a manifest in another chunk size is bad data: {outs:?}"
+    );
+}
+
+/// The `Have`s a node sends of the chunks it verified within `have_interval` of its last one.
+fn haves_to(outs: &[Output], to: p2p_core::NodeId) -> Vec<Vec<p2p_core::ChunkRange>> {
+    sends(outs)
+        .into_iter()
+        .filter_map(|(p, m, _)| match m {
+            Message::Have { ranges, .. } if p == to && !ranges.is_empty() => Some(ranges),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node announces the first chunk it verifies at once, and the chunks it verifies less than
+/// `have_interval` after its last `Have` in one `Have` once the interval has passed (the node
+/// asks to run again then), for a swarm in chunks smaller than `chunk_size` (a 4 MiB artifact in
+/// 16 KiB chunks); a swarm in chunks of `chunk_size` announces each chunk at once.
+#[test]
+fn chunks_verified_within_the_have_interval_are_announced_together() {
+    let a = mid(51, 4 << 20);
+    let cfg = Config::default();
+    let interval = cfg.have_interval;
+    assert!(interval >= Duration::from_millis(2));
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let answer = |r: &(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)| Message::Chunk {
+        req_id: r.1,
+        id: a.id,
+        index: r.3,
+        data: chunk_of(&a, r.3),
+    };
+    assert!(asks.len() >= 2, "{asks:?}");
+    let first = recv(&mut node, t(3), asks[0].0, answer(&asks[0]));
+    let one = |i: u32| p2p_core::ChunkRange {
+        start: i,
+        end: i + 1,
+    };
+    assert_eq!(haves_to(&first, id(2)), vec![vec![one(asks[0].3)]]);
+    let second = recv(&mut node, t(3) + interval / 2, asks[1].0, answer(&asks[1]));
+    assert!(haves_to(&second, id(2)).is_empty(), "{second:?}");
+    assert!(haves_to(&second, id(3)).is_empty(), "{second:?}");
+    let wake = node.poll_timeout().expect("a Have is due");
+    assert!(wake <= t(3) + interval, "{wake:?}");
+    let later = step(&mut node, t(3) + interval, Input::Timeout);
+    for peer in [id(2), id(3)] {
+        assert_eq!(haves_to(&later, peer), vec![vec![one(asks[1].3)]]);
+    }
+
+    // In chunks of `chunk_size`: each chunk at once.
+    let b = big(53, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&b, cfg);
+    for (k, r) in asks.iter().take(2).enumerate() {
+        let msg = Message::Chunk {
+            req_id: r.1,
+            id: b.id,
+            index: r.3,
+            data: chunk_of(&b, r.3),
+        };
+        let outs = recv(&mut node, t(3) + Duration::from_millis(k as u64), r.0, msg);
+        assert_eq!(haves_to(&outs, id(2)), vec![vec![one(r.3)]]);
+    }
+}
+
+/// A swarm in chunks smaller than `chunk_size` may have proportionally more requests in flight
+/// (the limits count chunks of `chunk_size`): a 4 MiB artifact in 16 KiB chunks is asked of
+/// the origin (its stripe) and of a partial holder 64 chunks at a time each (1 MiB, as 8 chunks
+/// of 128 KiB would be), not 8.
+#[test]
+fn the_chunk_request_limits_count_bytes_of_the_subnets_chunk_size() {
+    let cfg = Config::default();
+    let per_peer = cfg.max_chunks_in_flight_per_peer;
+    let a = mid(52, 4 << 20);
+    let mut node = connected_node(cfg, 2);
+    let mut outs = fetch_manifest(&mut node, 0, id(1), &a);
+    let have = Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange { start: 0, end: 256 }],
+    };
+    outs.extend(recv(&mut node, t(2), id(2), have));
+    let asks = chunk_asks(&outs);
+    let to = |p: usize| asks.iter().filter(|r| r.0 == id(p)).count();
+    assert_eq!((to(1), to(2)), (per_peer * 8, per_peer * 8));
+    let mut asked: Vec<u32> = asks.iter().map(|r| r.3).collect();
+    asked.sort_unstable();
+    asked.dedup();
+    assert_eq!(asked.len(), per_peer * 16, "each chunk asked once");
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use p2p_core::ManifestBuilder;
-use p2p_core::chunks::content_id;
+use p2p_core::chunks::{chunk_size_for, content_id};
 use p2p_core::rng::Rng;
 use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
 use p2p_transport::identity::{IdentityError, NodeIdentity};
@@ -192,9 +192,12 @@ impl Slot {
     /// bytes draw the same stream as one fill).
     fn id_streamed(&self, rng: &mut Rng, chunk_size: Option<u32>) -> Option<p2p_core::ArtifactId> {
         const PIECE: u32 = 1 << 20;
-        let piece = chunk_size.unwrap_or(PIECE) as usize;
-        let mut builder = chunk_size.and_then(ManifestBuilder::new);
-        if self.size <= piece
+        // The chunks the artifact is cut into (`chunk_size_for` its size).
+        let cut = chunk_size.map(|c| chunk_size_for(self.size as u64, c));
+        let piece = cut.unwrap_or(PIECE) as usize;
+        let mut builder = cut.and_then(ManifestBuilder::new);
+        if chunk_size.is_some_and(|c| self.size as u64 <= u64::from(c))
+            || self.size <= piece
             || !piece.is_multiple_of(8)
             || (chunk_size.is_some() && builder.is_none())
         {

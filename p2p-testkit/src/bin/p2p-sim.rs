@@ -313,9 +313,12 @@ fn ms_or(d: Option<Duration>) -> String {
 /// Prints the swarming targets (issue 12) beside their bounds; with `quick`, without the
 /// 64 MiB run (13 s and 2.6 GB of simulator memory).
 fn measure_swarm(quick: bool) {
+    let c = p2p_core::chunks::DEFAULT_CHUNK_SIZE;
     println!(
-        "swarming targets: one artifact from node 0, full mesh, 300 Mbit/s per node, 25 ms one way, auto-relay, default config (chunks of {} KiB); bound = size / bandwidth + 2 x latency",
-        p2p_core::chunks::DEFAULT_CHUNK_SIZE >> 10
+        "swarming targets: one artifact from node 0, full mesh, 300 Mbit/s per node, 25 ms one way, auto-relay, default config (chunk size {} KiB: 4 MiB travels in chunks of {} KiB, 64 MiB in {} KiB); bound = size / bandwidth + 2 x latency",
+        c >> 10,
+        p2p_core::chunks::chunk_size_for(4 << 20, c) >> 10,
+        p2p_core::chunks::chunk_size_for(64 << 20, c) >> 10,
     );
     let mut cases = vec![(4usize << 20, 13usize, 1.5), (4 << 20, 40, 1.5)];
     if !quick {
@@ -363,8 +366,8 @@ fn measure_swarm(quick: bool) {
     }
 }
 
-/// Prints the sweeps of chunk size, in-flight limits and swarm patience behind the defaults:
-/// 4 MiB and 64 MiB from one node to 40 (as [`measure_swarm`]).
+/// Prints the sweeps of chunk size, `Have` interval, pushes, in-flight limits and swarm patience
+/// behind the defaults: 4 MiB and 64 MiB from one node to 40 (as [`measure_swarm`]).
 fn measure_chunks() {
     let row = |label: String, size: usize, tune: Box<dyn Fn(&mut Config) + Send + Sync>| {
         let (r, secs) = swarm_run(40, size, tune);
@@ -390,15 +393,33 @@ fn measure_chunks() {
     println!(
         "chunk sweeps: 40 nodes, full mesh, 300 Mbit/s, 25 ms, auto-relay; one setting changed at a time"
     );
-    println!("  chunk size (in-flight limits 64 / 8 per peer, patience 100 ms):");
+    println!(
+        "  subnet chunk size (in-flight limits 64 / 8 per peer, patience 100 ms; 4 MiB is cut into 16 KiB chunks whatever it is, chunk_size_for):"
+    );
+    for chunk in [64u32 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+        row(
+            format!("chunk_size {} KiB", chunk >> 10),
+            64 << 20,
+            Box::new(move |c| c.chunk_size = chunk),
+        );
+    }
+    println!("  Have interval (new chunks announced at most this often per swarm):");
     for size in [4usize << 20, 64 << 20] {
-        for chunk in [64u32 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+        for ms_ in [0u64, 1, 2, 5, 10, 20] {
             row(
-                format!("chunk_size {} KiB", chunk >> 10),
+                format!("have_interval {ms_} ms"),
                 size,
-                Box::new(move |c| c.chunk_size = chunk),
+                Box::new(move |c| c.have_interval = Duration::from_millis(ms_)),
             );
         }
+    }
+    println!("  pushes (push_chunks, off by default):");
+    for size in [4usize << 20, 64 << 20] {
+        row(
+            "push_chunks on".into(),
+            size,
+            Box::new(|c| c.push_chunks = true),
+        );
     }
     println!("  chunk requests in flight per peer (global 64):");
     for size in [4usize << 20, 64 << 20] {

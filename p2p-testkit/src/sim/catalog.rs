@@ -207,8 +207,9 @@ pub const SWARM_CRASH_AFTER: Duration = ms(220);
 pub const SWARM_SLOW: usize = SWARM_NODES / 3;
 
 /// A `swarm-*` run: `nodes` relaying nodes on 300 Mbit/s links of 25 ms (jitter 1 ms) in a full
-/// mesh, node 0 publishing one artifact of `size` random bytes (chunked at the default 128
-/// KiB) at [`SWARM_PUBLISH_AT`], which every honest member must get (`expect_complete`).
+/// mesh, node 0 publishing one artifact of `size` random bytes (chunked as the default chunk
+/// size of 128 KiB gives: 16 KiB for 4 MiB, 128 KiB for 64 MiB; `chunks::chunk_size_for`) at
+/// [`SWARM_PUBLISH_AT`], which every honest member must get (`expect_complete`).
 fn swarm(seed: u64, name: &str, nodes: usize, size: usize) -> Scenario {
     Scenario::new(seed)
         .name(name)

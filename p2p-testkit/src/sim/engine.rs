@@ -122,10 +122,10 @@ struct Sim<'a> {
 
 /// Chunks of an artifact of `size` bytes: 0 if it fits one chunk (it is not chunked).
 fn chunk_count(size: usize, chunk_size: u32) -> u32 {
-    let chunk = chunk_size.max(1) as usize;
-    if size <= chunk {
+    if size <= chunk_size.max(1) as usize {
         0
     } else {
+        let chunk = p2p_core::chunks::chunk_size_for(size as u64, chunk_size).max(1) as usize;
         u32::try_from(size.div_ceil(chunk)).unwrap_or(u32::MAX)
     }
 }

@@ -194,6 +194,9 @@ struct ConfigRec {
     push_patience: Duration,
     #[serde(default = "default_chunks::max_unwanted_pushes")]
     max_unwanted_pushes: u32,
+    /// Traces written before it announced every verified chunk at once (zero).
+    #[serde(default)]
+    have_interval: Duration,
     #[serde(default)]
     offload_chunk_hashing: bool,
     #[serde(default = "default_chunks::swarm_linger")]
@@ -305,6 +308,7 @@ impl From<&Config> for ConfigRec {
             push_chunks: c.push_chunks,
             push_patience: c.push_patience,
             max_unwanted_pushes: c.max_unwanted_pushes,
+            have_interval: c.have_interval,
             offload_chunk_hashing: c.offload_chunk_hashing,
             swarm_linger: c.swarm_linger,
             auto_relay: c.auto_relay,
@@ -353,6 +357,7 @@ impl ConfigRec {
             swarm_patience: self.swarm_patience,
             push_patience: self.push_patience,
             max_unwanted_pushes: self.max_unwanted_pushes,
+            have_interval: self.have_interval,
             push_chunks: self.push_chunks,
             offload_chunk_hashing: self.offload_chunk_hashing,
             swarm_linger: self.swarm_linger,

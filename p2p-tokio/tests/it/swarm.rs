@@ -42,9 +42,11 @@ async fn mesh(n: usize, tune: impl Fn(usize, &mut NodeConfig)) -> Vec<NodeHandle
     nodes
 }
 
-/// The number of chunks of an artifact of `size` bytes on `node`.
+/// The number of chunks of an artifact of `size` bytes on `node` (cut into chunks of
+/// `chunk_size_for` its size).
 fn chunk_count(node: &NodeHandle, size: usize) -> u64 {
-    (size as u64).div_ceil(u64::from(node.chunk_size()))
+    let chunk = p2p_core::chunks::chunk_size_for(size as u64, node.chunk_size());
+    (size as u64).div_ceil(u64::from(chunk))
 }
 
 /// Receives exactly one artifact, checks its id and bytes, and that nothing else follows

@@ -165,6 +165,9 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     let mut hello_v2 = hello.to_vec();
     hello_v2[5..7].copy_from_slice(&2u16.to_le_bytes());
     seeds.push(("hello-protocol-2".into(), hello_v2));
+    let mut hello_v3 = hello.to_vec();
+    hello_v3[5..7].copy_from_slice(&3u16.to_le_bytes());
+    seeds.push(("hello-protocol-3".into(), hello_v3));
     let mut express = BytesMut::new();
     codec::encode_hello(&Hello::with_role(42, ConnRole::Express), &mut express);
     seeds.push(("hello-express".into(), express.to_vec()));
@@ -417,6 +420,7 @@ fn broken_decode_seeds_fail_for_the_reason_they_are_named_after() {
         ("unknown-tag", "UnknownTag"),
         ("hello-protocol-1", "BadProtocolVersion"),
         ("hello-protocol-2", "BadProtocolVersion"),
+        ("hello-protocol-3", "BadProtocolVersion"),
     ];
     let seeds = decode_seeds();
     for (name, variant) in expected {

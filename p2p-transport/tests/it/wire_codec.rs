@@ -45,6 +45,9 @@ const MANIFEST_ROOT_HEX: &str = concat!(
 );
 /// Its id.
 const MANIFEST_ID_HEX: &str = "fb5cc92cc73d68c989287d29f9a6e9b23d2c631ad317d716b4ea731ba368453e";
+/// The id of the 4 MiB artifact of [`golden_mid_sized_artifact_id`] in a subnet of 128 KiB
+/// chunks: the manifest of 256 chunks of 16 KiB (protocol version 4).
+const MID_ID_HEX: &str = "ced8e03a94bdfb7fa2f1134e724b05e85297fdfe382e0c24b7c57466f7b80e6f";
 /// The id of the small artifact `b"hello, swarm"`.
 const SMALL_ID_HEX: &str = "372dea1b852de54b1324402f98984731166040215521c4a94803e97348da1bf0";
 
@@ -215,10 +218,22 @@ fn golden_manifest_and_ids() {
     assert_eq!(hex::encode(small.0), SMALL_ID_HEX);
 }
 
+/// A mid-sized artifact is cut into chunks of `chunk_size_for` its size (protocol version 4):
+/// 4 MiB in a subnet of 128 KiB chunks is named by its manifest of 256 chunks of 16 KiB.
+#[test]
+fn golden_mid_sized_artifact_id() {
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let m = Manifest::build(&data, 128 << 10).expect("chunked");
+    assert_eq!((m.chunk_size(), m.count()), (16 << 10, 256));
+    assert_eq!(m.root().len(), 40 + 256 * 32);
+    assert_eq!(hex::encode(m.id().0), MID_ID_HEX);
+    assert_eq!(p2p_core::chunks::content_id(&data, 128 << 10), m.id());
+}
+
 #[test]
 fn golden_hello() {
     let hello = Hello {
-        protocol_version: 3,
+        protocol_version: 4,
         registry_version: 0x0a0b,
         role: ConnRole::Main { express: true },
     };
@@ -226,7 +241,7 @@ fn golden_hello() {
     encode_hello(&hello, &mut out);
     assert_eq!(
         hex::encode(&out),
-        "5032504702".to_string() + "0300" + "0b0a000000000000" + "01"
+        "5032504702".to_string() + "0400" + "0b0a000000000000" + "01"
     );
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));
