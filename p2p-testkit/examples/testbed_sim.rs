@@ -19,6 +19,11 @@
 //! per byte plus US microseconds of one of N cores (default 2), for the work it causes at both
 //! ends.
 //!
+//! `--queue-ms Q [--recovery-ms R]` bounds every downlink's queue as the testbed's tbf does
+//! (Q ms at its rate plus one 64 KiB packet, `Scenario::tail_drop`): a frame that finds it full
+//! is dropped and arrives again R ms later (default 20), with the frames its connection sent
+//! after it.
+//!
 //! The line also gives the chunk messages the artifacts' origins sent (`origin_chunk_sends`,
 //! against `chunks`, the artifacts' chunks in all) and the chunk requests made to full holders
 //! outside a node's stripe (`chunks_asked_handed_over`, `chunks_asked_idle`, `chunks_asked_overdue`: the core's
@@ -173,6 +178,14 @@ fn run(args: &[String]) -> Result<String, String> {
             .transpose()
     };
     let (per_byte, per_frame) = (float("--cpu-ns-per-byte")?, float("--cpu-us-per-frame")?);
+    if let Some(queue) = float("--queue-ms")? {
+        let recovery = float("--recovery-ms")?.unwrap_or(20.0);
+        s = s.tail_drop(
+            Duration::from_secs_f64(queue / 1e3),
+            64 << 10,
+            Duration::from_secs_f64(recovery / 1e3),
+        );
+    }
     if per_byte.is_some() || per_frame.is_some() {
         let cores = num("--cpu-cores")?.unwrap_or(2) as usize;
         let cost = CpuCost::new(per_byte.unwrap_or(0.0), per_frame.unwrap_or(0.0));
@@ -235,7 +248,7 @@ fn run(args: &[String]) -> Result<String, String> {
     let chunks: u64 = report.artifacts.iter().map(|a| u64::from(a.chunks)).sum();
     let origin_sends: u64 = report.artifacts.iter().map(|a| a.origin_chunk_sends).sum();
     Ok(format!(
-        "{{\"all_hold_ms\":{},\"urgent\":{},\"bulk\":{},\"amplification\":{:.4},\"origin_chunk_sends\":{origin_sends},\"chunks\":{chunks},\"chunks_asked_handed_over\":{},\"chunks_asked_idle\":{},\"chunks_asked_overdue\":{},\"delivered\":{},\"expected\":{},\"passed\":{},\"events\":{}}}",
+        "{{\"all_hold_ms\":{},\"urgent\":{},\"bulk\":{},\"amplification\":{:.4},\"origin_chunk_sends\":{origin_sends},\"chunks\":{chunks},\"chunks_asked_handed_over\":{},\"chunks_asked_idle\":{},\"chunks_asked_overdue\":{},\"frames_dropped\":{},\"delivered\":{},\"expected\":{},\"passed\":{},\"events\":{}}}",
         if complete {
             format!("{:.3}", ms(all_hold.saturating_sub(start)))
         } else {
@@ -247,6 +260,7 @@ fn run(args: &[String]) -> Result<String, String> {
         counter("chunks_asked_handed_over"),
         counter("chunks_asked_idle"),
         counter("chunks_asked_overdue"),
+        report.frames_dropped,
         report.delivered,
         report.expected,
         report.passed(),

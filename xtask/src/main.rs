@@ -33,7 +33,7 @@ commands:
                                    links (root only; see BENCHMARKS.md): --only NAMES, --rate MBIT,
                                    --slow-fraction F, --queue-ms MS, --burst B, --cc ALGO, --prio-links,
                                    --deadline S,
-                                   --no-sim, --sim-cpu NS_PER_BYTE,US_PER_FRAME|off,
+                                   --no-sim, --sim-cpu NS_PER_BYTE,US_PER_FRAME|off, --sim-loss MS|off,
                                    --smoke (CI's short run), --cleanup [--force]
   help                             this text
 ";

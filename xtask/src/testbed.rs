@@ -737,8 +737,10 @@ struct Args {
     prio: bool,
     deadline: Option<Duration>,
     sim: bool,
-    /// The CPU the simulator models (`None`: links only).
+    /// The CPU the simulator models (`None`: none).
     sim_cpu: Option<SimCpu>,
+    /// The loss recovery the simulator models at the links' bounded queues (`None`: no loss).
+    sim_loss: Option<Duration>,
     bench_args: Vec<String>,
 }
 
@@ -746,6 +748,7 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
     let mut a = Args {
         sim: true,
         sim_cpu: Some(SIM_CPU),
+        sim_loss: Some(SIM_LOSS_RECOVERY),
         ..Args::default()
     };
     let mut it = args.iter();
@@ -767,6 +770,14 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
             "--force" => a.force = true,
             "--smoke" => a.smoke = true,
             "--no-sim" => a.sim = false,
+            "--sim-loss" => {
+                let v = value("--sim-loss")?;
+                a.sim_loss = if v == "off" {
+                    None
+                } else {
+                    Some(Duration::from_secs_f64(num("--sim-loss", v)? / 1e3))
+                };
+            }
             "--sim-cpu" => {
                 let v = value("--sim-cpu")?;
                 a.sim_cpu = if v == "off" {
@@ -941,7 +952,7 @@ type Prediction = (Option<f64>, Option<f64>, Option<f64>);
 fn run_sim(
     exe: &Path,
     spec: &RunSpec,
-    cpu: Option<SimCpu>,
+    (cpu, loss): (Option<SimCpu>, Option<(Duration, Duration)>),
     stop: Stop,
 ) -> Result<Prediction, TaskError> {
     let rate = (spec.rate_bps as f64 * PAYLOAD_SHARE) as u64;
@@ -957,6 +968,10 @@ fn run_sim(
         cmd.args(["--cpu-ns-per-byte", &c.ns_per_byte.to_string()])
             .args(["--cpu-us-per-frame", &c.us_per_frame.to_string()])
             .args(["--cpu-cores", &c.cores.to_string()]);
+    }
+    if let Some((queue, recovery)) = loss {
+        cmd.args(["--queue-ms", &(queue.as_secs_f64() * 1e3).to_string()])
+            .args(["--recovery-ms", &(recovery.as_secs_f64() * 1e3).to_string()]);
     }
     let mut child = cmd
         .spawn()
@@ -997,6 +1012,12 @@ pub struct SimCpu {
     pub cores: usize,
 }
 
+/// The default time a connection takes to recover a frame its receiver's link dropped, in the
+/// simulator's model of the testbed's queues: 50 ms, five times the queue's 10 ms, between
+/// TCP's fast recovery (a round trip, the queue's delay here) and its 200 ms retransmission
+/// timeout (BENCHMARKS.md, "The simulator's CPU model").
+pub const SIM_LOSS_RECOVERY: Duration = Duration::from_millis(50);
+
 /// The default model of this machine's two cores: 5 ns per byte and 10 us per frame, from the
 /// node processes' own CPU time in W2-1MiB (about 7 ns per byte received, all included: see
 /// BENCHMARKS.md, "The simulator's CPU model").
@@ -1010,6 +1031,7 @@ struct Ctx {
     bench: PathBuf,
     sim: Option<PathBuf>,
     sim_cpu: Option<SimCpu>,
+    sim_loss: Option<Duration>,
     out_dir: PathBuf,
     shaping: Shaping,
     stop: Stop,
@@ -1078,7 +1100,7 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
     };
     read_bench(&out, &mut m)?;
     if let Some(sim) = &ctx.sim {
-        let predict = |cpu| match run_sim(sim, spec, cpu, ctx.stop) {
+        let predict = |model| match run_sim(sim, spec, model, ctx.stop) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
                 ctx.stop.check()?;
@@ -1086,13 +1108,11 @@ fn run_one(ctx: &mut Ctx, index: usize, spec: &RunSpec) -> Result<Measured, Task
                 Ok::<_, TaskError>(None)
             }
         };
-        if let Some((all, _, _)) = predict(None)? {
+        if let Some((all, _, _)) = predict((None, None))? {
             m.sim_links_s = all;
         }
-        let with_cpu = match ctx.sim_cpu {
-            Some(cpu) => predict(Some(cpu))?,
-            None => predict(None)?,
-        };
+        let loss = ctx.sim_loss.map(|r| (ctx.shaping.queue, r));
+        let with_cpu = predict((ctx.sim_cpu, loss))?;
         if let Some((all, bulk, urgent)) = with_cpu {
             m.sim_all_hold_s = all;
             m.sim_bulk_p99 = bulk;
@@ -1113,7 +1133,7 @@ fn fmt_s(x: Option<f64>) -> String {
 fn report(runs: &[(RunSpec, Measured)], cores: usize) {
     println!("\n==> link-bound testbed");
     println!(
-        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); links = p2p-sim, same nodes, rates, publishes and topology, zero latency; +cpu = the same with the machine's cores modelled (--sim-cpu)"
+        "bound = max(spread, max over nodes of max(bytes received, bytes published) / (rate x {PAYLOAD_SHARE:.3})); links = p2p-sim, same nodes, rates, publishes and topology, zero latency; model = the same with the machine's cores (--sim-cpu) and the links' bounded queues and loss recovery (--sim-loss) modelled"
     );
     println!(
         "{:<14} {:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>16} {:>16} {:>13} {:>9} {:>9} {:>8}",
@@ -1123,7 +1143,7 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
         "all hold",
         "bound",
         "links",
-        "+cpu",
+        "model",
         "tb/sim",
         "bulk p50/p99 ms",
         "urg. p50/p99 ms",
@@ -1319,6 +1339,7 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
         bench: target_dir().join(profile).join("p2p-bench"),
         sim,
         sim_cpu: a.sim_cpu,
+        sim_loss: a.sim_loss,
         out_dir,
         shaping: Shaping {
             queue: a.queue.unwrap_or(Duration::from_millis(10)),
@@ -1508,6 +1529,10 @@ mod tests {
             .unwrap();
         assert_eq!((cpu.ns_per_byte, cpu.us_per_frame), (4.5, 20.0));
         assert_eq!(parse(&s(&["--sim-cpu", "off"])).unwrap().sim_cpu, None);
+        assert_eq!(a.sim_loss, Some(SIM_LOSS_RECOVERY));
+        let loss = parse(&s(&["--sim-loss", "20"])).unwrap().sim_loss;
+        assert_eq!(loss, Some(Duration::from_millis(20)));
+        assert_eq!(parse(&s(&["--sim-loss", "off"])).unwrap().sim_loss, None);
         assert!(parse(&s(&["--sim-cpu", "5"])).is_err());
         let runs = full_runs(Some(100), Some(0.25));
         assert!(runs.iter().all(|r| r.rate_bps == 100 * MBIT));

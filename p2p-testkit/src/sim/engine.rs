@@ -12,7 +12,7 @@
 use super::byz::{Byz, ByzKind, Limits, Sends};
 use super::checks::{Checks, Components, Deliveries, Outcome, urgent_latency};
 use super::faults::{Faults, RandomFaults};
-use super::network::{Cpu, Due, Enqueued, Layer, Network, nanos};
+use super::network::{Cpu, Due, Enqueued, Layer, Network, TailDrop, nanos};
 use super::queue::{Delivery, EvKind, FrameEv, Queue};
 use super::record::{ActiveTrace, Recorder};
 use super::report::{ArtifactFigure, Check, Cutoff, Report};
@@ -286,6 +286,13 @@ impl<'a> Sim<'a> {
                 );
                 if let Some(cpu) = sc.cpu {
                     net.set_cpu(Cpu::new(cpu.cores, cpu.cost));
+                }
+                if let Some((queue, extra, recovery)) = sc.tail_drop {
+                    net.set_tail_drop(TailDrop {
+                        queue: nanos(queue),
+                        extra,
+                        recovery: nanos(recovery).max(1),
+                    });
                 }
                 net
             },
@@ -1571,6 +1578,7 @@ impl Sim<'_> {
             artifacts: deliveries.figures,
             latency_by_kind,
             wire_bytes: self.net.wire_bytes(),
+            frames_dropped: self.net.frames_dropped(),
             ideal_bytes: deliveries.ideal,
             counters: self.counters(),
             max_state: self.checks.max_state,

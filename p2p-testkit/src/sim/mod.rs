@@ -26,6 +26,10 @@
 //!   downlink then takes a core (the first free, from when the frame is through) for a cost per
 //!   byte before its receiver has it, as node processes on one machine wait for each other's
 //!   CPU. Without it (the default) nodes compute in no time.
+//! - Optionally ([`Scenario::tail_drop`]) each downlink's queue is bounded: a frame that finds
+//!   it full is dropped, and its connection sends it again a recovery time later, its later
+//!   frames held back behind it (as TCP's in-order delivery holds them). Without it (the
+//!   default) queues are unbounded and nothing is lost.
 //! - Message sizes are [`wire_len`]: `p2p_transport::codec::encoded_len` plus the multiplexer's
 //!   frame headers (`p2p_transport::mux`), cut into frames exactly as the scheduler cuts them.
 //! - Each connection has a window (twice the bandwidth-delay product, at least 64 KiB) of bytes

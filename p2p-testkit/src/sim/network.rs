@@ -87,6 +87,9 @@ struct Conn {
     cut: bool,
     /// Each direction's frames sent while the link is cut, in order.
     held: [Vec<FrameEv>; 2],
+    /// Until when each direction recovers a frame its receiver's downlink dropped (see
+    /// [`TailDrop`]): its frames reach the downlink again from then, in order.
+    recover_until: [u64; 2],
 }
 
 impl Conn {
@@ -170,6 +173,29 @@ struct Port {
     cpu_done: u64,
 }
 
+/// Bounded downlink queues (`Scenario::tail_drop`): a frame that finds its receiver's
+/// downlink holding more than `queue` of bytes at its rate plus `extra` bytes is dropped (a
+/// frame into an empty queue never is), and its connection's direction recovers it as TCP
+/// would: the frame, and every later frame of that direction, reaches the downlink again
+/// `recovery` after the drop, in order. Until then the frame counts in the sender's window,
+/// so the sender serves its other connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TailDrop {
+    /// Queue length in time at the downlink's rate, ns.
+    pub(super) queue: u64,
+    /// Bytes the queue holds beyond it.
+    pub(super) extra: u64,
+    /// Time from a drop to the frame's retransmission, ns.
+    pub(super) recovery: u64,
+}
+
+impl TailDrop {
+    /// The queue limit of a downlink of `bps`, bytes.
+    fn limit(&self, bps: u64) -> u64 {
+        (u128::from(self.queue) * u128::from(bps) / 8_000_000_000) as u64 + self.extra
+    }
+}
+
 /// The processors the nodes share (`Scenario::cpu`): each frame through a downlink takes the
 /// core that is free first, from when the frame is through, for the frame's cost.
 ///
@@ -230,6 +256,10 @@ pub(super) struct Network {
     timers: Option<(ConnConfig, Vec<Layer>)>,
     /// The processors the nodes share, if modelled.
     cpu: Option<Cpu>,
+    /// The downlinks' queue limit, if modelled.
+    tail_drop: Option<TailDrop>,
+    /// Frames the downlinks dropped.
+    frames_dropped: u64,
 }
 
 fn key(a: u32, b: u32) -> (u32, u32) {
@@ -285,7 +315,19 @@ impl Network {
             write_stall: write_stall.map(|(t, w)| (nanos(t).max(1), w)),
             timers,
             cpu: None,
+            tail_drop: None,
+            frames_dropped: 0,
         }
+    }
+
+    /// Bounds every downlink's queue as `tail_drop` says.
+    pub(super) fn set_tail_drop(&mut self, tail_drop: TailDrop) {
+        self.tail_drop = Some(tail_drop);
+    }
+
+    /// Frames the downlinks dropped (each recovered later).
+    pub(super) fn frames_dropped(&self) -> u64 {
+        self.frames_dropped
     }
 
     /// Makes every frame through a downlink take its share of `cpu` before it reaches its
@@ -339,6 +381,7 @@ impl Network {
                 timer_at: None,
                 cut: false,
                 held: [Vec::new(), Vec::new()],
+                recover_until: [0; 2],
             },
         );
         self.adj[a].push(b as u32);
@@ -902,6 +945,26 @@ impl Network {
 
     /// A frame reached its receiver's downlink: it is through once the frames before it are.
     pub(super) fn arrive(&mut self, f: FrameEv, q: &mut Queue) {
+        let now = q.now();
+        if let Some(drop) = self.tail_drop
+            && let Some(conn) = self.conns.get_mut(&key(f.from, f.to))
+        {
+            let d = dir(f.from, f.to);
+            if now < conn.recover_until[d] {
+                q.push(conn.recover_until[d], EvKind::Arrive(f));
+                return;
+            }
+            let port = &self.ports[f.to as usize];
+            let waiting = (u128::from(port.down_free.saturating_sub(now))
+                * u128::from(port.down_bps)
+                / 8_000_000_000) as u64;
+            if waiting > 0 && waiting + u64::from(f.bytes) > drop.limit(port.down_bps) {
+                self.frames_dropped += 1;
+                conn.recover_until[d] = now + drop.recovery;
+                q.push(conn.recover_until[d], EvKind::Arrive(f));
+                return;
+            }
+        }
         let port = &mut self.ports[f.to as usize];
         let start = q.now().max(port.down_free);
         let mut done = start + tx_nanos(f.bytes as u64, port.down_bps);
@@ -1061,6 +1124,53 @@ mod tests {
         );
         // Without the core both would be through by 10 ms + their bytes' time (under 80 ms).
         assert!(got.iter().any(|(_, m)| m == &m1) && got.iter().any(|(_, m)| m == &m2));
+    }
+
+    #[test]
+    fn a_full_downlink_drops_frames_and_their_connections_recover_them_in_order() {
+        // Nodes 1 and 2 each send node 0 two messages of 40 KB at 8 Mb/s; node 0's downlink
+        // holds at most 20 KB waiting, and a dropped frame comes back 50 ms later.
+        let mut net = Network::new(
+            [8_000_000; 3],
+            Duration::ZERO,
+            None,
+            None,
+            None,
+            Rng::new(1),
+        );
+        net.set_tail_drop(TailDrop {
+            queue: 0,
+            extra: 20_000,
+            recovery: 50 * MS,
+        });
+        for (a, b) in [(0, 1), (0, 2)] {
+            net.add_link(a, b, |_| Duration::from_millis(10));
+            assert!(net.connect(a as u32, b as u32, 0));
+        }
+        let mut q = Queue::default();
+        let sent: Vec<(u32, Message)> = (0..4)
+            .map(|i| (1 + i % 2, response(40_000 + i as usize)))
+            .collect();
+        for (from, m) in &sent {
+            send(&mut net, &mut q, *from, 0, m.clone(), Class::Bulk);
+        }
+        let got = drain(&mut net, &mut q).got;
+        assert!(net.frames_dropped() > 0, "the queue overflowed");
+        // Nothing is lost, and each sender's messages arrive in the order it sent them.
+        assert_eq!(got.len(), 4);
+        for from in [1, 2] {
+            let mine: Vec<&Message> = sent.iter().filter(|s| s.0 == from).map(|s| &s.1).collect();
+            let order: Vec<&Message> = got
+                .iter()
+                .map(|(_, m)| m)
+                .filter(|m| mine.contains(m))
+                .collect();
+            assert_eq!(order, mine);
+        }
+        // The recovery cost time: the last arrives after the bytes alone would take (10 ms of
+        // latency and 160 KB through one 1 MB/s downlink) plus one recovery.
+        let last = got.iter().map(|(t, _)| *t).max().unwrap();
+        assert!(last >= 10 * MS + 160_000 * 1_000 + 50 * MS, "{last}");
     }
 
     #[test]

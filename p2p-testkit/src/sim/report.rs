@@ -157,6 +157,8 @@ pub struct Report {
     pub latency_by_kind: Vec<(Kind, LatencyStats)>,
     /// Bytes sent on the wire by honest nodes (frames and headers included).
     pub wire_bytes: u64,
+    /// Frames the downlinks dropped and the senders recovered ([`crate::sim::Scenario::tail_drop`]).
+    pub frames_dropped: u64,
     /// The ideal: each artifact's size times the number of other honest nodes expected to get it.
     pub ideal_bytes: u64,
     /// Every counter of [`p2p_core::Metrics`] summed over the honest cores running at the end

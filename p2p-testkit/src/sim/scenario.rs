@@ -213,6 +213,9 @@ pub struct Scenario {
     pub(crate) congestion: Option<(u64, u64)>,
     /// The machine the nodes share, if modelled (see [`Scenario::cpu`]).
     pub(crate) cpu: Option<CpuModel>,
+    /// The downlinks' queue limit and loss recovery, if modelled (see
+    /// [`Scenario::tail_drop`]).
+    pub(crate) tail_drop: Option<(Duration, u64, Duration)>,
     pub(crate) max_message_size: usize,
     /// The honest receivers' reassembly bounds (`max_partial_messages`, `max_buffered_bytes`)
     /// and stall timeout (`partial_timeout`: no frame of a message under reassembly for it).
@@ -284,6 +287,7 @@ impl Scenario {
             },
             congestion: None,
             cpu: None,
+            tail_drop: None,
             max_message_size: (16 << 20) + (1 << 16),
             mux: MuxConfig::default(),
             reassembly_cap: None,
@@ -513,6 +517,16 @@ impl Scenario {
     /// machine.
     pub fn cpu(mut self, cores: usize, cost: CpuCost) -> Self {
         self.cpu = Some(CpuModel { cores, cost });
+        self
+    }
+
+    /// Bounds every downlink's queue (default: unbounded, nothing is lost): a frame that finds
+    /// more than `queue` worth of bytes at the downlink's rate plus `extra` bytes waiting is
+    /// dropped, and its connection recovers it as TCP does, `recovery` later, holding back the
+    /// frames it sent after it until then (they arrive again in order). The model of a link
+    /// shaped by a tail-drop queue (tbf's `limit`) shared by several TCP connections.
+    pub fn tail_drop(mut self, queue: Duration, extra: u64, recovery: Duration) -> Self {
+        self.tail_drop = Some((queue, extra, recovery));
         self
     }
 
