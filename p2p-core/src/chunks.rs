@@ -40,25 +40,27 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128 << 10;
 pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
 
 /// The smallest chunk size [`chunk_size_for`] picks (unless the subnet's chunk size is smaller).
-pub const SMALL_CHUNK_SIZE: u32 = 16 << 10;
+pub const SMALL_CHUNK_SIZE: u32 = 32 << 10;
 
 /// The number of chunks [`chunk_size_for`] cuts an artifact into at least, while its chunks stay
 /// at or above [`SMALL_CHUNK_SIZE`]; an artifact too small for that many keeps the subnet's
 /// chunk size.
-pub const TARGET_CHUNK_COUNT: u64 = 256;
+pub const TARGET_CHUNK_COUNT: u64 = 128;
 
 /// The chunk size of an artifact of `size` bytes in a subnet whose chunk size is `chunk_size`:
 /// an artifact that makes at least [`TARGET_CHUNK_COUNT`] chunks of [`SMALL_CHUNK_SIZE`] (4 MiB)
 /// is cut into the largest power of two that still makes that many, but at least
 /// [`SMALL_CHUNK_SIZE`] and at most `chunk_size`; a smaller one into chunks of `chunk_size` (an
 /// artifact of at most `chunk_size` bytes is not chunked at all). With the default 128 KiB:
-/// chunks of 128 KiB below 4 MiB, 16 KiB from 4 MiB, 32 KiB from 8 MiB, 64 KiB from 16 MiB,
-/// 128 KiB from 32 MiB.
+/// chunks of 128 KiB below 4 MiB, 32 KiB from 4 MiB, 64 KiB from 8 MiB, 128 KiB from 16 MiB.
 ///
 /// A chunk's fan-out from its first holder to every peer is what a broadcast waits for at its
-/// end, so a mid-sized artifact travels in small chunks (4 MiB to 40 simulated nodes: 407 ms in
-/// 128 KiB chunks, 321 ms in 16 KiB; `BENCHMARKS.md`, "Swarming"), while a large one keeps the
-/// per-chunk costs (requests, `Have`s, manifest bytes) low, and so do artifacts below 4 MiB:
+/// end, so a mid-sized artifact travels in smaller chunks (4 MiB to 40 simulated nodes: 407 ms
+/// in 128 KiB chunks, 339 ms in 32 KiB, 321 ms in 16 KiB), while every chunk costs CPU at both
+/// ends (12 x 4 MiB to 13 real nodes sharing 2 cores: 4.2 s of CPU and 2.58 s in 128 KiB
+/// chunks, 5.2 s and 2.81 s in 32 KiB, 7.1 s and 3.68 s in 16 KiB; `BENCHMARKS.md`,
+/// "Swarming"); a large one keeps the per-chunk costs (requests, `Have`s, manifest bytes,
+/// CPU) low, and so do artifacts below 4 MiB:
 /// many of them swarming at once each gain a chunk too seldom for their `Have`s to batch (13
 /// origins of 1 MiB artifacts in 16 KiB chunks, simulated: amplification 1.007 -> 1.045, the
 /// median artifact 41 % later). Every member computes the same size, so a manifest in another
@@ -440,10 +442,10 @@ mod tests {
             (128 * K + 1, 128 << 10),
             (1 << 20, 128 << 10),
             ((4 << 20) - 1, 128 << 10),
-            (4 << 20, 16 << 10),
-            ((8 << 20) - 1, 16 << 10),
-            (8 << 20, 32 << 10),
-            (16 << 20, 64 << 10),
+            (4 << 20, 32 << 10),
+            ((8 << 20) - 1, 32 << 10),
+            (8 << 20, 64 << 10),
+            (16 << 20, 128 << 10),
             (32 << 20, 128 << 10),
             (64 << 20, 128 << 10),
             (1 << 30, 128 << 10),
@@ -454,12 +456,13 @@ mod tests {
         }
         // A subnet chunk size below the small one is kept.
         assert_eq!(chunk_size_for(4 << 20, 8192), 8192);
+        assert_eq!(chunk_size_for(4 << 20, 16 << 10), 16 << 10);
         assert_eq!(chunk_size_for(1 << 20, 8192), 8192);
         assert_eq!(chunk_size_for(u64::MAX, c), c);
-        // The manifest is cut by the rule: 4 MiB in 256 chunks of 16 KiB, not 32 of 128 KiB.
+        // The manifest is cut by the rule: 4 MiB in 128 chunks of 32 KiB, not 32 of 128 KiB.
         let data = vec![3u8; 4 << 20];
         let m = Manifest::build(&data, c).expect("chunked");
-        assert_eq!((m.chunk_size(), m.count()), (16 << 10, 256));
+        assert_eq!((m.chunk_size(), m.count()), (32 << 10, 128));
         assert!(Manifest::build(&data[..c as usize], c).is_none());
     }
 

@@ -171,7 +171,7 @@ fn manifest_answer(req_id: u64, a: &Artifact) -> Message {
     Message::Response {
         req_id,
         id: a.id,
-        data: Manifest::build(&a.data, CHUNK).unwrap().root().clone(),
+        data: manifest_of(a).root().clone(),
     }
 }
 
@@ -217,8 +217,17 @@ fn chunk_requests(outs: &[Output]) -> Vec<(p2p_core::NodeId, u64, u32)> {
 }
 
 fn chunk_of(a: &Artifact, index: u32) -> bytes::Bytes {
-    let m = Manifest::build(&a.data, CHUNK).unwrap();
-    m.slice(&a.data, index).unwrap()
+    manifest_of(a).slice(&a.data, index).unwrap()
+}
+
+/// The manifest that names `a`: in this file's subnet chunk size, or the default one (the
+/// mid-sized artifacts).
+fn manifest_of(a: &Artifact) -> Manifest {
+    [CHUNK, p2p_core::chunks::DEFAULT_CHUNK_SIZE]
+        .into_iter()
+        .filter_map(|c| Manifest::build(&a.data, c))
+        .find(|m| m.id() == a.id)
+        .expect("the artifact's manifest")
 }
 
 #[test]
@@ -1074,7 +1083,7 @@ fn mid(n: u8, size: usize) -> Artifact {
     )
 }
 
-/// A 4 MiB artifact in a subnet of 128 KiB chunks travels in 256 chunks of 16 KiB
+/// A 4 MiB artifact in a subnet of 128 KiB chunks travels in 128 chunks of 32 KiB
 /// (`chunk_size_for`): its manifest in those is fetched and swarmed, while a manifest of the
 /// same bytes in 128 KiB chunks (the subnet's chunk size, but not the one for its size) is bad
 /// data.
@@ -1086,12 +1095,12 @@ fn a_mid_sized_artifact_travels_in_small_chunks_and_no_other_cut_is_accepted() {
     };
     let a = mid(50, 4 << 20);
     let m = Manifest::build(&a.data, cfg.chunk_size).unwrap();
-    assert_eq!((m.chunk_size(), m.count(), m.id()), (16 << 10, 256, a.id));
+    assert_eq!((m.chunk_size(), m.count(), m.id()), (32 << 10, 128, a.id));
     let mut node = connected_node(cfg.clone(), 2);
     let outs = fetch_manifest(&mut node, 0, id(1), &a);
     assert!(disconnects(&outs).is_empty(), "{outs:?}");
     let asks = chunk_asks(&outs);
-    assert!(!asks.is_empty() && asks.iter().all(|r| r.2 == a.id && r.3 < 256));
+    assert!(!asks.is_empty() && asks.iter().all(|r| r.2 == a.id && r.3 < 128));
 
     // The same bytes cut into 128 KiB chunks: a manifest the rule does not give.
     let mut b = p2p_core::ManifestBuilder::new(cfg.chunk_size).unwrap();
@@ -1133,7 +1142,7 @@ fn haves_to(outs: &[Output], to: p2p_core::NodeId) -> Vec<Vec<p2p_core::ChunkRan
 /// A node announces the first chunk it verifies at once, and the chunks it verifies less than
 /// `have_interval` after its last `Have` in one `Have` once the interval has passed (the node
 /// asks to run again then), for a swarm in chunks smaller than `chunk_size` (a 4 MiB artifact in
-/// 16 KiB chunks); a swarm in chunks of `chunk_size` announces each chunk at once.
+/// 32 KiB chunks); a swarm in chunks of `chunk_size` announces each chunk at once.
 #[test]
 fn chunks_verified_within_the_have_interval_are_announced_together() {
     let a = mid(51, 4 << 20);
@@ -1184,8 +1193,8 @@ fn chunks_verified_within_the_have_interval_are_announced_together() {
 }
 
 /// A swarm in chunks smaller than `chunk_size` may have proportionally more requests in flight
-/// (the limits count chunks of `chunk_size`): a 4 MiB artifact in 16 KiB chunks is asked of
-/// the origin (its stripe) and of a partial holder 64 chunks at a time each (1 MiB, as 8 chunks
+/// (the limits count chunks of `chunk_size`): a 4 MiB artifact in 32 KiB chunks is asked of
+/// the origin (its stripe) and of a partial holder 32 chunks at a time each (1 MiB, as 8 chunks
 /// of 128 KiB would be), not 8.
 #[test]
 fn the_chunk_request_limits_count_bytes_of_the_subnets_chunk_size() {
@@ -1196,14 +1205,14 @@ fn the_chunk_request_limits_count_bytes_of_the_subnets_chunk_size() {
     let mut outs = fetch_manifest(&mut node, 0, id(1), &a);
     let have = Message::Have {
         id: a.id,
-        ranges: vec![p2p_core::ChunkRange { start: 0, end: 256 }],
+        ranges: vec![p2p_core::ChunkRange { start: 0, end: 128 }],
     };
     outs.extend(recv(&mut node, t(2), id(2), have));
     let asks = chunk_asks(&outs);
     let to = |p: usize| asks.iter().filter(|r| r.0 == id(p)).count();
-    assert_eq!((to(1), to(2)), (per_peer * 8, per_peer * 8));
+    assert_eq!((to(1), to(2)), (per_peer * 4, per_peer * 4));
     let mut asked: Vec<u32> = asks.iter().map(|r| r.3).collect();
     asked.sort_unstable();
     asked.dedup();
-    assert_eq!(asked.len(), per_peer * 16, "each chunk asked once");
+    assert_eq!(asked.len(), per_peer * 8, "each chunk asked once");
 }

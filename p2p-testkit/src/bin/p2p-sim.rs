@@ -394,7 +394,8 @@ fn measure_chunks() {
         "chunk sweeps: 40 nodes, full mesh, 300 Mbit/s, 25 ms, auto-relay; one setting changed at a time"
     );
     println!(
-        "  subnet chunk size (in-flight limits 64 / 8 per peer, patience 100 ms; 4 MiB is cut into 16 KiB chunks whatever it is, chunk_size_for):"
+        "  subnet chunk size (in-flight limits 64 / 8 per peer, patience 100 ms; 4 MiB is cut into {} KiB chunks whatever it is, chunk_size_for):",
+        p2p_core::chunks::chunk_size_for(4 << 20, p2p_core::chunks::DEFAULT_CHUNK_SIZE) >> 10
     );
     for chunk in [64u32 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
         row(

@@ -46,8 +46,8 @@ const MANIFEST_ROOT_HEX: &str = concat!(
 /// Its id.
 const MANIFEST_ID_HEX: &str = "fb5cc92cc73d68c989287d29f9a6e9b23d2c631ad317d716b4ea731ba368453e";
 /// The id of the 4 MiB artifact of [`golden_mid_sized_artifact_id`] in a subnet of 128 KiB
-/// chunks: the manifest of 256 chunks of 16 KiB (protocol version 4).
-const MID_ID_HEX: &str = "ced8e03a94bdfb7fa2f1134e724b05e85297fdfe382e0c24b7c57466f7b80e6f";
+/// chunks: the manifest of 128 chunks of 32 KiB (protocol version 4).
+const MID_ID_HEX: &str = "a6174d14d70ec9260cfee668dcb7afa8402c08ca84f31da5a21e9b7ba261b8e0";
 /// The id of the small artifact `b"hello, swarm"`.
 const SMALL_ID_HEX: &str = "372dea1b852de54b1324402f98984731166040215521c4a94803e97348da1bf0";
 
@@ -219,13 +219,13 @@ fn golden_manifest_and_ids() {
 }
 
 /// A mid-sized artifact is cut into chunks of `chunk_size_for` its size (protocol version 4):
-/// 4 MiB in a subnet of 128 KiB chunks is named by its manifest of 256 chunks of 16 KiB.
+/// 4 MiB in a subnet of 128 KiB chunks is named by its manifest of 128 chunks of 32 KiB.
 #[test]
 fn golden_mid_sized_artifact_id() {
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let m = Manifest::build(&data, 128 << 10).expect("chunked");
-    assert_eq!((m.chunk_size(), m.count()), (16 << 10, 256));
-    assert_eq!(m.root().len(), 40 + 256 * 32);
+    assert_eq!((m.chunk_size(), m.count()), (32 << 10, 128));
+    assert_eq!(m.root().len(), 40 + 128 * 32);
     assert_eq!(hex::encode(m.id().0), MID_ID_HEX);
     assert_eq!(p2p_core::chunks::content_id(&data, 128 << 10), m.id());
 }
