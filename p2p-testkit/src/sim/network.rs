@@ -454,6 +454,7 @@ impl Network {
         conn.progress = [now; 2];
         conn.timer_at = None;
         conn.cut = false;
+        conn.recover_until = [0; 2];
         let t = Time::from_nanos(now);
         // Direction d goes from end d to end 1 - d.
         for d in 0..2 {
