@@ -1024,6 +1024,24 @@ mod tests {
         (net, Queue::default())
     }
 
+    /// Three nodes at 8 Mb/s (1 byte per microsecond), node 0 linked to 1 and 2, 10 ms apart,
+    /// the links up.
+    fn star() -> (Network, Queue) {
+        let mut net = Network::new(
+            [8_000_000; 3],
+            Duration::ZERO,
+            None,
+            None,
+            None,
+            Rng::new(1),
+        );
+        for (a, b) in [(0, 1), (0, 2)] {
+            net.add_link(a, b, |_| Duration::from_millis(10));
+            assert!(net.connect(a as u32, b as u32, 0));
+        }
+        (net, Queue::default())
+    }
+
     fn response(size: usize) -> Message {
         Message::Response {
             req_id: size as u64,
@@ -1094,20 +1112,8 @@ mod tests {
     fn a_shared_core_is_the_bottleneck_of_two_receivers() {
         // Three nodes at 8 Mb/s (1 byte per microsecond), 10 ms apart; one core at 2 us per
         // byte, twice the link's time: node 0 sends to 1 while 2 sends to 0.
-        let mut net = Network::new(
-            [8_000_000; 3],
-            Duration::ZERO,
-            None,
-            None,
-            None,
-            Rng::new(1),
-        );
+        let (mut net, mut q) = star();
         net.set_cpu(Cpu::new(1, CpuCost::new(2_000.0, 0.0)));
-        for (a, b) in [(0, 1), (0, 2)] {
-            net.add_link(a, b, |_| Duration::from_millis(10));
-            assert!(net.connect(a as u32, b as u32, 0));
-        }
-        let mut q = Queue::default();
         let (m1, m2) = (response(40_000), response(30_000));
         send(&mut net, &mut q, 0, 1, m1.clone(), Class::Bulk);
         send(&mut net, &mut q, 2, 0, m2.clone(), Class::Bulk);
@@ -1131,24 +1137,12 @@ mod tests {
     fn a_full_downlink_drops_frames_and_their_connections_recover_them_in_order() {
         // Nodes 1 and 2 each send node 0 two messages of 40 KB at 8 Mb/s; node 0's downlink
         // holds at most 20 KB waiting, and a dropped frame comes back 50 ms later.
-        let mut net = Network::new(
-            [8_000_000; 3],
-            Duration::ZERO,
-            None,
-            None,
-            None,
-            Rng::new(1),
-        );
+        let (mut net, mut q) = star();
         net.set_tail_drop(TailDrop {
             queue: 0,
             extra: 20_000,
             recovery: 50 * MS,
         });
-        for (a, b) in [(0, 1), (0, 2)] {
-            net.add_link(a, b, |_| Duration::from_millis(10));
-            assert!(net.connect(a as u32, b as u32, 0));
-        }
-        let mut q = Queue::default();
         let sent: Vec<(u32, Message)> = (0..4)
             .map(|i| (1 + i % 2, response(40_000 + i as usize)))
             .collect();

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use p2p_bench::plot::{ClassCdf, NodeBytes, PlotData, Timeline};
 use p2p_bench::subnet::{Workload, class_name, workload_priority_fn};
 use p2p_core::{ArtifactId, Kind, NodeId};
-use p2p_tokio::{Member, NodeConfig, NodeIdentity, Registry, TopologyView};
+use p2p_tokio::{Member, NodeConfig, NodeIdentity, NodeMetrics, Registry, TopologyView};
 use serde::{Deserialize, Serialize};
 
 use crate::machine;
@@ -514,13 +514,9 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut record: Option<Record> = None;
     let mut published: Vec<(u64, u64)> = Vec::new();
     let mut ids: HashMap<u64, ArtifactId> = HashMap::new();
-    let mut before = (
-        Duration::ZERO,
-        (0u64, 0u64),
-        false,
-        (0u64, 0u64),
-        (0u64, 0u64, 0u64, 0u64),
-    );
+    // At the start of the workload: the process's CPU time, whether its peak RSS was reset,
+    // and its node's metrics (counters are reported as their growth since).
+    let mut before = (Duration::ZERO, false, NodeMetrics::default());
     let mut said_done = false;
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     loop {
@@ -577,18 +573,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                         });
                         let m = handle.metrics();
                         let reset = machine::reset_peak_rss();
-                        before = (
-                            machine::cpu_time("self").unwrap_or_default(),
-                            (m.bytes_written, m.bytes_read),
-                            reset,
-                            (m.core.retries, m.core.duplicates),
-                            (
-                                m.core.chunks_served,
-                                m.core.chunks_asked_handed_over,
-                                m.core.chunks_asked_idle,
-                                m.core.chunks_asked_overdue,
-                            ),
-                        );
+                        before = (machine::cpu_time("self").unwrap_or_default(), reset, m);
                         let h = handle.clone();
                         let tx = pub_tx.clone();
                         tokio::spawn(async move {
@@ -620,26 +605,27 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                         while let Ok(p) = pub_rx.try_recv() {
                             published.push(p);
                         }
+                        let b = before.2;
                         let result = NodeResult {
                             published: std::mem::take(&mut published),
                             delivered: r.delivered,
                             duplicates: r.duplicates,
                             unexpected: r.unexpected,
-                            wire_bytes: m.bytes_written.saturating_sub(before.1.0),
-                            wire_read: m.bytes_read.saturating_sub(before.1.1),
+                            wire_bytes: m.bytes_written.saturating_sub(b.bytes_written),
+                            wire_read: m.bytes_read.saturating_sub(b.bytes_read),
                             cpu_ns: machine::cpu_time("self")
                                 .unwrap_or_default()
                                 .saturating_sub(before.0)
                                 .as_nanos() as u64,
                             peak_rss: machine::peak_rss("self").unwrap_or(0),
-                            peak_reset: before.2,
-                            retries: m.core.retries.saturating_sub(before.3.0),
-                            duplicate_receipts: m.core.duplicates.saturating_sub(before.3.1),
-                            chunks_served: m.core.chunks_served.saturating_sub(before.4.0),
+                            peak_reset: before.1,
+                            retries: m.core.retries.saturating_sub(b.core.retries),
+                            duplicate_receipts: m.core.duplicates.saturating_sub(b.core.duplicates),
+                            chunks_served: m.core.chunks_served.saturating_sub(b.core.chunks_served),
                             chunks_asked_beyond_stripe: (
-                                m.core.chunks_asked_handed_over.saturating_sub(before.4.1),
-                                m.core.chunks_asked_idle.saturating_sub(before.4.2),
-                                m.core.chunks_asked_overdue.saturating_sub(before.4.3),
+                                m.core.chunks_asked_handed_over.saturating_sub(b.core.chunks_asked_handed_over),
+                                m.core.chunks_asked_idle.saturating_sub(b.core.chunks_asked_idle),
+                                m.core.chunks_asked_overdue.saturating_sub(b.core.chunks_asked_overdue),
                             ),
                         };
                         let json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
