@@ -519,6 +519,13 @@ impl Harness {
                     let digest: [u8; 32] = Sha256::digest(&data).into();
                     self.hashes.push((id, index, digest));
                 }
+                Output::CancelPushes { to, ranges, .. } => {
+                    if !self.connected.contains(&to) || ranges.is_empty() {
+                        return Err(format!(
+                            "cancelled pushes to {to:?} (not connected, or of no chunk)"
+                        ));
+                    }
+                }
                 Output::Event(_) | Output::Cancel { .. } => {}
             }
         }

@@ -1,6 +1,6 @@
 //! What goes into the core and what comes out of it.
 
-use crate::message::{Message, RequestId};
+use crate::message::{ChunkRange, Message, RequestId};
 use crate::types::{Artifact, ArtifactId, Class, Kind, NodeId};
 
 /// An event the driver feeds the core with [`Node::handle_input`](crate::Node::handle_input).
@@ -98,6 +98,16 @@ pub enum Output {
         to: NodeId,
         /// The request the answer is for.
         req_id: RequestId,
+    },
+    /// Drop the chunks of `id` pushed to `to` whose indices lie in `ranges` if they have not
+    /// started on the wire (the peer says it holds them); a push already partly sent finishes.
+    CancelPushes {
+        /// The peer.
+        to: NodeId,
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunks the peer holds.
+        ranges: Vec<ChunkRange>,
     },
     /// Compute the SHA-256 of `data` (a received chunk) and feed it back as
     /// [`Input::ChunkHashed`] with the same `id` and `index`; the node keeps the chunk until

@@ -148,7 +148,7 @@ pub use bytes::Bytes;
 pub use chunks::{ChunkShapeError, Manifest, ManifestBuilder, ManifestError};
 pub use config::{Config, ConfigError, Decision, PriorityFn, PriorityFnRef};
 pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, RetryReason};
-pub use message::{ChunkRange, Message, PUSHED_CHUNK, RequestId};
+pub use message::{ChunkRange, Message, PUSHED_CHUNK, RequestId, Revocable};
 pub use metrics::{MetricInfo, MetricKind, Metrics};
 pub use node::{Node, TableSizes};
 pub use types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};

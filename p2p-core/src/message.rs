@@ -88,6 +88,30 @@ pub enum Message {
     },
 }
 
+/// A queued message that its sender may still drop while none of its bytes went out: the
+/// multiplexer tags each message with it ([`Message::revocable`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Revocable {
+    /// The answer to a request (a response, a requested chunk or a not-found): dropped when the
+    /// requester cancels the request.
+    Answer(RequestId),
+    /// A pushed chunk: dropped when its receiver says it holds the chunk.
+    Push {
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's index.
+        index: u32,
+    },
+}
+
+impl Revocable {
+    /// Whether this is a push of a chunk of `id` with an index in `ranges`.
+    pub fn is_push_in(&self, id: &ArtifactId, ranges: &[ChunkRange]) -> bool {
+        matches!(self, Revocable::Push { id: p, index } if p == id
+            && ranges.iter().any(|r| (r.start..r.end).contains(index)))
+    }
+}
+
 /// A half-open range of chunk indices, `start..end`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ChunkRange {
@@ -126,6 +150,23 @@ impl Message {
             | Message::Chunk { req_id, .. }
             | Message::NotFound { req_id, .. } => Some(*req_id),
             _ => None,
+        }
+    }
+
+    /// What the sender may still drop of this message before it starts on the wire: an
+    /// answer ([`Message::answers`]) or a pushed chunk.
+    pub fn revocable(&self) -> Option<Revocable> {
+        match self {
+            Message::Chunk {
+                req_id: PUSHED_CHUNK,
+                id,
+                index,
+                ..
+            } => Some(Revocable::Push {
+                id: *id,
+                index: *index,
+            }),
+            _ => self.answers().map(Revocable::Answer),
         }
     }
 

@@ -509,6 +509,21 @@ impl Node {
         {
             return self.violation(from, what);
         }
+        // The peer holds these chunks now: pushes of them still queued for it are dropped
+        // (after the swarm ended, the chunks of a pooled artifact may still be queued).
+        if self.cfg.push_chunks
+            && !ranges.is_empty()
+            && self
+                .swarms
+                .pushed_to(&id, &from)
+                .unwrap_or_else(|| self.pool.contains(&id))
+        {
+            self.sink.push(Output::CancelPushes {
+                to: from,
+                id,
+                ranges: ranges.to_vec(),
+            });
+        }
         let slot = self.peers.get(&from).expect("peer is connected").slot;
         let (downloads, mut cx) = self.split();
         if let Err(reason) = downloads.on_have(from, slot, id, &mut cx) {

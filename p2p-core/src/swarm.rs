@@ -168,6 +168,8 @@ struct Swarm {
     expect: Vec<Option<Time>>,
     /// Some chunk of `expect` is set.
     expecting: bool,
+    /// Peers this node pushed a chunk of it to: their `Have`s revoke the pushes still queued.
+    pushed_to: SmallVec<[NodeId; 8]>,
 }
 
 /// A swarm's place in the active and waiting orders.
@@ -480,6 +482,7 @@ impl Swarms {
             gained: cx.now,
             expect: vec![None; count as usize],
             expecting: false,
+            pushed_to: SmallVec::new(),
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -647,6 +650,12 @@ impl Swarms {
         }
         s.dirty = true;
         Ok(())
+    }
+
+    /// Whether this node may have pushed chunks of `id` to `peer` that are still queued: it
+    /// pushed it some while fetching `id`; `None` if it fetches `id` no more (or never did).
+    pub(crate) fn pushed_to(&self, id: &ArtifactId, peer: &NodeId) -> Option<bool> {
+        self.table.get(id).map(|s| s.pushed_to.contains(peer))
     }
 
     /// Forgets `peer` in every swarm; its requests are retried elsewhere (each counts as a
@@ -1522,6 +1531,9 @@ fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) 
             };
             cx.sink.send(peer, msg, class);
             mark_holds(s, peer, i);
+            if !s.pushed_to.contains(&peer) {
+                s.pushed_to.push(peer);
+            }
         }
     }
 }

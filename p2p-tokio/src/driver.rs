@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use p2p_core::{
-    Artifact, ArtifactId, DisconnectReason, Input, InputError, Manifest, Node, NodeId, Output,
-    PriorityFnRef, RequestId, Time,
+    Artifact, ArtifactId, ChunkRange, DisconnectReason, Input, InputError, Manifest, Node, NodeId,
+    Output, PriorityFnRef, RequestId, Time,
 };
 #[cfg(feature = "trace")]
 use p2p_trace::{DecisionLog, PriorityProfile, TraceWriter};
@@ -460,6 +460,7 @@ impl Driver {
                 self.after_close(peer, cause);
             }
             Output::Cancel { to, req_id } => self.cancel_answer(to, req_id),
+            Output::CancelPushes { to, id, ranges } => self.cancel_pushes(to, &id, &ranges),
             Output::HashChunk { id, index, data } => {
                 // Bulk hashing runs on tokio's blocking pool, never on this task, which moves
                 // the urgent traffic; the digest comes back as an event.
@@ -494,6 +495,36 @@ impl Driver {
         if dropped {
             inc(&self.counters.answers_cancelled);
             debug!(peer = %to, req_id, "queued answer cancelled");
+        }
+        if drained {
+            debug!(peer = %to, "send queue drained");
+            self.follow_up.push_back(Input::Congestion {
+                peer: to,
+                congested: false,
+            });
+        }
+    }
+
+    /// Drops the chunks of `id` with indices in `ranges` queued as pushes to `to` that its
+    /// writer has not started (the peer holds them), as [`Driver::cancel_answer`] does.
+    fn cancel_pushes(&mut self, to: NodeId, id: &ArtifactId, ranges: &[ChunkRange]) {
+        let Some(conn) = self.conns.get(&to) else {
+            return;
+        };
+        let mut dropped = conn
+            .express
+            .as_ref()
+            .map_or(0, |lane| lane.shared.lock().cancel_pushes(id, ranges));
+        let mut tx = conn.main.shared.lock();
+        let main = tx.cancel_pushes(id, ranges);
+        dropped += main;
+        let drained = main > 0 && tx.poll_congestion() == Some(false);
+        drop(tx);
+        if dropped > 0 {
+            self.counters
+                .pushes_cancelled
+                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+            debug!(peer = %to, dropped, "queued pushes cancelled");
         }
         if drained {
             debug!(peer = %to, "send queue drained");

@@ -53,7 +53,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::{Class, Message, RequestId, Time};
+use p2p_core::{ArtifactId, ChunkRange, Class, Message, RequestId, Time};
 use thiserror::Error;
 
 use crate::codec::{self, DecodeError, HELLO_LEN, Hello};
@@ -405,6 +405,17 @@ impl ConnSender {
     pub fn cancel(&mut self, req_id: RequestId) -> bool {
         let dropped = self.mux.cancel(req_id);
         if dropped && self.congested && self.mux.queued_bytes_total() <= self.low_water {
+            self.congested = false;
+        }
+        dropped
+    }
+
+    /// Drops the queued pushed chunks of `id` with indices in `ranges` that have not started
+    /// on the wire ([`MuxSender::cancel_pushes`]); returns how many were dropped. Clears the
+    /// congestion mark when the queue falls to `low_water`.
+    pub fn cancel_pushes(&mut self, id: &ArtifactId, ranges: &[ChunkRange]) -> usize {
+        let dropped = self.mux.cancel_pushes(id, ranges);
+        if dropped > 0 && self.congested && self.mux.queued_bytes_total() <= self.low_water {
             self.congested = false;
         }
         dropped

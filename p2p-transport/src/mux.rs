@@ -70,7 +70,7 @@ use crate::codec::{self, DecodeError, EncodeError, Limits, LimitsError};
 use crate::reassembly::{BudgetSlot, ReassemblyBudget, Refused};
 use crate::sched::{Cut, MIN_CUT, Scheduler};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use p2p_core::{Class, Message, RequestId, Time};
+use p2p_core::{ArtifactId, ChunkRange, Class, Message, RequestId, Revocable, Time};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Duration;
@@ -398,12 +398,13 @@ pub enum MuxError {
 }
 
 /// A message queued for sending: its stream id, encoded header and payload, and the request
-/// it answers (for [`MuxSender::cancel`]).
+/// what of it may still be dropped (for [`MuxSender::cancel`] and
+/// [`MuxSender::cancel_pushes`]).
 struct OutMsg {
     stream: u32,
     header: Bytes,
     payload: Bytes,
-    answers: Option<RequestId>,
+    revocable: Option<Revocable>,
 }
 
 /// One frame ready to emit: its header bytes and the ranges of its message's parts it carries.
@@ -486,7 +487,7 @@ impl MuxSender {
             stream,
             header,
             payload,
-            answers: msg.answers(),
+            revocable: msg.revocable(),
         };
         self.sched.push(class, out, len);
         Ok(())
@@ -497,7 +498,16 @@ impl MuxSender {
     /// finishes, since its receiver would otherwise hold a partial message until it stalls.
     /// Returns whether an answer was dropped. Its bytes leave the queue figures at once.
     pub fn cancel(&mut self, req_id: RequestId) -> bool {
-        self.sched.remove_unstarted(|m| m.answers == Some(req_id)) > 0
+        self.sched
+            .remove_unstarted(|m| m.revocable == Some(Revocable::Answer(req_id)))
+            > 0
+    }
+
+    /// Drops the queued pushed chunks of `id` whose indices lie in `ranges` (the receiver holds
+    /// them) if none of their frames went out yet; returns how many were dropped.
+    pub fn cancel_pushes(&mut self, id: &ArtifactId, ranges: &[ChunkRange]) -> usize {
+        self.sched
+            .remove_unstarted(|m| m.revocable.is_some_and(|r| r.is_push_in(id, ranges)))
     }
 
     /// Encoded message bytes queued in `class` and not yet emitted (frame headers excluded).

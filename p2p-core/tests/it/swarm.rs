@@ -983,6 +983,75 @@ fn an_owner_pushes_its_chunks_to_the_fetching_peers_once() {
     assert_eq!(node.metrics().chunks_served, 2);
 }
 
+/// A peer that says it holds a chunk this node pushed it revokes the push if it is still queued
+/// (`Output::CancelPushes` with the `Have`'s ranges); a peer never pushed to revokes nothing.
+#[test]
+fn a_have_of_a_pushed_chunk_revokes_the_queued_push() {
+    let a = big(45, 6);
+    let cfg = Config {
+        push_chunks: true,
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let (peer, req_id, _, index) = *asks
+        .iter()
+        .find(|r| owner_of(&a, r.3) == id(0))
+        .expect("it asks the origin for its own stripe");
+    let cancels = |outs: &[Output]| {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::CancelPushes { to, id, ranges } => Some((*to, *id, ranges.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Before any push, a `Have` revokes nothing.
+    let other = (0..6).find(|i| owner_of(&a, *i) == id(3)).unwrap();
+    let early = Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: other,
+            end: other + 1,
+        }],
+    };
+    assert_eq!(cancels(&recv(&mut node, t(9), id(2), early)), vec![]);
+    let msg = Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    let outs = recv(&mut node, t(10), peer, msg);
+    assert_eq!(pushes_to(&outs), vec![id(2), id(3)]);
+    let ranges = vec![p2p_core::ChunkRange {
+        start: index,
+        end: index + 1,
+    }];
+    let have = Message::Have {
+        id: a.id,
+        ranges: ranges.clone(),
+    };
+    let outs = recv(&mut node, t(11), id(2), have);
+    assert_eq!(cancels(&outs), vec![(id(2), a.id, ranges)]);
+}
+
+/// The peers `outs` pushes a chunk to, sorted.
+fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
+    let mut to: Vec<p2p_core::NodeId> = sends(outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::Chunk {
+                req_id: p2p_core::PUSHED_CHUNK,
+                ..
+            } => Some(to),
+            _ => None,
+        })
+        .collect();
+    to.sort();
+    to
+}
+
 /// Pushed chunks no swarm wants are dropped; past `max_unwanted_pushes` of them (net of useful
 /// ones) the peer is cut off with its typed reason. A bad pushed chunk is bad data.
 #[test]

@@ -346,6 +346,14 @@ fn hash_output(h: &mut RunHash, now: u64, node: u32, o: &Output) {
             h.u64(id8(&to.0));
             h.u64(*req_id);
         }
+        Output::CancelPushes { to, id, ranges } => {
+            h.u64(7);
+            h.u64(id8(&to.0));
+            h.u64(id8(&id.0));
+            for r in ranges {
+                h.u64(u64::from(r.start) << 32 | u64::from(r.end));
+            }
+        }
         Output::Event(e) => {
             h.u64(4);
             h.bytes(format!("{e:?}").as_bytes());

@@ -22,7 +22,7 @@ use super::{BULK, URGENT, encoded_len};
 use hashbrown::HashMap;
 use p2p_core::{
     Advert, Artifact, ArtifactId, Class, Config, Decision, Input, InputError, Message, Node,
-    NodeId, Output, Time,
+    NodeId, Output, Revocable, Time,
 };
 use p2p_transport::codec::class_allowed;
 use p2p_transport::peers::{CloseCause, PeerPolicy, PolicyAction, Refusal};
@@ -969,7 +969,12 @@ impl Sim<'_> {
                     self.cut_off(i, p, reason.to_string());
                 }
             }
-            Output::Cancel { to, req_id } => self.cancel(i, to, req_id),
+            Output::Cancel { to, req_id } => {
+                self.cancel(i, to, |r| r == Revocable::Answer(req_id));
+            }
+            Output::CancelPushes { to, id, ranges } => {
+                self.cancel(i, to, |r| r.is_push_in(&id, &ranges));
+            }
             Output::HashChunk { id, index, data } => {
                 // The simulated driver hashes at once, as part of the same step.
                 let digest = sha2::Sha256::digest(&data).into();
@@ -980,13 +985,14 @@ impl Sim<'_> {
         }
     }
 
-    /// Carries out node `i`'s cancel of its queued answer to `req_id` for `to`.
-    fn cancel(&mut self, i: u32, to: NodeId, req_id: u64) {
+    /// Carries out node `i`'s cancel of its queued answers or pushes to `to` that `drop` picks.
+    fn cancel(&mut self, i: u32, to: NodeId, drop: impl Fn(Revocable) -> bool) {
         let Some(&to) = self.index.get(&to) else {
             return;
         };
-        let (_, cleared) = self.net.cancel(i, to, req_id);
-        if cleared && self.honest(i as usize) {
+        let honest = self.honest(i as usize);
+        let (_, cleared) = self.net.cancel((i, to), drop, honest);
+        if cleared && honest {
             self.congestion(i, to, false);
         }
     }

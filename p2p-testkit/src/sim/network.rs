@@ -39,7 +39,7 @@ use super::rng::Rng;
 use super::scenario::CpuCost;
 use super::{FIRST_FRAME_HEADER, FRAME_PAYLOAD, encoded_len, wire_len};
 use hashbrown::HashMap;
-use p2p_core::{Class, Message, Time};
+use p2p_core::{Class, Message, Revocable, Time};
 use p2p_transport::codec::HELLO_LEN;
 use p2p_transport::conn::{ConnConfig, ConnError, KeepaliveTimer, ReceiveTimers};
 use p2p_transport::mux::MuxConfig;
@@ -683,11 +683,18 @@ impl Network {
         Enqueued::Waiting { congested }
     }
 
-    /// Drops the message answering request `req_id` queued in `from`'s direction to `to` if
-    /// none of its frames left yet (the connection layer's `ConnSender::cancel`); one already
-    /// started finishes. Returns whether one was dropped and whether the direction's
+    /// Drops the messages queued in `from`'s direction to `to` whose [`Revocable`] tag `drop`
+    /// picks (an answer its requester cancelled, pushes their receiver holds) if none of their
+    /// frames left yet (the connection layer's `ConnSender::cancel`); one already started
+    /// finishes. A dropped message's wire bytes leave the count again when `count` (they were
+    /// counted when queued). Returns whether one was dropped and whether the direction's
     /// congestion just cleared (the queue fell to the low water mark).
-    pub(super) fn cancel(&mut self, from: u32, to: u32, req_id: u64) -> (bool, bool) {
+    pub(super) fn cancel(
+        &mut self,
+        (from, to): (u32, u32),
+        drop: impl Fn(Revocable) -> bool,
+        count: bool,
+    ) -> (bool, bool) {
         let d = dir(from, to);
         let Some(conn) = self.conns.get_mut(&key(from, to)) else {
             return (false, false);
@@ -695,7 +702,17 @@ impl Network {
         let Some(sched) = conn.sched[d].as_mut() else {
             return (false, false);
         };
-        let dropped = sched.remove_unstarted(|q| q.msg.answers() == Some(req_id)) > 0;
+        let mut freed = 0u64;
+        let dropped = sched.remove_unstarted(|q| {
+            let hit = q.msg.revocable().is_some_and(&drop);
+            if hit {
+                freed += wire_len(&q.msg) as u64;
+            }
+            hit
+        }) > 0;
+        if count {
+            self.wire_bytes -= freed;
+        }
         let queued = sched.queued_bytes_total() as u64;
         if sched.is_idle() {
             // The uplink skips (and unlists) a direction without a scheduler.
@@ -1306,23 +1323,26 @@ mod tests {
         }
         assert!(congested);
         assert_eq!(
-            net.cancel(0, 1, 30_001),
+            net.cancel((0, 1), |r| r == Revocable::Answer(30_001), true),
             (true, false),
             "still above low water"
         );
         assert_eq!(
-            net.cancel(0, 1, 30_000),
+            net.cancel((0, 1), |r| r == Revocable::Answer(30_000), true),
             (false, false),
             "started: it finishes"
         );
         assert_eq!(
-            net.cancel(0, 1, 30_002),
+            net.cancel((0, 1), |r| r == Revocable::Answer(30_002), true),
             (true, true),
             "down to the low water"
         );
-        assert_eq!(net.cancel(0, 1, 30_002), (false, false));
         assert_eq!(
-            net.cancel(1, 0, 30_000),
+            net.cancel((0, 1), |r| r == Revocable::Answer(30_002), true),
+            (false, false)
+        );
+        assert_eq!(
+            net.cancel((1, 0), |r| r == Revocable::Answer(30_000), true),
             (false, false),
             "the other direction"
         );

@@ -1010,6 +1010,17 @@ pub enum OutputRec {
         /// The request whose queued answer is dropped.
         req_id: u64,
     },
+    /// [`Output::CancelPushes`].
+    CancelPushes {
+        /// The peer.
+        #[serde(with = "node_hex")]
+        to: NodeId,
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk ranges, each `[start, end]` (half-open).
+        ranges: Vec<[u32; 2]>,
+    },
     /// [`Output::HashChunk`].
     HashChunk {
         /// The artifact.
@@ -1051,6 +1062,11 @@ impl OutputRec {
                 to: *to,
                 req_id: *req_id,
             },
+            Output::CancelPushes { to, id, ranges } => OutputRec::CancelPushes {
+                to: *to,
+                id: *id,
+                ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
+            },
             Output::HashChunk { id, index, data } => OutputRec::HashChunk {
                 id: *id,
                 index: *index,
@@ -1077,6 +1093,9 @@ impl OutputRec {
             ),
             OutputRec::Disconnect { peer, reason } => format!("disconnect {peer} {reason:?}"),
             OutputRec::Cancel { to, req_id } => format!("cancel answer #{req_id} to {to}"),
+            OutputRec::CancelPushes { to, id, ranges } => {
+                format!("cancel pushes art:{id} {ranges:?} to {to}")
+            }
             OutputRec::HashChunk { id, index, data } => {
                 format!("hash-chunk art:{id} #{index} len={}", data.len())
             }
@@ -1109,7 +1128,7 @@ impl OutputRec {
             OutputRec::Send { to, .. } => vec![*to],
             OutputRec::Deliver { from, .. } => vec![*from],
             OutputRec::Disconnect { peer, .. } => vec![*peer],
-            OutputRec::Cancel { to, .. } => vec![*to],
+            OutputRec::Cancel { to, .. } | OutputRec::CancelPushes { to, .. } => vec![*to],
             OutputRec::HashChunk { .. } => Vec::new(),
             OutputRec::Event { event } => match event {
                 EventRec::Dropped { from, .. } => vec![*from],

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use p2p_core::{Class, Message, NodeId, RequestId, Time};
+use p2p_core::{ArtifactId, ChunkRange, Class, Message, NodeId, RequestId, Time};
 use p2p_transport::admission::{Admission, AdmissionView, Ticket};
 use p2p_transport::codec::{ConnRole, Hello};
 use p2p_transport::conn::{
@@ -259,6 +259,14 @@ impl Link {
     pub fn cancel(&self, req_id: RequestId) -> (bool, Option<bool>) {
         let mut s = lock(&self.sender);
         let dropped = s.cancel(req_id);
+        (dropped, s.poll_congestion())
+    }
+
+    /// Drops the queued pushes of `id`'s chunks in `ranges` the writer has not started;
+    /// returns how many were dropped and a change of the congestion mark.
+    pub fn cancel_pushes(&self, id: &ArtifactId, ranges: &[ChunkRange]) -> (usize, Option<bool>) {
+        let mut s = lock(&self.sender);
+        let dropped = s.cancel_pushes(id, ranges);
         (dropped, s.poll_congestion())
     }
 

@@ -256,6 +256,21 @@ impl NodeThread {
                     });
                 }
             }
+            Output::CancelPushes { to, id, ranges } => {
+                let Some(link) = self.links.get(&to) else {
+                    return;
+                };
+                let (dropped, change) = link.cancel_pushes(&id, &ranges);
+                if dropped > 0 {
+                    debug!(peer = %to, dropped, "queued pushes cancelled");
+                }
+                if let Some(congested) = change {
+                    self.follow_up.push_back(Input::Congestion {
+                        peer: to,
+                        congested,
+                    });
+                }
+            }
             Output::Event(event) => debug!(?event, "core event"),
         }
     }

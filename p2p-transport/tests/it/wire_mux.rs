@@ -2,7 +2,7 @@
 //! arbitrary chunking, and every receiver bound.
 
 use bytes::{Bytes, BytesMut};
-use p2p_core::{Advert, ArtifactId, Class, Kind, Message, Priority};
+use p2p_core::{Advert, ArtifactId, ChunkRange, Class, Kind, Message, Priority};
 use p2p_transport::codec::{self, DecodeError, EncodeError, Limits};
 use p2p_transport::mux::{
     FIRST_FRAME_HEADER_LEN, FRAME_HEADER_LEN, MIN_TRANSMIT, MuxConfig, MuxConfigError, MuxError,
@@ -919,6 +919,51 @@ fn a_cancelled_not_found_or_response_is_dropped_like_a_chunk() {
     let mut rx = receiver(MuxConfig::default());
     rx.feed(wire.freeze());
     assert_eq!(drain(&mut rx), vec![(Class::Normal, response(1, 40_000))]);
+}
+
+/// Pushed chunks of one artifact in the given ranges are dropped while unstarted; a started
+/// one, one of another artifact or outside the ranges, and answers stay.
+#[test]
+fn queued_pushes_are_cancelled_by_artifact_and_range() {
+    let frame = MuxConfig::default().frame_size;
+    let mut tx = sender(MuxConfig::default());
+    let art = ArtifactId([0xcc; 32]);
+    let push = |id: ArtifactId, index: u32| Message::Chunk {
+        req_id: p2p_core::PUSHED_CHUNK,
+        id,
+        index,
+        data: Bytes::from(vec![0x40 + index as u8; 2 * frame]),
+    };
+    for i in 0..4 {
+        tx.push(Class::Bulk, &push(art, i)).unwrap();
+    }
+    tx.push(Class::Bulk, &push(ArtifactId([0xdd; 32]), 2))
+        .unwrap();
+    tx.push(Class::Bulk, &chunk(2, 2 * frame)).unwrap();
+    // One frame of push 0 goes out: it has started.
+    let mut wire = BytesMut::new();
+    let _ = tx.poll_transmit(&mut wire, FIRST_FRAME_HEADER_LEN + frame);
+    let all = [ChunkRange { start: 0, end: 3 }];
+    assert_eq!(tx.cancel_pushes(&art, &all), 2, "pushes 1 and 2");
+    assert_eq!(tx.cancel_pushes(&art, &all), 0, "already dropped");
+    let _ = tx.poll_transmit(&mut wire, usize::MAX);
+    assert_eq!(tx.queued_bytes_total(), 0);
+    let mut rx = receiver(MuxConfig::default());
+    rx.feed(wire.freeze());
+    let mut got: Vec<(u8, u64, u32)> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Message::Chunk {
+                req_id, id, index, ..
+            } => Some((id.0[0], req_id, index)),
+            _ => None,
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![(0xcc, 0, 0), (0xcc, 0, 3), (0xcc, 2, 2), (0xdd, 0, 2)]
+    );
 }
 
 #[test]

@@ -196,6 +196,12 @@ impl Net {
                         q.retain(|m| m.answers() != Some(req_id));
                     }
                 }
+                Output::CancelPushes { to, id, ranges } => {
+                    // The pushes are dropped if they are still queued on the link.
+                    if let Some(q) = self.links.get_mut(&(node, self.index[&to])) {
+                        q.retain(|m| !m.revocable().is_some_and(|r| r.is_push_in(&id, &ranges)));
+                    }
+                }
                 Output::HashChunk { id, index, data } => {
                     let digest = sha2::Sha256::digest(&data).into();
                     hashes.push(Input::ChunkHashed { id, index, digest });

@@ -422,22 +422,10 @@ fn arb_message(g: &mut Gen) -> Message {
             index: u32::arbitrary(g),
             data: arb_bytes(g),
         },
-        8 => {
-            let n = usize::arbitrary(g) % 5;
-            let mut next = 0u32;
-            let ranges = (0..n)
-                .map(|_| {
-                    let start = next + u32::arbitrary(g) % 3;
-                    let end = start + 1 + u32::arbitrary(g) % 50;
-                    next = end;
-                    ChunkRange { start, end }
-                })
-                .collect();
-            Message::Have {
-                id: arb_id(g),
-                ranges,
-            }
-        }
+        8 => Message::Have {
+            id: arb_id(g),
+            ranges: arb_ranges(g),
+        },
         _ => Message::Cancel {
             req_id: u64::arbitrary(g),
         },
@@ -507,9 +495,23 @@ impl Arbitrary for ArbInput {
     }
 }
 
+/// Up to four ascending, disjoint chunk ranges.
+fn arb_ranges(g: &mut Gen) -> Vec<ChunkRange> {
+    let n = usize::arbitrary(g) % 5;
+    let mut next = 0u32;
+    (0..n)
+        .map(|_| {
+            let start = next + u32::arbitrary(g) % 3;
+            let end = start + 1 + u32::arbitrary(g) % 50;
+            next = end;
+            ChunkRange { start, end }
+        })
+        .collect()
+}
+
 impl Arbitrary for ArbOutput {
     fn arbitrary(g: &mut Gen) -> Self {
-        ArbOutput(match u8::arbitrary(g) % 10 {
+        ArbOutput(match u8::arbitrary(g) % 11 {
             0 => Output::Send {
                 to: arb_node(g),
                 msg: arb_message(g),
@@ -559,6 +561,11 @@ impl Arbitrary for ArbOutput {
             7 => Output::Cancel {
                 to: arb_node(g),
                 req_id: u64::arbitrary(g),
+            },
+            8 => Output::CancelPushes {
+                to: arb_node(g),
+                id: arb_id(g),
+                ranges: arb_ranges(g),
             },
             _ => Output::Event(Event::MembershipChanged {
                 version: u64::arbitrary(g),

@@ -103,7 +103,10 @@ impl Net {
                     let digest = p2p_core::chunks::sha256(&data);
                     self.at(self.now + MS, dst, Input::ChunkHashed { id, index, digest });
                 }
-                Output::Disconnect { .. } | Output::Cancel { .. } | Output::Event(_) => {}
+                Output::Disconnect { .. }
+                | Output::Cancel { .. }
+                | Output::CancelPushes { .. }
+                | Output::Event(_) => {}
             }
         }
     }
