@@ -149,7 +149,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         let op = r.byte();
         let p = peer(r.byte());
         let x = r.byte();
-        let input = match op % 19 {
+        let input = match op % 20 {
             0 => Input::Membership {
                 version: x as u64,
                 members: (0..PEERS as u8)
@@ -291,6 +291,19 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     req_id: 1 << 63 | x as u64,
                 },
             ),
+            19 => {
+                let start = u32::from(r.byte() % 4);
+                msg(
+                    p,
+                    Message::Decline {
+                        id: artifact(x).id,
+                        ranges: vec![ChunkRange {
+                            start,
+                            end: start + 1 + u32::from(x % 2),
+                        }],
+                    },
+                )
+            }
             13 => {
                 h.set_priority_fn(match x % 4 {
                     0 => PriorityFnRef::fetch_all(),

@@ -86,6 +86,15 @@ pub enum Message {
         /// The request.
         req_id: RequestId,
     },
+    /// The sender asked other peers for these chunks of an artifact it is fetching: the
+    /// receiver, their stripe's owner, pushes it none of them (and drops its pushes of them
+    /// not yet sent).
+    Decline {
+        /// The artifact.
+        id: ArtifactId,
+        /// Chunk index ranges, each `start..end`, ascending and disjoint.
+        ranges: Vec<ChunkRange>,
+    },
 }
 
 /// A queued message that its sender may still drop while none of its bytes went out: the
@@ -135,6 +144,7 @@ impl Message {
             Message::Chunk { .. } => "chunk",
             Message::Have { .. } => "have",
             Message::Cancel { .. } => "cancel",
+            Message::Decline { .. } => "decline",
         }
     }
 

@@ -461,6 +461,7 @@ impl Node {
             } => self.on_chunk(from, req_id, id, index, data),
             Message::Have { id, ranges } => self.on_have(from, id, &ranges),
             Message::Cancel { req_id } => self.on_cancel(from, req_id),
+            Message::Decline { id, ranges } => self.on_decline(from, id, &ranges),
         }
     }
 
@@ -509,25 +510,39 @@ impl Node {
         {
             return self.violation(from, what);
         }
-        // The peer holds these chunks now: pushes of them still queued for it are dropped
-        // (after the swarm ended, the chunks of a pooled artifact may still be queued).
-        if self.cfg.push_chunks
-            && !ranges.is_empty()
-            && self
-                .swarms
-                .pushed_to(&id, &from)
-                .unwrap_or_else(|| self.pool.contains(&id))
-        {
-            self.sink.push(Output::CancelPushes {
-                to: from,
-                id,
-                ranges: ranges.to_vec(),
-            });
-        }
+        // The peer holds these chunks now: pushes of them still queued for it are dropped.
+        self.revoke_pushes(from, id, ranges);
         let slot = self.peers.get(&from).expect("peer is connected").slot;
         let (downloads, mut cx) = self.split();
         if let Err(reason) = downloads.on_have(from, slot, id, &mut cx) {
             self.disconnect(from, reason);
+        }
+    }
+
+    /// A `Decline`: the sender asked others for these chunks of `id`; this node pushes it none
+    /// of them, and its pushes of them still queued are dropped.
+    fn on_decline(&mut self, from: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
+        if let Err(what) = self.swarms.on_decline(from, id, ranges, &self.cfg) {
+            return self.violation(from, what);
+        }
+        self.revoke_pushes(from, id, ranges);
+    }
+
+    /// Drops the pushes of `id`'s chunks in `ranges` still queued for `peer`, if this node
+    /// pushed it any (after the swarm ended, the chunks of a pooled artifact may still be).
+    fn revoke_pushes(&mut self, peer: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
+        if self.cfg.push_chunks
+            && !ranges.is_empty()
+            && self
+                .swarms
+                .pushed_to(&id, &peer)
+                .unwrap_or_else(|| self.pool.contains(&id))
+        {
+            self.sink.push(Output::CancelPushes {
+                to: peer,
+                id,
+                ranges: ranges.to_vec(),
+            });
         }
     }
 

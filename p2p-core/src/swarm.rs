@@ -170,6 +170,12 @@ struct Swarm {
     expecting: bool,
     /// Peers this node pushed a chunk of it to: their `Have`s revoke the pushes still queued.
     pushed_to: SmallVec<[NodeId; 8]>,
+    /// Per peer, the chunks of this node's stripe it asked others for (its `Decline`s): they
+    /// are not pushed to it.
+    declined: Vec<(NodeId, Bits)>,
+    /// Chunks asked of a peer other than their stripe's owner since the last flush, with that
+    /// owner: it is told in one `Decline` then, so that it does not push them too.
+    declines: Vec<(NodeId, u32)>,
 }
 
 /// A swarm's place in the active and waiting orders.
@@ -483,6 +489,8 @@ impl Swarms {
             expect: vec![None; count as usize],
             expecting: false,
             pushed_to: SmallVec::new(),
+            declined: Vec::new(),
+            declines: Vec::new(),
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -652,6 +660,40 @@ impl Swarms {
         Ok(())
     }
 
+    /// A `Decline` from `peer`: it asked others for these chunks of `id`, so this node pushes
+    /// it none of them; `Err` names a protocol violation.
+    pub(crate) fn on_decline(
+        &mut self,
+        peer: NodeId,
+        id: ArtifactId,
+        ranges: &[ChunkRange],
+        cfg: &Config,
+    ) -> Result<(), &'static str> {
+        if ranges.len() > cfg.max_have_ranges {
+            return Err("too many ranges in one decline");
+        }
+        let Some(s) = self.table.get_mut(&id) else {
+            return Ok(());
+        };
+        let count = s.manifest.count();
+        if ranges.iter().any(|r| r.start >= r.end || r.end > count) {
+            return Err("decline of chunks the artifact does not have");
+        }
+        let pos = match s.declined.iter().position(|(p, _)| *p == peer) {
+            Some(pos) => pos,
+            None => {
+                s.declined.push((peer, Bits::new(count)));
+                s.declined.len() - 1
+            }
+        };
+        for r in ranges {
+            for i in r.start..r.end {
+                s.declined[pos].1.set(i);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this node may have pushed chunks of `id` to `peer` that are still queued: it
     /// pushed it some while fetching `id`; `None` if it fetches `id` no more (or never did).
     pub(crate) fn pushed_to(&self, id: &ArtifactId, peer: &NodeId) -> Option<bool> {
@@ -670,6 +712,8 @@ impl Swarms {
             s.bad.retain(|p| *p != peer);
             s.interested.retain(|p| *p != peer);
             s.fetching.retain(|p| *p != peer);
+            s.declined.retain(|(p, _)| *p != peer);
+            s.declines.retain(|(p, _)| *p != peer);
             s.forget_expected(peer);
         }
         self.unwanted.remove(&peer);
@@ -1301,6 +1345,14 @@ impl Swarms {
         let req_id = self.send_request((id, index, len), peer, priority, cx);
         let s = self.table.get_mut(&id).expect("swarm exists");
         s.asked[index as usize] = Some(req_id);
+        // The chunk's owner would push it too: tell it this node fetches it elsewhere.
+        if s.stripes.complete && !s.stripes.takers.is_empty() {
+            let owner = s.stripes.takers[s.stripes.owner(index)];
+            if owner != cx.me && owner != peer && !s.bad.contains(&owner) && (cx.connected)(&owner)
+            {
+                s.declines.push((owner, index));
+            }
+        }
     }
 
     /// Sends a chunk request for chunk `index` (of `len` bytes) of `id` to `peer` and counts it
@@ -1403,6 +1455,7 @@ impl Swarms {
     /// answers the peers that asked what this node holds.
     pub(crate) fn flush(&mut self, cx: &mut SwarmCx) {
         for (id, s) in self.table.iter_mut() {
+            decline(s, *id, cx);
             if !s.tell.is_empty() {
                 // Peers that start fetching it get the chunks of this node's stripe it holds.
                 let held: Vec<u32> = s.parts.held_indices().collect();
@@ -1506,6 +1559,7 @@ fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) 
                 !s.full.contains(p)
                     && !s.bad.contains(p)
                     && !s.partial.iter().any(|(q, bits)| q == *p && bits.get(i))
+                    && !s.declined.iter().any(|(q, bits)| q == *p && bits.get(i))
                     && (cx.pushable)(p, len)
             })
             .copied()
@@ -1536,6 +1590,23 @@ fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) 
             }
         }
     }
+}
+
+/// Sends each owner of chunks asked of other peers since the last flush one `Decline` of them.
+fn decline(s: &mut Swarm, id: ArtifactId, cx: &mut SwarmCx) {
+    if s.declines.is_empty() {
+        return;
+    }
+    s.declines.sort_unstable();
+    s.declines.dedup();
+    for owner in s.declines.chunk_by(|a, b| a.0 == b.0) {
+        let peer = owner[0].0;
+        for ranges in ranges_of(owner.iter().map(|d| d.1), cx.cfg.max_have_ranges) {
+            cx.sink
+                .send(peer, Message::Decline { id, ranges }, Class::Control);
+        }
+    }
+    s.declines.clear();
 }
 
 /// Announces the swarm's verified chunks not yet announced (`unannounced`) in one `Have` to

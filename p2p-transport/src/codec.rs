@@ -5,7 +5,7 @@
 //! against [`Limits`] (and against the bytes actually present) before anything is allocated,
 //! and every malformed input gives a [`DecodeError`], never a panic.
 //!
-//! # Message format (protocol version 4)
+//! # Message format (protocol version 5)
 //!
 //! All integers are little-endian. A message is one tag byte followed by its fields; the
 //! encoding is canonical (one message, one byte string), and a decoder rejects trailing bytes.
@@ -22,6 +22,7 @@
 //! | 8   | `Chunk`        | `req_id: u64`, `id: [u8; 32]`, `index: u32`, `data_len: u32`, `data` |
 //! | 9   | `Have`         | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
 //! | 10  | `Cancel`       | `req_id: u64`                                                      |
+//! | 11  | `Decline`      | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
 //!
 //! A `Chunk` whose `req_id` is [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK) (0) answers no request: its holder pushes it to
 //! a peer that said it fetches the artifact (version 3; in version 2 no such chunk was valid).
@@ -33,8 +34,12 @@
 //! so a version-3 node would refuse the manifests of mid-sized artifacts and name them
 //! differently.
 //!
+//! Version 5 adds `Decline`: a node that asked other peers for chunks of a stripe tells the
+//! stripe's owner, so that it pushes none of them (a version-4 node would refuse the tag).
+//!
 //! An advert is `id: [u8; 32]`, `kind: u16`, `size: u64`, `attr_len: u16`, `attr` (44 bytes
-//! plus the attribute). The ranges of a `Have` are half-open chunk index ranges: each is
+//! plus the attribute). The ranges of a `Have` (and of a `Decline`) are half-open chunk index
+//! ranges: each is
 //! non-empty (`start < end`) and begins at or after the end of the one before (ascending and
 //! disjoint); a decoder refuses any other, and more than [`Limits::max_have_ranges`] of them.
 //!
@@ -60,7 +65,7 @@
 //!
 //! | message                                                                   | classes |
 //! |---------------------------------------------------------------------------|---------|
-//! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel` | control |
+//! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline` | control |
 //! | `Push`                                                                    | urgent  |
 //! | `Response`, `Chunk`   | urgent, normal or bulk (the requester's priority; a pushed chunk: the pusher's) |
 //!
@@ -84,7 +89,7 @@ use thiserror::Error;
 /// 3 adds pushed chunks (`Chunk` with `req_id` [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK)); 4
 /// cuts mid-sized artifacts into smaller chunks
 /// ([`chunk_size_for`](p2p_core::chunks::chunk_size_for)).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The first four bytes of a [`Hello`].
 pub const HELLO_MAGIC: [u8; 4] = *b"P2PG";
 /// The version of the [`Hello`] layout itself.
@@ -105,7 +110,8 @@ pub fn allowed_classes(msg: &Message) -> &'static [Class] {
         | Message::NotFound { .. }
         | Message::ChunkRequest { .. }
         | Message::Have { .. }
-        | Message::Cancel { .. } => &[Class::Control],
+        | Message::Cancel { .. }
+        | Message::Decline { .. } => &[Class::Control],
         Message::Push { .. } => &[Class::Urgent],
         Message::Response { .. } | Message::Chunk { .. } => {
             &[Class::Urgent, Class::Normal, Class::Bulk]
@@ -128,6 +134,7 @@ const TAG_CHUNK_REQUEST: u8 = 7;
 const TAG_CHUNK: u8 = 8;
 const TAG_HAVE: u8 = 9;
 const TAG_CANCEL: u8 = 10;
+const TAG_DECLINE: u8 = 11;
 
 /// Encoded length of an advert without its attribute.
 const ADVERT_FIXED_LEN: usize = 32 + 2 + 8 + 2;
@@ -294,7 +301,7 @@ pub enum DecodeError {
         /// The configured limit.
         limit: usize,
     },
-    /// A `Have` message announces more chunk ranges than the limit.
+    /// A `Have` or `Decline` message announces more chunk ranges than the limit.
     #[error("{count} chunk ranges in one message exceed the limit of {limit}")]
     TooManyRanges {
         /// The announced count.
@@ -302,7 +309,7 @@ pub enum DecodeError {
         /// The configured limit.
         limit: usize,
     },
-    /// A chunk range of a `Have` is empty (`start >= end`).
+    /// A chunk range of a `Have` or `Decline` is empty (`start >= end`).
     #[error("empty chunk range {start}..{end}")]
     EmptyRange {
         /// The range's start.
@@ -310,7 +317,7 @@ pub enum DecodeError {
         /// The range's end.
         end: u32,
     },
-    /// A chunk range of a `Have` starts before the end of the previous one (ranges must be
+    /// A chunk range of a `Have` or `Decline` starts before the end of the previous one (ranges must be
     /// ascending and disjoint).
     #[error(
         "chunk range starting at {start} overlaps or precedes the previous one ending at {previous_end}"
@@ -385,7 +392,7 @@ pub enum EncodeError {
         /// The configured limit.
         limit: usize,
     },
-    /// A `Have` message holds more than `max_have_ranges` ranges.
+    /// A `Have` or `Decline` message holds more than `max_have_ranges` ranges.
     #[error("{count} chunk ranges in one message exceed the limit of {limit}")]
     TooManyRanges {
         /// The number of ranges.
@@ -393,7 +400,7 @@ pub enum EncodeError {
         /// The configured limit.
         limit: usize,
     },
-    /// A `Have` message's ranges are not non-empty, ascending and disjoint.
+    /// A `Have` or `Decline` message's ranges are not non-empty, ascending and disjoint.
     #[error("chunk ranges must be non-empty, ascending and disjoint")]
     BadRanges,
 }
@@ -521,7 +528,9 @@ fn header_len(msg: &Message) -> usize {
         Message::NotFound { .. } => 8 + 32,
         Message::ChunkRequest { .. } => 8 + 32 + 4 + 1,
         Message::Chunk { .. } => 8 + 32 + 4 + 4,
-        Message::Have { ranges, .. } => 32 + 2 + RANGE_LEN * ranges.len(),
+        Message::Have { ranges, .. } | Message::Decline { ranges, .. } => {
+            32 + 2 + RANGE_LEN * ranges.len()
+        }
         Message::Cancel { .. } => 8,
     }
 }
@@ -554,7 +563,7 @@ pub fn check_encodable(msg: &Message, limits: &Limits) -> Result<usize, EncodeEr
             }
             adverts.iter().try_for_each(check_attr)?;
         }
-        Message::Have { ranges, .. } => {
+        Message::Have { ranges, .. } | Message::Decline { ranges, .. } => {
             if ranges.len() > limits.max_have_ranges.min(u16::MAX as usize) {
                 return Err(EncodeError::TooManyRanges {
                     count: ranges.len(),
@@ -706,8 +715,13 @@ fn encode_header(msg: &Message, out: &mut BytesMut) {
             out.put_u32_le(*index);
             out.put_u32_le(len_u32(data.len()));
         }
-        Message::Have { id, ranges } => {
-            out.put_u8(TAG_HAVE);
+        Message::Have { id, ranges } | Message::Decline { id, ranges } => {
+            let tag = if matches!(msg, Message::Have { .. }) {
+                TAG_HAVE
+            } else {
+                TAG_DECLINE
+            };
+            out.put_u8(tag);
             out.put_slice(&id.0);
             out.put_u16_le(len_u16(ranges.len(), "chunk range count"));
             for r in ranges {
@@ -805,6 +819,11 @@ pub fn decode(buf: Bytes, limits: &Limits) -> Result<Message, DecodeError> {
         TAG_CANCEL => Message::Cancel {
             req_id: r.u64("request id")?,
         },
+        TAG_DECLINE => {
+            let id = r.id("decline id")?;
+            let ranges = r.ranges(limits)?;
+            Message::Decline { id, ranges }
+        }
         other => return Err(DecodeError::UnknownTag(other)),
     };
     r.finish(msg.name())?;

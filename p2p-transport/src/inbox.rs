@@ -4,7 +4,7 @@
 //! # Lanes by message type
 //!
 //! A message's [`Lane`] follows from its type, not from the sender's claim: control messages
-//! (`Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`) in
+//! (`Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline`) in
 //! [`Lane::Control`], pushes in [`Lane::Push`], responses and chunks in [`Lane::Urgent`],
 //! [`Lane::Normal`] or [`Lane::Bulk`] by the class they arrived in. The connection layer
 //! already refused a class the type does not allow ([`crate::codec::allowed_classes`]), so a
@@ -58,7 +58,8 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 /// A lane of the inbox, chosen by message type (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Lane {
-    /// `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`.
+    /// `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`,
+    /// `Decline`.
     Control = 0,
     /// `Push`.
     Push = 1,
@@ -102,7 +103,8 @@ impl Lane {
             | Message::NotFound { .. }
             | Message::ChunkRequest { .. }
             | Message::Have { .. }
-            | Message::Cancel { .. } => Lane::Control,
+            | Message::Cancel { .. }
+            | Message::Decline { .. } => Lane::Control,
         }
     }
 }
@@ -121,7 +123,7 @@ pub struct InboxConfig {
     /// interleaves lanes more finely, larger serves more per visit.
     pub quantum: usize,
     /// Weight of each lane in [`Lane::ALL`] order (default 2, 2, 8, 4, 2; each at least 1).
-    /// Control messages (chunk requests, `Have` and `Cancel` among them) and pushes are
+    /// Control messages (chunk requests, `Have`, `Cancel` and `Decline` among them) and pushes are
     /// unsolicited, so a member can flood them; responses and chunks answer this node's own
     /// requests (an unrequested one cuts the peer off), so their volume is bounded by its
     /// in-flight limits, and they weigh more, by priority. A flooded control

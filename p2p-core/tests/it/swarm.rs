@@ -1036,6 +1036,96 @@ fn a_have_of_a_pushed_chunk_revokes_the_queued_push() {
     assert_eq!(cancels(&outs), vec![(id(2), a.id, ranges)]);
 }
 
+/// A node that asks someone else for a chunk whose owner would push it tells the owner in a
+/// `Decline`; an owner told so pushes the chunk to everyone but the decliner, and revokes a
+/// push of it already queued for the decliner.
+#[test]
+fn a_chunk_asked_elsewhere_is_declined_to_its_owner_who_then_pushes_it_to_others_only() {
+    let a = big(46, 6);
+    let cfg = Config {
+        push_chunks: true,
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let patience = cfg.swarm_patience;
+    // The decliner: node 0 gets its own stripe, then, idle for `swarm_patience`, asks the
+    // origin for the chunks of peers 2 and 3 and tells each owner which.
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg.clone());
+    for (peer, req_id, _, index) in asks {
+        let msg = Message::Chunk {
+            req_id,
+            id: a.id,
+            index,
+            data: chunk_of(&a, index),
+        };
+        recv(&mut node, t(10), peer, msg);
+    }
+    let outs = step(&mut node, t(11) + patience, Input::Timeout);
+    let asked: Vec<u32> = chunk_asks(&outs).iter().map(|r| r.3).collect();
+    assert!(!asked.is_empty(), "idle, it asks the origin");
+    let mut declined: Vec<(p2p_core::NodeId, u32)> = sends(&outs)
+        .into_iter()
+        .filter_map(|(to, m, _)| match m {
+            Message::Decline { id, ranges } if id == a.id => Some((to, ranges)),
+            _ => None,
+        })
+        .flat_map(|(to, ranges)| {
+            ranges
+                .into_iter()
+                .flat_map(move |r| (r.start..r.end).map(move |i| (to, i)))
+        })
+        .collect();
+    declined.sort();
+    let mut expected: Vec<(p2p_core::NodeId, u32)> =
+        asked.iter().map(|i| (owner_of(&a, *i), *i)).collect();
+    expected.sort();
+    assert_eq!(
+        declined, expected,
+        "each chunk asked of the origin, to its owner"
+    );
+
+    // The owner: node 0 is told by peer 2 that it asked others for chunk `index` of node 0's
+    // stripe; verified, the chunk is pushed to peer 3 only. Peer 3 then declines it too: the
+    // queued push is revoked.
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let (peer, req_id, _, index) = *asks
+        .iter()
+        .find(|r| owner_of(&a, r.3) == id(0))
+        .expect("it asks the origin for its own stripe");
+    let ranges = vec![p2p_core::ChunkRange {
+        start: index,
+        end: index + 1,
+    }];
+    let decline = Message::Decline {
+        id: a.id,
+        ranges: ranges.clone(),
+    };
+    let outs = recv(&mut node, t(5), id(2), decline.clone());
+    assert!(
+        outs.is_empty(),
+        "nothing pushed yet, nothing to revoke: {outs:?}"
+    );
+    let msg = Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    let outs = recv(&mut node, t(10), peer, msg);
+    assert_eq!(pushes_to(&outs), vec![id(3)]);
+    let outs = recv(&mut node, t(11), id(3), decline);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::CancelPushes { to, id: art, ranges: r } if *to == id(3) && *art == a.id && *r == ranges
+    )));
+    // A decline of chunks the artifact does not have is a protocol violation.
+    let bad = Message::Decline {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange { start: 6, end: 7 }],
+    };
+    assert_eq!(disconnects(&recv(&mut node, t(12), id(3), bad)).len(), 1);
+}
+
 /// The peers `outs` pushes a chunk to, sorted.
 fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
     let mut to: Vec<p2p_core::NodeId> = sends(outs)

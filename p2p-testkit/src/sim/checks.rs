@@ -312,6 +312,14 @@ fn hash_message(h: &mut RunHash, msg: &Message) {
             h.u64(20);
             h.u64(*req_id);
         }
+        Message::Decline { id, ranges } => {
+            h.u64(21);
+            h.u64(id8(&id.0));
+            h.u64(ranges.len() as u64);
+            for r in ranges {
+                h.u64(u64::from(r.start) << 32 | u64::from(r.end));
+            }
+        }
     }
 }
 

@@ -339,6 +339,14 @@ pub enum MessageRec {
         /// The request id.
         req_id: u64,
     },
+    /// [`Message::Decline`].
+    Decline {
+        /// The artifact.
+        #[serde(with = "art_hex")]
+        id: ArtifactId,
+        /// The chunk ranges, each `[start, end]` (half-open).
+        ranges: Vec<[u32; 2]>,
+    },
 }
 
 /// A recorded message whose payload is only a digest cannot be turned back into a [`Message`].
@@ -403,6 +411,10 @@ impl MessageRec {
                 ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
             },
             Message::Cancel { req_id } => MessageRec::Cancel { req_id: *req_id },
+            Message::Decline { id, ranges } => MessageRec::Decline {
+                id: *id,
+                ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
+            },
         }
     }
 
@@ -466,6 +478,13 @@ impl MessageRec {
                     .collect(),
             },
             MessageRec::Cancel { req_id } => Message::Cancel { req_id: *req_id },
+            MessageRec::Decline { id, ranges } => Message::Decline {
+                id: *id,
+                ranges: ranges
+                    .iter()
+                    .map(|&[start, end]| ChunkRange { start, end })
+                    .collect(),
+            },
         })
     }
 
@@ -509,8 +528,13 @@ impl MessageRec {
                 index,
                 data,
             } => format!("chunk #{req_id} art:{id} chunk={index} len={}", data.len()),
-            MessageRec::Have { id, ranges } => {
-                let mut s = format!("have art:{id} n={}", ranges.len());
+            MessageRec::Have { id, ranges } | MessageRec::Decline { id, ranges } => {
+                let name = if matches!(self, MessageRec::Have { .. }) {
+                    "have"
+                } else {
+                    "decline"
+                };
+                let mut s = format!("{name} art:{id} n={}", ranges.len());
                 for [start, end] in ranges.iter().take(3) {
                     let _ = write!(s, " {start}..{end}");
                 }

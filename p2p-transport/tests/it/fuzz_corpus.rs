@@ -112,6 +112,16 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         ),
         ("cancel", Message::Cancel { req_id: 82 }),
         (
+            "decline",
+            Message::Decline {
+                id: ArtifactId([14; 32]),
+                ranges: vec![
+                    ChunkRange { start: 1, end: 2 },
+                    ChunkRange { start: 9, end: 12 },
+                ],
+            },
+        ),
+        (
             "chunk-pushed",
             Message::Chunk {
                 req_id: p2p_core::PUSHED_CHUNK,
@@ -155,7 +165,7 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     let mut have_unordered = have;
     have_unordered[51..55].copy_from_slice(&1u32.to_le_bytes());
     seeds.push(("have-unordered".into(), have_unordered));
-    seeds.push(("unknown-tag".into(), vec![11, 1, 2, 3]));
+    seeds.push(("unknown-tag".into(), vec![12, 1, 2, 3]));
     let mut hello = BytesMut::new();
     codec::encode_hello(&Hello::new(42), &mut hello);
     seeds.push(("hello".into(), hello.to_vec()));

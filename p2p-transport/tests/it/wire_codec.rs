@@ -187,6 +187,24 @@ fn golden_have() {
     );
 }
 
+/// A `Decline` (protocol version 5) has the layout of a `Have` under tag 11.
+#[test]
+fn golden_decline() {
+    golden(
+        Message::Decline {
+            id: id(0xaa),
+            ranges: vec![
+                ChunkRange { start: 1, end: 2 },
+                ChunkRange { start: 5, end: 9 },
+            ],
+        },
+        format!(
+            "0b{ID_AA}0200{}{}{}{}",
+            "01000000", "02000000", "05000000", "09000000"
+        ),
+    );
+}
+
 #[test]
 fn golden_cancel() {
     golden(
@@ -233,7 +251,7 @@ fn golden_mid_sized_artifact_id() {
 #[test]
 fn golden_hello() {
     let hello = Hello {
-        protocol_version: 4,
+        protocol_version: 5,
         registry_version: 0x0a0b,
         role: ConnRole::Main { express: true },
     };
@@ -241,7 +259,7 @@ fn golden_hello() {
     encode_hello(&hello, &mut out);
     assert_eq!(
         hex::encode(&out),
-        "5032504702".to_string() + "0400" + "0b0a000000000000" + "01"
+        "5032504702".to_string() + "0500" + "0b0a000000000000" + "01"
     );
     assert_eq!(out.len(), HELLO_LEN);
     assert_eq!(decode_hello(&out), Ok(hello));
@@ -314,8 +332,8 @@ fn unknown_tag_is_rejected() {
         Err(DecodeError::UnknownTag(0))
     );
     assert_eq!(
-        decode(Bytes::from_static(&[11, 1, 2]), &Limits::default()),
-        Err(DecodeError::UnknownTag(11))
+        decode(Bytes::from_static(&[12, 1, 2]), &Limits::default()),
+        Err(DecodeError::UnknownTag(12))
     );
 }
 
@@ -485,13 +503,15 @@ fn hello_with_other_versions_is_rejected() {
         decode_hello(&bad_proto),
         Err(DecodeError::BadProtocolVersion { found: 9 })
     );
-    // A peer of protocol version 1 (no chunk messages) is refused.
-    let mut v1 = good.to_vec();
-    v1[5..7].copy_from_slice(&1u16.to_le_bytes());
-    assert_eq!(
-        decode_hello(&v1),
-        Err(DecodeError::BadProtocolVersion { found: 1 })
-    );
+    // Peers of protocol version 1 (no chunk messages) and 4 (no `Decline`) are refused.
+    for old in [1u16, 4] {
+        let mut v = good.to_vec();
+        v[5..7].copy_from_slice(&old.to_le_bytes());
+        assert_eq!(
+            decode_hello(&v),
+            Err(DecodeError::BadProtocolVersion { found: old })
+        );
+    }
 }
 
 #[test]

@@ -386,7 +386,7 @@ fn arb_advert(g: &mut Gen) -> Advert {
 }
 
 fn arb_message(g: &mut Gen) -> Message {
-    match u8::arbitrary(g) % 10 {
+    match u8::arbitrary(g) % 11 {
         0 => Message::Push {
             advert: arb_advert(g),
             data: arb_bytes(g),
@@ -423,6 +423,10 @@ fn arb_message(g: &mut Gen) -> Message {
             data: arb_bytes(g),
         },
         8 => Message::Have {
+            id: arb_id(g),
+            ranges: arb_ranges(g),
+        },
+        9 => Message::Decline {
             id: arb_id(g),
             ranges: arb_ranges(g),
         },

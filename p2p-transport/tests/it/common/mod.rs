@@ -60,7 +60,7 @@ pub fn arb_ranges(g: &mut Gen, max: usize) -> Vec<ChunkRange> {
 
 impl Arbitrary for M {
     fn arbitrary(g: &mut Gen) -> Self {
-        M(match u8::arbitrary(g) % 10 {
+        M(match u8::arbitrary(g) % 11 {
             0 => Message::Push {
                 advert: arb_advert(g),
                 data: arb_payload(g),
@@ -97,6 +97,10 @@ impl Arbitrary for M {
                 data: arb_payload(g),
             },
             8 => Message::Have {
+                id: arb_id(g),
+                ranges: arb_ranges(g, 40),
+            },
+            9 => Message::Decline {
                 id: arb_id(g),
                 ranges: arb_ranges(g, 40),
             },
