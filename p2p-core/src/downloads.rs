@@ -5,7 +5,7 @@ use crate::chunks::{MANIFEST_HEADER_LEN, Manifest, chunk_size_for, is_manifest};
 use crate::config::{Config, Decision, PriorityFnRef};
 use crate::event::{DisconnectReason, DropReason, Event, RetryReason};
 use crate::hash::{FastState, KeyedTable, SaltedState, keyed_hash};
-use crate::message::{Message, RequestId};
+use crate::message::{ChunkRange, Message, RequestId};
 use crate::peers::Peers;
 use crate::pool::{Holders, add_holder};
 use crate::ready::{Ready, ReadyKey, Slot};
@@ -43,6 +43,9 @@ struct Download {
     /// Sources that only hold part of a chunked artifact (they sent `Have`): they serve its
     /// manifest, and its swarm does not count them as full holders.
     partial: SmallVec<[Slot; 2]>,
+    /// Chunks peers declined (`Decline`) before its swarm started, at most `max_have_ranges`
+    /// ranges: the swarm does not push them to those peers.
+    declined: Vec<(NodeId, ChunkRange)>,
     /// `None` while the priority function says `Later`.
     priority: Option<Priority>,
     seq: u64,
@@ -99,6 +102,8 @@ pub(crate) struct SwarmStart {
     pub(crate) full: SmallVec<[NodeId; 4]>,
     /// Its sources that sent `Have` (they fetch it too).
     pub(crate) partial: SmallVec<[NodeId; 4]>,
+    /// Chunks peers declined before it started.
+    pub(crate) declined: Vec<(NodeId, ChunkRange)>,
 }
 
 /// A manifest request just sent to a full holder of a chunked artifact: the node may ask the
@@ -361,6 +366,7 @@ impl Downloads {
             listed: SmallVec::new(),
             failed: SmallVec::new(),
             partial: SmallVec::new(),
+            declined: Vec::new(),
             priority,
             seq,
             queued: false,
@@ -418,6 +424,24 @@ impl Downloads {
         }
         cx.peers.untrack_advert(slot, kind);
         self.sync_ready(id, cx);
+    }
+
+    /// Keeps a `Decline` from `from` of chunks of `id`, whose swarm has not started, for the
+    /// swarm (at most `max_have_ranges` ranges per download; more are forgotten: the swarm
+    /// then pushes those chunks, a duplicate at worst).
+    pub(crate) fn on_decline(
+        &mut self,
+        from: NodeId,
+        id: ArtifactId,
+        ranges: &[ChunkRange],
+        cfg: &Config,
+    ) {
+        let Some(dl) = self.table.get_mut(&id) else {
+            return;
+        };
+        let room = cfg.max_have_ranges.saturating_sub(dl.declined.len());
+        dl.declined
+            .extend(ranges.iter().take(room).map(|r| (from, *r)));
     }
 
     /// The connected peer `from` withdrew its advert of `id`: its requests for it are retried
@@ -578,6 +602,7 @@ impl Downloads {
                 .filter(|s| dl.sources.contains(s))
                 .map(|s| cx.peers.id_of_slot(*s))
                 .collect();
+            let declined = std::mem::take(&mut self.table.get_mut(&id).expect("download").declined);
             self.end_download(id, cx);
             return Answer::Manifest(Box::new(SwarmStart {
                 manifest,
@@ -585,6 +610,7 @@ impl Downloads {
                 priority,
                 full,
                 partial,
+                declined,
             }));
         }
         Answer::Fetched(Artifact {

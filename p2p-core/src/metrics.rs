@@ -125,6 +125,9 @@ declare_metrics! {
     /// Chunks sent: chunk requests answered with the chunk, and chunks of this node's stripe
     /// pushed to peers that fetch the artifact.
     chunks_served: Counter,
+    /// Pushed chunks no active swarm lacked (counted in `duplicates` too): the receiver got
+    /// them otherwise first, or does not fetch the artifact (any more).
+    pushes_unwanted: Counter,
     /// Chunk requests cancelled on the wire (the artifact completed or was dropped).
     chunks_cancelled: Counter,
     /// `Cancel` messages received: a peer no longer wanted an answer.

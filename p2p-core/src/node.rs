@@ -522,8 +522,11 @@ impl Node {
     /// A `Decline`: the sender asked others for these chunks of `id`; this node pushes it none
     /// of them, and its pushes of them still queued are dropped.
     fn on_decline(&mut self, from: NodeId, id: ArtifactId, ranges: &[ChunkRange]) {
-        if let Err(what) = self.swarms.on_decline(from, id, ranges, &self.cfg) {
-            return self.violation(from, what);
+        match self.swarms.on_decline(from, id, ranges, &self.cfg) {
+            Err(what) => return self.violation(from, what),
+            // Its swarm may start later: the download keeps the decline for it.
+            Ok(false) => self.downloads.on_decline(from, id, ranges, &self.cfg),
+            Ok(true) => {}
         }
         self.revoke_pushes(from, id, ranges);
     }

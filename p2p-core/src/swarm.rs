@@ -442,7 +442,8 @@ impl Swarms {
     }
 
     /// Starts a swarm of `manifest` for the download of `advert` at `priority`, whose sources
-    /// are `full` holders and peers known to fetch it too (they sent `Have`).
+    /// are `full` holders and peers known to fetch it too (they sent `Have`), and that peers
+    /// declined chunks of already.
     pub(crate) fn start(&mut self, start: SwarmStart, cx: &mut SwarmCx) {
         let SwarmStart {
             manifest,
@@ -450,6 +451,7 @@ impl Swarms {
             priority,
             full,
             partial: interested,
+            declined,
         } = start;
         let id = manifest.id();
         if self.table.contains_key(&id) {
@@ -494,6 +496,9 @@ impl Swarms {
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
+        for (peer, r) in declined {
+            mark_declined(&mut swarm, peer, r);
+        }
         let key = swarm.key(id);
         // Ask the peers what they hold of it: the partial holders among them answer, and the
         // others learn that this node fetches it too.
@@ -661,37 +666,32 @@ impl Swarms {
     }
 
     /// A `Decline` from `peer`: it asked others for these chunks of `id`, so this node pushes
-    /// it none of them; `Err` names a protocol violation.
+    /// it none of them. Returns whether a swarm of `id` took it; `Err` names a protocol
+    /// violation.
     pub(crate) fn on_decline(
         &mut self,
         peer: NodeId,
         id: ArtifactId,
         ranges: &[ChunkRange],
         cfg: &Config,
-    ) -> Result<(), &'static str> {
+    ) -> Result<bool, &'static str> {
         if ranges.len() > cfg.max_have_ranges {
             return Err("too many ranges in one decline");
         }
+        if ranges.iter().any(|r| r.start >= r.end) {
+            return Err("empty range in a decline");
+        }
         let Some(s) = self.table.get_mut(&id) else {
-            return Ok(());
+            return Ok(false);
         };
         let count = s.manifest.count();
         if ranges.iter().any(|r| r.start >= r.end || r.end > count) {
             return Err("decline of chunks the artifact does not have");
         }
-        let pos = match s.declined.iter().position(|(p, _)| *p == peer) {
-            Some(pos) => pos,
-            None => {
-                s.declined.push((peer, Bits::new(count)));
-                s.declined.len() - 1
-            }
-        };
         for r in ranges {
-            for i in r.start..r.end {
-                s.declined[pos].1.set(i);
-            }
+            mark_declined(s, peer, *r);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether this node may have pushed chunks of `id` to `peer` that are still queued: it
@@ -942,6 +942,7 @@ impl Swarms {
         });
         if !wanted {
             sink.metrics.duplicates += 1;
+            sink.metrics.pushes_unwanted += 1;
             let n = self.unwanted.entry(peer).or_default();
             *n = n.saturating_add(1);
             if *n > cfg.max_unwanted_pushes {
@@ -1518,6 +1519,21 @@ fn overdue_after(s: &Swarm, cfg: &Config) -> Duration {
 fn note_pace(pace: &mut FastMap<NodeId, u64>, peer: NodeId, took: u64) {
     let e = pace.entry(peer).or_insert(took);
     *e = (*e).saturating_mul(3).saturating_add(took) / 4;
+}
+
+/// Records that `peer` declined the chunks of `r` (those within the artifact).
+fn mark_declined(s: &mut Swarm, peer: NodeId, r: ChunkRange) {
+    let count = s.manifest.count();
+    let pos = match s.declined.iter().position(|(p, _)| *p == peer) {
+        Some(pos) => pos,
+        None => {
+            s.declined.push((peer, Bits::new(count)));
+            s.declined.len() - 1
+        }
+    };
+    for i in r.start..r.end.min(count) {
+        s.declined[pos].1.set(i);
+    }
 }
 
 /// Records that `peer` holds chunk `i` (it pushed it, or was pushed it by this node).

@@ -904,6 +904,11 @@ struct Measured {
     chunks_served: Vec<u64>,
     /// Chunk requests to full holders beyond the nodes' stripes (handed over, idle, overdue).
     beyond_stripe: (u64, u64, u64),
+    /// Chunks (or artifacts) the cores received and did not need, and how many of them were
+    /// pushed chunks.
+    receipts_wasted: (u64, u64),
+    /// Wire bytes over payload bytes x (nodes - 1).
+    amplification: f64,
 }
 
 fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
@@ -931,6 +936,11 @@ fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
         .unwrap_or_default();
     let beyond = |i: usize| w["chunks_asked_beyond_stripe"][i].as_u64().unwrap_or(0);
     m.beyond_stripe = (beyond(0), beyond(1), beyond(2));
+    m.receipts_wasted = (
+        w["duplicate_receipts"].as_u64().unwrap_or(0),
+        w["pushes_unwanted"].as_u64().unwrap_or(0),
+    );
+    m.amplification = w["amplification"].as_f64().unwrap_or(0.0);
     for l in w["latency"].as_array().into_iter().flatten() {
         let p = (
             l["p50_ms"].as_f64().unwrap_or(0.0),
@@ -1225,6 +1235,11 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
                 "    chunk messages sent: node 0 {}, all nodes {}; asked of full holders beyond the stripes: {h} handed over, {i} idle, {o} overdue",
                 m.chunks_served[0],
                 m.chunks_served.iter().sum::<u64>()
+            );
+            let (wasted, pushed) = m.receipts_wasted;
+            println!(
+                "    amplification {:.3}; received and not needed: {wasted} ({pushed} of them pushed)",
+                m.amplification
             );
         }
     }

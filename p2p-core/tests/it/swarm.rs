@@ -1118,6 +1118,47 @@ fn a_chunk_asked_elsewhere_is_declined_to_its_owner_who_then_pushes_it_to_others
         o,
         Output::CancelPushes { to, id: art, ranges: r } if *to == id(3) && *art == a.id && *r == ranges
     )));
+    // A decline that comes before the swarm starts (the manifest is still on its way) holds
+    // too.
+    let mut node = connected_node(
+        Config {
+            push_chunks: true,
+            chunk_size: CHUNK,
+            ..Config::default()
+        },
+        3,
+    );
+    let outs = recv(&mut node, t(0), id(1), Message::Adverts(vec![a.advert()]));
+    let (origin, manifest_req, _) = requests(&outs)[0];
+    let (_, req_id, _, _) = *chunk_asks(&outs)
+        .iter()
+        .find(|r| r.3 == index)
+        .expect("the stripe leaves with the manifest request");
+    recv(
+        &mut node,
+        t(1),
+        id(2),
+        Message::Decline {
+            id: a.id,
+            ranges: ranges.clone(),
+        },
+    );
+    recv(&mut node, t(2), origin, manifest_answer(manifest_req, &a));
+    for peer in [id(2), id(3)] {
+        let have = Message::Have {
+            id: a.id,
+            ranges: Vec::new(),
+        };
+        recv(&mut node, t(3), peer, have);
+    }
+    let msg = Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    assert_eq!(pushes_to(&recv(&mut node, t(4), origin, msg)), vec![id(3)]);
+
     // A decline of chunks the artifact does not have is a protocol violation.
     let bad = Message::Decline {
         id: a.id,

@@ -73,6 +73,9 @@ pub struct NodeResult {
     /// (handed over, idle, overdue).
     #[serde(default)]
     pub chunks_asked_beyond_stripe: (u64, u64, u64),
+    /// Pushed chunks its core received and did not need (in `duplicate_receipts` too).
+    #[serde(default)]
+    pub pushes_unwanted: u64,
 }
 
 /// The first 8 bytes of a planned artifact: its index in the plan's making order.
@@ -436,6 +439,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         missing: expected.saturating_sub(delivered),
         duplicates: results.iter().map(|r| r.duplicates + r.unexpected).sum(),
         duplicate_receipts: results.iter().map(|r| r.duplicate_receipts).sum(),
+        pushes_unwanted: results.iter().map(|r| r.pushes_unwanted).sum(),
         retries: results.iter().map(|r| r.retries).sum(),
         latency,
         plot: PlotData {
@@ -622,6 +626,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                             retries: m.core.retries.saturating_sub(b.core.retries),
                             duplicate_receipts: m.core.duplicates.saturating_sub(b.core.duplicates),
                             chunks_served: m.core.chunks_served.saturating_sub(b.core.chunks_served),
+                            pushes_unwanted: m.core.pushes_unwanted.saturating_sub(b.core.pushes_unwanted),
                             chunks_asked_beyond_stripe: (
                                 m.core.chunks_asked_handed_over.saturating_sub(b.core.chunks_asked_handed_over),
                                 m.core.chunks_asked_idle.saturating_sub(b.core.chunks_asked_idle),

@@ -358,6 +358,9 @@ pub struct Outcome {
     pub duplicates: u64,
     /// Artifacts the cores received again after delivering them (wasted transfers).
     pub duplicate_receipts: u64,
+    /// Of `duplicate_receipts`, pushed chunks no swarm lacked (process-per-node mode only).
+    #[serde(default)]
+    pub pushes_unwanted: u64,
     /// Requests the cores retried.
     pub retries: u64,
     /// Chunks each node sent (answers and pushes), in node order (process-per-node mode
@@ -409,6 +412,7 @@ impl Outcome {
             missing: r.expected.saturating_sub(r.delivered),
             duplicates: r.duplicate_deliveries + r.unexpected_deliveries,
             duplicate_receipts: r.duplicate_receipts,
+            pushes_unwanted: 0,
             retries: r.retries,
             latency: r
                 .latency
