@@ -61,6 +61,7 @@ fn small_config(seed: u64) -> Config {
         max_incomplete_bytes: 20_000,
         offload_chunk_hashing: seed % 2 == 1,
         push_chunks: seed % 4 < 2,
+        max_pushes_in_flight_per_peer: 1 + (seed % 3) as usize,
         max_adverts_per_peer: 6,
         max_adverts_per_peer_per_kind: 4,
         max_pending_downloads: 5,

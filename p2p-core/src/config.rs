@@ -118,6 +118,12 @@ pub struct Config {
     /// 133 ms for 128 KiB to 38 peers at 300 Mbit/s, 420 ms to 12 peers at 30 Mbit/s; shorter
     /// waits made nodes fetch slow owners' chunks twice: `BENCHMARKS.md`, "Swarming").
     pub push_patience: Duration,
+    /// Bytes of pushed chunks, in chunks of `chunk_size`, that may be on their way to one peer
+    /// at a time: pushed and not yet announced back by the peer (`Have`) or declined. A push
+    /// beyond it waits until one is, so that an owner's pushes go at the pace its peers verify
+    /// them and do not queue ahead of their answers for seconds (default 4; a completed
+    /// swarm's waiting pushes all go out when it ends).
+    pub max_pushes_in_flight_per_peer: usize,
     /// Least time between two `Have`s of newly verified chunks of one swarm in chunks smaller
     /// than `chunk_size` (see [`chunk_size_for`](crate::chunks::chunk_size_for)) to the peers:
     /// the chunks verified meanwhile go out in one `Have` (default 5 ms: with chunks of 16 KiB
@@ -232,6 +238,7 @@ impl Default for Config {
             swarm_patience: Duration::from_millis(100),
             push_chunks: false,
             push_patience: Duration::from_millis(500),
+            max_pushes_in_flight_per_peer: 4,
             have_interval: Duration::from_millis(5),
             max_unwanted_pushes: 256,
             offload_chunk_hashing: false,
@@ -297,7 +304,7 @@ impl Config {
     /// contradict each other. Drivers call it before starting a node; a node given an invalid
     /// configuration still never panics, but may refuse every advert or request.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&'static str, u64); 17] = [
+        let nonzero: [(&'static str, u64); 18] = [
             ("max_incomplete_bytes", self.max_incomplete_bytes),
             ("max_chunks_in_flight", self.max_chunks_in_flight as u64),
             (
@@ -305,6 +312,10 @@ impl Config {
                 self.max_chunks_in_flight_per_peer as u64,
             ),
             ("max_have_ranges", self.max_have_ranges as u64),
+            (
+                "max_pushes_in_flight_per_peer",
+                self.max_pushes_in_flight_per_peer as u64,
+            ),
             ("serve_rate", self.serve_rate),
             ("serve_burst", self.serve_burst),
             ("advert_batch_size", self.advert_batch_size as u64),

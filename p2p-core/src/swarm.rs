@@ -176,6 +176,11 @@ struct Swarm {
     /// Chunks asked of a peer other than their stripe's owner since the last flush, with that
     /// owner: it is told in one `Decline` then, so that it does not push them too.
     declines: Vec<(NodeId, u32)>,
+    /// Chunks pushed and not yet announced back (`Have`) or declined by their receiver: they
+    /// count in its push window ([`Swarms::pushes_out`]).
+    unacked: Vec<(NodeId, u32)>,
+    /// Pushes held back by a full push window, sent as it opens.
+    owed: Vec<(NodeId, u32)>,
 }
 
 /// A swarm's place in the active and waiting orders.
@@ -274,6 +279,11 @@ pub(crate) struct Swarms {
     /// Per connected peer, its pushed chunks that no active swarm lacked, net of its useful
     /// ones (at most `max_unwanted_pushes`).
     unwanted: FastMap<NodeId, u32>,
+    /// Per connected peer, the bytes of chunks pushed to it and not yet announced back or
+    /// declined (at most `max_pushes_in_flight_per_peer` chunks of `chunk_size`).
+    pushes_out: FastMap<NodeId, u64>,
+    /// A push window opened since the last flush: pushes owed may go.
+    window_opened: bool,
     /// Per connected peer, how long its chunk answers took (a moving average, in nanoseconds;
     /// a timeout counts as its whole timeout): a node asks the holder that should answer first.
     pace: FastMap<NodeId, u64>,
@@ -315,6 +325,8 @@ impl Swarms {
             deadlines: BTreeMap::new(),
             per_peer: FastMap::with_hasher(fast),
             unwanted: FastMap::with_hasher(fast),
+            pushes_out: FastMap::with_hasher(fast),
+            window_opened: false,
             pace: FastMap::with_hasher(fast),
             in_flight: 0,
             reserved: 0,
@@ -493,6 +505,8 @@ impl Swarms {
             pushed_to: SmallVec::new(),
             declined: Vec::new(),
             declines: Vec::new(),
+            unacked: Vec::new(),
+            owed: Vec::new(),
             manifest,
         };
         swarm.full.retain(|p| (cx.connected)(p));
@@ -645,6 +659,7 @@ impl Swarms {
                 && !s.bad.contains(&owner)
         };
         let until = now + cfg.push_patience;
+        self.window_opened |= release_pushes(s, &mut self.pushes_out, peer, ranges);
         for r in ranges {
             for i in r.start..r.end {
                 if s.partial[pos].1.set(i) {
@@ -691,6 +706,9 @@ impl Swarms {
         for r in ranges {
             mark_declined(s, peer, *r);
         }
+        s.owed
+            .retain(|(p, i)| *p != peer || !ranges.iter().any(|r| (r.start..r.end).contains(i)));
+        self.window_opened |= release_pushes(s, &mut self.pushes_out, peer, ranges);
         Ok(true)
     }
 
@@ -714,9 +732,12 @@ impl Swarms {
             s.fetching.retain(|p| *p != peer);
             s.declined.retain(|(p, _)| *p != peer);
             s.declines.retain(|(p, _)| *p != peer);
+            s.unacked.retain(|(p, _)| *p != peer);
+            s.owed.retain(|(p, _)| *p != peer);
             s.forget_expected(peer);
         }
         self.unwanted.remove(&peer);
+        self.pushes_out.remove(&peer);
         let gone: Vec<RequestId> = self
             .reqs
             .iter()
@@ -1070,11 +1091,13 @@ impl Swarms {
         cx: &mut SwarmCx,
     ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
         if let Some(s) = self.table.get_mut(id) {
-            // The chunks verified in this input are pushed before the swarm ends.
+            // The chunks verified in this input, and the pushes the windows held back, are
+            // pushed before the swarm ends.
             s.whole = Some(data.clone());
             let fresh = std::mem::take(&mut s.announce);
-            push_owned(s, *id, &fresh, cx);
+            push_owned(s, *id, &fresh, (&mut self.pushes_out, None), cx);
             s.announce = fresh;
+            push_owed(s, *id, (&mut self.pushes_out, None), cx);
             // The chunks held back by `have_interval` are announced now: the artifact is
             // advertised whole only if it is pooled, and the neighbours may count on them.
             announce(s, *id, cx);
@@ -1127,6 +1150,8 @@ impl Swarms {
         s.unannounced.clear();
         s.expect.iter_mut().for_each(|e| *e = None);
         s.expecting = false;
+        s.owed.clear();
+        release_all(s, &mut self.pushes_out);
         s.seq = self.next_seq;
         s.stalled = true;
         self.next_seq += 1;
@@ -1143,7 +1168,8 @@ impl Swarms {
         id: &ArtifactId,
         cx: &mut SwarmCx,
     ) -> Option<(Manifest, SmallVec<[NodeId; 4]>)> {
-        let s = self.table.remove(id)?;
+        let mut s = self.table.remove(id)?;
+        release_all(&mut s, &mut self.pushes_out);
         let key = s.key(*id);
         if s.active {
             self.order.remove(&key);
@@ -1455,15 +1481,21 @@ impl Swarms {
     /// Announces newly verified chunks to every connected peer that is not a full holder, and
     /// answers the peers that asked what this node holds.
     pub(crate) fn flush(&mut self, cx: &mut SwarmCx) {
+        let window = (cx.cfg.max_pushes_in_flight_per_peer as u64)
+            .saturating_mul(u64::from(cx.cfg.chunk_size));
+        let opened = std::mem::take(&mut self.window_opened);
         for (id, s) in self.table.iter_mut() {
             decline(s, *id, cx);
+            if opened && !s.owed.is_empty() {
+                push_owed(s, *id, (&mut self.pushes_out, Some(window)), cx);
+            }
             if !s.tell.is_empty() {
                 // Peers that start fetching it get the chunks of this node's stripe it holds.
                 let held: Vec<u32> = s.parts.held_indices().collect();
-                push_owned(s, *id, &held, cx);
+                push_owned(s, *id, &held, (&mut self.pushes_out, Some(window)), cx);
             } else if !s.announce.is_empty() {
                 let fresh = s.announce.clone();
-                push_owned(s, *id, &fresh, cx);
+                push_owned(s, *id, &fresh, (&mut self.pushes_out, Some(window)), cx);
             }
             s.unannounced.append(&mut s.announce);
             if s.announced_at
@@ -1550,60 +1582,128 @@ fn mark_holds(s: &mut Swarm, peer: NodeId, i: u32) {
     }
 }
 
+/// The push window: the bytes pushed and not yet announced back per peer, and the most it may
+/// hold (`None`: no limit, for a swarm that ends).
+type Window<'a> = (&'a mut FastMap<NodeId, u64>, Option<u64>);
+
 /// Pushes the chunks among `indices` that this node owns in the swarm's stripes to every peer
-/// that told it it fetches the artifact (a `Have`) and is not known to hold them, is not a full
-/// holder nor excluded, and is not congested; each such peer is then taken to hold the chunk,
-/// so it is pushed each chunk at most once. A peer that misses a push (this node learnt of it
-/// later) gets it when it asks what this node holds, or fetches it after `push_patience`.
-fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], cx: &mut SwarmCx) {
+/// that told it it fetches the artifact (a `Have`): see [`push_to`].
+fn push_owned(s: &mut Swarm, id: ArtifactId, indices: &[u32], window: Window, cx: &mut SwarmCx) {
     if !s.stripes.complete {
         return;
     }
     let Some(mine) = s.stripes.takers.iter().position(|p| *p == cx.me) else {
         return;
     };
-    let class = s.priority.unwrap_or_default().class();
+    let (out, limit) = window;
     for &i in indices {
         if i >= s.manifest.count() || s.stripes.owner(i) != mine {
             continue;
         }
-        let len = s.manifest.chunk_len(i);
-        let targets: SmallVec<[NodeId; 8]> = s
-            .fetching
-            .iter()
-            .filter(|p| {
-                !s.full.contains(p)
-                    && !s.bad.contains(p)
-                    && !s.partial.iter().any(|(q, bits)| q == *p && bits.get(i))
-                    && !s.declined.iter().any(|(q, bits)| q == *p && bits.get(i))
-                    && (cx.pushable)(p, len)
-            })
-            .copied()
-            .collect();
-        if targets.is_empty() {
+        let targets = s.fetching.clone();
+        push_to(s, (id, i), &targets, (&mut *out, limit), cx);
+    }
+}
+
+/// Pushes chunk `i` of the swarm to those of `targets` that are not known to hold it, did not
+/// decline it, are not full holders nor excluded, whose push window has room (else the push
+/// is owed until it does) and whose serving budget covers it; each such peer is then taken to
+/// hold the chunk, so it is pushed each chunk at most once. A peer that misses a push (this
+/// node learnt of it later) gets it when it asks what this node holds, or fetches it after
+/// `push_patience`.
+fn push_to(
+    s: &mut Swarm,
+    (id, i): (ArtifactId, u32),
+    targets: &[NodeId],
+    (out, limit): Window,
+    cx: &mut SwarmCx,
+) {
+    let len = s.manifest.chunk_len(i);
+    let data = match &s.whole {
+        Some(whole) => s.manifest.slice(whole, i),
+        None => s.parts.chunk(i),
+    };
+    let Some(data) = data else {
+        return;
+    };
+    let class = s.priority.unwrap_or_default().class();
+    for &peer in targets {
+        let wanted = !s.full.contains(&peer)
+            && !s.bad.contains(&peer)
+            && !s.partial.iter().any(|(q, bits)| *q == peer && bits.get(i))
+            && !s.declined.iter().any(|(q, bits)| *q == peer && bits.get(i));
+        if !wanted {
             continue;
         }
-        let data = match &s.whole {
-            Some(whole) => s.manifest.slice(whole, i),
-            None => s.parts.chunk(i),
-        };
-        let Some(data) = data else {
-            continue;
-        };
-        for peer in targets {
-            cx.sink.metrics.chunks_served += 1;
-            cx.sink.metrics.bytes_served += data.len() as u64;
-            let msg = Message::Chunk {
-                req_id: PUSHED_CHUNK,
-                id,
-                index: i,
-                data: data.clone(),
-            };
-            cx.sink.send(peer, msg, class);
-            mark_holds(s, peer, i);
-            if !s.pushed_to.contains(&peer) {
-                s.pushed_to.push(peer);
+        let sent = out.get(&peer).copied().unwrap_or(0);
+        if limit.is_some_and(|l| sent > 0 && sent + len > l) {
+            if !s.owed.contains(&(peer, i)) {
+                s.owed.push((peer, i));
             }
+            continue;
+        }
+        if !(cx.pushable)(&peer, len) {
+            continue;
+        }
+        cx.sink.metrics.chunks_served += 1;
+        cx.sink.metrics.bytes_served += data.len() as u64;
+        let msg = Message::Chunk {
+            req_id: PUSHED_CHUNK,
+            id,
+            index: i,
+            data: data.clone(),
+        };
+        cx.sink.send(peer, msg, class);
+        mark_holds(s, peer, i);
+        if !s.pushed_to.contains(&peer) {
+            s.pushed_to.push(peer);
+        }
+        *out.entry(peer).or_default() += len;
+        s.unacked.push((peer, i));
+    }
+}
+
+/// Sends the swarm's owed pushes that its peers' windows now have room for (or all of them,
+/// with no limit); the others stay owed.
+fn push_owed(s: &mut Swarm, id: ArtifactId, (out, limit): Window, cx: &mut SwarmCx) {
+    let mut owed = std::mem::take(&mut s.owed);
+    owed.sort_unstable_by_key(|(_, i)| *i);
+    for group in owed.chunk_by(|a, b| a.1 == b.1) {
+        let peers: SmallVec<[NodeId; 8]> = group
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| s.fetching.contains(p))
+            .collect();
+        push_to(s, (id, group[0].1), &peers, (&mut *out, limit), cx);
+    }
+}
+
+/// Takes the chunks of `ranges` pushed to `peer` (it announced or declined them) out of its
+/// push window; returns whether any was.
+fn release_pushes(
+    s: &mut Swarm,
+    out: &mut FastMap<NodeId, u64>,
+    peer: NodeId,
+    ranges: &[ChunkRange],
+) -> bool {
+    let before = s.unacked.len();
+    let manifest = &s.manifest;
+    s.unacked.retain(|(p, i)| {
+        let acked = *p == peer && ranges.iter().any(|r| (r.start..r.end).contains(i));
+        if acked && let Some(n) = out.get_mut(p) {
+            *n = n.saturating_sub(manifest.chunk_len(*i));
+        }
+        !acked
+    });
+    s.unacked.len() < before
+}
+
+/// Takes every chunk the swarm pushed out of its receivers' push windows (the swarm ends or
+/// starts over).
+fn release_all(s: &mut Swarm, out: &mut FastMap<NodeId, u64>) {
+    for (p, i) in s.unacked.drain(..) {
+        if let Some(n) = out.get_mut(&p) {
+            *n = n.saturating_sub(s.manifest.chunk_len(i));
         }
     }
 }

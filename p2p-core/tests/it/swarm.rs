@@ -1167,6 +1167,65 @@ fn a_chunk_asked_elsewhere_is_declined_to_its_owner_who_then_pushes_it_to_others
     assert_eq!(disconnects(&recv(&mut node, t(12), id(3), bad)).len(), 1);
 }
 
+/// An owner pushes a peer at most `max_pushes_in_flight_per_peer` chunks that the peer has not
+/// announced back: the next waits, and goes when the peer's `Have` of an earlier one opens its
+/// window, to that peer only.
+#[test]
+fn pushes_wait_for_room_in_the_peers_window() {
+    let a = big(47, 6);
+    let cfg = Config {
+        push_chunks: true,
+        chunk_size: CHUNK,
+        max_pushes_in_flight_per_peer: 1,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let mine: Vec<_> = asks
+        .iter()
+        .filter(|r| owner_of(&a, r.3) == id(0))
+        .copied()
+        .collect();
+    assert_eq!(mine.len(), 2, "node 0 owns two of the six chunks: {asks:?}");
+    let pushed_chunks = |outs: &[Output]| -> Vec<(p2p_core::NodeId, u32)> {
+        let mut v: Vec<_> = sends(outs)
+            .into_iter()
+            .filter_map(|(to, m, _)| match m {
+                Message::Chunk {
+                    req_id: p2p_core::PUSHED_CHUNK,
+                    index,
+                    ..
+                } => Some((to, index)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let answer = |(_, req_id, _, index): (p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)| {
+        Message::Chunk {
+            req_id,
+            id: a.id,
+            index,
+            data: chunk_of(&a, index),
+        }
+    };
+    let (first, second) = (mine[0].3, mine[1].3);
+    let outs = recv(&mut node, t(10), mine[0].0, answer(mine[0]));
+    assert_eq!(pushed_chunks(&outs), vec![(id(2), first), (id(3), first)]);
+    let outs = recv(&mut node, t(11), mine[1].0, answer(mine[1]));
+    assert_eq!(pushed_chunks(&outs), vec![], "both windows are full");
+    let have = Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: first,
+            end: first + 1,
+        }],
+    };
+    let outs = recv(&mut node, t(12), id(2), have);
+    assert_eq!(pushed_chunks(&outs), vec![(id(2), second)]);
+    assert_eq!(node.metrics().chunks_served, 3);
+}
+
 /// The peers `outs` pushes a chunk to, sorted.
 fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
     let mut to: Vec<p2p_core::NodeId> = sends(outs)

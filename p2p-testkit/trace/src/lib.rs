@@ -194,6 +194,9 @@ struct ConfigRec {
     push_patience: Duration,
     #[serde(default = "default_chunks::max_unwanted_pushes")]
     max_unwanted_pushes: u32,
+    /// Traces written before the push window had none (no limit).
+    #[serde(default = "default_chunks::no_push_window")]
+    max_pushes_in_flight_per_peer: usize,
     /// Traces written before it announced every verified chunk at once (zero).
     #[serde(default)]
     have_interval: Duration,
@@ -281,6 +284,9 @@ mod default_chunks {
     pub fn max_unwanted_pushes() -> u32 {
         Config::default().max_unwanted_pushes
     }
+    pub fn no_push_window() -> usize {
+        usize::MAX
+    }
 }
 
 /// Traces written before resyncs were paced replay with the default.
@@ -308,6 +314,7 @@ impl From<&Config> for ConfigRec {
             push_chunks: c.push_chunks,
             push_patience: c.push_patience,
             max_unwanted_pushes: c.max_unwanted_pushes,
+            max_pushes_in_flight_per_peer: c.max_pushes_in_flight_per_peer,
             have_interval: c.have_interval,
             offload_chunk_hashing: c.offload_chunk_hashing,
             swarm_linger: c.swarm_linger,
@@ -357,6 +364,7 @@ impl ConfigRec {
             swarm_patience: self.swarm_patience,
             push_patience: self.push_patience,
             max_unwanted_pushes: self.max_unwanted_pushes,
+            max_pushes_in_flight_per_peer: self.max_pushes_in_flight_per_peer,
             have_interval: self.have_interval,
             push_chunks: self.push_chunks,
             offload_chunk_hashing: self.offload_chunk_hashing,

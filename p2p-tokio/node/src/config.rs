@@ -208,6 +208,7 @@ struct RawTuning {
     swarm_patience_ms: Option<Millis>,
     push_chunks: Option<bool>,
     push_patience_ms: Option<Millis>,
+    max_pushes_in_flight_per_peer: Option<usize>,
     max_unwanted_pushes: Option<u32>,
     connect_timeout_ms: Option<Millis>,
     handshake_timeout_ms: Option<Millis>,
@@ -296,6 +297,9 @@ pub struct Tuning {
     pub push_chunks: Option<bool>,
     /// How long a node waits for a chunk its stripe's owner is to push (default 500 ms).
     pub push_patience: Option<Duration>,
+    /// Chunks pushed to one peer and not yet announced back before the next push waits
+    /// (default 4).
+    pub max_pushes_in_flight_per_peer: Option<usize>,
     /// Useless pushed chunks a peer may send before it is cut off (default 256).
     pub max_unwanted_pushes: Option<u32>,
     /// Dial timeout.
@@ -576,6 +580,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         swarm_patience: ms(t.swarm_patience_ms),
         push_chunks: t.push_chunks,
         push_patience: ms(t.push_patience_ms),
+        max_pushes_in_flight_per_peer: t.max_pushes_in_flight_per_peer,
         max_unwanted_pushes: t.max_unwanted_pushes,
         connect_timeout: ms(t.connect_timeout_ms),
         handshake_timeout: ms(t.handshake_timeout_ms),
@@ -921,12 +926,13 @@ mod tests {
         std::fs::write(dir.path().join("key.pem"), id.key_pem()).unwrap();
         std::fs::write(dir.path().join("cert.pem"), id.cert_pem()).unwrap();
         let path = dir.path().join("node.toml");
-        let text = "listen = \"127.0.0.1:1\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\nregistry = \"r.toml\"\n[tuning]\nswarm_patience_ms = \"250ms\"\npush_chunks = true\npush_patience_ms = 2000\nmax_unwanted_pushes = 64\n";
+        let text = "listen = \"127.0.0.1:1\"\nkey = \"key.pem\"\ncert = \"cert.pem\"\nregistry = \"r.toml\"\n[tuning]\nswarm_patience_ms = \"250ms\"\npush_chunks = true\npush_patience_ms = 2000\nmax_pushes_in_flight_per_peer = 2\nmax_unwanted_pushes = 64\n";
         std::fs::write(&path, text).unwrap();
         let t = load_node(&path).unwrap().tuning;
         assert_eq!(t.swarm_patience, Some(Duration::from_millis(250)));
         assert_eq!(t.push_chunks, Some(true));
         assert_eq!(t.push_patience, Some(Duration::from_secs(2)));
+        assert_eq!(t.max_pushes_in_flight_per_peer, Some(2));
         assert_eq!(t.max_unwanted_pushes, Some(64));
     }
 

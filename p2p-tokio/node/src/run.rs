@@ -90,6 +90,9 @@ fn node_config(file: NodeFile, record_trace: Option<PathBuf>) -> NodeConfig {
     if let Some(v) = t.push_patience {
         cfg.core.push_patience = v;
     }
+    if let Some(v) = t.max_pushes_in_flight_per_peer {
+        cfg.core.max_pushes_in_flight_per_peer = v;
+    }
     if let Some(v) = t.max_unwanted_pushes {
         cfg.core.max_unwanted_pushes = v;
     }
