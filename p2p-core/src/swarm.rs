@@ -1253,7 +1253,9 @@ impl Swarms {
             let scale = cx.cfg.chunk_window_scale(s.manifest.chunk_size());
             while self.in_flight < cx.cfg.max_chunks_in_flight * scale {
                 let s = &self.table[&id];
-                let fallback = s.overdue || s.idle(cx);
+                // Where the deals differ, a stripe's owner may never fetch what this node
+                // counts on it for: once patient, it asks the full holders for any chunk.
+                let fallback = s.overdue || s.idle(cx) || (s.patient && !s.stripes.shared);
                 let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
                 let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
                     break;
@@ -1771,11 +1773,14 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
 struct Stripes {
     takers: Vec<NodeId>,
     offset: u64,
-    /// Pushes are on (`Config::push_chunks`) and at most a third of the members that are not
-    /// full holders were out of this node's reach (down, or not its neighbours): the members
-    /// deal the chunks alike (in a full mesh with a few members down, exactly), so owners push
-    /// the chunks of their stripes and the others wait for them; in a partial mesh, where the
-    /// deals differ, nodes fetch every chunk.
+    /// At most a third of the members that are not full holders were out of this node's
+    /// reach (down, or not its neighbours): the members deal the chunks alike (in a full mesh
+    /// with a few members down, exactly). In a partial mesh the deals differ: an owner in this
+    /// node's deal may never fetch the chunks this node counts on it for.
+    shared: bool,
+    /// Pushes are on (`Config::push_chunks`) and the deal is `shared`: owners push the chunks
+    /// of their stripes and the others wait for them; in a partial mesh nodes fetch every
+    /// chunk.
     complete: bool,
 }
 
@@ -1789,12 +1794,12 @@ impl Stripes {
             .collect();
         let offset = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
         let dealt = cx.members.iter().filter(|m| !full.contains(m)).count();
-        let complete =
-            cx.cfg.push_chunks && (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
+        let shared = (dealt - takers.len().min(dealt)) * 3 <= dealt.saturating_sub(1);
         Stripes {
             takers,
             offset,
-            complete,
+            shared,
+            complete: cx.cfg.push_chunks && shared,
         }
     }
 

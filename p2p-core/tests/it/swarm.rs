@@ -1226,6 +1226,69 @@ fn pushes_wait_for_room_in_the_peers_window() {
     assert_eq!(node.metrics().chunks_served, 3);
 }
 
+/// Node 0 of `members` members, connected to the origin (peer 1) and to peers 2 and 3, which
+/// said they fetch `a`; its swarm of `a` is active. Returns the node and its first chunk
+/// requests (those of its own stripe).
+fn swarming_among(
+    a: &Artifact,
+    members: usize,
+) -> (
+    p2p_core::Node,
+    Vec<(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)>,
+) {
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let mut node = p2p_core::Node::new(id(0), cfg);
+    node.handle_input(
+        t(0),
+        Input::Membership {
+            version: 1,
+            members: (0..members).map(id).collect(),
+        },
+    )
+    .unwrap();
+    for p in 1..=3 {
+        node.handle_input(t(0), Input::PeerConnected(id(p)))
+            .unwrap();
+    }
+    drain(&mut node);
+    let mut outs = fetch_manifest(&mut node, 0, id(1), a);
+    for peer in [id(2), id(3)] {
+        let have = Message::Have {
+            id: a.id,
+            ranges: Vec::new(),
+        };
+        outs.extend(recv(&mut node, t(2), peer, have));
+    }
+    (node, chunk_asks(&outs))
+}
+
+/// In a full mesh a node asks the full holders only for its own stripe until one chunk
+/// request timeout has passed; in a partial mesh, where its neighbours deal the chunks over
+/// other neighbourhoods and may never fetch what it counts on them for, it asks them for any
+/// chunk once `swarm_patience` has passed.
+#[test]
+fn in_a_partial_mesh_a_patient_swarm_asks_the_full_holders_for_any_chunk() {
+    let a = big(48, 6);
+    let patience = Config::default().swarm_patience;
+    for (members, asks_all) in [(4, false), (10, true)] {
+        let (mut node, first) = swarming_among(&a, members);
+        let mut asked: Vec<u32> = first.iter().map(|r| r.3).collect();
+        assert!(!asked.is_empty() && asked.len() < 6, "{members}: {first:?}");
+        let later = step(&mut node, t(3) + patience, Input::Timeout);
+        asked.extend(chunk_asks(&later).iter().map(|r| r.3));
+        asked.sort_unstable();
+        asked.dedup();
+        assert_eq!(
+            asked.len() == 6,
+            asks_all,
+            "{members} members: asked {asked:?}"
+        );
+    }
+}
+
 /// The peers `outs` pushes a chunk to, sorted.
 fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
     let mut to: Vec<p2p_core::NodeId> = sends(outs)
