@@ -150,7 +150,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         let op = r.byte();
         let p = peer(r.byte());
         let x = r.byte();
-        let input = match op % 20 {
+        let input = match op % 21 {
             0 => Input::Membership {
                 version: x as u64,
                 members: (0..PEERS as u8)
@@ -292,6 +292,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     req_id: 1 << 63 | x as u64,
                 },
             ),
+            20 => msg(p, Message::Fetching(artifact(x).advert())),
             19 => {
                 let start = u32::from(r.byte() % 4);
                 msg(

@@ -280,14 +280,7 @@ impl Downloads {
             return Ok(());
         }
         let advert = dl.advert.clone();
-        self.on_advert(from, slot, advert, cx)?;
-        if let Some(dl) = self.table.get_mut(&id)
-            && dl.sources.contains(&slot)
-            && !dl.partial.contains(&slot)
-        {
-            dl.partial.push(slot);
-        }
-        Ok(())
+        self.on_advert_as(from, slot, advert, true, cx)
     }
 
     pub(crate) fn on_advert(
@@ -295,6 +288,19 @@ impl Downloads {
         from: NodeId,
         slot: Slot,
         advert: Advert,
+        cx: &mut Cx,
+    ) -> Result<(), DisconnectReason> {
+        self.on_advert_as(from, slot, advert, false, cx)
+    }
+
+    /// An advert from `from`, a partial holder if `partial` (it serves the manifest and the
+    /// chunks it announces, not the whole artifact).
+    fn on_advert_as(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        advert: Advert,
+        partial: bool,
         cx: &mut Cx,
     ) -> Result<(), DisconnectReason> {
         let id = advert.id;
@@ -311,7 +317,7 @@ impl Downloads {
             // advert counts against the download's kind, so that it is uncounted the same way.
             let (kind, differs) = (dl.advert.kind, dl.advert != advert);
             cx.peers.track_advert(&from, kind, cx.cfg)?;
-            self.add_source(slot, advert, differs, cx);
+            self.add_source(slot, advert, (differs, partial), cx);
             return Ok(());
         }
         // Each member has a reserved share of the table: others filling theirs cannot keep
@@ -331,15 +337,25 @@ impl Downloads {
         };
         cx.peers.track_advert(&from, advert.kind, cx.cfg)?;
         cx.peers.charge_download(&from);
-        self.track(slot, advert, priority, cx);
+        self.track(slot, advert, (priority, partial), cx);
         Ok(())
     }
 
-    /// Adds the peer in `slot` (its advert counted) as a source of a tracked download.
-    fn add_source(&mut self, slot: Slot, advert: Advert, differs: bool, cx: &mut Cx) {
+    /// Adds the peer in `slot` (its advert counted) as a source of a tracked download, a
+    /// partial one if `partial`.
+    fn add_source(
+        &mut self,
+        slot: Slot,
+        advert: Advert,
+        (differs, partial): (bool, bool),
+        cx: &mut Cx,
+    ) {
         let id = advert.id;
         let dl = self.table.get_mut(&id).expect("checked by the caller");
         dl.sources.push(slot);
+        if partial && !dl.partial.contains(&slot) {
+            dl.partial.push(slot);
+        }
         // A new source need not wait out a back-off earned by the others.
         if let Some(t) = dl.backoff_until.take() {
             self.backoff.remove(&(t, id));
@@ -352,8 +368,14 @@ impl Downloads {
     }
 
     /// Starts tracking a download of `advert`, first advertised by the peer in `slot` (its
-    /// advert counted, the download charged to it).
-    fn track(&mut self, slot: Slot, advert: Advert, priority: Option<Priority>, cx: &mut Cx) {
+    /// advert counted, the download charged to it), a partial holder if `partial`.
+    fn track(
+        &mut self,
+        slot: Slot,
+        advert: Advert,
+        (priority, partial): (Option<Priority>, bool),
+        cx: &mut Cx,
+    ) {
         let id = advert.id;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -365,7 +387,11 @@ impl Downloads {
             owner: slot,
             listed: SmallVec::new(),
             failed: SmallVec::new(),
-            partial: SmallVec::new(),
+            partial: if partial {
+                SmallVec::from_slice(&[slot])
+            } else {
+                SmallVec::new()
+            },
             declined: Vec::new(),
             priority,
             seq,
@@ -424,6 +450,18 @@ impl Downloads {
         }
         cx.peers.untrack_advert(slot, kind);
         self.sync_ready(id, cx);
+    }
+
+    /// A `Fetching` from `from`: its advert is tracked as any advert, and if that made `from` a
+    /// source, a partial one (it serves the manifest and the chunks it announces).
+    pub(crate) fn on_fetching(
+        &mut self,
+        from: NodeId,
+        slot: Slot,
+        advert: Advert,
+        cx: &mut Cx,
+    ) -> Result<(), DisconnectReason> {
+        self.on_advert_as(from, slot, advert, true, cx)
     }
 
     /// Keeps a `Decline` from `from` of chunks of `id`, whose swarm has not started, for the

@@ -86,6 +86,12 @@ pub enum Message {
         /// The request.
         req_id: RequestId,
     },
+    /// The sender started fetching this chunked artifact (it holds its manifest) and serves the
+    /// chunks it announces (`Have`): as an empty `Have`, and a receiver that did not know the
+    /// artifact takes the advert as from a partial holder. Sent instead of the empty `Have`
+    /// where the members' neighbourhoods differ (a partial mesh), so that the artifact
+    /// spreads ahead of the relays' completion.
+    Fetching(Advert),
     /// The sender asked other peers for these chunks of an artifact it is fetching: the
     /// receiver, their stripe's owner, pushes it none of them (and drops its pushes of them
     /// not yet sent).
@@ -145,6 +151,7 @@ impl Message {
             Message::Have { .. } => "have",
             Message::Cancel { .. } => "cancel",
             Message::Decline { .. } => "decline",
+            Message::Fetching(_) => "fetching",
         }
     }
 

@@ -462,6 +462,7 @@ impl Node {
             Message::Have { id, ranges } => self.on_have(from, id, &ranges),
             Message::Cancel { req_id } => self.on_cancel(from, req_id),
             Message::Decline { id, ranges } => self.on_decline(from, id, &ranges),
+            Message::Fetching(advert) => self.on_fetching(from, advert),
         }
     }
 
@@ -517,6 +518,29 @@ impl Node {
         if let Err(reason) = downloads.on_have(from, slot, id, &mut cx) {
             self.disconnect(from, reason);
         }
+    }
+
+    /// A `Fetching`: the sender started fetching the artifact and serves what it announces. A
+    /// node that did not know the artifact tracks its advert with the sender as a partial
+    /// holder (it serves the manifest and the chunks it announces, not the whole); then it is
+    /// taken as an empty `Have`.
+    fn on_fetching(&mut self, from: NodeId, advert: Advert) {
+        self.sink.metrics.adverts_received += 1;
+        if let Err(what) = self.check_advert(&advert) {
+            return self.violation(from, what);
+        }
+        let id = advert.id;
+        if self.pool.knows(&id) {
+            return;
+        }
+        if !self.swarms.contains(&id) {
+            let slot = self.peers.get(&from).expect("peer is connected").slot;
+            let (downloads, mut cx) = self.split();
+            if let Err(reason) = downloads.on_fetching(from, slot, advert, &mut cx) {
+                return self.disconnect(from, reason);
+            }
+        }
+        self.on_have(from, id, &[]);
     }
 
     /// A `Decline`: the sender asked others for these chunks of `id`; this node pushes it none

@@ -61,6 +61,11 @@ impl Pool {
         self.entries.contains_key(id)
     }
 
+    /// Whether this node pools `id` or delivered it (and still remembers so).
+    pub(crate) fn knows(&self, id: &ArtifactId) -> bool {
+        self.entries.contains_key(id) || self.delivered.get(id).is_some()
+    }
+
     /// The root of the pooled artifact `id`: what a request for it is answered with (its bytes,
     /// or its manifest if it is chunked).
     pub(crate) fn root(&self, id: &ArtifactId) -> Option<Bytes> {

@@ -515,12 +515,18 @@ impl Swarms {
         }
         let key = swarm.key(id);
         // Ask the peers what they hold of it: the partial holders among them answer, and the
-        // others learn that this node fetches it too.
+        // others learn that this node fetches it too. In a partial mesh the advert goes with
+        // it (`Fetching`): a neighbour that has not heard of the artifact yet (its other
+        // neighbours advertise it only once they hold it) can fetch it from this node now.
         for peer in cx.members.iter().filter(|p| (cx.connected)(p)) {
             if !swarm.full.contains(peer) {
-                let msg = Message::Have {
-                    id,
-                    ranges: Vec::new(),
+                let msg = if swarm.stripes.shared {
+                    Message::Have {
+                        id,
+                        ranges: Vec::new(),
+                    }
+                } else {
+                    Message::Fetching(swarm.advert.clone())
                 };
                 cx.sink.send(*peer, msg, Class::Control);
             }

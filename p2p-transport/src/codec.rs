@@ -23,6 +23,7 @@
 //! | 9   | `Have`         | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
 //! | 10  | `Cancel`       | `req_id: u64`                                                      |
 //! | 11  | `Decline`      | `id: [u8; 32]`, `count: u16`, `count` × (`start: u32`, `end: u32`) |
+//! | 12  | `Fetching`     | advert                                                             |
 //!
 //! A `Chunk` whose `req_id` is [`PUSHED_CHUNK`](p2p_core::PUSHED_CHUNK) (0) answers no request: its holder pushes it to
 //! a peer that said it fetches the artifact (version 3; in version 2 no such chunk was valid).
@@ -35,7 +36,9 @@
 //! differently.
 //!
 //! Version 5 adds `Decline`: a node that asked other peers for chunks of a stripe tells the
-//! stripe's owner, so that it pushes none of them (a version-4 node would refuse the tag).
+//! stripe's owner, so that it pushes none of them; and `Fetching`: in a partial mesh a node
+//! that starts fetching a chunked artifact tells its neighbours with the advert (a version-4
+//! node would refuse both tags).
 //!
 //! An advert is `id: [u8; 32]`, `kind: u16`, `size: u64`, `attr_len: u16`, `attr` (44 bytes
 //! plus the attribute). The ranges of a `Have` (and of a `Decline`) are half-open chunk index
@@ -65,7 +68,7 @@
 //!
 //! | message                                                                   | classes |
 //! |---------------------------------------------------------------------------|---------|
-//! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline` | control |
+//! | `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline`, `Fetching` | control |
 //! | `Push`                                                                    | urgent  |
 //! | `Response`, `Chunk`   | urgent, normal or bulk (the requester's priority; a pushed chunk: the pusher's) |
 //!
@@ -111,7 +114,8 @@ pub fn allowed_classes(msg: &Message) -> &'static [Class] {
         | Message::ChunkRequest { .. }
         | Message::Have { .. }
         | Message::Cancel { .. }
-        | Message::Decline { .. } => &[Class::Control],
+        | Message::Decline { .. }
+        | Message::Fetching(_) => &[Class::Control],
         Message::Push { .. } => &[Class::Urgent],
         Message::Response { .. } | Message::Chunk { .. } => {
             &[Class::Urgent, Class::Normal, Class::Bulk]
@@ -135,6 +139,7 @@ const TAG_CHUNK: u8 = 8;
 const TAG_HAVE: u8 = 9;
 const TAG_CANCEL: u8 = 10;
 const TAG_DECLINE: u8 = 11;
+const TAG_FETCHING: u8 = 12;
 
 /// Encoded length of an advert without its attribute.
 const ADVERT_FIXED_LEN: usize = 32 + 2 + 8 + 2;
@@ -523,6 +528,7 @@ fn header_len(msg: &Message) -> usize {
         Message::Push { advert, .. } => advert_len(advert) + 4,
         Message::Adverts(adverts) => 2 + adverts.iter().map(advert_len).sum::<usize>(),
         Message::Withdraw(_) => 32,
+        Message::Fetching(advert) => advert_len(advert),
         Message::Request { .. } => 8 + 32 + 1,
         Message::Response { .. } => 8 + 32 + 4,
         Message::NotFound { .. } => 8 + 32,
@@ -553,7 +559,7 @@ pub fn check_encodable(msg: &Message, limits: &Limits) -> Result<usize, EncodeEr
         }
     };
     match msg {
-        Message::Push { advert, .. } => check_attr(advert)?,
+        Message::Push { advert, .. } | Message::Fetching(advert) => check_attr(advert)?,
         Message::Adverts(adverts) => {
             if adverts.len() > limits.max_adverts.min(u16::MAX as usize) {
                 return Err(EncodeError::TooManyAdverts {
@@ -665,6 +671,10 @@ fn encode_header(msg: &Message, out: &mut BytesMut) {
             for a in adverts {
                 put_advert(a, out);
             }
+        }
+        Message::Fetching(advert) => {
+            out.put_u8(TAG_FETCHING);
+            put_advert(advert, out);
         }
         Message::Withdraw(id) => {
             out.put_u8(TAG_WITHDRAW);
@@ -778,6 +788,7 @@ pub fn decode(buf: Bytes, limits: &Limits) -> Result<Message, DecodeError> {
             Message::Adverts(adverts)
         }
         TAG_WITHDRAW => Message::Withdraw(r.id("withdrawn id")?),
+        TAG_FETCHING => Message::Fetching(r.advert(limits)?),
         TAG_REQUEST => Message::Request {
             req_id: r.u64("request id")?,
             id: r.id("requested id")?,

@@ -4,7 +4,8 @@
 //! # Lanes by message type
 //!
 //! A message's [`Lane`] follows from its type, not from the sender's claim: control messages
-//! (`Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline`) in
+//! (`Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`, `Decline`,
+//! `Fetching`) in
 //! [`Lane::Control`], pushes in [`Lane::Push`], responses and chunks in [`Lane::Urgent`],
 //! [`Lane::Normal`] or [`Lane::Bulk`] by the class they arrived in. The connection layer
 //! already refused a class the type does not allow ([`crate::codec::allowed_classes`]), so a
@@ -59,7 +60,7 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Lane {
     /// `Adverts`, `Withdraw`, `Request`, `NotFound`, `ChunkRequest`, `Have`, `Cancel`,
-    /// `Decline`.
+    /// `Decline`, `Fetching`.
     Control = 0,
     /// `Push`.
     Push = 1,
@@ -104,7 +105,8 @@ impl Lane {
             | Message::ChunkRequest { .. }
             | Message::Have { .. }
             | Message::Cancel { .. }
-            | Message::Decline { .. } => Lane::Control,
+            | Message::Decline { .. }
+            | Message::Fetching(_) => Lane::Control,
         }
     }
 }

@@ -1289,6 +1289,83 @@ fn in_a_partial_mesh_a_patient_swarm_asks_the_full_holders_for_any_chunk() {
     }
 }
 
+/// In a partial mesh a node that starts a swarm tells its neighbours with the advert
+/// (`Fetching`) instead of an empty `Have`; a node that did not know the artifact takes the
+/// sender as a partial source: it asks it for the manifest only (no stripe with it, which a
+/// full holder would get), and counts it as a fetching peer, not a full holder.
+#[test]
+fn in_a_partial_mesh_a_swarm_spreads_its_advert_to_neighbours_that_lack_it() {
+    let a = big(49, 6);
+    for (members, fetching) in [(4, false), (10, true)] {
+        let mut node = p2p_core::Node::new(
+            id(0),
+            Config {
+                chunk_size: CHUNK,
+                ..Config::default()
+            },
+        );
+        node.handle_input(
+            t(0),
+            Input::Membership {
+                version: 1,
+                members: (0..members).map(id).collect(),
+            },
+        )
+        .unwrap();
+        for p in 1..=3 {
+            node.handle_input(t(0), Input::PeerConnected(id(p)))
+                .unwrap();
+        }
+        drain(&mut node);
+        let outs = fetch_manifest(&mut node, 0, id(1), &a);
+        let mut told: Vec<(p2p_core::NodeId, &str)> = sends(&outs)
+            .into_iter()
+            .filter_map(|(to, m, _)| match m {
+                Message::Fetching(ad) if ad.id == a.id && ad.size == a.advert().size => {
+                    Some((to, "fetching"))
+                }
+                Message::Have { ranges, .. } if ranges.is_empty() => Some((to, "have")),
+                _ => None,
+            })
+            .collect();
+        told.sort();
+        let how = if fetching { "fetching" } else { "have" };
+        assert_eq!(told, vec![(id(2), how), (id(3), how)], "{members} members");
+    }
+
+    // The receiving side: peer 2 fetches `a`, which this node has not heard of.
+    let mut node = connected_node(
+        Config {
+            chunk_size: CHUNK,
+            ..Config::default()
+        },
+        3,
+    );
+    let outs = recv(&mut node, t(0), id(2), Message::Fetching(a.advert()));
+    let asked = requests(&outs);
+    assert_eq!(asked.len(), 1, "{outs:?}");
+    assert_eq!((asked[0].0, asked[0].2), (id(2), a.id));
+    assert!(
+        chunk_asks(&outs).is_empty(),
+        "no stripe asked of a partial holder"
+    );
+    let outs = recv(&mut node, t(1), id(2), manifest_answer(asked[0].1, &a));
+    // The swarm started: it asks what peer 2 holds, and asks no full holder (there is none).
+    assert!(
+        sends(&outs).iter().any(|(to, m, _)| *to == id(2)
+            && matches!(m, Message::Have { ranges, .. } if ranges.is_empty()))
+    );
+    assert!(chunk_asks(&outs).is_empty(), "{:?}", chunk_asks(&outs));
+    let have = Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange { start: 0, end: 2 }],
+    };
+    let asks = chunk_asks(&recv(&mut node, t(2), id(2), have));
+    let mut got: Vec<u32> = asks.iter().map(|r| r.3).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1], "the chunks peer 2 announced, from peer 2");
+}
+
 /// The peers `outs` pushes a chunk to, sorted.
 fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
     let mut to: Vec<p2p_core::NodeId> = sends(outs)

@@ -312,6 +312,11 @@ fn hash_message(h: &mut RunHash, msg: &Message) {
             h.u64(20);
             h.u64(*req_id);
         }
+        Message::Fetching(advert) => {
+            h.u64(22);
+            h.u64(id8(&advert.id.0));
+            h.u64(advert.size);
+        }
         Message::Decline { id, ranges } => {
             h.u64(21);
             h.u64(id8(&id.0));

@@ -268,6 +268,11 @@ pub enum MessageRec {
         /// The batch.
         adverts: Vec<AdvertRec>,
     },
+    /// [`Message::Fetching`].
+    Fetching {
+        /// The advert.
+        advert: AdvertRec,
+    },
     /// [`Message::Withdraw`].
     Withdraw {
         /// The artifact.
@@ -366,6 +371,9 @@ impl MessageRec {
                 adverts: adverts.iter().map(AdvertRec::from).collect(),
             },
             Message::Withdraw(id) => MessageRec::Withdraw { id: *id },
+            Message::Fetching(advert) => MessageRec::Fetching {
+                advert: advert.into(),
+            },
             Message::Request {
                 req_id,
                 id,
@@ -430,6 +438,7 @@ impl MessageRec {
                 Message::Adverts(adverts.iter().map(Advert::from).collect())
             }
             MessageRec::Withdraw { id } => Message::Withdraw(*id),
+            MessageRec::Fetching { advert } => Message::Fetching(advert.into()),
             MessageRec::Request {
                 req_id,
                 id,
@@ -507,6 +516,9 @@ impl MessageRec {
                 s
             }
             MessageRec::Withdraw { id } => format!("withdraw art:{id}"),
+            MessageRec::Fetching { advert } => {
+                format!("fetching art:{}({}B)", advert.id, advert.size)
+            }
             MessageRec::Request {
                 req_id,
                 id,

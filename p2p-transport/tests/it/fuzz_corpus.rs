@@ -112,6 +112,15 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
         ),
         ("cancel", Message::Cancel { req_id: 82 }),
         (
+            "fetching",
+            Message::Fetching(Advert {
+                id: ArtifactId([15; 32]),
+                kind: Kind(3),
+                size: 9 << 20,
+                attr: Bytes::from_static(b"ab"),
+            }),
+        ),
+        (
             "decline",
             Message::Decline {
                 id: ArtifactId([14; 32]),
@@ -165,7 +174,7 @@ fn decode_seeds() -> Vec<(String, Vec<u8>)> {
     let mut have_unordered = have;
     have_unordered[51..55].copy_from_slice(&1u32.to_le_bytes());
     seeds.push(("have-unordered".into(), have_unordered));
-    seeds.push(("unknown-tag".into(), vec![12, 1, 2, 3]));
+    seeds.push(("unknown-tag".into(), vec![13, 1, 2, 3]));
     let mut hello = BytesMut::new();
     codec::encode_hello(&Hello::new(42), &mut hello);
     seeds.push(("hello".into(), hello.to_vec()));

@@ -82,6 +82,15 @@ fn golden_adverts() {
     );
 }
 
+/// A `Fetching` (protocol version 5) is tag 12 and an advert.
+#[test]
+fn golden_fetching() {
+    golden(
+        Message::Fetching(advert(0xbb, b"z")),
+        format!("0c{ID_BB}{KIND_SIZE}01007a"),
+    );
+}
+
 #[test]
 fn golden_withdraw() {
     golden(Message::Withdraw(id(0xaa)), format!("03{ID_AA}"));
@@ -332,8 +341,8 @@ fn unknown_tag_is_rejected() {
         Err(DecodeError::UnknownTag(0))
     );
     assert_eq!(
-        decode(Bytes::from_static(&[12, 1, 2]), &Limits::default()),
-        Err(DecodeError::UnknownTag(12))
+        decode(Bytes::from_static(&[13, 1, 2]), &Limits::default()),
+        Err(DecodeError::UnknownTag(13))
     );
 }
 

@@ -386,7 +386,7 @@ fn arb_advert(g: &mut Gen) -> Advert {
 }
 
 fn arb_message(g: &mut Gen) -> Message {
-    match u8::arbitrary(g) % 11 {
+    match u8::arbitrary(g) % 12 {
         0 => Message::Push {
             advert: arb_advert(g),
             data: arb_bytes(g),
@@ -430,6 +430,7 @@ fn arb_message(g: &mut Gen) -> Message {
             id: arb_id(g),
             ranges: arb_ranges(g),
         },
+        10 => Message::Fetching(arb_advert(g)),
         _ => Message::Cancel {
             req_id: u64::arbitrary(g),
         },

@@ -60,7 +60,7 @@ pub fn arb_ranges(g: &mut Gen, max: usize) -> Vec<ChunkRange> {
 
 impl Arbitrary for M {
     fn arbitrary(g: &mut Gen) -> Self {
-        M(match u8::arbitrary(g) % 11 {
+        M(match u8::arbitrary(g) % 12 {
             0 => Message::Push {
                 advert: arb_advert(g),
                 data: arb_payload(g),
@@ -104,6 +104,7 @@ impl Arbitrary for M {
                 id: arb_id(g),
                 ranges: arb_ranges(g, 40),
             },
+            10 => Message::Fetching(arb_advert(g)),
             _ => Message::Cancel {
                 req_id: u64::arbitrary(g),
             },
