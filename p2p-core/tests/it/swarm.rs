@@ -1268,16 +1268,18 @@ fn swarming_among(
 /// In a full mesh a node asks the full holders only for its own stripe until one chunk
 /// request timeout has passed; in a partial mesh, where its neighbours deal the chunks over
 /// other neighbourhoods and may never fetch what it counts on them for, it asks them for any
-/// chunk once `swarm_patience` has passed.
+/// chunk once four `swarm_patience`s have passed.
 #[test]
-fn in_a_partial_mesh_a_patient_swarm_asks_the_full_holders_for_any_chunk() {
+fn in_a_partial_mesh_a_swarm_soon_asks_the_full_holders_for_any_chunk() {
     let a = big(48, 6);
     let patience = Config::default().swarm_patience;
     for (members, asks_all) in [(4, false), (10, true)] {
         let (mut node, first) = swarming_among(&a, members);
         let mut asked: Vec<u32> = first.iter().map(|r| r.3).collect();
         assert!(!asked.is_empty() && asked.len() < 6, "{members}: {first:?}");
-        let later = step(&mut node, t(3) + patience, Input::Timeout);
+        let early = step(&mut node, t(3) + patience * 3, Input::Timeout);
+        assert!(chunk_asks(&early).is_empty(), "{members}: {early:?}");
+        let later = step(&mut node, t(3) + patience * 4, Input::Timeout);
         asked.extend(chunk_asks(&later).iter().map(|r| r.3));
         asked.sort_unstable();
         asked.dedup();
