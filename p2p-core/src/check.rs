@@ -414,6 +414,20 @@ impl Harness {
     /// Records the adverts of an input before the node sees it (the node's events then say
     /// which it did not keep).
     fn note_offers(&mut self, input: &Input) {
+        if let Input::Message {
+            from,
+            msg: Message::Fetching(a),
+        } = input
+        {
+            // A partial holder's advert: a variant the node may keep, not an offer of the whole.
+            if self.connected.contains(from) {
+                let seen = self.variants.entry(a.id).or_default();
+                if !seen.contains(a) {
+                    seen.push(a.clone());
+                }
+            }
+            return;
+        }
         let Input::Message {
             from,
             msg: Message::Adverts(adverts),

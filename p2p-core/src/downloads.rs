@@ -308,8 +308,18 @@ impl Downloads {
             cx.sink.dropped_advert(id, from, DropReason::Unwanted);
             return Ok(());
         }
-        if let Some(dl) = self.table.get(&id) {
+        if let Some(dl) = self.table.get_mut(&id) {
             if dl.sources.contains(&slot) {
+                // A partial source that advertises the artifact now holds it whole; its advert
+                // is weighed as a new source's would be.
+                if !partial && let Some(i) = dl.partial.iter().position(|s| *s == slot) {
+                    dl.partial.swap_remove(i);
+                    if dl.advert != advert {
+                        self.adopt_if_better(advert, cx);
+                    }
+                    self.sync_ready(id, cx);
+                    self.requeue(id, cx);
+                }
                 return Ok(());
             }
             // Metadata that differs from the first advert's is not grounds to ignore a source:

@@ -1368,6 +1368,27 @@ fn in_a_partial_mesh_a_swarm_spreads_its_advert_to_neighbours_that_lack_it() {
     assert_eq!(got, vec![0, 1], "the chunks peer 2 announced, from peer 2");
 }
 
+/// A partial source that later advertises the artifact whole is a full source from then on,
+/// and its advert is weighed as a new source's: metadata the priority function wants more
+/// replaces that of its `Fetching`.
+#[test]
+fn a_partial_source_that_advertises_the_whole_is_asked_for_it() {
+    let mut node = connected_node(Config::default(), 2);
+    node.set_priority_fn(p2p_core::PriorityFnRef::by_kind(
+        vec![(Kind(0), p2p_core::Priority::URGENT)],
+        p2p_core::Decision::Later,
+    ));
+    let a = Artifact::new(Kind(0), &b""[..], vec![7u8; 3000]);
+    let mut later = a.advert();
+    later.kind = Kind(1);
+    let outs = recv(&mut node, t(0), id(1), Message::Fetching(later));
+    assert!(requests(&outs).is_empty(), "wanted later: {outs:?}");
+    let outs = recv(&mut node, t(1), id(1), Message::Adverts(vec![a.advert()]));
+    let asked = requests(&outs);
+    assert_eq!(asked.len(), 1, "{outs:?}");
+    assert_eq!((asked[0].0, asked[0].2), (id(1), a.id));
+}
+
 /// The peers `outs` pushes a chunk to, sorted.
 fn pushes_to(outs: &[Output]) -> Vec<p2p_core::NodeId> {
     let mut to: Vec<p2p_core::NodeId> = sends(outs)
