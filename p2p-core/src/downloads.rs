@@ -294,8 +294,8 @@ impl Downloads {
     }
 
     /// An advert from `from`, a partial holder if `partial` (it serves the manifest and the
-    /// chunks it announces, not the whole artifact).
-    fn on_advert_as(
+    /// chunks it announces, not the whole artifact: a `Have` or `Fetching` sender).
+    pub(crate) fn on_advert_as(
         &mut self,
         from: NodeId,
         slot: Slot,
@@ -460,18 +460,6 @@ impl Downloads {
         }
         cx.peers.untrack_advert(slot, kind);
         self.sync_ready(id, cx);
-    }
-
-    /// A `Fetching` from `from`: its advert is tracked as any advert, and if that made `from` a
-    /// source, a partial one (it serves the manifest and the chunks it announces).
-    pub(crate) fn on_fetching(
-        &mut self,
-        from: NodeId,
-        slot: Slot,
-        advert: Advert,
-        cx: &mut Cx,
-    ) -> Result<(), DisconnectReason> {
-        self.on_advert_as(from, slot, advert, true, cx)
     }
 
     /// Keeps a `Decline` from `from` of chunks of `id`, whose swarm has not started, for the

@@ -536,7 +536,7 @@ impl Node {
         if !self.swarms.contains(&id) {
             let slot = self.peers.get(&from).expect("peer is connected").slot;
             let (downloads, mut cx) = self.split();
-            if let Err(reason) = downloads.on_fetching(from, slot, advert, &mut cx) {
+            if let Err(reason) = downloads.on_advert_as(from, slot, advert, true, &mut cx) {
                 return self.disconnect(from, reason);
             }
         }

@@ -817,7 +817,20 @@ fn swarming_with_fetchers(
     p2p_core::Node,
     Vec<(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)>,
 ) {
-    let mut node = connected_node(cfg, 3);
+    swarming_among(a, 4, cfg)
+}
+
+/// As [`swarming_with_fetchers`], with node 0 one of `members` members (a partial mesh when
+/// they are more than 4).
+fn swarming_among(
+    a: &Artifact,
+    members: usize,
+    cfg: Config,
+) -> (
+    p2p_core::Node,
+    Vec<(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)>,
+) {
+    let mut node = connected_among(cfg, members, 3);
     let mut outs = fetch_manifest(&mut node, 0, id(1), a);
     for peer in [id(2), id(3)] {
         let have = Message::Have {
@@ -1226,45 +1239,6 @@ fn pushes_wait_for_room_in_the_peers_window() {
     assert_eq!(node.metrics().chunks_served, 3);
 }
 
-/// Node 0 of `members` members, connected to the origin (peer 1) and to peers 2 and 3, which
-/// said they fetch `a`; its swarm of `a` is active. Returns the node and its first chunk
-/// requests (those of its own stripe).
-fn swarming_among(
-    a: &Artifact,
-    members: usize,
-) -> (
-    p2p_core::Node,
-    Vec<(p2p_core::NodeId, u64, p2p_core::ArtifactId, u32)>,
-) {
-    let cfg = Config {
-        chunk_size: CHUNK,
-        ..Config::default()
-    };
-    let mut node = p2p_core::Node::new(id(0), cfg);
-    node.handle_input(
-        t(0),
-        Input::Membership {
-            version: 1,
-            members: (0..members).map(id).collect(),
-        },
-    )
-    .unwrap();
-    for p in 1..=3 {
-        node.handle_input(t(0), Input::PeerConnected(id(p)))
-            .unwrap();
-    }
-    drain(&mut node);
-    let mut outs = fetch_manifest(&mut node, 0, id(1), a);
-    for peer in [id(2), id(3)] {
-        let have = Message::Have {
-            id: a.id,
-            ranges: Vec::new(),
-        };
-        outs.extend(recv(&mut node, t(2), peer, have));
-    }
-    (node, chunk_asks(&outs))
-}
-
 /// In a full mesh a node asks the full holders only for its own stripe until one chunk
 /// request timeout has passed; in a partial mesh, where its neighbours deal the chunks over
 /// other neighbourhoods and may never fetch what it counts on them for, it asks them for any
@@ -1274,7 +1248,11 @@ fn in_a_partial_mesh_a_swarm_soon_asks_the_full_holders_for_any_chunk() {
     let a = big(48, 6);
     let patience = Config::default().swarm_patience;
     for (members, asks_all) in [(4, false), (10, true)] {
-        let (mut node, first) = swarming_among(&a, members);
+        let cfg = Config {
+            chunk_size: CHUNK,
+            ..Config::default()
+        };
+        let (mut node, first) = swarming_among(&a, members, cfg);
         let mut asked: Vec<u32> = first.iter().map(|r| r.3).collect();
         assert!(!asked.is_empty() && asked.len() < 6, "{members}: {first:?}");
         let early = step(&mut node, t(3) + patience * 3, Input::Timeout);
@@ -1299,26 +1277,11 @@ fn in_a_partial_mesh_a_swarm_soon_asks_the_full_holders_for_any_chunk() {
 fn in_a_partial_mesh_a_swarm_spreads_its_advert_to_neighbours_that_lack_it() {
     let a = big(49, 6);
     for (members, fetching) in [(4, false), (10, true)] {
-        let mut node = p2p_core::Node::new(
-            id(0),
-            Config {
-                chunk_size: CHUNK,
-                ..Config::default()
-            },
-        );
-        node.handle_input(
-            t(0),
-            Input::Membership {
-                version: 1,
-                members: (0..members).map(id).collect(),
-            },
-        )
-        .unwrap();
-        for p in 1..=3 {
-            node.handle_input(t(0), Input::PeerConnected(id(p)))
-                .unwrap();
-        }
-        drain(&mut node);
+        let cfg = Config {
+            chunk_size: CHUNK,
+            ..Config::default()
+        };
+        let mut node = connected_among(cfg, members, 3);
         let outs = fetch_manifest(&mut node, 0, id(1), &a);
         let mut told: Vec<(p2p_core::NodeId, &str)> = sends(&outs)
             .into_iter()
@@ -1366,6 +1329,38 @@ fn in_a_partial_mesh_a_swarm_spreads_its_advert_to_neighbours_that_lack_it() {
     let mut got: Vec<u32> = asks.iter().map(|r| r.3).collect();
     got.sort_unstable();
     assert_eq!(got, vec![0, 1], "the chunks peer 2 announced, from peer 2");
+}
+
+/// A member that claims to fetch an artifact (`Fetching`) and then never serves it holds the
+/// honest full holder's download back by at most one manifest request timeout: the manifest
+/// comes from the full holder after it, and the chunks follow.
+#[test]
+fn a_fetching_claim_never_served_delays_the_download_by_one_request_timeout() {
+    let a = big(50, 6);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let bound = cfg.request_timeout(a.advert().size);
+    let mut node = connected_node(cfg, 3);
+    let outs = recv(&mut node, t(0), id(2), Message::Fetching(a.advert()));
+    assert_eq!(requests(&outs).len(), 1);
+    assert_eq!(requests(&outs)[0].0, id(2), "the liar is asked first");
+    let outs = recv(&mut node, t(1), id(1), Message::Adverts(vec![a.advert()]));
+    assert!(requests(&outs).is_empty(), "one manifest request at a time");
+    let mut at = t(1);
+    let mut honest = None;
+    while honest.is_none() && at <= t(0) + bound + Duration::from_millis(10) {
+        at = at + Duration::from_millis(5);
+        let outs = step(&mut node, at, Input::Timeout);
+        honest = requests(&outs).into_iter().find(|r| r.0 == id(1));
+    }
+    let (_, req_id, _) = honest.expect("the full holder is asked within one request timeout");
+    let asks = chunk_asks(&recv(&mut node, at, id(1), manifest_answer(req_id, &a)));
+    assert!(
+        !asks.is_empty() && asks.iter().all(|r| r.0 == id(1)),
+        "the swarm fetches from the full holder: {asks:?}"
+    );
 }
 
 /// A partial source that later advertises the artifact whole is a full source from then on,

@@ -15,12 +15,18 @@ pub fn id(i: usize) -> NodeId {
 
 /// A node (id 0) that is connected to `peers` members (ids 1..=peers).
 pub fn connected_node(cfg: Config, peers: usize) -> Node {
+    connected_among(cfg, peers + 1, peers)
+}
+
+/// A node (id 0) of `members` members (ids 0..members) that is connected to `peers` of them
+/// (ids 1..=peers).
+pub fn connected_among(cfg: Config, members: usize, peers: usize) -> Node {
     let mut node = Node::new(id(0), cfg);
     node.handle_input(
         Time::ZERO,
         Input::Membership {
             version: 1,
-            members: (0..=peers).map(id).collect(),
+            members: (0..members).map(id).collect(),
         },
     )
     .unwrap();
