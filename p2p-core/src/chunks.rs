@@ -24,9 +24,11 @@
 //! | 36..40        | `count: u32` = ceil(size / chunk_size), at least 2 |
 //! | 40..          | `count` × SHA-256 of chunk `i` (bytes `i × chunk_size ..`) |
 
+use crate::storage::{Buffer, StorageRef};
 use crate::types::ArtifactId;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
+use std::fmt;
 use std::ops::Range;
 
 /// The first bytes of every manifest; no small artifact may begin with them.
@@ -319,29 +321,47 @@ impl ManifestBuilder {
 }
 
 /// The chunks of an incomplete artifact, written in place into one buffer of the artifact's
-/// size: completing it hands that buffer over with no copy, so a receiver holds each byte once
-/// (the chunk it received is dropped once written). The buffer is allocated zeroed at the first
-/// chunk, so untouched pages cost no memory where the allocator maps them lazily.
+/// size from the node's [`Storage`](crate::Storage): completing it freezes that buffer with no
+/// copy, so a receiver holds each byte once (the chunk it received is dropped once written). The
+/// buffer is allocated at the first chunk.
 ///
 /// A chunk held while the artifact is incomplete is served as a copy ([`Assembly::chunk`]); the
 /// completed artifact serves slices of itself.
-#[derive(Debug, Default)]
 pub(crate) struct Assembly {
-    /// Per chunk, its part of the buffer (empty until the first chunk is written).
-    pieces: Vec<BytesMut>,
+    storage: StorageRef,
+    /// The artifact's buffer (`None` until the first chunk is written, and once taken whole).
+    buf: Option<Box<dyn Buffer>>,
     /// Per chunk, whether it was written.
     have: Vec<bool>,
     held: u32,
 }
 
+impl fmt::Debug for Assembly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assembly")
+            .field("allocated", &self.buf.is_some())
+            .field("held", &self.held)
+            .field("of", &self.have.len())
+            .finish()
+    }
+}
+
 impl Assembly {
-    /// An assembly of `manifest`'s artifact holding no chunk (and no memory).
-    pub(crate) fn new(manifest: &Manifest) -> Self {
+    /// An assembly of `manifest`'s artifact in `storage`, holding no chunk (and no buffer).
+    pub(crate) fn new(manifest: &Manifest, storage: &StorageRef) -> Self {
         Assembly {
-            pieces: Vec::new(),
+            storage: storage.clone(),
+            buf: None,
             have: vec![false; manifest.count() as usize],
             held: 0,
         }
+    }
+
+    /// Drops every chunk held, and the buffer.
+    pub(crate) fn clear(&mut self) {
+        self.buf = None;
+        self.have.fill(false);
+        self.held = 0;
     }
 
     /// Whether chunk `index` is held.
@@ -359,10 +379,12 @@ impl Assembly {
         (0..self.have.len() as u32).filter(|i| self.have[*i as usize])
     }
 
-    /// A copy of chunk `index`, if held.
-    pub(crate) fn chunk(&self, index: u32) -> Option<Bytes> {
-        let piece = self.pieces.get(index as usize)?;
-        self.has(index).then(|| Bytes::copy_from_slice(piece))
+    /// A copy of chunk `index` of `manifest`'s artifact, if held (and not yet taken whole).
+    pub(crate) fn chunk(&self, manifest: &Manifest, index: u32) -> Option<Bytes> {
+        let buf = self.buf.as_ref()?;
+        let r = manifest.range(index);
+        self.has(index)
+            .then(|| Bytes::copy_from_slice(&buf.as_slice()[r.start as usize..r.end as usize]))
     }
 
     /// Writes chunk `index` (already verified against `manifest`); returns false, writing
@@ -374,31 +396,24 @@ impl Assembly {
         {
             return false;
         }
-        if self.pieces.is_empty() {
-            let mut buf = BytesMut::zeroed(manifest.size() as usize);
-            self.pieces = (0..manifest.count())
-                .map(|i| buf.split_to(manifest.chunk_len(i) as usize))
-                .collect();
-        }
-        self.pieces[index as usize].copy_from_slice(data);
+        let storage = &self.storage;
+        let buf = self
+            .buf
+            .get_or_insert_with(|| storage.buffer(manifest.size() as usize));
+        let r = manifest.range(index);
+        buf.as_mut_slice()[r.start as usize..r.end as usize].copy_from_slice(data);
         self.have[index as usize] = true;
         self.held += 1;
         true
     }
 
-    /// The whole artifact, once every chunk is held (the buffer itself: its pieces lie side by
-    /// side, so joining them copies nothing). The assembly then still says every chunk is held
-    /// but serves none: the whole artifact serves them.
+    /// The whole artifact, once every chunk is held (the buffer itself, frozen). The assembly
+    /// then still says every chunk is held but serves none: the whole artifact serves them.
     pub(crate) fn take_whole(&mut self) -> Option<Bytes> {
-        if self.pieces.is_empty() || self.held as usize != self.have.len() {
+        if self.held as usize != self.have.len() {
             return None;
         }
-        let mut pieces = std::mem::take(&mut self.pieces).into_iter();
-        let mut whole = pieces.next()?;
-        for p in pieces {
-            whole.unsplit(p);
-        }
-        Some(whole.freeze())
+        Some(self.buf.take()?.freeze())
     }
 }
 
@@ -520,8 +535,8 @@ mod tests {
     fn an_assembly_completes_in_place_from_chunks_in_any_order() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let m = Manifest::build(&data, 4096).unwrap();
-        let mut a = Assembly::new(&m);
-        assert_eq!(a.chunk(0), None);
+        let mut a = Assembly::new(&m, &StorageRef::memory());
+        assert_eq!(a.chunk(&m, 0), None);
         for i in [2, 0] {
             let r = m.range(i);
             assert!(a.write(&m, i, &data[r.start as usize..r.end as usize]));
@@ -532,19 +547,19 @@ mod tests {
         assert!(!a.write(&m, 3, &data[..100]));
         assert_eq!(a.held(), 2);
         assert_eq!(a.held_indices().collect::<Vec<_>>(), vec![0, 2]);
-        assert_eq!(a.chunk(2).unwrap(), &data[8192..]);
+        assert_eq!(a.chunk(&m, 2).unwrap(), &data[8192..]);
         assert_eq!(a.take_whole(), None, "incomplete");
-        let first = a.pieces[0].as_ptr();
+        let first = a.buf.as_ref().unwrap().as_slice().as_ptr();
         assert!(a.write(&m, 1, &data[4096..8192]));
         let whole = a.take_whole().unwrap();
         assert_eq!(whole, data);
         assert_eq!(
             whole.as_ptr(),
             first,
-            "the pieces were joined without a copy"
+            "the buffer was frozen without a copy"
         );
         assert!(
-            a.has(1) && a.chunk(1).is_none(),
+            a.has(1) && a.chunk(&m, 1).is_none(),
             "the whole artifact serves its chunks"
         );
     }

@@ -1,5 +1,6 @@
 //! The core's configuration: every bound a peer could push against, and the priority function.
 
+use crate::storage::StorageRef;
 use crate::types::{Advert, Kind, Priority};
 use std::fmt;
 use std::sync::Arc;
@@ -158,6 +159,8 @@ pub struct Config {
     pub reevaluate_interval: Duration,
     /// The priority function.
     pub priority_fn: PriorityFnRef,
+    /// Where chunked artifacts are assembled ([`crate::storage`]); default: memory.
+    pub storage: StorageRef,
     /// Adverts tracked per peer (all kinds); a peer past it is disconnected.
     pub max_adverts_per_peer: usize,
     /// Adverts tracked per peer and kind; a peer past it is disconnected.
@@ -248,6 +251,7 @@ impl Default for Config {
             max_auto_relay_pool_bytes: 1 << 30,
             reevaluate_interval: Duration::from_secs(3),
             priority_fn: PriorityFnRef::fetch_all(),
+            storage: StorageRef::memory(),
             max_adverts_per_peer: 100_000,
             max_adverts_per_peer_per_kind: 50_000,
             max_pending_downloads: 200_000,

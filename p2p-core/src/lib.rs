@@ -141,6 +141,7 @@ mod requests;
 pub mod rng;
 mod serving;
 mod sink;
+pub mod storage;
 mod swarm;
 mod types;
 
@@ -151,4 +152,5 @@ pub use event::{DisconnectReason, DropReason, Event, Input, InputError, Output, 
 pub use message::{ChunkRange, Message, PUSHED_CHUNK, RequestId, Revocable};
 pub use metrics::{MetricInfo, MetricKind, Metrics};
 pub use node::{Node, TableSizes};
+pub use storage::{Buffer, Memory, Storage, StorageRef};
 pub use types::{Advert, Artifact, ArtifactId, Class, Kind, NodeId, Priority, Time};

@@ -386,7 +386,7 @@ impl Swarms {
         let s = self.table.get(id)?;
         match &s.whole {
             Some(whole) => s.manifest.slice(whole, index),
-            None => s.parts.chunk(index),
+            None => s.parts.chunk(&s.manifest, index),
         }
     }
 
@@ -476,7 +476,7 @@ impl Swarms {
             stripes: Stripes::new(&manifest.id(), &full, cx),
             fetching: interested.iter().copied().collect(),
             interested: interested.into_iter().collect(),
-            parts: Assembly::new(&manifest),
+            parts: Assembly::new(&manifest, &cx.cfg.storage),
             whole: None,
             asked: vec![None; count as usize],
             avail: vec![0; count as usize],
@@ -1150,7 +1150,7 @@ impl Swarms {
         s.active = false;
         s.patient = false;
         s.overdue = false;
-        s.parts = Assembly::new(&s.manifest);
+        s.parts.clear();
         s.checking.clear();
         s.announce.clear();
         s.unannounced.clear();
@@ -1640,7 +1640,7 @@ fn push_to(
     let len = s.manifest.chunk_len(i);
     let data = match &s.whole {
         Some(whole) => s.manifest.slice(whole, i),
-        None => s.parts.chunk(i),
+        None => s.parts.chunk(&s.manifest, i),
     };
     let Some(data) = data else {
         return;

@@ -380,9 +380,16 @@ impl Scenario {
         self
     }
 
-    /// Adjusts every honest node's [`Config`] (its seed is set afterwards, per node).
+    /// Adjusts every honest node's [`Config`] (its seed is set afterwards, per node), after
+    /// the adjustments already given.
     pub fn config(mut self, f: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
-        self.config_fn = Some(Arc::new(f));
+        self.config_fn = Some(match self.config_fn.take() {
+            Some(before) => Arc::new(move |c: &mut Config| {
+                before(c);
+                f(c)
+            }),
+            None => Arc::new(f),
+        });
         self
     }
 

@@ -54,7 +54,7 @@ pub use record::{DecisionRec, InputRec, MessageRec, OutputRec, Payload, Record};
 pub use replay::{Divergence, DivergenceKind, ReplayReport, replay, replay_with_node};
 pub use writer::{Recorder, TraceWriteError, TraceWriter};
 
-use p2p_core::{Config, Node, NodeId};
+use p2p_core::{Config, Node, NodeId, StorageRef};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -374,6 +374,8 @@ impl ConfigRec {
             max_auto_relay_pool_bytes: self.max_auto_relay_pool_bytes,
             reevaluate_interval: self.reevaluate_interval,
             priority_fn: priority.to_fn(),
+            // Where chunks are assembled changes no output: a replay assembles in memory.
+            storage: StorageRef::memory(),
             max_adverts_per_peer: self.max_adverts_per_peer,
             max_adverts_per_peer_per_kind: self.max_adverts_per_peer_per_kind,
             max_pending_downloads: self.max_pending_downloads,

@@ -35,6 +35,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use p2p_core::Buffer;
+use p2p_store::FileStorage;
 use p2p_tokio::{ArtifactId, Delivered, Deliveries, Kind, NodeError, NodeHandle, NodeMetrics};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use serde::Deserialize;
@@ -51,6 +53,10 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Longest pause between two pieces of an upload's body before it is refused.
 pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Uploads of at least this many bytes (with a known length) go into a file of the node's
+/// storage, when it has one.
+pub const FILE_UPLOAD_MIN: u64 = 1 << 20;
 
 /// Delivery events kept for watchers; a watcher further behind skips the oldest.
 pub const WATCH_BUFFER: usize = 1024;
@@ -78,6 +84,7 @@ pub struct ApiState {
     events: broadcast::Sender<Arc<str>>,
     max_upload: u64,
     deliveries_dir: Option<PathBuf>,
+    storage: Option<Arc<FileStorage>>,
     uploads: Semaphore,
     watchers: Arc<Semaphore>,
     rates: Mutex<Rates>,
@@ -109,11 +116,14 @@ impl ApiState {
     /// The API of the node behind `handle`: uploads up to `max_upload` bytes (the node's
     /// `max_artifact_size`), `/metrics` from the node's and the registry watcher's metrics, and
     /// `GET /v1/artifacts/{id}` falling back to `deliveries_dir` for artifacts not pooled.
+    /// With `storage` (the node's `storage_dir`), uploads of 1 MiB or more with a known length
+    /// are read into a file of it, and `/v1/status` reports its use.
     pub fn new(
         handle: NodeHandle,
         reloads: Arc<ReloadMetrics>,
         max_upload: u64,
         deliveries_dir: Option<PathBuf>,
+        storage: Option<Arc<FileStorage>>,
     ) -> Arc<Self> {
         let mut metrics = MetricsRegistry::default();
         handle.register_metrics(&mut metrics);
@@ -126,6 +136,7 @@ impl ApiState {
             events,
             max_upload,
             deliveries_dir,
+            storage,
             uploads: Semaphore::new(MAX_CONCURRENT_UPLOADS),
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
             rates: Mutex::new(Rates::default()),
@@ -391,6 +402,18 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+/// What the node's file storage made: files and their bytes (assembled or uploaded
+/// artifacts), and buffers it made in memory for want of a file, with the last reason.
+fn storage_json(files: &FileStorage) -> Value {
+    json!({
+        "dir": files.dir().display().to_string(),
+        "files": files.mapped(),
+        "bytes": files.mapped_bytes(),
+        "fallbacks": files.fallbacks(),
+        "last_error": files.last_error(),
+    })
+}
+
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let peers = s.handle.connected_peers().await?;
     let topo = s.handle.topology().await?;
@@ -412,6 +435,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         },
         "swarms": m.core.swarms,
         "incomplete_bytes": m.core.incomplete_bytes,
+        "storage": s.storage.as_deref().map(storage_json),
         "delivered_total": m.core.delivered,
         "rates": {
             "deliveries_per_s": r.deliveries,
@@ -482,11 +506,11 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
-/// Reads `body` into one buffer, refusing it once it passes `max` bytes.
-async fn read_body(body: Body, length: Option<u64>, max: u64) -> Result<Bytes, ApiError> {
-    let mut body = body;
-    // With a known length the buffer is allocated once, at its final size.
-    let mut buf = BytesMut::with_capacity(length.unwrap_or(0).min(max) as usize);
+/// Hands each data frame of `body` to `take`, stopping at the first error.
+async fn read_frames(
+    mut body: Body,
+    mut take: impl FnMut(Bytes) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     loop {
         let frame = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, body.frame()).await {
             Err(_) => {
@@ -498,20 +522,69 @@ async fn read_body(body: Body, length: Option<u64>, max: u64) -> Result<Bytes, A
                     ),
                 ));
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => {
                 return Err(ApiError::bad_request(format!("cannot read the body: {e}")));
             }
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            if buf.len() as u64 + data.len() as u64 > max {
-                return Err(too_large(max));
-            }
-            buf.extend_from_slice(&data);
+            take(data)?;
         }
     }
+}
+
+/// Reads `body` into one buffer, refusing it once it passes `max` bytes.
+async fn read_body(body: Body, length: Option<u64>, max: u64) -> Result<Bytes, ApiError> {
+    // With a known length the buffer is allocated once, at its final size.
+    let mut buf = BytesMut::with_capacity(length.unwrap_or(0).min(max) as usize);
+    read_frames(body, |data| {
+        if buf.len() as u64 + data.len() as u64 > max {
+            return Err(too_large(max));
+        }
+        buf.extend_from_slice(&data);
+        Ok(())
+    })
+    .await?;
     Ok(buf.freeze())
+}
+
+/// Reads `body`, of exactly `length` bytes, into a file of `files` mapped into memory.
+async fn read_body_to_file(
+    body: Body,
+    length: u64,
+    files: &FileStorage,
+) -> Result<Bytes, ApiError> {
+    let mut buf = files.map(length as usize).map_err(|e| {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "cannot store {length} bytes in {}: {e}",
+                files.dir().display()
+            ),
+        )
+    })?;
+    let mut at = 0usize;
+    let short = |at: usize| {
+        ApiError::bad_request(format!(
+            "the body is not the {length} bytes its Content-Length says (at least {at})"
+        ))
+    };
+    read_frames(body, |data| {
+        let end = at + data.len();
+        let dst = buf
+            .as_mut_slice()
+            .get_mut(at..end)
+            .ok_or_else(|| short(end))?;
+        dst.copy_from_slice(&data);
+        at = end;
+        Ok(())
+    })
+    .await?;
+    if at as u64 != length {
+        return Err(short(at));
+    }
+    Ok(Box::new(buf).freeze())
 }
 
 async fn publish(
@@ -534,7 +607,13 @@ async fn publish(
         .acquire()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    let data = read_body(body, length, s.max_upload).await?;
+    // A large upload with a known length goes into a file, if the node has a storage.
+    let data = match (&s.storage, length) {
+        (Some(files), Some(len)) if len >= FILE_UPLOAD_MIN => {
+            read_body_to_file(body, len, files).await?
+        }
+        _ => read_body(body, length, s.max_upload).await?,
+    };
     let size = data.len();
     let id = s.handle.publish(kind, attr, data).await?;
     tracing::info!(artifact = %id.to_hex(), kind = kind.0, size, "published through the API");

@@ -178,6 +178,7 @@ struct RawNode {
     api: Option<Spanned<String>>,
     api_allow_remote: Option<bool>,
     deliveries_dir: Option<Spanned<String>>,
+    storage_dir: Option<Spanned<String>>,
     record_trace: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     #[serde(default)]
@@ -413,6 +414,9 @@ pub struct NodeFile {
     pub api_allow_remote: bool,
     /// A directory each delivered artifact is written into, as `<hex id>`.
     pub deliveries_dir: Option<PathBuf>,
+    /// A directory chunked artifacts are assembled in, as files mapped into memory
+    /// (`p2p_store::FileStorage`); unset: in memory.
+    pub storage_dir: Option<PathBuf>,
     /// Trace file.
     pub record_trace: Option<PathBuf>,
     /// Log filter from the file.
@@ -537,6 +541,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         .deliveries_dir
         .as_ref()
         .map(|d| src.resolve(d.get_ref()));
+    let storage_dir = raw.storage_dir.as_ref().map(|d| src.resolve(d.get_ref()));
     let t = raw.tuning;
     let peers = t
         .peers
@@ -613,6 +618,7 @@ pub fn load_node(path: &Path) -> Result<NodeFile, ConfigError> {
         api,
         api_allow_remote,
         deliveries_dir,
+        storage_dir,
         record_trace,
         log_level,
         priorities,

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use p2p_core::StorageRef;
 use p2p_node::api::{self, ApiState};
 use p2p_node::config::{NodeFile, load_node, load_registry};
 use p2p_node::reload::{ReloadMetrics, ReloadSettings, Reloader, Stamp};
+use p2p_store::FileStorage;
 use p2p_tokio::{NodeConfig, PriorityProfile, Registry, StartError};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -201,7 +203,26 @@ async fn node(
             ),
         );
     }
-    let cfg = node_config(file, record_trace);
+    let storage = match &file.storage_dir {
+        Some(dir) => match FileStorage::new(dir) {
+            Ok(files) => Some(Arc::new(files)),
+            Err(e) => {
+                return fail(
+                    EXIT_FAILURE,
+                    format!(
+                        "{}: key `storage_dir`: cannot create {}: {e}",
+                        config_path.display(),
+                        dir.display()
+                    ),
+                );
+            }
+        },
+        None => None,
+    };
+    let mut cfg = node_config(file, record_trace);
+    if let Some(files) = &storage {
+        cfg.core.storage = StorageRef(files.clone());
+    }
     let max_upload = cfg.core.max_artifact_size;
     let handle = match p2p_tokio::start(cfg, registry).await {
         Ok(h) => h,
@@ -219,6 +240,7 @@ async fn node(
         Arc::clone(&reload_metrics),
         max_upload,
         deliveries_dir.clone(),
+        storage,
     );
     let mut tasks = Vec::new();
     match handle.take_deliveries() {
@@ -416,6 +438,7 @@ mod tests {
                 api: None,
                 api_allow_remote: false,
                 deliveries_dir: None,
+                storage_dir: None,
                 record_trace: None,
                 log_level: None,
                 priorities: Vec::new(),

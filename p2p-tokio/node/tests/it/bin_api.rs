@@ -148,9 +148,17 @@ fn three_nodes_publish_watch_get_status_and_remove_through_the_cli() {
         .map(|d| write_identity(d.path()).node_id().to_hex())
         .collect();
     // a publishes and refuses uploads over 3 MiB; b relays (keeps what it receives in its
-    // pool); c writes deliveries into a directory.
-    write_node(dirs[0].path(), "", "max_artifact_size = \"3 MiB\"\n");
-    write_node(dirs[1].path(), "", "auto_relay = true\n");
+    // pool); c writes deliveries into a directory. a and b keep large artifacts in files.
+    write_node(
+        dirs[0].path(),
+        "storage_dir = \"parts\"\n",
+        "max_artifact_size = \"3 MiB\"\n",
+    );
+    write_node(
+        dirs[1].path(),
+        "storage_dir = \"parts\"\n",
+        "auto_relay = true\n",
+    );
     write_node(dirs[2].path(), "deliveries_dir = \"delivered\"\n", "");
     for (d, id) in dirs.iter().zip(&ids) {
         write_registry(d.path(), 1, &[(id.clone(), "127.0.0.1:9".parse().unwrap())]);
@@ -268,6 +276,17 @@ fn three_nodes_publish_watch_get_status_and_remove_through_the_cli() {
             assert_eq!(&std::fs::read(&out).unwrap(), data, "node {i}, {id}");
         }
     }
+    // a's upload and b's download of the large artifact each went into a file (named
+    // nowhere: the directory stays empty); c has no storage.
+    for (i, files) in [(0, 1), (1, 1)] {
+        let storage = &status_json(apis[i])["storage"];
+        assert_eq!(storage["files"], files, "node {i}: {storage}");
+        assert_eq!(storage["bytes"], large.len(), "node {i}: {storage}");
+        assert_eq!(storage["fallbacks"], 0, "node {i}: {storage}");
+        let parts = dirs[i].path().join("parts");
+        assert_eq!(std::fs::read_dir(parts).unwrap().count(), 0, "node {i}");
+    }
+    assert!(status_json(apis[2])["storage"].is_null());
     let delivered = dirs[2].path().join("delivered");
     assert_eq!(std::fs::read(delivered.join(&large_id)).unwrap(), large);
     assert_eq!(
