@@ -49,8 +49,8 @@ impl StorageRef {
     }
 
     /// A buffer of `len` bytes from this storage, or from memory if the storage's buffer is not
-    /// of that length.
-    pub(crate) fn buffer(&self, len: usize) -> Box<dyn Buffer> {
+    /// of that length (an embedder can make the artifacts it publishes this way too).
+    pub fn buffer(&self, len: usize) -> Box<dyn Buffer> {
         let buf = self.0.allocate(len);
         if buf.as_slice().len() == len {
             buf

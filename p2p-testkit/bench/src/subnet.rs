@@ -22,7 +22,7 @@ use bytes::Bytes;
 use p2p_core::ManifestBuilder;
 use p2p_core::chunks::{chunk_size_for, content_id};
 use p2p_core::rng::Rng;
-use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef};
+use p2p_core::{ArtifactId, Decision, Kind, NodeId, Priority, PriorityFnRef, StorageRef};
 use p2p_transport::identity::{IdentityError, NodeIdentity};
 use tokio::task::JoinHandle;
 
@@ -174,15 +174,16 @@ struct Slot {
 }
 
 impl Slot {
-    /// Its bytes, drawn from `rng`; the first 8 are its index.
-    fn make(&self, rng: &mut Rng) -> Planned {
-        let mut data = vec![0u8; self.size];
-        rng.fill(&mut data);
+    /// Its bytes, drawn from `rng` into a buffer of `storage`; the first 8 are its index.
+    fn make(&self, rng: &mut Rng, storage: &StorageRef) -> Planned {
+        let mut buf = storage.buffer(self.size);
+        let data = buf.as_mut_slice();
+        rng.fill(data);
         data[..8].copy_from_slice(&self.index.to_le_bytes());
         Planned {
             origin: self.origin,
             kind: self.kind,
-            data: Bytes::from(data),
+            data: buf.freeze(),
             at: self.at,
         }
     }
@@ -201,7 +202,7 @@ impl Slot {
             || !piece.is_multiple_of(8)
             || (chunk_size.is_some() && builder.is_none())
         {
-            let data = self.make(rng).data;
+            let data = self.make(rng, &StorageRef::memory()).data;
             return chunk_size.map(|c| content_id(&data, c));
         }
         let mut buf = vec![0u8; piece];
@@ -252,7 +253,7 @@ impl Workload {
     /// The artifacts to publish on a subnet of `nodes` nodes, in publishing order.
     pub fn plan(&self, nodes: usize) -> Result<Vec<Planned>, SubnetError> {
         let mut out = Vec::with_capacity(self.small + self.large);
-        self.generate(nodes, |slot, rng| out.push(slot.make(rng)))?;
+        self.generate(nodes, |slot, rng| out.push(slot.make(rng, &StorageRef::memory())))?;
         out.sort_by_key(|p| p.at);
         Ok(out)
     }
@@ -267,11 +268,22 @@ impl Workload {
         chunk_size: Option<u32>,
         keep: impl Fn(usize) -> bool,
     ) -> Result<(Vec<Planned>, Vec<Summary>), SubnetError> {
+        self.plan_for_in(nodes, chunk_size, keep, &StorageRef::memory())
+    }
+
+    /// [`Workload::plan_for`], making the kept artifacts in buffers of `storage`.
+    pub fn plan_for_in(
+        &self,
+        nodes: usize,
+        chunk_size: Option<u32>,
+        keep: impl Fn(usize) -> bool,
+        storage: &StorageRef,
+    ) -> Result<(Vec<Planned>, Vec<Summary>), SubnetError> {
         let mut kept = Vec::new();
         let mut all = Vec::with_capacity(self.small + self.large);
         self.generate(nodes, |slot, rng| {
             let id = if keep(slot.origin) {
-                let p = slot.make(rng);
+                let p = slot.make(rng, storage);
                 let id = chunk_size.map(|c| content_id(&p.data, c));
                 kept.push(p);
                 id

@@ -115,6 +115,13 @@ pub fn peak_rss(pid: &str) -> Option<u64> {
     kib_field(&status, "VmHWM:").map(|k| k * 1024)
 }
 
+/// Resident anonymous memory (RssAnon: the heap and stacks, not the pages of mapped files) of
+/// the process `pid` in bytes.
+pub fn anon_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib_field(&status, "RssAnon:").map(|k| k * 1024)
+}
+
 /// Resets this process's peak RSS to its current RSS (writes 5 to /proc/self/clear_refs,
 /// Linux 4.0+). Returns whether it worked; if not, VmHWM stays monotonic over the run.
 pub fn reset_peak_rss() -> bool {

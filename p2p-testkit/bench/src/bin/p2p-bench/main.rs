@@ -122,6 +122,11 @@ struct TuningArgs {
     /// connection with the bulk.
     #[arg(long)]
     no_express: bool,
+    /// The nodes assemble (and the origins make) large artifacts in files mapped into memory
+    /// (`p2p_store::FileStorage`, in `p2p-bench-storage` under the temporary directory), not
+    /// in memory: their anonymous memory stays bounded whatever the artifacts' size.
+    #[arg(long)]
+    file_storage: bool,
 }
 
 impl TuningArgs {
@@ -136,6 +141,7 @@ impl TuningArgs {
             push_chunks: self.push_chunks,
             peers: self.peers.map(|k| k as usize),
             no_express: self.no_express,
+            file_storage: self.file_storage,
         }
     }
 }

@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 use crate::machine;
 use crate::workloads::{Latency, Outcome, Spec, Tuning};
 
+/// How often a node process samples its anonymous memory.
+pub const ANON_SAMPLE: Duration = Duration::from_millis(50);
+
 /// What one node process reports at the end of a workload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct NodeResult {
@@ -62,6 +65,10 @@ pub struct NodeResult {
     pub peak_rss: u64,
     /// Whether the peak was reset before the workload.
     pub peak_reset: bool,
+    /// Peak anonymous memory (RssAnon, sampled every [`ANON_SAMPLE`]) during the workload,
+    /// bytes: the process's own memory, without the pages of files it maps.
+    #[serde(default)]
+    pub peak_anon: u64,
     /// Requests its core retried.
     pub retries: u64,
     /// Artifacts its core received again after delivering them.
@@ -274,6 +281,9 @@ pub fn node_args(listen: Option<IpAddr>, tuning: Tuning) -> Vec<String> {
     if tuning.push_chunks {
         args.push("--push-chunks".to_owned());
     }
+    if tuning.file_storage {
+        args.push("--file-storage".to_owned());
+    }
     args
 }
 
@@ -428,6 +438,8 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
         node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
+        node_peak_anon_bytes: results.iter().map(|r| r.peak_anon).collect(),
+        file_storage: spec.tuning.file_storage,
         node_cpu_s: results.iter().map(|r| r.cpu_ns as f64 / 1e9).collect(),
         node_chunks_served: results.iter().map(|r| r.chunks_served).collect(),
         chunks_asked_beyond_stripe: results.iter().fold((0, 0, 0), |(h, i, o), r| {
@@ -509,6 +521,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut cfg = NodeConfig::new(identity, SocketAddr::new(listen, 0));
     cfg.core.priority_fn = workload_priority_fn();
     crate::workloads::tune(&mut cfg, tuning);
+    let storage = cfg.core.storage.clone();
     let handle = p2p_tokio::start(cfg, Registry::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -523,8 +536,14 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
     let mut before = (Duration::ZERO, false, NodeMetrics::default());
     let mut said_done = false;
     let (pub_tx, mut pub_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    // The peak of the process's anonymous memory since the workload began, sampled.
+    let mut sample = tokio::time::interval(ANON_SAMPLE);
+    let mut peak_anon = 0u64;
     loop {
         tokio::select! {
+            _ = sample.tick() => {
+                peak_anon = peak_anon.max(machine::anon_rss("self").unwrap_or(0));
+            }
             line = input.recv() => {
                 let Some(line) = line else { break };
                 let words: Vec<&str> = line.split_whitespace().collect();
@@ -565,7 +584,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                         // Only this node's artifacts are held; the others are named as they
                         // are made, a chunk at a time.
                         let (mine, all) = workload
-                            .plan_for(nodes, Some(chunk), |origin| origin == index)
+                            .plan_for_in(nodes, Some(chunk), |origin| origin == index, &storage)
                             .map_err(|e| e.to_string())?;
                         ids = all.iter().filter_map(|a| Some((a.tag, a.id?))).collect();
                         record = Some(Record {
@@ -577,6 +596,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                         });
                         let m = handle.metrics();
                         let reset = machine::reset_peak_rss();
+                        peak_anon = machine::anon_rss("self").unwrap_or(0);
                         before = (machine::cpu_time("self").unwrap_or_default(), reset, m);
                         let h = handle.clone();
                         let tx = pub_tx.clone();
@@ -622,6 +642,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                                 .saturating_sub(before.0)
                                 .as_nanos() as u64,
                             peak_rss: machine::peak_rss("self").unwrap_or(0),
+                            peak_anon: peak_anon.max(machine::anon_rss("self").unwrap_or(0)),
                             peak_reset: before.1,
                             retries: m.core.retries.saturating_sub(b.core.retries),
                             duplicate_receipts: m.core.duplicates.saturating_sub(b.core.duplicates),

@@ -54,6 +54,14 @@ pub struct Tuning {
     pub peers: Option<usize>,
     /// Turn the nodes' express lanes off (one connection per peer pair).
     pub no_express: bool,
+    /// Assemble and make large artifacts in files ([`storage_dir`]), not in memory.
+    pub file_storage: bool,
+}
+
+/// Where the nodes of a run with [`Tuning::file_storage`] keep their files (each file is
+/// unlinked once made: the directory stays empty).
+pub fn storage_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("p2p-bench-storage")
 }
 
 /// The sizes of the workloads: full, or the quick form that CI runs.
@@ -280,7 +288,7 @@ pub fn node_rss_bound(w: &Workload) -> u64 {
 }
 
 /// A node's memory besides the artifacts (runtime, TLS, queues, buffers), for the bound.
-const BASE_RSS: u64 = 128 << 20;
+pub const BASE_RSS: u64 = 128 << 20;
 
 fn fmt_size(b: usize) -> String {
     if b.is_multiple_of(MIB) {
@@ -342,6 +350,13 @@ pub struct Outcome {
     /// Peak RSS of each node process, bytes, in node order (process-per-node mode only).
     #[serde(default)]
     pub node_peak_rss_bytes: Vec<u64>,
+    /// Peak anonymous memory of each node process (RssAnon, sampled), bytes, in node order
+    /// (process-per-node mode only): the RSS without the pages of mapped files.
+    #[serde(default)]
+    pub node_peak_anon_bytes: Vec<u64>,
+    /// Whether the nodes kept large artifacts in files ([`Tuning::file_storage`]).
+    #[serde(default)]
+    pub file_storage: bool,
     /// CPU time of each node process during the run, seconds, in node order
     /// (process-per-node mode only).
     #[serde(default)]
@@ -404,6 +419,8 @@ impl Outcome {
             peak_rss_bytes: peak,
             peak_rss_reset: reset,
             node_peak_rss_bytes: Vec::new(),
+            node_peak_anon_bytes: Vec::new(),
+            file_storage: spec.tuning.file_storage,
             node_cpu_s: Vec::new(),
             node_chunks_served: Vec::new(),
             chunks_asked_beyond_stripe: (0, 0, 0),
@@ -475,6 +492,15 @@ pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
     }
     cfg.core.max_artifact_size = MAX_ARTIFACT_SIZE;
     cfg.mux.limits = NodeConfig::codec_limits(&cfg.core);
+    if tuning.file_storage {
+        match p2p_store::FileStorage::new(storage_dir()) {
+            Ok(files) => cfg.core.storage = p2p_core::StorageRef(std::sync::Arc::new(files)),
+            Err(e) => eprintln!(
+                "p2p-bench: no file storage in {} ({e}): artifacts stay in memory",
+                storage_dir().display()
+            ),
+        }
+    }
 }
 
 /// Runs `spec` on a subnet of nodes in this process. Only the workload is measured: the
