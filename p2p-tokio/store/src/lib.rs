@@ -8,6 +8,8 @@
 //! bounded by the chunks in flight, however large the artifacts: artifacts larger than the
 //! node's memory can be carried, up to the disk's free space.
 //!
+//! Each file's disk space is reserved when it is made (`fallocate`), so a full disk makes the
+//! allocation fail (the artifact is then assembled in memory) rather than a later write fault.
 //! Each file is unlinked as soon as it is mapped: it has no name on disk while the node runs,
 //! and its space returns to the disk when the artifact is dropped (also when the process dies).
 //! An artifact the embedder publishes can be built the same way ([`FileStorage::map`]).
@@ -118,11 +120,12 @@ impl FileStorage {
     }
 }
 
-/// Maps `len` bytes of `file`, first sized to `len` (a sparse file: zero bytes, no disk used
-/// until written).
+/// Maps `len` bytes of `file`, first sized to `len` with its disk blocks reserved (zero
+/// bytes): a write into the mapping then never needs a block the disk no longer has, which
+/// would be a fault (SIGBUS) instead of an error.
 #[allow(unsafe_code)]
 fn map_file(file: &File, len: usize) -> io::Result<MmapMut> {
-    file.set_len(len as u64)?;
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len as u64)?;
     // SAFETY: the mapping is undefined behaviour only if the file is changed by someone else
     // while mapped. The file was created here (`create_new`, mode 0600) and unlinked before
     // this call, and `file` is closed when the caller returns: no other handle to it remains,
@@ -197,6 +200,21 @@ mod tests {
             (files.mapped(), files.mapped_bytes(), files.fallbacks()),
             (1, 3 << 20, 0)
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_larger_than_the_disk_is_refused_when_made_and_leaves_nothing() {
+        let dir = scratch("huge");
+        let files = FileStorage::new(&dir).unwrap();
+        // A pebibyte: no test machine's disk has it free, so the reservation fails at once.
+        let e = files.map(1 << 50).expect_err("more than the disk");
+        assert!(
+            matches!(e.raw_os_error(), Some(28 | 27)),
+            "ENOSPC or EFBIG, not {e}"
+        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        assert_eq!(files.mapped(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 
