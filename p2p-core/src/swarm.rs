@@ -42,6 +42,10 @@ use std::time::Duration;
 /// the downloads' requests (whose ids count up from one and never reach it).
 pub(crate) const CHUNK_REQ_BIT: u64 = 1 << 63;
 
+/// The most fresh chunks a stuck swarm lists for its next look (`Swarm::fresh`); past it, the
+/// next look is a full one.
+const FRESH_MAX: usize = 1024;
+
 /// A set of chunk indices.
 #[derive(Clone, Default)]
 struct Bits(Vec<u64>);
@@ -154,6 +158,17 @@ struct Swarm {
     tell: SmallVec<[NodeId; 4]>,
     /// Something changed that may let another request start.
     dirty: bool,
+    /// Its last look for a chunk to ask for found none while requests had room, and which
+    /// full holders it could ask then (`Some(fallback)`, see `Swarms::pick`); `None` if it found
+    /// one or has not looked.
+    stuck: Option<bool>,
+    /// Chunks that gained a partial holder (a `Have`) since that fruitless look: while nothing
+    /// else changed, only these can have become askable, so the next look checks only them
+    /// (a swarm of many chunks then costs its `Have`s no full scan each).
+    fresh: Vec<u32>,
+    /// A `Have` came since that look (`fresh` may be empty): the next look checks whether the
+    /// full holders it may ask changed (time passed), and then looks at everything.
+    poked: bool,
     /// Complete and delivered but not pooled: it still serves its chunks until then.
     done_until: Option<Time>,
     /// The chunks held when progress was last seen, and when.
@@ -496,6 +511,9 @@ impl Swarms {
             announced_at: None,
             tell: SmallVec::new(),
             dirty: true,
+            stuck: None,
+            fresh: Vec::new(),
+            poked: false,
             done_until: None,
             progress: (0, cx.now),
             stalled: false,
@@ -666,10 +684,19 @@ impl Swarms {
         };
         let until = now + cfg.push_patience;
         self.window_opened |= release_pushes(s, &mut self.pushes_out, peer, ranges);
+        // Stuck and nothing else changed: only the chunks this `Have` adds need a look.
+        let mut narrow = s.stuck.is_some() && !s.dirty && !s.expecting;
         for r in ranges {
             for i in r.start..r.end {
                 if s.partial[pos].1.set(i) {
                     s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+                    if narrow && !s.parts.has(i) && s.asked[i as usize].is_none() {
+                        if s.fresh.len() >= FRESH_MAX {
+                            narrow = false;
+                        } else {
+                            s.fresh.push(i);
+                        }
+                    }
                 }
                 if owns(s, i)
                     && s.expect[i as usize].is_none()
@@ -682,7 +709,11 @@ impl Swarms {
                 }
             }
         }
-        s.dirty = true;
+        if narrow && !s.expecting {
+            s.poked = true;
+        } else {
+            s.dirty = true;
+        }
         Ok(())
     }
 
@@ -1248,10 +1279,16 @@ impl Swarms {
                 return;
             }
             let s = self.table.get_mut(&id).expect("ordered swarm exists");
-            if !s.dirty && !freed {
+            if !s.dirty && !freed && !s.poked {
                 continue;
             }
+            // Only fresh chunks need a look if the last one found nothing and nothing but
+            // `Have`s came since (and it may ask the same full holders: checked below).
+            let fresh = std::mem::take(&mut s.fresh);
+            let narrow = !s.dirty && !freed;
             s.dirty = false;
+            s.poked = false;
+            let was_stuck = s.stuck.take();
             let Some(priority) = s.priority else {
                 continue;
             };
@@ -1261,7 +1298,10 @@ impl Swarms {
                 let s = &self.table[&id];
                 let fallback = s.overdue || s.idle(cx);
                 let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
-                let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
+                let any_full = fallback && !owes;
+                let only = (narrow && was_stuck == Some(any_full)).then_some(&fresh[..]);
+                let Some((index, peer)) = self.pick(&id, any_full, only, cx) else {
+                    self.table.get_mut(&id).expect("exists").stuck = Some(any_full);
                     break;
                 };
                 let s = &self.table[&id];
@@ -1312,7 +1352,15 @@ impl Swarms {
     /// With `fallback` (the swarm is overdue or idle, and this node has asked the full holders
     /// for every chunk of its own stripes) it may ask a full holder for a chunk of another
     /// node's stripe.
-    fn pick(&self, id: &ArtifactId, fallback: bool, cx: &SwarmCx) -> Option<(u32, NodeId)> {
+    ///
+    /// `only` limits the look to those chunks (the others are known to be unaskable).
+    fn pick(
+        &self,
+        id: &ArtifactId,
+        fallback: bool,
+        only: Option<&[u32]>,
+        cx: &SwarmCx,
+    ) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
         let per_peer = cx.cfg.max_chunks_in_flight_per_peer
             * cx.cfg.chunk_window_scale(s.manifest.chunk_size());
@@ -1325,7 +1373,12 @@ impl Swarms {
             .copied()
             .collect();
         let mut best: Option<((bool, u16, u64), u32)> = None;
-        for i in 0..s.manifest.count() {
+        let all = 0..s.manifest.count();
+        let indices: &mut dyn Iterator<Item = u32> = match only {
+            Some(fresh) => &mut fresh.iter().copied(),
+            None => &mut all.into_iter(),
+        };
+        for i in indices {
             if s.parts.has(i)
                 || s.asked[i as usize].is_some()
                 || s.checking.iter().any(|c| c.0 == i)

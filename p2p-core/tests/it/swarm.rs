@@ -1633,3 +1633,54 @@ fn the_chunk_request_limits_count_bytes_of_the_subnets_chunk_size() {
     asked.dedup();
     assert_eq!(asked.len(), per_peer * 8, "each chunk asked once");
 }
+
+/// A swarm with nothing to ask (it waits for its peers' stripes) looks again, after a `Have`,
+/// only at the chunks the `Have` adds, unless something else changed: once it is idle past
+/// `swarm_patience`, any `Have` (even of a chunk it holds, and before any timer input) has it
+/// ask the full holder for a chunk of another's stripe.
+#[test]
+fn a_stuck_swarm_looks_at_what_a_have_adds_and_at_everything_once_idle() {
+    let a = big(51, 12);
+    let cfg = Config {
+        chunk_size: CHUNK,
+        ..Config::default()
+    };
+    let patience = cfg.swarm_patience;
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let own: Vec<u32> = (0..12).filter(|i| owner_of(&a, *i) == id(0)).collect();
+    let mut asked: Vec<u32> = asks.iter().map(|r| r.3).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, own, "first its own stripe, from the origin");
+    let chunk = |req_id, index| Message::Chunk {
+        req_id,
+        id: a.id,
+        index,
+        data: chunk_of(&a, index),
+    };
+    for r in &asks {
+        let more = chunk_asks(&recv(&mut node, t(3), r.0, chunk(r.1, r.3)));
+        assert!(more.is_empty(), "nothing else to ask yet: {more:?}");
+    }
+    let have = |i: u32| Message::Have {
+        id: a.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: i,
+            end: i + 1,
+        }],
+    };
+    // Stuck: a Have of a chunk of peer 2's stripe gets that chunk asked of peer 2, nothing else.
+    let c2 = (0..12).find(|i| owner_of(&a, *i) == id(2)).unwrap();
+    let got = chunk_asks(&recv(&mut node, t(4), id(2), have(c2)));
+    assert_eq!(
+        got.iter().map(|r| (r.0, r.3)).collect::<Vec<_>>(),
+        vec![(id(2), c2)],
+        "{got:?}"
+    );
+    assert!(chunk_asks(&recv(&mut node, t(5), id(2), chunk(got[0].1, c2))).is_empty());
+    // Nothing in flight, idle past the patience, no timer input yet: a Have of a chunk it
+    // holds has it ask the origin for one chunk of the others' stripes.
+    let got = chunk_asks(&recv(&mut node, t(5) + patience * 2, id(3), have(c2)));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, id(1), "{got:?}");
+    assert!(!own.contains(&got[0].3) && got[0].3 != c2, "{got:?}");
+}
