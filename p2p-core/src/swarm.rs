@@ -1372,32 +1372,66 @@ impl Swarms {
             .filter(|p| room(p) && !s.bad.contains(p))
             .copied()
             .collect();
-        let mut best: Option<((bool, u16, u64), u32)> = None;
-        let all = 0..s.manifest.count();
-        let indices: &mut dyn Iterator<Item = u32> = match only {
-            Some(fresh) => &mut fresh.iter().copied(),
-            None => &mut all.into_iter(),
-        };
-        for i in indices {
-            if s.parts.has(i)
+        // The chunks some partial holder with room (and not excluded) offers, as one bitset:
+        // a chunk among them beats every other (`!partial_ok` leads the key).
+        let mut offered = Bits::new(s.manifest.count());
+        for (p, bits) in &s.partial {
+            if room(p) && !s.bad.contains(p) {
+                for (w, b) in offered.0.iter_mut().zip(&bits.0) {
+                    *w |= b;
+                }
+            }
+        }
+        let open = |i: u32| {
+            !(s.parts.has(i)
                 || s.asked[i as usize].is_some()
                 || s.checking.iter().any(|c| c.0 == i)
-                || s.awaits_push(i, cx.now, cx.cfg)
-            {
-                continue;
+                || s.awaits_push(i, cx.now, cx.cfg))
+        };
+        let full_ok = |i: u32| !full_open.is_empty() && (fallback || s.asks_full(i, cx.me));
+        let key = |i: u32, partial_ok: bool| {
+            (
+                !partial_ok,
+                s.avail[i as usize],
+                keyed_hash(&self.salt, (id, i)),
+            )
+        };
+        let mut best: Option<((bool, u16, u64), u32)> = None;
+        let consider = |best: &mut Option<((bool, u16, u64), u32)>, i: u32, partial_ok: bool| {
+            let k = key(i, partial_ok);
+            if best.is_none_or(|(b, _)| k < b) {
+                *best = Some((k, i));
             }
-            let avail = s.avail[i as usize];
-            let partial_ok = avail > 0
-                && s.partial
-                    .iter()
-                    .any(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p));
-            let full_ok = !full_open.is_empty() && (fallback || s.asks_full(i, cx.me));
-            if !partial_ok && !full_ok {
-                continue;
+        };
+        match only {
+            Some(fresh) => {
+                for &i in fresh {
+                    let partial_ok = offered.get(i);
+                    if open(i) && (partial_ok || full_ok(i)) {
+                        consider(&mut best, i, partial_ok);
+                    }
+                }
             }
-            let key = (!partial_ok, avail, keyed_hash(&self.salt, (id, i)));
-            if best.is_none_or(|(b, _)| key < b) {
-                best = Some((key, i));
+            None => {
+                // First the offered chunks, a word of the bitset at a time.
+                for (w, &word) in offered.0.iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let i = w as u32 * 64 + bits.trailing_zeros();
+                        bits &= bits - 1;
+                        if open(i) {
+                            consider(&mut best, i, true);
+                        }
+                    }
+                }
+                // Then, if none is open, those a full holder may be asked for.
+                if best.is_none() && !full_open.is_empty() {
+                    for i in 0..s.manifest.count() {
+                        if open(i) && full_ok(i) {
+                            consider(&mut best, i, false);
+                        }
+                    }
+                }
             }
         }
         let (_, i) = best?;
