@@ -1,10 +1,12 @@
-//! Core cost: adverts handled per second (advert in -> priority decision -> request out), and
-//! bytes of state per tracked advert (printed; measured with a counting allocator).
+//! Core cost: adverts handled per second (advert in -> priority decision -> request out), a chunk
+//! answered in a swarm of many chunks (verify, write, choose and ask the next chunk), and bytes
+//! of state per tracked advert (printed; measured with a counting allocator).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use p2p_core::chunks::Manifest;
 use p2p_core::{
-    Advert, ArtifactId, Bytes, Config, Decision, Input, Kind, Message, Node, NodeId, Output,
-    PriorityFnRef, Time,
+    Advert, Artifact, ArtifactId, Bytes, ChunkRange, Config, Decision, Input, Kind, Message, Node,
+    NodeId, Output, PriorityFnRef, RequestId, Time,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,5 +241,121 @@ fn bench_state(_c: &mut Criterion) {
     report_state_per_advert();
 }
 
-criterion_group!(benches, bench_adverts, bench_crafted, bench_state);
+/// Chunks of the swarm in [`bench_swarm`] (a 4 GiB artifact in the default 128 KiB chunks has
+/// as many), and their size.
+const SWARM_CHUNKS: u32 = 32_768;
+const SWARM_CHUNK: u32 = 4096;
+
+/// A node swarming an artifact of [`SWARM_CHUNKS`] chunks that peer 0 holds whole and every other
+/// peer holds in part (each every chunk of its own index modulo the peers), with the chunk
+/// requests it sent: (peer, request, chunk).
+fn swarming(a: &Artifact, m: &Manifest) -> (Node, Vec<(NodeId, RequestId, u32)>) {
+    let cfg = Config {
+        chunk_size: SWARM_CHUNK,
+        ..roomy()
+    };
+    let mut node = node(cfg);
+    let mut asks = Vec::new();
+    let take = |node: &mut Node, asks: &mut Vec<(NodeId, RequestId, u32)>| {
+        let mut manifest_req = None;
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send {
+                    to,
+                    msg: Message::ChunkRequest { req_id, index, .. },
+                    ..
+                } => asks.push((to, req_id, index)),
+                Output::Send {
+                    msg: Message::Request { req_id, .. },
+                    ..
+                } => manifest_req = Some(req_id),
+                _ => {}
+            }
+        }
+        manifest_req
+    };
+    let msg = |from, msg| Input::Message { from, msg };
+    node.handle_input(Time::ZERO, msg(peer(0), Message::Adverts(vec![a.advert()])))
+        .unwrap();
+    let req_id = take(&mut node, &mut asks).expect("the manifest is asked for");
+    let answer = Message::Response {
+        req_id,
+        id: a.id,
+        data: m.root().clone(),
+    };
+    node.handle_input(Time::ZERO, msg(peer(0), answer)).unwrap();
+    take(&mut node, &mut asks);
+    for p in 1..PEERS {
+        let ranges = (p as u32..SWARM_CHUNKS)
+            .step_by(PEERS - 1)
+            .map(|i| ChunkRange {
+                start: i,
+                end: i + 1,
+            })
+            .collect::<Vec<_>>();
+        for part in ranges.chunks(1024) {
+            let have = Message::Have {
+                id: a.id,
+                ranges: part.to_vec(),
+            };
+            node.handle_input(Time::ZERO, msg(peer(p), have)).unwrap();
+            take(&mut node, &mut asks);
+        }
+    }
+    (node, asks)
+}
+
+/// One chunk answered in a swarm of [`SWARM_CHUNKS`] chunks with eight holders: the chunk is
+/// verified and written, and the next one chosen and asked for.
+fn bench_swarm(c: &mut Criterion) {
+    let data: Vec<u8> = (0..SWARM_CHUNKS as usize * SWARM_CHUNK as usize)
+        .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
+        .collect();
+    let a = Artifact::with_chunk_size(Kind(1), Bytes::new(), data, SWARM_CHUNK);
+    let m = Manifest::build(&a.data, SWARM_CHUNK).expect("chunked");
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("chunk_answer_in_a_swarm_of_32768_chunks", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            let (mut node, mut asks) = swarming(&a, &m);
+            for _ in 0..iters {
+                let Some((from, req_id, index)) = asks.pop() else {
+                    (node, asks) = swarming(&a, &m);
+                    continue;
+                };
+                let answer = Message::Chunk {
+                    req_id,
+                    id: a.id,
+                    index,
+                    data: m.slice(&a.data, index).expect("a chunk"),
+                };
+                let start = std::time::Instant::now();
+                node.handle_input(Time::ZERO, Input::Message { from, msg: answer })
+                    .unwrap();
+                while let Some(out) = node.poll_output() {
+                    if let Output::Send {
+                        to,
+                        msg: Message::ChunkRequest { req_id, index, .. },
+                        ..
+                    } = out
+                    {
+                        asks.push((to, req_id, index));
+                    }
+                }
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_adverts,
+    bench_crafted,
+    bench_swarm,
+    bench_state
+);
 criterion_main!(benches);
