@@ -639,6 +639,9 @@ impl Harness {
     }
 
     fn check_bounds(&self) -> Result<(), String> {
+        if !self.node.indexes_agree() {
+            return Err("a swarm's index of ready chunks disagrees with their state".into());
+        }
         let t = self.node.table_sizes();
         match t.exceeded(&self.cfg, PEERS).first() {
             None => Ok(()),

@@ -159,6 +159,14 @@ impl Node {
         self.peers.ids()
     }
 
+    /// Whether the swarms' indexes agree with the state they index (for the invariant checks
+    /// of the property tests and the fuzz target).
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn indexes_agree(&self) -> bool {
+        self.swarms.ready_is_exact()
+    }
+
     /// Sizes of every table a peer can grow, for bound checks.
     pub fn table_sizes(&self) -> TableSizes {
         TableSizes {

@@ -130,6 +130,15 @@ struct Swarm {
     whole: Option<Bytes>,
     /// The request in flight per chunk.
     asked: Vec<Option<RequestId>>,
+    /// Per chunk, the keyed hash that breaks ties between equally rare chunks.
+    tiebreak: Vec<u64>,
+    /// The chunks a partial holder has and this node neither holds, nor asked for, nor is
+    /// checking, by (partial holders, tiebreak, index): the order `Swarms::pick` takes them in.
+    ready: BTreeSet<(u16, u64, u32)>,
+    /// Per chunk, its partial holders as `ready` has it (`None`: not in `ready`).
+    ready_at: Vec<Option<u16>>,
+    /// The chunks in `ready`, as bits.
+    ready_bits: Bits,
     /// Who fetches each chunk from the full holders: chunk `i` belongs to
     /// `takers[(i + offset) % takers.len()]` (see [`Swarm::asks_full`]).
     stripes: Stripes,
@@ -215,6 +224,47 @@ impl Swarm {
     }
 
     /// Whether it has no request in flight and no chunk waiting for its hash.
+    /// Chunk `i`'s place in `ready` as its state says: its partial holders, if it has any
+    /// and this node neither holds it, nor asked for it, nor is checking it.
+    fn ready_as(&self, i: u32) -> Option<u16> {
+        let k = i as usize;
+        (!self.parts.has(i)
+            && self.asked[k].is_none()
+            && self.avail[k] > 0
+            && !self.checking.iter().any(|c| c.0 == i))
+        .then_some(self.avail[k])
+    }
+
+    /// Puts chunk `i` in `ready` (or takes it out, or moves it) as its state now says.
+    fn refresh(&mut self, i: u32) {
+        let k = i as usize;
+        let now = self.ready_as(i);
+        let was = self.ready_at[k];
+        if was != now {
+            if let Some(a) = was {
+                self.ready.remove(&(a, self.tiebreak[k], i));
+                self.ready_bits.clear(i);
+            }
+            if let Some(a) = now {
+                self.ready.insert((a, self.tiebreak[k], i));
+                self.ready_bits.set(i);
+            }
+            self.ready_at[k] = now;
+        }
+    }
+
+    /// Whether `ready` holds exactly the chunks its state says.
+    #[cfg(any(test, feature = "fuzzing"))]
+    fn ready_is_exact(&self) -> bool {
+        (0..self.manifest.count()).all(|i| self.ready_at[i as usize] == self.ready_as(i))
+            && self.ready.len() == self.ready_at.iter().flatten().count()
+            && self.ready.iter().all(|&(a, t, i)| {
+                self.ready_at[i as usize] == Some(a) && self.tiebreak[i as usize] == t
+            })
+            && (0..self.manifest.count())
+                .all(|i| self.ready_bits.get(i) == self.ready_at[i as usize].is_some())
+    }
+
     fn is_idle(&self) -> bool {
         self.asked.iter().all(Option::is_none) && self.checking.is_empty()
     }
@@ -494,6 +544,12 @@ impl Swarms {
             parts: Assembly::new(&manifest, &cx.cfg.storage),
             whole: None,
             asked: vec![None; count as usize],
+            tiebreak: (0..count)
+                .map(|i| keyed_hash(&self.salt, (&manifest.id(), i)))
+                .collect(),
+            ready: BTreeSet::new(),
+            ready_at: vec![None; count as usize],
+            ready_bits: Bits::new(count),
             avail: vec![0; count as usize],
             advert,
             priority,
@@ -575,7 +631,10 @@ impl Swarms {
             match s.asked.get_mut(index as usize) {
                 // A timed-out one stays awaited, as any timed-out request.
                 Some(_) if !live => {}
-                Some(slot @ None) => *slot = Some(req_id),
+                Some(slot @ None) => {
+                    *slot = Some(req_id);
+                    s.refresh(index);
+                }
                 _ => stray.push(req_id),
             }
         }
@@ -690,6 +749,7 @@ impl Swarms {
             for i in r.start..r.end {
                 if s.partial[pos].1.set(i) {
                     s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+                    s.refresh(i);
                     if narrow && !s.parts.has(i) && s.asked[i as usize].is_none() {
                         if s.fresh.len() >= FRESH_MAX {
                             narrow = false;
@@ -811,6 +871,7 @@ impl Swarms {
             && *asked == Some(req_id)
         {
             *asked = None;
+            s.refresh(req.index);
             s.dirty = true;
         }
         Some(req)
@@ -848,6 +909,7 @@ impl Swarms {
                 {
                     s.avail[index as usize] -= 1;
                 }
+                s.refresh(index);
                 s.dirty = true;
             }
         }
@@ -933,6 +995,7 @@ impl Swarms {
             {
                 s.avail[req.index as usize] -= 1;
             }
+            s.refresh(req.index);
         }
         true
     }
@@ -1046,7 +1109,9 @@ impl Swarms {
         if ok {
             s.gained = now;
         }
-        Some((peer, judge(s, id, index, data, peer, ok)))
+        let answer = judge(s, id, index, data, peer, ok);
+        s.refresh(index);
+        Some((peer, answer))
     }
 }
 
@@ -1067,13 +1132,16 @@ fn check_chunk(
             data: data.clone(),
         });
         s.checking.push((index, data, peer));
+        s.refresh(index);
         return ChunkAnswer::Checking;
     }
     let ok = s.manifest.verify_chunk(index, &data);
     if ok {
         s.gained = now;
     }
-    judge(s, id, index, data, peer, ok)
+    let answer = judge(s, id, index, data, peer, ok);
+    s.refresh(index);
+    answer
 }
 
 /// Keeps a chunk whose hash matched (`ok`), or excludes its sender; the whole artifact once
@@ -1183,6 +1251,7 @@ impl Swarms {
         s.overdue = false;
         s.parts.clear();
         s.checking.clear();
+        (0..s.manifest.count()).for_each(|i| s.refresh(i));
         s.announce.clear();
         s.unannounced.clear();
         s.expect.iter_mut().for_each(|e| *e = None);
@@ -1329,6 +1398,12 @@ impl Swarms {
         }
     }
 
+    /// Whether every swarm's `ready` index agrees with its chunks' state.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn ready_is_exact(&self) -> bool {
+        self.table.values().all(Swarm::ready_is_exact)
+    }
+
     /// Whether an active swarm has a chunk this node is to ask the full holders for (its
     /// stripe, [`Swarm::asks_full`]) that it has not asked for, no partial holder offers and a
     /// full holder not excluded holds.
@@ -1413,14 +1488,29 @@ impl Swarms {
                 }
             }
             None => {
-                // First the offered chunks, a word of the bitset at a time.
-                for (w, &word) in offered.0.iter().enumerate() {
-                    let mut bits = word;
-                    while bits != 0 {
-                        let i = w as u32 * 64 + bits.trailing_zeros();
-                        bits &= bits - 1;
-                        if open(i) {
-                            consider(&mut best, i, true);
+                // First the chunks partial holders with room offer that are ready. Where they
+                // are many, walk `ready` (in the key's order) to the first one offered; where
+                // few, look at each.
+                for (w, r) in offered.0.iter_mut().zip(&s.ready_bits.0) {
+                    *w &= r;
+                }
+                let offers: usize = offered.0.iter().map(|w| w.count_ones() as usize).sum();
+                if offers > 0 && offers >= s.ready.len() / 8 {
+                    for &(avail, tiebreak, i) in &s.ready {
+                        if offered.get(i) && !s.awaits_push(i, cx.now, cx.cfg) {
+                            best = Some(((false, avail, tiebreak), i));
+                            break;
+                        }
+                    }
+                } else {
+                    for (w, &word) in offered.0.iter().enumerate() {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let i = w as u32 * 64 + bits.trailing_zeros();
+                            bits &= bits - 1;
+                            if open(i) {
+                                consider(&mut best, i, true);
+                            }
                         }
                     }
                 }
@@ -1465,6 +1555,7 @@ impl Swarms {
         let req_id = self.send_request((id, index, len), peer, priority, cx);
         let s = self.table.get_mut(&id).expect("swarm exists");
         s.asked[index as usize] = Some(req_id);
+        s.refresh(index);
         // The chunk's owner would push it too: tell it this node fetches it elsewhere.
         if s.stripes.complete && !s.stripes.takers.is_empty() {
             let owner = s.stripes.takers[s.stripes.owner(index)];
@@ -1685,6 +1776,7 @@ fn mark_holds(s: &mut Swarm, peer: NodeId, i: u32) {
     };
     if s.partial[pos].1.set(i) {
         s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
+        s.refresh(i);
     }
 }
 
@@ -1863,6 +1955,7 @@ fn drop_partial(s: &mut Swarm, peer: NodeId) {
         for i in 0..s.manifest.count() {
             if bits.get(i) {
                 s.avail[i as usize] -= 1;
+                s.refresh(i);
             }
         }
         s.dirty = true;
