@@ -166,8 +166,9 @@ declare_metrics! {
     /// Queued answers dropped before any of their bytes were sent, because the requester
     /// cancelled the request (the core's `Output::Cancel`).
     answers_cancelled: Counter,
-    /// Queued pushed chunks dropped before any of their bytes were sent, because their
-    /// receiver said it holds them (the core's `Output::CancelPushes`).
+    /// Queued pushes (of chunks, or of small artifacts whole) dropped before any of their
+    /// bytes were sent, because their receiver said it holds them (the core's
+    /// `Output::CancelPushes`).
     pushes_cancelled: Counter,
     /// Times a peer's send queue passed its high-water mark (the core was told it is congested).
     congestion_events: Counter,
