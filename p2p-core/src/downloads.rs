@@ -73,14 +73,17 @@ enum NoSource {
 
 /// What became of an answer (a response or a not-found) to a request.
 pub(crate) enum Answer {
-    /// No such request to that peer for that artifact: a protocol violation.
+    /// No such request to that peer for that artifact, and no such request ever made: a
+    /// protocol violation.
     Unsolicited,
     /// Not found: the source is forgotten and the download retried elsewhere.
     NotFound,
     /// The bytes do not hash to the id: the source is forgotten, the download retried, and the
     /// peer is to be penalized.
     BadData,
-    /// Right bytes for a download that no longer exists (delivered already, or unwanted).
+    /// Right bytes for a download that no longer exists (delivered already, or unwanted), or
+    /// an answer to a request that ended (cancelled when the artifact arrived from elsewhere,
+    /// or answered already), dropped unread.
     Late,
     /// The artifact, verified, to deliver.
     Fetched(Artifact),
@@ -590,6 +593,14 @@ impl Downloads {
     ) -> Answer {
         match self.requests.get(&req_id) {
             Some(req) if req.peer == from && req.id == id => {}
+            // Ended: most often cancelled when the artifact arrived from elsewhere after the
+            // answer had started. It is dropped unread, as a late chunk is.
+            None if self.requests.issued(req_id) => {
+                if data.is_some() {
+                    cx.sink.metrics.duplicates += 1;
+                }
+                return Answer::Late;
+            }
             _ => return Answer::Unsolicited,
         }
         self.finish_request(req_id, cx);
@@ -658,7 +669,10 @@ impl Downloads {
     }
 
     /// Ends the download of `id` if there is one (the artifact arrived or was published), adding
-    /// its sources to `holders`; returns whether there was one.
+    /// its sources to `holders`; returns whether there was one. Its requests still awaiting
+    /// an answer end and are cancelled on the wire: the peer drops the answer if it has not
+    /// started (a small artifact pushed by its origin often arrives while a relay's answer
+    /// waits in the relay's uplink).
     pub(crate) fn end_with_holders(
         &mut self,
         id: ArtifactId,
@@ -670,6 +684,14 @@ impl Downloads {
         };
         for s in &dl.sources {
             add_holder(holders, cx.peers.key_of_slot(*s));
+        }
+        let active = dl.active.clone();
+        for req_id in active {
+            if let Some(req) = self.finish_request(req_id, cx) {
+                cx.sink
+                    .send(req.peer, Message::Cancel { req_id }, Class::Control);
+                cx.sink.metrics.requests_cancelled += 1;
+            }
         }
         self.end_download(id, cx);
         true
@@ -1215,8 +1237,11 @@ mod tests {
             (b.dl.len(), b.dl.requests_len(), b.peers.tracked_adverts()),
             (0, 0, 0)
         );
+        // An answer to a request that ended is dropped unread; one never made is a violation.
         let again = b.run(|d, cx| d.on_answer(to, req_id, art.id, None, cx));
-        assert!(matches!(again, Answer::Unsolicited));
+        assert!(matches!(again, Answer::Late));
+        let never = b.run(|d, cx| d.on_answer(to, req_id + 1, art.id, None, cx));
+        assert!(matches!(never, Answer::Unsolicited));
     }
 
     #[test]

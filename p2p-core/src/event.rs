@@ -101,6 +101,9 @@ pub enum Output {
     },
     /// Drop the chunks of `id` pushed to `to` whose indices lie in `ranges` if they have not
     /// started on the wire (the peer says it holds them); a push already partly sent finishes.
+    /// A small artifact pushed whole counts as its chunk 0 ([`Revocable::Push`]).
+    ///
+    /// [`Revocable::Push`]: crate::Revocable::Push
     CancelPushes {
         /// The peer.
         to: NodeId,

@@ -110,11 +110,12 @@ pub enum Revocable {
     /// The answer to a request (a response, a requested chunk or a not-found): dropped when the
     /// requester cancels the request.
     Answer(RequestId),
-    /// A pushed chunk: dropped when its receiver says it holds the chunk.
+    /// A pushed chunk, or a pushed artifact (a [`Message::Push`], as index 0): dropped when its
+    /// receiver says it holds the chunk or the artifact.
     Push {
         /// The artifact.
         id: ArtifactId,
-        /// The chunk's index.
+        /// The chunk's index (0 for a whole artifact).
         index: u32,
     },
 }
@@ -171,9 +172,13 @@ impl Message {
     }
 
     /// What the sender may still drop of this message before it starts on the wire: an
-    /// answer ([`Message::answers`]) or a pushed chunk.
+    /// answer ([`Message::answers`]), a pushed chunk or a pushed artifact.
     pub fn revocable(&self) -> Option<Revocable> {
         match self {
+            Message::Push { advert, .. } => Some(Revocable::Push {
+                id: advert.id,
+                index: 0,
+            }),
             Message::Chunk {
                 req_id: PUSHED_CHUNK,
                 id,

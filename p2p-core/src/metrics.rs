@@ -130,6 +130,8 @@ declare_metrics! {
     pushes_unwanted: Counter,
     /// Chunk requests cancelled on the wire (the artifact completed or was dropped).
     chunks_cancelled: Counter,
+    /// Requests cancelled on the wire because the artifact arrived from another peer first.
+    requests_cancelled: Counter,
     /// `Cancel` messages received: a peer no longer wanted an answer.
     cancels_received: Counter,
     /// Chunked downloads set back to wait because no chunk arrived for two chunk request

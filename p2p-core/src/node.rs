@@ -496,7 +496,16 @@ impl Node {
         }
         let state = self.peers.get(&from).expect("peer is connected");
         let (key, slot) = (state.key, state.slot);
-        if self.pool.note_holder(&advert.id, key) {
+        if let Some(new) = self.pool.note_holder(&advert.id, key) {
+            if new && self.pool.pushed(&advert.id) {
+                // It got the artifact elsewhere first (a relay was faster than this node's
+                // pushes): a push to it still queued would arrive as a duplicate.
+                self.sink.push(Output::CancelPushes {
+                    to: from,
+                    id: advert.id,
+                    ranges: vec![ChunkRange { start: 0, end: 1 }],
+                });
+            }
             return;
         }
         if self.swarms.contains(&advert.id) {
@@ -610,7 +619,7 @@ impl Node {
         }
         let id = advert.id;
         let key = self.peers.get(&from).expect("peer is connected").key;
-        if self.pool.note_holder(&id, key) {
+        if self.pool.note_holder(&id, key).is_some() {
             self.sink.metrics.duplicates += 1;
             return;
         }

@@ -23,6 +23,8 @@ struct PoolEntry {
     holders: Holders,
     /// Its place in the order of pooling.
     seq: u64,
+    /// Whether this node pushed it to its peers (it is small and was published here).
+    pushed: bool,
 }
 
 /// The artifacts this node serves and the artifacts it delivered.
@@ -135,18 +137,21 @@ impl Pool {
         range.next().map_or(end, |(seq, _)| *seq)
     }
 
+    /// Whether this node pushed the pooled artifact `id` to its peers when it pooled it: a
+    /// peer that announces it holds `id` needs no push of it that has not started yet.
+    pub(crate) fn pushed(&self, id: &ArtifactId) -> bool {
+        self.entries.get(id).is_some_and(|e| e.pushed)
+    }
+
     /// Records the peer `key` as a holder of `id` if this node pools or delivered it; returns
-    /// whether it does.
-    pub(crate) fn note_holder(&mut self, id: &ArtifactId, key: PeerKey) -> bool {
+    /// `None` if it does not, else whether `key` was not recorded as a holder before.
+    pub(crate) fn note_holder(&mut self, id: &ArtifactId, key: PeerKey) -> Option<bool> {
         if let Some(entry) = self.entries.get_mut(id) {
-            add_holder(&mut entry.holders, key);
-            return true;
+            return Some(add_holder(&mut entry.holders, key));
         }
-        if let Some(holders) = self.delivered.get_mut(id) {
-            add_holder(holders, key);
-            return true;
-        }
-        false
+        self.delivered
+            .get_mut(id)
+            .map(|holders| add_holder(holders, key))
     }
 
     /// Forgets the peer `key` as a holder of `id` (it withdrew it).
@@ -189,7 +194,8 @@ impl Pool {
         };
         let size = artifact.data.len() as u64;
         let advert = artifact.advert();
-        if !relay && size <= cfg.push_threshold {
+        let pushed = !relay && size <= cfg.push_threshold;
+        if pushed {
             peers.for_each_other(&holders, |to| {
                 let msg = Message::Push {
                     advert: advert.clone(),
@@ -212,6 +218,7 @@ impl Pool {
                 manifest,
                 holders,
                 seq,
+                pushed,
             },
         );
     }
@@ -229,11 +236,13 @@ impl Pool {
     }
 }
 
-/// Adds `peer` to a holder list unless it is there already.
-pub(crate) fn add_holder(holders: &mut Holders, peer: PeerKey) {
-    if !holders.contains(&peer) {
+/// Adds `peer` to a holder list unless it is there already; returns whether it was added.
+pub(crate) fn add_holder(holders: &mut Holders, peer: PeerKey) -> bool {
+    let new = !holders.contains(&peer);
+    if new {
         holders.push(peer);
     }
+    new
 }
 
 #[cfg(test)]
@@ -334,10 +343,10 @@ mod tests {
         let cfg = Config::default();
         let mut pool = Pool::new(SaltedState::new(1));
         let art = Artifact::new(Kind(0), &b""[..], vec![1u8; 10]);
-        assert!(!pool.note_holder(&art.id, 3));
+        assert_eq!(pool.note_holder(&art.id, 3), None);
         pool.remember_delivered(art.id, Holders::new(), &cfg);
-        assert!(pool.note_holder(&art.id, 3));
-        assert!(pool.note_holder(&art.id, 3));
+        assert_eq!(pool.note_holder(&art.id, 3), Some(true));
+        assert_eq!(pool.note_holder(&art.id, 3), Some(false));
         assert_eq!(pool.delivered_len(), 1);
         let (mut peers, _, _) = two_peers(&cfg);
         let mut sink = Sink::default();

@@ -57,6 +57,11 @@ impl Requests {
         self.map.get_mut(id)
     }
 
+    /// Whether `id` was handed out (it may have ended since).
+    pub(crate) fn issued(&self, id: RequestId) -> bool {
+        id != 0 && id < self.next_id
+    }
+
     /// Ends the request `id`.
     pub(crate) fn remove(&mut self, id: &RequestId) -> Option<Req> {
         self.map.remove(id)

@@ -24,6 +24,9 @@
 //! is dropped and arrives again R ms later (default 20), with the frames its connection sent
 //! after it.
 //!
+//! `--breakdown` also prints, to stderr, the wire bytes per message type and the counters
+//! that say how often each node received each artifact.
+//!
 //! The line also gives the chunk messages the artifacts' origins sent (`origin_chunk_sends`,
 //! against `chunks`, the artifacts' chunks in all) and the chunk requests made to full holders
 //! outside a node's stripe (`chunks_asked_handed_over`, `chunks_asked_idle`, `chunks_asked_overdue`: the core's
@@ -245,6 +248,28 @@ fn run(args: &[String]) -> Result<String, String> {
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, v)| *v)
     };
+    if args.iter().any(|a| a == "--breakdown") {
+        let ideal = report.ideal_bytes.max(1) as f64;
+        for (name, n, bytes) in &report.wire_by_message {
+            eprintln!(
+                "{name:>13}: {n:>9} messages {bytes:>12} wire bytes ({:.4} of the ideal)",
+                *bytes as f64 / ideal
+            );
+        }
+        for name in [
+            "delivered",
+            "pushes_received",
+            "responses_received",
+            "duplicates",
+            "adverts_sent",
+            "adverts_received",
+            "requests_sent",
+            "timeouts",
+            "retries",
+        ] {
+            eprintln!("{name:>18}: {}", counter(name));
+        }
+    }
     let chunks: u64 = report.artifacts.iter().map(|a| u64::from(a.chunks)).sum();
     let origin_sends: u64 = report.artifacts.iter().map(|a| a.origin_chunk_sends).sum();
     Ok(format!(

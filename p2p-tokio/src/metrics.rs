@@ -166,8 +166,9 @@ declare_metrics! {
     /// Queued answers dropped before any of their bytes were sent, because the requester
     /// cancelled the request (the core's `Output::Cancel`).
     answers_cancelled: Counter,
-    /// Queued pushed chunks dropped before any of their bytes were sent, because their
-    /// receiver said it holds them (the core's `Output::CancelPushes`).
+    /// Queued pushes (of chunks, or of small artifacts whole) dropped before any of their
+    /// bytes were sent, because their receiver said it holds them (the core's
+    /// `Output::CancelPushes`).
     pushes_cancelled: Counter,
     /// Times a peer's send queue passed its high-water mark (the core was told it is congested).
     congestion_events: Counter,
@@ -288,7 +289,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 75);
+        assert_eq!(names.len(), 76);
     }
 
     #[test]
@@ -318,7 +319,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 75);
+        assert_eq!(values.len(), 76);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

@@ -9,4 +9,5 @@ mod behaviour;
 mod churn;
 mod liveness;
 mod properties;
+mod relay;
 mod swarm;

@@ -1584,6 +1584,7 @@ impl Sim<'_> {
             artifacts: deliveries.figures,
             latency_by_kind,
             wire_bytes: self.net.wire_bytes(),
+            wire_by_message: self.net.wire_by_message(),
             frames_dropped: self.net.frames_dropped(),
             ideal_bytes: deliveries.ideal,
             counters: self.counters(),

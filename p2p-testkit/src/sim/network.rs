@@ -44,7 +44,7 @@ use p2p_transport::codec::HELLO_LEN;
 use p2p_transport::conn::{ConnConfig, ConnError, KeepaliveTimer, ReceiveTimers};
 use p2p_transport::mux::MuxConfig;
 use p2p_transport::sched::Scheduler;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Smallest per-connection window (bytes sent and not yet through the receiver's downlink).
@@ -249,6 +249,8 @@ pub(super) struct Network {
     /// High and low water marks of queued bytes per direction.
     congestion: Option<(u64, u64)>,
     wire_bytes: u64,
+    /// The counted messages and their wire bytes, by message type.
+    wire_by_message: BTreeMap<&'static str, (u64, u64)>,
     /// The write stall timeout, and per node whether its sends are watched by it.
     write_stall: Option<(u64, Vec<bool>)>,
     /// The connection layer's timer settings, and per node what it runs of them (none: every
@@ -312,6 +314,7 @@ impl Network {
             rng,
             congestion,
             wire_bytes: 0,
+            wire_by_message: BTreeMap::new(),
             write_stall: write_stall.map(|(t, w)| (nanos(t).max(1), w)),
             timers,
             cpu: None,
@@ -408,6 +411,14 @@ impl Network {
     /// Bytes queued by the senders counted in [`Network::enqueue`].
     pub(super) fn wire_bytes(&self) -> u64 {
         self.wire_bytes
+    }
+
+    /// The messages counted in [`Network::wire_bytes`] and their wire bytes, by message type.
+    pub(super) fn wire_by_message(&self) -> Vec<(&'static str, u64, u64)> {
+        self.wire_by_message
+            .iter()
+            .map(|(name, (n, bytes))| (*name, *n, *bytes))
+            .collect()
     }
 
     /// Sets both directions of `i`'s bandwidth.
@@ -658,7 +669,11 @@ impl Network {
         }
         let d = dir(from, to);
         if count {
-            self.wire_bytes += wire_len(&msg) as u64;
+            let len = wire_len(&msg) as u64;
+            self.wire_bytes += len;
+            let e = self.wire_by_message.entry(msg.name()).or_default();
+            e.0 += 1;
+            e.1 += len;
         }
         let enc = encoded_len(&msg);
         let stream = conn.next_stream[d];
@@ -703,10 +718,16 @@ impl Network {
             return (false, false);
         };
         let mut freed = 0u64;
+        let by_message = &mut self.wire_by_message;
         let dropped = sched.remove_unstarted(|q| {
             let hit = q.msg.revocable().is_some_and(&drop);
             if hit {
-                freed += wire_len(&q.msg) as u64;
+                let len = wire_len(&q.msg) as u64;
+                freed += len;
+                if count && let Some(e) = by_message.get_mut(q.msg.name()) {
+                    e.0 -= 1;
+                    e.1 -= len;
+                }
             }
             hit
         }) > 0;

@@ -157,6 +157,9 @@ pub struct Report {
     pub latency_by_kind: Vec<(Kind, LatencyStats)>,
     /// Bytes sent on the wire by honest nodes (frames and headers included).
     pub wire_bytes: u64,
+    /// Of those, per message type (its [`p2p_core::Message::name`]): how many messages and
+    /// their wire bytes.
+    pub wire_by_message: Vec<(&'static str, u64, u64)>,
     /// Frames the downlinks dropped and the senders recovered ([`crate::sim::Scenario::tail_drop`]).
     pub frames_dropped: u64,
     /// The ideal: each artifact's size times the number of other honest nodes expected to get it.

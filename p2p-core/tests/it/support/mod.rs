@@ -86,18 +86,27 @@ pub fn delivered(outs: &[Output]) -> Vec<Artifact> {
 }
 
 /// A tiny network: every Send goes into a per-link FIFO; links are served in a seeded random
-/// order, so messages of different links interleave arbitrarily.
+/// order, so messages of different links interleave arbitrarily ([`Net::run_until`]), or each
+/// node sends one message at a time as over one uplink ([`Net::run_uplinks_until_quiet`]).
 pub struct Net {
     pub nodes: Vec<Node>,
     pub now: Time,
-    links: BTreeMap<(usize, usize), VecDeque<Message>>,
+    /// Per link, its queued messages.
+    links: BTreeMap<(usize, usize), VecDeque<Queued>>,
+    sent: u64,
     connected: BTreeMap<(usize, usize), bool>,
     pub deliveries: Vec<Vec<Artifact>>,
     transcript: std::collections::hash_map::DefaultHasher,
     index: HashMap<NodeId, usize>,
     /// Nodes whose chunks are tampered with on the way out.
     pub faulty: BTreeMap<usize, ChunkFault>,
+    /// Nodes that advertise what they hold but never answer a request with it: their
+    /// responses are dropped on the way out.
+    pub withholding: std::collections::BTreeSet<usize>,
 }
+
+/// A queued message with its place in the order of sends and its class.
+type Queued = (u64, Class, Message);
 
 /// How a faulty node's chunks go wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,11 +143,13 @@ impl Net {
             nodes,
             now: Time::ZERO,
             links: BTreeMap::new(),
+            sent: 0,
             connected: BTreeMap::new(),
             deliveries: vec![Vec::new(); n],
             transcript: Default::default(),
             index: (0..n).map(|i| (id(i), i)).collect(),
             faulty: BTreeMap::new(),
+            withholding: Default::default(),
         }
     }
 
@@ -176,8 +187,11 @@ impl Net {
         while let Some(out) = self.nodes[node].poll_output() {
             format!("{node} {out:?}").hash(&mut self.transcript);
             match out {
-                Output::Send { to, mut msg, .. } => {
+                Output::Send { to, mut msg, class } => {
                     let to = self.index[&to];
+                    if matches!(msg, Message::Response { .. }) && self.withholding.contains(&node) {
+                        continue;
+                    }
                     if let Message::Chunk { data, .. } = &mut msg {
                         match self.faulty.get(&node) {
                             Some(ChunkFault::Silent) => continue,
@@ -188,7 +202,9 @@ impl Net {
                         }
                     }
                     if self.connected.get(&(node, to)).copied().unwrap_or(false) {
-                        self.links.entry((node, to)).or_default().push_back(msg);
+                        self.sent += 1;
+                        let q = self.links.entry((node, to)).or_default();
+                        q.push_back((self.sent, class, msg));
                     }
                 }
                 Output::Deliver { artifact, .. } => self.deliveries[node].push(artifact),
@@ -199,13 +215,15 @@ impl Net {
                 Output::Cancel { to, req_id } => {
                     // The answer is dropped if it is still queued on the link.
                     if let Some(q) = self.links.get_mut(&(node, self.index[&to])) {
-                        q.retain(|m| m.answers() != Some(req_id));
+                        q.retain(|(_, _, m)| m.answers() != Some(req_id));
                     }
                 }
                 Output::CancelPushes { to, id, ranges } => {
                     // The pushes are dropped if they are still queued on the link.
                     if let Some(q) = self.links.get_mut(&(node, self.index[&to])) {
-                        q.retain(|m| !m.revocable().is_some_and(|r| r.is_push_in(&id, &ranges)));
+                        q.retain(|(_, _, m)| {
+                            !m.revocable().is_some_and(|r| r.is_push_in(&id, &ranges))
+                        });
                     }
                 }
                 Output::HashChunk { id, index, data } => {
@@ -255,7 +273,61 @@ impl Net {
                 }
             }
             let (from, to) = busy[rng.below(busy.len() as u64) as usize];
-            let msg = self
+            let (_, _, msg) = self
+                .links
+                .get_mut(&(from, to))
+                .unwrap()
+                .pop_front()
+                .unwrap();
+            self.now = self.now + Duration::from_micros(100);
+            self.input(
+                to,
+                Input::Message {
+                    from: id(from),
+                    msg,
+                },
+            );
+        }
+        panic!("network did not go quiet");
+    }
+
+    /// Carries messages until none is in flight and no timer is due within a minute, each node
+    /// sending one message at a time as over one uplink: a seeded random node with messages
+    /// queued sends the first of them in the best class (the oldest among equals), so a
+    /// node's sends wait behind its earlier ones while other nodes send theirs.
+    pub fn run_uplinks_until_quiet(&mut self, seed: u64) {
+        let mut rng = Rng::new(seed);
+        for _ in 0..1_000_000 {
+            let mut busy: Vec<usize> = self
+                .links
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|((from, _), _)| *from)
+                .collect();
+            busy.dedup();
+            if busy.is_empty() {
+                let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+                match next {
+                    Some(t) if t <= self.now + Duration::from_secs(60) => {
+                        self.now = t.max(self.now);
+                        for i in 0..self.nodes.len() {
+                            if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                                self.input(i, Input::Timeout);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
+            let from = busy[rng.below(busy.len() as u64) as usize];
+            let (&(_, to), _) = self
+                .links
+                .range((from, 0)..(from + 1, 0))
+                .filter_map(|(k, q)| q.front().map(|(seq, class, _)| (k, (*class, *seq))))
+                .min_by_key(|(_, order)| *order)
+                .expect("a busy node has a queued message");
+            let (_, _, msg) = self
                 .links
                 .get_mut(&(from, to))
                 .unwrap()
