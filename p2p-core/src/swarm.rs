@@ -545,7 +545,7 @@ impl Swarms {
             whole: None,
             asked: vec![None; count as usize],
             tiebreak: (0..count)
-                .map(|i| keyed_hash(&self.salt, (&manifest.id(), i)))
+                .map(|i| keyed_hash(&self.salt, (&id, i)))
                 .collect(),
             ready: BTreeSet::new(),
             ready_at: vec![None; count as usize],
