@@ -1464,17 +1464,13 @@ impl Swarms {
                 || s.awaits_push(i, cx.now, cx.cfg))
         };
         let full_ok = |i: u32| !full_open.is_empty() && (fallback || s.asks_full(i, cx.me));
-        let key = |i: u32, partial_ok: bool| {
-            (
-                !partial_ok,
-                s.avail[i as usize],
-                keyed_hash(&self.salt, (id, i)),
-            )
-        };
+        let key =
+            |i: u32, partial_ok: bool| (!partial_ok, s.avail[i as usize], s.tiebreak[i as usize]);
         let mut best: Option<((bool, u16, u64), u32)> = None;
+        // Ties (equal keys) go to the lower index, whatever order the chunks are looked at in.
         let consider = |best: &mut Option<((bool, u16, u64), u32)>, i: u32, partial_ok: bool| {
             let k = key(i, partial_ok);
-            if best.is_none_or(|(b, _)| k < b) {
+            if best.is_none_or(|b| (k, i) < b) {
                 *best = Some((k, i));
             }
         };
@@ -1514,11 +1510,29 @@ impl Swarms {
                         }
                     }
                 }
-                // Then, if none is open, those a full holder may be asked for.
+                // Then, if none is open, those a full holder may be asked for: any chunk when
+                // falling back, else those of the stripes this node takes. Whether it takes
+                // chunk `i`'s stripe depends on `i` modulo the takers only, so each stripe is
+                // looked at once, then walked.
+                let count = s.manifest.count();
+                let takers = s.stripes.takers.len() as u32;
                 if best.is_none() && !full_open.is_empty() {
-                    for i in 0..s.manifest.count() {
-                        if open(i) && full_ok(i) {
-                            consider(&mut best, i, false);
+                    if fallback || takers == 0 {
+                        for i in 0..count {
+                            if open(i) {
+                                consider(&mut best, i, false);
+                            }
+                        }
+                    } else {
+                        for first in 0..takers.min(count) {
+                            if !s.asks_full(first, cx.me) {
+                                continue;
+                            }
+                            for i in (first..count).step_by(takers as usize) {
+                                if open(i) {
+                                    consider(&mut best, i, false);
+                                }
+                            }
                         }
                     }
                 }
