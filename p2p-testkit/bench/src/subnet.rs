@@ -253,9 +253,8 @@ impl Workload {
     /// The artifacts to publish on a subnet of `nodes` nodes, in publishing order.
     pub fn plan(&self, nodes: usize) -> Result<Vec<Planned>, SubnetError> {
         let mut out = Vec::with_capacity(self.small + self.large);
-        self.generate(nodes, |slot, rng| {
-            out.push(slot.make(rng, &StorageRef::memory()))
-        })?;
+        let memory = StorageRef::memory();
+        self.generate(nodes, |slot, rng| out.push(slot.make(rng, &memory)))?;
         out.sort_by_key(|p| p.at);
         Ok(out)
     }

@@ -258,35 +258,13 @@ impl Net {
                 .map(|(k, _)| *k)
                 .collect();
             if busy.is_empty() {
-                let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
-                match next {
-                    Some(t) if t <= self.now + Duration::from_secs(60) => {
-                        self.now = t.max(self.now);
-                        for i in 0..self.nodes.len() {
-                            if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                                self.input(i, Input::Timeout);
-                            }
-                        }
-                        continue;
-                    }
-                    _ => return false,
+                if self.fire_next_timers() {
+                    continue;
                 }
+                return false;
             }
             let (from, to) = busy[rng.below(busy.len() as u64) as usize];
-            let (_, _, msg) = self
-                .links
-                .get_mut(&(from, to))
-                .unwrap()
-                .pop_front()
-                .unwrap();
-            self.now = self.now + Duration::from_micros(100);
-            self.input(
-                to,
-                Input::Message {
-                    from: id(from),
-                    msg,
-                },
-            );
+            self.deliver(from, to);
         }
         panic!("network did not go quiet");
     }
@@ -306,19 +284,10 @@ impl Net {
                 .collect();
             busy.dedup();
             if busy.is_empty() {
-                let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
-                match next {
-                    Some(t) if t <= self.now + Duration::from_secs(60) => {
-                        self.now = t.max(self.now);
-                        for i in 0..self.nodes.len() {
-                            if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                                self.input(i, Input::Timeout);
-                            }
-                        }
-                        continue;
-                    }
-                    _ => return,
+                if self.fire_next_timers() {
+                    continue;
                 }
+                return;
             }
             let from = busy[rng.below(busy.len() as u64) as usize];
             let (&(_, to), _) = self
@@ -327,22 +296,45 @@ impl Net {
                 .filter_map(|(k, q)| q.front().map(|(seq, class, _)| (k, (*class, *seq))))
                 .min_by_key(|(_, order)| *order)
                 .expect("a busy node has a queued message");
-            let (_, _, msg) = self
-                .links
-                .get_mut(&(from, to))
-                .unwrap()
-                .pop_front()
-                .unwrap();
-            self.now = self.now + Duration::from_micros(100);
-            self.input(
-                to,
-                Input::Message {
-                    from: id(from),
-                    msg,
-                },
-            );
+            self.deliver(from, to);
         }
         panic!("network did not go quiet");
+    }
+
+    /// Advances to the earliest timer if one is due within a minute and fires every timer due
+    /// then; returns whether it did.
+    fn fire_next_timers(&mut self) -> bool {
+        let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+        match next {
+            Some(t) if t <= self.now + Duration::from_secs(60) => {
+                self.now = t.max(self.now);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.input(i, Input::Timeout);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Delivers the first message queued from node `from` to node `to`, 100 µs on.
+    fn deliver(&mut self, from: usize, to: usize) {
+        let (_, _, msg) = self
+            .links
+            .get_mut(&(from, to))
+            .unwrap()
+            .pop_front()
+            .unwrap();
+        self.now = self.now + Duration::from_micros(100);
+        self.input(
+            to,
+            Input::Message {
+                from: id(from),
+                msg,
+            },
+        );
     }
 
     /// Whether node `a` may send to node `b`.
