@@ -42,10 +42,6 @@ use std::time::Duration;
 /// the downloads' requests (whose ids count up from one and never reach it).
 pub(crate) const CHUNK_REQ_BIT: u64 = 1 << 63;
 
-/// The most fresh chunks a stuck swarm lists for its next look (`Swarm::fresh`); past it, the
-/// next look is a full one.
-const FRESH_MAX: usize = 1024;
-
 /// A set of chunk indices.
 #[derive(Clone, Default)]
 struct Bits(Vec<u64>);
@@ -167,17 +163,6 @@ struct Swarm {
     tell: SmallVec<[NodeId; 4]>,
     /// Something changed that may let another request start.
     dirty: bool,
-    /// Its last look for a chunk to ask for found none while requests had room, and which
-    /// full holders it could ask then (`Some(fallback)`, see `Swarms::pick`); `None` if it found
-    /// one or has not looked.
-    stuck: Option<bool>,
-    /// Chunks that gained a partial holder (a `Have`) since that fruitless look: while nothing
-    /// else changed, only these can have become askable, so the next look checks only them
-    /// (a swarm of many chunks then costs its `Have`s no full scan each).
-    fresh: Vec<u32>,
-    /// A `Have` came since that look (`fresh` may be empty): the next look checks whether the
-    /// full holders it may ask changed (time passed), and then looks at everything.
-    poked: bool,
     /// Complete and delivered but not pooled: it still serves its chunks until then.
     done_until: Option<Time>,
     /// The chunks held when progress was last seen, and when.
@@ -567,9 +552,6 @@ impl Swarms {
             announced_at: None,
             tell: SmallVec::new(),
             dirty: true,
-            stuck: None,
-            fresh: Vec::new(),
-            poked: false,
             done_until: None,
             progress: (0, cx.now),
             stalled: false,
@@ -743,20 +725,11 @@ impl Swarms {
         };
         let until = now + cfg.push_patience;
         self.window_opened |= release_pushes(s, &mut self.pushes_out, peer, ranges);
-        // Stuck and nothing else changed: only the chunks this `Have` adds need a look.
-        let mut narrow = s.stuck.is_some() && !s.dirty && !s.expecting;
         for r in ranges {
             for i in r.start..r.end {
                 if s.partial[pos].1.set(i) {
                     s.avail[i as usize] = s.avail[i as usize].saturating_add(1);
                     s.refresh(i);
-                    if narrow && !s.parts.has(i) && s.asked[i as usize].is_none() {
-                        if s.fresh.len() >= FRESH_MAX {
-                            narrow = false;
-                        } else {
-                            s.fresh.push(i);
-                        }
-                    }
                 }
                 if owns(s, i)
                     && s.expect[i as usize].is_none()
@@ -769,11 +742,7 @@ impl Swarms {
                 }
             }
         }
-        if narrow && !s.expecting {
-            s.poked = true;
-        } else {
-            s.dirty = true;
-        }
+        s.dirty = true;
         Ok(())
     }
 
@@ -1348,16 +1317,10 @@ impl Swarms {
                 return;
             }
             let s = self.table.get_mut(&id).expect("ordered swarm exists");
-            if !s.dirty && !freed && !s.poked {
+            if !s.dirty && !freed {
                 continue;
             }
-            // Only fresh chunks need a look if the last one found nothing and nothing but
-            // `Have`s came since (and it may ask the same full holders: checked below).
-            let fresh = std::mem::take(&mut s.fresh);
-            let narrow = !s.dirty && !freed;
             s.dirty = false;
-            s.poked = false;
-            let was_stuck = s.stuck.take();
             let Some(priority) = s.priority else {
                 continue;
             };
@@ -1367,10 +1330,7 @@ impl Swarms {
                 let s = &self.table[&id];
                 let fallback = s.overdue || s.idle(cx);
                 let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
-                let any_full = fallback && !owes;
-                let only = (narrow && was_stuck == Some(any_full)).then_some(&fresh[..]);
-                let Some((index, peer)) = self.pick(&id, any_full, only, cx) else {
-                    self.table.get_mut(&id).expect("exists").stuck = Some(any_full);
+                let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
                     break;
                 };
                 let s = &self.table[&id];
@@ -1427,15 +1387,7 @@ impl Swarms {
     /// With `fallback` (the swarm is overdue or idle, and this node has asked the full holders
     /// for every chunk of its own stripes) it may ask a full holder for a chunk of another
     /// node's stripe.
-    ///
-    /// `only` limits the look to those chunks (the others are known to be unaskable).
-    fn pick(
-        &self,
-        id: &ArtifactId,
-        fallback: bool,
-        only: Option<&[u32]>,
-        cx: &SwarmCx,
-    ) -> Option<(u32, NodeId)> {
+    fn pick(&self, id: &ArtifactId, fallback: bool, cx: &SwarmCx) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
         let per_peer = cx.cfg.max_chunks_in_flight_per_peer
             * cx.cfg.chunk_window_scale(s.manifest.chunk_size());
@@ -1463,7 +1415,6 @@ impl Swarms {
                 || s.checking.iter().any(|c| c.0 == i)
                 || s.awaits_push(i, cx.now, cx.cfg))
         };
-        let full_ok = |i: u32| !full_open.is_empty() && (fallback || s.asks_full(i, cx.me));
         let key =
             |i: u32, partial_ok: bool| (!partial_ok, s.avail[i as usize], s.tiebreak[i as usize]);
         let mut best: Option<((bool, u16, u64), u32)> = None;
@@ -1474,65 +1425,53 @@ impl Swarms {
                 *best = Some((k, i));
             }
         };
-        match only {
-            Some(fresh) => {
-                for &i in fresh {
-                    let partial_ok = offered.get(i);
-                    if open(i) && (partial_ok || full_ok(i)) {
-                        consider(&mut best, i, partial_ok);
+        // First the chunks partial holders with room offer that are ready. Where they
+        // are many, walk `ready` (in the key's order) to the first one offered; where
+        // few, look at each.
+        for (w, r) in offered.0.iter_mut().zip(&s.ready_bits.0) {
+            *w &= r;
+        }
+        let offers: usize = offered.0.iter().map(|w| w.count_ones() as usize).sum();
+        if offers > 0 && offers >= s.ready.len() / 8 {
+            for &(avail, tiebreak, i) in &s.ready {
+                if offered.get(i) && !s.awaits_push(i, cx.now, cx.cfg) {
+                    best = Some(((false, avail, tiebreak), i));
+                    break;
+                }
+            }
+        } else {
+            for (w, &word) in offered.0.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let i = w as u32 * 64 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    if open(i) {
+                        consider(&mut best, i, true);
                     }
                 }
             }
-            None => {
-                // First the chunks partial holders with room offer that are ready. Where they
-                // are many, walk `ready` (in the key's order) to the first one offered; where
-                // few, look at each.
-                for (w, r) in offered.0.iter_mut().zip(&s.ready_bits.0) {
-                    *w &= r;
-                }
-                let offers: usize = offered.0.iter().map(|w| w.count_ones() as usize).sum();
-                if offers > 0 && offers >= s.ready.len() / 8 {
-                    for &(avail, tiebreak, i) in &s.ready {
-                        if offered.get(i) && !s.awaits_push(i, cx.now, cx.cfg) {
-                            best = Some(((false, avail, tiebreak), i));
-                            break;
-                        }
-                    }
-                } else {
-                    for (w, &word) in offered.0.iter().enumerate() {
-                        let mut bits = word;
-                        while bits != 0 {
-                            let i = w as u32 * 64 + bits.trailing_zeros();
-                            bits &= bits - 1;
-                            if open(i) {
-                                consider(&mut best, i, true);
-                            }
-                        }
+        }
+        // Then, if none is open, those a full holder may be asked for: any chunk when
+        // falling back, else those of the stripes this node takes. Whether it takes
+        // chunk `i`'s stripe depends on `i` modulo the takers only, so each stripe is
+        // looked at once, then walked.
+        let count = s.manifest.count();
+        let takers = s.stripes.takers.len() as u32;
+        if best.is_none() && !full_open.is_empty() {
+            if fallback || takers == 0 {
+                for i in 0..count {
+                    if open(i) {
+                        consider(&mut best, i, false);
                     }
                 }
-                // Then, if none is open, those a full holder may be asked for: any chunk when
-                // falling back, else those of the stripes this node takes. Whether it takes
-                // chunk `i`'s stripe depends on `i` modulo the takers only, so each stripe is
-                // looked at once, then walked.
-                let count = s.manifest.count();
-                let takers = s.stripes.takers.len() as u32;
-                if best.is_none() && !full_open.is_empty() {
-                    if fallback || takers == 0 {
-                        for i in 0..count {
-                            if open(i) {
-                                consider(&mut best, i, false);
-                            }
-                        }
-                    } else {
-                        for first in 0..takers.min(count) {
-                            if !s.asks_full(first, cx.me) {
-                                continue;
-                            }
-                            for i in (first..count).step_by(takers as usize) {
-                                if open(i) {
-                                    consider(&mut best, i, false);
-                                }
-                            }
+            } else {
+                for first in 0..takers.min(count) {
+                    if !s.asks_full(first, cx.me) {
+                        continue;
+                    }
+                    for i in (first..count).step_by(takers as usize) {
+                        if open(i) {
+                            consider(&mut best, i, false);
                         }
                     }
                 }
