@@ -251,3 +251,53 @@ fn a_relayed_artifact_reaches_every_node_when_a_relay_withholds_it() {
     }
     assert!(timeouts > 0, "the withholder was never asked");
 }
+
+/// A member that replays answers to a request that ended (here: cancelled when the artifact
+/// came from elsewhere) costs the node nothing it keeps: while it sends a thousand of them,
+/// an honest artifact advertised by another member is asked for, answered and delivered at
+/// once, the member is not cut off, and no table grows.
+#[test]
+fn replayed_answers_to_an_ended_request_delay_no_honest_artifact() {
+    let mut node = node_of_three();
+    let a = small(7);
+    let outs = recv(&mut node, t(0), id(2), Message::Adverts(vec![a.advert()]));
+    let ended = match sends(&outs).as_slice() {
+        [(_, Message::Request { req_id, .. }, _)] => *req_id,
+        other => panic!("expected one request: {other:?}"),
+    };
+    let push = Message::Push {
+        advert: a.advert(),
+        data: a.data.clone(),
+    };
+    assert_eq!(delivered(&recv(&mut node, t(1), id(1), push)).len(), 1);
+    let honest = small(8);
+    let outs = recv(
+        &mut node,
+        t(2),
+        id(1),
+        Message::Adverts(vec![honest.advert()]),
+    );
+    let asked = match sends(&outs).as_slice() {
+        [(to, Message::Request { req_id, .. }, _)] if *to == id(1) => *req_id,
+        other => panic!("expected one request to peer 1: {other:?}"),
+    };
+    let before = node.table_sizes();
+    for k in 0..1000u64 {
+        let replay = Message::Response {
+            req_id: ended,
+            id: a.id,
+            data: a.data.clone(),
+        };
+        let outs = recv(&mut node, t(3 + k), id(2), replay);
+        assert!(disconnects(&outs).is_empty() && delivered(&outs).is_empty());
+    }
+    assert_eq!(node.table_sizes(), before, "nothing grew");
+    let answer = Message::Response {
+        req_id: asked,
+        id: honest.id,
+        data: honest.data.clone(),
+    };
+    let outs = recv(&mut node, t(1003), id(1), answer);
+    assert_eq!(delivered(&outs).len(), 1, "the honest artifact arrives");
+    assert_eq!(node.metrics().duplicates, 1000);
+}
