@@ -58,6 +58,14 @@ pub struct Tuning {
     pub file_storage: bool,
 }
 
+/// W5's deadline: 600 s, or longer for runs that deliver more than 24 GB in all, at 40 MB/s
+/// of deliveries (two cores carry about 100 MB/s of TLS, hashing and copying between 8 to 13
+/// node processes).
+fn w5_timeout(nodes: usize, count: usize, size: usize) -> Duration {
+    let delivered = nodes.saturating_sub(1) as u64 * count as u64 * size as u64;
+    Duration::from_secs(600.max(delivered / 40_000_000))
+}
+
 /// Where the nodes of a run with [`Tuning::file_storage`] keep their files (each file is
 /// unlinked once made: the directory stays empty).
 pub fn storage_dir() -> std::path::PathBuf {
@@ -195,7 +203,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
                 large_origins: 1,
                 ..small(0, KIB, Duration::ZERO)
             },
-            timeout: Duration::from_secs(600),
+            timeout: w5_timeout(w5_nodes, w5_count, w5_size),
             tuning: sizes.tuning,
             process_per_node: true,
         });
@@ -578,6 +586,9 @@ mod tests {
         );
         assert!(w5.process_per_node);
         assert_eq!(node_rss_bound(&w5.workload), (256 + 128) * MIB as u64);
+        assert_eq!(w5.timeout, Duration::from_secs(600));
+        let four_gib_to_13 = w5_timeout(13, 1, 4 << 30);
+        assert!(four_gib_to_13 > Duration::from_secs(1200), "{four_gib_to_13:?}");
         for s in &specs {
             s.workload
                 .plan(s.nodes)
