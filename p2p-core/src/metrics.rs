@@ -113,6 +113,9 @@ declare_metrics! {
     /// this node: `swarm_patience` passed and no taker before it in the stripes' order said it
     /// fetches the artifact (counted in `chunks_requested` too).
     chunks_asked_handed_over: Counter,
+    /// Chunk requests to a full holder for a chunk of another member's stripe handed over to
+    /// this node because its owner answers slowly (counted in `chunks_requested` too).
+    chunks_asked_slow_owner: Counter,
     /// Chunk requests to a full holder for a chunk of another member's stripe because the
     /// swarm had nothing in flight and gained no chunk for `swarm_patience` (counted in
     /// `chunks_requested` too).

@@ -335,8 +335,11 @@ pub(crate) struct Swarms {
     /// A push window opened since the last flush: pushes owed may go.
     window_opened: bool,
     /// Per connected peer, how long its chunk answers took (a moving average, in nanoseconds;
-    /// a timeout counts as its whole timeout): a node asks the holder that should answer first.
-    pace: FastMap<NodeId, u64>,
+    /// a timeout counts as its whole timeout) and when it last answered: a node asks the holder
+    /// that should answer first.
+    pace: FastMap<NodeId, (u64, Time)>,
+    /// Per connected peer found slow, until when it counts as slow ([`Swarms::note_pace`]).
+    slow: FastMap<NodeId, Time>,
     in_flight: usize,
     reserved: u64,
     next_req: u64,
@@ -378,6 +381,7 @@ impl Swarms {
             pushes_out: FastMap::with_hasher(fast),
             window_opened: false,
             pace: FastMap::with_hasher(fast),
+            slow: FastMap::with_hasher(fast),
             in_flight: 0,
             reserved: 0,
             next_req: 0,
@@ -820,6 +824,7 @@ impl Swarms {
         }
         self.per_peer.remove(&peer);
         self.pace.remove(&peer);
+        self.slow.remove(&peer);
     }
 
     /// Ends a request: out of the limits, its deadline and its chunk's `asked`.
@@ -866,7 +871,7 @@ impl Swarms {
             }
             let (peer, id, index) = (req.peer, req.id, req.index);
             let waited = now.saturating_since(req.sent).as_nanos() as u64;
-            note_pace(&mut self.pace, peer, waited);
+            self.note_pace(peer, waited, now);
             if let Some(s) = self.table.get_mut(&id) {
                 if let Some(asked) = s.asked.get_mut(index as usize)
                     && *asked == Some(req_id)
@@ -981,7 +986,7 @@ impl Swarms {
             Some(r) if r.peer == peer && r.id == id && r.index == index => {
                 if r.deadline.is_some() {
                     let took = now.saturating_since(r.sent).as_nanos() as u64;
-                    note_pace(&mut self.pace, peer, took);
+                    self.note_pace(peer, took, now);
                 }
             }
             None if self.issued(req_id) => {
@@ -1324,13 +1329,14 @@ impl Swarms {
             let Some(priority) = s.priority else {
                 continue;
             };
-            // The limits count chunks of `chunk_size` (see `Config::max_chunks_in_flight`).
             let scale = cx.cfg.chunk_window_scale(s.manifest.chunk_size());
+            let slow = self.slow_holders(&self.table[&id], cx.now);
+            // The limits count chunks of `chunk_size` (see `Config::max_chunks_in_flight`).
             while self.in_flight < cx.cfg.max_chunks_in_flight * scale {
                 let s = &self.table[&id];
                 let fallback = s.overdue || s.idle(cx);
                 let owes = fallback && *duty.get_or_insert_with(|| self.has_duty(cx));
-                let Some((index, peer)) = self.pick(&id, fallback && !owes, cx) else {
+                let Some((index, peer)) = self.pick(&id, fallback && !owes, &slow, cx) else {
                     break;
                 };
                 let s = &self.table[&id];
@@ -1341,7 +1347,10 @@ impl Swarms {
                 let t = &s.stripes.takers;
                 if from_full && !t.is_empty() && t[s.stripes.owner(index)] != cx.me {
                     let m = &mut cx.sink.metrics;
-                    if s.asks_full(index, cx.me) {
+                    if slow.contains(&t[s.stripes.owner(index)]) && s.asks_full(index, cx.me, &slow)
+                    {
+                        m.chunks_asked_slow_owner += 1;
+                    } else if s.asks_full(index, cx.me, &slow) {
                         m.chunks_asked_handed_over += 1;
                     } else if s.overdue {
                         m.chunks_asked_overdue += 1;
@@ -1364,21 +1373,67 @@ impl Swarms {
         self.table.values().all(Swarm::ready_is_exact)
     }
 
+    /// The members of swarm `s` (partial holders and stripe takers) found slow
+    /// ([`Swarms::note_pace`]): a holder with a slow uplink. Their chunks are asked of them
+    /// last, and their stripes pass to the next taker (see [`Swarm::asks_full`]).
+    fn slow_holders(&self, s: &Swarm, now: Time) -> SmallVec<[NodeId; 4]> {
+        let mut slow = SmallVec::new();
+        if self.slow.is_empty() {
+            return slow;
+        }
+        for p in s.partial.iter().map(|(p, _)| p).chain(&s.stripes.takers) {
+            if self.slow.get(p).is_some_and(|until| now < *until) && !slow.contains(p) {
+                slow.push(*p);
+            }
+        }
+        slow
+    }
+
+    /// Records that `peer` took `took` nanoseconds to answer a chunk request (or to time out),
+    /// at `now`, and whether that makes it slow: its pace at least [`SLOW_PACE_FACTOR`] times
+    /// the median pace of the peers that answered within [`SLOW_VERDICT_LIFETIME`]. The verdict
+    /// holds for that lifetime whatever its later answers show: a slow holder that is asked
+    /// little answers nearly as fast as any (the latency dominates), and would otherwise be
+    /// found slow and not slow in turn.
+    fn note_pace(&mut self, peer: NodeId, took: u64, now: Time) {
+        let e = self.pace.entry(peer).or_insert((took, now));
+        *e = (e.0.saturating_mul(3).saturating_add(took) / 4, now);
+        let pace = e.0;
+        let mut recent: SmallVec<[u64; 16]> = self
+            .pace
+            .values()
+            .filter(|(_, at)| now < *at + SLOW_VERDICT_LIFETIME)
+            .map(|(p, _)| *p)
+            .collect();
+        if recent.len() < 2 {
+            return;
+        }
+        recent.sort_unstable();
+        let median = recent[(recent.len() - 1) / 2].max(1);
+        if pace / SLOW_PACE_FACTOR >= median {
+            self.slow.insert(peer, now + SLOW_VERDICT_LIFETIME);
+        } else {
+            self.slow.retain(|_, until| now < *until);
+        }
+    }
+
     /// Whether an active swarm has a chunk this node is to ask the full holders for (its
     /// stripe, [`Swarm::asks_full`]) that it has not asked for, no partial holder offers and a
     /// full holder not excluded holds.
     fn has_duty(&self, cx: &SwarmCx) -> bool {
         self.order.iter().any(|k| {
             let s = &self.table[&k.2];
-            s.priority.is_some()
-                && s.full.iter().any(|p| !s.bad.contains(p))
-                && (0..s.manifest.count()).any(|i| {
-                    !s.parts.has(i)
-                        && s.asked[i as usize].is_none()
-                        && s.avail[i as usize] == 0
-                        && !s.checking.iter().any(|c| c.0 == i)
-                        && s.asks_full(i, cx.me)
-                })
+            if s.priority.is_none() || !s.full.iter().any(|p| !s.bad.contains(p)) {
+                return false;
+            }
+            let slow = self.slow_holders(s, cx.now);
+            (0..s.manifest.count()).any(|i| {
+                !s.parts.has(i)
+                    && s.asked[i as usize].is_none()
+                    && s.avail[i as usize] == 0
+                    && !s.checking.iter().any(|c| c.0 == i)
+                    && s.asks_full(i, cx.me, &slow)
+            })
         })
     }
 
@@ -1387,7 +1442,13 @@ impl Swarms {
     /// With `fallback` (the swarm is overdue or idle, and this node has asked the full holders
     /// for every chunk of its own stripes) it may ask a full holder for a chunk of another
     /// node's stripe.
-    fn pick(&self, id: &ArtifactId, fallback: bool, cx: &SwarmCx) -> Option<(u32, NodeId)> {
+    fn pick(
+        &self,
+        id: &ArtifactId,
+        fallback: bool,
+        slow: &[NodeId],
+        cx: &SwarmCx,
+    ) -> Option<(u32, NodeId)> {
         let s = &self.table[id];
         let per_peer = cx.cfg.max_chunks_in_flight_per_peer
             * cx.cfg.chunk_window_scale(s.manifest.chunk_size());
@@ -1399,11 +1460,11 @@ impl Swarms {
             .filter(|p| room(p) && !s.bad.contains(p))
             .copied()
             .collect();
-        // The chunks some partial holder with room (and not excluded) offers, as one bitset:
-        // a chunk among them beats every other (`!partial_ok` leads the key).
+        // The chunks some partial holder with room (not excluded, not slow) offers, as one
+        // bitset: a chunk among them beats every other (`!partial_ok` leads the key).
         let mut offered = Bits::new(s.manifest.count());
         for (p, bits) in &s.partial {
-            if room(p) && !s.bad.contains(p) {
+            if room(p) && !s.bad.contains(p) && !slow.contains(p) {
                 for (w, b) in offered.0.iter_mut().zip(&bits.0) {
                     *w |= b;
                 }
@@ -1466,7 +1527,7 @@ impl Swarms {
                 }
             } else {
                 for first in 0..takers.min(count) {
-                    if !s.asks_full(first, cx.me) {
+                    if !s.asks_full(first, cx.me, slow) {
                         continue;
                     }
                     for i in (first..count).step_by(takers as usize) {
@@ -1477,21 +1538,60 @@ impl Swarms {
                 }
             }
         }
-        let (_, i) = best?;
+        // Last, a chunk only slow partial holders offer, while this swarm has no request in
+        // flight to any other holder, and not of a slow owner's stripe: that comes sooner from
+        // the taker it passed to.
+        if best.is_none()
+            && !slow.is_empty()
+            && !self
+                .reqs
+                .values()
+                .any(|r| r.id == *id && r.deadline.is_some() && !slow.contains(&r.peer))
+        {
+            for (p, bits) in &s.partial {
+                if !(room(p) && !s.bad.contains(p) && slow.contains(p)) {
+                    continue;
+                }
+                for (w, &word) in bits.0.iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let i = w as u32 * 64 + bits.trailing_zeros();
+                        bits &= bits - 1;
+                        if open(i) && !s.handed_from_slow(i, slow) {
+                            consider(&mut best, i, true);
+                        }
+                    }
+                }
+            }
+        }
+        let ((from_partial, _, _), i) = {
+            let (k, i) = best?;
+            ((!k.0, k.1, k.2), i)
+        };
         // The holder expected to answer first: its requests in flight (this one included)
-        // times its pace; one not yet heard from is tried first.
+        // times its pace; one not yet heard from is tried first. A slow partial holder comes
+        // after the full holders for a chunk this node asks them for.
         let rank = |p: &NodeId| {
-            let pace = self.pace.get(p).copied().unwrap_or(0);
+            let pace = self.pace.get(p).map_or(0, |e| e.0);
             let expected = (load(p) as u64 + 1).saturating_mul(pace);
             (expected, load(p), keyed_hash(&self.salt, (id, i, p)))
         };
-        let partial = s
-            .partial
-            .iter()
-            .filter(|(p, bits)| bits.get(i) && room(p) && !s.bad.contains(p))
-            .map(|(p, _)| *p)
-            .min_by_key(rank);
-        let peer = partial.or_else(|| full_open.iter().copied().min_by_key(rank))?;
+        let partial = |slow_ok: bool| {
+            s.partial
+                .iter()
+                .filter(|(p, bits)| {
+                    bits.get(i) && room(p) && !s.bad.contains(p) && slow_ok == slow.contains(p)
+                })
+                .map(|(p, _)| *p)
+                .min_by_key(rank)
+        };
+        let peer = partial(false)
+            .or_else(|| {
+                (!from_partial)
+                    .then(|| full_open.iter().copied().min_by_key(rank))
+                    .flatten()
+            })
+            .or_else(|| partial(true))?;
         Some((i, peer))
     }
 
@@ -1697,11 +1797,16 @@ fn overdue_after(s: &Swarm, cfg: &Config) -> Duration {
 /// 305-349; 8: 1,088 / 1,130 ms, 256-305; one chunk request timeout: 1,241 / 2,073 ms).
 const PARTIAL_MESH_PATIENCES: u32 = 4;
 
-/// Records that `peer` took `took` nanoseconds to answer a chunk request (or to time out).
-fn note_pace(pace: &mut FastMap<NodeId, u64>, peer: NodeId, took: u64) {
-    let e = pace.entry(peer).or_insert(took);
-    *e = (*e).saturating_mul(3).saturating_add(took) / 4;
-}
+/// How many times slower than the median member of a swarm a holder's chunk answers must be for
+/// it to count as slow ([`Swarms::slow_holders`]). Queueing alone made answers up to five times
+/// slower than the fastest member's in the simulator's `mesh`; a node at a tenth of its peers'
+/// rate answered twelve times slower than the median in `swarm-slow-nodes`.
+const SLOW_PACE_FACTOR: u64 = 8;
+
+/// How long a holder found slow counts as slow ([`Swarms::note_pace`]), and how recent the
+/// paces are that it is measured against: once the verdict lapses it is asked as any other,
+/// and found slow again or not.
+const SLOW_VERDICT_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Records that `peer` declined the chunks of `r` (those within the artifact).
 fn mark_declined(s: &mut Swarm, peer: NodeId, r: ChunkRange) {
@@ -1961,24 +2066,39 @@ impl Stripes {
 }
 
 impl Swarm {
+    /// Whether chunk `i`'s stripe owner is in `slow` and has passed its stripe on to a taker
+    /// that is not ([`Swarm::asks_full`]).
+    fn handed_from_slow(&self, i: u32, slow: &[NodeId]) -> bool {
+        let t = &self.stripes.takers;
+        !slow.is_empty()
+            && !t.is_empty()
+            && slow.contains(&t[self.stripes.owner(i)])
+            && t.iter().any(|p| !slow.contains(p))
+    }
+
     /// Whether this node (`me`) asks the full holders for chunk `i`: the chunk's owner does
     /// until `swarm_patience` has passed; after it, the first taker from the owner on (in the
     /// stripes' order) that is this node or a peer known to fetch the artifact (it sent a
     /// `Have`), so a chunk whose owner does not want the artifact passes to the next one that
     /// does. (Past one chunk request timeout, any node asks; see `pick`.)
-    fn asks_full(&self, i: u32, me: NodeId) -> bool {
+    ///
+    /// An owner in `slow` (see [`Swarms::slow_holders`]) hands its chunks over at once to the
+    /// next taker that is not: a holder with a slow uplink would otherwise send each chunk of
+    /// its stripe to every peer, and they would all wait for it.
+    fn asks_full(&self, i: u32, me: NodeId, slow: &[NodeId]) -> bool {
         let t = &self.stripes.takers;
         if t.is_empty() {
             return true;
         }
         let n = t.len() as u64;
         let owner = self.stripes.owner(i) as u64;
+        let next = |k: u64| t[((owner + k) % n) as usize];
         if !self.patient {
-            return t[owner as usize] == me;
+            return (0..n).map(next).find(|p| !slow.contains(p)) == Some(me);
         }
         (0..n)
-            .map(|k| t[((owner + k) % n) as usize])
-            .find(|p| *p == me || self.interested.contains(p))
+            .map(next)
+            .find(|p| *p == me || (self.interested.contains(p) && !slow.contains(p)))
             == Some(me)
     }
 }

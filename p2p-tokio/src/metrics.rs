@@ -289,7 +289,7 @@ mod tests {
             names.len(),
             NodeMetrics::INFO.len() + p2p_core::Metrics::INFO.len()
         );
-        assert_eq!(names.len(), 76);
+        assert_eq!(names.len(), 77);
     }
 
     #[test]
@@ -319,7 +319,7 @@ mod tests {
         let m = counters.snapshot(p2p_core::Metrics::default());
         assert_eq!((m.keepalives_sent, m.bytes_read), (1, 10));
         let values: Vec<(&str, u64)> = m.values().map(|(i, v)| (i.name, v)).collect();
-        assert_eq!(values.len(), 76);
+        assert_eq!(values.len(), 77);
         assert!(values.contains(&("keepalives_sent", 1)));
         assert!(values.contains(&("socket_bytes_read", 10)));
     }

@@ -1684,3 +1684,97 @@ fn a_stuck_swarm_looks_at_what_a_have_adds_and_at_everything_once_idle() {
     assert_eq!(got[0].0, id(1), "{got:?}");
     assert!(!own.contains(&got[0].3) && got[0].3 != c2, "{got:?}");
 }
+
+/// A stripe owner whose chunk answers came at least four times slower than another member's
+/// hands its stripe over at once: in the next swarm, this node (next after it in the stripes'
+/// order) asks the origin for the slow owner's chunks together with its own, before any
+/// patience has passed, and says why in its metrics. A chunk the slow owner announces is then
+/// left to the taker it passed to, not asked of the slow owner.
+#[test]
+fn a_slow_owners_stripe_passes_to_the_next_taker_at_once() {
+    let (a, b) = (big(60, 12), big(61, 12));
+    let cfg = Config {
+        chunk_size: CHUNK,
+        max_chunks_in_flight_per_peer: 64,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let chunk = |art: &Artifact, req_id, index| Message::Chunk {
+        req_id,
+        id: art.id,
+        index,
+        data: chunk_of(art, index),
+    };
+    let have = |art: &Artifact, i: u32| Message::Have {
+        id: art.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: i,
+            end: i + 1,
+        }],
+    };
+    for r in &asks {
+        recv(&mut node, t(3), r.0, chunk(&a, r.1, r.3));
+    }
+    // Peer 2 answers a chunk of its stripe in 10 ms, peer 3 one of its own in 400 ms.
+    let of = |art: &Artifact, owner| (0..12).find(|i| owner_of(art, *i) == owner).unwrap();
+    let (c2, c3) = (of(&a, id(2)), of(&a, id(3)));
+    let ask2 = chunk_asks(&recv(&mut node, t(10), id(2), have(&a, c2)));
+    let ask3 = chunk_asks(&recv(&mut node, t(10), id(3), have(&a, c3)));
+    assert_eq!((ask2.len(), ask3.len()), (1, 1), "{ask2:?} {ask3:?}");
+    recv(&mut node, t(20), id(2), chunk(&a, ask2[0].1, c2));
+    assert_eq!(node.metrics().chunks_asked_slow_owner, 0);
+    // Peer 3 is slow from its answer on: the rest of its stripe of `a` is asked of the origin.
+    let rest_asks = chunk_asks(&recv(&mut node, t(410), id(3), chunk(&a, ask3[0].1, c3)));
+    let mut rest: Vec<(p2p_core::NodeId, u32)> = rest_asks.iter().map(|r| (r.0, r.3)).collect();
+    rest.sort_unstable_by_key(|r| r.1);
+    let expected: Vec<(p2p_core::NodeId, u32)> = (0..12)
+        .filter(|i| owner_of(&a, *i) == id(3) && *i != c3)
+        .map(|i| (id(1), i))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(rest, expected);
+    let before = node.metrics().chunks_asked_slow_owner;
+    assert_eq!(before, expected.len() as u64);
+    for r in &rest_asks {
+        recv(&mut node, t(420), r.0, chunk(&a, r.1, r.3));
+    }
+
+    // The next artifact: the node is next after peer 3 in the stripes' order.
+    let mut outs = fetch_manifest(&mut node, 1_000, id(1), &b);
+    for peer in [id(2), id(3)] {
+        let fetching = Message::Have {
+            id: b.id,
+            ranges: Vec::new(),
+        };
+        outs.extend(recv(&mut node, t(1_002), peer, fetching));
+    }
+    let mut asked: Vec<u32> = chunk_asks(&outs)
+        .iter()
+        .filter(|r| r.2 == b.id)
+        .inspect(|r| assert_eq!(r.0, id(1), "only the origin holds b"))
+        .map(|r| r.3)
+        .collect();
+    asked.sort_unstable();
+    let expected: Vec<u32> = (0..12)
+        .filter(|i| [id(0), id(3)].contains(&owner_of(&b, *i)))
+        .collect();
+    assert_eq!(
+        asked, expected,
+        "its own stripe and the slow owner's, at once"
+    );
+    let slow_stripe = expected
+        .iter()
+        .filter(|i| owner_of(&b, **i) == id(3))
+        .count() as u64;
+    assert!(slow_stripe > 0);
+    assert_eq!(node.metrics().chunks_asked_slow_owner - before, slow_stripe);
+    assert_eq!(node.metrics().chunks_asked_handed_over, 0);
+
+    // Peer 2's stripe is still peer 2's: its chunk is asked of it once announced.
+    let b2 = of(&b, id(2));
+    let got = chunk_asks(&recv(&mut node, t(1_003), id(2), have(&b, b2)));
+    assert_eq!(
+        got.iter().map(|r| (r.0, r.3)).collect::<Vec<_>>(),
+        vec![(id(2), b2)]
+    );
+}

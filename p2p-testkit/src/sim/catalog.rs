@@ -284,7 +284,14 @@ fn swarm_bad_third(seed: u64, attack: bool) -> Scenario {
     s
 }
 
-/// The slow nodes of `swarm-slow-nodes` (drawn from the seed, never the origin).
+/// Artifacts of `swarm-slow-stream`, published [`SWARM_STREAM_GAP`] apart.
+pub const SWARM_STREAM: usize = 3;
+
+/// Time between two publishes of `swarm-slow-stream`: longer than the slow nodes take.
+pub const SWARM_STREAM_GAP: Duration = ms(1500);
+
+/// The slow nodes of `swarm-slow-nodes` and `swarm-slow-stream` (drawn from the seed, never
+/// the origin).
 pub fn swarm_slow_nodes(seed: u64) -> Vec<usize> {
     draw_nodes(seed, 94, SWARM_NODES, SWARM_SLOW)
 }
@@ -603,6 +610,21 @@ pub fn catalog() -> Vec<CatalogEntry> {
             about: "4 MiB to 13, a third of them (seed-drawn) at 30 Mbit/s: every node completes, the fast ones at their own pace",
             build: |seed| {
                 let mut s = swarm(seed, "swarm-slow-nodes", SWARM_NODES, SWARM_4M);
+                for node in swarm_slow_nodes(seed) {
+                    s = s.node_bandwidth(node, SWARM_BPS / 10);
+                }
+                s
+            },
+        },
+        CatalogEntry {
+            name: "swarm-slow-stream",
+            about: "three 4 MiB artifacts 1.5 s apart to 13, a third at 30 Mbit/s: once the slow owners' stripes pass on, the fast nodes no longer wait for them",
+            build: |seed| {
+                let mut s = swarm(seed, "swarm-slow-stream", SWARM_NODES, SWARM_4M);
+                for k in 1..SWARM_STREAM {
+                    let at = SWARM_PUBLISH_AT + SWARM_STREAM_GAP * k as u32;
+                    s = s.publish(at, 0, NORMAL, SWARM_4M);
+                }
                 for node in swarm_slow_nodes(seed) {
                     s = s.node_bandwidth(node, SWARM_BPS / 10);
                 }

@@ -123,8 +123,8 @@ mod scenario;
 pub use byz::ByzKind;
 pub use catalog::{
     CatalogEntry, SWARM_4M, SWARM_BAD_TIMEOUT, SWARM_BPS, SWARM_CRASH_AFTER, SWARM_F,
-    SWARM_LATENCY, SWARM_NODES, SWARM_PUBLISH_AT, SWARM_SLOW, catalog, named, random,
-    swarm_bad_third_attackers, swarm_slow_nodes,
+    SWARM_LATENCY, SWARM_NODES, SWARM_PUBLISH_AT, SWARM_SLOW, SWARM_STREAM, SWARM_STREAM_GAP,
+    catalog, named, random, swarm_bad_third_attackers, swarm_slow_nodes,
 };
 pub use report::{ArtifactFigure, Check, Cutoff, LatencyStats, RecordedTrace, Report};
 pub use scenario::{CpuCost, Fault, LinkSpec, Scenario, Topology, TraceSink, Workload, WriterFn};

@@ -588,7 +588,10 @@ mod tests {
         assert_eq!(node_rss_bound(&w5.workload), (256 + 128) * MIB as u64);
         assert_eq!(w5.timeout, Duration::from_secs(600));
         let four_gib_to_13 = w5_timeout(13, 1, 4 << 30);
-        assert!(four_gib_to_13 > Duration::from_secs(1200), "{four_gib_to_13:?}");
+        assert!(
+            four_gib_to_13 > Duration::from_secs(1200),
+            "{four_gib_to_13:?}"
+        );
         for s in &specs {
             s.workload
                 .plan(s.nodes)
