@@ -904,6 +904,8 @@ struct Measured {
     chunks_served: Vec<u64>,
     /// Chunk requests to full holders beyond the nodes' stripes (handed over, idle, overdue).
     beyond_stripe: (u64, u64, u64),
+    /// Chunk requests to full holders for chunks of slow owners' stripes.
+    slow_owner: u64,
     /// Chunks (or artifacts) the cores received and did not need, and how many of them were
     /// pushed chunks.
     receipts_wasted: (u64, u64),
@@ -936,6 +938,7 @@ fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
         .unwrap_or_default();
     let beyond = |i: usize| w["chunks_asked_beyond_stripe"][i].as_u64().unwrap_or(0);
     m.beyond_stripe = (beyond(0), beyond(1), beyond(2));
+    m.slow_owner = w["chunks_asked_slow_owner"].as_u64().unwrap_or(0);
     m.receipts_wasted = (
         w["duplicate_receipts"].as_u64().unwrap_or(0),
         w["pushes_unwanted"].as_u64().unwrap_or(0),
@@ -1232,9 +1235,10 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
         if m.chunks_served.iter().any(|c| *c > 0) {
             let (h, i, o) = m.beyond_stripe;
             println!(
-                "    chunk messages sent: node 0 {}, all nodes {}; asked of full holders beyond the stripes: {h} handed over, {i} idle, {o} overdue",
+                "    chunk messages sent: node 0 {}, all nodes {}; asked of full holders beyond the stripes: {h} handed over, {i} idle, {o} overdue, {} of slow owners",
                 m.chunks_served[0],
-                m.chunks_served.iter().sum::<u64>()
+                m.chunks_served.iter().sum::<u64>(),
+                m.slow_owner
             );
             let (wasted, pushed) = m.receipts_wasted;
             println!(

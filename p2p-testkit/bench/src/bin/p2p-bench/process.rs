@@ -80,6 +80,9 @@ pub struct NodeResult {
     /// (handed over, idle, overdue).
     #[serde(default)]
     pub chunks_asked_beyond_stripe: (u64, u64, u64),
+    /// Chunk requests its core made to full holders for chunks of slow owners' stripes.
+    #[serde(default)]
+    pub chunks_asked_slow_owner: u64,
     /// Pushed chunks its core received and did not need (in `duplicate_receipts` too).
     #[serde(default)]
     pub pushes_unwanted: u64,
@@ -446,6 +449,7 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
             let b = r.chunks_asked_beyond_stripe;
             (h + b.0, i + b.1, o + b.2)
         }),
+        chunks_asked_slow_owner: results.iter().map(|r| r.chunks_asked_slow_owner).sum(),
         largest_artifact_bytes: crate::workloads::largest(&spec.workload),
         node_rss_bound_bytes: crate::workloads::node_rss_bound_of(&spec.workload),
         missing: expected.saturating_sub(delivered),
@@ -653,6 +657,7 @@ async fn node_async(listen: IpAddr, tuning: Tuning) -> Result<(), String> {
                                 m.core.chunks_asked_idle.saturating_sub(b.core.chunks_asked_idle),
                                 m.core.chunks_asked_overdue.saturating_sub(b.core.chunks_asked_overdue),
                             ),
+                            chunks_asked_slow_owner: m.core.chunks_asked_slow_owner.saturating_sub(b.core.chunks_asked_slow_owner),
                         };
                         let json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
                         println!("result {json}");

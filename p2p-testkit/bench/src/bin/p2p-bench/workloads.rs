@@ -395,6 +395,10 @@ pub struct Outcome {
     /// only).
     #[serde(default)]
     pub chunks_asked_beyond_stripe: (u64, u64, u64),
+    /// Chunk requests the cores made to full holders for chunks of the stripes of owners found
+    /// slow, summed over the nodes (process-per-node mode only).
+    #[serde(default)]
+    pub chunks_asked_slow_owner: u64,
     /// Latency per class.
     pub latency: Vec<Latency>,
     /// What the run's pictures are drawn from (`--report`); not in the JSON.
@@ -432,6 +436,7 @@ impl Outcome {
             node_cpu_s: Vec::new(),
             node_chunks_served: Vec::new(),
             chunks_asked_beyond_stripe: (0, 0, 0),
+            chunks_asked_slow_owner: 0,
             largest_artifact_bytes: largest(&spec.workload),
             node_rss_bound_bytes: node_rss_bound_of(&spec.workload),
             missing: r.expected.saturating_sub(r.delivered),
