@@ -39,7 +39,7 @@
 //! its origin and when every node held it.
 //!
 //! The publishes follow p2p-bench's plan (`p2p_bench::subnet::Workload::plan`): the large
-//! artifacts at t=0, round-robin over the first `origins` nodes, fetched at bulk priority;
+//! artifacts from t=0, `large_every_ms` apart (all at once by default), round-robin over the first `origins` nodes, fetched at bulk priority;
 //! the small ones evenly over `spread_ms`, round-robin over every node, urgent. Nodes relay
 //! only with `--peers` (as the bench's nodes). Rates are both directions of a node's link, as the
 //! testbed shapes both ends of each veth pair.
@@ -59,6 +59,7 @@ struct Shape {
     large_size: usize,
     origins: usize,
     spread: Duration,
+    large_every: Duration,
 }
 
 fn parse_custom(text: &str) -> Result<Shape, String> {
@@ -70,6 +71,7 @@ fn parse_custom(text: &str) -> Result<Shape, String> {
         large_size: 1 << 20,
         origins: 1,
         spread: Duration::ZERO,
+        large_every: Duration::ZERO,
     };
     for pair in text.split(',').filter(|p| !p.is_empty()) {
         let (key, value) = pair
@@ -90,6 +92,7 @@ fn parse_custom(text: &str) -> Result<Shape, String> {
             "large_size" => s.large_size = n_usize,
             "origins" => s.origins = n_usize.max(1),
             "spread_ms" => s.spread = Duration::from_millis(n),
+            "large_every_ms" => s.large_every = Duration::from_millis(n),
             "timeout_s" => {}
             _ => return Err(format!("unknown key `{key}`")),
         }
@@ -195,7 +198,8 @@ fn run(args: &[String]) -> Result<String, String> {
         s = s.cpu(cores, cost);
     }
     for i in 0..shape.large {
-        s = s.publish(start, i % shape.origins, BULK, shape.large_size);
+        let at = start + shape.large_every * i as u32;
+        s = s.publish(at, i % shape.origins, BULK, shape.large_size);
     }
     for i in 0..shape.small {
         let at = shape.spread.mul_f64(i as f64 / shape.small.max(1) as f64);

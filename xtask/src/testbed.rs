@@ -461,7 +461,8 @@ pub struct Shape {
     pub small: usize,
     /// Their size, bytes.
     pub small_size: usize,
-    /// Large (bulk) artifacts, at t=0, round-robin over the first `origins` nodes.
+    /// Large (bulk) artifacts, from t=0, `large_every_ms` apart, round-robin over the first
+    /// `origins` nodes.
     pub large: usize,
     /// Their size, bytes.
     pub large_size: usize,
@@ -469,20 +470,23 @@ pub struct Shape {
     pub origins: usize,
     /// The small ones are published evenly over this many ms.
     pub spread_ms: u64,
+    /// Milliseconds between two large ones (0: all at t=0).
+    pub large_every_ms: u64,
 }
 
 impl Shape {
     /// p2p-bench's `--custom` text.
     pub fn custom(&self, name: &str, timeout_s: u64) -> String {
         format!(
-            "name={name},nodes={},small={},small_size={},large={},large_size={},origins={},spread_ms={},timeout_s={timeout_s}",
+            "name={name},nodes={},small={},small_size={},large={},large_size={},origins={},spread_ms={},large_every_ms={},timeout_s={timeout_s}",
             self.nodes,
             self.small,
             self.small_size,
             self.large,
             self.large_size,
             self.origins,
-            self.spread_ms
+            self.spread_ms,
+            self.large_every_ms
         )
     }
 
@@ -503,7 +507,10 @@ impl Shape {
     /// The physical bound of the time until every node holds every artifact, seconds: each
     /// node must receive every byte it did not publish and send each byte it published at
     /// least once, through its link at `rate x PAYLOAD_SHARE`; the small ones take at least
-    /// their spread. `max(spread, max over nodes of max(received, published) / payload rate)`.
+    /// their spread, and the last large one cannot arrive before its publish plus its own bytes
+    /// through the slowest receiver's link.
+    /// `max(spread, max over nodes of max(received, published) / payload rate, last publish +
+    /// one large artifact / the lowest payload rate)`.
     pub fn bound_s(&self, rates_bps: &[u64]) -> f64 {
         let link = (0..self.nodes)
             .map(|i| {
@@ -513,20 +520,31 @@ impl Shape {
                 recv.max(own) as f64 / rate
             })
             .fold(0.0, f64::max);
-        link.max(self.spread_ms as f64 / 1e3)
+        let slowest = (0..self.nodes)
+            .map(|i| rates_bps.get(i).copied().unwrap_or(1) as f64 * PAYLOAD_SHARE / 8.0)
+            .fold(f64::INFINITY, f64::min);
+        let last = (self.large.saturating_sub(1) as u64 * self.large_every_ms) as f64 / 1e3
+            + self.large_size as f64 / slowest;
+        let last = if self.large > 0 { last } else { 0.0 };
+        link.max(self.spread_ms as f64 / 1e3).max(last)
     }
 
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.large > 0 {
             parts.push(format!(
-                "{} x {} bulk from {}",
+                "{} x {} bulk from {}{}",
                 self.large,
                 size(self.large_size as u64),
                 if self.origins == 1 {
                     "one node".to_owned()
                 } else {
                     format!("{} nodes", self.origins)
+                },
+                if self.large_every_ms > 0 {
+                    format!(", {:.1} s apart", self.large_every_ms as f64 / 1e3)
+                } else {
+                    String::new()
                 }
             ));
         }
@@ -635,6 +653,7 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         large_size,
         origins: 1,
         spread_ms: 0,
+        large_every_ms: 0,
     };
     let urgent_n = |nodes: usize, bulk_per_node: usize| Shape {
         nodes,
@@ -644,6 +663,7 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         large_size: MIB,
         origins: nodes,
         spread_ms: 4_000,
+        large_every_ms: 0,
     };
     let urgent = |bulk_per_node: usize| urgent_n(13, bulk_per_node);
     let run = |name: &str, shape: Shape, mbit: u64, slow: usize| RunSpec {
@@ -662,6 +682,7 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         large_size: MIB,
         origins: nodes,
         spread_ms: 4_000,
+        large_every_ms: 0,
     };
     let prio = |r: RunSpec| RunSpec { prio: true, ..r };
     let partial = |name: &str, shape: Shape, mbit: u64, k: usize| RunSpec {
@@ -672,6 +693,17 @@ pub fn full_runs(rate: Option<u64>, slow_fraction: Option<f64>) -> Vec<RunSpec> 
         run("W2-1MiB", blocks(50, MIB), 300, 0),
         run("W2-4MiB", blocks(12, 4 * MIB), 300, 0),
         run("W2-hetero", blocks(1, 4 * MIB), 300, 4),
+        // Six 4 MiB blocks 1.5 s apart, four nodes at a tenth of the rate: from the second block
+        // on, the slow owners' stripes pass on and the fast nodes no longer wait for them.
+        run(
+            "W2-hetero-stream",
+            Shape {
+                large_every_ms: 1_500,
+                ..blocks(6, 4 * MIB)
+            },
+            300,
+            4,
+        ),
         run("W4-idle-300", urgent(0), 300, 0),
         // 12 MiB from each node: every link carries bulk for about the 4 s of the urgent stream.
         run("W4-bulk-300", urgent(12), 300, 0),
@@ -713,6 +745,7 @@ pub fn smoke_run() -> RunSpec {
             large_size: MIB,
             origins: 2,
             spread_ms: 200,
+            large_every_ms: 0,
         },
         rate_bps: 300 * MBIT,
         slow: 1,
@@ -1463,6 +1496,7 @@ mod tests {
             large_size: MIB,
             origins: 1,
             spread_ms: 0,
+            large_every_ms: 0,
         };
         let rates = vec![300 * MBIT; 13];
         let expect = 50.0 * MIB as f64 / (300e6 * PAYLOAD_SHARE / 8.0);
@@ -1483,6 +1517,7 @@ mod tests {
             large_size: MIB,
             origins: 4,
             spread_ms: 500,
+            large_every_ms: 0,
         };
         let rates = vec![80 * MBIT; 4];
         let expect = 6.0 * MIB as f64 / (80e6 * PAYLOAD_SHARE / 8.0);
@@ -1594,11 +1629,31 @@ mod tests {
     }
 
     #[test]
+    fn staggered_large_artifacts_bound_the_run_by_the_last_one() {
+        let runs = full_runs(None, None);
+        let stream = runs
+            .iter()
+            .find(|r| r.name == "W2-hetero-stream")
+            .expect("the stream run");
+        assert_eq!(stream.shape.large_every_ms, 1_500);
+        assert!(stream.shape.custom("x", 9).contains("large_every_ms=1500"));
+        // The last block is published at 7.5 s and takes 4 MiB through a 30 Mbit/s link.
+        let last = 7.5 + (4 << 20) as f64 / (30e6 * PAYLOAD_SHARE / 8.0);
+        let bound = stream.shape.bound_s(&stream.rates());
+        assert!((bound - last).abs() < 1e-9, "{bound} against {last}");
+        let at_once = Shape {
+            large_every_ms: 0,
+            ..stream.shape.clone()
+        };
+        assert!(at_once.bound_s(&stream.rates()) < bound);
+    }
+
+    #[test]
     fn the_custom_text_names_every_field() {
         let text = smoke_run().shape.custom("smoke", 30);
         assert_eq!(
             text,
-            "name=smoke,nodes=4,small=20,small_size=256,large=2,large_size=1048576,origins=2,spread_ms=200,timeout_s=30"
+            "name=smoke,nodes=4,small=20,small_size=256,large=2,large_size=1048576,origins=2,spread_ms=200,large_every_ms=0,timeout_s=30"
         );
     }
 }

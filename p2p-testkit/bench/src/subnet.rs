@@ -113,8 +113,11 @@ pub struct Workload {
     pub large_size: usize,
     /// Number of nodes (the first ones) that publish the large artifacts, round-robin.
     pub large_origins: usize,
-    /// The small artifacts are published evenly over this period; the large ones at its start.
+    /// The small artifacts are published evenly over this period; the large ones from its start,
+    /// [`Workload::large_every`] apart.
     pub spread: Duration,
+    /// Time between two large artifacts' publishes (zero: all at the start).
+    pub large_every: Duration,
     /// Seed of the artifacts' contents and sizes (drawn from [`p2p_core::rng::Rng`]).
     pub seed: u64,
 }
@@ -130,6 +133,7 @@ impl Default for Workload {
             large_size: 1 << 20,
             large_origins: 3,
             spread: Duration::from_secs(2),
+            large_every: Duration::ZERO,
             seed: 1,
         }
     }
@@ -318,7 +322,7 @@ impl Workload {
                 origin: i % origins,
                 kind: LARGE_KIND,
                 size: self.large_size,
-                at: Duration::ZERO,
+                at: self.large_every * i as u32,
                 index,
             };
             index += 1;
@@ -1272,6 +1276,7 @@ mod tests {
             large_size: 5000,
             large_origins: 2,
             spread: Duration::from_millis(500),
+            large_every: Duration::ZERO,
             seed: 7,
         };
         let a = w.plan(4).unwrap();

@@ -104,6 +104,7 @@ pub fn main(args: &DemoArgs, log_level: Option<&str>) -> u8 {
         large_size: args.large_size,
         large_origins: args.large_origins,
         spread: Duration::from_secs_f64(args.spread),
+        large_every: Duration::ZERO,
         seed: args.seed,
     };
     if let Err(e) = workload.validate() {

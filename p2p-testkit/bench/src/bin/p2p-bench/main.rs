@@ -64,7 +64,8 @@ struct Cli {
     only: Vec<Part>,
     /// A workload of its own instead of W1..W5, with a process per node (repeatable):
     /// `name=NAME,nodes=N,small=COUNT,small_size=BYTES,large=COUNT,large_size=BYTES,origins=N,
-    /// spread_ms=MS,timeout_s=S`. Limits and micro run only if `--only` names them.
+    /// spread_ms=MS,large_every_ms=MS,timeout_s=S` (the large ones `large_every_ms` apart from
+    /// the start, all at once by default). Limits and micro run only if `--only` names them.
     #[arg(long)]
     custom: Vec<String>,
     /// Runs node `i` in network namespace `NS_i` (through `ip netns exec`, so as root),

@@ -105,7 +105,7 @@ fn unix_ns() -> u64 {
 /// The workload's fields as they travel on the `run` line.
 fn encode_workload(w: &Workload) -> String {
     format!(
-        "{} {} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {} {}",
         w.small,
         w.small_size.start(),
         w.small_size.end(),
@@ -113,7 +113,8 @@ fn encode_workload(w: &Workload) -> String {
         w.large_size,
         w.large_origins,
         w.spread.as_nanos(),
-        w.seed
+        w.seed,
+        w.large_every.as_nanos()
     )
 }
 
@@ -132,6 +133,7 @@ fn decode_workload(fields: &[&str]) -> Result<Workload, String> {
         large_origins: n(5)? as usize,
         spread: Duration::from_nanos(n(6)?),
         seed: n(7)?,
+        large_every: Duration::from_nanos(n(8)?),
     })
 }
 
@@ -716,6 +718,7 @@ mod tests {
             large_size: 5000,
             large_origins: 3,
             spread: Duration::from_millis(1500),
+            large_every: Duration::from_millis(250),
             seed: 9,
         };
         let line = encode_workload(&w);

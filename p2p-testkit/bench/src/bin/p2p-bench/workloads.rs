@@ -102,6 +102,7 @@ pub fn specs(sizes: Sizes) -> Vec<Spec> {
         large_size: MIB,
         large_origins: 1,
         spread,
+        large_every: Duration::ZERO,
         seed: 1,
     };
     let timeout = Duration::from_secs(if q { 60 } else { 180 });
@@ -226,6 +227,7 @@ pub fn custom(text: &str, tuning: Tuning) -> Result<Spec, String> {
         large_size: MIB,
         large_origins: 1,
         spread: Duration::ZERO,
+        large_every: Duration::ZERO,
         seed: 1,
     };
     let mut timeout = Duration::from_secs(180);
@@ -249,6 +251,7 @@ pub fn custom(text: &str, tuning: Tuning) -> Result<Spec, String> {
             "large_size" => w.large_size = n_usize,
             "origins" => w.large_origins = n_usize,
             "spread_ms" => w.spread = Duration::from_millis(n),
+            "large_every_ms" => w.large_every = Duration::from_millis(n),
             "timeout_s" => timeout = Duration::from_secs(n),
             _ => return Err(format!("unknown key `{key}` in --custom")),
         }
@@ -611,12 +614,15 @@ mod tests {
             ..Tuning::default()
         };
         let s = custom(
-            "name=W4-bulk,nodes=7,small=40,small_size=300,large=14,large_size=2048,origins=7,spread_ms=1500,timeout_s=9",
+            "name=W4-bulk,nodes=7,small=40,small_size=300,large=14,large_size=2048,origins=7,spread_ms=1500,large_every_ms=250,timeout_s=9",
             tuning,
         )
         .unwrap();
         assert_eq!((s.name.as_str(), s.nodes), ("W4-bulk", 7));
-        assert_eq!((s.workload.small, s.workload.small_size), (40, 300..=300));
+        assert_eq!(
+            (s.workload.small, s.workload.small_size.clone()),
+            (40, 300..=300)
+        );
         assert_eq!(
             (
                 s.workload.large,
@@ -626,6 +632,19 @@ mod tests {
             (14, 2048, 7)
         );
         assert_eq!(s.workload.spread, Duration::from_millis(1500));
+        assert_eq!(s.workload.large_every, Duration::from_millis(250));
+        let plan = s.workload.plan(s.nodes).unwrap();
+        let mut large: Vec<Duration> = plan
+            .iter()
+            .filter(|p| p.kind == p2p_bench::subnet::LARGE_KIND)
+            .map(|p| p.at)
+            .collect();
+        large.sort_unstable();
+        let expected: Vec<Duration> = (0..14).map(|k| Duration::from_millis(250 * k)).collect();
+        assert_eq!(
+            large, expected,
+            "the large ones 250 ms apart from the start"
+        );
         assert_eq!(s.timeout, Duration::from_secs(9));
         assert_eq!(s.tuning, tuning);
         assert!(s.process_per_node);
