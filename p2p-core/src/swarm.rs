@@ -1539,8 +1539,9 @@ impl Swarms {
             }
         }
         // Last, a chunk only slow partial holders offer, while this swarm has no request in
-        // flight to any other holder, and not of a slow owner's stripe: that comes sooner from
-        // the taker it passed to.
+        // flight to any other holder, and not of a slow owner's stripe while a full holder is
+        // left: that comes sooner from the taker it passed to, who asks the full holder.
+        let full_left = s.full.iter().any(|p| !s.bad.contains(p));
         if best.is_none()
             && !slow.is_empty()
             && !self
@@ -1557,7 +1558,7 @@ impl Swarms {
                     while bits != 0 {
                         let i = w as u32 * 64 + bits.trailing_zeros();
                         bits &= bits - 1;
-                        if open(i) && !s.handed_from_slow(i, slow) {
+                        if open(i) && !(full_left && s.handed_from_slow(i, slow)) {
                             consider(&mut best, i, true);
                         }
                     }

@@ -1778,3 +1778,87 @@ fn a_slow_owners_stripe_passes_to_the_next_taker_at_once() {
         vec![(id(2), b2)]
     );
 }
+
+/// The stripe of a slow owner passes on only while a full holder can serve it: once the origin
+/// is gone, the chunks only the slow owner holds are asked of it, at once, and the artifact
+/// completes from it.
+#[test]
+fn a_slow_owners_chunks_are_asked_of_it_once_no_full_holder_is_left() {
+    let (a, b) = (big(62, 12), big(63, 12));
+    let cfg = Config {
+        chunk_size: CHUNK,
+        max_chunks_in_flight_per_peer: 64,
+        ..Config::default()
+    };
+    let (mut node, asks) = swarming_with_fetchers(&a, cfg);
+    let chunk = |art: &Artifact, req_id, index| Message::Chunk {
+        req_id,
+        id: art.id,
+        index,
+        data: chunk_of(art, index),
+    };
+    let have = |art: &Artifact, i: u32| Message::Have {
+        id: art.id,
+        ranges: vec![p2p_core::ChunkRange {
+            start: i,
+            end: i + 1,
+        }],
+    };
+    for r in &asks {
+        recv(&mut node, t(3), r.0, chunk(&a, r.1, r.3));
+    }
+    // Peer 2 answers in 10 ms, peer 3 in 400 ms: peer 3 is slow.
+    let of = |art: &Artifact, owner| (0..12).find(|i| owner_of(art, *i) == owner).unwrap();
+    let (c2, c3) = (of(&a, id(2)), of(&a, id(3)));
+    let ask2 = chunk_asks(&recv(&mut node, t(10), id(2), have(&a, c2)));
+    let ask3 = chunk_asks(&recv(&mut node, t(10), id(3), have(&a, c3)));
+    recv(&mut node, t(20), id(2), chunk(&a, ask2[0].1, c2));
+    recv(&mut node, t(410), id(3), chunk(&a, ask3[0].1, c3));
+    assert!(node.metrics().chunks_asked_slow_owner > 0, "peer 3 is slow");
+
+    // The origin advertises `b`, serves its manifest, and leaves before any chunk.
+    fetch_manifest(&mut node, 1_000, id(1), &b);
+    step(&mut node, t(1_002), Input::PeerDisconnected(id(1)));
+    // Peers 2 and 3 now hold every chunk of `b` between them, each its own stripe and
+    // peer 3 also this node's: nothing can come from a full holder any more.
+    let mut wanted: Vec<(p2p_core::NodeId, u32)> = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..12 {
+        let holder = if owner_of(&b, i) == id(2) {
+            id(2)
+        } else {
+            id(3)
+        };
+        wanted.push((holder, i));
+        outs.extend(recv(&mut node, t(1_003), holder, have(&b, i)));
+    }
+    let mut asked: Vec<(p2p_core::NodeId, u32)> = chunk_asks(&outs)
+        .iter()
+        .filter(|r| r.2 == b.id)
+        .map(|r| (r.0, r.3))
+        .collect();
+    // Peer 3's chunks come once nothing else is in flight: answer what was asked, then look.
+    let mut done = false;
+    let mut now = 1_004;
+    while !done && now < 1_100 {
+        let batch = chunk_asks(&outs);
+        outs = Vec::new();
+        for r in batch.iter().filter(|r| r.2 == b.id) {
+            outs.extend(recv(&mut node, t(now), r.0, chunk(&b, r.1, r.3)));
+        }
+        done = !delivered(&outs).is_empty();
+        asked.extend(
+            chunk_asks(&outs)
+                .iter()
+                .filter(|r| r.2 == b.id)
+                .map(|r| (r.0, r.3)),
+        );
+        now += 1;
+    }
+    assert!(
+        done,
+        "b completes from peers 2 and 3 within 100 ms: {asked:?}"
+    );
+    asked.sort_unstable_by_key(|r| r.1);
+    assert_eq!(asked, wanted, "each chunk asked once, of its only holder");
+}
