@@ -34,7 +34,7 @@
 //!
 //! `--congestion` turns on the drivers' congestion marks (8 MiB / 4 MiB queued to a peer);
 //! `--max-chunks-in-flight N`, `--max-chunks-in-flight-per-peer N` and `--swarm-patience-ms MS`
-//! change the core's settings of those names. `--latency-us` and `--jitter-us` add one-way latency and jitter to every link (default 0,
+//! change the core's settings of those names; `--push-chunks` turns `Config::push_chunks` on. `--latency-us` and `--jitter-us` add one-way latency and jitter to every link (default 0,
 //! as on the testbed). `--per-artifact` also prints, to stderr, when each artifact's first and last chunk left
 //! its origin and when every node held it.
 //!
@@ -164,7 +164,9 @@ fn run(args: &[String]) -> Result<String, String> {
     let in_flight = num("--max-chunks-in-flight")?;
     let per_peer = num("--max-chunks-in-flight-per-peer")?;
     let patience = num("--swarm-patience-ms")?;
+    let push = args.iter().any(|a| a == "--push-chunks");
     s = s.config(move |c| {
+        c.push_chunks |= push;
         if let Some(n) = in_flight {
             c.max_chunks_in_flight = n as usize;
         }
