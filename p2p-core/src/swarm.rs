@@ -93,6 +93,16 @@ fn ranges_of(indices: impl Iterator<Item = u32>, max: usize) -> Vec<Vec<ChunkRan
     out
 }
 
+/// How long a peer's chunk answers took.
+struct Pace {
+    /// A moving average, in nanoseconds (a timeout counts as its whole timeout).
+    avg: u64,
+    /// When it last answered (or timed out).
+    at: Time,
+    /// Its answers and timeouts so far.
+    answers: u32,
+}
+
 /// A chunk request awaiting its answer.
 struct ChunkReq {
     peer: NodeId,
@@ -334,10 +344,9 @@ pub(crate) struct Swarms {
     pushes_out: FastMap<NodeId, u64>,
     /// A push window opened since the last flush: pushes owed may go.
     window_opened: bool,
-    /// Per connected peer, how long its chunk answers took (a moving average, in nanoseconds;
-    /// a timeout counts as its whole timeout) and when it last answered: a node asks the holder
-    /// that should answer first.
-    pace: FastMap<NodeId, (u64, Time)>,
+    /// Per connected peer, how long its chunk answers took: a node asks the holder that
+    /// should answer first.
+    pace: FastMap<NodeId, Pace>,
     /// Per connected peer found slow, until when it counts as slow ([`Swarms::note_pace`]).
     slow: FastMap<NodeId, Time>,
     in_flight: usize,
@@ -1390,27 +1399,34 @@ impl Swarms {
     }
 
     /// Records that `peer` took `took` nanoseconds to answer a chunk request (or to time out),
-    /// at `now`, and whether that makes it slow: its pace at least [`SLOW_PACE_FACTOR`] times
-    /// the median pace of the peers that answered within [`SLOW_VERDICT_LIFETIME`]. The verdict
+    /// at `now`, and whether that makes it slow: after [`SLOW_MIN_ANSWERS`] answers, its pace
+    /// at least [`SLOW_PACE_FACTOR`] times the median pace of the peers that answered within
+    /// [`SLOW_VERDICT_LIFETIME`]. The verdict
     /// holds for that lifetime whatever its later answers show: a slow holder that is asked
     /// little answers nearly as fast as any (the latency dominates), and would otherwise be
     /// found slow and not slow in turn.
     fn note_pace(&mut self, peer: NodeId, took: u64, now: Time) {
-        let e = self.pace.entry(peer).or_insert((took, now));
-        *e = (e.0.saturating_mul(3).saturating_add(took) / 4, now);
-        let pace = e.0;
+        let e = self.pace.entry(peer).or_insert(Pace {
+            avg: took,
+            at: now,
+            answers: 0,
+        });
+        e.avg = e.avg.saturating_mul(3).saturating_add(took) / 4;
+        e.at = now;
+        e.answers = e.answers.saturating_add(1);
+        let (pace, answers) = (e.avg, e.answers);
         let mut recent: SmallVec<[u64; 16]> = self
             .pace
             .values()
-            .filter(|(_, at)| now < *at + SLOW_VERDICT_LIFETIME)
-            .map(|(p, _)| *p)
+            .filter(|p| now < p.at + SLOW_VERDICT_LIFETIME)
+            .map(|p| p.avg)
             .collect();
         if recent.len() < 2 {
             return;
         }
         recent.sort_unstable();
         let median = recent[(recent.len() - 1) / 2].max(1);
-        if pace / SLOW_PACE_FACTOR >= median {
+        if answers >= SLOW_MIN_ANSWERS && pace / SLOW_PACE_FACTOR >= median {
             self.slow.insert(peer, now + SLOW_VERDICT_LIFETIME);
         } else {
             self.slow.retain(|_, until| now < *until);
@@ -1573,7 +1589,7 @@ impl Swarms {
         // times its pace; one not yet heard from is tried first. A slow partial holder comes
         // after the full holders for a chunk this node asks them for.
         let rank = |p: &NodeId| {
-            let pace = self.pace.get(p).map_or(0, |e| e.0);
+            let pace = self.pace.get(p).map_or(0, |e| e.avg);
             let expected = (load(p) as u64 + 1).saturating_mul(pace);
             (expected, load(p), keyed_hash(&self.salt, (id, i, p)))
         };
@@ -1803,6 +1819,10 @@ const PARTIAL_MESH_PATIENCES: u32 = 4;
 /// slower than the fastest member's in the simulator's `mesh`; a node at a tenth of its peers'
 /// rate answered twelve times slower than the median in `swarm-slow-nodes`.
 const SLOW_PACE_FACTOR: u64 = 8;
+
+/// How many answers (or timeouts) of a peer make its pace evidence that it is slow
+/// ([`Swarms::note_pace`]): one late answer (a pause of the peer's process) is not.
+const SLOW_MIN_ANSWERS: u32 = 4;
 
 /// How long a holder found slow counts as slow ([`Swarms::note_pace`]), and how recent the
 /// paces are that it is measured against: once the verdict lapses it is asked as any other,
