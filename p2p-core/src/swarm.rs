@@ -1401,10 +1401,9 @@ impl Swarms {
     /// Records that `peer` took `took` nanoseconds to answer a chunk request (or to time out),
     /// at `now`, and whether that makes it slow: after [`SLOW_MIN_ANSWERS`] answers, its pace
     /// at least [`SLOW_PACE_FACTOR`] times the median pace of the peers that answered within
-    /// [`SLOW_VERDICT_LIFETIME`]. The verdict
-    /// holds for that lifetime whatever its later answers show: a slow holder that is asked
-    /// little answers nearly as fast as any (the latency dominates), and would otherwise be
-    /// found slow and not slow in turn.
+    /// [`SLOW_VERDICT_LIFETIME`]. The verdict holds for that lifetime whatever its later
+    /// answers show: a slow holder that is asked little answers nearly as fast as any (the
+    /// latency dominates), and would otherwise be found slow and not slow in turn.
     fn note_pace(&mut self, peer: NodeId, took: u64, now: Time) {
         let e = self.pace.entry(peer).or_insert(Pace {
             avg: took,
@@ -1581,10 +1580,9 @@ impl Swarms {
                 }
             }
         }
-        let ((from_partial, _, _), i) = {
-            let (k, i) = best?;
-            ((!k.0, k.1, k.2), i)
-        };
+        let (key, i) = best?;
+        // The key's first field is `!partial_ok`.
+        let from_partial = !key.0;
         // The holder expected to answer first: its requests in flight (this one included)
         // times its pace; one not yet heard from is tried first. A slow partial holder comes
         // after the full holders for a chunk this node asks them for.
@@ -1814,8 +1812,8 @@ fn overdue_after(s: &Swarm, cfg: &Config) -> Duration {
 /// 305-349; 8: 1,088 / 1,130 ms, 256-305; one chunk request timeout: 1,241 / 2,073 ms).
 const PARTIAL_MESH_PATIENCES: u32 = 4;
 
-/// How many times slower than the median member of a swarm a holder's chunk answers must be for
-/// it to count as slow ([`Swarms::slow_holders`]). Queueing alone made answers up to five times
+/// How many times slower than the median of the peers' a holder's chunk answers must be for it
+/// to count as slow ([`Swarms::note_pace`]). Queueing alone made answers up to five times
 /// slower than the fastest member's in the simulator's `mesh`; a node at a tenth of its peers'
 /// rate answered twelve times slower than the median in `swarm-slow-nodes`.
 const SLOW_PACE_FACTOR: u64 = 8;
