@@ -1672,8 +1672,9 @@ impl Swarms {
     }
 
     /// Asks `asked.peer`, a full holder of a chunked artifact whose manifest this node has just
-    /// requested from it, for the chunks of this node's own stripe (as the swarm would deal them
-    /// from the advert's size and the connected members) in the same round trip, so that they
+    /// requested from it, for the chunks of this node's own stripe and of the slow owners' that
+    /// pass to it (as the swarm would deal them from the advert's size and the connected
+    /// members) in the same round trip, so that they
     /// follow the manifest instead of waiting for it: the pull then costs two one-way latencies
     /// before the first chunk leaves the holder, not four. Only when this node has no swarm active
     /// or waiting and no chunk request in flight (so that its swarm can be active when the chunks
@@ -1707,11 +1708,27 @@ impl Swarms {
         };
         let scale = cx.cfg.chunk_window_scale(chunk as u32);
         let stripes = Stripes::new(&id, &full, cx);
-        let Some(mine) = stripes.takers.iter().position(|p| *p == cx.me) else {
+        let n = stripes.takers.len();
+        if !stripes.takers.contains(&cx.me) {
             return;
-        };
-        let mut index = (0..count).find(|i| stripes.owner(*i) == mine);
-        while let Some(i) = index {
+        }
+        // The stripes this node takes: its own, and those of owners found slow that pass to it
+        // (as `Swarm::asks_full` deals them before `swarm_patience`).
+        let slow: SmallVec<[NodeId; 4]> = stripes
+            .takers
+            .iter()
+            .filter(|p| self.slow.get(*p).is_some_and(|until| cx.now < *until))
+            .copied()
+            .collect();
+        let takes: SmallVec<[bool; 16]> = (0..n)
+            .map(|owner| {
+                (0..n)
+                    .map(|k| stripes.takers[(owner + k) % n])
+                    .find(|p| !slow.contains(p))
+                    == Some(cx.me)
+            })
+            .collect();
+        for i in (0..count).filter(|i| takes[stripes.owner(*i)]) {
             let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
             if busy >= cx.cfg.max_chunks_in_flight_per_peer * scale
                 || self.in_flight >= cx.cfg.max_chunks_in_flight * scale
@@ -1724,9 +1741,9 @@ impl Swarms {
                 chunk
             };
             self.send_request((id, i, len), peer, priority, cx);
-            index = i
-                .checked_add(stripes.takers.len() as u32)
-                .filter(|n| *n < count);
+            if stripes.takers[stripes.owner(i)] != cx.me {
+                cx.sink.metrics.chunks_asked_slow_owner += 1;
+            }
         }
     }
 

@@ -1773,9 +1773,35 @@ fn a_slow_owners_stripe_passes_to_the_next_taker_at_once() {
     for r in &rest_asks {
         recv(&mut node, t(420), r.0, chunk_msg(&a, r.1, r.3));
     }
+    // Peer 2 announces the rest of its stripe, and `a` completes.
+    let left: Vec<u32> = (0..24)
+        .filter(|i| owner_of(&a, *i) == id(2) && !node.has_chunk(&a.id, *i))
+        .collect();
+    let mut done = false;
+    for i in left {
+        for r in chunk_asks(&recv(&mut node, t(430), id(2), have_one(&a, i))) {
+            done |= !delivered(&recv(&mut node, t(440), r.0, chunk_msg(&a, r.1, r.3))).is_empty();
+        }
+    }
+    assert!(done, "a is delivered");
 
-    // The next artifact: the node is next after peer 3 in the stripes' order.
-    let mut outs = fetch_manifest(&mut node, 1_000, id(1), &b);
+    // The next artifact: the node is next after peer 3 in the stripes' order. Peer 3's
+    // stripe leaves with the manifest request, as the node's own does.
+    let mut outs = recv(
+        &mut node,
+        t(1_000),
+        id(1),
+        Message::Adverts(vec![b.advert()]),
+    );
+    let mut early: Vec<u32> = chunk_asks(&outs).iter().map(|r| r.3).collect();
+    early.sort_unstable();
+    let (_, req_id, _) = requests(&outs)[0];
+    outs.extend(recv(
+        &mut node,
+        t(1_001),
+        id(1),
+        manifest_answer(req_id, &b),
+    ));
     for peer in [id(2), id(3)] {
         let fetching = Message::Have {
             id: b.id,
@@ -1797,6 +1823,7 @@ fn a_slow_owners_stripe_passes_to_the_next_taker_at_once() {
         asked, expected,
         "its own stripe and the slow owner's, at once"
     );
+    assert_eq!(early, expected, "both with the manifest request");
     let slow_stripe = expected
         .iter()
         .filter(|i| owner_of(&b, **i) == id(3))
