@@ -1356,10 +1356,10 @@ impl Swarms {
                 let t = &s.stripes.takers;
                 if from_full && !t.is_empty() && t[s.stripes.owner(index)] != cx.me {
                     let m = &mut cx.sink.metrics;
-                    if slow.contains(&t[s.stripes.owner(index)]) && s.asks_full(index, cx.me, &slow)
-                    {
+                    let duty = s.asks_full(index, cx.me, &slow);
+                    if duty && slow.contains(&t[s.stripes.owner(index)]) {
                         m.chunks_asked_slow_owner += 1;
-                    } else if s.asks_full(index, cx.me, &slow) {
+                    } else if duty {
                         m.chunks_asked_handed_over += 1;
                     } else if s.overdue {
                         m.chunks_asked_overdue += 1;
@@ -1708,27 +1708,22 @@ impl Swarms {
         };
         let scale = cx.cfg.chunk_window_scale(chunk as u32);
         let stripes = Stripes::new(&id, &full, cx);
-        let n = stripes.takers.len();
         if !stripes.takers.contains(&cx.me) {
             return;
         }
         // The stripes this node takes: its own, and those of owners found slow that pass to it
-        // (as `Swarm::asks_full` deals them before `swarm_patience`).
+        // (as `Swarm::asks_full` deals them before `swarm_patience`). Whether it takes chunk
+        // `i` depends on `i`'s owner only.
         let slow: SmallVec<[NodeId; 4]> = stripes
             .takers
             .iter()
             .filter(|p| self.slow.get(*p).is_some_and(|until| cx.now < *until))
             .copied()
             .collect();
-        let takes: SmallVec<[bool; 16]> = (0..n)
-            .map(|owner| {
-                (0..n)
-                    .map(|k| stripes.takers[(owner + k) % n])
-                    .find(|p| !slow.contains(p))
-                    == Some(cx.me)
-            })
+        let takes: SmallVec<[bool; 16]> = (0..stripes.takers.len() as u32)
+            .map(|first| stripes.taker(first, &slow) == Some(cx.me))
             .collect();
-        for i in (0..count).filter(|i| takes[stripes.owner(*i)]) {
+        for i in (0..count).filter(|i| takes[(*i % stripes.takers.len() as u32) as usize]) {
             let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
             if busy >= cx.cfg.max_chunks_in_flight_per_peer * scale
                 || self.in_flight >= cx.cfg.max_chunks_in_flight * scale
@@ -2094,6 +2089,16 @@ impl Stripes {
         }
     }
 
+    /// Who takes chunk `i` from the full holders before `swarm_patience`: its owner, or if the
+    /// owner is in `slow`, the next taker after it that is not (`None` if all are).
+    fn taker(&self, i: u32, slow: &[NodeId]) -> Option<NodeId> {
+        let n = self.takers.len();
+        let owner = self.owner(i);
+        (0..n)
+            .map(|k| self.takers[(owner + k) % n])
+            .find(|p| !slow.contains(p))
+    }
+
     /// The position in `takers` of chunk `i`'s owner (`takers` must not be empty).
     fn owner(&self, i: u32) -> usize {
         let n = self.takers.len() as u64;
@@ -2109,7 +2114,7 @@ impl Swarm {
         !slow.is_empty()
             && !t.is_empty()
             && slow.contains(&t[self.stripes.owner(i)])
-            && t.iter().any(|p| !slow.contains(p))
+            && self.stripes.taker(i, slow).is_some()
     }
 
     /// Whether this node (`me`) asks the full holders for chunk `i`: the chunk's owner does
@@ -2130,7 +2135,7 @@ impl Swarm {
         let owner = self.stripes.owner(i) as u64;
         let next = |k: u64| t[((owner + k) % n) as usize];
         if !self.patient {
-            return (0..n).map(next).find(|p| !slow.contains(p)) == Some(me);
+            return self.stripes.taker(i, slow) == Some(me);
         }
         (0..n)
             .map(next)
