@@ -921,7 +921,11 @@ struct Measured {
     bulk: Option<(f64, f64)>,
     urgent: Option<(f64, f64)>,
     cpu_s: f64,
+    /// The whole machine's CPU out of idle during the run, and of it softirq, seconds.
+    machine: Option<(f64, f64)>,
     node_cpu_max_s: f64,
+    /// Each node's last delivery, seconds after the first publish.
+    node_last_s: Vec<f64>,
     node_rss_max: u64,
     missing: u64,
     duplicates: u64,
@@ -955,10 +959,17 @@ fn read_bench(path: &Path, m: &mut Measured) -> Result<(), TaskError> {
     m.all_hold_s = w["full_delivery_s"].as_f64();
     m.elapsed_s = w["elapsed_s"].as_f64().unwrap_or(0.0);
     m.cpu_s = w["cpu_s"].as_f64().unwrap_or(0.0);
+    m.machine = w["machine_busy_s"]
+        .as_f64()
+        .zip(w["machine_softirq_s"].as_f64());
     m.node_cpu_max_s = w["node_cpu_s"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, f64::max))
         .unwrap_or(0.0);
+    m.node_last_s = w["node_last_delivery_s"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
     m.node_rss_max = w["node_peak_rss_bytes"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).max().unwrap_or(0))
@@ -1263,6 +1274,20 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
                 } else {
                     " (some counters unreadable)"
                 }
+            );
+        }
+        if !m.node_last_s.is_empty() {
+            let last: Vec<String> = m.node_last_s.iter().map(|t| format!("{t:.2}")).collect();
+            println!("    last delivery per node (s): {}", last.join(" "));
+        }
+        if let Some((busy, softirq)) = m.machine.filter(|_| m.elapsed_s > 0.0 && cores > 0) {
+            let share = |t: f64| 100.0 * t / (m.elapsed_s * cores as f64);
+            println!(
+                "    machine: {busy:.1} s out of idle ({:.0} % of {cores} cores), {softirq:.1} s of it in softirq ({:.0} %), the node processes {:.1} s ({:.0} %)",
+                share(busy),
+                share(softirq),
+                m.cpu_s,
+                share(m.cpu_s)
             );
         }
         if m.chunks_served.iter().any(|c| *c > 0) {

@@ -109,6 +109,50 @@ fn parse_stat_cpu(stat: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
+/// The whole machine's CPU time so far, from the `cpu` line of /proc/stat: every core's time
+/// out of idle (user, nice, system, irq, softirq, steal), and of it the softirq time, where the
+/// kernel does most of a packet's work (TCP, veth, bridge, tbf) outside any process.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MachineCpu {
+    /// Time all cores spent out of idle.
+    pub busy: Duration,
+    /// Of `busy`, time in softirq.
+    pub softirq: Duration,
+}
+
+impl MachineCpu {
+    /// Reads /proc/stat now.
+    pub fn now() -> Option<Self> {
+        parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// What was spent between `earlier` and this reading.
+    pub fn since(self, earlier: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy.saturating_sub(earlier.busy),
+            softirq: self.softirq.saturating_sub(earlier.softirq),
+        }
+    }
+}
+
+/// The `cpu` line of /proc/stat: `cpu user nice system idle iowait irq softirq steal ...` in
+/// USER_HZ ticks (guest time is already counted in user).
+fn parse_proc_stat(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let ms = |t: u64| Duration::from_millis(t * 1000 / USER_HZ);
+    Some(MachineCpu {
+        busy: ms(busy),
+        softirq: ms(at(6)),
+    })
+}
+
 /// Peak resident set size (VmHWM) of the process `pid` in bytes.
 pub fn peak_rss(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -146,6 +190,21 @@ mod tests {
         assert_eq!(kib_field(status, "VmSwap:"), None);
         let cpuinfo = "processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\n";
         assert_eq!(cpu_model(cpuinfo).as_deref(), Some("Some CPU @ 2.0GHz"));
+    }
+
+    #[test]
+    fn machine_cpu_counts_every_state_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 9000 30 7 40 3 0 0\ncpu0 50 2 25 4500 15 3 20 1 0 0\n";
+        let m = parse_proc_stat(stat).unwrap();
+        assert_eq!(m.busy, Duration::from_millis(2050));
+        assert_eq!(m.softirq, Duration::from_millis(400));
+        let later = MachineCpu {
+            busy: Duration::from_millis(3000),
+            softirq: Duration::from_millis(500),
+        };
+        assert_eq!(later.since(m).busy, Duration::from_millis(950));
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+        assert!(MachineCpu::now().is_some());
     }
 
     #[test]

@@ -347,11 +347,15 @@ pub fn run(spec: &Spec, placement: &[Placement]) -> Result<Outcome, String> {
         p.send(&format!("run {i} {n} {start} {fields}"))?;
     }
     let wall = Instant::now();
+    let machine_before = machine::MachineCpu::now();
     let done = procs.gather(
         "done",
         Instant::now() + spec.timeout + Duration::from_millis(200),
     );
     let elapsed = wall.elapsed().saturating_sub(Duration::from_millis(200));
+    let machine_cpu = machine::MachineCpu::now()
+        .zip(machine_before)
+        .map(|(after, before)| after.since(before));
     if let Err(e) = &done {
         eprintln!("  {}: {e}; collecting what arrived", spec.name);
     }
@@ -362,7 +366,10 @@ pub fn run(spec: &Spec, placement: &[Placement]) -> Result<Outcome, String> {
         .map(|r| serde_json::from_str(r).map_err(|e| format!("bad node result: {e}")))
         .collect::<Result<_, _>>()?;
     drop(procs);
-    Ok(join(spec, &info, &results, elapsed))
+    let mut outcome = join(spec, &info, &results, elapsed);
+    outcome.machine_busy_s = machine_cpu.map(|m| m.busy.as_secs_f64());
+    outcome.machine_softirq_s = machine_cpu.map(|m| m.softirq.as_secs_f64());
+    Ok(outcome)
 }
 
 /// Each planned artifact's origin, kind and size, by tag.
@@ -381,7 +388,9 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
     let mut delivered_bytes = 0u64;
     let mut lat: HashMap<Kind, Vec<u64>> = HashMap::new();
     let mut timeline = Timeline::default();
+    let mut node_last = Vec::with_capacity(results.len());
     for r in results {
+        let mut mine = 0u64;
         for &(t, at) in &r.delivered {
             let (Some(&(_, kind, size)), Some(&p)) = (info.get(&t), published.get(&t)) else {
                 continue;
@@ -389,9 +398,11 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
             delivered += 1;
             delivered_bytes += size;
             last = last.max(at);
+            mine = mine.max(at);
             lat.entry(kind).or_default().push(at.saturating_sub(p));
             timeline.add(Duration::from_nanos(at.saturating_sub(first)), size);
         }
+        node_last.push(mine.saturating_sub(first) as f64 / 1e9);
     }
     let expected = info.len() as u64 * (n as u64 - 1);
     let complete = delivered == expected;
@@ -440,12 +451,15 @@ fn join(spec: &Spec, info: &Info, results: &[NodeResult], elapsed: Duration) -> 
         wire_bytes: wire,
         amplification: wire as f64 / (payload as f64 * (n as f64 - 1.0)).max(1.0),
         cpu_s: results.iter().map(|r| r.cpu_ns).sum::<u64>() as f64 / 1e9,
+        machine_busy_s: None,
+        machine_softirq_s: None,
         peak_rss_bytes: results.iter().map(|r| r.peak_rss).sum(),
         peak_rss_reset: results.iter().all(|r| r.peak_reset),
         node_peak_rss_bytes: results.iter().map(|r| r.peak_rss).collect(),
         node_peak_anon_bytes: results.iter().map(|r| r.peak_anon).collect(),
         file_storage: spec.tuning.file_storage,
         node_cpu_s: results.iter().map(|r| r.cpu_ns as f64 / 1e9).collect(),
+        node_last_delivery_s: node_last,
         node_chunks_served: results.iter().map(|r| r.chunks_served).collect(),
         chunks_asked_beyond_stripe: results.iter().fold((0, 0, 0), |(h, i, o), r| {
             let b = r.chunks_asked_beyond_stripe;

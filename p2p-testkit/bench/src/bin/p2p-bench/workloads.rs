@@ -353,6 +353,14 @@ pub struct Outcome {
     pub amplification: f64,
     /// CPU time (user + system) of the node process(es) during the run, seconds.
     pub cpu_s: f64,
+    /// The whole machine's CPU time out of idle during the run, every process and the kernel's
+    /// softirq work included, seconds (process-per-node mode only).
+    #[serde(default)]
+    pub machine_busy_s: Option<f64>,
+    /// Of `machine_busy_s`, the kernel's softirq time (packets through TCP, veth, bridge and
+    /// the shaping queues), seconds.
+    #[serde(default)]
+    pub machine_softirq_s: Option<f64>,
     /// Peak resident memory during the run, bytes (the bench process, or the sum of the
     /// node processes' peaks).
     pub peak_rss_bytes: u64,
@@ -372,6 +380,10 @@ pub struct Outcome {
     /// (process-per-node mode only).
     #[serde(default)]
     pub node_cpu_s: Vec<f64>,
+    /// When each node's last delivery came, seconds after the first publish, in node order
+    /// (process-per-node mode only): which nodes the all-hold time waited for.
+    #[serde(default)]
+    pub node_last_delivery_s: Vec<f64>,
     /// The size of the largest artifact, bytes.
     #[serde(default)]
     pub largest_artifact_bytes: u64,
@@ -431,12 +443,15 @@ impl Outcome {
             wire_bytes: r.wire_bytes,
             amplification: r.amplification(),
             cpu_s: cpu.as_secs_f64(),
+            machine_busy_s: None,
+            machine_softirq_s: None,
             peak_rss_bytes: peak,
             peak_rss_reset: reset,
             node_peak_rss_bytes: Vec::new(),
             node_peak_anon_bytes: Vec::new(),
             file_storage: spec.tuning.file_storage,
             node_cpu_s: Vec::new(),
+            node_last_delivery_s: Vec::new(),
             node_chunks_served: Vec::new(),
             chunks_asked_beyond_stripe: (0, 0, 0),
             chunks_asked_slow_owner: 0,
