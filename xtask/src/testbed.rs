@@ -199,6 +199,10 @@ pub struct LinkCounters {
     pub retransmitted: u64,
     /// Packets the links' queues dropped.
     pub dropped: u64,
+    /// How TCP recovered its losses (`TcpExt` of `/proc/net/netstat`): fast retransmits
+    /// (a round trip after the loss), tail loss probes (about two) and retransmission
+    /// timeouts (at least 200 ms).
+    pub recoveries: Recoveries,
     /// Whether every figure could be read.
     pub complete: bool,
 }
@@ -209,21 +213,54 @@ impl Default for LinkCounters {
             segments: 0,
             retransmitted: 0,
             dropped: 0,
+            recoveries: Recoveries::default(),
             complete: true,
         }
     }
 }
 
+/// Loss recoveries of TCP, summed over namespaces (see [`LinkCounters::recoveries`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// `TCPFastRetrans`: segments sent again by fast retransmit.
+    pub fast: u64,
+    /// `TCPLossProbes`: tail loss probes sent.
+    pub probes: u64,
+    /// `TCPTimeouts`: retransmission timeouts.
+    pub timeouts: u64,
+}
+
+/// The named fields of a pair of `<prefix>` lines (names, then values) of a /proc/net file.
+fn proc_net_fields<const N: usize>(text: &str, prefix: &str, names: [&str; N]) -> Option<[u64; N]> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let mut out = [0; N];
+    for (o, name) in out.iter_mut().zip(names) {
+        let i = header.iter().position(|n| *n == name)?;
+        *o = values.get(i)?.parse().ok()?;
+    }
+    Some(out)
+}
+
 /// `OutSegs` and `RetransSegs` of the `Tcp:` lines of a `/proc/net/snmp`.
 fn tcp_segments(snmp: &str) -> Option<(u64, u64)> {
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let names: Vec<&str> = tcp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = tcp.next()?.split_whitespace().collect();
-    let field = |name: &str| {
-        let i = names.iter().position(|n| *n == name)?;
-        values.get(i)?.parse().ok()
-    };
-    Some((field("OutSegs")?, field("RetransSegs")?))
+    let [out, re] = proc_net_fields(snmp, "Tcp:", ["OutSegs", "RetransSegs"])?;
+    Some((out, re))
+}
+
+/// The loss recoveries of the `TcpExt:` lines of a `/proc/net/netstat`.
+fn tcp_recoveries(netstat: &str) -> Option<Recoveries> {
+    let [fast, probes, timeouts] = proc_net_fields(
+        netstat,
+        "TcpExt:",
+        ["TCPFastRetrans", "TCPLossProbes", "TCPTimeouts"],
+    )?;
+    Some(Recoveries {
+        fast,
+        probes,
+        timeouts,
+    })
 }
 
 /// Packets dropped by every qdisc of a `tc -s qdisc show` (the `dropped N` of each `Sent`
@@ -339,6 +376,19 @@ impl Testbed {
                 Some((out, re)) => {
                     c.segments += out;
                     c.retransmitted += re;
+                }
+                None => c.complete = false,
+            }
+            let netstat = exec(
+                "ip",
+                &["netns", "exec", &n.netns, "cat", "/proc/net/netstat"],
+            )
+            .ok();
+            match netstat.as_deref().and_then(tcp_recoveries) {
+                Some(r) => {
+                    c.recoveries.fast += r.fast;
+                    c.recoveries.probes += r.probes;
+                    c.recoveries.timeouts += r.timeouts;
                 }
                 None => c.complete = false,
             }
@@ -1275,6 +1325,11 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
                     " (some counters unreadable)"
                 }
             );
+            let r = l.recoveries;
+            println!(
+                "    loss recovery: {} fast retransmits, {} tail loss probes, {} retransmission timeouts",
+                r.fast, r.probes, r.timeouts
+            );
         }
         if !m.node_last_s.is_empty() {
             let last: Vec<String> = m.node_last_s.iter().map(|t| format!("{t:.2}")).collect();
@@ -1575,6 +1630,16 @@ mod tests {
         let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm OutSegs RetransSegs InErrs\nTcp: 1 1200 37 0\nUdp: InDatagrams\nUdp: 0\n";
         assert_eq!(tcp_segments(snmp), Some((1200, 37)));
         assert_eq!(tcp_segments("Ip: 1\n"), None);
+        let netstat = "TcpExt: SyncookiesSent TCPLossProbes TCPTimeouts TCPFastRetrans\nTcpExt: 0 9 4 120\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            tcp_recoveries(netstat),
+            Some(Recoveries {
+                fast: 120,
+                probes: 9,
+                timeouts: 4
+            })
+        );
+        assert_eq!(tcp_recoveries("TcpExt: TCPTimeouts\nTcpExt: 1\n"), None);
         let tc = "qdisc tbf 8001: root refcnt 2 rate 300Mbit burst 128Kb lat 11.3ms\n Sent 5217 bytes 40 pkt (dropped 12, overlimits 3 requeues 0)\nqdisc bfifo 10: parent 1:10 limit 12Kb\n Sent 10 bytes 1 pkt (dropped 0, overlimits 0 requeues 0)\n";
         assert_eq!(qdisc_drops(tc), 12);
     }
