@@ -32,7 +32,7 @@ commands:
   testbed [args] [-- bench args]   link-bound runs: nodes in network namespaces on a bridge, tc tbf
                                    links (root only; see BENCHMARKS.md): --only NAMES, --rate MBIT,
                                    --slow-fraction F, --queue-ms MS, --burst B, --cc ALGO, --prio-links,
-                                   --deadline S,
+                                   --deadline S, --repeat K,
                                    --no-sim, --sim-cpu NS_PER_BYTE,US_PER_FRAME|off, --sim-loss MS|off,
                                    --smoke (CI's short run), --cleanup [--force]
   help                             this text

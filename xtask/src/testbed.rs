@@ -639,6 +639,23 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// Its `k`th making (from 1): the same run, named `<name>-r<k>` from the second on.
+    fn repetition(&self, k: usize) -> RunSpec {
+        let mut r = self.clone();
+        if k > 1 {
+            r.name = format!("{}-r{k}", self.name);
+        }
+        r
+    }
+
+    /// The name of the run this is a repetition of.
+    fn base_name(&self) -> &str {
+        match self.name.rsplit_once("-r") {
+            Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => &self.name,
+        }
+    }
+
     /// Each node's rate.
     pub fn rates(&self) -> Vec<u64> {
         let n = self.shape.nodes;
@@ -819,6 +836,8 @@ struct Args {
     congestion: Option<&'static str>,
     prio: bool,
     deadline: Option<Duration>,
+    /// How many times each run is made (`--repeat K`, at least 1).
+    repeat: usize,
     sim: bool,
     /// The CPU the simulator models (`None`: none).
     sim_cpu: Option<SimCpu>,
@@ -829,6 +848,7 @@ struct Args {
 
 fn parse(args: &[String]) -> Result<Args, TaskError> {
     let mut a = Args {
+        repeat: 1,
         sim: true,
         sim_cpu: Some(SIM_CPU),
         sim_loss: Some(SIM_LOSS_RECOVERY),
@@ -906,6 +926,13 @@ fn parse(args: &[String]) -> Result<Args, TaskError> {
                         )));
                     }
                 });
+            }
+            "--repeat" => {
+                let k = num("--repeat", value("--repeat")?)?;
+                if !(1.0..=20.0).contains(&k) || k.fract() != 0.0 {
+                    return Err(usage("`--repeat` takes a whole number from 1 to 20".into()));
+                }
+                a.repeat = k as usize;
             }
             "--deadline" => {
                 a.deadline = Some(Duration::from_secs_f64(num(
@@ -1382,6 +1409,60 @@ fn report(runs: &[(RunSpec, Measured)], cores: usize) {
     );
 }
 
+/// With `--repeat`: per run, the spread of its all-hold times over the repetitions and their
+/// median against the model's prediction (the model is deterministic: one prediction).
+fn calibration(runs: &[(RunSpec, Measured)]) {
+    println!("\n==> calibration: each run's repetitions against the model");
+    println!(
+        "{:<20} {:>4} {:>9} {:>9} {:>9} {:>8} {:>14} {:>10}",
+        "run", "runs", "min", "median", "max", "model", "median/model", "max/model"
+    );
+    let mut names: Vec<&str> = Vec::new();
+    for (spec, _) in runs {
+        if !names.contains(&spec.base_name()) {
+            names.push(spec.base_name());
+        }
+    }
+    for name in names {
+        let mut hold: Vec<f64> = runs
+            .iter()
+            .filter(|(s, _)| s.base_name() == name)
+            .filter_map(|(_, m)| m.all_hold_s)
+            .collect();
+        if hold.is_empty() {
+            continue;
+        }
+        hold.sort_by(f64::total_cmp);
+        let median = median_of(&hold);
+        let model = runs
+            .iter()
+            .find(|(s, _)| s.base_name() == name)
+            .and_then(|(_, m)| m.sim_all_hold_s);
+        let ratio = |x: f64| model.map_or("-".into(), |m| format!("{:.2}", x / m));
+        println!(
+            "{:<20} {:>4} {:>9} {:>9} {:>9} {:>8} {:>14} {:>10}",
+            name,
+            hold.len(),
+            fmt_s(hold.first().copied()),
+            fmt_s(Some(median)),
+            fmt_s(hold.last().copied()),
+            fmt_s(model),
+            ratio(median),
+            ratio(hold[hold.len() - 1]),
+        );
+    }
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median_of(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
 /// `cargo xtask ci`'s `testbed` step: the smoke run (4 namespaces, a few seconds; it asserts
 /// delivery, not timing), skipped with the reason printed when not root or without iproute2.
 /// Its build of p2p-bench uses ci's settings (no incremental compilation), so it reuses the
@@ -1430,6 +1511,11 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
     if runs.is_empty() {
         return Err(TaskError::Usage(format!("no run matches {:?}", a.only)));
     }
+    // Every run once, then again: the repetitions of a run are minutes apart, as the spread
+    // between sessions is.
+    let runs: Vec<RunSpec> = (1..=a.repeat.max(1))
+        .flat_map(|k| runs.iter().map(move |r| r.repetition(k)))
+        .collect();
     // The smoke run uses the debug build that `cargo xtask ci` has built already.
     let profile = if a.smoke { "debug" } else { "release" };
     let mut build = shell::cargo();
@@ -1520,6 +1606,9 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
         }
     }
     report(&done, cores());
+    if a.repeat > 1 {
+        calibration(&done);
+    }
     // Nothing of ours may be left.
     let ours = format!("{PREFIX}{}r", std::process::id());
     let left: Vec<String> = leftovers()?
@@ -1645,6 +1734,23 @@ mod tests {
     }
 
     #[test]
+    fn repetitions_keep_their_run_s_name_as_base() {
+        let r = smoke_run();
+        assert_eq!(r.repetition(1).name, r.name);
+        let third = r.repetition(3);
+        assert_eq!(third.name, format!("{}-r3", r.name));
+        assert_eq!(third.base_name(), r.name);
+        assert_eq!(r.base_name(), r.name);
+        let odd = RunSpec {
+            name: "W4-bulk-r".into(),
+            ..smoke_run()
+        };
+        assert_eq!(odd.base_name(), "W4-bulk-r");
+        assert_eq!(median_of(&[1.0, 2.0, 4.0]), 2.0);
+        assert_eq!(median_of(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+    }
+
+    #[test]
     fn arguments_parse_and_reject_nonsense() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let a = parse(&s(&[
@@ -1678,6 +1784,10 @@ mod tests {
         assert_eq!(loss, Some(Duration::from_millis(20)));
         assert_eq!(parse(&s(&["--sim-loss", "off"])).unwrap().sim_loss, None);
         assert!(parse(&s(&["--sim-cpu", "5"])).is_err());
+        assert_eq!(a.repeat, 1);
+        assert_eq!(parse(&s(&["--repeat", "3"])).unwrap().repeat, 3);
+        assert!(parse(&s(&["--repeat", "0"])).is_err());
+        assert!(parse(&s(&["--repeat", "2.5"])).is_err());
         let runs = full_runs(Some(100), Some(0.25));
         assert!(runs.iter().all(|r| r.rate_bps == 100 * MBIT));
         assert!(runs.iter().all(|r| r.slow == r.shape.nodes.div_ceil(4)));
