@@ -1453,6 +1453,64 @@ fn calibration(runs: &[(RunSpec, Measured)]) {
     }
 }
 
+/// Joins the runs' p2p-bench results (`<dir>/<run>.json`) into one file of the same schema at
+/// `to`, so that `cargo xtask bench compare` compares two testbed sessions: every run's
+/// workload and figures, the targets some run measured, and per run the figures of the testbed
+/// itself (`<run>.bound`, `.model`, `.over_model`, `.retransmitted`, `.machine_busy`).
+fn write_combined(dir: &Path, runs: &[(RunSpec, Measured)], to: &Path) -> Result<(), String> {
+    let mut all: Option<Value> = None;
+    let (mut workloads, mut figures, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for (spec, m) in runs {
+        let path = dir.join(format!("{}.json", spec.name));
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let mut v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let take = |v: &mut Value, key: &str| match v[key].take() {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        };
+        workloads.extend(take(&mut v, "workloads"));
+        figures.extend(take(&mut v, "figures"));
+        for t in take(&mut v, "targets") {
+            if !t["met"].is_null() {
+                targets.push(t);
+            }
+        }
+        let bound = spec.shape.bound_s(&spec.rates());
+        let mut fig = |what: &str, value: f64, unit: &str| {
+            figures.push(serde_json::json!({
+                "name": format!("{}.{what}", spec.name),
+                "value": value,
+                "unit": unit,
+                "better": "lower",
+            }));
+        };
+        fig("bound", bound, "s");
+        if let Some(model) = m.sim_all_hold_s {
+            fig("model", model, "s");
+            if let Some(hold) = m.all_hold_s.filter(|_| model > 0.0) {
+                fig("over_model", hold / model, "x");
+            }
+        }
+        if let Some(l) = m.links {
+            fig(
+                "retransmitted",
+                100.0 * l.retransmitted as f64 / l.segments.max(1) as f64,
+                "%",
+            );
+        }
+        if let Some((busy, _)) = m.machine {
+            fig("machine_busy", busy, "s");
+        }
+        all.get_or_insert(v);
+    }
+    let mut all = all.ok_or("no run finished")?;
+    all["workloads"] = Value::Array(workloads);
+    all["figures"] = Value::Array(figures);
+    all["targets"] = Value::Array(targets);
+    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    std::fs::write(to, text + "\n").map_err(|e| e.to_string())
+}
+
 /// The median of sorted values (the mean of the middle two for an even count).
 fn median_of(sorted: &[f64]) -> f64 {
     let n = sorted.len();
@@ -1609,6 +1667,16 @@ fn smoke_and_full(a: Args, from_ci: bool) -> Result<(), TaskError> {
     if a.repeat > 1 {
         calibration(&done);
     }
+    if !a.smoke {
+        let all = ctx.out_dir.join("testbed.json");
+        match write_combined(&ctx.out_dir, &done, &all) {
+            Ok(()) => println!(
+                "every run's results in one file (for `cargo xtask bench compare`): {}",
+                all.display()
+            ),
+            Err(e) => eprintln!("cannot write {}: {e}", all.display()),
+        }
+    }
     // Nothing of ours may be left.
     let ours = format!("{PREFIX}{}r", std::process::id());
     let left: Vec<String> = leftovers()?
@@ -1731,6 +1799,57 @@ mod tests {
         assert_eq!(tcp_recoveries("TcpExt: TCPTimeouts\nTcpExt: 1\n"), None);
         let tc = "qdisc tbf 8001: root refcnt 2 rate 300Mbit burst 128Kb lat 11.3ms\n Sent 5217 bytes 40 pkt (dropped 12, overlimits 3 requeues 0)\nqdisc bfifo 10: parent 1:10 limit 12Kb\n Sent 10 bytes 1 pkt (dropped 0, overlimits 0 requeues 0)\n";
         assert_eq!(qdisc_drops(tc), 12);
+    }
+
+    #[test]
+    fn the_combined_results_hold_every_run_and_the_testbed_s_own_figures() {
+        let dir = std::env::temp_dir().join(format!("p2p-testbed-combined-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut runs = Vec::new();
+        for (k, name) in ["one", "two"].iter().enumerate() {
+            let json = serde_json::json!({
+                "schema": 1, "commit": "abc", "machine": {"cores": 2},
+                "workloads": [{"name": name}],
+                "targets": [{"target": "t", "measured": "not run", "met": null},
+                            {"target": format!("{name} ok"), "measured": "1", "met": true}],
+                "figures": [{"name": format!("{name}.time"), "value": 2.0, "unit": "s", "better": "lower"}],
+            });
+            std::fs::write(dir.join(format!("{name}.json")), json.to_string()).unwrap();
+            let spec = RunSpec {
+                name: (*name).into(),
+                ..smoke_run()
+            };
+            let m = Measured {
+                all_hold_s: Some(2.0),
+                sim_all_hold_s: Some(1.6 + k as f64 * 0.4),
+                ..Measured::default()
+            };
+            runs.push((spec, m));
+        }
+        let to = dir.join("testbed.json");
+        write_combined(&dir, &runs, &to).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&to).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(v["commit"], "abc");
+        assert_eq!(v["workloads"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["targets"].as_array().unwrap().len(),
+            2,
+            "only measured targets"
+        );
+        let fig = |name: &str| {
+            v["figures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name)
+                .and_then(|f| f["value"].as_f64())
+        };
+        assert_eq!(fig("one.time"), Some(2.0));
+        assert_eq!(fig("one.over_model"), Some(1.25));
+        assert_eq!(fig("two.over_model"), Some(1.0));
+        assert!(fig("two.bound").is_some_and(|b| b > 0.0));
+        assert!(write_combined(&dir, &[], &to).is_err());
     }
 
     #[test]
