@@ -153,6 +153,13 @@ pub struct NodeConfig {
     /// (`TC_PRIO_INTERACTIVE`) for the host's queueing discipline, so links and qdiscs that
     /// honour either serve urgent traffic first. Default on.
     pub express_marking: bool,
+    /// Where the express lanes' reader and writer tasks run (`None`, the default: the runtime
+    /// the node was started on, as every other task). A runtime of their own, such as a
+    /// current-thread runtime on a thread the embedder starts for it, keeps urgent messages from
+    /// waiting behind the bulk connections' tasks in one run queue when the cores are saturated
+    /// (BENCHMARKS.md, "Urgent latency with the links saturated"); the sockets stay registered
+    /// with the node's runtime, which must keep running.
+    pub express_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A secret seed from the operating system's secure random source (through the TLS crypto
@@ -228,6 +235,7 @@ impl NodeConfig {
                 ..ExpressConfig::default()
             },
             express_marking: true,
+            express_runtime: None,
         }
     }
 

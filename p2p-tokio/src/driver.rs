@@ -94,6 +94,8 @@ pub(crate) struct DriverSettings {
     pub source: Option<std::net::IpAddr>,
     /// Whether express lanes' packets are marked ([`net::mark_express`]).
     pub express_marking: bool,
+    /// Where express lanes' tasks run (`None`: the node's runtime).
+    pub express_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One TLS connection with its reader and writer tasks.
@@ -873,7 +875,7 @@ impl Driver {
             debug!(%peer, error = %e, "express lane left unmarked");
         }
         self.next_conn += 1;
-        let link = self.spawn_link(peer, id, est);
+        let link = self.spawn_link(peer, id, est, true);
         let old = self
             .conns
             .get_mut(&peer)
@@ -887,8 +889,9 @@ impl Driver {
         debug!(%peer, "express lane up");
     }
 
-    /// Starts the reader and writer of a connection with number `id` to `peer`.
-    fn spawn_link(&self, peer: NodeId, id: u64, est: Established) -> Link {
+    /// Starts the reader and writer of a connection with number `id` to `peer`: an express
+    /// lane's on `express_runtime` if set, the others on the node's runtime.
+    fn spawn_link(&self, peer: NodeId, id: u64, est: Established, express: bool) -> Link {
         let shared = Arc::new(ConnShared::new(est.sender));
         let (close_tx, close_rx) = watch::channel(Close::Open);
         let ctx = |close: watch::Receiver<Close>| ConnCtx {
@@ -902,8 +905,12 @@ impl Driver {
             clock: self.clock,
         };
         let (rd, wr) = tokio::io::split(est.stream);
-        let reader = tokio::spawn(conn::reader(rd, est.receiver, ctx(close_rx.clone())));
-        let writer = tokio::spawn(conn::writer(wr, Arc::clone(&shared), ctx(close_rx)));
+        let reader = conn::reader(rd, est.receiver, ctx(close_rx.clone()));
+        let writer = conn::writer(wr, Arc::clone(&shared), ctx(close_rx));
+        let (reader, writer) = match self.settings.express_runtime.as_ref().filter(|_| express) {
+            Some(rt) => (rt.spawn(reader), rt.spawn(writer)),
+            None => (tokio::spawn(reader), tokio::spawn(writer)),
+        };
         Link {
             id,
             shared,
@@ -1032,7 +1039,7 @@ impl Driver {
         let conn_id = self.next_conn;
         self.next_conn += 1;
         let (dialed, remote, peer_role) = (est.dialed, est.remote, est.peer_role);
-        let main = self.spawn_link(peer, conn_id, est);
+        let main = self.spawn_link(peer, conn_id, est, false);
         self.conns.insert(
             peer,
             Conn {

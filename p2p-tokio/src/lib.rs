@@ -312,6 +312,7 @@ pub async fn start(cfg: NodeConfig, registry: Registry) -> Result<NodeHandle, St
             connect_timeout: cfg.connect_timeout,
             source: Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
             express_marking: cfg.express_marking,
+            express_runtime: cfg.express_runtime.clone(),
         },
         express: ExpressLanes::new(cfg.express),
         registry,

@@ -103,6 +103,69 @@ async fn an_urgent_artifact_overtakes_bulk_bytes_already_in_the_kernel() {
     }
 }
 
+/// With `express_runtime` set, each node's express lane tasks (a reader and a writer) run on
+/// that runtime, a thread of its own here, and the traffic flows as on one runtime; the tasks
+/// end there when the nodes shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn express_lanes_run_on_the_runtime_the_embedder_gives() {
+    init_log();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lanes = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        rt.block_on(async {
+            let _ = stopped.await;
+        })
+    });
+    let configs = identities(2)
+        .into_iter()
+        .map(|id| {
+            let mut cfg = config(id);
+            cfg.express_runtime = Some(lanes.clone());
+            cfg
+        })
+        .collect();
+    let nodes = subnet(configs).await;
+    wait_connected(&nodes, 1).await;
+    for n in &nodes {
+        wait_metrics(n, "an express lane", |m| m.peers_express == 1).await;
+    }
+    assert_eq!(
+        lanes.metrics().num_alive_tasks(),
+        4,
+        "a reader and a writer per node's lane"
+    );
+    let mut rx = nodes[1].take_deliveries().unwrap();
+    let mut ids = Vec::new();
+    for (i, size) in [(1u8, 300), (2, 1 << 20)] {
+        ids.push(
+            nodes[0]
+                .publish(Kind(1), Bytes::new(), bytes(i, size))
+                .await
+                .unwrap(),
+        );
+    }
+    ids.sort();
+    assert_eq!(ids_of(&receive(&mut rx, 2).await), ids);
+    assert!(nodes[0].metrics().messages_sent_express >= 2);
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lanes.metrics().num_alive_tasks() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lane tasks outlived their nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    thread.join().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_express_lanes_keeps_one_connection() {
     init_log();

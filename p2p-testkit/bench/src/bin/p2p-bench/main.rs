@@ -128,6 +128,10 @@ struct TuningArgs {
     /// in memory: their anonymous memory stays bounded whatever the artifacts' size.
     #[arg(long)]
     file_storage: bool,
+    /// Run the nodes' express lanes on a thread of their own (one per process, so one for all
+    /// nodes in-process), not among the bulk connections' tasks on the nodes' runtime.
+    #[arg(long)]
+    express_thread: bool,
 }
 
 impl TuningArgs {
@@ -143,6 +147,7 @@ impl TuningArgs {
             peers: self.peers.map(|k| k as usize),
             no_express: self.no_express,
             file_storage: self.file_storage,
+            express_thread: self.express_thread,
         }
     }
 }
@@ -367,5 +372,33 @@ mod tests {
         assert_eq!(cfg.topology, Topology::All);
         assert!(!cfg.core.auto_relay);
         assert!(Cli::try_parse_from(["p2p-bench", "--peers", "1"]).is_err());
+        assert!(cfg.express_runtime.is_none());
+    }
+
+    #[test]
+    fn the_express_thread_reaches_every_node_process_and_its_config() {
+        let cli = Cli::try_parse_from(["p2p-bench", "--express-thread"]).unwrap();
+        let tuning = cli.tuning.tuning();
+        assert!(tuning.express_thread);
+        let mut argv = vec!["p2p-bench".to_owned()];
+        argv.extend(process::node_args(None, tuning));
+        let Cmd::Node { tuning: t, .. } = Cli::try_parse_from(argv).unwrap().command.unwrap()
+        else {
+            panic!("not the node command");
+        };
+        assert_eq!(t.tuning(), tuning);
+        let mut cfg = NodeConfig::new(
+            NodeIdentity::generate().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        workloads::tune(&mut cfg, tuning);
+        let lanes = cfg.express_runtime.expect("the lanes' runtime");
+        // One runtime for the whole process, running on its own thread.
+        let again = workloads::express_runtime().unwrap();
+        assert_eq!(lanes.id(), again.id());
+        let (tx, rx) = std::sync::mpsc::channel();
+        lanes.spawn(async move { tx.send(std::thread::current().name().map(str::to_owned)) });
+        let name = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(name.as_deref(), Some("express-lanes"));
     }
 }

@@ -289,6 +289,9 @@ pub fn node_args(listen: Option<IpAddr>, tuning: Tuning) -> Vec<String> {
     if tuning.file_storage {
         args.push("--file-storage".to_owned());
     }
+    if tuning.express_thread {
+        args.push("--express-thread".to_owned());
+    }
     args
 }
 

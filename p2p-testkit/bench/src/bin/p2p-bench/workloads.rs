@@ -56,6 +56,29 @@ pub struct Tuning {
     pub no_express: bool,
     /// Assemble and make large artifacts in files ([`storage_dir`]), not in memory.
     pub file_storage: bool,
+    /// Run the nodes' express lanes on a thread of their own ([`express_runtime`]).
+    pub express_thread: bool,
+}
+
+/// The runtime the nodes' express lanes run on with [`Tuning::express_thread`]: one
+/// current-thread runtime for the whole process, on a thread that lives as long as it.
+pub fn express_runtime() -> Result<tokio::runtime::Handle, String> {
+    static LANES: std::sync::OnceLock<Result<tokio::runtime::Handle, String>> =
+        std::sync::OnceLock::new();
+    LANES
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the express lanes' runtime: {e}"))?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("express-lanes".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .map_err(|e| format!("cannot start the express lanes' thread: {e}"))?;
+            Ok(handle)
+        })
+        .clone()
 }
 
 /// W5's deadline: 600 s, or longer for runs that deliver more than 24 GB in all, at 40 MB/s
@@ -503,6 +526,12 @@ pub fn tune(cfg: &mut NodeConfig, tuning: Tuning) {
     }
     cfg.socket_buffer = tuning.socket_buffer;
     cfg.express.enabled = !tuning.no_express;
+    if tuning.express_thread {
+        match express_runtime() {
+            Ok(lanes) => cfg.express_runtime = Some(lanes),
+            Err(e) => eprintln!("p2p-bench: {e}; express lanes share the node's runtime"),
+        }
+    }
     match tuning.notsent_lowat {
         None => {}
         Some(0) => cfg.tcp_notsent_lowat = None,
