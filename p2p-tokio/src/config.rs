@@ -158,7 +158,8 @@ pub struct NodeConfig {
     /// current-thread runtime on a thread the embedder starts for it, keeps urgent messages from
     /// waiting behind the bulk connections' tasks in one run queue when the cores are saturated
     /// (BENCHMARKS.md, "Urgent latency with the links saturated"); the sockets stay registered
-    /// with the node's runtime, which must keep running.
+    /// with the node's runtime, which must keep running. The runtime must run as long as the
+    /// node: a lane whose tasks it drops carries nothing more until its connection ends.
     pub express_runtime: Option<tokio::runtime::Handle>,
 }
 
