@@ -16,6 +16,16 @@ use p2p_tokio::NodeConfig;
 use p2p_transport::codec::{ConnRole, Hello};
 use tokio::io::AsyncReadExt;
 
+/// Starts two nodes and waits until they are connected and each has its express lane.
+async fn pair_with_lanes(configs: Vec<NodeConfig>) -> Vec<p2p_tokio::NodeHandle> {
+    let nodes = subnet(configs).await;
+    wait_connected(&nodes, 1).await;
+    for n in &nodes {
+        wait_metrics(n, "an express lane", |m| m.peers_express == 1).await;
+    }
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_open_an_express_lane_for_control_and_urgent_messages() {
     init_log();
@@ -88,11 +98,7 @@ async fn an_urgent_artifact_overtakes_bulk_bytes_already_in_the_kernel() {
             cfg
         })
         .collect();
-    let nodes = subnet(configs).await;
-    wait_connected(&nodes, 1).await;
-    for n in &nodes {
-        wait_metrics(n, "an express lane", |m| m.peers_express == 1).await;
-    }
+    let nodes = pair_with_lanes(configs).await;
     let pos = urgent_position_behind_bulk(&nodes[0], &nodes[1], BULK, 8 << 20).await;
     assert_eq!(
         pos, 0,
@@ -128,11 +134,7 @@ async fn express_lanes_run_on_the_runtime_the_embedder_gives() {
             cfg
         })
         .collect();
-    let nodes = subnet(configs).await;
-    wait_connected(&nodes, 1).await;
-    for n in &nodes {
-        wait_metrics(n, "an express lane", |m| m.peers_express == 1).await;
-    }
+    let nodes = pair_with_lanes(configs).await;
     assert_eq!(
         lanes.metrics().num_alive_tasks(),
         4,
